@@ -1,0 +1,67 @@
+"""One ``Settings`` object, read from ``ASTRAFORGE_*`` environment variables (and ``.env``).
+
+Defaults point at the local stack that ``astraforge dev up`` starts, so a newcomer needs no
+configuration. Outside ``env=development`` the settings refuse to start with development defaults
+for anything secret.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from astraforge.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_DATABASE_URL = "postgresql://astraforge@127.0.0.1:15432/astraforge"
+
+
+class Settings(BaseSettings):
+    """Platform configuration; every field can be set as ``ASTRAFORGE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASTRAFORGE_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    """Deployment kind; `production` refuses development defaults."""
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers."""
+    topic_prefix: str = "astraforge"
+    """Topics are `<prefix>.commands`, `<prefix>.events`, `<prefix>.deadletter`."""
+    topic_partitions: int = Field(default=6, ge=1)
+    """Partitions for newly created topics."""
+    database_url: str = DEV_DATABASE_URL
+    """PostgreSQL connection string (psycopg conninfo or URL)."""
+    projection_schema: str = "projection"
+    """PostgreSQL schema holding the read models (rebuilt from Kafka on demand)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    kafka_timeout_s: float = Field(default=5.0, gt=0)
+    """How long to wait for Kafka before reporting it unreachable."""
+    state_dir: Path = PROJECT_ROOT / ".local"
+    """Local stack state (data dirs, logs, sockets)."""
+
+    @property
+    def commands_topic(self) -> str:
+        return f"{self.topic_prefix}.commands"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.topic_prefix}.deadletter"
+
+    @model_validator(mode="after")
+    def _no_dev_defaults_in_production(self) -> "Settings":
+        if self.env == "production" and self.database_url == DEV_DATABASE_URL:
+            raise ConfigError("ASTRAFORGE_DATABASE_URL must be set in production (dev default refused)")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings`` instead)."""
+    return Settings()

@@ -1,0 +1,21 @@
+"""Identifiers and timestamps: UUIDv7 for events (time-ordered, so indexes stay append-mostly)."""
+
+import time
+from datetime import UTC, datetime
+
+import uuid6
+
+
+def new_id() -> str:
+    """A new UUIDv7 as its canonical string."""
+    return str(uuid6.uuid7())
+
+
+def now_micros() -> int:
+    """Wall-clock time in microseconds since the epoch (the envelope's ``occurred_at``)."""
+    return time.time_ns() // 1000
+
+
+def from_micros(micros: int) -> datetime:
+    """Exact (no float rounding) UTC datetime for an ``occurred_at`` value."""
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)

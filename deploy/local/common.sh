@@ -1,0 +1,55 @@
+# Shared helpers for the local stack scripts. Sourced, not run.
+# Every service keeps its data, log and pid under $AF_STATE_DIR/<service>; downloads are cached
+# under $AF_CACHE_DIR so a second cold start of the stack does not fetch anything again.
+set -euo pipefail
+
+AF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+AF_STATE_DIR="${ASTRAFORGE_STATE_DIR:-$AF_ROOT/.local}"
+AF_CACHE_DIR="${ASTRAFORGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/astraforge}"
+mkdir -p "$AF_STATE_DIR" "$AF_CACHE_DIR"
+
+log() { printf '\033[1;34m[%s]\033[0m %s\n' "${SERVICE:-stack}" "$*" >&2; }
+die() { printf '\033[1;31m[%s] error:\033[0m %s\n' "${SERVICE:-stack}" "$*" >&2; exit 1; }
+
+# apt_install PKG... — installs Debian packages that are missing (updates the index once per run).
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]}"
+  log "installing ${missing[*]} (apt-get)"
+  if [ ! -f "$AF_STATE_DIR/.apt-updated" ] || [ -n "$(find "$AF_STATE_DIR/.apt-updated" -mmin +720)" ]; then
+    apt-get update -qq >&2 && touch "$AF_STATE_DIR/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+# pid_alive FILE — true when FILE holds the pid of a live process.
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid FILE — TERM the process we started (by its pid only), then KILL after 20 s.
+stop_pid() {
+  local file="$1" pid
+  pid_alive "$file" || { rm -f "$file"; return 0; }
+  pid="$(cat "$file")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  rm -f "$file"
+}
+
+# wait_for SECONDS DESCRIPTION CMD... — polls CMD until it succeeds or the time is up.
+wait_for() {
+  local seconds="$1" what="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+# port_open HOST PORT — a TCP connect succeeds.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole local stack: Kafka, PostgreSQL, dockerd (+ bubblewrap). Idempotent.
+# usage: stack.sh up|down|status
+SERVICE=stack
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+HERE="$(dirname "${BASH_SOURCE[0]}")"
+SERVICES=(kafka postgres dockerd)
+
+case "${1:-status}" in
+  up) for s in "${SERVICES[@]}"; do "$HERE/$s.sh" up; done ;;
+  down) for ((i=${#SERVICES[@]}-1; i>=0; i--)); do "$HERE/${SERVICES[i]}.sh" down; done ;;
+  status) rc=0; for s in "${SERVICES[@]}"; do "$HERE/$s.sh" status || rc=1; done; exit $rc ;;
+  *) die "usage: stack.sh up|down|status" ;;
+esac

@@ -1,0 +1,1 @@
+"""Code that appends records to Kafka: the idempotent producer and topic bootstrap."""

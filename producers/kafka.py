@@ -1,0 +1,106 @@
+"""The one way records enter Kafka: an idempotent producer keyed by stream id.
+
+``acks=all`` + ``enable.idempotence`` means a retried send never duplicates or reorders a record
+within a stream. ``append`` waits for the broker's acknowledgement and returns the record's
+partition and offset (the offset is the record's sequence number in its stream).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from astraforge.config import Settings
+from astraforge.errors import DeliveryFailed, KafkaUnavailable
+from astraforge.kafka import client_config
+from astraforge.schemas import Codec, Envelope, default_codec
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class EventProducer:
+    """Appends envelopes to the commands or events topic (chosen by the record type)."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None, **overrides: str | int) -> None:
+        self.settings = settings
+        self.codec = codec or default_codec()
+        config = client_config(
+            settings,
+            **{
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 1,
+                "compression.type": "zstd",
+                "message.timeout.ms": int(settings.kafka_timeout_s * 2000),
+                **overrides,
+            },
+        )
+        self._producer = Producer(config)
+        try:
+            self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
+        except KafkaException as e:
+            raise KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap} did not answer: {e}") from e
+
+    def topic_for(self, envelope: Envelope) -> str:
+        kind = self.codec.topic_kind(envelope.type)
+        return self.settings.commands_topic if kind == "commands" else self.settings.events_topic
+
+    def send(self, envelope: Envelope, on_delivery=None) -> None:
+        """Queue one record without waiting (call ``flush`` or ``append`` to wait)."""
+        value = self.codec.encode(envelope)
+        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery)
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> None:
+        """Queue bytes as they are (dead letters, tests of malformed input)."""
+        self._produce(topic, key, value, None, headers)
+
+    def _produce(self, topic, key, value, on_delivery, headers=None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+
+    def append(self, envelope: Envelope) -> Appended:
+        """Send one record and wait for the broker's acknowledgement."""
+        return self.append_many([envelope])[0]
+
+    def append_many(self, envelopes: Iterable[Envelope]) -> list[Appended]:
+        """Send records (in order) and wait for all acknowledgements; raises ``DeliveryFailed``."""
+        results: list[Appended | KafkaError | None] = []
+
+        def remember(index: int):
+            def report(err, msg) -> None:
+                results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
+
+            return report
+
+        for envelope in envelopes:
+            results.append(None)
+            self.send(envelope, remember(len(results) - 1))
+        self.flush()
+        failures = [r for r in results if not isinstance(r, Appended)]
+        if failures:
+            raise DeliveryFailed(f"{len(failures)} of {len(results)} records not acknowledged: {failures[0]}")
+        return results  # type: ignore[return-value]
+
+    def poll(self, timeout: float = 0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        remaining = self._producer.flush(
+            timeout if timeout is not None else self.settings.kafka_timeout_s * 3
+        )
+        if remaining:
+            raise DeliveryFailed(f"{remaining} records still unacknowledged (is Kafka up?)")
+
+    def close(self) -> None:
+        self._producer.flush(self.settings.kafka_timeout_s)

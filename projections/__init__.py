@@ -1,0 +1,1 @@
+"""Kafka -> PostgreSQL read models. Rows and consumed offsets commit in one transaction."""

@@ -1,0 +1,80 @@
+"""Pure folding of one record into read-model row changes: ``(record, position) -> [Upsert]``.
+
+No I/O here, so the rules are tested with plain values; ``projections.postgres`` applies them.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from astraforge.schemas import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Insert a row, or update the listed columns of the row with the same key."""
+
+    table: str
+    key: str
+    row: dict[str, Any]
+    update: tuple[str, ...]
+
+
+def _artifact_row(envelope: Envelope, artifact: dict, offset: int) -> Upsert:
+    row = {
+        "artifact_id": artifact["artifact_id"],
+        "stream_id": envelope.stream_id,
+        "tenant_id": envelope.tenant_id,
+        "key": artifact["key"],
+        "sha256": artifact["sha256"],
+        "size": artifact["size"],
+        "content_type": artifact["content_type"],
+        "name": artifact.get("name"),
+        "created_at": envelope.occurred_at,
+        "offset": offset,
+    }
+    return Upsert("artifacts", "artifact_id", row, ())
+
+
+def fold(envelope: Envelope, offset: int) -> list[Upsert]:
+    """Row changes this record makes to runs, sandboxes and artifacts (events/streams are generic)."""
+    kind, _, _ = envelope.type.partition(".")
+    p = envelope.payload
+    when = envelope.occurred_at
+    if envelope.type.startswith("run.") and "state" in p and "attempt" in p:
+        row = {
+            "run_id": envelope.stream_id,
+            "tenant_id": envelope.tenant_id,
+            "state": p["state"],
+            "attempt": p["attempt"],
+            "title": p.get("title"),
+            "agent": p.get("agent"),
+            "sandbox_id": p.get("sandbox_id"),
+            "reason": p.get("reason"),
+            "created_at": when,
+            "updated_at": when,
+            "last_offset": offset,
+        }
+        update = ["state", "attempt", "reason", "updated_at", "last_offset"]
+        update += [c for c in ("title", "agent", "sandbox_id") if row[c] is not None]
+        return [Upsert("runs", "run_id", row, tuple(update))]
+    if kind == "sandbox" and "state" in p and envelope.sandbox_id:
+        if envelope.type == "sandbox.heartbeat.recorded":
+            return []
+        row = {
+            "sandbox_id": envelope.sandbox_id,
+            "stream_id": envelope.stream_id,
+            "tenant_id": envelope.tenant_id,
+            "state": p["state"],
+            "provider": p.get("provider"),
+            "image": p.get("image"),
+            "reason": p.get("reason"),
+            "created_at": when,
+            "updated_at": when,
+            "last_offset": offset,
+        }
+        update = ["state", "reason", "updated_at", "last_offset"]
+        update += [c for c in ("provider", "image") if row[c] is not None]
+        return [Upsert("sandboxes", "sandbox_id", row, tuple(update))]
+    if envelope.type in ("artifact.stored", "snapshot.created"):
+        return [_artifact_row(envelope, p["artifact"], offset)]
+    return []

@@ -1,0 +1,85 @@
+-- Read models folded from the events topic. Everything in this schema is derived from Kafka and
+-- can be rebuilt from offset 0 (`astraforge projections rebuild`); no column holds wall-clock time
+-- of the projection itself, so a rebuild reproduces the live tables exactly.
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+CREATE TABLE IF NOT EXISTS {schema}.events (
+    partition      integer     NOT NULL,
+    "offset"       bigint      NOT NULL,
+    stream_id      text        NOT NULL,
+    tenant_id      text        NOT NULL,
+    event_id       text        NOT NULL,
+    type           text        NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    actor          text        NOT NULL,
+    sandbox_id     text,
+    causation_id   text,
+    correlation_id text,
+    schema_version integer     NOT NULL,
+    payload        jsonb       NOT NULL,
+    PRIMARY KEY (partition, "offset")
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON {schema}.events (stream_id, "offset");
+
+CREATE TABLE IF NOT EXISTS {schema}.streams (
+    stream_id    text        PRIMARY KEY,
+    tenant_id    text        NOT NULL,
+    partition    integer     NOT NULL,
+    first_offset bigint      NOT NULL,
+    last_offset  bigint      NOT NULL,
+    event_count  bigint      NOT NULL,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS streams_by_tenant ON {schema}.streams (tenant_id, stream_id);
+
+CREATE TABLE IF NOT EXISTS {schema}.runs (
+    run_id      text        PRIMARY KEY,
+    tenant_id   text        NOT NULL,
+    state       text        NOT NULL,
+    attempt     integer     NOT NULL,
+    title       text,
+    agent       text,
+    sandbox_id  text,
+    reason      text,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    last_offset bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_tenant ON {schema}.runs (tenant_id, run_id);
+
+CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
+    sandbox_id  text        PRIMARY KEY,
+    stream_id   text        NOT NULL,
+    tenant_id   text        NOT NULL,
+    state       text        NOT NULL,
+    provider    text,
+    image       text,
+    reason      text,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    last_offset bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandboxes_by_tenant ON {schema}.sandboxes (tenant_id, sandbox_id);
+
+CREATE TABLE IF NOT EXISTS {schema}.artifacts (
+    artifact_id  text        PRIMARY KEY,
+    stream_id    text        NOT NULL,
+    tenant_id    text        NOT NULL,
+    key          text        NOT NULL,
+    sha256       text        NOT NULL,
+    size         bigint      NOT NULL,
+    content_type text        NOT NULL,
+    name         text,
+    created_at   timestamptz NOT NULL,
+    "offset"     bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_stream ON {schema}.artifacts (stream_id);
+
+-- The next offset to consume, committed in the same transaction as the rows above.
+CREATE TABLE IF NOT EXISTS {schema}.consumer_offsets (
+    topic       text    NOT NULL,
+    partition   integer NOT NULL,
+    next_offset bigint  NOT NULL,
+    PRIMARY KEY (topic, partition)
+);

@@ -1,0 +1,129 @@
+"""Avro single-object encoding of envelopes: ``C3 01`` + 8-byte fingerprint + Avro binary body.
+
+Readers look the writer schema up by fingerprint (current or any released version) and resolve it
+against the current schema, so records written by older code stay readable forever.
+"""
+
+import base64
+import io
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from astraforge.errors import DecodeError, ValidationError
+from astraforge.ids import new_id, now_micros
+from astraforge.schemas.registry import SchemaRegistry
+
+MARKER = b"\xc3\x01"
+HEADER_LEN = len(MARKER) + 8
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One AstraForge record. ``payload`` is a plain dict of the record named by ``type``."""
+
+    type: str
+    stream_id: str
+    tenant_id: str
+    actor: str
+    payload: dict[str, Any]
+    sandbox_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    event_id: str = field(default_factory=new_id)
+    occurred_at: int = field(default_factory=now_micros)
+    schema_version: int = 0  # filled in by the codec on encode
+
+    def occurred_at_iso(self) -> str:
+        return datetime.fromtimestamp(self.occurred_at / 1e6, UTC).isoformat().replace("+00:00", "Z")
+
+    def payload_json(self) -> dict[str, Any]:
+        """The payload as JSON-safe values (bytes become text, or ``{"base64": ...}`` when binary)."""
+        return to_json(self.payload)
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy of a decoded Avro value. Text with NUL (which jsonb rejects) goes base64 too."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode()}
+        return text if "\x00" not in text else {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, str) and "\x00" in value:
+        return {"base64": base64.b64encode(value.encode()).decode()}
+    return value
+
+
+class Codec:
+    """Encodes and decodes envelopes against one ``SchemaRegistry``."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._header = MARKER + registry.fingerprint
+        self._version = registry.version
+
+    def topic_kind(self, record_type: str) -> str:
+        """``commands`` or ``events``: where a record of this type belongs."""
+        return self._record_type(record_type).topic
+
+    def _record_type(self, record_type: str):
+        try:
+            return self.registry.types[record_type]
+        except KeyError:
+            raise ValidationError(f"unknown record type {record_type!r}") from None
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """Validate and encode; raises ``ValidationError`` naming what is wrong."""
+        payload_record = self._record_type(envelope.type).payload
+        datum = asdict(envelope)
+        datum["schema_version"] = self._version
+        datum["payload"] = (payload_record, envelope.payload)
+        buf = io.BytesIO()
+        buf.write(self._header)
+        try:
+            schemaless_writer(buf, self.registry.current, datum)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValidationError(f"{envelope.type}: payload does not match {payload_record}: {e}") from e
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> Envelope:
+        """Decode one record; raises ``DecodeError`` with the reason for anything not ours."""
+        if not data or len(data) < HEADER_LEN or data[:2] != MARKER:
+            raise DecodeError("not Avro single-object encoding (missing C3 01 marker)")
+        fp = data[2:HEADER_LEN]
+        writer = self.registry.writers.get(fp)
+        if writer is None:
+            raise DecodeError(f"unknown writer schema fingerprint {fp.hex()}")
+        reader = None if fp == self.registry.fingerprint else self.registry.current
+        try:
+            datum = schemaless_reader(io.BytesIO(data[HEADER_LEN:]), writer, reader, return_record_name=True)
+        except Exception as e:  # fastavro raises many kinds for truncated or corrupt bodies
+            raise DecodeError(f"corrupt Avro body: {type(e).__name__}: {e}") from e
+        record_name, payload = datum.pop("payload")
+        expected = self._record_type_or_decode_error(datum["type"])
+        if record_name != expected:
+            raise DecodeError(f"type {datum['type']} carries {record_name}, expected {expected}")
+        occurred_at = datum.pop("occurred_at")
+        if isinstance(occurred_at, datetime):
+            occurred_at = int(occurred_at.timestamp() * 1_000_000)
+        return Envelope(payload=payload, occurred_at=occurred_at, **datum)
+
+    def _record_type_or_decode_error(self, record_type: str) -> str:
+        try:
+            return self.registry.types[record_type].payload
+        except KeyError:
+            raise DecodeError(f"unknown record type {record_type!r}") from None
+
+
+@lru_cache
+def default_codec() -> Codec:
+    """The codec over the schemas shipped in this package."""
+    return Codec(SchemaRegistry.load())
