@@ -1,1 +1,245 @@
-"""placeholder"""
+"""The ``astraforge`` command: local stack, keys, projections, the API, and the audit replay."""
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from astraforge.config import PROJECT_ROOT, Settings, get_settings
+from astraforge.errors import AstraForgeError
+
+app = typer.Typer(help="AstraForge: sandboxes for AI coding agents on an immutable Kafka log.", no_args_is_help=True)
+dev = typer.Typer(help="The local stack: Kafka, PostgreSQL, dockerd (+ bubblewrap).", no_args_is_help=True)
+keys = typer.Typer(help="API keys.", no_args_is_help=True)
+projections = typer.Typer(help="Kafka -> PostgreSQL read models.", no_args_is_help=True)
+schemas = typer.Typer(help="Avro schemas.", no_args_is_help=True)
+app.add_typer(dev, name="dev")
+app.add_typer(keys, name="keys")
+app.add_typer(projections, name="projections")
+app.add_typer(schemas, name="schemas")
+console = Console(stderr=True)
+STACK = PROJECT_ROOT / "deploy" / "local" / "stack.sh"
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _prepare(settings: Settings) -> None:
+    """Topics, control tables and the projection schema: what every process expects to exist."""
+    from astraforge.db import connect, ensure_control_schema
+    from astraforge.producers.topics import ensure_topics
+    from astraforge.projections.postgres import create_schema
+
+    created = ensure_topics(settings)
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+    ensure_control_schema(settings)
+    with connect(settings) as conn:
+        create_schema(conn, settings.projection_schema)
+
+
+@dev.command("up")
+def dev_up() -> None:
+    """Install (first time) and start every service, then create topics and tables. Idempotent."""
+    with console.status("starting the local stack (a cold start installs packages and jars)..."):
+        result = subprocess.run(["bash", str(STACK), "up"])
+    if result.returncode:
+        raise _fail("the local stack did not start (see the messages above)")
+    try:
+        _prepare(get_settings())
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+    dev_status()
+
+
+@dev.command("down")
+def dev_down() -> None:
+    """Stop the services this project started (by their pids)."""
+    subprocess.run(["bash", str(STACK), "down"], check=False)
+
+
+@dev.command("status")
+def dev_status() -> None:
+    """Each service, its address and health."""
+    out = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True)
+    table = Table("service", "address", "health")
+    for line in out.stdout.strip().splitlines():
+        name, address, health = line.split("\t")
+        table.add_row(name, address, f"[green]{health}[/]" if health == "healthy" else f"[red]{health}[/]")
+    Console().print(table)
+    if out.returncode:
+        raise typer.Exit(1)
+
+
+@keys.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key acts for (created if new).")],
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+) -> None:
+    """Create an API key. The key is printed alone on the last line (shown once, stored hashed)."""
+    from astraforge.api.auth import create_key
+
+    try:
+        key = create_key(get_settings(), tenant, name)
+    except (ValueError, AstraForgeError) as e:
+        raise _fail(str(e)) from e
+    console.print(f"API key for tenant [bold]{tenant}[/] (store it now; it is not shown again):")
+    print(key)
+
+
+@projections.command("run")
+def projections_run() -> None:
+    """Run the projector in the foreground (Ctrl-C stops it cleanly)."""
+    from astraforge.projections.postgres import Projector
+
+    settings = get_settings()
+    _prepare(settings)
+    projector = Projector(settings)
+    console.print(f"projecting {settings.events_topic} into schema {projector.schema}")
+    with contextlib.suppress(KeyboardInterrupt):
+        projector.run()
+
+
+@projections.command("rebuild")
+def projections_rebuild(
+    into: Annotated[str | None, typer.Option(help="Schema to rebuild into (default: <live>_rebuild).")] = None,
+    swap: Annotated[bool, typer.Option(help="Make the rebuilt schema live (stop the projector first).")] = False,
+) -> None:
+    """Replay the events topic from offset 0 into fresh tables and compare them with the live ones."""
+    from astraforge.projections.rebuild import compare, rebuild
+    from astraforge.projections.rebuild import swap as swap_schemas
+
+    settings = get_settings()
+    into = into or f"{settings.projection_schema}_rebuild"
+    columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("rebuild", total=None)
+
+        def report(p) -> None:
+            progress.update(task, total=sum(p.targets.values()) or None, completed=p.projected + p.dead_lettered)
+
+        projector = rebuild(settings, into, report)
+    console.print(f"projected {projector.projected} records ({projector.dead_lettered} dead-lettered) into {into}")
+    diffs = compare(settings, settings.projection_schema, into)
+    table = Table("table", "only in live", "only in rebuild")
+    for name, (only_live, only_rebuilt) in diffs.items():
+        table.add_row(name, str(only_live), str(only_rebuilt))
+    Console().print(table)
+    if swap:
+        swap_schemas(settings, into, f"{settings.projection_schema}_retired")
+        console.print(f"{into} is now live; the previous tables are kept as {settings.projection_schema}_retired")
+    elif any(a or b for a, b in diffs.values()):
+        console.print("[yellow]live and rebuilt differ[/] (is the live projector still catching up?)")
+        raise typer.Exit(1)
+
+
+class ReplayFormat(StrEnum):
+    text = "text"
+    jsonl = "jsonl"
+
+
+@app.command("replay")
+def replay(
+    stream_id: str,
+    from_offset: Annotated[int, typer.Option("--from", help="First offset to show.")] = 0,
+    follow: Annotated[bool, typer.Option(help="Keep printing new records as they arrive.")] = False,
+    fmt: Annotated[ReplayFormat, typer.Option("--format")] = ReplayFormat.text,
+    verify: Annotated[bool, typer.Option(help="Compare Kafka with the projection; exit 1 on any difference.")] = False,
+) -> None:
+    """Rebuild a run's (or sandbox's) timeline straight from Kafka."""
+    from astraforge.api.models import EventPublic
+    from astraforge.audit import stream_records
+    from astraforge.audit import verify as verify_stream
+
+    settings = get_settings()
+    if verify:
+        checked, diffs = verify_stream(settings, stream_id)
+        for d in diffs:
+            print(f"offset {d.offset}: {d.problem}")
+        console.print(f"checked {checked} records: {len(diffs)} difference(s)")
+        raise typer.Exit(1 if diffs else 0)
+    try:
+        for p in stream_records(settings, stream_id, from_offset, follow):
+            event = EventPublic.from_envelope(p.partition, p.offset, p.envelope)
+            if fmt is ReplayFormat.jsonl:
+                print(event.model_dump_json(), flush=True)
+            else:
+                payload = json.dumps(event.payload, ensure_ascii=False)
+                payload = payload if len(payload) <= 160 else payload[:157] + "..."
+                print(
+                    f"{event.offset:>8}  {event.occurred_at}  {event.type:<24} {event.actor:<16} {payload}", flush=True
+                )
+    except KeyboardInterrupt:
+        pass
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+
+
+@schemas.command("release")
+def schemas_release() -> None:
+    """Record the current envelope schema in schemas/history/ (needed after any schema change)."""
+    from astraforge.schemas import SchemaRegistry
+
+    path = SchemaRegistry.load().release()
+    console.print(f"released {path}" if path else "the current schema is already released")
+
+
+@app.command("api")
+def api(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Serve the REST + SSE API (uvicorn)."""
+    import uvicorn
+
+    from astraforge.api.main import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, log_level="info")
+
+
+@app.command("run")
+def run() -> None:
+    """Start the local stack, the projector and the API in the foreground (Ctrl-C stops them)."""
+    import uvicorn
+
+    from astraforge.api.main import create_app
+    from astraforge.projections.postgres import Projector
+
+    dev_up()
+    settings = get_settings()
+    projector = Projector(settings)
+    worker = threading.Thread(target=projector.run, name="projector", daemon=True)
+    worker.start()
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(
+        f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
+        "First thing to try:\n"
+        "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
+        f'  curl -H "Authorization: Bearer $KEY" {url}/v1/streams\n'
+        "Ctrl-C stops the API and the projector (the stack keeps running: `make down` stops it).\n"
+    )
+    try:
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    finally:
+        projector.stop()
+        worker.join(timeout=10)
+
+
+def main() -> None:
+    try:
+        app()
+    except AstraForgeError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

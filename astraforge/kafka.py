@@ -5,14 +5,32 @@ unreachable broker is reported once by our code (as ``KafkaUnavailable``), not a
 """
 
 import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
+from astraforge.schemas import Envelope
 
 LOG = logging.getLogger("astraforge.kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """A decoded record and where it sits in Kafka (its offset is its sequence number)."""
+
+    partition: int
+    offset: int
+    envelope: Envelope
+
+
+def partition_for(stream_id: str, partitions: int) -> int:
+    """The partition the producer's ``consistent_random`` partitioner picks: CRC32(key) mod N."""
+    return zlib.crc32(stream_id.encode()) % partitions
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -63,3 +81,32 @@ def high_watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int,
             raise KafkaUnavailable(f"Kafka did not answer: {e}") from e
         marks[partition] = high
     return marks
+
+
+def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int | None, follow: bool = False
+) -> Iterator[Message]:
+    """Records of one partition from ``start`` up to ``end`` (exclusive; ``None`` = current end).
+
+    With ``follow`` it keeps waiting for new records instead of stopping at the end.
+    """
+    consumer = reader(settings)
+    try:
+        if end is None and not follow:
+            end = high_watermarks(consumer, topic, settings.kafka_timeout_s)[partition]
+        if end is not None and start >= end:
+            return
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF and not follow:
+                        return
+                    continue
+                if end is not None and msg.offset() >= end:
+                    return
+                yield msg
+                if end is not None and msg.offset() >= end - 1:
+                    return
+    finally:
+        consumer.close()

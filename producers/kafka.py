@@ -36,6 +36,7 @@ class EventProducer:
             **{
                 "acks": "all",
                 "enable.idempotence": True,
+                "partitioner": "consistent_random",  # CRC32(stream id): see astraforge.kafka.partition_for
                 "linger.ms": 1,
                 "compression.type": "zstd",
                 "message.timeout.ms": int(settings.kafka_timeout_s * 2000),
@@ -96,9 +97,7 @@ class EventProducer:
         return self._producer.poll(timeout)
 
     def flush(self, timeout: float | None = None) -> None:
-        remaining = self._producer.flush(
-            timeout if timeout is not None else self.settings.kafka_timeout_s * 3
-        )
+        remaining = self._producer.flush(timeout if timeout is not None else self.settings.kafka_timeout_s * 3)
         if remaining:
             raise DeliveryFailed(f"{remaining} records still unacknowledged (is Kafka up?)")
 

@@ -80,6 +80,7 @@ class Projector:
         )
         self.consumer.subscribe([self.topic], on_assign=self._on_assign)
         self.positions: dict[int, int] = {}
+        self.targets: dict[int, int] = {}
 
     # -- assignment -------------------------------------------------------------------------
     def stored_offsets(self) -> dict[int, int]:
@@ -112,10 +113,16 @@ class Projector:
         finally:
             self.close()
 
-    def run_until_caught_up(self) -> None:
-        """Project everything written before this call, then return (used by rebuild)."""
-        marks = high_watermarks(self.consumer, self.topic, self.settings.kafka_timeout_s)
-        self.run(until=lambda p: all(p.positions.get(part, 0) >= high for part, high in marks.items()))
+    def run_until_caught_up(self, progress: Callable[["Projector"], None] | None = None) -> None:
+        """Project everything written before this call, then return (used by rebuild and tests)."""
+        self.targets = high_watermarks(self.consumer, self.topic, self.settings.kafka_timeout_s)
+
+        def caught_up(projector: "Projector") -> bool:
+            if progress:
+                progress(projector)
+            return all(projector.positions.get(p, 0) >= high for p, high in self.targets.items())
+
+        self.run(until=caught_up)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -205,9 +212,7 @@ class Projector:
             values = [from_micros(v) if c in TIME_COLUMNS else v for c, v in up.row.items()]
             action = (
                 sql.SQL("DO UPDATE SET {}").format(
-                    sql.SQL(",").join(
-                        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in up.update
-                    )
+                    sql.SQL(",").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in up.update)
                 )
                 if up.update
                 else sql.SQL("DO NOTHING")

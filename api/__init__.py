@@ -1,0 +1,1 @@
+"""FastAPI app: REST + SSE over the projections; writes only by appending records."""

@@ -1,0 +1,60 @@
+"""API keys: ``af_<key_id>_<secret>``. Only sha256(secret) is stored; keys are 256-bit random, so a
+fast hash is enough (no password stretching needed) and verification stays sub-millisecond."""
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+
+import psycopg
+
+from astraforge.config import Settings
+from astraforge.db import connect, ensure_control_schema
+
+KEY_PATTERN = re.compile(r"^af_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def create_key(settings: Settings, tenant: str, name: str | None = None) -> str:
+    """Create the tenant if needed and a new key for it; returns the key (shown once)."""
+    if not TENANT_PATTERN.match(tenant):
+        raise ValueError("tenant must be 1-63 chars of a-z, 0-9 and '-', starting with a letter or digit")
+    ensure_control_schema(settings)
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    with connect(settings) as conn:
+        conn.execute("INSERT INTO tenants (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,))
+        conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, secret_sha256, name) VALUES (%s, %s, %s, %s)",
+            (key_id, tenant, hashlib.sha256(secret.encode()).digest(), name),
+        )
+    return f"af_{key_id}_{secret}"
+
+
+class KeyVerifier:
+    """Resolves a bearer token to its tenant, caching answers briefly (revocation lag <= ttl)."""
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    async def tenant_for(self, conn: psycopg.AsyncConnection, token: str) -> str | None:
+        match = KEY_PATTERN.match(token)
+        if not match:
+            return None
+        hit = self._cache.get(token)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        key_id, secret = match.groups()
+        cur = await conn.execute(
+            "SELECT tenant_id, secret_sha256 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+            (key_id,),
+        )
+        row = await cur.fetchone()
+        tenant = None
+        if row and hmac.compare_digest(bytes(row["secret_sha256"]), hashlib.sha256(secret.encode()).digest()):
+            tenant = row["tenant_id"]
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (time.monotonic() + self.ttl_s, tenant)
+        return tenant

@@ -1,0 +1,120 @@
+"""The live tail: one Kafka consumer per API process, fanning new records out to SSE clients.
+
+It starts at the end of every partition and remembers, per partition, the next offset it will
+deliver. ``subscribe`` snapshots those positions under the same lock the dispatcher holds, so
+every record is either delivered to the new subscriber's queue or lies below the snapshot (and is
+served by replay from the projection or Kafka). That makes replay + live gap-free.
+"""
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from confluent_kafka import TopicPartition
+
+from astraforge.config import Settings
+from astraforge.errors import KafkaUnavailable
+from astraforge.kafka import Positioned, high_watermarks, reader
+from astraforge.schemas import Codec, default_codec
+
+LOG = logging.getLogger(__name__)
+MAX_QUEUE = 20_000
+
+
+@dataclass(eq=False)
+class Subscriber:
+    stream_id: str
+    tenant_id: str
+    positions: dict[int, int]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    def offer(self, item: Positioned | None) -> None:
+        """Runs on the event loop. ``None`` tells the reader it fell too far behind."""
+        if self.queue.qsize() >= MAX_QUEUE:
+            self.overflowed = True
+            self.queue.put_nowait(None)
+        elif not self.overflowed:
+            self.queue.put_nowait(item)
+
+
+class LiveTail:
+    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or default_codec()
+        self.topic = settings.events_topic
+        self._subs: dict[str, set[Subscriber]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.positions: dict[int, int] = {}
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="live-tail", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def subscribe(self, stream_id: str, tenant_id: str) -> Subscriber:
+        if not self.ready.wait(timeout=self.settings.kafka_timeout_s * 2):
+            raise KafkaUnavailable("live tail is not connected to Kafka")
+        with self._lock:
+            sub = Subscriber(stream_id, tenant_id, dict(self.positions), asyncio.get_running_loop())
+            self._subs.setdefault(stream_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.stream_id)
+            if subs:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.stream_id]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tail()
+            except Exception:  # keep the tail alive across broker hiccups; clients resume by offset
+                LOG.exception("live tail failed; retrying")
+                self._stop.wait(1)
+
+    def _tail(self) -> None:
+        consumer = reader(self.settings, **{"enable.partition.eof": False})
+        try:
+            marks = high_watermarks(consumer, self.topic, self.settings.kafka_timeout_s)
+            with self._lock:
+                for partition, high in marks.items():
+                    self.positions.setdefault(partition, high)  # after a reconnect: resume, no gap
+                start = dict(self.positions)
+            consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
+            self.ready.set()
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, timeout=0.1):
+                    if msg.error():
+                        continue
+                    self._dispatch(msg)
+        finally:
+            consumer.close()
+
+    def _dispatch(self, msg) -> None:
+        stream_id = (msg.key() or b"").decode(errors="replace")
+        with self._lock:
+            self.positions[msg.partition()] = msg.offset() + 1
+            subs = self._subs.get(stream_id)
+            if not subs:
+                return
+            try:
+                envelope = self.codec.decode(msg.value())
+            except Exception:
+                return  # dead-lettered by the projector; never shown in a stream
+            item = Positioned(msg.partition(), msg.offset(), envelope)
+            for sub in subs:
+                if envelope.tenant_id == sub.tenant_id:
+                    sub.loop.call_soon_threadsafe(sub.offer, item)

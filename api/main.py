@@ -1,0 +1,58 @@
+"""Assembles the FastAPI app: settings, the PostgreSQL pool, the live tail and the routes."""
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from astraforge import __version__
+from astraforge.api import errors
+from astraforge.api.auth import KeyVerifier
+from astraforge.api.live import LiveTail
+from astraforge.api.routes import health, streams
+from astraforge.config import Settings, get_settings
+from astraforge.db import ensure_control_schema
+
+
+async def _configure(conn) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+    await conn.commit()
+
+
+def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ensure_control_schema(settings)
+        app.state.pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=2,
+            max_size=20,
+            open=False,
+            configure=_configure,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+        )
+        await app.state.pool.open(wait=True, timeout=10)
+        app.state.live = LiveTail(settings)
+        app.state.live.start()
+        try:
+            yield
+        finally:
+            app.state.live.stop()
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="AstraForge",
+        version=__version__,
+        description="Sandboxes for AI coding agents; every record is an immutable Kafka event.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.keys = KeyVerifier()
+    app.state.sse_ping_s = sse_ping_s
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(streams.router)
+    return app

@@ -1,0 +1,156 @@
+"""A stream's records: REST pages from the projection, and SSE (replay, then live, exactly once).
+
+SSE order of work: subscribe to the live tail first (which snapshots its Kafka positions), replay
+rows from the projection, fill any records the projection has not written yet straight from
+Kafka, then switch to live, dropping offsets already sent. ``id:`` is the Kafka offset, and a
+reconnect with ``Last-Event-ID`` resumes after it.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
+from astraforge.api.errors import ApiError
+from astraforge.api.live import Subscriber
+from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic, iso
+from astraforge.config import Settings
+from astraforge.kafka import Positioned, read_range
+from astraforge.projections.queries import ProjectionQueries
+from astraforge.schemas import default_codec
+
+router = APIRouter(prefix="/v1/streams", tags=["streams"])
+ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+REPLAY_PAGE = 1000
+StreamId = Annotated[str, Query(min_length=1, max_length=200)]
+
+
+def queries(settings: Settings) -> ProjectionQueries:
+    return ProjectionQueries(settings.projection_schema)
+
+
+@router.get("", response_model=StreamsPublic, operation_id="listStreams", responses=ERRORS)
+async def list_streams(
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    after: Annotated[str, Query(max_length=200)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> StreamsPublic:
+    rows = await queries(settings).streams(conn, tenant, after, limit)
+    items = [
+        StreamPublic(**{**r, "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}) for r in rows
+    ]
+    return StreamsPublic(items=items, next_after=items[-1].stream_id if len(items) == limit else None)
+
+
+@router.get("/{stream_id}/events", response_model=EventsPublic, operation_id="listStreamEvents", responses=ERRORS)
+async def list_events(
+    stream_id: str,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    after: Annotated[int, Query(ge=-1, le=2**62, description="Return records with offset > after.")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventsPublic:
+    q = queries(settings)
+    if await q.stream(conn, tenant, stream_id) is None:
+        raise ApiError(404, f"stream {stream_id} not found")
+    rows = await q.events(conn, tenant, stream_id, after, limit)
+    items = [EventPublic.from_row(r) for r in rows]
+    return EventsPublic(items=items, next_after=items[-1].offset if len(items) == limit else None)
+
+
+def _resume_point(after: int | None, last_event_id: str | None) -> int:
+    if last_event_id is None or last_event_id == "":
+        return after if after is not None else -1
+    try:
+        value = int(last_event_id)
+    except ValueError:
+        raise ApiError(400, "Last-Event-ID must be an event offset (an integer)") from None
+    if value < -1:
+        raise ApiError(400, "Last-Event-ID must be >= -1")
+    return value
+
+
+@router.get(
+    "/{stream_id}/events/sse",
+    operation_id="streamEvents",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+async def stream_events(
+    stream_id: str,
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    live: Live,
+    after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+) -> EventSourceResponse:
+    resume = _resume_point(after, last_event_id)
+    if await queries(settings).stream_exists_elsewhere(conn, tenant, stream_id):
+        raise ApiError(404, f"stream {stream_id} not found")
+    sub = live.subscribe(stream_id, tenant)
+    pool = request.app.state.pool
+    return EventSourceResponse(
+        _sse(sub, live, pool, settings, tenant, stream_id, resume),
+        ping=request.app.state.sse_ping_s,
+        headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
+    )
+
+
+def _event(e: EventPublic) -> ServerSentEvent:
+    return ServerSentEvent(data=e.model_dump_json(), id=str(e.offset), event=e.type)
+
+
+async def _sse(
+    sub: Subscriber, live, pool, settings: Settings, tenant: str, stream_id: str, last: int
+) -> AsyncIterator[ServerSentEvent]:
+    q = queries(settings)
+    try:
+        # 1. replay what the projection holds
+        async with pool.connection() as conn:
+            while True:
+                rows = await q.events(conn, tenant, stream_id, last, REPLAY_PAGE)
+                for row in rows:
+                    yield _event(EventPublic.from_row(row))
+                    last = row["offset"]
+                if len(rows) < REPLAY_PAGE:
+                    break
+            projected = await q.next_offsets(conn, settings.events_topic)
+            stream = await q.stream(conn, tenant, stream_id)
+        # 2. records the live tail will not deliver and the projection did not have yet
+        for partition, live_from in sub.positions.items():
+            if stream is not None and partition != stream["partition"]:
+                continue
+            start = max(last + 1 if stream else 0, projected.get(partition, 0))
+            if start < live_from:
+                for e in await asyncio.to_thread(_from_kafka, settings, partition, start, live_from, stream_id):
+                    if e.envelope.tenant_id == tenant and e.offset > last:
+                        yield _event(EventPublic.from_envelope(e.partition, e.offset, e.envelope))
+                        last = e.offset
+        # 3. live
+        while True:
+            item = await sub.queue.get()
+            if item is None:
+                return  # fell too far behind: the client reconnects with Last-Event-ID
+            if item.offset > last:
+                yield _event(EventPublic.from_envelope(item.partition, item.offset, item.envelope))
+                last = item.offset
+    finally:
+        live.unsubscribe(sub)
+
+
+def _from_kafka(settings: Settings, partition: int, start: int, end: int, stream_id: str) -> list[Positioned]:
+    codec, key, out = default_codec(), stream_id.encode(), []
+    for msg in read_range(settings, settings.events_topic, partition, start, end):
+        if msg.key() == key:
+            try:
+                out.append(Positioned(msg.partition(), msg.offset(), codec.decode(msg.value())))
+            except Exception:
+                continue  # dead-lettered by the projector
+    return out

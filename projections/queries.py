@@ -1,0 +1,59 @@
+"""Read-side queries over the projection schema, shared by the API and the audit tools."""
+
+import psycopg
+from psycopg import sql
+
+EVENT_FIELDS = sql.SQL(
+    'partition, "offset", event_id, type, stream_id, sandbox_id, occurred_at, actor, causation_id,'
+    " correlation_id, payload"
+)
+
+
+class ProjectionQueries:
+    """Tenant-scoped reads of one projection schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = sql.Identifier(schema)
+
+    async def stream(self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str) -> dict | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.streams WHERE stream_id = %s AND tenant_id = %s").format(self.schema),
+            (stream_id, tenant_id),
+        )
+        return await cur.fetchone()
+
+    async def stream_exists_elsewhere(self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str) -> bool:
+        cur = await conn.execute(
+            sql.SQL("SELECT 1 FROM {}.streams WHERE stream_id = %s AND tenant_id <> %s").format(self.schema),
+            (stream_id, tenant_id),
+        )
+        return await cur.fetchone() is not None
+
+    async def streams(self, conn: psycopg.AsyncConnection, tenant_id: str, after: str, limit: int) -> list[dict]:
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT * FROM {}.streams WHERE tenant_id = %s AND stream_id > %s ORDER BY stream_id LIMIT %s"
+            ).format(self.schema),
+            (tenant_id, after, limit),
+        )
+        return await cur.fetchall()
+
+    async def events(
+        self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str, after: int, limit: int
+    ) -> list[dict]:
+        cur = await conn.execute(
+            sql.SQL(
+                'SELECT {} FROM {}.events WHERE stream_id = %s AND tenant_id = %s AND "offset" > %s'
+                ' ORDER BY "offset" LIMIT %s'
+            ).format(EVENT_FIELDS, self.schema),
+            (stream_id, tenant_id, after, limit),
+        )
+        return await cur.fetchall()
+
+    async def next_offsets(self, conn: psycopg.AsyncConnection, topic: str) -> dict[int, int]:
+        """Per partition, the first offset the projection has not yet written."""
+        cur = await conn.execute(
+            sql.SQL("SELECT partition, next_offset FROM {}.consumer_offsets WHERE topic = %s").format(self.schema),
+            (topic,),
+        )
+        return {r["partition"]: r["next_offset"] for r in await cur.fetchall()}
