@@ -104,7 +104,9 @@ class Codec:
             raise DecodeError(f"unknown writer schema fingerprint {fp.hex()}")
         reader = None if fp == self.registry.fingerprint else self.registry.current
         try:
-            datum = schemaless_reader(io.BytesIO(data[HEADER_LEN:]), writer, reader, return_record_name=True)
+            datum = schemaless_reader(
+                io.BytesIO(data[HEADER_LEN:]), writer, reader, return_record_name=True, return_record_name_override=True
+            )
         except Exception as e:  # fastavro raises many kinds for truncated or corrupt bodies
             raise DecodeError(f"corrupt Avro body: {type(e).__name__}: {e}") from e
         record_name, payload = datum.pop("payload")

@@ -1,0 +1,58 @@
+"""The producer and topics on the real broker."""
+
+import time
+from collections import defaultdict
+
+import pytest
+from confluent_kafka.admin import ConfigResource
+
+from astraforge.errors import KafkaUnavailable
+from astraforge.kafka import partition_for, read_range
+from astraforge.producers.kafka import EventProducer
+from astraforge.producers.topics import admin_client, ensure_topics
+from astraforge.schemas import default_codec
+from tests.conftest import make_settings
+from tests.support import chat, free_port
+
+
+def test_topics_carry_the_audit_log_configs(settings) -> None:
+    admin = admin_client(settings)
+    resources = [ConfigResource("topic", t) for t in (settings.events_topic, settings.deadletter_topic)]
+    for future in admin.describe_configs(resources).values():
+        configs = future.result()
+        assert configs["retention.ms"].value == "-1"
+        assert configs["cleanup.policy"].value == "delete"
+        assert configs["compression.type"].value == "zstd"
+    assert ensure_topics(settings) == []  # idempotent
+
+
+def test_each_stream_is_totally_ordered_in_its_own_partition(settings, producer: EventProducer) -> None:
+    streams = [f"order-{i}" for i in range(20)]
+    envelopes = [chat(s, "acme", f"{n}") for n in range(50) for s in streams]  # interleaved
+    appended = producer.append_many(envelopes)
+    by_stream: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for envelope, where in zip(envelopes, appended, strict=True):
+        by_stream[envelope.stream_id].append((where.partition, where.offset))
+    codec = default_codec()
+    for stream, positions in by_stream.items():
+        partitions = {p for p, _ in positions}
+        assert partitions == {partition_for(stream, settings.topic_partitions)}
+        offsets = [o for _, o in positions]
+        assert offsets == sorted(offsets)
+        (partition,) = partitions
+        texts = [
+            codec.decode(m.value()).payload["text"]
+            for m in read_range(settings, settings.events_topic, partition, offsets[0], offsets[-1] + 1)
+            if m.key() == stream.encode()
+        ]
+        assert texts == [str(n) for n in range(50)]
+
+
+def test_unreachable_kafka_is_a_clear_error_within_seconds() -> None:
+    dead = make_settings(kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match="did not answer"):
+        EventProducer(dead)
+    with pytest.raises(KafkaUnavailable):
+        ensure_topics(dead)
+    assert time.monotonic() - started < 15

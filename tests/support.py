@@ -1,0 +1,90 @@
+"""Helpers shared by the suites: waiting, free ports, an in-thread uvicorn, a background projector."""
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from astraforge.api.main import create_app
+from astraforge.config import Settings
+from astraforge.projections.postgres import Projector
+from astraforge.schemas import Envelope
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_api(settings: Settings, sse_ping_s: float = 15.0) -> Iterator[str]:
+    """The real app on a free loopback port, in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, sse_ping_s=sse_ping_s), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: server.started, timeout=30, what="uvicorn start")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def running_projector(settings: Settings, schema: str | None = None) -> Iterator[Projector]:
+    projector = Projector(settings, schema=schema)
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    try:
+        yield projector
+    finally:
+        projector.stop()
+        thread.join(timeout=10)
+
+
+def chat(stream_id: str, tenant: str, text: str, **kw) -> Envelope:
+    """A small valid event for tests that only need *some* record in a stream."""
+    return Envelope(
+        type="chat.message", stream_id=stream_id, tenant_id=tenant, actor="test",
+        payload={"message_id": text, "role": "user", "text": text}, **kw,
+    )  # fmt: skip
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def get(url: str, key: str | None = None, **params) -> httpx.Response:
+    return httpx.get(url, headers=auth(key) if key else {}, params=params, timeout=30)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment that points an `astraforge` subprocess at the same topics and schema."""
+    import os
+
+    return {
+        **os.environ,
+        "ASTRAFORGE_TOPIC_PREFIX": settings.topic_prefix,
+        "ASTRAFORGE_PROJECTION_SCHEMA": settings.projection_schema,
+        "ASTRAFORGE_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "ASTRAFORGE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "ASTRAFORGE_DATABASE_URL": settings.database_url,
+    }

@@ -1,0 +1,35 @@
+from astraforge.projections.fold import fold
+from astraforge.schemas import Envelope
+
+
+def ev(type_: str, payload: dict, stream: str = "run-1", sandbox: str | None = None, at: int = 1_000) -> Envelope:
+    return Envelope(type=type_, stream_id=stream, tenant_id="acme", actor="p", payload=payload, sandbox_id=sandbox,
+                    occurred_at=at)  # fmt: skip
+
+
+def test_run_lifecycle_upserts_the_run_keeping_title_once_set() -> None:
+    requested = fold(ev("run.requested", {"state": "requested", "attempt": 1, "title": "Fix bug", "agent": "codex"}), 0)
+    assert [u.table for u in requested] == ["runs"]
+    assert requested[0].row["title"] == "Fix bug" and requested[0].row["state"] == "requested"
+    running = fold(ev("run.running", {"state": "running", "attempt": 1, "title": None}, at=2_000), 5)[0]
+    assert "title" not in running.update  # a later state change does not erase the title
+    assert running.row["last_offset"] == 5 and "state" in running.update
+
+
+def test_sandbox_lifecycle_needs_a_sandbox_id_and_skips_heartbeats() -> None:
+    ready = fold(ev("sandbox.ready", {"state": "ready", "provider": "docker"}, sandbox="sb-1"), 3)
+    assert ready[0].table == "sandboxes" and ready[0].row["sandbox_id"] == "sb-1"
+    assert fold(ev("sandbox.ready", {"state": "ready"}), 3) == []
+    assert fold(ev("sandbox.heartbeat.recorded", {"state": "ready"}, sandbox="sb-1"), 4) == []
+
+
+def test_artifacts_from_artifact_and_snapshot_records() -> None:
+    ref = {"artifact_id": "a1", "key": "k", "sha256": "x", "size": 3, "content_type": "text/plain", "name": None}
+    (stored,) = fold(ev("artifact.stored", {"artifact": ref, "command_id": None}), 9)
+    assert stored.row["artifact_id"] == "a1" and stored.row["offset"] == 9 and stored.update == ()
+    (snap,) = fold(ev("snapshot.created", {"snapshot_id": "s", "artifact": ref | {"artifact_id": "a2"}}), 10)
+    assert snap.row["artifact_id"] == "a2"
+
+
+def test_other_records_change_no_read_model() -> None:
+    assert fold(ev("chat.message", {"message_id": "m", "role": "user", "text": "hi"}), 1) == []
