@@ -22,7 +22,7 @@ from astraforge.config import Settings
 from astraforge.db import connect
 from astraforge.errors import DecodeError
 from astraforge.ids import from_micros
-from astraforge.kafka import client_config, high_watermarks
+from astraforge.kafka import client_config, high_watermarks, partitions_of
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.fold import Upsert, fold
 from astraforge.schemas import Codec, Envelope, default_codec
@@ -70,19 +70,17 @@ class Projector:
             client_config(
                 settings,
                 **{
-                    "group.id": f"astraforge-projection-{self.schema}",
+                    "group.id": f"astraforge-projection-{self.schema}",  # for lag tools; never committed
                     "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 20,
                     "max.partition.fetch.bytes": 4 * 1024 * 1024,
                 },
             )
         )
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign)
         self.positions: dict[int, int] = {}
         self.targets: dict[int, int] = {}
+        self._assigned = False
 
-    # -- assignment -------------------------------------------------------------------------
     def stored_offsets(self) -> dict[int, int]:
         rows = self.conn.execute(
             sql.SQL("SELECT partition, next_offset FROM {}.consumer_offsets WHERE topic = %s").format(
@@ -93,16 +91,27 @@ class Projector:
         self.conn.commit()
         return {r["partition"]: r["next_offset"] for r in rows}
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assign(self) -> None:
+        """Become the schema's only writer, then seek every partition to its stored offset.
+
+        The advisory lock makes a second projector on the same schema a hot standby: it waits
+        here and takes over the moment the first one's connection dies (even by kill -9). Manual
+        assignment (no consumer-group rebalance) means a restart resumes in milliseconds.
+        """
+        if self._assigned:
+            return
+        self.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"astraforge.projection.{self.schema}",))
+        self.conn.commit()
         stored = self.stored_offsets()
-        for tp in partitions:
-            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-            self.positions[tp.partition] = stored.get(tp.partition, 0)
-        consumer.assign(partitions)
+        partitions = partitions_of(self.consumer, self.topic, self.settings.kafka_timeout_s)
+        self.consumer.assign([TopicPartition(self.topic, p, stored.get(p, OFFSET_BEGINNING)) for p in partitions])
+        self.positions = {p: stored.get(p, 0) for p in partitions}
+        self._assigned = True
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, until: Callable[["Projector"], bool] | None = None) -> None:
         """Project until ``stop()`` is called (or ``until(self)`` is true after a poll)."""
+        self._assign()
         try:
             while not self.stop_event.is_set():
                 messages = self.consumer.consume(self.batch_size, timeout=0.1)
@@ -115,6 +124,7 @@ class Projector:
 
     def run_until_caught_up(self, progress: Callable[["Projector"], None] | None = None) -> None:
         """Project everything written before this call, then return (used by rebuild and tests)."""
+        self._assign()
         self.targets = high_watermarks(self.consumer, self.topic, self.settings.kafka_timeout_s)
 
         def caught_up(projector: "Projector") -> bool:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
@@ -25,7 +25,8 @@ from astraforge.schemas import default_codec
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 REPLAY_PAGE = 1000
-StreamId = Annotated[str, Query(min_length=1, max_length=200)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+StreamId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id, or a sandbox id.")]
 
 
 def queries(settings: Settings) -> ProjectionQueries:
@@ -37,7 +38,7 @@ async def list_streams(
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
-    after: Annotated[str, Query(max_length=200)] = "",
+    after: Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{0,200}$")] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> StreamsPublic:
     rows = await queries(settings).streams(conn, tenant, after, limit)
@@ -49,7 +50,7 @@ async def list_streams(
 
 @router.get("/{stream_id}/events", response_model=EventsPublic, operation_id="listStreamEvents", responses=ERRORS)
 async def list_events(
-    stream_id: str,
+    stream_id: StreamId,
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
@@ -82,7 +83,7 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
     responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
 )
 async def stream_events(
-    stream_id: str,
+    stream_id: StreamId,
     request: Request,
     tenant: CurrentTenant,
     conn: Conn,
@@ -99,6 +100,7 @@ async def stream_events(
     return EventSourceResponse(
         _sse(sub, live, pool, settings, tenant, stream_id, resume),
         ping=request.app.state.sse_ping_s,
+        sep="\n",  # plain LF: some clients split a CRLF that straddles two chunks into two lines
         headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"},
     )
 

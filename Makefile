@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test up down status lint format bench
+
+$(BIN)/astraforge: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/astraforge
+
+## Start the local stack, the projector and the API (http://127.0.0.1:8000) in the foreground.
+run: install
+	$(BIN)/astraforge run
+
+## Install, start what the tests need, run every suite.
+test: install up
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+up: install
+	$(BIN)/astraforge dev up
+
+down:
+	bash deploy/local/stack.sh down
+
+status:
+	bash deploy/local/stack.sh status
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: install up
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/sse_latency.py
