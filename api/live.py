@@ -15,7 +15,7 @@ from confluent_kafka import TopicPartition
 
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
-from astraforge.kafka import Positioned, high_watermarks, reader
+from astraforge.kafka import Positioned, high_watermarks, poll_batch, reader
 from astraforge.schemas import Codec, default_codec
 
 LOG = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class LiveTail:
             consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
             self.ready.set()
             while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=0.1):
+                for msg in poll_batch(consumer, 500, timeout=0.1):
                     if msg.error():
                         continue
                     self._dispatch(msg)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``ASTRAFORGE_*`` variables, to hand to a child process."""
+        return {f"ASTRAFORGE_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> "Settings":
         if self.env == "production" and self.database_url == DEV_DATABASE_URL:

@@ -59,6 +59,18 @@ def reader(settings: Settings, **extra: Any) -> Consumer:
     )
 
 
+def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to ``timeout`` for the first record, then take whatever else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` waits until it has *n* records or the timeout passes, which
+    would add up to ``timeout`` of latency to every record of a slow stream.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, timeout=0)]
+
+
 def partitions_of(consumer: Consumer, topic: str, timeout: float) -> list[int]:
     """Partition ids of a topic; raises ``KafkaUnavailable`` when Kafka does not answer."""
     try:
@@ -98,7 +110,7 @@ def read_range(
             return
         consumer.assign([TopicPartition(topic, partition, start)])
         while True:
-            for msg in consumer.consume(1000, timeout=0.2):
+            for msg in poll_batch(consumer, 1000, timeout=0.2):
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF and not follow:
                         return

@@ -7,7 +7,6 @@ A record that cannot be decoded goes to the dead-letter topic with the reason (a
 Kafka before the offset past it is committed) and the projector moves on.
 """
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from astraforge.config import Settings
 from astraforge.db import connect
 from astraforge.errors import DecodeError
 from astraforge.ids import from_micros
-from astraforge.kafka import client_config, high_watermarks, partitions_of
+from astraforge.kafka import client_config, high_watermarks, partitions_of, poll_batch
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.fold import Upsert, fold
 from astraforge.schemas import Codec, Envelope, default_codec
@@ -114,7 +113,7 @@ class Projector:
         self._assign()
         try:
             while not self.stop_event.is_set():
-                messages = self.consumer.consume(self.batch_size, timeout=0.1)
+                messages = poll_batch(self.consumer, self.batch_size, timeout=0.1)
                 if messages:
                     self.apply(messages)
                 if until and until(self):
@@ -180,7 +179,7 @@ class Projector:
         return (
             partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, from_micros(e.occurred_at),
             e.actor, e.sandbox_id, e.causation_id, e.correlation_id, e.schema_version,
-            json.dumps(e.payload_json(), separators=(",", ":")),
+            e.payload_json_text(),
         )  # fmt: skip
 
     @staticmethod

@@ -1,5 +1,6 @@
 """Helpers shared by the suites: waiting, free ports, an in-thread uvicorn, a background projector."""
 
+import os
 import socket
 import threading
 import time
@@ -78,13 +79,4 @@ def get(url: str, key: str | None = None, **params) -> httpx.Response:
 
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment that points an `astraforge` subprocess at the same topics and schema."""
-    import os
-
-    return {
-        **os.environ,
-        "ASTRAFORGE_TOPIC_PREFIX": settings.topic_prefix,
-        "ASTRAFORGE_PROJECTION_SCHEMA": settings.projection_schema,
-        "ASTRAFORGE_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "ASTRAFORGE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "ASTRAFORGE_DATABASE_URL": settings.database_url,
-    }
+    return {**os.environ, **settings.as_env()}

@@ -1,0 +1,32 @@
+"""Shared bench helpers: isolated settings (own topics + schema), percentiles, a results table."""
+
+import secrets
+import statistics
+
+from astraforge.config import Settings
+from astraforge.db import connect
+from astraforge.producers.topics import ensure_topics
+from astraforge.projections.postgres import drop_schema
+
+
+def bench_settings(partitions: int = 6) -> Settings:
+    tag = secrets.token_hex(4)
+    s = Settings(topic_prefix=f"bench-{tag}", projection_schema=f"bench_{tag}", topic_partitions=partitions)
+    ensure_topics(s)
+    return s
+
+
+def drop(settings: Settings) -> None:
+    with connect(settings, autocommit=True) as conn:
+        drop_schema(conn, settings.projection_schema)
+
+
+def pct(values: list[float], p: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(p * 10) - 1]
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -1,0 +1,111 @@
+"""Ingest throughput: events/s from our producer through Kafka into PostgreSQL, next to a raw
+confluent-kafka producer writing the same bytes to the same broker in the same run.
+
+usage: python bench/ingest.py [--events N]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+from confluent_kafka import Producer
+from psycopg import sql
+
+from astraforge.db import connect
+from astraforge.kafka import client_config
+from astraforge.producers.kafka import EventProducer
+from astraforge.projections.postgres import Projector
+from astraforge.schemas import Envelope, default_codec
+from bench.common import bench_settings, drop, table
+
+
+def event(n: int) -> Envelope:
+    return Envelope(
+        type="exec.output", stream_id=f"run-{n % 64}", tenant_id="bench", actor="sandbox",
+        payload={"command_id": f"c{n % 64}", "stream": "stdout", "seq": n, "data": b"x" * 120, "artifact": None},
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    n = parser.parse_args().events
+    settings = bench_settings()
+    codec = default_codec()
+    try:
+        # raw baseline: pre-encoded bytes, a plain producer with the same durability settings
+        values = [(e.stream_id.encode(), codec.encode(e)) for e in map(event, range(n))]
+        raw = Producer(client_config(settings, acks="all", **{"enable.idempotence": True, "linger.ms": 5}))
+        started = time.perf_counter()
+        for key, value in values:
+            while True:
+                try:
+                    raw.produce(f"{settings.topic_prefix}.commands", value, key)
+                    break
+                except BufferError:
+                    raw.poll(0.01)
+        raw.flush()
+        raw_rate = n / (time.perf_counter() - started)
+
+        # ours, end to end: the projector runs as its own process (as deployed) while we produce
+        projector = subprocess.Popen(
+            [sys.executable, "-m", "astraforge.cli", "projections", "run"], env={**os.environ, **settings.as_env()},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for_rows(settings, 0)
+            producer = EventProducer(settings, **{"linger.ms": 5})
+            started = time.perf_counter()
+            for i in range(n):
+                producer.send(event(i))
+            producer.flush()
+            produced = time.perf_counter() - started
+            wait_for_rows(settings, n)
+            done = time.perf_counter()
+        finally:
+            projector.terminate()
+            projector.wait()
+        e2e_rate = n / (done - started)
+
+        # the projector alone, replaying the same records into a fresh schema
+        alone = Projector(settings, schema=f"{settings.projection_schema}_alone")
+        proj_started = time.perf_counter()
+        alone.run_until_caught_up()
+        proj_rate = alone.projected / (time.perf_counter() - proj_started)
+        rows = [
+            ("measure", "events/s", "vs raw producer"),
+            ("raw confluent-kafka producer (same bytes)", f"{raw_rate:,.0f}", "1.00"),
+            ("our producer (encode + produce)", f"{n / produced:,.0f}", f"{n / produced / raw_rate:.2f}"),
+            ("projector alone (Kafka -> PostgreSQL)", f"{proj_rate:,.0f}", "-"),
+            ("end to end (produce -> projected rows)", f"{e2e_rate:,.0f}", f"{e2e_rate / raw_rate:.2f}"),
+        ]
+        print(f"ingest, {n:,} events of ~{len(values[0][1])} bytes, {settings.topic_partitions} partitions")
+        print(table(rows))
+    finally:
+        drop(settings)
+        drop(settings.model_copy(update={"projection_schema": f"{settings.projection_schema}_alone"}))
+
+
+def wait_for_rows(settings, count: int, timeout: float = 300) -> None:
+    """Until the projection schema exists and holds ``count`` events."""
+    query = sql.SQL("SELECT count(*) AS n FROM {}.events").format(sql.Identifier(settings.projection_schema))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with connect(settings) as conn:
+                if conn.execute(query).fetchone()["n"] >= count:
+                    return
+        except psycopg.Error:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"projection did not reach {count} rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Live-tail latency: time from `producer.send` to the event arriving at an SSE client, at a given
+rate, next to a raw confluent-kafka consumer reading the same records in the same run.
+
+usage: python bench/sse_latency.py [--rate 2000] [--seconds 10]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from confluent_kafka import TopicPartition
+from httpx_sse import connect_sse
+
+from astraforge.api.auth import create_key
+from astraforge.db import connect
+from astraforge.kafka import high_watermarks, partition_for, poll_batch, reader
+from astraforge.producers.kafka import EventProducer
+from astraforge.projections.postgres import create_schema
+from astraforge.schemas import Envelope
+from bench.common import bench_settings, drop, pct, table
+from tests.support import auth, free_port, wait_until
+
+STREAM = "latency"
+
+
+def stamped(n: int, tenant: str) -> Envelope:
+    payload = {"message_id": str(n), "role": "agent", "text": str(time.time_ns())}
+    return Envelope(type="chat.message", stream_id=STREAM, tenant_id=tenant, actor="bench", payload=payload)
+
+
+def latency_ms(text: str) -> float:
+    return (time.time_ns() - int(text)) / 1e6
+
+
+@contextmanager
+def services(settings) -> Iterator[str]:
+    """The API and the projector as separate processes, as deployed (no shared GIL with the bench)."""
+    port = free_port()
+    env = {**os.environ, **settings.as_env()}
+    cli = [sys.executable, "-m", "astraforge.cli"]
+    procs = [
+        subprocess.Popen([*cli, "projections", "run"], env=env, stderr=subprocess.DEVNULL),
+        subprocess.Popen([*cli, "api", "--port", str(port)], env=env, stderr=subprocess.DEVNULL),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), timeout=60, what="API")
+        yield url
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    total = int(args.rate * args.seconds)
+    settings = bench_settings()
+    tenant = "bench"
+    key = create_key(settings, tenant)
+    with connect(settings) as conn:
+        create_schema(conn, settings.projection_schema)
+    producer = EventProducer(settings)
+    producer.append(stamped(-1, tenant))  # the stream exists before the clients connect
+    sse_lat: list[float] = []
+    raw_lat: list[float] = []
+    ready = threading.Barrier(3)
+
+    def raw_consumer() -> None:
+        consumer = reader(settings, **{"enable.partition.eof": False})
+        partition = partition_for(STREAM, settings.topic_partitions)
+        start = high_watermarks(consumer, settings.events_topic, 5)[partition]
+        consumer.assign([TopicPartition(settings.events_topic, partition, start)])
+        ready.wait()
+        codec = producer.codec
+        while len(raw_lat) < total:
+            for msg in poll_batch(consumer, 500, timeout=0.1):
+                if not msg.error():
+                    raw_lat.append(latency_ms(codec.decode(msg.value()).payload["text"]))
+        consumer.close()
+
+    def sse_client(url: str) -> None:
+        with (
+            httpx.Client(timeout=httpx.Timeout(30, read=60)) as client,
+            connect_sse(client, "GET", f"{url}/v1/streams/{STREAM}/events/sse", headers=auth(key)) as source,
+        ):
+            events = source.iter_sse()
+            next(e for e in events if e.data)  # the replayed first record
+            ready.wait()
+            for event in events:
+                if event.data:
+                    sse_lat.append(latency_ms(event.json()["payload"]["text"]))
+                    if len(sse_lat) == total:
+                        return
+
+    try:
+        with services(settings) as url:
+            threads = [threading.Thread(target=raw_consumer), threading.Thread(target=sse_client, args=(url,))]
+            for t in threads:
+                t.start()
+            ready.wait()
+            interval = 1 / args.rate
+            started = time.perf_counter()
+            for n in range(total):
+                delay = started + n * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.send(stamped(n, tenant))
+                producer.poll(0)
+            producer.flush()
+            for t in threads:
+                t.join(timeout=120)
+        rows = [("path", "p50 ms", "p99 ms", "max ms", "events")]
+        for name, values in (("raw Kafka consumer", raw_lat), ("AstraForge SSE (API live tail)", sse_lat)):
+            rows.append(
+                (name, f"{pct(values, 50):.2f}", f"{pct(values, 99):.2f}", f"{max(values):.2f}", str(len(values)))
+            )
+        print(
+            f"live-tail latency at {args.rate} ev/s for {args.seconds:.0f} s; API and projector as their own processes"
+        )
+        print(table(rows))
+        print(f"SSE / raw p99 ratio: {pct(sse_lat, 99) / pct(raw_lat, 99):.2f}")
+    finally:
+        drop(settings)
+
+
+if __name__ == "__main__":
+    main()
