@@ -114,16 +114,19 @@ async def _sse(
 ) -> AsyncIterator[ServerSentEvent]:
     q = queries(settings)
     try:
-        # 1. replay what the projection holds
+        # 1. replay what the projection holds. Its progress is read *first*: rows committed while
+        #    we replay only move `last` further, never past records nobody will send.
         async with pool.connection() as conn:
-            while True:
-                rows = await q.events(conn, tenant, stream_id, last, REPLAY_PAGE)
-                for row in rows:
-                    yield _event(EventPublic.from_row(row))
-                    last = row["offset"]
-                if len(rows) < REPLAY_PAGE:
-                    break
             projected = await q.next_offsets(conn, settings.events_topic)
+        while True:  # a page at a time, so a slow client never holds a pooled connection
+            async with pool.connection() as conn:
+                rows = await q.events(conn, tenant, stream_id, last, REPLAY_PAGE)
+            for row in rows:
+                yield _event(EventPublic.from_row(row))
+                last = row["offset"]
+            if len(rows) < REPLAY_PAGE:
+                break
+        async with pool.connection() as conn:
             stream = await q.stream(conn, tenant, stream_id)
         # 2. records the live tail will not deliver and the projection did not have yet
         for partition, live_from in sub.positions.items():

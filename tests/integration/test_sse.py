@@ -41,8 +41,9 @@ def test_reconnecting_client_gets_every_event_exactly_once_in_order(settings, ap
             with connect_sse(client, "GET", f"{api_url}/v1/streams/{stream}/events/sse", headers=headers) as source:
                 assert source.response.status_code == 200
                 for event in source.iter_sse():
-                    if not event.data:
-                        continue  # a ping comment (httpx-sse reports it as an empty event)
+                    if not event.data:  # a ping comment (httpx-sse reports it as an empty event)
+                        assert time.monotonic() < deadline, f"stalled after {len(received)} events: a gap"
+                        continue
                     received.append((int(event.id), event.json()["payload"]["text"]))
                     last_id = event.id
                     if len(received) == TOTAL or (drop_after and len(received) >= drop_after * connections):
