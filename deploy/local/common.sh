@@ -5,7 +5,10 @@ set -euo pipefail
 
 AF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 AF_STATE_DIR="${ASTRAFORGE_STATE_DIR:-$AF_ROOT/.local}"
-AF_CACHE_DIR="${ASTRAFORGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/astraforge}"
+# root (the normal case: the stack installs packages) caches in /var/cache so the sandbox rootfs is
+# reachable by the unprivileged uid bubblewrap runs as; /root is private.
+if [ "$(id -u)" -eq 0 ]; then AF_DEFAULT_CACHE=/var/cache/astraforge; else AF_DEFAULT_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/astraforge"; fi
+AF_CACHE_DIR="${ASTRAFORGE_CACHE_DIR:-$AF_DEFAULT_CACHE}"
 mkdir -p "$AF_STATE_DIR" "$AF_CACHE_DIR"
 
 log() { printf '\033[1;34m[%s]\033[0m %s\n' "${SERVICE:-stack}" "$*" >&2; }

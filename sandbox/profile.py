@@ -1,0 +1,49 @@
+"""The sandbox security profile, as data. Every provider applies the same profile; the conformance
+and escape suites (tests/contracts, tests/security) check each provider against it.
+
+Fixed (not overridable): read-only root, non-root uid, all capabilities dropped, no new
+privileges, seccomp (Docker's default profile; bubblewrap's own filter), no network interface but
+loopback. Overridable within bounds: sizes and limits.
+"""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from astraforge.errors import ValidationError
+
+HOME = "/home/sandbox"
+CONTROL_MOUNT = "/run/astraforge"
+SUPERVISOR_DIR = "/opt/astraforge"
+SUPERVISOR_PATH = f"{SUPERVISOR_DIR}/supervisor.py"
+SUPERVISOR_SOCKET = f"{CONTROL_MOUNT}/supervisor.sock"
+
+
+class SecurityProfile(BaseModel):
+    """Limits of one sandbox. Bounds on each field are the platform's allowed overrides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uid: int = Field(default=1000, ge=1000, le=65534)
+    """Non-root user the sandbox runs as."""
+    memory_mb: int = Field(default=512, ge=64, le=8192)
+    """Memory limit (the sandbox is killed by the OOM killer past it, nothing else is)."""
+    cpus: float = Field(default=1.0, gt=0, le=4)
+    pids: int = Field(default=256, ge=16, le=4096)
+    """Maximum number of processes/threads (fork bombs stop here)."""
+    workspace_mb: int = Field(default=1024, ge=16, le=8192)
+    """Size cap of the tmpfs /workspace."""
+    tmp_mb: int = Field(default=256, ge=16, le=4096)
+    """Size cap of the tmpfs /tmp."""
+    home_mb: int = Field(default=256, ge=16, le=4096)
+    """Size cap of the tmpfs $HOME (agents keep CODEX_HOME etc. here)."""
+
+    @classmethod
+    def with_overrides(cls, overrides: dict[str, str | int | float]) -> "SecurityProfile":
+        """The default profile with caller overrides; anything unknown or out of bounds is refused."""
+        try:
+            return cls(**overrides)
+        except ValueError as e:
+            raise ValidationError(f"profile override refused: {e}") from e
+
+    def tmpfs(self) -> dict[str, int]:
+        """Mount point -> size in MiB for every writable place in the sandbox."""
+        return {"/workspace": self.workspace_mb, "/tmp": self.tmp_mb, HOME: self.home_mb}

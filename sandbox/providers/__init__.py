@@ -1,0 +1,1 @@
+"""Sandbox providers: docker (docker SDK) and bwrap (bubblewrap, daemonless)."""
