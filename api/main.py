@@ -10,9 +10,10 @@ from astraforge import __version__
 from astraforge.api import errors
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.live import LiveTail
-from astraforge.api.routes import health, streams
+from astraforge.api.routes import health, sandboxes, streams
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
+from astraforge.producers.kafka import EventProducer
 
 
 async def _configure(conn) -> None:
@@ -37,9 +38,11 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         await app.state.pool.open(wait=True, timeout=10)
         app.state.live = LiveTail(settings)
         app.state.live.start()
+        app.state.producer = EventProducer(settings)
         try:
             yield
         finally:
+            app.state.producer.close()
             app.state.live.stop()
             await app.state.pool.close()
 
@@ -55,4 +58,5 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     errors.install(app)
     app.include_router(health.router)
     app.include_router(streams.router)
+    app.include_router(sandboxes.router)
     return app

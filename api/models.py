@@ -81,3 +81,67 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class SandboxCreate(BaseModel):
+    """Ask for a sandbox. Limits may be lowered or raised within the platform's bounds."""
+
+    model_config = {"extra": "forbid"}
+
+    image: str | None = Field(default=None, max_length=200, pattern=r"^[a-z0-9][a-z0-9._/:-]*$")
+    profile: dict[str, int | float] = Field(
+        default_factory=dict, description="Overrides: memory_mb, cpus, pids, workspace_mb, tmp_mb, home_mb."
+    )
+    idle_timeout_s: int = Field(default=900, ge=5, le=86_400)
+    ttl_s: int = Field(default=3600, ge=5, le=7 * 86_400)
+    egress_allow: list[str] = Field(default_factory=list, max_length=100)
+    restore_snapshot: str | None = Field(default=None, max_length=200)
+
+
+class SandboxPublic(BaseModel):
+    id: str
+    state: str
+    image: str | None
+    provider: str | None
+    reason: str | None
+    created_at: str
+    updated_at: str
+
+
+class SandboxesPublic(BaseModel):
+    items: list[SandboxPublic]
+    next_after: str | None
+
+
+class ExecRequest(BaseModel):
+    model_config = {"extra": "forbid", "populate_by_name": True}
+
+    command: str | list[str] = Field(description="A shell string (run by /bin/sh -c) or an argv list.")
+    cwd: str | None = Field(default=None, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_sec: float = Field(default=600, gt=0, le=86_400, alias="timeout_sec")
+    run_async: bool = Field(default=False, alias="async", description="Return a command id at once.")
+
+
+class ExecAccepted(BaseModel):
+    command_id: str
+    stream_id: str
+
+
+class ExecResult(BaseModel):
+    command_id: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    output: str = Field(description="stdout and stderr interleaved in the order produced.")
+    duration_ms: float
+    timed_out: bool
+    cancelled: bool
+    truncated: bool
+    error: str | None
+
+
+class FileResult(BaseModel):
+    path: str
+    size: int
+    sha256: str

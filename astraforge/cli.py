@@ -216,21 +216,50 @@ def run() -> None:
     dev_up()
     settings = get_settings()
     projector = Projector(settings)
-    worker = threading.Thread(target=projector.run, name="projector", daemon=True)
-    worker.start()
+    sandboxes = _sandbox_processor(settings)
+    workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in (projector, sandboxes)]
+    for worker in workers:
+        worker.start()
     url = f"http://{settings.api_host}:{settings.api_port}"
     console.print(
         f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
         "First thing to try:\n"
         "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
-        f'  curl -H "Authorization: Bearer $KEY" {url}/v1/streams\n'
-        "Ctrl-C stops the API and the projector (the stack keeps running: `make down` stops it).\n"
+        f'  SB=$(curl -s -X POST -H "Authorization: Bearer $KEY" {url}/v1/sandboxes -d {{}} | jq -r .id)\n'
+        f'  curl -s -H "Authorization: Bearer $KEY" {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
+        f'  curl -N -H "Authorization: Bearer $KEY" {url}/v1/streams/$SB/events/sse\n'
+        "Ctrl-C stops the API and the processors (the stack keeps running: `make down` stops it).\n"
     )
     try:
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     finally:
         projector.stop()
-        worker.join(timeout=10)
+        sandboxes.stop()
+        for worker in workers:
+            worker.join(timeout=10)
+
+
+def _sandbox_processor(settings: Settings):
+    from astraforge.processors.sandboxes import SandboxProcessor
+    from astraforge.sandbox.providers import make_provider
+
+    provider = make_provider(settings)
+    console.print(f"sandbox provider: [bold]{provider.name}[/]")
+    return SandboxProcessor(settings, provider)
+
+
+processors = typer.Typer(help="Stream processors.", no_args_is_help=True)
+app.add_typer(processors, name="processors")
+
+
+@processors.command("sandboxes")
+def processors_sandboxes() -> None:
+    """Run the sandbox processor in the foreground (Ctrl-C stops it; sandboxes keep running)."""
+    settings = get_settings()
+    _prepare(settings)
+    processor = _sandbox_processor(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        processor.run()
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ configuration. Outside ``env=development`` the settings refuse to start with dev
 for anything secret.
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,8 @@ from astraforge.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATABASE_URL = "postgresql://astraforge@127.0.0.1:15432/astraforge"
+# deploy/local/common.sh makes the same choice: root caches where unprivileged sandbox uids can read
+DEFAULT_CACHE = Path("/var/cache/astraforge") if os.geteuid() == 0 else Path.home() / ".cache" / "astraforge"
 
 
 class Settings(BaseSettings):
@@ -41,6 +44,14 @@ class Settings(BaseSettings):
     """How long to wait for Kafka before reporting it unreachable."""
     state_dir: Path = PROJECT_ROOT / ".local"
     """Local stack state (data dirs, logs, sockets)."""
+    cache_dir: Path = DEFAULT_CACHE
+    """Downloads and built images (Kafka jars, the sandbox rootfs)."""
+    sandbox_provider: Literal["auto", "docker", "bwrap"] = "auto"
+    """`auto`: docker when its engine answers, else bubblewrap."""
+    docker_host: str | None = None
+    """Docker engine URL; default: the local stack's dockerd socket, then DOCKER_HOST."""
+    sandbox_image: str = "astraforge/sandbox:bookworm"
+    """Image for sandboxes created without one (docker); bwrap always uses the rootfs."""
 
     @property
     def commands_topic(self) -> str:

@@ -70,6 +70,19 @@ class EventProducer:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
+    def dead_letter(self, msg, reason: str, consumer: str) -> None:
+        """Copy an unusable record to the dead-letter topic with why and where it came from, and
+        wait for the ack (the caller commits past the record only after this returns)."""
+        headers = {
+            "reason": reason.encode(),
+            "source.topic": msg.topic().encode(),
+            "source.partition": str(msg.partition()).encode(),
+            "source.offset": str(msg.offset()).encode(),
+            "consumer": consumer.encode(),
+        }
+        self.send_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"", headers)
+        self.flush()
+
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""
         return self.append_many([envelope])[0]

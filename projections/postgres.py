@@ -167,8 +167,6 @@ class Projector:
             self._track_stream(streams, envelope, partition, offset)
         if not next_offsets:
             return
-        if dead:
-            self._dlq.flush()  # the dead letters are durable before we commit past them
         with self.conn.transaction():
             self._write(events, upserts, streams, next_offsets)
         self.positions.update(next_offsets)
@@ -246,11 +244,4 @@ class Projector:
         LOG.warning("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
         if self._dlq is None:
             self._dlq = EventProducer(self.settings, self.codec)
-        headers = {
-            "reason": reason.encode(),
-            "source.topic": msg.topic().encode(),
-            "source.partition": str(msg.partition()).encode(),
-            "source.offset": str(msg.offset()).encode(),
-            "consumer": f"projection-{self.schema}".encode(),
-        }
-        self._dlq.send_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"", headers)
+        self._dlq.dead_letter(msg, reason, f"projection-{self.schema}")

@@ -50,6 +50,22 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
+    async def sandbox(self, conn: psycopg.AsyncConnection, tenant_id: str, sandbox_id: str) -> dict | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.sandboxes WHERE sandbox_id = %s AND tenant_id = %s").format(self.schema),
+            (sandbox_id, tenant_id),
+        )
+        return await cur.fetchone()
+
+    async def sandboxes(self, conn: psycopg.AsyncConnection, tenant_id: str, after: str, limit: int) -> list[dict]:
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT * FROM {}.sandboxes WHERE tenant_id = %s AND sandbox_id > %s ORDER BY sandbox_id LIMIT %s"
+            ).format(self.schema),
+            (tenant_id, after, limit),
+        )
+        return await cur.fetchall()
+
     async def next_offsets(self, conn: psycopg.AsyncConnection, topic: str) -> dict[int, int]:
         """Per partition, the first offset the projection has not yet written."""
         cur = await conn.execute(

@@ -78,3 +78,18 @@ def tenant(settings: Settings) -> tuple[str, str]:
 @pytest.fixture
 def other_tenant(settings: Settings) -> tuple[str, str]:
     return _tenant(settings)
+
+
+@pytest.fixture(scope="session")
+def docker_provider(settings: Settings):
+    from astraforge.sandbox.providers import _local_docker
+    from astraforge.sandbox.providers.docker import DockerProvider
+
+    return DockerProvider(settings.state_dir, _local_docker(settings))
+
+
+@pytest.fixture(scope="session")
+def bwrap_provider(settings: Settings):
+    from astraforge.sandbox.providers.bwrap import BwrapProvider
+
+    return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm")

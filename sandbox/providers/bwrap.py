@@ -83,17 +83,18 @@ class BwrapProvider(SandboxProvider):
         handle = SandboxHandle(spec.sandbox_id, self.name, control)
         if self._alive(spec.sandbox_id) is None:
             read_fd, write_fd = os.pipe()
-            proc = subprocess.Popen(
-                self.command(spec, control, write_fd), pass_fds=(write_fd,), start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
+            log = self.pid_dir / f"{spec.sandbox_id}.log"
+            with open(log, "wb") as stderr:
+                proc = subprocess.Popen(
+                    self.command(spec, control, write_fd), pass_fds=(write_fd,), start_new_session=True,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                )  # fmt: skip
             os.close(write_fd)
             status = _read_status(read_fd, proc, timeout=10)
             if status is None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 proc.wait()
                 self.release_control_dir(spec.sandbox_id)
-                raise BwrapUnavailable(f"bwrap could not start sandbox {spec.sandbox_id}: {err.strip()}")
+                raise BwrapUnavailable(f"bwrap could not start sandbox {spec.sandbox_id}: {log.read_text().strip()}")
             child = status["child-pid"]
             self._pidfile(spec.sandbox_id).write_text(json.dumps({"pid": proc.pid, "child_pid": child}))
             self._children[spec.sandbox_id] = proc
@@ -114,6 +115,7 @@ class BwrapProvider(SandboxProvider):
         if child is not None:
             child.wait(timeout=5)
         self._pidfile(sandbox_id).unlink(missing_ok=True)
+        (self.pid_dir / f"{sandbox_id}.log").unlink(missing_ok=True)
         self.release_control_dir(sandbox_id)
 
     def list_ids(self) -> set[str]:

@@ -1,0 +1,277 @@
+"""Sandboxes: create, list, get, heartbeat, stop, delete, exec, files.
+
+Writes append records and never touch the read models: the API appends a ``sandbox.requested``
+event (so the sandbox is visible at once) and the command; the sandbox processor does the rest.
+Calls that return a result (sync exec, files, create with ``wait``) subscribe to the sandbox's
+stream *before* appending, then wait for the processor's answer on the live tail.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
+from astraforge.api.errors import ApiError
+from astraforge.api.live import LiveTail, Subscriber
+from astraforge.api.models import (
+    ErrorBody,
+    ExecAccepted,
+    ExecRequest,
+    ExecResult,
+    FileResult,
+    SandboxCreate,
+    SandboxesPublic,
+    SandboxPublic,
+    iso,
+)
+from astraforge.errors import ValidationError
+from astraforge.ids import from_micros, new_id
+from astraforge.projections.queries import ProjectionQueries
+from astraforge.sandbox.profile import SecurityProfile
+from astraforge.schemas import Envelope
+
+router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
+ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+SandboxId = Annotated[str, Path(pattern=r"^sb-[0-9a-f]{32}$")]
+MAX_FILE = 512 * 1024
+ENDED = ("terminated", "failed")
+
+
+def _public(row: dict) -> SandboxPublic:
+    return SandboxPublic(
+        id=row["sandbox_id"], state=row["state"], image=row["image"], provider=row["provider"], reason=row["reason"],
+        created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
+    )  # fmt: skip
+
+
+async def _owned(conn, settings, tenant: str, sandbox_id: str) -> dict:
+    row = await ProjectionQueries(settings.projection_schema).sandbox(conn, tenant, sandbox_id)
+    if row is None:
+        raise ApiError(404, f"sandbox {sandbox_id} not found")
+    return row
+
+
+async def _append(request: Request, envelopes: list[Envelope]) -> None:
+    await run_in_threadpool(request.app.state.producer.append_many, envelopes)
+
+
+async def _until(sub: Subscriber, match: Callable[[Envelope], bool], timeout: float) -> Envelope:
+    async with asyncio.timeout(timeout):
+        while True:
+            item = await sub.queue.get()
+            if item is None:
+                raise ApiError(503, "fell behind the live stream; retry")
+            if match(item.envelope):
+                return item.envelope
+
+
+def _command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
+    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
+                    sandbox_id=sandbox_id, payload=payload)  # fmt: skip
+
+
+@router.post("", status_code=201, response_model=SandboxPublic, operation_id="createSandbox", responses=ERRORS)
+async def create_sandbox(
+    body: SandboxCreate,
+    request: Request,
+    tenant: CurrentTenant,
+    settings: AppSettings,
+    live: Live,
+    wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
+) -> SandboxPublic:
+    try:
+        profile = SecurityProfile.with_overrides(body.profile)
+    except ValidationError as e:
+        raise ApiError(422, str(e)) from e
+    if body.egress_allow:
+        raise ApiError(422, "egress allowlists are not available yet: sandboxes have no network but loopback")
+    if body.restore_snapshot:
+        raise ApiError(422, "snapshot restore is not available yet")
+    sandbox_id = f"sb-{new_id().replace('-', '')}"
+    image = body.image or settings.sandbox_image
+    details = {"idle_timeout_s": str(body.idle_timeout_s), "ttl_s": str(body.ttl_s)}
+    details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
+    requested = Envelope(
+        type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
+        sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
+                                        "details": details},
+    )  # fmt: skip
+    create = _command(tenant, sandbox_id, "sandbox.create", {
+        "image": image, "profile": {k: str(v) for k, v in profile.model_dump().items()}, "cpus": None,
+        "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
+        "egress_allow": [], "restore_snapshot": None,
+    })  # fmt: skip
+    sub = live.subscribe(sandbox_id, tenant) if wait else None
+    try:
+        await _append(request, [requested, create])
+        state, reason, provider = "requested", None, None
+        if sub:
+            done = await _until(sub, lambda e: e.type in ("sandbox.ready", "sandbox.failed"), timeout=120)
+            state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
+    finally:
+        if sub:
+            live.unsubscribe(sub)
+    at = iso(from_micros(requested.occurred_at))
+    return SandboxPublic(id=sandbox_id, state=state, image=image, provider=provider, reason=reason,
+                         created_at=at, updated_at=at)  # fmt: skip
+
+
+@router.get("", response_model=SandboxesPublic, operation_id="listSandboxes", responses=ERRORS)
+async def list_sandboxes(
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    after: Annotated[str, Query(pattern=r"^(sb-[0-9a-f]{32})?$")] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SandboxesPublic:
+    rows = await ProjectionQueries(settings.projection_schema).sandboxes(conn, tenant, after, limit)
+    items = [_public(r) for r in rows]
+    return SandboxesPublic(items=items, next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/{sandbox_id}", response_model=SandboxPublic, operation_id="getSandbox", responses=ERRORS)
+async def get_sandbox(sandbox_id: SandboxId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> SandboxPublic:
+    return _public(await _owned(conn, settings, tenant, sandbox_id))
+
+
+async def _control(request, conn, settings, tenant, sandbox_id, type_: str, reason: str | None) -> Response:
+    row = await _owned(conn, settings, tenant, sandbox_id)
+    if row["state"] in ENDED:
+        raise ApiError(409, f"sandbox {sandbox_id} is {row['state']}")
+    await _append(request, [_command(tenant, sandbox_id, type_, {"reason": reason})])
+    return Response(status_code=202)
+
+
+@router.post("/{sandbox_id}/heartbeat", status_code=202, operation_id="heartbeatSandbox", responses=ERRORS)
+async def heartbeat(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
+    """Extend the idle deadline."""
+    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.heartbeat", None)
+
+
+@router.post("/{sandbox_id}/stop", status_code=202, operation_id="stopSandbox", responses=ERRORS)
+async def stop(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
+    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.stop", "stop")
+
+
+@router.delete("/{sandbox_id}", status_code=202, operation_id="deleteSandbox", responses=ERRORS)
+async def delete(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
+    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.delete", "delete")
+
+
+async def _live_sandbox(conn, settings, tenant, sandbox_id) -> None:
+    row = await _owned(conn, settings, tenant, sandbox_id)
+    if row["state"] in ENDED or row["state"] == "stopping":
+        raise ApiError(409, f"sandbox {sandbox_id} is {row['state']}")
+
+
+@router.post(
+    "/{sandbox_id}/exec", response_model=ExecResult | ExecAccepted, operation_id="execInSandbox", responses=ERRORS
+)
+async def exec_command(
+    sandbox_id: SandboxId,
+    body: ExecRequest,
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    live: Live,
+) -> ExecResult | ExecAccepted:
+    """Run a command. Sync answers with the whole result; async answers with a command id whose
+    output follows on the sandbox's stream (`/v1/streams/{sandbox_id}/events/sse`)."""
+    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
+    if not argv and not shell:
+        raise ApiError(422, "command must not be empty")
+    command_id = new_id()
+    command = _command(tenant, sandbox_id, "sandbox.exec", {
+        "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
+        "timeout_s": body.timeout_sec, "async_": body.run_async,
+    })  # fmt: skip
+    if body.run_async:
+        await _append(request, [command])
+        return ExecAccepted(command_id=command_id, stream_id=sandbox_id)
+    return await _run_sync(request, live, tenant, sandbox_id, command, body.timeout_sec)
+
+
+async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelope, timeout: float) -> ExecResult:
+    command_id = command.payload["command_id"]
+    sub = live.subscribe(sandbox_id, tenant)
+    chunks: list[tuple[str, bytes]] = []
+
+    def collect(e: Envelope) -> bool:
+        if e.payload.get("command_id") != command_id:
+            return False
+        if e.type == "exec.output":
+            chunks.append((e.payload["stream"], e.payload["data"]))
+        return e.type == "exec.finished"
+
+    try:
+        await _append(request, [command])
+        try:
+            done = (await _until(sub, collect, timeout=timeout + 30)).payload
+        except TimeoutError:
+            raise ApiError(504, f"command {command_id} did not finish in time; follow it on the stream") from None
+    finally:
+        live.unsubscribe(sub)
+
+    def text(streams: tuple[str, ...]) -> str:
+        return b"".join(d for s, d in chunks if s in streams).decode(errors="replace")
+
+    return ExecResult(
+        command_id=command_id, exit_code=done["exit_code"], stdout=text(("stdout",)), stderr=text(("stderr",)),
+        output=text(("stdout", "stderr")), duration_ms=done["duration_ms"], timed_out=done["timed_out"],
+        cancelled=done["cancelled"], truncated=done["truncated"], error=done["error"],
+    )  # fmt: skip
+
+
+FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+
+
+async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer: str) -> Envelope:
+    rid = command.payload["request_id"]
+    sub = live.subscribe(sandbox_id, tenant)
+    try:
+        await _append(request, [command])
+        done = await _until(sub, lambda e: e.type == answer and e.payload.get("request_id") == rid, timeout=60)
+    finally:
+        live.unsubscribe(sub)
+    error = done.payload.get("error")
+    if error:
+        status = 404 if error.startswith("not_found") else 403 if error.startswith("forbidden_path") else 422
+        raise ApiError(status, error)
+    return done
+
+
+@router.put("/{sandbox_id}/files/{path:path}", response_model=FileResult, operation_id="uploadFile", responses=ERRORS)
+async def upload(
+    sandbox_id: SandboxId, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
+    live: Live,
+) -> FileResult:  # fmt: skip
+    """Write the request body to `path` (relative paths are under /workspace)."""
+    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    data = await request.body()
+    if len(data) > MAX_FILE:
+        raise ApiError(413, f"files over {MAX_FILE} bytes need the artifact store (not available yet)")
+    payload = {"request_id": new_id(), "path": path, "content": data, "artifact": None, "mode": 0o644}
+    command = _command(tenant, sandbox_id, "sandbox.file.write", payload)
+    done = await _file_op(request, live, tenant, sandbox_id, command, "file.written")
+    return FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
+
+
+@router.get(
+    "/{sandbox_id}/files/{path:path}",
+    operation_id="downloadFile",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+)
+async def download(
+    sandbox_id: SandboxId, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
+    live: Live,
+) -> Response:  # fmt: skip
+    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    command = _command(tenant, sandbox_id, "sandbox.file.read", {"request_id": new_id(), "path": path})
+    done = await _file_op(request, live, tenant, sandbox_id, command, "file.read")
+    return Response(done.payload["content"] or b"", media_type="application/octet-stream",
+                    headers={"X-Sha256": done.payload["sha256"]})  # fmt: skip

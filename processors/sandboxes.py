@@ -1,0 +1,298 @@
+"""The sandbox processor: sandbox commands in, provider and supervisor calls, events out.
+
+Runs on confluent-kafka rather than faust-streaming: faust-streaming 0.15.3 (aiokafka 0.14.0) never
+completes its consumer-group join against Kafka 4.1 (stuck at "(Re-)joining group"), reproduced on
+the local broker; the design allows this fallback. Delivery is at-least-once and every handler is
+idempotent (command ids already seen in the sandbox's events are skipped; container names are
+deterministic).
+
+State is the fold of each sandbox's own events (``sandbox_state.evolve``). On start the processor
+rebuilds it from the events topic, then **reconciles** with the provider: a sandbox nobody owns is
+removed, a half-done provision is completed, a lost one is marked failed, and commands that were
+running when the previous processor died are closed with an ``exec.finished`` saying so.
+Long work (provision, exec, files) runs in a thread pool; the consume loop never waits on it.
+"""
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from confluent_kafka import Consumer, KafkaError
+
+from astraforge.config import Settings
+from astraforge.errors import DecodeError
+from astraforge.ids import now_micros
+from astraforge.kafka import client_config, partitions_of, poll_batch, read_range, reader
+from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
+from astraforge.producers.kafka import EventProducer
+from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
+from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
+from astraforge.schemas import Envelope
+
+LOG = logging.getLogger(__name__)
+ACTOR = "processor:sandboxes"
+RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.")
+MAX_RECORDED_OUTPUT = 8 * 1024 * 1024  # per command; the rest is dropped and the result marked truncated
+MAX_INLINE_FILE = 512 * 1024
+
+
+class SandboxProcessor:
+    def __init__(self, settings: Settings, provider: SandboxProvider, workers: int = 64) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.producer = EventProducer(settings)
+        self.codec = self.producer.codec
+        self.states: dict[str, SandboxState] = {}
+        self.lock = threading.RLock()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-effect")
+        self.stop_event = threading.Event()
+        self.consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": f"{settings.topic_prefix}-sandboxes",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 5,
+                },
+            )
+        )
+
+    # -- state ------------------------------------------------------------------------------
+    def emit(self, events: list[Envelope]) -> None:
+        """Append events (waiting for Kafka's ack), then fold them into the in-memory state."""
+        if not events:
+            return
+        self.producer.append_many(events)
+        with self.lock:
+            for e in events:
+                sid = e.sandbox_id or e.stream_id
+                self.states[sid] = evolve(self.states.get(sid), e)
+
+    def state(self, sandbox_id: str) -> SandboxState | None:
+        with self.lock:
+            return self.states.get(sandbox_id)
+
+    def rebuild(self) -> None:
+        """Fold every sandbox event in the log (the events topic is the source of truth)."""
+        consumer = reader(self.settings)
+        try:
+            partitions = partitions_of(consumer, self.settings.events_topic, self.settings.kafka_timeout_s)
+        finally:
+            consumer.close()
+        for partition in partitions:
+            for msg in read_range(self.settings, self.settings.events_topic, partition, 0, None):
+                try:
+                    e = self.codec.decode(msg.value())
+                except DecodeError:
+                    continue
+                if e.type.startswith(RELEVANT) and e.sandbox_id:
+                    self.states[e.sandbox_id] = evolve(self.states.get(e.sandbox_id), e)
+
+    def reconcile(self) -> None:
+        present = self.provider.list_ids()
+        with self.lock:
+            states = dict(self.states)
+        for sandbox_id in present:
+            st = states.get(sandbox_id)
+            if st is None or st.state in ENDED:
+                LOG.warning("reaping orphan sandbox %s", sandbox_id)
+                self.provider.stop(sandbox_id)
+        for st in states.values():
+            if st.state in ENDED:
+                continue
+            for command_id in st.running:
+                self.emit([self._finished(st, command_id, None, 0.0, error="interrupted: the processor restarted")])
+            if st.state in ("requested", "provisioning"):
+                self.pool.submit(self._run, st.sandbox_id, Effect("provision"))
+            elif st.state == "stopping":
+                self.pool.submit(self._run, st.sandbox_id, Effect("stop", reason="stop"))
+            elif st.sandbox_id not in present:
+                self.emit([lifecycle(st, "failed", ACTOR, reason="lost: the sandbox vanished while unobserved")])
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.rebuild()
+        self.reconcile()
+        self.consumer.subscribe([self.settings.commands_topic])
+        next_reap = 0.0
+        try:
+            while not self.stop_event.is_set():
+                messages = poll_batch(self.consumer, 100, timeout=0.1)
+                for msg in messages:
+                    if msg.error():
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            LOG.warning("consumer error: %s", msg.error())
+                        continue
+                    self.handle(msg)
+                if messages:
+                    self.consumer.commit(asynchronous=True)
+                if time.monotonic() >= next_reap:
+                    self.reap_due()
+                    next_reap = time.monotonic() + 1.0
+        finally:
+            self.consumer.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.producer.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def handle(self, msg) -> None:
+        try:
+            command = self.codec.decode(msg.value())
+        except DecodeError as e:
+            self.producer.dead_letter(msg, str(e), "processor-sandboxes")
+            return
+        if not command.type.startswith("sandbox."):
+            return
+        sandbox_id = command.sandbox_id or command.stream_id
+        self.apply(sandbox_id, decide(self.state(sandbox_id), command, ACTOR))
+
+    def apply(self, sandbox_id: str, decision: Decision) -> None:
+        self.emit(decision.events)
+        for effect in decision.effects:
+            self.pool.submit(self._run, sandbox_id, effect)
+
+    def reap_due(self) -> None:
+        now = now_micros()
+        with self.lock:
+            states = list(self.states.values())
+        for st in states:
+            self.apply(st.sandbox_id, reap(st, now, ACTOR))
+
+    # -- effects ----------------------------------------------------------------------------
+    def _run(self, sandbox_id: str, effect: Effect) -> None:
+        st = self.state(sandbox_id)
+        if st is None:
+            return
+        try:
+            getattr(self, f"_{effect.kind}")(st, effect)
+        except Exception:  # an effect must never kill the processor; the failure is recorded
+            LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
+
+    def _provision(self, st: SandboxState, effect: Effect) -> None:
+        profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+        try:
+            self.provider.create(SandboxSpec(st.sandbox_id, image=st.image, profile=profile))
+        except Exception as e:
+            self.provider.stop(st.sandbox_id)  # roll back whatever half exists
+            self.emit([lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)])
+            return
+        if self.state(st.sandbox_id).state in ("requested", "provisioning"):
+            self.emit([lifecycle(st, "ready", ACTOR, provider=self.provider.name, image=st.image)])
+        else:  # stopped while provisioning
+            self.provider.stop(st.sandbox_id)
+
+    def _stop(self, st: SandboxState, effect: Effect) -> None:
+        self.provider.stop(st.sandbox_id)
+        self.emit([lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)])
+
+    def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.state(sandbox_id)
+            if st is None or st.state in ENDED or st.state == "stopping":
+                return None
+            if st.state in ("ready", "busy"):
+                return st
+            time.sleep(0.01)
+        return None
+
+    def _finished(self, st, command_id, exit_code, duration_ms, cause=None, **flags) -> Envelope:
+        payload = {"command_id": command_id, "exit_code": exit_code, "duration_ms": duration_ms, "timed_out": False,
+                   "cancelled": False, "truncated": False, "error": None, **flags}  # fmt: skip
+        return self._event(st, "exec.finished", payload, cause)
+
+    def _event(self, st: SandboxState, type_: str, payload: dict, cause: Envelope | None) -> Envelope:
+        return Envelope(
+            type=type_, stream_id=st.stream_id, tenant_id=st.tenant_id, actor=ACTOR, sandbox_id=st.sandbox_id,
+            causation_id=cause.event_id if cause else None, correlation_id=cause.correlation_id if cause else None,
+            payload=payload,
+        )  # fmt: skip
+
+    def _exec(self, st: SandboxState, effect: Effect) -> None:
+        cmd = effect.command
+        p = cmd.payload
+        cid = p["command_id"]
+        ready = self._wait_ready(st.sandbox_id)
+        if ready is None:
+            self.emit([self._finished(st, cid, None, 0.0, cmd, error="sandbox is not running")])
+            return
+        argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
+        started = [
+            self._event(st, "exec.started", {"command_id": cid, "argv": argv, "cwd": p["cwd"], "pid": None}, cmd)
+        ]
+        with self.lock:
+            if not self.states[st.sandbox_id].running:
+                started.append(lifecycle(st, "busy", ACTOR, cmd))
+        self.emit(started)
+        seq, recorded, truncated = 0, 0, False
+
+        def on_output(stream: str, data: bytes) -> None:
+            nonlocal seq, recorded, truncated
+            if recorded + len(data) > MAX_RECORDED_OUTPUT:
+                truncated = True
+                return
+            recorded += len(data)
+            payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
+            self.producer.send(self._event(st, "exec.output", payload, cmd))
+            seq += 1
+
+        client = self.provider.handle(st.sandbox_id)
+        try:
+            if client is None:
+                raise SupervisorUnavailable("sandbox is gone")
+            result = client.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"],
+                                        request_id=cid, on_output=on_output)  # fmt: skip
+            done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
+                                  cancelled=result.cancelled, truncated=truncated)  # fmt: skip
+        except (SupervisorError, SupervisorUnavailable, OSError) as e:
+            done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
+        events = [done]
+        with self.lock:
+            current = self.states[st.sandbox_id]
+            if current.running == {cid} and current.state == "busy":
+                events.append(lifecycle(st, "ready", ACTOR, cmd))
+        self.emit(events)
+
+    def _cancel(self, st: SandboxState, effect: Effect) -> None:
+        handle = self.provider.handle(st.sandbox_id)
+        if handle:
+            with contextlib.suppress(SupervisorError):  # already finished
+                handle.client.cancel(effect.command.payload["command_id"])
+
+    def _file(self, st: SandboxState, effect: Effect, kind: str, work) -> None:
+        cmd = effect.command
+        p = cmd.payload
+        payload = {"request_id": p["request_id"], "path": p["path"], "size": 0, "sha256": "", "content": None,
+                   "artifact": None, "error": None}  # fmt: skip
+        if self._wait_ready(st.sandbox_id) is None:
+            payload["error"] = "sandbox is not running"
+        else:
+            try:
+                payload.update(work(self.provider.handle(st.sandbox_id).client, p))
+            except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                payload["error"] = str(e)
+        self.emit([self._event(st, kind, payload, cmd)])
+
+    def _write(self, st: SandboxState, effect: Effect) -> None:
+        def work(client, p):
+            result = client.write(p["path"], p["content"] or b"", p["mode"])
+            return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
+
+        self._file(st, effect, "file.written", work)
+
+    def _read(self, st: SandboxState, effect: Effect) -> None:
+        def work(client, p):
+            data = client.read(p["path"])
+            if len(data) > MAX_INLINE_FILE:
+                return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                        "error": f"file is larger than {MAX_INLINE_FILE} bytes (artifact export pending)"}  # fmt: skip
+            return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "content": data}
+
+        self._file(st, effect, "file.read", work)

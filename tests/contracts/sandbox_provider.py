@@ -1,0 +1,92 @@
+"""The contract every sandbox provider meets. A provider's test module subclasses
+``SandboxProviderContract`` and supplies only the ``provider`` fixture."""
+
+import secrets
+import time
+
+import pytest
+
+from astraforge.sandbox.client import SupervisorError
+from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
+
+
+class SandboxProviderContract:
+    @pytest.fixture
+    def sandbox(self, provider: SandboxProvider):
+        sandbox_id = f"contract-{secrets.token_hex(4)}"
+        handle = provider.create(SandboxSpec(sandbox_id, profile=SecurityProfile(memory_mb=256)))
+        yield handle
+        provider.stop(sandbox_id)
+
+    def test_create_is_idempotent_and_stop_removes_everything(self, provider: SandboxProvider) -> None:
+        sandbox_id = f"contract-{secrets.token_hex(4)}"
+        first = provider.create(SandboxSpec(sandbox_id))
+        pid = first.client.ping()["pid"]
+        again = provider.create(SandboxSpec(sandbox_id))  # a retried create after a crash
+        assert again.client.ping()["pid"] == pid, "the same sandbox, not a second one"
+        assert sandbox_id in provider.list_ids()
+        provider.stop(sandbox_id)
+        provider.stop(sandbox_id)  # idempotent
+        assert sandbox_id not in provider.list_ids()
+        assert provider.handle(sandbox_id) is None
+
+    def test_exec_streams_output_exit_code_and_env(self, sandbox: SandboxHandle) -> None:
+        seen = []
+        result = sandbox.client.exec(
+            shell="echo out; echo err >&2; echo $GREETING; exit 7", env={"GREETING": "hi"},
+            on_output=lambda stream, data: seen.append((stream, data)),
+        )  # fmt: skip
+        assert result.exit_code == 7
+        assert b"".join(d for s, d in seen if s == "stdout") == b"out\nhi\n"
+        assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"
+
+    def test_runs_as_non_root_in_workspace_with_python(self, sandbox: SandboxHandle) -> None:
+        result = sandbox.client.exec(shell="id -u; pwd; python -c 'print(6*7)'")
+        assert result.stdout.decode().split() == ["1000", "/workspace", "42"]
+
+    def test_timeout_kills_the_whole_process_tree(self, sandbox: SandboxHandle) -> None:
+        started = time.monotonic()
+        result = sandbox.client.exec(shell="sleep 60 & sleep 60; echo never", timeout_s=0.5)
+        assert result.timed_out and time.monotonic() - started < 5
+        assert b"never" not in result.stdout
+        left = sandbox.client.exec(shell="ps -eo comm= 2>/dev/null | grep -c sleep || ls /proc | grep -c '^[0-9]'")
+        assert b"sleep" not in left.stdout
+
+    def test_concurrent_execs_and_cancel(self, sandbox: SandboxHandle) -> None:
+        import threading
+
+        results = {}
+
+        def run(name: str, shell: str) -> None:
+            results[name] = sandbox.client.exec(shell=shell, request_id=name)
+
+        slow_id = f"slow-{secrets.token_hex(3)}"
+        slow = threading.Thread(target=run, args=(slow_id, "sleep 30"))
+        slow.start()
+        quick = sandbox.client.exec(shell="echo quick")
+        assert quick.stdout == b"quick\n"  # not blocked by the running command
+        time.sleep(0.2)
+        sandbox.client.cancel(slow_id)
+        slow.join(timeout=10)
+        assert results[slow_id].cancelled and results[slow_id].exit_code == -9
+
+    def test_a_request_id_never_runs_twice(self, sandbox: SandboxHandle) -> None:
+        sandbox.client.exec(shell="echo once >> counter", request_id="dedupe-1")
+        with pytest.raises(SupervisorError, match="duplicate"):
+            sandbox.client.exec(shell="echo once >> counter", request_id="dedupe-1")
+        assert sandbox.client.read("counter") == b"once\n"
+
+    def test_files_round_trip_and_stay_inside_the_writable_roots(self, sandbox: SandboxHandle) -> None:
+        data = bytes(range(256)) * 1000
+        written = sandbox.client.write("dir/blob.bin", data)
+        assert written["path"] == "/workspace/dir/blob.bin" and written["size"] == len(data)
+        assert sandbox.client.read("/workspace/dir/blob.bin") == data
+        for bad in ["../etc/x", "/etc/passwd", "/usr/bin/evil", "/proc/self/mem"]:
+            with pytest.raises(SupervisorError, match="forbidden_path"):
+                sandbox.client.write(bad, b"x")
+        sandbox.client.exec(shell="ln -s /etc /workspace/link")
+        with pytest.raises(SupervisorError, match="forbidden_path"):
+            sandbox.client.write("link/passwd", b"x")
+        with pytest.raises(SupervisorError, match="not_found"):
+            sandbox.client.read("missing.txt")
