@@ -49,15 +49,17 @@ class Effect:
 class Decision:
     events: list[Envelope] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    state: SandboxState | None = None  # a state the command itself introduced (create)
 
 
-def lifecycle(state: SandboxState, new_state: str, actor: str, cause: Envelope | None = None, **payload) -> Envelope:
+def lifecycle(sandbox: SandboxState, new_state: str, actor: str, cause: Envelope | None = None, **payload) -> Envelope:
+    """A ``sandbox.<new_state>`` event; ``payload`` may override the state field (heartbeats)."""
     return Envelope(
         type=f"sandbox.{new_state}",
-        stream_id=state.stream_id,
-        tenant_id=state.tenant_id,
+        stream_id=sandbox.stream_id,
+        tenant_id=sandbox.tenant_id,
         actor=actor,
-        sandbox_id=state.sandbox_id,
+        sandbox_id=sandbox.sandbox_id,
         causation_id=cause.event_id if cause else None,
         correlation_id=cause.correlation_id if cause else None,
         payload={"state": new_state, "reason": None, "provider": None, "image": None, "details": {}, **payload},
@@ -93,12 +95,27 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
     return state
 
 
+def from_create(command: Envelope) -> SandboxState:
+    """The initial state a ``sandbox.create`` command describes (same as its ``sandbox.requested``)."""
+    p = command.payload
+    return SandboxState(
+        sandbox_id=command.sandbox_id or command.stream_id, stream_id=command.stream_id, tenant_id=command.tenant_id,
+        image=p["image"], profile={f"profile.{k}": v for k, v in p["profile"].items()},
+        idle_timeout_s=p["idle_timeout_s"], ttl_s=p["ttl_s"], created_at=command.occurred_at,
+        last_activity=command.occurred_at,
+    )  # fmt: skip
+
+
 def decide(state: SandboxState | None, command: Envelope, actor: str) -> Decision:
     """What a command does to a sandbox in this state."""
+    if command.type == "sandbox.create" and state is None:
+        state = from_create(command)  # the processor had not seen the API's sandbox.requested event
     if command.type == "sandbox.create":
         if state is None or state.state != "requested":
             return Decision()  # duplicate delivery, or a create for a sandbox that already moved on
-        return Decision([lifecycle(state, "provisioning", actor, command, image=state.image)], [Effect("provision")])
+        return Decision(
+            [lifecycle(state, "provisioning", actor, command, image=state.image)], [Effect("provision")], state
+        )
     if state is None or state.state in ENDED:
         return Decision()  # nothing to act on (the API refuses these before they get here)
     if command.type == "sandbox.exec":
@@ -112,7 +129,7 @@ def decide(state: SandboxState | None, command: Envelope, actor: str) -> Decisio
             return Decision()
         return Decision(effects=[Effect("write" if command.type.endswith("write") else "read", command)])
     if command.type == "sandbox.heartbeat":
-        return Decision([lifecycle(state, "heartbeat.recorded", actor, command, **{"state": state.state})])
+        return Decision([lifecycle(state, "heartbeat.recorded", actor, command, state=state.state)])
     if command.type in ("sandbox.stop", "sandbox.delete"):
         if state.state == "stopping":
             return Decision()

@@ -151,9 +151,16 @@ class SandboxProcessor:
         if not command.type.startswith("sandbox."):
             return
         sandbox_id = command.sandbox_id or command.stream_id
-        self.apply(sandbox_id, decide(self.state(sandbox_id), command, ACTOR))
+        try:
+            self.apply(sandbox_id, decide(self.state(sandbox_id), command, ACTOR))
+        except (ValueError, KeyError, TypeError) as e:  # a command we cannot act on: set it aside, go on
+            LOG.exception("command %s on %s failed", command.type, sandbox_id)
+            self.producer.dead_letter(msg, f"{type(e).__name__}: {e}", "processor-sandboxes")
 
     def apply(self, sandbox_id: str, decision: Decision) -> None:
+        if decision.state is not None:
+            with self.lock:
+                self.states.setdefault(sandbox_id, decision.state)
         self.emit(decision.events)
         for effect in decision.effects:
             self.pool.submit(self._run, sandbox_id, effect)

@@ -93,3 +93,21 @@ def bwrap_provider(settings: Settings):
     from astraforge.sandbox.providers.bwrap import BwrapProvider
 
     return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm")
+
+
+@pytest.fixture(scope="session")
+def sandbox_processor(settings: Settings, docker_provider):
+    """The sandbox processor over the docker provider, in a thread for the whole session."""
+    import threading
+
+    from astraforge.processors.sandboxes import SandboxProcessor
+
+    processor = SandboxProcessor(settings, docker_provider)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    yield processor
+    processor.stop()
+    thread.join(timeout=10)
+    for sandbox_id in docker_provider.list_ids():
+        if sandbox_id.startswith("sb-"):
+            docker_provider.stop(sandbox_id)

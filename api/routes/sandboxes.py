@@ -83,7 +83,7 @@ async def create_sandbox(
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
 ) -> SandboxPublic:
     try:
-        profile = SecurityProfile.with_overrides(body.profile)
+        SecurityProfile.with_overrides(body.profile)
     except ValidationError as e:
         raise ApiError(422, str(e)) from e
     if body.egress_allow:
@@ -100,7 +100,7 @@ async def create_sandbox(
                                         "details": details},
     )  # fmt: skip
     create = _command(tenant, sandbox_id, "sandbox.create", {
-        "image": image, "profile": {k: str(v) for k, v in profile.model_dump().items()}, "cpus": None,
+        "image": image, "profile": {k: str(v) for k, v in body.profile.items()}, "cpus": None,
         "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
         "egress_allow": [], "restore_snapshot": None,
     })  # fmt: skip

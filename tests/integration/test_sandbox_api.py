@@ -1,0 +1,115 @@
+"""/v1/sandboxes end to end: API -> commands topic -> sandbox processor -> docker -> events -> API."""
+
+import time
+
+import httpx
+from httpx_sse import connect_sse
+
+from tests.support import auth, wait_until
+
+
+def post(url: str, key: str, json=None, **params) -> httpx.Response:
+    return httpx.post(url, headers=auth(key), json=json, params=params, timeout=120)
+
+
+def create(api_url: str, key: str, **body) -> dict:
+    r = post(f"{api_url}/v1/sandboxes", key, body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_create_exec_files_stop(api_url, sandbox_processor, tenant, other_tenant) -> None:
+    _, key = tenant
+    sandbox = create(api_url, key, profile={"memory_mb": 256})
+    assert sandbox["state"] == "ready" and sandbox["provider"] == "docker" and sandbox["id"].startswith("sb-")
+    sid = sandbox["id"]
+    base = f"{api_url}/v1/sandboxes/{sid}"
+
+    r = post(f"{base}/exec", key, {"command": "echo out; echo err >&2; exit 3"})
+    result = r.json()
+    assert (result["exit_code"], result["stdout"], result["stderr"]) == (3, "out\n", "err\n")
+    assert result["output"] in ("out\nerr\n", "err\nout\n") and result["duration_ms"] > 0
+    argv = post(f"{base}/exec", key, {"command": ["python", "-c", "import os; print(os.getcwd())"]}).json()
+    assert argv["stdout"] == "/workspace\n" and argv["exit_code"] == 0
+
+    put = httpx.put(f"{base}/files/notes/todo.txt", headers=auth(key), content=b"ship it\n")
+    assert put.status_code == 200 and put.json()["size"] == 8
+    got = httpx.get(f"{base}/files/notes/todo.txt", headers=auth(key))
+    assert got.content == b"ship it\n"
+    assert httpx.get(f"{base}/files/nope.txt", headers=auth(key)).status_code == 404
+    assert httpx.put(f"{base}/files/etc/../../etc/passwd", headers=auth(key), content=b"x").status_code in (403, 404)
+
+    # another tenant sees nothing
+    _, other_key = other_tenant
+    assert httpx.get(base, headers=auth(other_key)).status_code == 404
+    assert post(f"{base}/exec", other_key, {"command": "id"}).status_code == 404
+
+    # every command and its output is on the sandbox's stream
+    events = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()["items"]
+    types = [e["type"] for e in events]
+    assert types[:3] == ["sandbox.requested", "sandbox.provisioning", "sandbox.ready"]
+    assert types.count("exec.started") == 2 and types.count("exec.finished") == 2
+    assert {"file.written", "file.read"} <= set(types)
+
+    assert post(f"{base}/stop", key).status_code == 202
+    wait_until(lambda: httpx.get(base, headers=auth(key)).json()["state"] == "terminated", timeout=30)
+    assert post(f"{base}/exec", key, {"command": "id"}).status_code == 409
+    assert sid not in sandbox_processor.provider.list_ids()
+
+
+def test_async_exec_streams_output_on_sse(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    accepted = post(f"{api_url}/v1/sandboxes/{sid}/exec", key,
+                    {"command": "for i in 1 2 3; do echo line $i; sleep 0.1; done", "async": True}).json()  # fmt: skip
+    command_id = accepted["command_id"]
+    lines, finished = [], None
+    with (
+        httpx.Client(timeout=httpx.Timeout(30, read=30)) as client,
+        connect_sse(client, "GET", f"{api_url}/v1/streams/{sid}/events/sse", headers=auth(key)) as source,
+    ):
+        for event in source.iter_sse():
+            if not event.data:
+                continue
+            body = event.json()
+            if body["payload"].get("command_id") != command_id:
+                continue
+            if event.event == "exec.output":
+                lines.append(body["payload"]["data"])
+            if event.event == "exec.finished":
+                finished = body["payload"]
+                break
+    assert "".join(lines) == "line 1\nline 2\nline 3\n"
+    assert finished["exit_code"] == 0 and not finished["timed_out"]
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_idle_sandboxes_are_reaped_with_a_reason(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    sid = create(api_url, key, idle_timeout_s=5)["id"]
+    base = f"{api_url}/v1/sandboxes/{sid}"
+    time.sleep(3)
+    assert post(f"{base}/heartbeat", key).status_code == 202  # pushes the deadline out
+    time.sleep(3)
+    assert httpx.get(base, headers=auth(key)).json()["state"] == "ready"
+    wait_until(lambda: httpx.get(base, headers=auth(key)).json()["state"] == "terminated", timeout=30)
+    sandbox = httpx.get(base, headers=auth(key)).json()
+    assert sandbox["reason"] == "idle_timeout"
+
+
+def test_bad_requests_are_4xx_and_create_nothing(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    url = f"{api_url}/v1/sandboxes"
+    for body, status in [
+        ({"profile": {"memory_mb": 999_999}}, 422),
+        ({"profile": {"privileged": 1}}, 422),
+        ({"ttl_s": 1}, 422),
+        ({"unknown": True}, 422),
+        ({"egress_allow": ["example.org"]}, 422),
+    ]:
+        r = post(url, key, body)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["error"]["message"]
+    assert httpx.get(url, headers=auth(key)).json()["items"] == []
+    assert httpx.get(f"{url}/sb-{'0' * 32}", headers=auth(key)).status_code == 404
+    assert post(f"{url}/sb-{'0' * 32}/exec", key, {"command": "id"}).status_code == 404
