@@ -1,7 +1,7 @@
 """bubblewrap provider: a daemonless sandbox per process tree, the default where no Docker engine answers.
 
 What it isolates: new user, pid, mount, ipc, uts, cgroup and network namespaces (the network has
-only loopback); the root is the cached rootfs bound read-only; /workspace, /tmp and $HOME are
+only loopback; no nested user namespaces); the root is the cached rootfs bound read-only; /workspace, /tmp and $HOME are
 size-capped tmpfs; all capabilities are dropped and NO_NEW_PRIVS is set (bubblewrap always sets it);
 the sandbox runs as an unprivileged host uid, so even an escape from its user namespace lands as
 that uid, not root.
@@ -55,7 +55,8 @@ class BwrapProvider(SandboxProvider):
         uid = str(p.uid)
         argv = ["setpriv", f"--reuid={self.host_uid}", f"--regid={self.host_uid}", "--clear-groups", "--inh-caps=-all",
                 "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--unshare-all", "--new-session", "--cap-drop", "ALL", "--uid", uid, "--gid", uid,
+                self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--new-session", "--cap-drop", "ALL",
+                "--uid", uid, "--gid", uid,
                 "--json-status-fd", str(status_fd),
                 "--ro-bind", str(self.rootfs), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
         for path, mb in p.tmpfs().items():
@@ -88,6 +89,7 @@ class BwrapProvider(SandboxProvider):
                 proc = subprocess.Popen(
                     self.command(spec, control, write_fd), pass_fds=(write_fd,), start_new_session=True,
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                    env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
                 )  # fmt: skip
             os.close(write_fd)
             status = _read_status(read_fd, proc, timeout=10)
