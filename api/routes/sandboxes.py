@@ -109,8 +109,11 @@ async def create_sandbox(
         await _append(request, [requested, create])
         state, reason, provider = "requested", None, None
         if sub:
-            done = await _until(sub, lambda e: e.type in ("sandbox.ready", "sandbox.failed"), timeout=120)
-            state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
+            try:
+                done = await _until(sub, lambda e: e.type in ("sandbox.ready", "sandbox.failed"), timeout=60)
+                state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
+            except TimeoutError:  # still provisioning: the caller follows the stream or polls GET
+                state = "provisioning"
     finally:
         if sub:
             live.unsubscribe(sub)

@@ -1,0 +1,122 @@
+"""Sandbox create and exec through the whole platform (API -> Kafka -> processor -> docker ->
+Kafka -> API), next to raw docker measured in the same run.
+
+  cold create:  POST /v1/sandboxes (answers once sandbox.ready is on the stream)  vs  hardened `docker run -d`
+  exec:         POST /v1/sandboxes/{id}/exec `true`, every byte recorded       vs  `docker exec` (CLI, docker-py)
+  idle:         N idle sandboxes, memory per sandbox (cgroup usage)
+
+usage: python bench/sandbox.py [--creates 20] [--execs 200] [--idle 20]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import docker
+import httpx
+
+from astraforge.api.auth import create_key
+from bench.common import bench_settings, drop, pct, table
+from tests.support import auth, free_port, wait_until
+
+IMAGE = "astraforge/sandbox:bookworm"
+HARDENED = {
+    "read_only": True, "user": "1000:1000", "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+    "network_mode": "none", "pids_limit": 256, "mem_limit": "512m", "init": True, "detach": True,
+    "tmpfs": {"/workspace": "size=1024m", "/tmp": "size=256m", "/home/sandbox": "size=256m"},
+}  # fmt: skip
+
+
+def ms(samples: list[float]) -> tuple[str, str]:
+    return f"{pct(samples, 50) * 1000:.1f}", f"{pct(samples, 99) * 1000:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--creates", type=int, default=20)
+    parser.add_argument("--execs", type=int, default=200)
+    parser.add_argument("--idle", type=int, default=20)
+    args = parser.parse_args()
+    settings = bench_settings()
+    sock = settings.state_dir / "dockerd" / "docker.sock"
+    client = docker.DockerClient(base_url=f"unix://{sock}")
+    env = {**os.environ, **settings.as_env(), "DOCKER_HOST": f"unix://{sock}"}
+    port = free_port()
+    cli = [sys.executable, "-m", "astraforge.cli"]
+    procs = [subprocess.Popen([*cli, *c], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+             for c in (["projections", "run"], ["processors", "sandboxes"], ["api", "--port", str(port)])]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    key = create_key(settings, "bench")
+    rows = [("measure", "p50 ms", "p99 ms", "vs raw p50")]
+    try:
+        wait_until(lambda: _healthy(url), timeout=60, what="API")
+        http = httpx.Client(base_url=url, headers=auth(key), timeout=120)
+        http.post("/v1/sandboxes", json={}).raise_for_status()  # warm-up: image cache, first connections
+
+        raw = []
+        for _ in range(args.creates):
+            t = time.perf_counter()
+            c = client.containers.run(IMAGE, ["sleep", "infinity"], **HARDENED)
+            raw.append(time.perf_counter() - t)
+            c.remove(force=True)
+        ours, sandboxes = [], []
+        for _ in range(args.creates):
+            t = time.perf_counter()
+            r = http.post("/v1/sandboxes", json={})
+            ours.append(time.perf_counter() - t)
+            assert r.json()["state"] == "ready", r.text
+            sandboxes.append(r.json()["id"])
+        rows.append(("raw hardened docker run -d (docker-py)", *ms(raw), "1.00"))
+        rows.append(("cold create via API until sandbox.ready", *ms(ours), f"{pct(ours, 50) / pct(raw, 50):.2f}"))
+
+        target = client.containers.run(IMAGE, ["sleep", "infinity"], **HARDENED)
+        cli_exec, py_exec = [], []
+        for _ in range(max(args.execs // 4, 10)):
+            t = time.perf_counter()
+            subprocess.run(["docker", "-H", f"unix://{sock}", "exec", target.id, "true"], check=True)
+            cli_exec.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            target.exec_run(["true"])
+            py_exec.append(time.perf_counter() - t)
+        target.remove(force=True)
+        api_exec = []
+        for _ in range(args.execs):
+            t = time.perf_counter()
+            r = http.post(f"/v1/sandboxes/{sandboxes[0]}/exec", json={"command": ["true"]})
+            api_exec.append(time.perf_counter() - t)
+            assert r.json()["exit_code"] == 0, r.text
+        rows.append(("raw docker exec true (CLI)", *ms(cli_exec), "1.00"))
+        rows.append(("raw docker exec true (docker-py)", *ms(py_exec), f"{pct(py_exec, 50) / pct(cli_exec, 50):.2f}"))
+        rows.append(("exec true via API (recorded)", *ms(api_exec), f"{pct(api_exec, 50) / pct(cli_exec, 50):.2f}"))
+
+        for _ in range(max(args.idle - len(sandboxes), 0)):
+            sandboxes.append(http.post("/v1/sandboxes", json={}).json()["id"])
+        usage = [client.containers.get(f"af-{sid}").stats(stream=False)["memory_stats"]["usage"] for sid in sandboxes]
+        print(f"sandbox bench: {args.creates} creates, {args.execs} execs, {len(sandboxes)} idle sandboxes (docker)")
+        print(table(rows))
+        print(f"idle sandboxes: {len(usage)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
+              f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)")  # fmt: skip
+        for sid in sandboxes:
+            http.delete(f"/v1/sandboxes/{sid}")
+        wait_until(lambda: not [c for c in client.containers.list(all=True) if c.name.startswith("af-sb-")], 60)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        drop(settings)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
