@@ -65,9 +65,18 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
+    artifact_store: Literal["local", "s3"] = "local"
+    """Where large output, files and snapshots go."""
+    artifact_dir: Path | None = None
+    """Local artifact store directory (default: <state_dir>/artifacts)."""
+    s3_endpoint: str | None = None
+    s3_bucket: str = "astraforge-artifacts"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+
     def as_env(self) -> dict[str, str]:
         """These settings as ``ASTRAFORGE_*`` variables, to hand to a child process."""
-        return {f"ASTRAFORGE_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+        return {f"ASTRAFORGE_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> "Settings":

@@ -4,7 +4,7 @@
 SERVICE=stack
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$(dirname "${BASH_SOURCE[0]}")"
-SERVICES=(kafka postgres dockerd)
+SERVICES=(kafka postgres dockerd seaweedfs)
 
 case "${1:-status}" in
   up) for s in "${SERVICES[@]}"; do "$HERE/$s.sh" up; done
