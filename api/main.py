@@ -10,7 +10,8 @@ from astraforge import __version__
 from astraforge.api import errors
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.live import LiveTail
-from astraforge.api.routes import health, sandboxes, streams
+from astraforge.api.routes import artifacts, health, sandboxes, streams
+from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         app.state.live = LiveTail(settings)
         app.state.live.start()
         app.state.producer = EventProducer(settings)
+        app.state.artifacts = make_artifact_store(settings)
         try:
             yield
         finally:
@@ -59,4 +61,5 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sandboxes.router)
+    app.include_router(artifacts.router)
     return app

@@ -139,9 +139,28 @@ class ExecResult(BaseModel):
     cancelled: bool
     truncated: bool
     error: str | None
+    output_artifact: str | None = Field(
+        default=None, description="Output past the inline limit: fetch it at /v1/artifacts/{id}."
+    )
 
 
 class FileResult(BaseModel):
     path: str
     size: int
     sha256: str
+
+
+class SnapshotPublic(BaseModel):
+    id: str
+    sandbox_id: str | None
+    size: int
+    sha256: str
+
+
+class ForkRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    count: int = Field(default=1, ge=1, le=20)
+    profile: dict[str, int | float] = Field(default_factory=dict)
+    idle_timeout_s: int = Field(default=900, ge=5, le=86_400)
+    ttl_s: int = Field(default=3600, ge=5, le=7 * 86_400)

@@ -28,6 +28,7 @@ class SandboxState:
     last_activity: int = 0
     running: frozenset[str] = frozenset()
     seen_commands: frozenset[str] = frozenset()
+    restore_snapshot: str | None = None
 
     def deadline(self) -> tuple[int, str]:
         """When (µs) and why this sandbox must be reaped if nothing else happens."""
@@ -38,7 +39,7 @@ class SandboxState:
 
 @dataclass(frozen=True)
 class Effect:
-    """A side effect for the runtime: kind is provision | exec | cancel | write | read | stop."""
+    """A side effect for the runtime: provision | exec | cancel | write | read | snapshot | stop."""
 
     kind: str
     command: Envelope | None = None
@@ -77,6 +78,7 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
             image=p.get("image") or SandboxState.image, profile=profile,
             idle_timeout_s=int(details.get("idle_timeout_s", 900)), ttl_s=int(details.get("ttl_s", 3600)),
             created_at=event.occurred_at, last_activity=event.occurred_at,
+            restore_snapshot=details.get("restore_snapshot"),
         )  # fmt: skip
     if state is None:
         return None
@@ -102,7 +104,7 @@ def from_create(command: Envelope) -> SandboxState:
         sandbox_id=command.sandbox_id or command.stream_id, stream_id=command.stream_id, tenant_id=command.tenant_id,
         image=p["image"], profile={f"profile.{k}": v for k, v in p["profile"].items()},
         idle_timeout_s=p["idle_timeout_s"], ttl_s=p["ttl_s"], created_at=command.occurred_at,
-        last_activity=command.occurred_at,
+        last_activity=command.occurred_at, restore_snapshot=p["restore_snapshot"],
     )  # fmt: skip
 
 
@@ -128,6 +130,8 @@ def decide(state: SandboxState | None, command: Envelope, actor: str) -> Decisio
         if command.payload["request_id"] in state.seen_commands:
             return Decision()
         return Decision(effects=[Effect("write" if command.type.endswith("write") else "read", command)])
+    if command.type == "sandbox.snapshot":
+        return Decision(effects=[Effect("snapshot", command)])
     if command.type == "sandbox.heartbeat":
         return Decision([lifecycle(state, "heartbeat.recorded", actor, command, state=state.state)])
     if command.type in ("sandbox.stop", "sandbox.delete"):

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaError
 
+from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
@@ -31,19 +32,25 @@ from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
+from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
 ACTOR = "processor:sandboxes"
-RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.")
-MAX_RECORDED_OUTPUT = 8 * 1024 * 1024  # per command; the rest is dropped and the result marked truncated
+RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.created")
+MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
+MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
 MAX_INLINE_FILE = 512 * 1024
 
 
 class SandboxProcessor:
-    def __init__(self, settings: Settings, provider: SandboxProvider, workers: int = 64) -> None:
+    def __init__(
+        self, settings: Settings, provider: SandboxProvider, artifacts: ArtifactStore | None = None, workers: int = 64
+    ) -> None:
         self.settings = settings
         self.provider = provider
+        self.artifacts = artifacts or make_artifact_store(settings)
+        self.snapshots: dict[str, tuple[str, dict]] = {}  # snapshot id -> (tenant, artifact ref)
         self.producer = EventProducer(settings)
         self.codec = self.producer.codec
         self.states: dict[str, SandboxState] = {}
@@ -70,8 +77,13 @@ class SandboxProcessor:
         self.producer.append_many(events)
         with self.lock:
             for e in events:
-                sid = e.sandbox_id or e.stream_id
-                self.states[sid] = evolve(self.states.get(sid), e)
+                self._fold(e)
+
+    def _fold(self, e: Envelope) -> None:
+        if e.type == "snapshot.created":
+            self.snapshots[e.payload["snapshot_id"]] = (e.tenant_id, e.payload["artifact"])
+        sid = e.sandbox_id or e.stream_id
+        self.states[sid] = evolve(self.states.get(sid), e)
 
     def state(self, sandbox_id: str) -> SandboxState | None:
         with self.lock:
@@ -91,7 +103,7 @@ class SandboxProcessor:
                 except DecodeError:
                     continue
                 if e.type.startswith(RELEVANT) and e.sandbox_id:
-                    self.states[e.sandbox_id] = evolve(self.states.get(e.sandbox_id), e)
+                    self._fold(e)
 
     def reconcile(self) -> None:
         present = self.provider.list_ids()
@@ -185,7 +197,9 @@ class SandboxProcessor:
     def _provision(self, st: SandboxState, effect: Effect) -> None:
         profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
         try:
-            self.provider.create(SandboxSpec(st.sandbox_id, image=st.image, profile=profile))
+            handle = self.provider.create(SandboxSpec(st.sandbox_id, image=st.image, profile=profile))
+            if st.restore_snapshot:
+                self._restore(st, handle.client)
         except Exception as e:
             self.provider.stop(st.sandbox_id)  # roll back whatever half exists
             self.emit([lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)])
@@ -194,6 +208,33 @@ class SandboxProcessor:
             self.emit([lifecycle(st, "ready", ACTOR, provider=self.provider.name, image=st.image)])
         else:  # stopped while provisioning
             self.provider.stop(st.sandbox_id)
+
+    def _restore(self, st: SandboxState, client) -> None:
+        owner, ref = self.snapshots.get(st.restore_snapshot, (None, None))
+        if owner != st.tenant_id:
+            raise ValueError(f"snapshot {st.restore_snapshot} not found")
+        data = self.artifacts.get(ref)
+        check_snapshot(data)  # untrusted bytes: refuse escapes before they reach the sandbox
+        client.write(RESTORE_PATH, data, 0o600)
+        result = client.exec(argv=RESTORE_COMMAND)
+        if result.exit_code != 0:
+            raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
+        payload = {"snapshot_id": st.restore_snapshot, "artifact": ref, "source_sandbox_id": None}
+        self.emit([self._event(st, "snapshot.restored", payload, None)])
+
+    def _snapshot(self, st: SandboxState, effect: Effect) -> None:
+        cmd = effect.command
+        snapshot_id = cmd.payload["snapshot_id"]
+        if self._wait_ready(st.sandbox_id) is None:
+            return
+        result = self.provider.handle(st.sandbox_id).client.exec(argv=SNAPSHOT_COMMAND)
+        if result.exit_code != 0:
+            LOG.warning("snapshot of %s failed: %s", st.sandbox_id, result.stderr[-500:])
+            return
+        ref = self.artifacts.put(st.tenant_id, result.stdout, "application/gzip",
+                                 cmd.payload.get("name") or f"{snapshot_id}.tgz", artifact_id=snapshot_id)  # fmt: skip
+        payload = {"snapshot_id": snapshot_id, "artifact": ref, "source_sandbox_id": st.sandbox_id}
+        self.emit([self._event(st, "snapshot.created", payload, cmd)])
 
     def _stop(self, st: SandboxState, effect: Effect) -> None:
         self.provider.stop(st.sandbox_id)
@@ -239,11 +280,15 @@ class SandboxProcessor:
                 started.append(lifecycle(st, "busy", ACTOR, cmd))
         self.emit(started)
         seq, recorded, truncated = 0, 0, False
+        overflow = bytearray()  # both streams, as produced, past MAX_RECORDED_OUTPUT
 
         def on_output(stream: str, data: bytes) -> None:
             nonlocal seq, recorded, truncated
-            if recorded + len(data) > MAX_RECORDED_OUTPUT:
-                truncated = True
+            if recorded + len(data) > MAX_RECORDED_OUTPUT or overflow:
+                if len(overflow) + len(data) > MAX_ARTIFACT_OUTPUT:
+                    truncated = True
+                else:
+                    overflow.extend(data)
                 return
             recorded += len(data)
             payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
@@ -260,7 +305,13 @@ class SandboxProcessor:
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
-        events = [done]
+        events = []
+        if overflow:
+            ref = self.artifacts.put(st.tenant_id, bytes(overflow), "text/plain", f"{cid}.output")
+            payload = {"command_id": cid, "stream": "stdout", "seq": seq, "data": b"", "artifact": ref}
+            events += [self._event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, cmd),
+                       self._event(st, "exec.output", payload, cmd)]  # fmt: skip
+        events.append(done)
         with self.lock:
             current = self.states[st.sandbox_id]
             if current.running == {cid} and current.state == "busy":

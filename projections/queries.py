@@ -66,6 +66,13 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
+    async def artifact(self, conn: psycopg.AsyncConnection, tenant_id: str, artifact_id: str) -> dict | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.artifacts WHERE artifact_id = %s AND tenant_id = %s").format(self.schema),
+            (artifact_id, tenant_id),
+        )
+        return await cur.fetchone()
+
     async def next_offsets(self, conn: psycopg.AsyncConnection, topic: str) -> dict[int, int]:
         """Per partition, the first offset the projection has not yet written."""
         cur = await conn.execute(

@@ -25,6 +25,7 @@ from astraforge.api.models import (
     SandboxCreate,
     SandboxesPublic,
     SandboxPublic,
+    SnapshotPublic,
     iso,
 )
 from astraforge.errors import ValidationError
@@ -78,6 +79,7 @@ async def create_sandbox(
     body: SandboxCreate,
     request: Request,
     tenant: CurrentTenant,
+    conn: Conn,
     settings: AppSettings,
     live: Live,
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
@@ -89,11 +91,24 @@ async def create_sandbox(
     if body.egress_allow:
         raise ApiError(422, "egress allowlists are not available yet: sandboxes have no network but loopback")
     if body.restore_snapshot:
-        raise ApiError(422, "snapshot restore is not available yet")
+        await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
+    return await _create(request, live, settings, tenant, body, wait)
+
+
+async def _owned_snapshot(conn, settings, tenant: str, snapshot_id: str) -> dict:
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, snapshot_id)
+    if row is None:
+        raise ApiError(404, f"snapshot {snapshot_id} not found")
+    return row
+
+
+async def _create(request, live: LiveTail, settings, tenant: str, body: SandboxCreate, wait: bool) -> SandboxPublic:
     sandbox_id = f"sb-{new_id().replace('-', '')}"
     image = body.image or settings.sandbox_image
     details = {"idle_timeout_s": str(body.idle_timeout_s), "ttl_s": str(body.ttl_s)}
     details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
+    if body.restore_snapshot:
+        details["restore_snapshot"] = body.restore_snapshot
     requested = Envelope(
         type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
         sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
@@ -102,7 +117,7 @@ async def create_sandbox(
     create = _command(tenant, sandbox_id, "sandbox.create", {
         "image": image, "profile": {k: str(v) for k, v in body.profile.items()}, "cpus": None,
         "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
-        "egress_allow": [], "restore_snapshot": None,
+        "egress_allow": [], "restore_snapshot": body.restore_snapshot,
     })  # fmt: skip
     sub = live.subscribe(sandbox_id, tenant) if wait else None
     try:
@@ -120,6 +135,29 @@ async def create_sandbox(
     at = iso(from_micros(requested.occurred_at))
     return SandboxPublic(id=sandbox_id, state=state, image=image, provider=provider, reason=reason,
                          created_at=at, updated_at=at)  # fmt: skip
+
+
+@router.post("/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotPublic,
+             operation_id="snapshotSandbox", responses=ERRORS)  # fmt: skip
+async def snapshot(
+    sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings, live: Live
+) -> SnapshotPublic:
+    """Snapshot /workspace (gzip'd tar, sha256) into the artifact store."""
+    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    snapshot_id = new_id()
+    command = _command(tenant, sandbox_id, "sandbox.snapshot", {"snapshot_id": snapshot_id, "name": None})
+    sub = live.subscribe(sandbox_id, tenant)
+    try:
+        await _append(request, [command])
+        match = lambda e: e.type == "snapshot.created" and e.payload["snapshot_id"] == snapshot_id  # noqa: E731
+        try:
+            done = await _until(sub, match, timeout=300)
+        except TimeoutError:
+            raise ApiError(504, "the snapshot did not complete in time") from None
+    finally:
+        live.unsubscribe(sub)
+    ref = done.payload["artifact"]
+    return SnapshotPublic(id=snapshot_id, sandbox_id=sandbox_id, size=ref["size"], sha256=ref["sha256"])
 
 
 @router.get("", response_model=SandboxesPublic, operation_id="listSandboxes", responses=ERRORS)
@@ -204,11 +242,15 @@ async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelo
     sub = live.subscribe(sandbox_id, tenant)
     chunks: list[tuple[str, bytes]] = []
 
+    artifact: list[str] = []
+
     def collect(e: Envelope) -> bool:
         if e.payload.get("command_id") != command_id:
             return False
         if e.type == "exec.output":
             chunks.append((e.payload["stream"], e.payload["data"]))
+            if e.payload["artifact"]:
+                artifact.append(e.payload["artifact"]["artifact_id"])
         return e.type == "exec.finished"
 
     try:
@@ -227,6 +269,7 @@ async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelo
         command_id=command_id, exit_code=done["exit_code"], stdout=text(("stdout",)), stderr=text(("stderr",)),
         output=text(("stdout", "stderr")), duration_ms=done["duration_ms"], timed_out=done["timed_out"],
         cancelled=done["cancelled"], truncated=done["truncated"], error=done["error"],
+        output_artifact=artifact[0] if artifact else None,
     )  # fmt: skip
 
 

@@ -5,8 +5,6 @@ after a crash finds the first one instead of starting a second, and reconciliati
 Network mode ``none``: the container has only a loopback interface.
 """
 
-import contextlib
-
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
@@ -81,8 +79,13 @@ class DockerProvider(SandboxProvider):
         return handle
 
     def stop(self, sandbox_id: str) -> None:
-        with contextlib.suppress(NotFound):
+        try:
             self.client.containers.get(self.container_name(sandbox_id)).remove(force=True)
+        except NotFound:
+            pass
+        except APIError as e:
+            if e.status_code != 409:  # 409: a removal is already under way (a concurrent stop)
+                raise
         self.release_control_dir(sandbox_id)
 
     def list_ids(self) -> set[str]:

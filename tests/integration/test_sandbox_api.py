@@ -113,3 +113,52 @@ def test_bad_requests_are_4xx_and_create_nothing(api_url, sandbox_processor, ten
     assert httpx.get(url, headers=auth(key)).json()["items"] == []
     assert httpx.get(f"{url}/sb-{'0' * 32}", headers=auth(key)).status_code == 404
     assert post(f"{url}/sb-{'0' * 32}/exec", key, {"command": "id"}).status_code == 404
+
+
+def test_snapshot_restore_and_fork(api_url, sandbox_processor, tenant, other_tenant) -> None:
+    _, key = tenant
+    source = create(api_url, key)["id"]
+    post(f"{api_url}/v1/sandboxes/{source}/exec", key, {"command": "mkdir -p src && echo 'print(42)' > src/app.py"})
+    snap = post(f"{api_url}/v1/sandboxes/{source}/snapshots", key)
+    assert snap.status_code == 201, snap.text
+    snapshot = snap.json()
+    assert snapshot["size"] > 0 and len(snapshot["sha256"]) == 64
+
+    restored = create(api_url, key, restore_snapshot=snapshot["id"])
+    assert restored["state"] == "ready", restored
+    run = post(f"{api_url}/v1/sandboxes/{restored['id']}/exec", key, {"command": "python src/app.py"}).json()
+    assert run["stdout"] == "42\n"
+
+    forks = post(f"{api_url}/v1/snapshots/{snapshot['id']}/fork", key, {"count": 3})
+    assert forks.status_code == 201, forks.text
+    assert [f["state"] for f in forks.json()] == ["ready"] * 3
+    for f in forks.json():
+        assert (
+            post(f"{api_url}/v1/sandboxes/{f['id']}/exec", key, {"command": "cat src/app.py"}).json()["stdout"]
+            == "print(42)\n"
+        )
+
+    tarball = httpx.get(f"{api_url}/v1/artifacts/{snapshot['id']}", headers=auth(key))
+    assert tarball.status_code == 200 and tarball.headers["x-sha256"] == snapshot["sha256"]
+
+    _, other_key = other_tenant
+    assert post(f"{api_url}/v1/snapshots/{snapshot['id']}/fork", other_key, {"count": 1}).status_code == 404
+    assert httpx.get(f"{api_url}/v1/artifacts/{snapshot['id']}", headers=auth(other_key)).status_code == 404
+    assert post(f"{api_url}/v1/sandboxes", other_key, {"restore_snapshot": snapshot["id"]}).status_code == 404
+    for sid in [source, restored["id"], *(f["id"] for f in forks.json())]:
+        post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_output_past_the_inline_limit_goes_to_the_artifact_store(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    result = post(f"{api_url}/v1/sandboxes/{sid}/exec", key,
+                  {"command": "python -c \"print('a' * 3000000)\"; echo done >&2"}).json()  # fmt: skip
+    assert result["exit_code"] == 0 and not result["truncated"]
+    inline = len(result["stdout"])
+    assert 0 < inline <= 1024 * 1024
+    rest = httpx.get(f"{api_url}/v1/artifacts/{result['output_artifact']}", headers=auth(key))
+    assert rest.status_code == 200
+    assert inline + len(rest.content) == 3_000_000 + 1 + len("done\n")
+    assert set(rest.content.replace(b"\n", b"").replace(b"done", b"")) == {ord("a")}
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)

@@ -1,0 +1,53 @@
+"""Artifacts (large output, snapshots) and forking sandboxes from a snapshot."""
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
+from astraforge.api.errors import ApiError
+from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
+from astraforge.api.routes.sandboxes import _create, _owned_snapshot
+from astraforge.errors import NotFound
+from astraforge.projections.queries import ProjectionQueries
+from astraforge.sandbox.profile import SecurityProfile
+
+router = APIRouter(tags=["artifacts"])
+ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+ArtifactId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
+
+
+@router.get(
+    "/v1/artifacts/{artifact_id}",
+    operation_id="downloadArtifact",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_artifact(artifact_id: ArtifactId, request: Request, tenant: CurrentTenant, conn: Conn,
+                            settings: AppSettings) -> Response:  # fmt: skip
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
+    if row is None:
+        raise ApiError(404, f"artifact {artifact_id} not found")
+    try:
+        data = await run_in_threadpool(request.app.state.artifacts.get, row)
+    except NotFound:
+        raise ApiError(404, f"artifact {artifact_id} is gone from the store") from None
+    return Response(data, media_type=row["content_type"], headers={"X-Sha256": row["sha256"]})
+
+
+@router.post("/v1/snapshots/{snapshot_id}/fork", status_code=201, response_model=list[SandboxPublic],
+             operation_id="forkSnapshot", responses=ERRORS)  # fmt: skip
+async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, tenant: CurrentTenant, conn: Conn,
+               settings: AppSettings, live: Live) -> list[SandboxPublic]:  # fmt: skip
+    """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
+    try:
+        SecurityProfile.with_overrides(body.profile)
+    except ValueError as e:
+        raise ApiError(422, str(e)) from e
+    await _owned_snapshot(conn, settings, tenant, snapshot_id)
+    spec = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
+                         restore_snapshot=snapshot_id)  # fmt: skip
+    return list(
+        await asyncio.gather(*(_create(request, live, settings, tenant, spec, True) for _ in range(body.count)))
+    )

@@ -1,0 +1,48 @@
+import io
+import tarfile
+
+import pytest
+
+from astraforge.sandbox.snapshots import UnsafeSnapshot, check_snapshot
+
+
+def tar_of(*entries: tarfile.TarInfo) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info in entries:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    return buf.getvalue()
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 1) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, size if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def test_a_normal_workspace_passes() -> None:
+    data = tar_of(entry("./"), entry("./src/app.py"), entry("./link", tarfile.SYMTYPE, "src/app.py"))
+    assert check_snapshot(data) == 3
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (entry("../escape.txt"), "leaves the workspace"),
+        (entry("./a/../../escape.txt"), "leaves the workspace"),
+        (entry("/etc/cron.d/evil"), "leaves the workspace"),
+        (entry("./out", tarfile.SYMTYPE, "/etc/passwd"), "points outside"),
+        (entry("./dir/out", tarfile.SYMTYPE, "../../etc"), "points outside"),
+        (entry("./hard", tarfile.LNKTYPE, "../../etc/shadow"), "points outside"),
+        (entry("./disk", tarfile.BLKTYPE), "device"),
+        (entry("./pipe", tarfile.FIFOTYPE), "device or fifo"),
+    ],
+)
+def test_hostile_entries_are_refused(bad: tarfile.TarInfo, reason: str) -> None:
+    with pytest.raises(UnsafeSnapshot, match=reason):
+        check_snapshot(tar_of(entry("./ok.txt"), bad))
+
+
+def test_garbage_is_refused() -> None:
+    with pytest.raises(UnsafeSnapshot, match="not a readable tar"):
+        check_snapshot(b"definitely not a tarball")
