@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -255,6 +256,7 @@ app.add_typer(processors, name="processors")
 @processors.command("sandboxes")
 def processors_sandboxes() -> None:
     """Run the sandbox processor in the foreground (Ctrl-C stops it; sandboxes keep running)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     _prepare(settings)
     processor = _sandbox_processor(settings)

@@ -6,6 +6,7 @@ for anything secret.
 """
 
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
+    instance_id: str = socket.gethostname()
+    """Stable name of this processor instance (Kafka static group membership); unique per replica."""
     artifact_store: Literal["local", "s3"] = "local"
     """Where large output, files and snapshots go."""
     artifact_dir: Path | None = None

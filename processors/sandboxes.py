@@ -62,6 +62,10 @@ class SandboxProcessor:
                 settings,
                 **{
                     "group.id": f"{settings.topic_prefix}-sandboxes",
+                    # static membership: a restarted processor (even after kill -9) gets its partitions
+                    # back at once instead of waiting out the dead member's session
+                    "group.instance.id": f"sandboxes-{settings.instance_id}",
+                    "session.timeout.ms": 10_000,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 5,
@@ -119,11 +123,11 @@ class SandboxProcessor:
                 continue
             for command_id in st.running:
                 self.emit([self._finished(st, command_id, None, 0.0, error="interrupted: the processor restarted")])
-            if st.state in ("requested", "provisioning"):
+            if st.state == "provisioning":  # "requested": its create command is still to be consumed
                 self.pool.submit(self._run, st.sandbox_id, Effect("provision"))
             elif st.state == "stopping":
                 self.pool.submit(self._run, st.sandbox_id, Effect("stop", reason="stop"))
-            elif st.sandbox_id not in present:
+            elif st.state in ("ready", "busy") and st.sandbox_id not in present:
                 self.emit([lifecycle(st, "failed", ACTOR, reason="lost: the sandbox vanished while unobserved")])
 
     # -- the loop ---------------------------------------------------------------------------
