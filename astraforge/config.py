@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
+    warm_pool_size: int = Field(default=2, ge=0, le=200)
+    """Ready sandboxes (default image and profile) kept waiting to be claimed by a create."""
     instance_id: str = socket.gethostname()
     """Stable name of this processor instance (Kafka static group membership); unique per replica."""
     artifact_store: Literal["local", "s3"] = "local"

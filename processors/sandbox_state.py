@@ -29,6 +29,11 @@ class SandboxState:
     running: frozenset[str] = frozenset()
     seen_commands: frozenset[str] = frozenset()
     restore_snapshot: str | None = None
+    provider_id: str | None = None  # the provider's name for it: a warm-pool sandbox keeps its pool id
+
+    @property
+    def runtime_id(self) -> str:
+        return self.provider_id or self.sandbox_id
 
     def deadline(self) -> tuple[int, str]:
         """When (µs) and why this sandbox must be reaped if nothing else happens."""
@@ -83,7 +88,8 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
     if state is None:
         return None
     if event.type.startswith("sandbox.") and "state" in p and event.type != "sandbox.heartbeat.recorded":
-        return replace(state, state=p["state"], last_activity=event.occurred_at)
+        provider_id = (p.get("details") or {}).get("provider_id") or state.provider_id
+        return replace(state, state=p["state"], last_activity=event.occurred_at, provider_id=provider_id)
     if event.type == "sandbox.heartbeat.recorded":
         return replace(state, last_activity=event.occurred_at)
     if event.type == "exec.started":

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
-from astraforge.ids import now_micros
+from astraforge.ids import new_id, now_micros
 from astraforge.kafka import client_config, partitions_of, poll_batch, read_range, reader
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
@@ -41,6 +41,7 @@ RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.crea
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
 MAX_INLINE_FILE = 512 * 1024
+WARM_PREFIX = "warm-"
 
 
 class SandboxProcessor:
@@ -51,6 +52,9 @@ class SandboxProcessor:
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
         self.snapshots: dict[str, tuple[str, dict]] = {}  # snapshot id -> (tenant, artifact ref)
+        self.warm: list[str] = []  # ready, unclaimed sandboxes of the default image and profile
+        self.warm_size = settings.warm_pool_size
+        self._refilling = threading.Lock()
         self.producer = EventProducer(settings)
         self.codec = self.producer.codec
         self.states: dict[str, SandboxState] = {}
@@ -113,27 +117,62 @@ class SandboxProcessor:
         present = self.provider.list_ids()
         with self.lock:
             states = dict(self.states)
-        for sandbox_id in present:
-            st = states.get(sandbox_id)
-            if st is None or st.state in ENDED:
-                LOG.warning("reaping orphan sandbox %s", sandbox_id)
-                self.provider.stop(sandbox_id)
+        owned = {st.runtime_id for st in states.values() if st.state not in ENDED}
+        for runtime_id in present - owned:
+            if runtime_id.startswith(WARM_PREFIX) and self._healthy(runtime_id):
+                self.warm.append(runtime_id)  # an unclaimed warm sandbox survives a restart
+            else:
+                LOG.warning("reaping orphan sandbox %s", runtime_id)
+                self.provider.stop(runtime_id)
         for st in states.values():
             if st.state in ENDED:
                 continue
             for command_id in st.running:
                 self.emit([self._finished(st, command_id, None, 0.0, error="interrupted: the processor restarted")])
             if st.state == "provisioning":  # "requested": its create command is still to be consumed
-                self.pool.submit(self._run, st.sandbox_id, Effect("provision"))
+                self.pool.submit(self._run, st.sandbox_id, Effect("provision", reason="reconcile"))
             elif st.state == "stopping":
                 self.pool.submit(self._run, st.sandbox_id, Effect("stop", reason="stop"))
-            elif st.state in ("ready", "busy") and st.sandbox_id not in present:
+            elif st.state in ("ready", "busy") and st.runtime_id not in present:
                 self.emit([lifecycle(st, "failed", ACTOR, reason="lost: the sandbox vanished while unobserved")])
+
+    # -- the warm pool ----------------------------------------------------------------------
+    def _healthy(self, runtime_id: str) -> bool:
+        handle = self.provider.handle(runtime_id)
+        try:
+            return handle is not None and bool(handle.client.ping())
+        except (SupervisorUnavailable, OSError):
+            return False
+
+    def refill(self) -> None:
+        """Top the warm pool up to its size (one refill at a time; runs in the effect pool)."""
+        if not self._refilling.acquire(blocking=False):
+            return
+        try:
+            while len(self.warm) < self.warm_size and not self.stop_event.is_set():
+                runtime_id = f"{WARM_PREFIX}{new_id().replace('-', '')}"
+                self.provider.create(SandboxSpec(runtime_id, image=self.settings.sandbox_image))
+                with self.lock:
+                    self.warm.append(runtime_id)
+        except Exception:
+            LOG.exception("warm pool refill failed")
+        finally:
+            self._refilling.release()
+
+    def _claim(self, st: SandboxState) -> str | None:
+        """A warm sandbox for this one, if it asks for nothing but the defaults."""
+        if st.profile or st.image != self.settings.sandbox_image or st.restore_snapshot:
+            return None
+        with self.lock:
+            runtime_id = self.warm.pop(0) if self.warm else None
+        self.pool.submit(self.refill)
+        return runtime_id
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         self.rebuild()
         self.reconcile()
+        self.pool.submit(self.refill)
         self.consumer.subscribe([self.settings.commands_topic])
         next_reap = 0.0
         try:
@@ -199,19 +238,23 @@ class SandboxProcessor:
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
 
     def _provision(self, st: SandboxState, effect: Effect) -> None:
-        profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+        runtime_id = self._claim(st) if effect.reason != "reconcile" else None
+        details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
+        runtime_id = runtime_id or st.sandbox_id
         try:
-            handle = self.provider.create(SandboxSpec(st.sandbox_id, image=st.image, profile=profile))
-            if st.restore_snapshot:
-                self._restore(st, handle.client)
+            if details["warm_pool"] == "miss":
+                profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+                handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
+                if st.restore_snapshot:
+                    self._restore(st, handle.client)
         except Exception as e:
-            self.provider.stop(st.sandbox_id)  # roll back whatever half exists
+            self.provider.stop(runtime_id)  # roll back whatever half exists
             self.emit([lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)])
             return
         if self.state(st.sandbox_id).state in ("requested", "provisioning"):
-            self.emit([lifecycle(st, "ready", ACTOR, provider=self.provider.name, image=st.image)])
+            self.emit([lifecycle(st, "ready", ACTOR, provider=self.provider.name, image=st.image, details=details)])
         else:  # stopped while provisioning
-            self.provider.stop(st.sandbox_id)
+            self.provider.stop(runtime_id)
 
     def _restore(self, st: SandboxState, client) -> None:
         owner, ref = self.snapshots.get(st.restore_snapshot, (None, None))
@@ -231,7 +274,7 @@ class SandboxProcessor:
         snapshot_id = cmd.payload["snapshot_id"]
         if self._wait_ready(st.sandbox_id) is None:
             return
-        result = self.provider.handle(st.sandbox_id).client.exec(argv=SNAPSHOT_COMMAND)
+        result = self.provider.handle(st.runtime_id).client.exec(argv=SNAPSHOT_COMMAND)
         if result.exit_code != 0:
             LOG.warning("snapshot of %s failed: %s", st.sandbox_id, result.stderr[-500:])
             return
@@ -241,7 +284,7 @@ class SandboxProcessor:
         self.emit([self._event(st, "snapshot.created", payload, cmd)])
 
     def _stop(self, st: SandboxState, effect: Effect) -> None:
-        self.provider.stop(st.sandbox_id)
+        self.provider.stop(self.state(st.sandbox_id).runtime_id)
         self.emit([lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)])
 
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
@@ -299,7 +342,7 @@ class SandboxProcessor:
             self.producer.send(self._event(st, "exec.output", payload, cmd))
             seq += 1
 
-        client = self.provider.handle(st.sandbox_id)
+        client = self.provider.handle(ready.runtime_id)
         try:
             if client is None:
                 raise SupervisorUnavailable("sandbox is gone")
@@ -323,7 +366,7 @@ class SandboxProcessor:
         self.emit(events)
 
     def _cancel(self, st: SandboxState, effect: Effect) -> None:
-        handle = self.provider.handle(st.sandbox_id)
+        handle = self.provider.handle(st.runtime_id)
         if handle:
             with contextlib.suppress(SupervisorError):  # already finished
                 handle.client.cancel(effect.command.payload["command_id"])
@@ -337,7 +380,7 @@ class SandboxProcessor:
             payload["error"] = "sandbox is not running"
         else:
             try:
-                payload.update(work(self.provider.handle(st.sandbox_id).client, p))
+                payload.update(work(self.provider.handle(self.state(st.sandbox_id).runtime_id).client, p))
             except (SupervisorError, SupervisorUnavailable, OSError) as e:
                 payload["error"] = str(e)
         self.emit([self._event(st, kind, payload, cmd)])

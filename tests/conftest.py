@@ -85,14 +85,14 @@ def docker_provider(settings: Settings):
     from astraforge.sandbox.providers import _local_docker
     from astraforge.sandbox.providers.docker import DockerProvider
 
-    return DockerProvider(settings.state_dir, _local_docker(settings))
+    return DockerProvider(settings.state_dir, _local_docker(settings), namespace=settings.topic_prefix)
 
 
 @pytest.fixture(scope="session")
 def bwrap_provider(settings: Settings):
     from astraforge.sandbox.providers.bwrap import BwrapProvider
 
-    return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm")
+    return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm", namespace=settings.topic_prefix)
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +108,5 @@ def sandbox_processor(settings: Settings, docker_provider):
     yield processor
     processor.stop()
     thread.join(timeout=10)
-    for sandbox_id in docker_provider.list_ids():
-        if sandbox_id.startswith("sb-"):
-            docker_provider.stop(sandbox_id)
+    for sandbox_id in docker_provider.list_ids():  # this session's namespace only
+        docker_provider.stop(sandbox_id)

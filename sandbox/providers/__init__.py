@@ -12,11 +12,11 @@ def make_provider(settings: Settings) -> SandboxProvider:
     if settings.sandbox_provider in ("auto", "docker"):
         host = settings.docker_host or _local_docker(settings)
         try:
-            return DockerProvider(settings.state_dir, host)
+            return DockerProvider(settings.state_dir, host, namespace=settings.topic_prefix)
         except DockerUnavailable:
             if settings.sandbox_provider == "docker":
                 raise
-    return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm")
+    return BwrapProvider(settings.state_dir, settings.cache_dir / "rootfs-bookworm", namespace=settings.topic_prefix)
 
 
 def _local_docker(settings: Settings) -> str | None:

@@ -37,7 +37,7 @@ class BwrapUnavailable(AstraForgeError, RuntimeError):
 class BwrapProvider(SandboxProvider):
     name = "bwrap"
 
-    def __init__(self, state_dir, rootfs: Path, host_uid: int = HOST_UID) -> None:
+    def __init__(self, state_dir, rootfs: Path, host_uid: int = HOST_UID, namespace: str = "astraforge") -> None:
         super().__init__(state_dir)
         self.host_uid = host_uid
         self.rootfs = Path(rootfs)
@@ -47,7 +47,7 @@ class BwrapProvider(SandboxProvider):
         if not (self.rootfs / "usr/bin/python3").exists():
             raise BwrapUnavailable(f"no sandbox rootfs at {self.rootfs} (deploy/local/rootfs.sh build)")
         self._children: dict[str, subprocess.Popen] = {}  # ours to reap after stop
-        self.pid_dir = Path(state_dir) / "bwrap"
+        self.pid_dir = Path(state_dir) / "bwrap" / namespace  # one deployment never sees another's
         self.pid_dir.mkdir(parents=True, exist_ok=True)
 
     def command(self, spec: SandboxSpec, control: Path, status_fd: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 Containers are named ``af-<sandbox id>`` and labelled ``astraforge.sandbox_id``, so a create retried
 after a crash finds the first one instead of starting a second, and reconciliation can list them.
+The ``astraforge.namespace`` label (the deployment's topic prefix) keeps deployments sharing one
+engine from reaping each other's sandboxes.
 Network mode ``none``: the container has only a loopback interface.
 """
 
@@ -13,6 +15,7 @@ from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPE
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
 
 LABEL = "astraforge.sandbox_id"
+NAMESPACE_LABEL = "astraforge.namespace"
 
 
 class DockerUnavailable(AstraForgeError, ConnectionError):
@@ -22,8 +25,9 @@ class DockerUnavailable(AstraForgeError, ConnectionError):
 class DockerProvider(SandboxProvider):
     name = "docker"
 
-    def __init__(self, state_dir, docker_host: str | None = None) -> None:
+    def __init__(self, state_dir, docker_host: str | None = None, namespace: str = "astraforge") -> None:
         super().__init__(state_dir)
+        self.namespace = namespace
         try:
             self.client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
             self.client.ping()
@@ -51,7 +55,7 @@ class DockerProvider(SandboxProvider):
                     spec.image,
                     command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET],
                     name=self.container_name(spec.sandbox_id),
-                    labels={LABEL: spec.sandbox_id},
+                    labels={LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
                     detach=True,
                     init=True,
                     user=f"{p.uid}:{p.uid}",
@@ -89,5 +93,8 @@ class DockerProvider(SandboxProvider):
         self.release_control_dir(sandbox_id)
 
     def list_ids(self) -> set[str]:
-        containers = self.client.containers.list(all=True, filters={"label": LABEL})
-        return {c.labels[LABEL] for c in containers}
+        # sparse: one list call, no per-container inspect (which races with concurrent removals)
+        found = self.client.containers.list(
+            all=True, sparse=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"}
+        )
+        return {c.attrs["Labels"][LABEL] for c in found}

@@ -162,3 +162,27 @@ def test_output_past_the_inline_limit_goes_to_the_artifact_store(api_url, sandbo
     assert inline + len(rest.content) == 3_000_000 + 1 + len("done\n")
     assert set(rest.content.replace(b"\n", b"").replace(b"done", b"")) == {ord("a")}
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_creates_claim_the_warm_pool_first_and_it_refills(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    wait_until(lambda: len(sandbox_processor.warm) >= 2, timeout=60, what="warm pool filled")
+    warm_before = set(sandbox_processor.warm)
+    sid = create(api_url, key)["id"]
+    custom = create(api_url, key, profile={"memory_mb": 300})["id"]
+
+    def ready_details(sandbox_id: str) -> dict:
+        events = httpx.get(f"{api_url}/v1/streams/{sandbox_id}/events", headers=auth(key)).json()["items"]
+        return next(e["payload"]["details"] for e in events if e["type"] == "sandbox.ready")
+
+    hit = ready_details(sid)
+    assert hit["warm_pool"] == "hit" and hit["provider_id"] in warm_before
+    assert ready_details(custom)["warm_pool"] == "miss"  # custom limits never get a pre-made sandbox
+    assert post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "echo warm"}).json()["stdout"] == "warm\n"
+    wait_until(lambda: len(sandbox_processor.warm) >= 2, timeout=60, what="warm pool refilled")
+    assert hit["provider_id"] not in sandbox_processor.warm
+    for s in (sid, custom):
+        post(f"{api_url}/v1/sandboxes/{s}/stop", key)
+    wait_until(
+        lambda: hit["provider_id"] not in sandbox_processor.provider.list_ids(), timeout=30, what="claimed one stopped"
+    )
