@@ -5,6 +5,7 @@ configuration. Outside ``env=development`` the settings refuse to start with dev
 for anything secret.
 """
 
+import json
 import os
 import socket
 from functools import lru_cache
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
 
+    egress_credentials: dict[str, str] = Field(default_factory=dict)
+    """Host -> header the egress proxy adds for it (e.g. {"api.openai.com": "Authorization: Bearer ..."}).
+    Secrets stay on the platform: sandboxes only ever see a placeholder."""
     warm_pool_size: int = Field(default=2, ge=0, le=200)
     """Ready sandboxes (default image and profile) kept waiting to be claimed by a create."""
     instance_id: str = socket.gethostname()
@@ -81,7 +85,9 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``ASTRAFORGE_*`` variables, to hand to a child process."""
-        return {f"ASTRAFORGE_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+        values = self.model_dump(mode="json")
+        return {f"ASTRAFORGE_{k.upper()}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()
+                if v is not None}  # fmt: skip
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> "Settings":

@@ -30,6 +30,7 @@ class SandboxState:
     seen_commands: frozenset[str] = frozenset()
     restore_snapshot: str | None = None
     provider_id: str | None = None  # the provider's name for it: a warm-pool sandbox keeps its pool id
+    egress_allow: tuple[str, ...] = ()
 
     @property
     def runtime_id(self) -> str:
@@ -84,6 +85,7 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
             idle_timeout_s=int(details.get("idle_timeout_s", 900)), ttl_s=int(details.get("ttl_s", 3600)),
             created_at=event.occurred_at, last_activity=event.occurred_at,
             restore_snapshot=details.get("restore_snapshot"),
+            egress_allow=tuple(r for r in details.get("egress_allow", "").split("\n") if r),
         )  # fmt: skip
     if state is None:
         return None
@@ -111,6 +113,7 @@ def from_create(command: Envelope) -> SandboxState:
         image=p["image"], profile={f"profile.{k}": v for k, v in p["profile"].items()},
         idle_timeout_s=p["idle_timeout_s"], ttl_s=p["ttl_s"], created_at=command.occurred_at,
         last_activity=command.occurred_at, restore_snapshot=p["restore_snapshot"],
+        egress_allow=tuple(p["egress_allow"]),
     )  # fmt: skip
 
 

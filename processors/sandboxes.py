@@ -30,7 +30,8 @@ from astraforge.kafka import client_config, partitions_of, poll_batch, read_rang
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
-from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.egress import EgressProxy, parse_rules
+from astraforge.sandbox.profile import EGRESS_PORT, SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
 from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
 from astraforge.schemas import Envelope
@@ -52,6 +53,7 @@ class SandboxProcessor:
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
         self.snapshots: dict[str, tuple[str, dict]] = {}  # snapshot id -> (tenant, artifact ref)
+        self.egress = EgressProxy(settings.egress_credentials, self._report_egress)
         self.warm: list[str] = []  # ready, unclaimed sandboxes of the default image and profile
         self.warm_size = settings.warm_pool_size
         self._refilling = threading.Lock()
@@ -135,6 +137,30 @@ class SandboxProcessor:
                 self.pool.submit(self._run, st.sandbox_id, Effect("stop", reason="stop"))
             elif st.state in ("ready", "busy") and st.runtime_id not in present:
                 self.emit([lifecycle(st, "failed", ACTOR, reason="lost: the sandbox vanished while unobserved")])
+            elif st.state in ("ready", "busy"):
+                self._open_egress(st, self.provider.handle(st.runtime_id))
+
+    # -- egress -----------------------------------------------------------------------------
+    def _open_egress(self, st: SandboxState, handle) -> None:
+        if st.egress_allow and handle is not None:
+            self.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", parse_rules(list(st.egress_allow)))
+
+    @staticmethod
+    def _proxy_env(st: SandboxState, command_id: str) -> dict[str, str]:
+        """Proxy settings for an exec: the command id rides along as the proxy user (attribution)."""
+        if not st.egress_allow:
+            return {}
+        url = f"http://{command_id}:x@127.0.0.1:{EGRESS_PORT}"
+        return {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+
+    def _report_egress(self, sandbox_id: str, d) -> None:
+        st = self.state(sandbox_id)
+        if st is None:
+            return
+        payload = {"command_id": d.command_id, "host": d.host, "port": d.port, "method": d.method, "url": d.url,
+                   "reason": d.reason, "credential_injected": d.credential_injected}  # fmt: skip
+        self.producer.send(self._event(st, "egress.allowed" if d.allowed else "egress.denied", payload, None))
+        self.producer.poll(0)
 
     # -- the warm pool ----------------------------------------------------------------------
     def _healthy(self, runtime_id: str) -> bool:
@@ -161,7 +187,7 @@ class SandboxProcessor:
 
     def _claim(self, st: SandboxState) -> str | None:
         """A warm sandbox for this one, if it asks for nothing but the defaults."""
-        if st.profile or st.image != self.settings.sandbox_image or st.restore_snapshot:
+        if st.profile or st.image != self.settings.sandbox_image or st.restore_snapshot or st.egress_allow:
             return None
         with self.lock:
             runtime_id = self.warm.pop(0) if self.warm else None
@@ -170,6 +196,7 @@ class SandboxProcessor:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        self.egress.start()
         self.rebuild()
         self.reconcile()
         self.pool.submit(self.refill)
@@ -191,6 +218,7 @@ class SandboxProcessor:
                     next_reap = time.monotonic() + 1.0
         finally:
             self.consumer.close()
+            self.egress.stop()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.producer.close()
 
@@ -247,6 +275,7 @@ class SandboxProcessor:
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
                 if st.restore_snapshot:
                     self._restore(st, handle.client)
+                self._open_egress(st, handle)
         except Exception as e:
             self.provider.stop(runtime_id)  # roll back whatever half exists
             self.emit([lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)])
@@ -284,6 +313,7 @@ class SandboxProcessor:
         self.emit([self._event(st, "snapshot.created", payload, cmd)])
 
     def _stop(self, st: SandboxState, effect: Effect) -> None:
+        self.egress.close(st.sandbox_id)
         self.provider.stop(self.state(st.sandbox_id).runtime_id)
         self.emit([lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)])
 
@@ -346,7 +376,8 @@ class SandboxProcessor:
         try:
             if client is None:
                 raise SupervisorUnavailable("sandbox is gone")
-            result = client.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"],
+            env = {**p["env"], **self._proxy_env(ready, cid)}
+            result = client.client.exec(argv=argv, cwd=p["cwd"], env=env, timeout_s=p["timeout_s"],
                                         request_id=cid, on_output=on_output)  # fmt: skip
             done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip

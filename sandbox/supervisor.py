@@ -13,6 +13,8 @@ any image that has python3). One connection carries one request:
 
 Request ids make retries safe: an exec id that is running or already ran is refused with
 ``duplicate``, never started twice. ``cancel`` and timeouts kill the command's whole process group.
+It also runs the egress forwarder: 127.0.0.1:3128 inside the sandbox relays to the host's egress
+proxy socket in the control directory (see ``sandbox/egress.py``).
 The supervisor isolates nothing itself; the sandbox around it does.
 """
 
@@ -34,6 +36,7 @@ CHUNK = 64 * 1024
 ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_error", "spawn_failed")
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
+EGRESS_PORT = 3128
 
 _lock = threading.Lock()
 _running: dict[str, subprocess.Popen] = {}
@@ -224,7 +227,39 @@ class Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
+def forward_egress(egress_socket: str, port: int) -> None:
+    """Expose the host's egress proxy (a unix socket in the control dir) as 127.0.0.1:<port>."""
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def relay(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(CHUNK):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(egress_socket)
+            except OSError:  # no egress configured for this sandbox: nothing to reach
+                client.close()
+                upstream.close()
+                continue
+            threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, name="egress-forwarder", daemon=True).start()
+
+
 def main(path: str) -> None:
+    forward_egress(os.path.join(os.path.dirname(path), "egress.sock"), EGRESS_PORT)
     if os.path.exists(path):
         os.unlink(path)
     server = Server(path, Handler)

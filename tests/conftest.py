@@ -17,10 +17,14 @@ from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from tests.support import running_api, running_projector
 
+# a credential only the platform knows: the egress proxy adds it for 127.0.0.1 (tests/integration/test_egress.py)
+EGRESS_SECRET = f"real-key-{secrets.token_hex(12)}"
+
 
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
-    fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3}
+    fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
+              "egress_credentials": {"127.0.0.1": f"Authorization: Bearer {EGRESS_SECRET}"}}  # fmt: skip
     return Settings(**{**fields, **overrides})
 
 

@@ -31,6 +31,7 @@ from astraforge.api.models import (
 from astraforge.errors import ValidationError
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
+from astraforge.sandbox.egress import parse_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 
@@ -88,8 +89,10 @@ async def create_sandbox(
         SecurityProfile.with_overrides(body.profile)
     except ValidationError as e:
         raise ApiError(422, str(e)) from e
-    if body.egress_allow:
-        raise ApiError(422, "egress allowlists are not available yet: sandboxes have no network but loopback")
+    try:
+        parse_rules(body.egress_allow)
+    except ValueError as e:
+        raise ApiError(422, str(e)) from e
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
     return await _create(request, live, settings, tenant, body, wait)
@@ -109,6 +112,8 @@ async def _create(request, live: LiveTail, settings, tenant: str, body: SandboxC
     details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
     if body.restore_snapshot:
         details["restore_snapshot"] = body.restore_snapshot
+    if body.egress_allow:
+        details["egress_allow"] = "\n".join(body.egress_allow)
     requested = Envelope(
         type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
         sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
@@ -117,7 +122,7 @@ async def _create(request, live: LiveTail, settings, tenant: str, body: SandboxC
     create = _command(tenant, sandbox_id, "sandbox.create", {
         "image": image, "profile": {k: str(v) for k, v in body.profile.items()}, "cpus": None,
         "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
-        "egress_allow": [], "restore_snapshot": body.restore_snapshot,
+        "egress_allow": body.egress_allow, "restore_snapshot": body.restore_snapshot,
     })  # fmt: skip
     sub = live.subscribe(sandbox_id, tenant) if wait else None
     try:
