@@ -41,3 +41,4 @@ format: install
 bench: install up
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sse_latency.py
+	$(BIN)/python bench/sandbox.py
