@@ -9,6 +9,7 @@ usage: python bench/sandbox.py [--creates 20] [--execs 200] [--idle 20]
 """
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,7 +46,13 @@ def main() -> None:
     settings = bench_settings()
     sock = settings.state_dir / "dockerd" / "docker.sock"
     client = docker.DockerClient(base_url=f"unix://{sock}")
-    env = {**os.environ, **settings.as_env(), "DOCKER_HOST": f"unix://{sock}"}
+    warm_size = args.creates
+    env = {
+        **os.environ,
+        **settings.as_env(),
+        "DOCKER_HOST": f"unix://{sock}",
+        "ASTRAFORGE_WARM_POOL_SIZE": str(warm_size),
+    }
     port = free_port()
     cli = [sys.executable, "-m", "astraforge.cli"]
     procs = [subprocess.Popen([*cli, *c], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
@@ -64,15 +71,23 @@ def main() -> None:
             c = client.containers.run(IMAGE, ["sleep", "infinity"], **HARDENED)
             raw.append(time.perf_counter() - t)
             c.remove(force=True)
-        ours, sandboxes = [], []
-        for _ in range(args.creates):
+        ours, warm, sandboxes = [], [], []
+        for _ in range(args.creates):  # a profile override never claims the warm pool: always cold
             t = time.perf_counter()
-            r = http.post("/v1/sandboxes", json={})
+            r = http.post("/v1/sandboxes", json={"profile": {"memory_mb": 512}})
             ours.append(time.perf_counter() - t)
             assert r.json()["state"] == "ready", r.text
             sandboxes.append(r.json()["id"])
+        pool = {"label": f"astraforge.namespace={settings.topic_prefix}", "name": "af-warm-"}
+        wait_until(lambda: len(client.containers.list(sparse=True, filters=pool)) >= warm_size, 120, what="pool")
+        for _ in range(args.creates):
+            t = time.perf_counter()
+            r = http.post("/v1/sandboxes", json={})
+            warm.append(time.perf_counter() - t)
+            sandboxes.append(r.json()["id"])
         rows.append(("raw hardened docker run -d (docker-py)", *ms(raw), "1.00"))
         rows.append(("cold create via API until sandbox.ready", *ms(ours), f"{pct(ours, 50) / pct(raw, 50):.2f}"))
+        rows.append(("warm-pool create via API until ready", *ms(warm), f"{pct(warm, 50) / pct(raw, 50):.2f}"))
 
         target = client.containers.run(IMAGE, ["sleep", "infinity"], **HARDENED)
         cli_exec, py_exec = [], []
@@ -96,18 +111,22 @@ def main() -> None:
 
         for _ in range(max(args.idle - len(sandboxes), 0)):
             sandboxes.append(http.post("/v1/sandboxes", json={}).json()["id"])
-        usage = [client.containers.get(f"af-{sid}").stats(stream=False)["memory_stats"]["usage"] for sid in sandboxes]
+        ours_now = client.containers.list(filters={"label": f"astraforge.namespace={settings.topic_prefix}"})
+        usage = [c.stats(stream=False)["memory_stats"]["usage"] for c in ours_now]
         print(f"sandbox bench: {args.creates} creates, {args.execs} execs, {len(sandboxes)} idle sandboxes (docker)")
         print(table(rows))
         print(f"idle sandboxes: {len(usage)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
               f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)")  # fmt: skip
         for sid in sandboxes:
             http.delete(f"/v1/sandboxes/{sid}")
-        wait_until(lambda: not [c for c in client.containers.list(all=True) if c.name.startswith("af-sb-")], 60)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
+        mine = {"label": f"astraforge.namespace={settings.topic_prefix}"}
+        for c in client.containers.list(all=True, sparse=True, filters=mine):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                c.remove(force=True)  # whatever the processor had not stopped yet (and its warm pool)
         drop(settings)
 
 

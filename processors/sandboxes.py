@@ -80,11 +80,17 @@ class SandboxProcessor:
         )
 
     # -- state ------------------------------------------------------------------------------
-    def emit(self, events: list[Envelope]) -> None:
-        """Append events (waiting for Kafka's ack), then fold them into the in-memory state."""
+    def emit(self, events: list[Envelope], wait: bool = True) -> None:
+        """Append events, then fold them into the in-memory state. ``wait=False`` folds at once and
+        lets a later waiting emit (same stream, same partition, in order) confirm delivery."""
         if not events:
             return
-        self.producer.append_many(events)
+        if wait:
+            self.producer.append_many(events)
+        else:
+            for e in events:
+                self.producer.send(e)
+            self.producer.poll(0)
         with self.lock:
             for e in events:
                 self._fold(e)
@@ -355,7 +361,7 @@ class SandboxProcessor:
         with self.lock:
             if not self.states[st.sandbox_id].running:
                 started.append(lifecycle(st, "busy", ACTOR, cmd))
-        self.emit(started)
+        self.emit(started, wait=False)  # ordered by the idempotent producer; exec.finished waits for all
         seq, recorded, truncated = 0, 0, False
         overflow = bytearray()  # both streams, as produced, past MAX_RECORDED_OUTPUT
 

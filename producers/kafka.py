@@ -37,7 +37,7 @@ class EventProducer:
                 "acks": "all",
                 "enable.idempotence": True,
                 "partitioner": "consistent_random",  # CRC32(stream id): see astraforge.kafka.partition_for
-                "linger.ms": 1,
+                "linger.ms": 0,  # latency first; bulk writers (bench, replays) pass their own
                 "compression.type": "zstd",
                 "message.timeout.ms": int(settings.kafka_timeout_s * 2000),
                 **overrides,
