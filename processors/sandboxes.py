@@ -420,11 +420,17 @@ class SandboxProcessor:
                 payload.update(work(self.provider.handle(self.state(st.sandbox_id).runtime_id).client, p))
             except (SupervisorError, SupervisorUnavailable, OSError) as e:
                 payload["error"] = str(e)
-        self.emit([self._event(st, kind, payload, cmd)])
+        events = [self._event(st, kind, payload, cmd)]
+        if payload["artifact"] and kind == "file.read":  # listed and downloadable like any artifact
+            events.insert(
+                0, self._event(st, "artifact.stored", {"artifact": payload["artifact"], "command_id": None}, cmd)
+            )
+        self.emit(events)
 
     def _write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            result = client.write(p["path"], p["content"] or b"", p["mode"])
+            data = p["content"] if p["artifact"] is None else self.artifacts.get(p["artifact"])
+            result = client.write(p["path"], data or b"", p["mode"])
             return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
 
         self._file(st, effect, "file.written", work)
@@ -432,9 +438,9 @@ class SandboxProcessor:
     def _read(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
             data = client.read(p["path"])
-            if len(data) > MAX_INLINE_FILE:
-                return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                        "error": f"file is larger than {MAX_INLINE_FILE} bytes (artifact export pending)"}  # fmt: skip
-            return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "content": data}
+            result = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            if len(data) > MAX_INLINE_FILE:  # too big for a record: the bytes go to the artifact store
+                return {**result, "artifact": self.artifacts.put(st.tenant_id, data, name=p["path"])}
+            return {**result, "content": data}
 
         self._file(st, effect, "file.read", work)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
@@ -38,7 +39,9 @@ from astraforge.schemas import Envelope
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 SandboxId = Annotated[str, Path(pattern=r"^sb-[0-9a-f]{32}$")]
-MAX_FILE = 512 * 1024
+MAX_FILE = 512 * 1024  # inline in the record; larger files travel through the artifact store
+MAX_UPLOAD = 256 * 1024 * 1024
+BINARY = "application/octet-stream"
 ENDED = ("terminated", "failed")
 
 
@@ -304,9 +307,15 @@ async def upload(
     """Write the request body to `path` (relative paths are under /workspace)."""
     await _live_sandbox(conn, settings, tenant, sandbox_id)
     data = await request.body()
-    if len(data) > MAX_FILE:
-        raise ApiError(413, f"files over {MAX_FILE} bytes need the artifact store (not available yet)")
-    payload = {"request_id": new_id(), "path": path, "content": data, "artifact": None, "mode": 0o644}
+    if len(data) > MAX_UPLOAD:
+        raise ApiError(413, f"files over {MAX_UPLOAD} bytes are refused")
+    artifact = None
+    if len(data) > MAX_FILE:  # too big for a record: the bytes go through the artifact store
+        artifact = await run_in_threadpool(
+            request.app.state.artifacts.put, tenant, data, "application/octet-stream", path
+        )
+    inline = None if artifact else data
+    payload = {"request_id": new_id(), "path": path, "content": inline, "artifact": artifact, "mode": 0o644}
     command = _command(tenant, sandbox_id, "sandbox.file.write", payload)
     done = await _file_op(request, live, tenant, sandbox_id, command, "file.written")
     return FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
@@ -319,10 +328,35 @@ async def upload(
 )
 async def download(
     sandbox_id: SandboxId, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
-    live: Live,
+    live: Live, export: Annotated[bool, Query(description="Store the file as an artifact and answer its id.")] = False,
 ) -> Response:  # fmt: skip
     await _live_sandbox(conn, settings, tenant, sandbox_id)
     command = _command(tenant, sandbox_id, "sandbox.file.read", {"request_id": new_id(), "path": path})
     done = await _file_op(request, live, tenant, sandbox_id, command, "file.read")
-    return Response(done.payload["content"] or b"", media_type="application/octet-stream",
-                    headers={"X-Sha256": done.payload["sha256"]})  # fmt: skip
+    ref = done.payload["artifact"]
+    store = request.app.state.artifacts
+    if export:
+        if ref is None:
+            ref = await run_in_threadpool(
+                store.put, tenant, done.payload["content"] or b"", "application/octet-stream", path
+            )
+            stored = _command(tenant, sandbox_id, "artifact.stored", {"artifact": ref, "command_id": None})
+            await _append(request, [stored])
+        return JSONResponse({"artifact_id": ref["artifact_id"], "size": ref["size"], "sha256": ref["sha256"]})
+    data = done.payload["content"] if ref is None else await run_in_threadpool(store.get, ref)
+    return Response(data or b"", media_type="application/octet-stream", headers={"X-Sha256": done.payload["sha256"]})
+
+
+@router.post("/{sandbox_id}/exec/{command_id}/cancel", status_code=202, operation_id="cancelExec", responses=ERRORS)
+async def cancel_exec(
+    sandbox_id: SandboxId,
+    command_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+) -> Response:
+    """Kill a running command's whole process tree; its exec.finished says cancelled."""
+    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    await _append(request, [_command(tenant, sandbox_id, "sandbox.exec.cancel", {"command_id": command_id})])
+    return Response(status_code=202)

@@ -186,3 +186,48 @@ def test_creates_claim_the_warm_pool_first_and_it_refills(api_url, sandbox_proce
     wait_until(
         lambda: hit["provider_id"] not in sandbox_processor.provider.list_ids(), timeout=30, what="claimed one stopped"
     )
+
+
+def test_large_files_travel_through_the_artifact_store_and_export(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    base = f"{api_url}/v1/sandboxes/{sid}"
+    blob = bytes(range(256)) * 8192  # 2 MiB: larger than a record may carry
+    put = httpx.put(f"{base}/files/big.bin", headers=auth(key), content=blob, timeout=60)
+    assert put.status_code == 200 and put.json()["size"] == len(blob), put.text
+    check = post(f"{base}/exec", key, {"command": "sha256sum big.bin"}).json()
+    import hashlib
+
+    assert check["stdout"].split()[0] == hashlib.sha256(blob).hexdigest()
+    assert httpx.get(f"{base}/files/big.bin", headers=auth(key), timeout=60).content == blob
+    exported = httpx.get(f"{base}/files/big.bin", headers=auth(key), params={"export": "true"}, timeout=60).json()
+    wait_until(
+        lambda: httpx.get(f"{api_url}/v1/artifacts/{exported['artifact_id']}", headers=auth(key)).status_code == 200
+    )
+    assert httpx.get(f"{api_url}/v1/artifacts/{exported['artifact_id']}", headers=auth(key)).content == blob
+    post(f"{base}/stop", key)
+
+
+def test_cancel_kills_a_running_command(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    base = f"{api_url}/v1/sandboxes/{sid}"
+    started = time.monotonic()
+    command_id = post(f"{base}/exec", key, {"command": "sleep 60", "async": True}).json()["command_id"]
+
+    def finished() -> dict | None:
+        items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()[
+            "items"
+        ]
+        return next(
+            (e["payload"] for e in items if e["type"] == "exec.finished" and e["payload"]["command_id"] == command_id),
+            None,
+        )
+
+    wait_until(lambda: any(e["type"] == "exec.started" for e in httpx.get(
+        f"{api_url}/v1/streams/{sid}/events", headers=auth(key)).json()["items"]), timeout=20)  # fmt: skip
+    assert post(f"{base}/exec/{command_id}/cancel", key).status_code == 202
+    wait_until(lambda: finished() is not None, timeout=20, what="cancelled command finished")
+    done = finished()
+    assert done["cancelled"] and done["exit_code"] == -9 and time.monotonic() - started < 30
+    post(f"{base}/stop", key)
