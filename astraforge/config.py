@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from astraforge.errors import ConfigError
@@ -21,6 +21,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATABASE_URL = "postgresql://astraforge@127.0.0.1:15432/astraforge"
 # deploy/local/common.sh makes the same choice: root caches where unprivileged sandbox uids can read
 DEFAULT_CACHE = Path("/var/cache/astraforge") if os.geteuid() == 0 else Path.home() / ".cache" / "astraforge"
+
+
+class WarmPool(BaseModel):
+    """One warm pool: ``size`` ready sandboxes of this image (default: sandbox_image) and profile."""
+
+    model_config = {"extra": "forbid"}
+
+    image: str | None = None
+    profile: dict[str, int | float] = Field(default_factory=dict)
+    size: int = Field(default=2, ge=0, le=200)
 
 
 class Settings(BaseSettings):
@@ -70,8 +80,8 @@ class Settings(BaseSettings):
     egress_credentials: dict[str, str] = Field(default_factory=dict)
     """Host -> header the egress proxy adds for it (e.g. {"api.openai.com": "Authorization: Bearer ..."}).
     Secrets stay on the platform: sandboxes only ever see a placeholder."""
-    warm_pool_size: int = Field(default=2, ge=0, le=200)
-    """Ready sandboxes (default image and profile) kept waiting to be claimed by a create."""
+    warm_pools: list[WarmPool] = Field(default_factory=lambda: [WarmPool(size=2)])
+    """Ready sandboxes kept waiting per image/profile; a create asking for exactly that claims one."""
     instance_id: str = socket.gethostname()
     """Stable name of this processor instance (Kafka static group membership); unique per replica."""
     artifact_store: Literal["local", "s3"] = "local"

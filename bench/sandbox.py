@@ -10,6 +10,7 @@ usage: python bench/sandbox.py [--creates 20] [--execs 200] [--idle 20]
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def main() -> None:
         **os.environ,
         **settings.as_env(),
         "DOCKER_HOST": f"unix://{sock}",
-        "ASTRAFORGE_WARM_POOL_SIZE": str(warm_size),
+        "ASTRAFORGE_WARM_POOLS": json.dumps([{"size": warm_size}]),
     }
     port = free_port()
     cli = [sys.executable, "-m", "astraforge.cli"]

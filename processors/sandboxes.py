@@ -16,6 +16,7 @@ Long work (provision, exec, files) runs in a thread pool; the consume loop never
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.crea
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
 MAX_INLINE_FILE = 512 * 1024
-WARM_PREFIX = "warm-"
+WARM_ID = re.compile(r"^warm(\d+)-")  # warm<pool index>-<hex>
 
 
 class SandboxProcessor:
@@ -54,8 +55,8 @@ class SandboxProcessor:
         self.artifacts = artifacts or make_artifact_store(settings)
         self.snapshots: dict[str, tuple[str, dict]] = {}  # snapshot id -> (tenant, artifact ref)
         self.egress = EgressProxy(settings.egress_credentials, self._report_egress)
-        self.warm: list[str] = []  # ready, unclaimed sandboxes of the default image and profile
-        self.warm_size = settings.warm_pool_size
+        self.warm_pools = settings.warm_pools
+        self.warm: dict[int, list[str]] = {i: [] for i in range(len(self.warm_pools))}  # ready, unclaimed
         self._refilling = threading.Lock()
         self.producer = EventProducer(settings)
         self.codec = self.producer.codec
@@ -127,8 +128,9 @@ class SandboxProcessor:
             states = dict(self.states)
         owned = {st.runtime_id for st in states.values() if st.state not in ENDED}
         for runtime_id in present - owned:
-            if runtime_id.startswith(WARM_PREFIX) and self._healthy(runtime_id):
-                self.warm.append(runtime_id)  # an unclaimed warm sandbox survives a restart
+            pool = WARM_ID.match(runtime_id)
+            if pool and int(pool[1]) in self.warm and self._healthy(runtime_id):
+                self.warm[int(pool[1])].append(runtime_id)  # an unclaimed warm sandbox survives a restart
             else:
                 LOG.warning("reaping orphan sandbox %s", runtime_id)
                 self.provider.stop(runtime_id)
@@ -177,28 +179,34 @@ class SandboxProcessor:
             return False
 
     def refill(self) -> None:
-        """Top the warm pool up to its size (one refill at a time; runs in the effect pool)."""
+        """Top every warm pool up to its size (one refill at a time; runs in the effect pool)."""
         if not self._refilling.acquire(blocking=False):
             return
         try:
-            while len(self.warm) < self.warm_size and not self.stop_event.is_set():
-                runtime_id = f"{WARM_PREFIX}{new_id().replace('-', '')}"
-                self.provider.create(SandboxSpec(runtime_id, image=self.settings.sandbox_image))
-                with self.lock:
-                    self.warm.append(runtime_id)
+            for index, pool in enumerate(self.warm_pools):
+                while len(self.warm[index]) < pool.size and not self.stop_event.is_set():
+                    runtime_id = f"warm{index}-{new_id().replace('-', '')}"
+                    image = pool.image or self.settings.sandbox_image
+                    self.provider.create(SandboxSpec(runtime_id, image=image, profile=SecurityProfile(**pool.profile)))
+                    with self.lock:
+                        self.warm[index].append(runtime_id)
         except Exception:
             LOG.exception("warm pool refill failed")
         finally:
             self._refilling.release()
 
     def _claim(self, st: SandboxState) -> str | None:
-        """A warm sandbox for this one, if it asks for nothing but the defaults."""
-        if st.profile or st.image != self.settings.sandbox_image or st.restore_snapshot or st.egress_allow:
+        """A warm sandbox from the pool of exactly this image and profile, if there is one."""
+        if st.restore_snapshot or st.egress_allow:
             return None
-        with self.lock:
-            runtime_id = self.warm.pop(0) if self.warm else None
-        self.pool.submit(self.refill)
-        return runtime_id
+        for index, pool in enumerate(self.warm_pools):
+            profile = {f"profile.{k}": str(v) for k, v in pool.profile.items()}
+            if (pool.image or self.settings.sandbox_image) == st.image and profile == st.profile:
+                with self.lock:
+                    runtime_id = self.warm[index].pop(0) if self.warm[index] else None
+                self.pool.submit(self.refill)
+                return runtime_id
+        return None
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -226,6 +234,8 @@ class SandboxProcessor:
             self.consumer.close()
             self.egress.stop()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            with self._refilling:  # a refill under way finishes its one create: nothing appears after we return
+                pass
             self.producer.close()
 
     def stop(self) -> None:

@@ -24,7 +24,8 @@ EGRESS_SECRET = f"real-key-{secrets.token_hex(12)}"
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
     fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
-              "egress_credentials": {"127.0.0.1": f"Authorization: Bearer {EGRESS_SECRET}"}}  # fmt: skip
+              "egress_credentials": {"127.0.0.1": f"Authorization: Bearer {EGRESS_SECRET}"},
+              "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}]}  # fmt: skip
     return Settings(**{**fields, **overrides})
 
 

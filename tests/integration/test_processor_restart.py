@@ -55,7 +55,7 @@ def kill9(proc: subprocess.Popen) -> None:
 def test_kill_9_mid_exec_and_mid_provision(fresh_settings) -> None:
     from astraforge.sandbox.providers import make_provider
 
-    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pool_size": 0})
+    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
     docker_provider = make_provider(s)  # the processors' namespace (this test's topic prefix)
     a, b, orphan = (f"sb-{secrets.token_hex(16)}" for _ in range(3))
     try:

@@ -166,25 +166,28 @@ def test_output_past_the_inline_limit_goes_to_the_artifact_store(api_url, sandbo
 
 def test_creates_claim_the_warm_pool_first_and_it_refills(api_url, sandbox_processor, tenant) -> None:
     _, key = tenant
-    wait_until(lambda: len(sandbox_processor.warm) >= 2, timeout=60, what="warm pool filled")
-    warm_before = set(sandbox_processor.warm)
+    warm = sandbox_processor.warm  # pool 0: the defaults; pool 1: memory_mb=300 (tests/conftest.py)
+    wait_until(lambda: len(warm[0]) >= 2 and len(warm[1]) >= 1, timeout=60, what="warm pools filled")
+    before = set(warm[0]) | set(warm[1])
     sid = create(api_url, key)["id"]
-    custom = create(api_url, key, profile={"memory_mb": 300})["id"]
+    sized = create(api_url, key, profile={"memory_mb": 300})["id"]
+    custom = create(api_url, key, profile={"memory_mb": 320})["id"]
 
     def ready_details(sandbox_id: str) -> dict:
         events = httpx.get(f"{api_url}/v1/streams/{sandbox_id}/events", headers=auth(key)).json()["items"]
         return next(e["payload"]["details"] for e in events if e["type"] == "sandbox.ready")
 
-    hit = ready_details(sid)
-    assert hit["warm_pool"] == "hit" and hit["provider_id"] in warm_before
-    assert ready_details(custom)["warm_pool"] == "miss"  # custom limits never get a pre-made sandbox
+    hit, sized_hit = ready_details(sid), ready_details(sized)
+    assert hit["warm_pool"] == "hit" and hit["provider_id"] in before
+    assert sized_hit["warm_pool"] == "hit" and sized_hit["provider_id"].startswith("warm1-")
+    assert ready_details(custom)["warm_pool"] == "miss"  # no pool of that profile
     assert post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "echo warm"}).json()["stdout"] == "warm\n"
-    wait_until(lambda: len(sandbox_processor.warm) >= 2, timeout=60, what="warm pool refilled")
-    assert hit["provider_id"] not in sandbox_processor.warm
-    for s in (sid, custom):
+    wait_until(lambda: len(warm[0]) >= 2 and len(warm[1]) >= 1, timeout=60, what="warm pools refilled")
+    assert hit["provider_id"] not in warm[0]
+    for s in (sid, sized, custom):
         post(f"{api_url}/v1/sandboxes/{s}/stop", key)
     wait_until(
-        lambda: hit["provider_id"] not in sandbox_processor.provider.list_ids(), timeout=30, what="claimed one stopped"
+        lambda: hit["provider_id"] not in sandbox_processor.provider.list_ids(), timeout=30, what="claimed stopped"
     )
 
 
