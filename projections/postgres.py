@@ -1,8 +1,8 @@
 """The projector: folds the events topic into PostgreSQL, exactly-once in effect.
 
 Each batch is one transaction holding the rows *and* the next offset per partition
-(``consumer_offsets``). On start (or on a partition assignment) the consumer seeks to the stored
-offsets, so a crash anywhere — even ``kill -9`` mid-batch — loses nothing and repeats nothing.
+(``consumer_offsets``). On start the consumer seeks every partition to its stored offset, so a
+crash anywhere — even ``kill -9`` mid-batch — loses nothing and repeats nothing.
 A record that cannot be decoded goes to the dead-letter topic with the reason (acknowledged by
 Kafka before the offset past it is committed) and the projector moves on.
 """

@@ -54,5 +54,19 @@ wait_for() {
   done
 }
 
+# start_service PIDFILE LOG SECONDS READY_FN -- CMD... — start CMD detached (its own session, output
+# to LOG), then wait for READY_FN; on a timeout show the log's tail, stop it and fail.
+start_service() {
+  local pidfile="$1" logfile="$2" seconds="$3" ready_fn="$4"
+  shift 5
+  setsid "$@" >"$logfile" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  if ! wait_for "$seconds" "$SERVICE" "$ready_fn"; then
+    tail -n 30 "$logfile" >&2
+    stop_pid "$pidfile"
+    die "$SERVICE did not become ready within $seconds s (log: $logfile)"
+  fi
+}
+
 # port_open HOST PORT — a TCP connect succeeds.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

@@ -18,15 +18,9 @@ up() {
   if pid_alive "$PIDFILE" && ready >/dev/null 2>&1; then log "already running at unix://$SOCK"; return 0; fi
   mkdir -p "$DIR" "$DATA_ROOT"
   log "starting dockerd (unix://$SOCK)"
-  setsid /usr/sbin/dockerd --host "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$DIR/exec" \
-    --pidfile "$PIDFILE.daemon" --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
-    --userland-proxy=false >"$DIR/dockerd.log" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
-  if ! wait_for 60 dockerd ready; then
-    tail -n 20 "$DIR/dockerd.log" >&2
-    stop_pid "$PIDFILE"
-    die "dockerd did not answer within 60 s (log: $DIR/dockerd.log)"
-  fi
+  start_service "$PIDFILE" "$DIR/dockerd.log" 60 ready -- /usr/sbin/dockerd --host "unix://$SOCK" \
+    --data-root "$DATA_ROOT" --exec-root "$DIR/exec" --pidfile "$PIDFILE.daemon" --bridge=none --iptables=false \
+    --ip6tables=false --ip-masq=false --userland-proxy=false
   log "ready"
 }
 

@@ -62,18 +62,11 @@ up() {
       -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || die "storage format failed: $(tail -n 5 "$DIR/format.log")"
   fi
   log "starting broker on 127.0.0.1:$KAFKA_PORT"
-  : > "$DIR/kafka.log"
   KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}"
   # shellcheck disable=SC2086
-  setsid java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$AF_ROOT/deploy/local/kafka/log4j2.yaml" \
-    -cp "$cp" kafka.Kafka "$DIR/server.properties" >>"$DIR/kafka.log" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
-  if ! wait_for 90 "kafka" ready; then
-    tail -n 30 "$DIR/kafka.log" >&2
-    stop_pid "$PIDFILE"
-    die "Kafka did not become ready within 90 s (log: $DIR/kafka.log)"
-  fi
+  start_service "$PIDFILE" "$DIR/kafka.log" 90 ready -- java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$AF_ROOT/deploy/local/kafka/log4j2.yaml" \
+    -cp "$cp" kafka.Kafka "$DIR/server.properties"
   log "ready"
 }
 

@@ -24,15 +24,9 @@ up() {
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 JSON
   log "starting (S3 on 127.0.0.1:$S3_PORT)"
-  setsid "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" -master.port=19333 -volume.port=18080 \
-    -filer -filer.port=18888 -s3 -s3.port="$S3_PORT" -s3.config="$DIR/s3.json" -master.volumeSizeLimitMB=64 \
-    -volume.max=16 >"$DIR/weed.log" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
-  if ! wait_for 60 seaweedfs ready; then
-    tail -n 20 "$DIR/weed.log" >&2
-    stop_pid "$PIDFILE"
-    die "SeaweedFS S3 did not answer within 60 s (log: $DIR/weed.log)"
-  fi
+  start_service "$PIDFILE" "$DIR/weed.log" 60 ready -- "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -dir="$DIR/data" -master.port=19333 -volume.port=18080 -filer -filer.port=18888 -s3 -s3.port="$S3_PORT" \
+    -s3.config="$DIR/s3.json" -master.volumeSizeLimitMB=64 -volume.max=16
   log "ready"
 }
 
