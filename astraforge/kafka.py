@@ -37,6 +37,7 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         "socket.timeout.ms": 3000,
+        "socket.nagle.disable": True,  # small records, latency first
         "reconnect.backoff.max.ms": 2000,
         "logger": LOG,
         **extra,

@@ -89,6 +89,9 @@ class SandboxProvider(ABC):
         """Ids of every sandbox of this provider that exists now (for reconciliation)."""
 
     def handle(self, sandbox_id: str) -> SandboxHandle | None:
-        if sandbox_id not in self.list_ids():
+        """The running sandbox's handle, from its control socket alone: no engine call on the exec
+        path (``list_ids`` is the authority, for reconciliation)."""
+        control = self.control_root / sandbox_id
+        if not (control / "supervisor.sock").exists():
             return None
-        return SandboxHandle(sandbox_id, self.name, self.control_root / sandbox_id)
+        return SandboxHandle(sandbox_id, self.name, control)
