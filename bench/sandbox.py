@@ -79,7 +79,7 @@ def main() -> None:
             ours.append(time.perf_counter() - t)
             assert r.json()["state"] == "ready", r.text
             sandboxes.append(r.json()["id"])
-        pool = {"label": f"astraforge.namespace={settings.topic_prefix}", "name": "af-warm-"}
+        pool = {"label": f"astraforge.namespace={settings.topic_prefix}", "name": "af-warm"}
         wait_until(lambda: len(client.containers.list(sparse=True, filters=pool)) >= warm_size, 120, what="pool")
         for _ in range(args.creates):
             t = time.perf_counter()
