@@ -222,14 +222,16 @@ def run() -> None:
     for worker in workers:
         worker.start()
     url = f"http://{settings.api_host}:{settings.api_port}"
+    hdr = '-H "Authorization: Bearer $KEY" -H "Content-Type: application/json"'
     console.print(
         f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
         "First thing to try:\n"
         "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
-        f'  SB=$(curl -s -X POST -H "Authorization: Bearer $KEY" {url}/v1/sandboxes -d {{}} | jq -r .id)\n'
-        f'  curl -s -H "Authorization: Bearer $KEY" {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
+        f"  SB=$(curl -s {hdr} {url}/v1/sandboxes -d '{{}}' | jq -r .id)\n"
+        f'  curl -s {hdr} {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
         f'  curl -N -H "Authorization: Bearer $KEY" {url}/v1/streams/$SB/events/sse\n'
-        "Ctrl-C stops the API and the processors (the stack keeps running: `make down` stops it).\n"
+        "Ctrl-C stops the API and the processors (the stack keeps running: `make down` stops it).\n",
+        soft_wrap=True,  # commands stay on one line, ready to copy
     )
     try:
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
