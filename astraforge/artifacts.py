@@ -15,6 +15,9 @@ from astraforge.config import Settings
 from astraforge.errors import AstraForgeError, NotFound
 from astraforge.ids import new_id
 
+MAX_INLINE_BYTES = 512 * 1024
+"""Files larger than this do not ride in a record: their bytes go through the artifact store."""
+
 
 class ArtifactError(AstraForgeError, IOError):
     """The artifact store failed to store or return bytes."""

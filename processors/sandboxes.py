@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaError
 
-from astraforge.artifacts import ArtifactStore, make_artifact_store
+from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.ids import new_id, now_micros
@@ -42,7 +42,6 @@ ACTOR = "processor:sandboxes"
 RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.created")
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
-MAX_INLINE_FILE = 512 * 1024
 WARM_ID = re.compile(r"^warm(\d+)-")  # warm<pool index>-<hex>
 
 
@@ -449,7 +448,7 @@ class SandboxProcessor:
         def work(client, p):
             data = client.read(p["path"])
             result = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            if len(data) > MAX_INLINE_FILE:  # too big for a record: the bytes go to the artifact store
+            if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go to the artifact store
                 return {**result, "artifact": self.artifacts.put(st.tenant_id, data, name=p["path"])}
             return {**result, "content": data}
 

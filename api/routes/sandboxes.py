@@ -29,6 +29,7 @@ from astraforge.api.models import (
     SnapshotPublic,
     iso,
 )
+from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.errors import ValidationError
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
@@ -39,7 +40,6 @@ from astraforge.schemas import Envelope
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 SandboxId = Annotated[str, Path(pattern=r"^sb-[0-9a-f]{32}$")]
-MAX_FILE = 512 * 1024  # inline in the record; larger files travel through the artifact store
 MAX_UPLOAD = 256 * 1024 * 1024
 BINARY = "application/octet-stream"
 ENDED = ("terminated", "failed")
@@ -310,7 +310,7 @@ async def upload(
     if len(data) > MAX_UPLOAD:
         raise ApiError(413, f"files over {MAX_UPLOAD} bytes are refused")
     artifact = None
-    if len(data) > MAX_FILE:  # too big for a record: the bytes go through the artifact store
+    if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
         artifact = await run_in_threadpool(
             request.app.state.artifacts.put, tenant, data, "application/octet-stream", path
         )
