@@ -21,21 +21,29 @@ def stream_partition(settings: Settings, stream_id: str) -> int:
     return partition_for(stream_id, count)
 
 
-def stream_records(
-    settings: Settings, stream_id: str, from_offset: int = 0, follow: bool = False, codec: Codec | None = None
-) -> Iterator[Positioned]:
-    """Every record of the stream at offset >= ``from_offset``, in order; undecodable ones are skipped
-    (they are in the dead-letter topic)."""
+def stream_range(
+    settings: Settings, stream_id: str, partition: int, start: int, end: int | None, follow: bool = False,
+    codec: Codec | None = None,
+) -> Iterator[Positioned]:  # fmt: skip
+    """The stream's records in ``[start, end)`` of its partition, decoded, in order; undecodable ones are
+    skipped (they are in the dead-letter topic)."""
     codec = codec or default_codec()
     key = stream_id.encode()
-    partition = stream_partition(settings, stream_id)
-    for msg in read_range(settings, settings.events_topic, partition, max(from_offset, 0), None, follow=follow):
+    for msg in read_range(settings, settings.events_topic, partition, start, end, follow=follow):
         if msg.key() != key:
             continue
         try:
             yield Positioned(msg.partition(), msg.offset(), codec.decode(msg.value()))
         except Exception:
             continue
+
+
+def stream_records(
+    settings: Settings, stream_id: str, from_offset: int = 0, follow: bool = False, codec: Codec | None = None
+) -> Iterator[Positioned]:
+    """Every record of the stream at offset >= ``from_offset``, in order."""
+    partition = stream_partition(settings, stream_id)
+    yield from stream_range(settings, stream_id, partition, max(from_offset, 0), None, follow, codec)
 
 
 @dataclass(frozen=True)

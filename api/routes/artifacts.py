@@ -9,10 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
-from astraforge.api.routes.sandboxes import _create, _owned_snapshot
+from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
-from astraforge.sandbox.profile import SecurityProfile
 
 router = APIRouter(tags=["artifacts"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
@@ -41,13 +40,10 @@ async def download_artifact(artifact_id: ArtifactId, request: Request, tenant: C
 async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, tenant: CurrentTenant, conn: Conn,
                settings: AppSettings, live: Live) -> list[SandboxPublic]:  # fmt: skip
     """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
-    try:
-        SecurityProfile.with_overrides(body.profile)
-    except ValueError as e:
-        raise ApiError(422, str(e)) from e
-    await _owned_snapshot(conn, settings, tenant, snapshot_id)
     spec = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
                          restore_snapshot=snapshot_id)  # fmt: skip
+    check_spec(spec)
+    await _owned_snapshot(conn, settings, tenant, snapshot_id)
     return list(
         await asyncio.gather(*(_create(request, live, settings, tenant, spec, True) for _ in range(body.count)))
     )

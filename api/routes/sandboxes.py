@@ -30,7 +30,6 @@ from astraforge.api.models import (
     iso,
 )
 from astraforge.artifacts import MAX_INLINE_BYTES
-from astraforge.errors import ValidationError
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress import parse_rules
@@ -88,17 +87,19 @@ async def create_sandbox(
     live: Live,
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
 ) -> SandboxPublic:
-    try:
-        SecurityProfile.with_overrides(body.profile)
-    except ValidationError as e:
-        raise ApiError(422, str(e)) from e
-    try:
-        parse_rules(body.egress_allow)
-    except ValueError as e:
-        raise ApiError(422, str(e)) from e
+    check_spec(body)
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
     return await _create(request, live, settings, tenant, body, wait)
+
+
+def check_spec(body: SandboxCreate) -> None:
+    """Limits within bounds and well-formed egress rules, or a 422 that says which."""
+    try:
+        SecurityProfile.with_overrides(body.profile)
+        parse_rules(body.egress_allow)
+    except ValueError as e:  # ValidationError is a ValueError too
+        raise ApiError(422, str(e)) from e
 
 
 async def _owned_snapshot(conn, settings, tenant: str, snapshot_id: str) -> dict:

@@ -17,10 +17,10 @@ from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.live import Subscriber
 from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic, iso
+from astraforge.audit import stream_range
 from astraforge.config import Settings
-from astraforge.kafka import Positioned, read_range
+from astraforge.kafka import Positioned
 from astraforge.projections.queries import ProjectionQueries
-from astraforge.schemas import default_codec
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
@@ -151,11 +151,4 @@ async def _sse(
 
 
 def _from_kafka(settings: Settings, partition: int, start: int, end: int, stream_id: str) -> list[Positioned]:
-    codec, key, out = default_codec(), stream_id.encode(), []
-    for msg in read_range(settings, settings.events_topic, partition, start, end):
-        if msg.key() == key:
-            try:
-                out.append(Positioned(msg.partition(), msg.offset(), codec.decode(msg.value())))
-            except Exception:
-                continue  # dead-lettered by the projector
-    return out
+    return list(stream_range(settings, stream_id, partition, start, end))
