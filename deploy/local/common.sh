@@ -1,7 +1,10 @@
 # Shared helpers for the local stack scripts. Sourced, not run.
 # Every service keeps its data, log and pid under $AF_STATE_DIR/<service>; downloads are cached
 # under $AF_CACHE_DIR so a second cold start of the stack does not fetch anything again.
-set -euo pipefail
+set -Eeuo pipefail
+# Any command that fails names itself: a stack script never stops without saying which step broke.
+# (a function's deliberate `return 1`, e.g. `status` of a stopped service, is an answer, not a failure)
+trap 'rc=$?; [[ $BASH_COMMAND == return* ]] || printf "\033[1;31m[%s] error:\033[0m step %s failed (exit %s) at %s:%s: %s\n" "${SERVICE:-stack}" "${FUNCNAME[0]:-main}" "$rc" "$(basename "${BASH_SOURCE[0]:-$0}")" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 AF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 AF_STATE_DIR="${ASTRAFORGE_STATE_DIR:-$AF_ROOT/.local}"

@@ -15,11 +15,7 @@ build() {
   [ -f "$ROOTFS/.complete" ] && return 0
   apt_install debootstrap
   local mirror
-  mirror="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '$1=="deb" && $3=="bookworm" {print $2; exit}')"
-  if [ -z "$mirror" ]; then  # deb822 .sources: the URIs of the stanza whose Suites has bookworm
-    mirror="$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/{u=$2} /^Suites:/{for(i=2;i<=NF;i++) if($i=="bookworm"){print u; exit}}')"
-  fi
-  [ -n "$mirror" ] || die "no Debian mirror found in the apt sources"
+  mirror="$("$(dirname "${BASH_SOURCE[0]}")/apt_mirror.sh")" || die "no Debian mirror found in the apt sources"
   log "debootstrap bookworm minbase from the configured apt mirror (about a minute, cached)"
   rm -rf "$ROOTFS.tmp"
   debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS.tmp" "$mirror" >"$AF_CACHE_DIR/debootstrap.log" 2>&1 \

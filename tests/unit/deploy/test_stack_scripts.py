@@ -1,0 +1,77 @@
+"""The local stack scripts on a fresh machine: the Debian mirror is found in either apt source
+format, and a failing step always says which step it was (never a silent exit)."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from astraforge.config import PROJECT_ROOT
+
+LOCAL = PROJECT_ROOT / "deploy" / "local"
+DEB822 = """Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def mirror(etc: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(LOCAL / "apt_mirror.sh"), str(etc)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    (tmp_path / "sources.list.d").mkdir()
+    return tmp_path
+
+
+def test_deb822_only(etc: Path) -> None:
+    """The case that broke `make test`: no sources.list at all, only *.sources stanzas."""
+    (etc / "sources.list.d" / "debian.sources").write_text(DEB822)
+    result = mirror(etc)
+    assert (result.returncode, result.stdout) == (0, "http://mirror.example/debian\n"), result.stderr
+
+
+def test_deb822_skips_deb_src_and_other_suites(etc: Path) -> None:
+    (etc / "sources.list.d" / "a.sources").write_text(
+        "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://old.example/debian\nSuites: bullseye\n\n"
+        "# comment\nTypes: deb\nURIs: http://good.example/debian\nSuites: bookworm\n"
+    )
+    assert mirror(etc).stdout == "http://good.example/debian\n"
+
+
+def test_one_line_format(etc: Path) -> None:
+    (etc / "sources.list").write_text(
+        "# a comment\ndeb http://other.example/debian bullseye main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main\n"
+    )
+    assert mirror(etc).stdout == "http://one.example/debian\n"
+
+
+def test_one_line_in_list_d_wins_over_deb822(etc: Path) -> None:
+    (etc / "sources.list.d" / "x.list").write_text("deb http://list.example/debian bookworm main\n")
+    (etc / "sources.list.d" / "debian.sources").write_text(DEB822)
+    assert mirror(etc).stdout == "http://list.example/debian\n"
+
+
+def test_no_source_is_a_clear_error(etc: Path) -> None:
+    result = mirror(etc)
+    assert result.returncode == 1 and "no deb source for bookworm" in result.stderr
+
+
+def test_a_failing_step_names_itself(tmp_path: Path) -> None:
+    script = tmp_path / "svc.sh"
+    script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\nstep_one() {{ cat /nonexistent/file | wc -l; }}\n'
+                      "step_one\necho unreachable\n")  # fmt: skip
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
+                                 "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
+    assert result.returncode != 0 and "unreachable" not in result.stdout
+    assert "[demo] error:" in result.stderr and "step step_one failed" in result.stderr and "svc.sh:3" in result.stderr
