@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from astraforge.ids import from_micros
+from astraforge.ids import ID_PATTERN, from_micros
 from astraforge.schemas import Envelope
 
 
@@ -95,7 +95,7 @@ class SandboxCreate(BaseModel):
     idle_timeout_s: int = Field(default=900, ge=5, le=86_400)
     ttl_s: int = Field(default=3600, ge=5, le=7 * 86_400)
     egress_allow: list[str] = Field(default_factory=list, max_length=100)
-    restore_snapshot: str | None = Field(default=None, max_length=200)
+    restore_snapshot: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
 class SandboxPublic(BaseModel):

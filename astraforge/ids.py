@@ -19,3 +19,9 @@ def now_micros() -> int:
 def from_micros(micros: int) -> datetime:
     """Exact (no float rounding) UTC datetime for an ``occurred_at`` value."""
     return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+# Every id the platform accepts from outside (path, query or body) matches this one pattern: ASCII
+# letters, digits and ``._:-``, at most 200 characters. NUL bytes, slashes, spaces and non-ASCII
+# never reach a query, a topic key or a file name.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"

@@ -1,21 +1,20 @@
 """Artifacts (large output, snapshots) and forking sandboxes from a snapshot."""
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
+from astraforge.api.params import ArtifactId
 from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
 
 router = APIRouter(tags=["artifacts"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-ArtifactId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
 
 
 @router.get(

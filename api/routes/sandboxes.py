@@ -29,6 +29,7 @@ from astraforge.api.models import (
     SnapshotPublic,
     iso,
 )
+from astraforge.api.params import After, CommandId, SandboxId
 from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
@@ -38,7 +39,6 @@ from astraforge.schemas import Envelope
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-SandboxId = Annotated[str, Path(pattern=r"^sb-[0-9a-f]{32}$")]
 MAX_UPLOAD = 256 * 1024 * 1024
 BINARY = "application/octet-stream"
 ENDED = ("terminated", "failed")
@@ -174,7 +174,7 @@ async def list_sandboxes(
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
-    after: Annotated[str, Query(pattern=r"^(sb-[0-9a-f]{32})?$")] = "",
+    after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SandboxesPublic:
     rows = await ProjectionQueries(settings.projection_schema).sandboxes(conn, tenant, after, limit)
@@ -351,7 +351,7 @@ async def download(
 @router.post("/{sandbox_id}/exec/{command_id}/cancel", status_code=202, operation_id="cancelExec", responses=ERRORS)
 async def cancel_exec(
     sandbox_id: SandboxId,
-    command_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")],
+    command_id: CommandId,
     request: Request,
     tenant: CurrentTenant,
     conn: Conn,

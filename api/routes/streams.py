@@ -10,13 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.live import Subscriber
 from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic, iso
+from astraforge.api.params import After, StreamId
 from astraforge.audit import stream_range
 from astraforge.config import Settings
 from astraforge.kafka import Positioned
@@ -25,8 +26,6 @@ from astraforge.projections.queries import ProjectionQueries
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 REPLAY_PAGE = 1000
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
-StreamId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id, or a sandbox id.")]
 
 
 def queries(settings: Settings) -> ProjectionQueries:
@@ -38,7 +37,7 @@ async def list_streams(
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
-    after: Annotated[str, Query(pattern=r"^[A-Za-z0-9._:-]{0,200}$")] = "",
+    after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> StreamsPublic:
     rows = await queries(settings).streams(conn, tenant, after, limit)
