@@ -7,10 +7,9 @@ import re
 import secrets
 import time
 
-import psycopg
-
 from astraforge.config import Settings
 from astraforge.db import connect, ensure_control_schema
+from astraforge.projections.queries import Executor
 
 KEY_PATTERN = re.compile(r"^af_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -38,7 +37,7 @@ class KeyVerifier:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, str | None]] = {}
 
-    async def tenant_for(self, conn: psycopg.AsyncConnection, token: str) -> str | None:
+    async def tenant_for(self, conn: Executor, token: str) -> str | None:
         match = KEY_PATTERN.match(token)
         if not match:
             return None

@@ -1,6 +1,7 @@
 """Read-side queries over the projection schema, shared by the API and the audit tools."""
 
-import psycopg
+from typing import Any, Protocol
+
 from psycopg import sql
 
 EVENT_FIELDS = sql.SQL(
@@ -9,27 +10,34 @@ EVENT_FIELDS = sql.SQL(
 )
 
 
+class Executor(Protocol):
+    """A psycopg AsyncConnection, or anything that runs one statement the same way
+    (the API's ``StatementConnection``)."""
+
+    async def execute(self, query: Any, params: Any = None) -> Any: ...
+
+
 class ProjectionQueries:
     """Tenant-scoped reads of one projection schema."""
 
     def __init__(self, schema: str) -> None:
         self.schema = sql.Identifier(schema)
 
-    async def stream(self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str) -> dict | None:
+    async def stream(self, conn: Executor, tenant_id: str, stream_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.streams WHERE stream_id = %s AND tenant_id = %s").format(self.schema),
             (stream_id, tenant_id),
         )
         return await cur.fetchone()
 
-    async def stream_exists_elsewhere(self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str) -> bool:
+    async def stream_exists_elsewhere(self, conn: Executor, tenant_id: str, stream_id: str) -> bool:
         cur = await conn.execute(
             sql.SQL("SELECT 1 FROM {}.streams WHERE stream_id = %s AND tenant_id <> %s").format(self.schema),
             (stream_id, tenant_id),
         )
         return await cur.fetchone() is not None
 
-    async def streams(self, conn: psycopg.AsyncConnection, tenant_id: str, after: str, limit: int) -> list[dict]:
+    async def streams(self, conn: Executor, tenant_id: str, after: str, limit: int) -> list[dict]:
         cur = await conn.execute(
             sql.SQL(
                 "SELECT * FROM {}.streams WHERE tenant_id = %s AND stream_id > %s ORDER BY stream_id LIMIT %s"
@@ -38,9 +46,7 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
-    async def events(
-        self, conn: psycopg.AsyncConnection, tenant_id: str, stream_id: str, after: int, limit: int
-    ) -> list[dict]:
+    async def events(self, conn: Executor, tenant_id: str, stream_id: str, after: int, limit: int) -> list[dict]:
         cur = await conn.execute(
             sql.SQL(
                 'SELECT {} FROM {}.events WHERE stream_id = %s AND tenant_id = %s AND "offset" > %s'
@@ -50,14 +56,14 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
-    async def sandbox(self, conn: psycopg.AsyncConnection, tenant_id: str, sandbox_id: str) -> dict | None:
+    async def sandbox(self, conn: Executor, tenant_id: str, sandbox_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.sandboxes WHERE sandbox_id = %s AND tenant_id = %s").format(self.schema),
             (sandbox_id, tenant_id),
         )
         return await cur.fetchone()
 
-    async def sandboxes(self, conn: psycopg.AsyncConnection, tenant_id: str, after: str, limit: int) -> list[dict]:
+    async def sandboxes(self, conn: Executor, tenant_id: str, after: str, limit: int) -> list[dict]:
         cur = await conn.execute(
             sql.SQL(
                 "SELECT * FROM {}.sandboxes WHERE tenant_id = %s AND sandbox_id > %s ORDER BY sandbox_id LIMIT %s"
@@ -66,14 +72,14 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
-    async def artifact(self, conn: psycopg.AsyncConnection, tenant_id: str, artifact_id: str) -> dict | None:
+    async def artifact(self, conn: Executor, tenant_id: str, artifact_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.artifacts WHERE artifact_id = %s AND tenant_id = %s").format(self.schema),
             (artifact_id, tenant_id),
         )
         return await cur.fetchone()
 
-    async def next_offsets(self, conn: psycopg.AsyncConnection, topic: str) -> dict[int, int]:
+    async def next_offsets(self, conn: Executor, topic: str) -> dict[int, int]:
         """Per partition, the first offset the projection has not yet written."""
         cur = await conn.execute(
             sql.SQL("SELECT partition, next_offset FROM {}.consumer_offsets WHERE topic = %s").format(self.schema),
