@@ -7,7 +7,6 @@ reaches the new sandbox (where it is unpacked by the sandbox user, inside its ow
 """
 
 import io
-import posixpath
 import tarfile
 
 from astraforge.errors import ValidationError
@@ -21,9 +20,62 @@ class UnsafeSnapshot(ValidationError):
     """The snapshot tar would write outside /workspace (or holds devices)."""
 
 
-def _inside(path: str) -> bool:
-    norm = posixpath.normpath(path)
-    return not (path.startswith("/") or norm == ".." or norm.startswith("../"))
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+class _Workspace:
+    """The links a tar has created so far, so every later path is resolved the way the extracting
+    tar will walk it: ``x/y -> ..`` then ``x/y/z -> ..`` is harmless lexically, but ``x/y/z`` is
+    really ``z`` and that link points above the workspace."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, str] = {}  # resolved path (no leading ./) -> link target as written
+
+    def resolve(self, path: str, follow_last: bool = True) -> str | None:
+        """The path's real place under the workspace root, or None if it leaves it (or loops)."""
+        if path.startswith("/"):
+            return None
+        todo, done, hops = [c for c in path.split("/") if c not in ("", ".")], [], 0
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if not done:
+                    return None
+                done.pop()
+                continue
+            done.append(part)
+            target = self.links.get("/".join(done))
+            if target is not None and (todo or follow_last):
+                hops += 1
+                if hops > MAX_LINK_HOPS or target.startswith("/"):
+                    return None
+                done.pop()
+                todo = [c for c in target.split("/") if c not in ("", ".")] + todo
+        return "/".join(done)
+
+    def add(self, m: tarfile.TarInfo) -> None:
+        where = self.resolve(m.name, follow_last=False)  # the entry itself is replaced, its parents are walked
+        if where is None:
+            raise UnsafeSnapshot(f"entry {m.name!r} leaves the workspace")
+        if m.isdev() or m.isfifo():
+            raise UnsafeSnapshot(f"entry {m.name!r} is a device or fifo")
+        if m.islnk() and self.resolve(m.linkname) is None:
+            raise UnsafeSnapshot(f"hard link {m.name!r} -> {m.linkname!r} points outside the workspace")
+        if m.issym():  # (a later entry of the same name is assumed not to replace it: the safe side)
+            if not where:
+                raise UnsafeSnapshot(f"symlink {m.name!r} replaces the workspace root")
+            self.links[where] = m.linkname
+            self._check_link(where, m.linkname)
+
+    def _check_link(self, where: str, target: str) -> None:
+        parent = where.rpartition("/")[0]
+        if target.startswith("/") or self.resolve(f"{parent}/{target}" if parent else target) is None:
+            raise UnsafeSnapshot(f"symlink {where!r} -> {target!r} points outside the workspace")
+
+    def check_links(self) -> None:
+        """Every link, resolved against all the others (a later link can redirect an earlier one)."""
+        for where, target in self.links.items():
+            self._check_link(where, target)
 
 
 def check_snapshot(data: bytes) -> int:
@@ -33,13 +85,8 @@ def check_snapshot(data: bytes) -> int:
             members = tar.getmembers()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise UnsafeSnapshot(f"not a readable tar: {e}") from e
+    workspace = _Workspace()
     for m in members:
-        if not _inside(m.name):
-            raise UnsafeSnapshot(f"entry {m.name!r} leaves the workspace")
-        if m.isdev() or m.isfifo():
-            raise UnsafeSnapshot(f"entry {m.name!r} is a device or fifo")
-        if m.issym() and not _inside(posixpath.join(posixpath.dirname(m.name), m.linkname)):
-            raise UnsafeSnapshot(f"symlink {m.name!r} -> {m.linkname!r} points outside the workspace")
-        if m.islnk() and not _inside(m.linkname):
-            raise UnsafeSnapshot(f"hard link {m.name!r} -> {m.linkname!r} points outside the workspace")
+        workspace.add(m)
+    workspace.check_links()
     return len(members)

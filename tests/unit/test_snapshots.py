@@ -46,3 +46,33 @@ def test_hostile_entries_are_refused(bad: tarfile.TarInfo, reason: str) -> None:
 def test_garbage_is_refused() -> None:
     with pytest.raises(UnsafeSnapshot, match="not a readable tar"):
         check_snapshot(b"definitely not a tarball")
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        # x/y -> .. is x's parent (the root): harmless alone; x/y/z is then the root's z, and z -> .. escapes
+        [entry("./x", tarfile.DIRTYPE), entry("./x/y", tarfile.SYMTYPE, ".."), entry("./x/y/z", tarfile.SYMTYPE, "..")],
+        # a file written through a link that resolves above the root
+        [entry("./a", tarfile.SYMTYPE, "."), entry("./a/b", tarfile.SYMTYPE, "a/.."), entry("./a/b/../../evil")],
+        # a later link redirects an earlier one: l -> d/x is inside until d becomes a link to ..
+        [entry("./l", tarfile.SYMTYPE, "d/x"), entry("./d", tarfile.SYMTYPE, "..")],
+        # loops never resolve
+        [entry("./p", tarfile.SYMTYPE, "q"), entry("./q", tarfile.SYMTYPE, "p"), entry("./p/file")],
+        # a hard link through a link chain
+        [
+            entry("./x", tarfile.DIRTYPE),
+            entry("./x/up", tarfile.SYMTYPE, ".."),
+            entry("./h", tarfile.LNKTYPE, "x/up/../etc"),
+        ],
+    ],
+)
+def test_link_chains_are_resolved_against_the_links_already_seen(chain: list[tarfile.TarInfo]) -> None:
+    with pytest.raises(UnsafeSnapshot):
+        check_snapshot(tar_of(entry("./ok.txt"), *chain))
+
+
+def test_links_that_stay_inside_pass() -> None:
+    data = tar_of(entry("./src", tarfile.DIRTYPE), entry("./src/app.py"), entry("./cur", tarfile.SYMTYPE, "src"),
+                  entry("./src/up", tarfile.SYMTYPE, ".."), entry("./cur/up/cur/app2.py"))  # fmt: skip
+    assert check_snapshot(data) == 5
