@@ -1,7 +1,7 @@
 """API shapes (kept apart from record payloads and projection tables)."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -113,12 +113,23 @@ class SandboxesPublic(BaseModel):
     next_after: str | None
 
 
+NO_NUL = r"^[^\x00]*$"
+Arg = Annotated[str, Field(max_length=128 * 1024, pattern=NO_NUL)]
+EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^=\x00]+$")]
+
+
 class ExecRequest(BaseModel):
+    """A command. Arguments and environment go to execve(2): a NUL byte would cut them short and a
+    ``=`` in a name would set another variable, so both are refused (422) instead of mangled."""
+
     model_config = {"extra": "forbid", "populate_by_name": True}
 
-    command: str | list[str] = Field(description="A shell string (run by /bin/sh -c) or an argv list.")
-    cwd: str | None = Field(default=None, max_length=4096)
-    env: dict[str, str] = Field(default_factory=dict)
+    command: (
+        Annotated[str, Field(min_length=1, max_length=128 * 1024, pattern=NO_NUL)]
+        | Annotated[list[Arg], Field(min_length=1, max_length=4096)]
+    ) = Field(description="A shell string (run by /bin/sh -c) or an argv list.")
+    cwd: str | None = Field(default=None, max_length=4096, pattern=NO_NUL)
+    env: dict[EnvName, Arg] = Field(default_factory=dict, max_length=512)
     timeout_sec: float = Field(default=600, gt=0, le=86_400, alias="timeout_sec")
     run_async: bool = Field(default=False, alias="async", description="Return a command id at once.")
 

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     """Ready sandboxes kept waiting per image/profile; a create asking for exactly that claims one."""
     instance_id: str = socket.gethostname()
     """Stable name of this processor instance (Kafka static group membership); unique per replica."""
+    quota_sandboxes: int = Field(default=50, ge=1)
+    """Live (not ended) sandboxes one tenant may hold; past it a create answers 429."""
+    quota_memory_mb: int = Field(default=32_768, ge=64)
+    """Sum of the memory limits of one tenant's live sandboxes."""
+    quota_concurrent_execs: int = Field(default=32, ge=1)
+    """Commands one tenant may have running at once (async ones included)."""
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest file an upload may carry (refused with 413 while the body streams in)."""
     artifact_store: Literal["local", "s3"] = "local"
     """Where large output, files and snapshots go."""
     artifact_dir: Path | None = None

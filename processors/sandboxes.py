@@ -42,6 +42,7 @@ ACTOR = "processor:sandboxes"
 RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.created")
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
+UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
 WARM_ID = re.compile(r"^warm(\d+)-")  # warm<pool index>-<hex>
 
 
@@ -422,12 +423,19 @@ class SandboxProcessor:
         p = cmd.payload
         payload = {"request_id": p["request_id"], "path": p["path"], "size": 0, "sha256": "", "content": None,
                    "artifact": None, "error": None}  # fmt: skip
-        if self._wait_ready(st.sandbox_id) is None:
-            payload["error"] = "sandbox is not running"
+        handle = (
+            None
+            if self._wait_ready(st.sandbox_id) is None
+            else self.provider.handle(self.state(st.sandbox_id).runtime_id)
+        )
+        if handle is None:
+            payload["error"] = UNAVAILABLE
         else:
             try:
-                payload.update(work(self.provider.handle(self.state(st.sandbox_id).runtime_id).client, p))
-            except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                payload.update(work(handle.client, p))
+            except SupervisorUnavailable:
+                payload["error"] = UNAVAILABLE
+            except (SupervisorError, OSError) as e:
                 payload["error"] = str(e)
         events = [self._event(st, kind, payload, cmd)]
         if payload["artifact"] and kind == "file.read":  # listed and downloadable like any artifact

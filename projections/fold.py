@@ -6,6 +6,7 @@ No I/O here, so the rules are tested with plain values; ``projections.postgres``
 from dataclasses import dataclass
 from typing import Any
 
+from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 
 
@@ -33,6 +34,12 @@ def _artifact_row(envelope: Envelope, artifact: dict, offset: int) -> Upsert:
         "offset": offset,
     }
     return Upsert("artifacts", "artifact_id", row, ())
+
+
+def _memory_mb(payload: dict) -> int:
+    """The sandbox's memory limit: its profile override, else the default profile's."""
+    value = (payload.get("details") or {}).get("profile.memory_mb")
+    return int(float(value)) if value else SecurityProfile().memory_mb
 
 
 def fold(envelope: Envelope, offset: int) -> list[Upsert]:
@@ -71,10 +78,26 @@ def fold(envelope: Envelope, offset: int) -> list[Upsert]:
             "created_at": when,
             "updated_at": when,
             "last_offset": offset,
+            "memory_mb": _memory_mb(p) if envelope.type == "sandbox.requested" else None,
         }
         update = ["state", "reason", "updated_at", "last_offset"]
-        update += [c for c in ("provider", "image") if row[c] is not None]
+        update += [c for c in ("provider", "image", "memory_mb") if row[c] is not None]
         return [Upsert("sandboxes", "sandbox_id", row, tuple(update))]
+    if envelope.type in ("exec.started", "exec.finished") and envelope.sandbox_id:
+        finished = envelope.type == "exec.finished"
+        row = {
+            "command_id": p["command_id"],
+            "sandbox_id": envelope.sandbox_id,
+            "tenant_id": envelope.tenant_id,
+            "state": "finished" if finished else "running",
+            "exit_code": p.get("exit_code") if finished else None,
+            "started_at": when,
+            "updated_at": when,
+            "last_offset": offset,
+        }
+        return [
+            Upsert("execs", "command_id", row, ("state", "exit_code", "updated_at", "last_offset") if finished else ())
+        ]
     if envelope.type in ("artifact.stored", "snapshot.created"):
         return [_artifact_row(envelope, p["artifact"], offset)]
     return []

@@ -31,7 +31,7 @@ EVENT_COLUMNS = (
     "partition", "offset", "stream_id", "tenant_id", "event_id", "type", "occurred_at", "actor",
     "sandbox_id", "causation_id", "correlation_id", "schema_version", "payload",
 )  # fmt: skip
-TIME_COLUMNS = {"created_at", "updated_at", "occurred_at"}
+TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at"}
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:

@@ -86,3 +86,15 @@ class ProjectionQueries:
             (topic,),
         )
         return {r["partition"]: r["next_offset"] for r in await cur.fetchall()}
+
+    async def tenant_usage(self, conn: Executor, tenant_id: str) -> dict:
+        """What a tenant holds now: live sandboxes, their memory, running commands (for quotas)."""
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT count(*) AS sandboxes, coalesce(sum(memory_mb), 0) AS memory_mb,"
+                " (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs"
+                " FROM {0}.sandboxes WHERE tenant_id = %s AND state NOT IN ('terminated', 'failed')"
+            ).format(self.schema),
+            (tenant_id, tenant_id),
+        )
+        return await cur.fetchone()

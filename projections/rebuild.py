@@ -12,7 +12,7 @@ from astraforge.config import Settings
 from astraforge.db import connect
 from astraforge.projections.postgres import Projector, drop_schema
 
-TABLES = ("events", "streams", "runs", "sandboxes", "artifacts", "consumer_offsets")
+TABLES = ("events", "streams", "runs", "sandboxes", "execs", "artifacts", "consumer_offsets")
 
 
 def rebuild(settings: Settings, into: str, progress: Callable[[Projector], None] | None = None) -> Projector:

@@ -61,6 +61,21 @@ CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
     last_offset bigint      NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sandboxes_by_tenant ON {schema}.sandboxes (tenant_id, sandbox_id);
+-- the memory limit a sandbox was asked with (per-tenant quotas); added after the first release
+ALTER TABLE {schema}.sandboxes ADD COLUMN IF NOT EXISTS memory_mb integer;
+
+-- One row per command: running from exec.started until exec.finished (per-tenant exec quota).
+CREATE TABLE IF NOT EXISTS {schema}.execs (
+    command_id  text        PRIMARY KEY,
+    sandbox_id  text        NOT NULL,
+    tenant_id   text        NOT NULL,
+    state       text        NOT NULL,
+    exit_code   integer,
+    started_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    last_offset bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS execs_running_by_tenant ON {schema}.execs (tenant_id) WHERE state = 'running';
 
 CREATE TABLE IF NOT EXISTS {schema}.artifacts (
     artifact_id  text        PRIMARY KEY,

@@ -18,6 +18,10 @@ SUPERVISOR_SOCKET = f"{CONTROL_MOUNT}/supervisor.sock"
 EGRESS_PORT = 3128  # the in-sandbox forwarder to the host's egress proxy (sandbox/supervisor.py)
 
 
+OVERRIDABLE = ("memory_mb", "cpus", "pids", "workspace_mb", "tmp_mb", "home_mb")
+"""What a tenant may change (within each field's bounds); the uid and everything else is fixed."""
+
+
 class SecurityProfile(BaseModel):
     """Limits of one sandbox. Bounds on each field are the platform's allowed overrides."""
 
@@ -39,7 +43,12 @@ class SecurityProfile(BaseModel):
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, str | int | float]) -> "SecurityProfile":
-        """The default profile with caller overrides; anything unknown or out of bounds is refused."""
+        """The default profile with caller overrides; anything unknown, fixed (the uid) or out of
+        bounds is refused."""
+        fixed = sorted(set(overrides) - set(OVERRIDABLE))
+        if fixed:
+            raise ValidationError(f"profile override refused: {', '.join(fixed)} cannot be set (allowed: "
+                                  f"{', '.join(OVERRIDABLE)})")  # fmt: skip
         try:
             return cls(**overrides)
         except ValueError as e:

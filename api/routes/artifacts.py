@@ -9,6 +9,7 @@ from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
 from astraforge.api.params import ArtifactId
+from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
@@ -41,8 +42,9 @@ async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, ten
     """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
     spec = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
                          restore_snapshot=snapshot_id)  # fmt: skip
-    check_spec(spec)
+    profile = check_spec(spec)
     await _owned_snapshot(conn, settings, tenant, snapshot_id)
+    await admit_sandboxes(conn, settings, tenant, body.count, profile.memory_mb)
     return list(
         await asyncio.gather(*(_create(request, live, settings, tenant, spec, True) for _ in range(body.count)))
     )

@@ -30,6 +30,7 @@ from astraforge.api.models import (
     iso,
 )
 from astraforge.api.params import After, CommandId, SandboxId
+from astraforge.api.quotas import admit_exec, admit_sandboxes
 from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
@@ -39,7 +40,6 @@ from astraforge.schemas import Envelope
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-MAX_UPLOAD = 256 * 1024 * 1024
 BINARY = "application/octet-stream"
 ENDED = ("terminated", "failed")
 
@@ -87,19 +87,21 @@ async def create_sandbox(
     live: Live,
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
 ) -> SandboxPublic:
-    check_spec(body)
+    profile = check_spec(body)
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
+    await admit_sandboxes(conn, settings, tenant, 1, profile.memory_mb)
     return await _create(request, live, settings, tenant, body, wait)
 
 
-def check_spec(body: SandboxCreate) -> None:
+def check_spec(body: SandboxCreate) -> SecurityProfile:
     """Limits within bounds and well-formed egress rules, or a 422 that says which."""
     try:
-        SecurityProfile.with_overrides(body.profile)
+        profile = SecurityProfile.with_overrides(body.profile)
         parse_rules(body.egress_allow)
     except ValueError as e:  # ValidationError is a ValueError too
         raise ApiError(422, str(e)) from e
+    return profile
 
 
 async def _owned_snapshot(conn, settings, tenant: str, snapshot_id: str) -> dict:
@@ -235,6 +237,7 @@ async def exec_command(
     argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
     if not argv and not shell:
         raise ApiError(422, "command must not be empty")
+    await admit_exec(conn, settings, tenant)
     command_id = new_id()
     command = _command(tenant, sandbox_id, "sandbox.exec", {
         "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
@@ -282,6 +285,7 @@ async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelo
     )  # fmt: skip
 
 
+FILE_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413}
 FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
@@ -291,13 +295,28 @@ async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer:
     try:
         await _append(request, [command])
         done = await _until(sub, lambda e: e.type == answer and e.payload.get("request_id") == rid, timeout=60)
+    except TimeoutError:
+        raise ApiError(504, f"the sandbox did not answer {command.type} in time", code="timeout") from None
     finally:
         live.unsubscribe(sub)
     error = done.payload.get("error")
     if error:
-        status = 404 if error.startswith("not_found") else 403 if error.startswith("forbidden_path") else 422
-        raise ApiError(status, error)
+        raise ApiError(FILE_ERRORS.get(error.partition(":")[0], 422), error)
     return done
+
+
+async def _body_within(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass ``limit``: from its
+    Content-Length before a byte is read, else while it streams in (never read whole first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"files over {limit} bytes are refused (this one declares {declared})")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"files over {limit} bytes are refused")
+    return bytes(body)
 
 
 @router.put("/{sandbox_id}/files/{path:path}", response_model=FileResult, operation_id="uploadFile", responses=ERRORS)
@@ -307,9 +326,7 @@ async def upload(
 ) -> FileResult:  # fmt: skip
     """Write the request body to `path` (relative paths are under /workspace)."""
     await _live_sandbox(conn, settings, tenant, sandbox_id)
-    data = await request.body()
-    if len(data) > MAX_UPLOAD:
-        raise ApiError(413, f"files over {MAX_UPLOAD} bytes are refused")
+    data = await _body_within(request, settings.max_file_bytes)
     artifact = None
     if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
         artifact = await run_in_threadpool(
