@@ -24,6 +24,13 @@ async def admit_sandboxes(conn: Executor, settings: Settings, tenant: str, count
         raise _refuse("memory_mb", settings.quota_memory_mb, usage["memory_mb"], count * memory_mb)
 
 
+async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, size: int) -> None:
+    """Room for ``size`` more bytes of artifacts (uploads past the inline limit, snapshots, exports)."""
+    usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
+    if usage["artifact_bytes"] + size > settings.quota_artifact_bytes:
+        raise _refuse("artifact_bytes", settings.quota_artifact_bytes, usage["artifact_bytes"], size)
+
+
 async def admit_exec(conn: Executor, settings: Settings, tenant: str) -> None:
     usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
     if usage["execs"] + 1 > settings.quota_concurrent_execs:

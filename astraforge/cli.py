@@ -22,10 +22,12 @@ dev = typer.Typer(help="The local stack: Kafka, PostgreSQL, dockerd (+ bubblewra
 keys = typer.Typer(help="API keys.", no_args_is_help=True)
 projections = typer.Typer(help="Kafka -> PostgreSQL read models.", no_args_is_help=True)
 schemas = typer.Typer(help="Avro schemas.", no_args_is_help=True)
+artifacts = typer.Typer(help="The artifact store.", no_args_is_help=True)
 app.add_typer(dev, name="dev")
 app.add_typer(keys, name="keys")
 app.add_typer(projections, name="projections")
 app.add_typer(schemas, name="schemas")
+app.add_typer(artifacts, name="artifacts")
 console = Console(stderr=True)
 STACK = PROJECT_ROOT / "deploy" / "local" / "stack.sh"
 
@@ -96,6 +98,27 @@ def keys_create(
         raise _fail(str(e)) from e
     console.print(f"API key for tenant [bold]{tenant}[/] (store it now; it is not shown again):")
     print(key)
+
+
+@artifacts.command("sweep")
+def artifacts_sweep() -> None:
+    """Delete artifacts past the retention period and remove deleted artifacts' bytes (the sandbox
+    processor also runs this every hour)."""
+    from datetime import UTC, datetime
+
+    from astraforge.artifacts import make_artifact_store
+    from astraforge.processors.artifact_sweep import sweep
+    from astraforge.producers.kafka import EventProducer
+
+    settings = get_settings()
+    producer = EventProducer(settings)
+    try:
+        result = sweep(settings, make_artifact_store(settings), producer, datetime.now(UTC))
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+    finally:
+        producer.close()
+    console.print(f"{result.expired} artifact(s) expired, {result.removed_keys} key(s) removed from the store")
 
 
 @projections.command("run")

@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     """Commands one tenant may have running at once (async ones included)."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest file an upload may carry (refused with 413 while the body streams in)."""
+    max_output_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """Output stored per command (the first MiB as records, the rest as one artifact); past it the
+    output is dropped and the result says truncated."""
+    max_snapshot_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    """Largest compressed workspace snapshot; a bigger one fails with snapshot.failed (too_large)."""
+    max_snapshot_entries: int = Field(default=100_000, ge=100)
+    """Most tar entries a snapshot may hold to be restored (bounds the host-side check's work)."""
+    quota_artifact_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
+    """Bytes of live artifacts one tenant may hold; past it uploads and snapshots answer 429."""
+    artifact_retention_days: int = Field(default=30, ge=0)
+    """Artifacts older than this are deleted by the sweep (0 keeps them forever)."""
     artifact_store: Literal["local", "s3"] = "local"
     """Where large output, files and snapshots go."""
     artifact_dir: Path | None = None

@@ -20,14 +20,16 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError
 
-from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, make_artifact_store
+from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, make_artifact_store, spool
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.ids import new_id, now_micros
 from astraforge.kafka import client_config, partitions_of, poll_batch, read_range, reader
+from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
@@ -41,7 +43,13 @@ LOG = logging.getLogger(__name__)
 ACTOR = "processor:sandboxes"
 RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.created")
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
-MAX_ARTIFACT_OUTPUT = 256 * 1024 * 1024  # past this, output is dropped and the result marked truncated
+
+
+class SnapshotTooLarge(ValueError):
+    """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
+
+
+SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
 UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
 WARM_ID = re.compile(r"^warm(\d+)-")  # warm<pool index>-<hex>
 
@@ -215,7 +223,7 @@ class SandboxProcessor:
         self.reconcile()
         self.pool.submit(self.refill)
         self.consumer.subscribe([self.settings.commands_topic])
-        next_reap = 0.0
+        next_reap, next_sweep = 0.0, time.monotonic() + 60
         try:
             while not self.stop_event.is_set():
                 messages = poll_batch(self.consumer, 100, timeout=0.1)
@@ -230,6 +238,9 @@ class SandboxProcessor:
                 if time.monotonic() >= next_reap:
                     self.reap_due()
                     next_reap = time.monotonic() + 1.0
+                if time.monotonic() >= next_sweep:
+                    self.pool.submit(self._sweep_artifacts)
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         finally:
             self.consumer.close()
             self.egress.stop()
@@ -271,6 +282,14 @@ class SandboxProcessor:
         for st in states:
             self.apply(st.sandbox_id, reap(st, now, ACTOR))
 
+    def _sweep_artifacts(self) -> None:
+        try:
+            result = sweep(self.settings, self.artifacts, self.producer, datetime.now(UTC))
+            if result.expired or result.removed_keys:
+                LOG.info("artifact sweep: %d expired, %d keys removed", result.expired, result.removed_keys)
+        except Exception:  # the next sweep retries; nothing is lost by a failed one
+            LOG.exception("artifact sweep failed")
+
     # -- effects ----------------------------------------------------------------------------
     def _run(self, sandbox_id: str, effect: Effect) -> None:
         st = self.state(sandbox_id)
@@ -305,8 +324,11 @@ class SandboxProcessor:
         owner, ref = self.snapshots.get(st.restore_snapshot, (None, None))
         if owner != st.tenant_id:
             raise ValueError(f"snapshot {st.restore_snapshot} not found")
-        data = self.artifacts.get(ref)
-        check_snapshot(data)  # untrusted bytes: refuse escapes before they reach the sandbox
+        with self.artifacts.get_file(ref) as archive:
+            # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
+            check_snapshot(archive, self.settings.max_snapshot_entries)
+            archive.seek(0)
+            data = archive.read()
         client.write(RESTORE_PATH, data, 0o600)
         result = client.exec(argv=RESTORE_COMMAND)
         if result.exit_code != 0:
@@ -315,16 +337,35 @@ class SandboxProcessor:
         self.emit([self._event(st, "snapshot.restored", payload, None)])
 
     def _snapshot(self, st: SandboxState, effect: Effect) -> None:
+        """Stream the workspace archive into a spool (never whole in memory), capped in size; the
+        outcome is always a record: snapshot.created or snapshot.failed."""
         cmd = effect.command
         snapshot_id = cmd.payload["snapshot_id"]
-        if self._wait_ready(st.sandbox_id) is None:
-            return
-        result = self.provider.handle(st.runtime_id).client.exec(argv=SNAPSHOT_COMMAND)
-        if result.exit_code != 0:
-            LOG.warning("snapshot of %s failed: %s", st.sandbox_id, result.stderr[-500:])
-            return
-        ref = self.artifacts.put(st.tenant_id, result.stdout, "application/gzip",
-                                 cmd.payload.get("name") or f"{snapshot_id}.tgz", artifact_id=snapshot_id)  # fmt: skip
+        limit = self.settings.max_snapshot_bytes
+        stderr = bytearray()
+        with spool() as archive:
+
+            def collect(stream: str, data: bytes) -> None:
+                if stream == "stderr":
+                    stderr.extend(data[: 4096 - len(stderr)])
+                elif archive.tell() + len(data) > limit:
+                    raise SnapshotTooLarge(f"too_large: the workspace archive passed {limit} bytes")
+                else:
+                    archive.write(data)
+
+            handle = self.provider.handle(st.runtime_id) if self._wait_ready(st.sandbox_id) else None
+            try:
+                if handle is None:
+                    raise SupervisorUnavailable(UNAVAILABLE)
+                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect)  # raising aborts the tar
+                if result.exit_code != 0:
+                    raise ValueError(f"failed: tar exited {result.exit_code}: {stderr.decode(errors='replace')}")
+                ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",
+                                              cmd.payload.get("name") or f"{snapshot_id}.tgz", snapshot_id)  # fmt: skip
+            except (SnapshotTooLarge, ValueError, SupervisorError, SupervisorUnavailable, OSError) as e:
+                error = str(e) if str(e).startswith(("too_large:", "failed:", "unavailable:")) else f"failed: {e}"
+                self.emit([self._event(st, "snapshot.failed", {"snapshot_id": snapshot_id, "error": error}, cmd)])
+                return
         payload = {"snapshot_id": snapshot_id, "artifact": ref, "source_sandbox_id": st.sandbox_id}
         self.emit([self._event(st, "snapshot.created", payload, cmd)])
 
@@ -373,15 +414,16 @@ class SandboxProcessor:
                 started.append(lifecycle(st, "busy", ACTOR, cmd))
         self.emit(started, wait=False)  # ordered by the idempotent producer; exec.finished waits for all
         seq, recorded, truncated = 0, 0, False
-        overflow = bytearray()  # both streams, as produced, past MAX_RECORDED_OUTPUT
+        overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
+        overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT
 
         def on_output(stream: str, data: bytes) -> None:
             nonlocal seq, recorded, truncated
-            if recorded + len(data) > MAX_RECORDED_OUTPUT or overflow:
-                if len(overflow) + len(data) > MAX_ARTIFACT_OUTPUT:
+            if recorded + len(data) > MAX_RECORDED_OUTPUT or overflow.tell():
+                if overflow.tell() + len(data) > overflow_limit:
                     truncated = True
                 else:
-                    overflow.extend(data)
+                    overflow.write(data)
                 return
             recorded += len(data)
             payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
@@ -400,8 +442,11 @@ class SandboxProcessor:
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
         events = []
-        if overflow:
-            ref = self.artifacts.put(st.tenant_id, bytes(overflow), "text/plain", f"{cid}.output")
+        ref = None
+        with overflow:
+            if overflow.tell():
+                ref = self.artifacts.put_file(st.tenant_id, overflow, "text/plain", f"{cid}.output")
+        if ref:
             payload = {"command_id": cid, "stream": "stdout", "seq": seq, "data": b"", "artifact": ref}
             events += [self._event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, cmd),
                        self._event(st, "exec.output", payload, cmd)]  # fmt: skip

@@ -12,12 +12,14 @@ from astraforge.schemas import Envelope
 
 @dataclass(frozen=True, slots=True)
 class Upsert:
-    """Insert a row, or update the listed columns of the row with the same key."""
+    """Insert a row, or update the listed columns of the row with the same key. With
+    ``insert=False`` only an existing row of the same key and tenant is updated."""
 
     table: str
     key: str
     row: dict[str, Any]
     update: tuple[str, ...]
+    insert: bool = True
 
 
 def _artifact_row(envelope: Envelope, artifact: dict, offset: int) -> Upsert:
@@ -100,4 +102,7 @@ def fold(envelope: Envelope, offset: int) -> list[Upsert]:
         ]
     if envelope.type in ("artifact.stored", "snapshot.created"):
         return [_artifact_row(envelope, p["artifact"], offset)]
+    if envelope.type == "artifact.deleted":
+        row = {"artifact_id": p["artifact_id"], "tenant_id": envelope.tenant_id, "deleted_at": when}
+        return [Upsert("artifacts", "artifact_id", row, ("deleted_at",), insert=False)]
     return []

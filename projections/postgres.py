@@ -31,7 +31,7 @@ EVENT_COLUMNS = (
     "partition", "offset", "stream_id", "tenant_id", "event_id", "type", "occurred_at", "actor",
     "sandbox_id", "causation_id", "correlation_id", "schema_version", "payload",
 )  # fmt: skip
-TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at"}
+TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -215,6 +215,17 @@ class Projector:
                 ],
             )  # fmt: skip
         for up in upserts:
+            if not up.insert:
+                cur.execute(
+                    sql.SQL("UPDATE {}.{} SET {} WHERE {} = %s AND tenant_id = %s").format(
+                        schema, sql.Identifier(up.table),
+                        sql.SQL(",").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in up.update),
+                        sql.Identifier(up.key),
+                    ),
+                    [from_micros(up.row[c]) if c in TIME_COLUMNS else up.row[c] for c in up.update]
+                    + [up.row[up.key], up.row["tenant_id"]],
+                )  # fmt: skip
+                continue
             cols = list(up.row)
             values = [from_micros(v) if c in TIME_COLUMNS else v for c, v in up.row.items()]
             action = (

@@ -74,7 +74,9 @@ class ProjectionQueries:
 
     async def artifact(self, conn: Executor, tenant_id: str, artifact_id: str) -> dict | None:
         cur = await conn.execute(
-            sql.SQL("SELECT * FROM {}.artifacts WHERE artifact_id = %s AND tenant_id = %s").format(self.schema),
+            sql.SQL(
+                "SELECT * FROM {}.artifacts WHERE artifact_id = %s AND tenant_id = %s AND deleted_at IS NULL"
+            ).format(self.schema),
             (artifact_id, tenant_id),
         )
         return await cur.fetchone()
@@ -92,9 +94,11 @@ class ProjectionQueries:
         cur = await conn.execute(
             sql.SQL(
                 "SELECT count(*) AS sandboxes, coalesce(sum(memory_mb), 0) AS memory_mb,"
-                " (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs"
+                " (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs,"
+                " (SELECT coalesce(sum(size), 0)::bigint FROM {0}.artifacts"
+                " WHERE tenant_id = %s AND deleted_at IS NULL) AS artifact_bytes"
                 " FROM {0}.sandboxes WHERE tenant_id = %s AND state NOT IN ('terminated', 'failed')"
             ).format(self.schema),
-            (tenant_id, tenant_id),
+            (tenant_id, tenant_id, tenant_id),
         )
         return await cur.fetchone()

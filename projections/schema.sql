@@ -90,6 +90,9 @@ CREATE TABLE IF NOT EXISTS {schema}.artifacts (
     "offset"     bigint      NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_stream ON {schema}.artifacts (stream_id);
+-- set by artifact.deleted (tenant delete or retention); the bytes go at the next sweep
+ALTER TABLE {schema}.artifacts ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+CREATE INDEX IF NOT EXISTS artifacts_live_by_tenant ON {schema}.artifacts (tenant_id) WHERE deleted_at IS NULL;
 
 -- The next offset to consume, committed in the same transaction as the rows above.
 CREATE TABLE IF NOT EXISTS {schema}.consumer_offsets (

@@ -8,6 +8,8 @@ reaches the new sandbox (where it is unpacked by the sandbox user, inside its ow
 
 import io
 import tarfile
+import zlib
+from typing import BinaryIO
 
 from astraforge.errors import ValidationError
 
@@ -78,15 +80,20 @@ class _Workspace:
             self._check_link(where, target)
 
 
-def check_snapshot(data: bytes) -> int:
-    """Raise ``UnsafeSnapshot`` naming the first bad entry; returns the number of entries."""
+def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000) -> int:
+    """Raise ``UnsafeSnapshot`` naming the first bad entry (or past ``max_entries``, which bounds
+    the work a hostile archive can cause here); returns the number of entries. Reads the archive
+    as a stream, entry by entry: it is never held whole."""
+    fileobj = io.BytesIO(source) if isinstance(source, bytes) else source
+    workspace, count = _Workspace(), 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            members = tar.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as e:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for m in tar:
+                count += 1
+                if count > max_entries:
+                    raise UnsafeSnapshot(f"more than {max_entries} entries")
+                workspace.add(m)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise UnsafeSnapshot(f"not a readable tar: {e}") from e
-    workspace = _Workspace()
-    for m in members:
-        workspace.add(m)
     workspace.check_links()
-    return len(members)
+    return count

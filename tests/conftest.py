@@ -25,7 +25,8 @@ def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
     fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
               "egress_credentials": {"127.0.0.1": f"Authorization: Bearer {EGRESS_SECRET}"},
-              "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}]}  # fmt: skip
+              "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],
+              "max_output_bytes": 16 * 1024 * 1024, "max_snapshot_bytes": 4 * 1024 * 1024}  # fmt: skip
     return Settings(**{**fields, **overrides})
 
 

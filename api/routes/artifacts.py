@@ -1,8 +1,10 @@
 """Artifacts (large output, snapshots) and forking sandboxes from a snapshot."""
 
 import asyncio
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
@@ -13,6 +15,7 @@ from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
+from astraforge.schemas import Envelope
 
 router = APIRouter(tags=["artifacts"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
@@ -28,11 +31,32 @@ async def download_artifact(artifact_id: ArtifactId, request: Request, tenant: C
     row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
     if row is None:
         raise ApiError(404, f"artifact {artifact_id} not found")
-    try:
-        data = await run_in_threadpool(request.app.state.artifacts.get, row)
+    chunks = request.app.state.artifacts.iter_chunks(row)
+    try:  # the first chunk before the headers: a missing artifact is still a clean 404
+        first = await run_in_threadpool(next, chunks, b"")
     except NotFound:
         raise ApiError(404, f"artifact {artifact_id} is gone from the store") from None
-    return Response(data, media_type=row["content_type"], headers={"X-Sha256": row["sha256"]})
+
+    def body() -> Iterator[bytes]:
+        yield first
+        yield from chunks  # streamed; a sha256 mismatch at the end breaks the response off
+
+    headers = {"X-Sha256": row["sha256"], "Content-Length": str(row["size"])}
+    return StreamingResponse(body(), media_type=row["content_type"], headers=headers)
+
+
+@router.delete("/v1/artifacts/{artifact_id}", status_code=202, operation_id="deleteArtifact", responses=ERRORS)
+async def delete_artifact(artifact_id: ArtifactId, request: Request, tenant: CurrentTenant, conn: Conn,
+                          settings: AppSettings) -> Response:  # fmt: skip
+    """Delete an artifact (or snapshot): it answers 404 from then on and stops counting against the
+    quota once projected; its bytes leave the store at the next sweep."""
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
+    if row is None:
+        raise ApiError(404, f"artifact {artifact_id} not found")
+    deleted = Envelope(type="artifact.deleted", stream_id=row["stream_id"], tenant_id=tenant, actor=f"tenant:{tenant}",
+                       payload={"artifact_id": artifact_id, "reason": "deleted"})  # fmt: skip
+    await run_in_threadpool(request.app.state.producer.append_many, [deleted])
+    return Response(status_code=202)
 
 
 @router.post("/v1/snapshots/{snapshot_id}/fork", status_code=201, response_model=list[SandboxPublic],

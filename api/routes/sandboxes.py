@@ -30,7 +30,7 @@ from astraforge.api.models import (
     iso,
 )
 from astraforge.api.params import After, CommandId, SandboxId
-from astraforge.api.quotas import admit_exec, admit_sandboxes
+from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandboxes
 from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
@@ -155,18 +155,22 @@ async def snapshot(
 ) -> SnapshotPublic:
     """Snapshot /workspace (gzip'd tar, sha256) into the artifact store."""
     await _live_sandbox(conn, settings, tenant, sandbox_id)
+    await admit_artifact_bytes(conn, settings, tenant, 1)  # a tenant at its quota takes no more snapshots
     snapshot_id = new_id()
     command = _command(tenant, sandbox_id, "sandbox.snapshot", {"snapshot_id": snapshot_id, "name": None})
     sub = live.subscribe(sandbox_id, tenant)
     try:
         await _append(request, [command])
-        match = lambda e: e.type == "snapshot.created" and e.payload["snapshot_id"] == snapshot_id  # noqa: E731
+        outcome = ("snapshot.created", "snapshot.failed")
+        match = lambda e: e.type in outcome and e.payload["snapshot_id"] == snapshot_id  # noqa: E731
         try:
             done = await _until(sub, match, timeout=300)
         except TimeoutError:
-            raise ApiError(504, "the snapshot did not complete in time") from None
+            raise ApiError(504, "the snapshot did not complete in time", code="timeout") from None
     finally:
         live.unsubscribe(sub)
+    if done.type == "snapshot.failed":
+        raise ApiError(SANDBOX_ERRORS.get(done.payload["error"].partition(":")[0], 422), done.payload["error"])
     ref = done.payload["artifact"]
     return SnapshotPublic(id=snapshot_id, sandbox_id=sandbox_id, size=ref["size"], sha256=ref["sha256"])
 
@@ -285,15 +289,16 @@ async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelo
     )  # fmt: skip
 
 
-FILE_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413}
+SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413}
 FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
-async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer: str) -> Envelope:
+async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer: str, facts=()) -> Envelope:
+    """Append ``facts`` (records of what the API itself did) and the command; await the answer."""
     rid = command.payload["request_id"]
     sub = live.subscribe(sandbox_id, tenant)
     try:
-        await _append(request, [command])
+        await _append(request, [*facts, command])
         done = await _until(sub, lambda e: e.type == answer and e.payload.get("request_id") == rid, timeout=60)
     except TimeoutError:
         raise ApiError(504, f"the sandbox did not answer {command.type} in time", code="timeout") from None
@@ -301,7 +306,7 @@ async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer:
         live.unsubscribe(sub)
     error = done.payload.get("error")
     if error:
-        raise ApiError(FILE_ERRORS.get(error.partition(":")[0], 422), error)
+        raise ApiError(SANDBOX_ERRORS.get(error.partition(":")[0], 422), error)
     return done
 
 
@@ -329,13 +334,16 @@ async def upload(
     data = await _body_within(request, settings.max_file_bytes)
     artifact = None
     if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
+        await admit_artifact_bytes(conn, settings, tenant, len(data))
         artifact = await run_in_threadpool(
             request.app.state.artifacts.put, tenant, data, "application/octet-stream", path
         )
     inline = None if artifact else data
     payload = {"request_id": new_id(), "path": path, "content": inline, "artifact": artifact, "mode": 0o644}
     command = _command(tenant, sandbox_id, "sandbox.file.write", payload)
-    done = await _file_op(request, live, tenant, sandbox_id, command, "file.written")
+    # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
+    stored = [_command(tenant, sandbox_id, "artifact.stored", {"artifact": artifact, "command_id": None})]
+    done = await _file_op(request, live, tenant, sandbox_id, command, "file.written", stored if artifact else ())
     return FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
 
 
@@ -355,6 +363,7 @@ async def download(
     store = request.app.state.artifacts
     if export:
         if ref is None:
+            await admit_artifact_bytes(conn, settings, tenant, done.payload["size"])
             ref = await run_in_threadpool(
                 store.put, tenant, done.payload["content"] or b"", "application/octet-stream", path
             )

@@ -1,5 +1,6 @@
 """The contract every artifact store meets; a backend's test supplies only the ``store`` fixture."""
 
+import hashlib
 import secrets
 
 import pytest
@@ -24,3 +25,23 @@ class ArtifactStoreContract:
         ref = store.put("t-tamper", b"original")
         with pytest.raises(ArtifactError, match="sha256"):
             store.get({**ref, "sha256": "f" * 64})
+
+    def test_files_stream_in_and_out_in_chunks(self, store: ArtifactStore) -> None:
+        from astraforge.artifacts import CHUNK, spool
+
+        data = secrets.token_bytes(3 * CHUNK + 123)
+        with spool() as source:
+            source.write(data)
+            ref = store.put_file("t-stream", source, "application/gzip", "big.tgz")
+        assert ref["size"] == len(data) and ref["sha256"] == hashlib.sha256(data).hexdigest()
+        chunks = list(store.iter_chunks(ref))
+        assert len(chunks) > 1 and all(len(c) <= CHUNK for c in chunks) and b"".join(chunks) == data
+        with store.get_file(ref) as copy:
+            assert copy.read() == data
+
+    def test_delete_removes_the_bytes_and_is_idempotent(self, store: ArtifactStore) -> None:
+        ref = store.put(f"t-{secrets.token_hex(4)}", b"to be deleted")
+        store.delete(ref["key"])
+        store.delete(ref["key"])
+        with pytest.raises(NotFound):
+            store.get(ref)

@@ -76,3 +76,10 @@ def test_links_that_stay_inside_pass() -> None:
     data = tar_of(entry("./src", tarfile.DIRTYPE), entry("./src/app.py"), entry("./cur", tarfile.SYMTYPE, "src"),
                   entry("./src/up", tarfile.SYMTYPE, ".."), entry("./cur/up/cur/app2.py"))  # fmt: skip
     assert check_snapshot(data) == 5
+
+
+def test_entries_past_the_limit_are_refused_while_streaming() -> None:
+    data = tar_of(*(entry(f"./f{i}") for i in range(50)))
+    assert check_snapshot(data, max_entries=50) == 50
+    with pytest.raises(UnsafeSnapshot, match="more than 49 entries"):
+        check_snapshot(data, max_entries=49)

@@ -45,3 +45,9 @@ def test_execs_run_from_started_to_finished_and_sandboxes_keep_their_memory() ->
     assert fold(ev("sandbox.requested", {"state": "requested"}, sandbox="sb-2"), 0)[0].row["memory_mb"] == 512
     ready = fold(ev("sandbox.ready", {"state": "ready"}, sandbox="sb-1"), 3)[0]
     assert "memory_mb" not in ready.update  # later lifecycle records keep what the request said
+
+
+def test_a_deleted_artifact_only_updates_an_existing_row_of_its_tenant() -> None:
+    (deleted,) = fold(ev("artifact.deleted", {"artifact_id": "a1", "reason": "deleted"}, at=5_000), 11)
+    assert (deleted.table, deleted.insert, deleted.update) == ("artifacts", False, ("deleted_at",))
+    assert deleted.row == {"artifact_id": "a1", "tenant_id": "acme", "deleted_at": 5_000}
