@@ -47,6 +47,7 @@ write_config() {
   local file="$1" admin="$2"
   local plain="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$ADMIN_USER\" password=\"$admin\" user_$ADMIN_USER=\"$admin\";"
   mkdir -p "$DIR/data"
+  chmod 700 "$DIR"  # the records of every tenant, the admin password: the broker's user only
   (umask 077 && cat > "$file") <<PROPS
 process.roles=broker,controller
 node.id=1

@@ -42,6 +42,12 @@ def _no_ambient_password(monkeypatch) -> None:
     monkeypatch.setenv("PGPASSFILE", "/dev/null")
 
 
+def stolen(settings: Settings, name: str) -> str:
+    """A password of the stack, as someone who stole it would try it elsewhere (random if there is none)."""
+    path = settings.state_dir / name
+    return path.read_text().strip() if path.exists() else secrets.token_hex(32)
+
+
 def pg(settings: Settings, **params) -> psycopg.Connection:
     """A raw libpq connection to the stack's PostgreSQL (loopback unless ``host`` says otherwise)."""
     base = {"host": "127.0.0.1", "port": settings.pg_port, "dbname": "astraforge", "user": "astraforge"}
@@ -70,7 +76,7 @@ def test_postgres_refuses_a_wrong_password(settings) -> None:
 
 
 def test_postgres_superuser_is_not_reachable_over_tcp(settings) -> None:
-    app_password = (settings.state_dir / POSTGRES_PASSWORD_FILE).read_text().strip()
+    app_password = stolen(settings, POSTGRES_PASSWORD_FILE)
     for password in (None, "postgres", app_password):
         for dbname in ("postgres", "astraforge"):
             with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
@@ -132,7 +138,7 @@ def scram(password: str, username: str = "astraforge", mechanism: str = "SCRAM-S
 
 
 def guesses(settings: Settings) -> dict[str, dict]:
-    app_password = (settings.state_dir / KAFKA_PASSWORD_FILE).read_text().strip()
+    app_password = stolen(settings, KAFKA_PASSWORD_FILE)
     return {
         "no SASL": {},
         "wrong SCRAM password": scram(secrets.token_hex(32)),
