@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     async def lifespan(app: FastAPI):
         ensure_control_schema(settings)
         app.state.pool = AsyncConnectionPool(
-            settings.database_url,
+            settings.database_dsn(),  # the same credentials as astraforge.db.connect
             min_size=2,
             max_size=20,
             open=False,

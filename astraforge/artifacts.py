@@ -135,10 +135,10 @@ class S3ArtifactStore(ArtifactStore):
         self.bucket = settings.s3_bucket
         retries = {"max_attempts": 3}
         config = Config(connect_timeout=5, read_timeout=30, retries=retries, s3={"addressing_style": "path"})
+        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
         self.client = boto3.client(
             "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key, region_name="us-east-1",
-            config=config,
+            aws_secret_access_key=secret, region_name="us-east-1", config=config,
         )  # fmt: skip
 
     def ensure_bucket(self) -> None:

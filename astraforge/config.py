@@ -1,24 +1,31 @@
 """One ``Settings`` object, read from ``ASTRAFORGE_*`` environment variables (and ``.env``).
 
 Defaults point at the local stack that ``astraforge dev up`` starts, so a newcomer needs no
-configuration. Outside ``env=development`` the settings refuse to start with development defaults
-for anything secret.
+configuration: outside production, unset credentials are read from the files the stack scripts
+generate (``<state_dir>/secrets``), at the moment a client is built, never at import. With
+``env=production`` the settings refuse to start without explicit credentials for PostgreSQL and
+Kafka. Secret fields are ``SecretStr``: they never appear in a repr, a log line or ``dev status``.
 """
 
 import json
 import os
 import socket
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from astraforge.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEV_DATABASE_URL = "postgresql://astraforge@127.0.0.1:15432/astraforge"
+# What deploy/local/postgres.sh and kafka.sh create: one application identity, its password in a file.
+LOCAL_USER = "astraforge"
+POSTGRES_PASSWORD_FILE = "secrets/postgres-app.password"
+KAFKA_PASSWORD_FILE = "secrets/kafka-app.password"
 # deploy/local/common.sh makes the same choice: root caches where unprivileged sandbox uids can read
 DEFAULT_CACHE = Path("/var/cache/astraforge") if os.geteuid() == 0 else Path.home() / ".cache" / "astraforge"
 
@@ -39,15 +46,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASTRAFORGE_", env_file=".env", extra="ignore")
 
     env: Literal["development", "test", "production"] = "development"
-    """Deployment kind; `production` refuses development defaults."""
-    kafka_bootstrap: str = "127.0.0.1:19092"
-    """Kafka bootstrap servers."""
+    """Deployment kind; `production` refuses development defaults and needs explicit credentials."""
+    kafka_port: int = 19092
+    """The local stack's Kafka port (deploy/local/kafka.sh reads the same variable)."""
+    pg_port: int = 15432
+    """The local stack's PostgreSQL port (deploy/local/postgres.sh reads the same variable)."""
+    kafka_bootstrap: str = ""
+    """Kafka bootstrap servers (default: `127.0.0.1:<kafka_port>`)."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] | None = None
+    """librdkafka `security.protocol` (default: SASL_PLAINTEXT when there are credentials, else PLAINTEXT)."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    """Kafka SASL user (default outside production: the local stack's `astraforge`)."""
+    kafka_sasl_password: SecretStr | None = None
+    """Kafka SASL password (default outside production: <state_dir>/secrets/kafka-app.password)."""
     topic_prefix: str = "astraforge"
     """Topics are `<prefix>.commands`, `<prefix>.events`, `<prefix>.deadletter`."""
     topic_partitions: int = Field(default=6, ge=1)
     """Partitions for newly created topics."""
-    database_url: str = DEV_DATABASE_URL
-    """PostgreSQL connection string (psycopg conninfo or URL)."""
+    database_url: SecretStr | None = None
+    """PostgreSQL connection string (psycopg conninfo or URL) with the password of a non-superuser role
+    (default outside production: the local stack's role, password from <state_dir>/secrets/postgres-app.password)."""
     projection_schema: str = "projection"
     """PostgreSQL schema holding the read models (rebuilt from Kafka on demand)."""
     api_host: str = "127.0.0.1"
@@ -110,22 +129,107 @@ class Settings(BaseSettings):
     s3_endpoint: str | None = None
     s3_bucket: str = "astraforge-artifacts"
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+    def database_dsn(self) -> str:
+        """The connection string to use: ``database_url``, or the local stack's (its password read now).
+
+        Without a password file the URL has none, and PostgreSQL's refusal names it
+        (``missing_credentials`` says where it was looked for).
+        """
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        password = self._local_secret(POSTGRES_PASSWORD_FILE)
+        auth = f"{LOCAL_USER}:{quote(password, safe='')}" if password else LOCAL_USER
+        return f"postgresql://{auth}@127.0.0.1:{self.pg_port}/{LOCAL_USER}"
+
+    def kafka_credentials(self) -> "KafkaCredentials | None":
+        """The SASL identity for Kafka clients: explicit settings, or the local stack's (read now)."""
+        if self.kafka_sasl_username is not None and self.kafka_sasl_password is not None:
+            return KafkaCredentials(self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                                    self.kafka_sasl_password.get_secret_value())  # fmt: skip
+        password = self._local_secret(KAFKA_PASSWORD_FILE)
+        if password is None:
+            return None
+        return KafkaCredentials(self.kafka_sasl_mechanism, self.kafka_sasl_username or LOCAL_USER, password)
+
+    def missing_credentials(self, service: Literal["kafka", "postgres"]) -> str | None:
+        """A hint naming what is missing when a service has no credentials to offer, else None."""
+        if service == "kafka":
+            if self.kafka_credentials() is not None or self.kafka_security_protocol in ("PLAINTEXT", "SSL"):
+                return None
+            return (f"no Kafka credentials: set ASTRAFORGE_KAFKA_SASL_USERNAME/_PASSWORD, or start the local "
+                    f"stack (`astraforge dev up`), which writes {self.state_dir / KAFKA_PASSWORD_FILE}")  # fmt: skip
+        if self.database_url is not None or self._local_secret(POSTGRES_PASSWORD_FILE) is not None:
+            return None
+        return (f"no PostgreSQL password: set ASTRAFORGE_DATABASE_URL, or start the local stack "
+                f"(`astraforge dev up`), which writes {self.state_dir / POSTGRES_PASSWORD_FILE}")  # fmt: skip
+
+    def _local_secret(self, name: str) -> str | None:
+        """A password the local stack generated, outside production only (never a production default)."""
+        if self.env == "production":
+            return None
+        try:
+            return (self.state_dir / name).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def as_env(self) -> dict[str, str]:
-        """These settings as ``ASTRAFORGE_*`` variables, to hand to a child process."""
-        values = self.model_dump(mode="json")
-        return {f"ASTRAFORGE_{k.upper()}": v if isinstance(v, str) else json.dumps(v) for k, v in values.items()
-                if v is not None}  # fmt: skip
+        """These settings as ``ASTRAFORGE_*`` variables, to hand to a child process (secrets included:
+        an environment is not a log; unset credentials stay unset, so the child reads the same files)."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            raw = getattr(self, name)
+            if raw is None:
+                continue
+            value = raw.get_secret_value() if isinstance(raw, SecretStr) else value
+            env[f"ASTRAFORGE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
     @model_validator(mode="after")
-    def _no_dev_defaults_in_production(self) -> "Settings":
-        if self.env == "production" and self.database_url == DEV_DATABASE_URL:
-            raise ConfigError("ASTRAFORGE_DATABASE_URL must be set in production (dev default refused)")
+    def _local_and_production_defaults(self) -> "Settings":
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if (self.kafka_sasl_username is None) != (self.kafka_sasl_password is None):
+            raise ConfigError("set both ASTRAFORGE_KAFKA_SASL_USERNAME and ASTRAFORGE_KAFKA_SASL_PASSWORD, or neither")
+        if self.env == "production":
+            missing = []
+            if self.database_url is None or not _has_credential(self.database_url.get_secret_value()):
+                missing.append("ASTRAFORGE_DATABASE_URL with the password of a non-superuser role")
+            if self.kafka_sasl_username is None:
+                missing.append("ASTRAFORGE_KAFKA_SASL_USERNAME and ASTRAFORGE_KAFKA_SASL_PASSWORD")
+            if missing:
+                raise ConfigError(f"production needs explicit credentials: {'; '.join(missing)}")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaCredentials:
+    """A SASL identity; the password is left out of the repr."""
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+
+
+def _has_credential(dsn: str) -> bool:
+    """A password (or a client certificate) in a psycopg connection string or URL."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(f"ASTRAFORGE_DATABASE_URL is not a valid connection string: {type(e).__name__}") from e
+    return bool(params.get("password") or params.get("sslcert"))
 
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (tests build their own ``Settings`` instead)."""
-    return Settings()
+    """The process-wide settings (tests build their own ``Settings`` instead); ``ConfigError`` if unusable."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = [f"ASTRAFORGE_{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+                    for err in e.errors()]  # fmt: skip
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from e

@@ -29,9 +29,16 @@ CREATE TABLE IF NOT EXISTS api_keys (
 def connect(settings: Settings, **kwargs) -> psycopg.Connection:
     """A connection (dict rows), or ``DatabaseUnavailable`` within a few seconds."""
     try:
-        return psycopg.connect(settings.database_url, connect_timeout=5, row_factory=dict_row, **kwargs)
+        return psycopg.connect(settings.database_dsn(), connect_timeout=5, row_factory=dict_row, **kwargs)
     except psycopg.OperationalError as e:
-        raise DatabaseUnavailable(f"PostgreSQL did not answer: {e}") from e
+        raise unavailable(settings, e) from e
+
+
+def unavailable(settings: Settings, error: Exception) -> DatabaseUnavailable:
+    """``DatabaseUnavailable`` for a refused or unanswered connection, naming a missing password if that is why."""
+    hint = settings.missing_credentials("postgres")
+    message = f"PostgreSQL refused the connection or did not answer: {error}".strip()
+    return DatabaseUnavailable(f"{message} ({hint})" if hint else message)
 
 
 def ensure_control_schema(settings: Settings) -> None:

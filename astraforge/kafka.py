@@ -1,5 +1,7 @@
-"""Shared confluent-kafka client settings: one place for bootstrap, timeouts and logging.
+"""Shared confluent-kafka client settings: one place for bootstrap, credentials, timeouts and logging.
 
+Every producer, consumer and admin client is built from ``client_config``, so each one logs in
+with the SASL identity of the settings (the local stack refuses unauthenticated clients).
 librdkafka's own log lines go to the ``astraforge.kafka`` Python logger instead of stderr, so an
 unreachable broker is reported once by our code (as ``KafkaUnavailable``), not as a flood.
 """
@@ -34,14 +36,27 @@ def partition_for(stream_id: str, partitions: int) -> int:
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return {
+    """The librdkafka configuration of every client: bootstrap, SASL identity, timeouts, logging."""
+    credentials = settings.kafka_credentials()
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol or ("SASL_PLAINTEXT" if credentials else "PLAINTEXT"),
         "socket.timeout.ms": 3000,
         "socket.nagle.disable": True,  # small records, latency first
         "reconnect.backoff.max.ms": 2000,
         "logger": LOG,
-        **extra,
     }
+    if credentials is not None:
+        config |= {"sasl.mechanism": credentials.mechanism, "sasl.username": credentials.username,
+                   "sasl.password": credentials.password}  # fmt: skip
+    return config | extra
+
+
+def unavailable(settings: Settings, error: Exception) -> KafkaUnavailable:
+    """``KafkaUnavailable`` for a broker that did not answer, naming missing credentials if that is why."""
+    hint = settings.missing_credentials("kafka")
+    message = f"Kafka at {settings.kafka_bootstrap} did not answer: {error}"
+    return KafkaUnavailable(f"{message} ({hint})" if hint else message)
 
 
 def reader(settings: Settings, **extra: Any) -> Consumer:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from astraforge.config import Settings
-from astraforge.errors import DeliveryFailed, KafkaUnavailable
-from astraforge.kafka import client_config
+from astraforge.errors import DeliveryFailed
+from astraforge.kafka import client_config, unavailable
 from astraforge.schemas import Codec, Envelope, default_codec
 
 
@@ -47,7 +47,7 @@ class EventProducer:
         try:
             self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
         except KafkaException as e:
-            raise KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap} did not answer: {e}") from e
+            raise unavailable(settings, e) from e
 
     def topic_for(self, envelope: Envelope) -> str:
         kind = self.codec.topic_kind(envelope.type)

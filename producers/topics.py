@@ -5,7 +5,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
-from astraforge.kafka import client_config
+from astraforge.kafka import client_config, unavailable
 
 FOREVER = "-1"
 
@@ -30,7 +30,7 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = admin.list_topics(timeout=settings.kafka_timeout_s).topics
     except KafkaException as e:
-        raise KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap} did not answer: {e}") from e
+        raise unavailable(settings, e) from e
     wanted = [
         NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1, config=config)
         for name, config in topic_configs(settings).items()

@@ -71,5 +71,20 @@ start_service() {
   fi
 }
 
+# secret NAME — prints the secret kept in $AF_SECRETS/NAME, generating it on first use (32 random
+# bytes as hex: safe inside URLs, JAAS and SQL literals). The directory is 0700, the file 0600; the
+# value is never logged (astraforge/config.py reads the same files, lazily, in development).
+AF_SECRETS="$AF_STATE_DIR/secrets"
+secret() {
+  local file="$AF_SECRETS/$1"
+  if [ ! -s "$file" ]; then
+    (umask 077 && mkdir -p "$AF_SECRETS" && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$file.tmp" && mv "$file.tmp" "$file") \
+      || die "could not write $file"
+    log "generated $file"
+  fi
+  chmod 700 "$AF_SECRETS" && chmod 600 "$file"
+  cat "$file"
+}
+
 # port_open HOST PORT — a TCP connect succeeds.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
