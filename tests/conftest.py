@@ -15,16 +15,22 @@ from astraforge.db import connect, ensure_control_schema
 from astraforge.producers.kafka import EventProducer
 from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
-from tests.support import running_api, running_projector
+from tests.netns import NetnsUpstream, netns_upstream, upstream_addresses
+from tests.support import free_port, running_api, running_projector
 
-# a credential only the platform knows: the egress proxy adds it for 127.0.0.1 (tests/integration/test_egress.py)
+# a credential only the platform knows: the egress proxy adds it for the test upstream's address
+# (tests/netns.py; tests/integration/test_egress.py proves it never enters the sandbox)
 EGRESS_SECRET = f"real-key-{secrets.token_hex(12)}"
+# the operator's platform upstream (a loopback server started by tests/security/test_egress_attacks.py)
+GATEWAY_PORT = free_port()
 
 
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
     fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
-              "egress_credentials": {"127.0.0.1": f"Authorization: Bearer {EGRESS_SECRET}"},
+              "egress_credentials": {ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
+              "egress_platform_upstreams": {"model-gateway": f"127.0.0.1:{GATEWAY_PORT}"},
+              "egress_header_timeout_s": 5, "egress_max_connections": 8,
               "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],
               "max_output_bytes": 16 * 1024 * 1024, "max_snapshot_bytes": 4 * 1024 * 1024}  # fmt: skip
     return Settings(**{**fields, **overrides})
@@ -68,6 +74,14 @@ def projector(settings: Settings):
 def api_url(settings: Settings, projector) -> Iterator[str]:
     with running_api(settings, sse_ping_s=1.0) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def egress_upstream(tmp_path_factory) -> Iterator[NetnsUpstream]:
+    """An HTTP upstream at a globally routable address in a network namespace this session made."""
+    port = free_port()  # free on the host's loopback too (tests/security/test_egress_attacks.py binds it there)
+    with netns_upstream(port, tmp_path_factory.mktemp("upstream") / "requests.jsonl") as upstream:
+        yield upstream
 
 
 def _tenant(settings: Settings) -> tuple[str, str]:

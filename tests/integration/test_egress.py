@@ -1,44 +1,15 @@
 """Egress through the host-side proxy: allowlist, methods, attribution, credential injection, and
-proof that the credential never enters the sandbox. The upstream is a server on the host's
-loopback; the sandbox reaches it only through the proxy (it has no route of its own)."""
+proof that the credential never enters the sandbox. The upstream listens at a globally routable
+address inside a network namespace the session created (tests/netns.py: the proxy refuses the
+host's own loopback); the sandbox reaches it only through the proxy (it has no route of its own)."""
 
 import base64
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import httpx
-import pytest
 
 from tests.conftest import EGRESS_SECRET
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, wait_until
-
-
-class Upstream(BaseHTTPRequestHandler):
-    seen: ClassVar[list[dict]] = []
-
-    def _answer(self) -> None:
-        Upstream.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
-        body = b"hello from upstream"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def fetch(url: str, method: str = "GET", auth_header: str | None = None) -> str:
@@ -73,25 +44,24 @@ print(f"env={env} files={files} proc={proc}")
 PY"""
 
 
-def test_allowlist_methods_attribution_and_credentials(api_url, sandbox_processor, tenant, upstream) -> None:
+def test_allowlist_methods_attribution_and_credentials(api_url, sandbox_processor, tenant, egress_upstream) -> None:
     _, key = tenant
-    sid = create(api_url, key, egress_allow=[f"GET 127.0.0.1:{upstream}"])["id"]
+    target = f"{egress_upstream.ip}:{egress_upstream.port}"
+    sid = create(api_url, key, egress_allow=[f"GET {target}"])["id"]
     base = f"{api_url}/v1/sandboxes/{sid}"
 
-    ok = post(
-        f"{base}/exec", key, {"command": fetch(f"http://127.0.0.1:{upstream}/data", auth_header="Bearer placeholder")}
-    ).json()
+    ok = post(f"{base}/exec", key, {"command": fetch(f"http://{target}/data", auth_header="Bearer placeholder")}).json()
     assert ok["stdout"].startswith("200 hello from upstream"), ok
-    request = Upstream.seen[-1]
-    assert request["path"] == "/data"
-    assert request["headers"]["Authorization"] == f"Bearer {EGRESS_SECRET}", "the proxy swapped the placeholder"
-    assert "Proxy-Authorization" not in request["headers"]
+    head = egress_upstream.requests()[-1]["head"]
+    assert head.startswith("GET /data HTTP/1.1\r\n")
+    assert f"\r\nAuthorization: Bearer {EGRESS_SECRET}\r\n" in head, "the proxy swapped the placeholder"
+    assert "placeholder" not in head and "Proxy-Authorization" not in head
 
-    denied_method = post(f"{base}/exec", key, {"command": fetch(f"http://127.0.0.1:{upstream}/x", "POST")}).json()
+    denied_method = post(f"{base}/exec", key, {"command": fetch(f"http://{target}/x", "POST")}).json()
     assert denied_method["stdout"].startswith("403"), denied_method
-    denied_host = post(f"{base}/exec", key, {"command": fetch("http://127.0.0.1:9/other")}).json()
+    denied_host = post(f"{base}/exec", key, {"command": fetch(f"http://{egress_upstream.ip}:9/other")}).json()
     assert denied_host["stdout"].startswith("403"), denied_host
-    assert len([r for r in Upstream.seen if r["path"] in ("/x", "/other")]) == 0
+    assert not [r for r in egress_upstream.requests() if r["head"].split()[1] in ("/x", "/other")]
 
     def egress_events() -> list[dict]:
         items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()[
@@ -114,15 +84,14 @@ def test_allowlist_methods_attribution_and_credentials(api_url, sandbox_processo
     post(f"{base}/stop", key)
 
 
-def test_without_an_allowlist_nothing_leaves(api_url, sandbox_processor, tenant, upstream) -> None:
+def test_without_an_allowlist_nothing_leaves(api_url, sandbox_processor, tenant, egress_upstream) -> None:
     _, key = tenant
     sid = create(api_url, key)["id"]
-    result = post(
-        f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": fetch(f"http://127.0.0.1:{upstream}/data")}
-    ).json()
+    url = f"http://{egress_upstream.ip}:{egress_upstream.port}/data"
+    result = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": fetch(url)}).json()
     assert result["stdout"].startswith("ERR"), result  # no proxy, no route
     proxied = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": (
-        f"HTTP_PROXY=http://127.0.0.1:3128 {fetch(f'http://127.0.0.1:{upstream}/data')}")}).json()  # fmt: skip
+        f"HTTP_PROXY=http://127.0.0.1:3128 {fetch(url)}")}).json()  # fmt: skip
     assert proxied["stdout"].startswith("ERR"), proxied  # the forwarder has no proxy to reach
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
