@@ -15,6 +15,7 @@ from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
+from astraforge.sandbox.egress_addresses import AddressPolicy
 
 
 async def _configure(conn) -> None:
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier()
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)

@@ -9,6 +9,7 @@ Kafka. Secret fields are ``SecretStr``: they never appear in a repr, a log line 
 
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from astraforge.errors import ConfigError
@@ -26,6 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_USER = "astraforge"
 POSTGRES_PASSWORD_FILE = "secrets/postgres-app.password"
 KAFKA_PASSWORD_FILE = "secrets/kafka-app.password"
+UPSTREAM_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+UPSTREAM_TARGET = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
 # deploy/local/common.sh makes the same choice: root caches where unprivileged sandbox uids can read
 DEFAULT_CACHE = Path("/var/cache/astraforge") if os.geteuid() == 0 else Path.home() / ".cache" / "astraforge"
 
@@ -99,6 +102,18 @@ class Settings(BaseSettings):
     egress_credentials: dict[str, str] = Field(default_factory=dict)
     """Host -> header the egress proxy adds for it (e.g. {"api.openai.com": "Authorization: Bearer ..."}).
     Secrets stay on the platform: sandboxes only ever see a placeholder."""
+    egress_platform_upstreams: dict[str, str] = Field(default_factory=dict)
+    """Operator upstreams, name -> "host:port" (e.g. {"model-gateway": "127.0.0.1:9000"}; any address,
+    loopback included). A sandbox reaches one as http://<name>/ (or CONNECT <name>:443) only when the
+    platform grants it that name; a tenant's egress rules never reach it, by name or by address."""
+    egress_header_timeout_s: float = Field(default=10.0, gt=0)
+    """A request head must arrive within this (slowloris); an idle kept-alive connection closes then."""
+    egress_max_connections: int = Field(default=32, ge=1)
+    """Egress connections one sandbox may hold open at once (more are answered 429)."""
+    egress_denials_recorded: int = Field(default=20, ge=1)
+    """Denied egress attempts recorded one by one per sandbox and window; the rest become one summary."""
+    egress_denial_window_s: float = Field(default=10.0, gt=0)
+    """The window of ``egress_denials_recorded``."""
     warm_pools: list[WarmPool] = Field(default_factory=lambda: [WarmPool(size=2)])
     """Ready sandboxes kept waiting per image/profile; a create asking for exactly that claims one."""
     instance_id: str = socket.gethostname()
@@ -185,6 +200,14 @@ class Settings(BaseSettings):
             value = raw.get_secret_value() if isinstance(raw, SecretStr) else value
             env[f"ASTRAFORGE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
+
+    @field_validator("egress_platform_upstreams")
+    @classmethod
+    def _upstreams_are_names_and_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, target in value.items():
+            if not UPSTREAM_NAME.match(name) or not UPSTREAM_TARGET.match(target):
+                raise ValueError(f"egress_platform_upstreams: expected name -> 'host:port', got {name!r}: {target!r}")
+        return value
 
     @model_validator(mode="after")
     def _local_and_production_defaults(self) -> "Settings":

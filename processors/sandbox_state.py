@@ -31,6 +31,11 @@ class SandboxState:
     restore_snapshot: str | None = None
     provider_id: str | None = None  # the provider's name for it: a warm-pool sandbox keeps its pool id
     egress_allow: tuple[str, ...] = ()
+    platform_upstreams: tuple[str, ...] = ()  # granted by the platform, never by the tenant
+
+    @property
+    def has_egress(self) -> bool:
+        return bool(self.egress_allow or self.platform_upstreams)
 
     @property
     def runtime_id(self) -> str:
@@ -86,6 +91,7 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
             created_at=event.occurred_at, last_activity=event.occurred_at,
             restore_snapshot=details.get("restore_snapshot"),
             egress_allow=tuple(r for r in details.get("egress_allow", "").split("\n") if r),
+            platform_upstreams=tuple(u for u in details.get("platform_upstreams", "").split("\n") if u),
         )  # fmt: skip
     if state is None:
         return None
@@ -113,7 +119,7 @@ def from_create(command: Envelope) -> SandboxState:
         image=p["image"], profile={f"profile.{k}": v for k, v in p["profile"].items()},
         idle_timeout_s=p["idle_timeout_s"], ttl_s=p["ttl_s"], created_at=command.occurred_at,
         last_activity=command.occurred_at, restore_snapshot=p["restore_snapshot"],
-        egress_allow=tuple(p["egress_allow"]),
+        egress_allow=tuple(p["egress_allow"]), platform_upstreams=tuple(p.get("platform_upstreams") or ()),
     )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
-from astraforge.sandbox.egress import EgressProxy, parse_rules
+from astraforge.sandbox.egress import EgressDecision, EgressProxy, parse_rules
 from astraforge.sandbox.profile import EGRESS_PORT, SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
 from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
@@ -62,7 +62,7 @@ class SandboxProcessor:
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
         self.snapshots: dict[str, tuple[str, dict]] = {}  # snapshot id -> (tenant, artifact ref)
-        self.egress = EgressProxy(settings.egress_credentials, self._report_egress)
+        self.egress = EgressProxy.from_settings(settings, self._report_egress)
         self.warm_pools = settings.warm_pools
         self.warm: dict[int, list[str]] = {i: [] for i in range(len(self.warm_pools))}  # ready, unclaimed
         self._refilling = threading.Lock()
@@ -154,27 +154,32 @@ class SandboxProcessor:
             elif st.state in ("ready", "busy") and st.runtime_id not in present:
                 self.emit([lifecycle(st, "failed", ACTOR, reason="lost: the sandbox vanished while unobserved")])
             elif st.state in ("ready", "busy"):
-                self._open_egress(st, self.provider.handle(st.runtime_id))
+                try:
+                    self._open_egress(st, self.provider.handle(st.runtime_id))
+                except ValueError:  # e.g. a platform upstream the operator has since removed
+                    LOG.exception("egress for %s not reopened", st.sandbox_id)
 
     # -- egress -----------------------------------------------------------------------------
     def _open_egress(self, st: SandboxState, handle) -> None:
-        if st.egress_allow and handle is not None:
-            self.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", parse_rules(list(st.egress_allow)))
+        if st.has_egress and handle is not None:
+            rules = parse_rules(list(st.egress_allow))
+            self.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", rules, st.platform_upstreams)
 
     @staticmethod
     def _proxy_env(st: SandboxState, command_id: str) -> dict[str, str]:
         """Proxy settings for an exec: the command id rides along as the proxy user (attribution)."""
-        if not st.egress_allow:
+        if not st.has_egress:
             return {}
         url = f"http://{command_id}:x@127.0.0.1:{EGRESS_PORT}"
         return {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
-    def _report_egress(self, sandbox_id: str, d) -> None:
+    def _report_egress(self, sandbox_id: str, d: EgressDecision) -> None:
         st = self.state(sandbox_id)
         if st is None:
             return
         payload = {"command_id": d.command_id, "host": d.host, "port": d.port, "method": d.method, "url": d.url,
-                   "reason": d.reason, "credential_injected": d.credential_injected}  # fmt: skip
+                   "reason": d.reason, "credential_injected": d.credential_injected, "address": d.address,
+                   "suppressed": d.suppressed}  # fmt: skip
         self.producer.send(self._event(st, "egress.allowed" if d.allowed else "egress.denied", payload, None))
         self.producer.poll(0)
 
@@ -205,7 +210,7 @@ class SandboxProcessor:
 
     def _claim(self, st: SandboxState) -> str | None:
         """A warm sandbox from the pool of exactly this image and profile, if there is one."""
-        if st.restore_snapshot or st.egress_allow:
+        if st.restore_snapshot or st.has_egress:
             return None
         for index, pool in enumerate(self.warm_pools):
             profile = {f"profile.{k}": str(v) for k, v in pool.profile.items()}

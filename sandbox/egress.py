@@ -5,94 +5,204 @@ sandbox the supervisor's forwarder exposes that socket as ``127.0.0.1:3128`` and
 ``HTTP(S)_PROXY`` pointing at it. The sandbox itself has no network interface but loopback, so
 there is no other route.
 
-- ``CONNECT host:port`` (HTTPS) is tunnelled when the host is allowed for CONNECT.
-- ``METHOD http://host/...`` (plain HTTP) is forwarded when host and method are allowed; for hosts
-  with a configured credential the proxy adds it (e.g. ``Authorization: Bearer ...``), so secrets
-  never enter the sandbox. The sandbox may hold a placeholder credential; the proxy replaces it.
-- Each attempt is reported (``egress.allowed`` / ``egress.denied``) with the command that made
-  it: execs carry their command id as the proxy user name.
+- ``CONNECT host:port`` (HTTPS) is tunnelled when allowed; it must be the connection's first
+  request, is checked once and then carries opaque TLS.
+- ``METHOD http://host/...`` (plain HTTP): every request on a kept-alive connection is parsed
+  strictly (``egress_http``), checked on its own and forwarded by its own framing, so a pipelined
+  request gets the same checks as the first. The ``Host`` header must agree with the absolute-URI
+  target (a mismatch is refused with 400, never rewritten). For hosts with a configured credential
+  the proxy adds it (e.g. ``Authorization: Bearer ...``), so secrets never enter the sandbox.
+- Each request is checked against the rules (``egress_rules``), then its name is resolved once and
+  every address checked (``egress_addresses``: only globally routable addresses that are neither
+  this host's nor a platform service's); the proxy connects to exactly a checked address, never
+  to the name again (no DNS rebinding between check and connect).
+- Platform upstreams (the model gateway) are operator settings: reached by their name only from a
+  sandbox the platform granted them to, whatever the tenant's rules say, and at any address.
+- Limits: a request head must arrive within ``header_timeout_s`` (slowloris), a sandbox holds at
+  most ``max_connections`` at once, and past ``denials_recorded`` denials per window the rest are
+  answered but recorded as one summary record.
+- Each attempt is reported (``egress.allowed`` when a request goes out, ``egress.denied``) with the
+  command that made it: execs carry their command id as the proxy user name.
 
-Allowlist rules: ``host``, ``*.domain`` (any subdomain), optionally ``host:port``, optionally
-prefixed by methods: ``"GET,POST api.example.com"``. A bare rule allows every method.
+Not protected here: what an allowed upstream does with the traffic; TLS inside a CONNECT tunnel is
+not inspected (methods and paths of HTTPS requests are the tenant's own business); a slow request
+body or a slow upstream is not timed out (the connection cap bounds how many a sandbox can hold).
 """
 
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from astraforge.config import Settings
+from astraforge.sandbox.egress_addresses import AddressPolicy, parse_address
+from astraforge.sandbox.egress_http import Framing, Head, Malformed, body_framing, copy_body, read_head
+from astraforge.sandbox.egress_rules import Rule, normalize_host, parse_rule
+
 LOG = logging.getLogger(__name__)
-MAX_HEADER = 64 * 1024
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
+              "upgrade", "expect"}  # fmt: skip
+FRAMING = {"host", "content-length", "transfer-encoding"}  # never dropped because a Connection header names them
+REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 429: "Too Many Requests", 502: "Bad Gateway"}
+CONNECT_TIMEOUT_S = 10.0
+LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
-class Rule:
-    host: str
-    port: int | None
-    methods: frozenset[str] | None
-
-    @classmethod
-    def parse(cls, text: str) -> "Rule":
-        parts = text.split()
-        if not parts or len(parts) > 2:
-            raise ValueError(f"egress rule {text!r}: expected '[METHODS ]host[:port]'")
-        methods = frozenset(m.upper() for m in parts[0].split(",")) if len(parts) == 2 else None
-        host, _, port = parts[-1].lower().partition(":")
-        if not host or (port and not port.isdigit()):
-            raise ValueError(f"egress rule {text!r}: bad host or port")
-        return cls(host, int(port) if port else None, methods)
-
-    def allows(self, host: str, port: int, method: str) -> bool:
-        if self.host.startswith("*."):
-            host_ok = host.endswith(self.host[1:]) and host != self.host[2:]
-        else:
-            host_ok = host == self.host
-        return host_ok and self.port in (None, port) and (self.methods is None or method in self.methods)
-
-
-@dataclass(frozen=True)
-class Decision:
+class EgressDecision:
     command_id: str | None
     host: str
     port: int
-    method: str
+    method: str | None
     url: str | None
     allowed: bool
     reason: str | None
     credential_injected: bool
+    address: str | None = None  # the address connected to (allowed) or refused
+    suppressed: int = 0  # a summary of this many denials past the rate limit
+
+
+@dataclass(frozen=True)
+class PlatformUpstream:
+    """An operator-configured upstream (``egress_platform_upstreams``), e.g. the model gateway."""
+
+    name: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, name: str, target: str) -> "PlatformUpstream":
+        host, sep, port = target.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+            raise ValueError(f"platform upstream {name!r}: expected 'host:port', got {target!r}")
+        return cls(name, host.removeprefix("[").removesuffix("]"), int(port))
+
+
+@dataclass(frozen=True)
+class EgressLimits:
+    header_timeout_s: float = 10.0
+    max_connections: int = 32
+    denials_recorded: int = 20
+    denial_window_s: float = 10.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "EgressLimits":
+        return cls(s.egress_header_timeout_s, s.egress_max_connections, s.egress_denials_recorded,
+                   s.egress_denial_window_s)  # fmt: skip
+
+
+class DenialLimiter:
+    """Fixed windows: the first ``limit`` denials of a window are recorded one by one, the rest
+    only counted (``drain`` hands the count to one summary record)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self.started, self.count, self.suppressed = -window_s, 0, 0
+
+    def admit(self) -> bool:
+        now = self.clock()
+        if now - self.started >= self.window_s:
+            self.started, self.count = now, 0
+        self.count += 1
+        if self.count <= self.limit:
+            return True
+        self.suppressed += 1
+        return False
+
+    def seconds_left(self) -> float:
+        return max(0.0, self.started + self.window_s - self.clock())
+
+    def drain(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n
+
+
+@dataclass
+class _Sandbox:
+    sandbox_id: str
+    rules: list[Rule]
+    grants: dict[str, PlatformUpstream]
+    limiter: DenialLimiter
+    connections: int = 0
+    flush: asyncio.TimerHandle | None = None
+    server: asyncio.AbstractServer | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one request asks for, parsed; ``url`` is None for CONNECT."""
+
+    method: str
+    host: str  # canonical (normalize_host)
+    port: int
+    url: str | None
+    path: str
+    head: Head
+    command_id: str | None
+
+
+class Refused(Exception):
+    """A request the proxy answers with ``status`` and records as denied."""
+
+    def __init__(self, status: int, reason: str, address: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.address = status, reason, address
 
 
 def parse_rules(rules: list[str]) -> list[Rule]:
-    return [Rule.parse(r) for r in rules]
+    """The rules of a sandbox as recorded. A rule that no longer parses (recorded before the
+    grammar was strict) is dropped, which denies what it named."""
+    parsed = []
+    for text in rules:
+        try:
+            parsed.append(parse_rule(text))
+        except ValueError as e:
+            LOG.warning("dropping egress rule: %s", e)
+    return parsed
 
 
 class EgressProxy:
     """Serves each sandbox's socket on one asyncio loop (in its own thread)."""
 
-    def __init__(self, credentials: dict[str, str], report: Callable[[str, Decision], None]) -> None:
+    def __init__(
+        self,
+        credentials: dict[str, str],
+        report: Callable[[str, EgressDecision], None],
+        policy: AddressPolicy | None = None,
+        upstreams: dict[str, PlatformUpstream] | None = None,
+        limits: EgressLimits | None = None,
+    ) -> None:
         self.credentials = {h.lower(): v for h, v in credentials.items()}  # host -> "Header: value"
         self.report = report
+        self.policy = policy or AddressPolicy()
+        self.upstreams = upstreams or {}
+        self.limits = limits or EgressLimits()
         self.loop = asyncio.new_event_loop()
-        self.servers: dict[str, asyncio.AbstractServer] = {}
-        self._thread = None
+        self.sandboxes: dict[str, _Sandbox] = {}
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, report: Callable[[str, EgressDecision], None]) -> "EgressProxy":
+        upstreams = {n: PlatformUpstream.parse(n, t) for n, t in settings.egress_platform_upstreams.items()}
+        return cls(settings.egress_credentials, report, AddressPolicy.from_settings(settings), upstreams,
+                   EgressLimits.from_settings(settings))  # fmt: skip
 
     def start(self) -> None:
-        import threading
-
         self._thread = threading.Thread(target=self.loop.run_forever, name="egress-proxy", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         async def close_all() -> None:
-            for server in self.servers.values():
-                server.close()
-            for server in list(self.servers.values()):
-                await server.wait_closed()
-            self.servers.clear()
+            for sandbox_id in list(self.sandboxes):
+                self._close(sandbox_id)
 
         if self._thread is None:
             self.loop.close()
@@ -103,78 +213,285 @@ class EgressProxy:
         self._thread.join(timeout=5)
         self.loop.close()
 
-    def serve(self, sandbox_id: str, socket_path: Path, rules: list[Rule]) -> None:
-        """Open (or reopen after a restart) the sandbox's proxy socket."""
-        future = asyncio.run_coroutine_threadsafe(self._serve(sandbox_id, socket_path, rules), self.loop)
+    def serve(self, sandbox_id: str, socket_path: Path, rules: list[Rule], grants: tuple[str, ...] = ()) -> None:
+        """Open (or reopen after a restart) the sandbox's proxy socket. ``grants`` name platform
+        upstreams the platform (never the tenant) gave this sandbox."""
+        unknown = set(grants) - set(self.upstreams)
+        if unknown:
+            raise ValueError(f"unknown platform upstream(s): {', '.join(sorted(unknown))}")
+        limiter = DenialLimiter(self.limits.denials_recorded, self.limits.denial_window_s)
+        sandbox = _Sandbox(sandbox_id, rules, {g: self.upstreams[g] for g in grants}, limiter)
+        future = asyncio.run_coroutine_threadsafe(self._serve(sandbox, socket_path), self.loop)
         future.result(timeout=10)
 
     def close(self, sandbox_id: str) -> None:
-        server = self.servers.pop(sandbox_id, None)
-        if server:
-            self.loop.call_soon_threadsafe(server.close)
+        self.loop.call_soon_threadsafe(self._close, sandbox_id)
 
-    async def _serve(self, sandbox_id: str, socket_path: Path, rules: list[Rule]) -> None:
+    def _close(self, sandbox_id: str) -> None:
+        sandbox = self.sandboxes.pop(sandbox_id, None)
+        if sandbox:
+            self._flush(sandbox)
+            if sandbox.server:
+                sandbox.server.close()
+
+    async def _serve(self, sandbox: _Sandbox, socket_path: Path) -> None:
+        old = self.sandboxes.pop(sandbox.sandbox_id, None)
+        if old and old.server:
+            old.server.close()
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
-        server = await asyncio.start_unix_server(
-            lambda r, w: self._handle(sandbox_id, rules, r, w), path=str(socket_path)
+        sandbox.server = await asyncio.start_unix_server(
+            lambda r, w: self._handle(sandbox, r, w), path=str(socket_path)
         )
         os.chmod(socket_path, 0o666)  # the directory (0700, the sandbox's uid) is the access control
-        self.servers[sandbox_id] = server
+        self.sandboxes[sandbox.sandbox_id] = sandbox
 
-    async def _handle(self, sandbox_id, rules, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            writer.close()
+    # -- one client connection --------------------------------------------------------------
+    async def _handle(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cap = self.limits.max_connections
+        if sandbox.connections >= cap:
+            self._deny(sandbox, None, "", 0, None, None, f"too many open connections (cap {cap})")
+            await _reply(reader, writer, 429, f"this sandbox already has {cap} egress connections open")
             return
-        lines = head.decode("latin-1").split("\r\n")
+        sandbox.connections += 1
         try:
-            method, target, version = lines[0].split(" ", 2)
-        except ValueError:
-            await _reply(writer, 400, "malformed request line")
-            return
-        headers = [line for line in lines[1:] if line]
-        command_id = _proxy_user(headers)
-        method = method.upper()
-        if method == "CONNECT":
-            host, _, port = target.rpartition(":")
-            url = None
-        else:
-            if not target.startswith("http://"):
-                await _reply(writer, 400, "plain HTTP needs an absolute http:// URL (use CONNECT for https)")
+            await self._requests(sandbox, reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # a bug here must not take the proxy's loop down with it
+            LOG.exception("egress connection of %s failed", sandbox.sandbox_id)
+        finally:
+            sandbox.connections -= 1
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+    async def _requests(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        while True:
+            received: list[bytes] = []
+            request = None
+            try:
+                try:
+                    async with asyncio.timeout(self.limits.header_timeout_s):
+                        head = await read_head(reader, received)
+                except TimeoutError:
+                    if received or first:  # a head that never ends; an idle kept-alive connection just closes
+                        timeout = self.limits.header_timeout_s
+                        raise Refused(408, f"request head not complete within {timeout:g} s") from None
+                    return
+                if head is None:
+                    return
+                request = self._parse(head)
+                if request.method == "CONNECT":
+                    if not first:
+                        raise Refused(400, "malformed request: CONNECT after another request on the connection")
+                    await self._tunnel(sandbox, request, reader, writer)
+                    return
+                if not await self._forward(sandbox, request, reader, writer):
+                    return
+            except (Malformed, Refused) as e:
+                status, reason, address = (400, f"malformed request: {e}", None) if isinstance(e, Malformed) else (
+                    e.status, e.reason, e.address)  # fmt: skip
+                r = request  # None when the head itself is at fault: attribute it from the lines received
+                command_id = r.command_id if r else _proxy_user([line.decode("latin-1").strip() for line in received])
+                self._deny(sandbox, command_id, r.host if r else "", r.port if r else 0,
+                           r.method if r else None, r.url if r else None, reason, address)  # fmt: skip
+                await _reply(reader, writer, status, reason)
                 return
-            hostport, _, path = target[len("http://") :].partition("/")
-            host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "80")
-            url = target
-        host = host.strip("[]").lower()
-        port = int(port) if port.isdigit() else (443 if method == "CONNECT" else 80)
-        allowed = any(rule.allows(host, port, method) for rule in rules)
-        credential = self.credentials.get(host) if allowed and method != "CONNECT" else None
-        reason = None if allowed else "not in the sandbox's egress allowlist"
-        decision = Decision(command_id, host, port, method, url, allowed, reason, credential is not None)
-        self.report(sandbox_id, decision)
-        if not allowed:
-            await _reply(writer, 403, f"egress to {host}:{port} ({method}) is not allowed for this sandbox")
-            return
-        try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
-        except (OSError, TimeoutError) as e:
-            await _reply(writer, 502, f"upstream {host}:{port} unreachable: {e}")
-            return
+            first = False
+
+    def _parse(self, head: Head) -> _Request:
+        parts = head.start.split(" ")
+        if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper():
+            raise Malformed(f"bad request line {head.start[:200]!r}")
+        method, target, version = parts
+        if not target or any(c <= " " or c == "\x7f" for c in target):
+            raise Malformed("a control character in the request target")
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise Malformed(f"unsupported version {version[:20]!r}")
+        command_id = _proxy_user(head.header_lines())
         if method == "CONNECT":
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await writer.drain()
+            host, port = _authority(target, default_port=None)
+            return _Request(method, host, port, None, "", head, command_id)
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() != "http":
+            raise Malformed("plain HTTP needs an absolute http:// URL (use CONNECT for https)")
+        split = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        authority, path = rest[:split], rest[split:]
+        host, port = _authority(authority, default_port=80)
+        return _Request(method, host, port, target, path if path.startswith("/") else "/" + path, head, command_id)
+
+    async def _connect(self, sandbox: _Sandbox, r: _Request):
+        """The checked connection for a request: (reader, writer, address); raises Refused."""
+        upstream = self.upstreams.get(r.host)
+        if upstream is not None and r.host not in sandbox.grants:
+            raise Refused(403, f"platform upstream {r.host!r} is not granted to this sandbox")
+        if upstream is not None:  # the operator's own: any address, no rule needed
+            host, port = upstream.host, upstream.port
+            addresses = await self._resolve(host, port)
         else:
-            kept = [h for h in headers if not h.lower().startswith(("proxy-", "connection:"))]
-            if credential:
-                name = credential.split(":", 1)[0].lower()
-                kept = [h for h in kept if not h.lower().startswith(name + ":")] + [credential]
-            request = (
-                f"{method} /{path} {version}\r\n" + "".join(f"{h}\r\n" for h in kept) + "Connection: close\r\n\r\n"
-            )
-            up_writer.write(request.encode("latin-1"))
+            if not any(rule.allows(r.host, r.port, r.method) for rule in sandbox.rules):
+                raise Refused(403, f"egress to {r.host}:{r.port} ({r.method}) is not in the sandbox's egress allowlist")
+            host, port = r.host, r.port
+            addresses = await self._resolve(host, port)
+            for address in addresses:
+                why = self.policy.refusal(address)
+                if why:
+                    raise Refused(403, f"egress to {r.host}:{r.port} refused: {why}", str(address))
+        errors = []
+        for address in addresses:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    up_reader, up_writer = await asyncio.open_connection(
+                        str(address), port, flags=socket.AI_NUMERICHOST
+                    )
+                return up_reader, up_writer, str(address)
+            except (OSError, TimeoutError) as e:
+                errors.append(f"{address}: {e or type(e).__name__}")
+        raise Refused(502, f"upstream {host}:{port} unreachable ({'; '.join(errors)})", str(addresses[0]))
+
+    async def _resolve(self, host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Resolve once, off the loop (the executor): every address found, in resolver order."""
+        literal = parse_address(host)
+        if literal is not None:
+            return [literal]
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as e:
+            raise Refused(502, f"cannot resolve {host}: {e or 'timed out'}") from None
+        addresses = [ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos]
+        if not addresses:
+            raise Refused(502, f"cannot resolve {host}: no address")
+        return list(dict.fromkeys(addresses))
+
+    async def _tunnel(self, sandbox, r: _Request, reader, writer) -> None:
+        up_reader, up_writer, address = await self._connect(sandbox, r)
+        self._allow(sandbox, r, address, credential=False)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    async def _forward(self, sandbox, r: _Request, reader, writer) -> bool:
+        """One plain-HTTP request and its response; whether the connection may carry another."""
+        hosts = r.head.get_all("host")
+        if len(hosts) > 1:
+            raise Malformed("more than one Host header")
+        if hosts and _host_header(hosts[0]) != (r.host, r.port):
+            why = f"Host header {hosts[0][:200]!r} does not agree with the request target {r.host}:{r.port}"
+            raise Refused(400, why)
+        framing = body_framing(r.head, response=False)
+        up_reader, up_writer, address = await self._connect(sandbox, r)
+        try:
+            credential = self.credentials.get(r.host)
+            self._allow(sandbox, r, address, credential=credential is not None)
+            connection = r.head.tokens("connection")
+            drop = HOP_BY_HOP | (connection - FRAMING)  # dropping a framing header would smuggle the body
+            kept = [(n, v) for n, v in r.head.fields if n.lower() not in drop]
+            if not hosts:
+                kept.insert(0, ("Host", r.host if r.port == 80 else f"{r.host}:{r.port}"))
+            if credential:
+                name, _, value = credential.partition(":")
+                kept = [(n, v) for n, v in kept if n.lower() != name.strip().lower()] + [(name.strip(), value.strip())]
+            lines = [f"{r.method} {r.path} HTTP/1.1", *(f"{n}: {v}" for n, v in kept), "Connection: close", "", ""]
+            up_writer.write("\r\n".join(lines).encode("latin-1"))
+            if "100-continue" in r.head.tokens("expect") and (framing.kind == "chunked" or framing.length):
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await copy_body(reader, up_writer, framing)
+            keep_alive = "close" not in connection and (r.head.start.endswith("1.1") or "keep-alive" in connection)
+            return await _relay_response(r, up_reader, reader, writer, keep_alive)
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                up_writer.close()
+
+    # -- records ----------------------------------------------------------------------------
+    def _allow(self, sandbox: _Sandbox, r: _Request, address: str, credential: bool) -> None:
+        self.report(sandbox.sandbox_id, EgressDecision(r.command_id, r.host, r.port, r.method, r.url, True, None,
+                                                       credential, address))  # fmt: skip
+
+    def _deny(self, sandbox: _Sandbox, command_id, host, port, method, url, reason, address=None) -> None:
+        if sandbox.limiter.admit():
+            decision = EgressDecision(command_id, host, port, method, url, False, reason, False, address)
+            self.report(sandbox.sandbox_id, decision)
+        elif sandbox.flush is None:
+            sandbox.flush = self.loop.call_later(sandbox.limiter.seconds_left(), self._flush, sandbox)
+
+    def _flush(self, sandbox: _Sandbox) -> None:
+        if sandbox.flush:
+            sandbox.flush.cancel()
+            sandbox.flush = None
+        n = sandbox.limiter.drain()
+        if n:
+            limits = self.limits
+            reason = (f"{n} more denied attempts suppressed (over {limits.denials_recorded} per "
+                      f"{limits.denial_window_s:g} s)")  # fmt: skip
+            self.report(sandbox.sandbox_id, EgressDecision(None, "*", 0, None, None, False, reason, False, None, n))
+
+
+def _authority(text: str, default_port: int | None) -> tuple[str, int]:
+    """``host[:port]`` of a request target, canonical; no userinfo, a port in 1..65535."""
+    if "@" in text:
+        raise Malformed("userinfo in the request target")
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text.partition("]")
+        host += "]"
+        if rest and not rest.startswith(":"):
+            raise Malformed(f"bad authority {text[:200]!r}")
+        port = rest[1:]
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    if (not port and default_port is None) or (port and not (port.isascii() and port.isdigit() and len(port) <= 5)):
+        raise Malformed(f"bad port in {text[:200]!r}")
+    number = int(port) if port else default_port
+    if not 1 <= number <= 65535:
+        raise Malformed(f"bad port in {text[:200]!r}")
+    try:
+        return normalize_host(host), number
+    except ValueError as e:
+        raise Malformed(str(e)) from None
+
+
+def _host_header(value: str) -> tuple[str, int] | None:
+    try:
+        return _authority(value, default_port=80)
+    except Malformed:
+        return None
+
+
+async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bool) -> bool:
+    """Relay the response (interim 1xx first); whether the client connection stays usable."""
+    while True:
+        try:
+            head = await read_head(up_reader, [])
+            if head is None:
+                raise Malformed("the upstream closed without answering")
+            status_line = head.start.split(" ", 2)
+            status = int(status_line[1]) if len(status_line) >= 2 and status_line[1].isdigit() else 0
+            if not 100 <= status <= 599 or status == 101:
+                raise Malformed(f"bad status line {head.start[:100]!r}")
+            framing = body_framing(head, response=True)
+        except Malformed as e:
+            await _reply(reader, writer, 502, f"upstream answer refused: {e}")
+            return False
+        if status >= 200:
+            break
+        # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one
+        writer.write(f"{head.start}\r\n".encode("latin-1") + b"".join(f"{n}: {v}\r\n".encode("latin-1")
+                     for n, v in head.fields) + b"\r\n")  # fmt: skip
+    if r.method == "HEAD" or status in (204, 304):
+        framing = Framing("length", 0)
+    keep_alive = keep_alive and framing.kind != "close"
+    kept = [(n, v) for n, v in head.fields if n.lower() not in HOP_BY_HOP | (head.tokens("connection") - FRAMING)]
+    lines = [head.start, *(f"{n}: {v}" for n, v in kept)]
+    if not keep_alive:
+        lines.append("Connection: close")
+    writer.write(("\r\n".join([*lines, "", ""])).encode("latin-1"))
+    try:
+        await copy_body(up_reader, writer, framing)
+    except (Malformed, asyncio.IncompleteReadError):
+        return False  # the client sees a truncated body; the connection ends with it
+    return keep_alive
 
 
 def _proxy_user(headers: list[str]) -> str | None:
@@ -186,14 +503,20 @@ def _proxy_user(headers: list[str]) -> str | None:
     return None
 
 
-async def _reply(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+async def _reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, message: str) -> None:
+    """Answer and close, lingering briefly: closing a unix socket with unread input resets it, and
+    the peer would lose the answer (e.g. the 429 to a connection whose request was never read)."""
     body = message.encode()
-    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     writer.write(
-        f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
     )
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, RuntimeError, TimeoutError):
         await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(LINGER_S):
+            while await reader.read(65536):
+                pass
     writer.close()
 
 

@@ -66,7 +66,7 @@ async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, ten
     """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
     spec = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
                          restore_snapshot=snapshot_id)  # fmt: skip
-    profile = check_spec(spec)
+    profile = check_spec(spec, request)
     await _owned_snapshot(conn, settings, tenant, snapshot_id)
     await admit_sandboxes(conn, settings, tenant, body.count, profile.memory_mb)
     return list(

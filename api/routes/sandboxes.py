@@ -34,7 +34,7 @@ from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandbo
 from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
-from astraforge.sandbox.egress import parse_rules
+from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 
@@ -87,18 +87,20 @@ async def create_sandbox(
     live: Live,
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
 ) -> SandboxPublic:
-    profile = check_spec(body)
+    profile = check_spec(body, request)
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
     await admit_sandboxes(conn, settings, tenant, 1, profile.memory_mb)
     return await _create(request, live, settings, tenant, body, wait)
 
 
-def check_spec(body: SandboxCreate) -> SecurityProfile:
-    """Limits within bounds and well-formed egress rules, or a 422 that says which."""
+def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
+    """Limits within bounds and egress rules that pass the create check (``egress_rules``: no
+    wildcard over a public suffix, no refused address, no platform upstream), or a 422 naming it."""
+    platform = set(request.app.state.settings.egress_platform_upstreams)
     try:
         profile = SecurityProfile.with_overrides(body.profile)
-        parse_rules(body.egress_allow)
+        check_rules(body.egress_allow, request.app.state.egress_policy, platform)
     except ValueError as e:  # ValidationError is a ValueError too
         raise ApiError(422, str(e)) from e
     return profile
