@@ -76,6 +76,11 @@ def raw(text: str) -> str:
     return base64.b64encode(text.encode("latin-1")).decode()
 
 
+def get(target: str, path: str) -> str:
+    """An absolute-URI GET whose Host agrees with its target, attributed to the exec."""
+    return raw(f"GET http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n")
+
+
 def connect(target: str) -> str:
     return raw(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n")
 
@@ -202,8 +207,7 @@ def test_dns_rebinding_connects_only_to_the_checked_address(
         sid = create(api_url, key, egress_allow=[f"GET {name}:{up.port}"])["id"]
         answers = []
         for n in range(4):
-            request = f"GET http://{name}:{up.port}/r{n} HTTP/1.1\r\nHost: {name}:{up.port}\r\n{AUTH}\r\n"
-            answers.append(probe(api_url, key, sid, "send", raw(request)))
+            answers.append(probe(api_url, key, sid, "send", get(f"{name}:{up.port}", f"/r{n}")))
         assert [statuses(a) for a in answers] == [[200], [403], [200], [403]], answers
         assert "127.0.0.1 is loopback" in answers[1]["responses"][0]["body"]
         assert trap.accepted == 0, "the proxy connected to the host's loopback"
@@ -228,9 +232,7 @@ def test_subdomain_rules_respect_the_label_boundary(
     HostileDNS(monkeypatch, {name: [up.ip] for name in names})
     sid = create(api_url, key, egress_allow=[f"*.{zone}:{up.port}"])["id"]
     for name, status in names.items():
-        result = probe(
-            api_url, key, sid, "send", raw(f"GET http://{name}:{up.port}/ HTTP/1.1\r\nHost: {name}:{up.port}\r\n\r\n")
-        )
+        result = probe(api_url, key, sid, "send", get(f"{name}:{up.port}", "/"))
         assert statuses(result) == [status], (name, result)
     stop(api_url, key, sid)
 
@@ -417,8 +419,7 @@ def test_a_platform_upstream_is_reached_only_through_a_platform_grant(
     tenant_id, key = tenant
     granted = recorded_sandbox(api_url, producer, tenant_id, key, [], grants=["model-gateway"])
     marker = secrets.token_hex(4)
-    request = f"GET http://model-gateway/v1/models-{marker} HTTP/1.1\r\nHost: model-gateway\r\n{AUTH}\r\n"
-    result = probe(api_url, key, granted, "send", raw(request))
+    result = probe(api_url, key, granted, "send", get("model-gateway", f"/v1/models-{marker}"))
     assert statuses(result) == [200] and result["responses"][0]["body"] == "gateway", result
     assert f"/v1/models-{marker}" in gateway
 
@@ -426,8 +427,7 @@ def test_a_platform_upstream_is_reached_only_through_a_platform_grant(
     tenant_rules = ["model-gateway", f"127.0.0.1:{GATEWAY_PORT}"]
     ungranted = recorded_sandbox(api_url, producer, tenant_id, key, tenant_rules)
     for target in ("model-gateway:80", f"127.0.0.1:{GATEWAY_PORT}"):
-        request = f"GET http://{target}/v1/stolen-{marker} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n"
-        assert statuses(probe(api_url, key, ungranted, "send", raw(request))) == [403], target
+        assert statuses(probe(api_url, key, ungranted, "send", get(target, f"/v1/stolen-{marker}"))) == [403], target
     assert f"/v1/stolen-{marker}" not in gateway
     events = wait_events(api_url, key, ungranted, 2)
     assert "not granted" in events[0]["payload"]["reason"] and "loopback" in events[1]["payload"]["reason"]
