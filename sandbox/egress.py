@@ -394,10 +394,9 @@ class EgressProxy:
                 name, _, value = credential.partition(":")
                 kept = [(n, v) for n, v in kept if n.lower() != name.strip().lower()] + [(name.strip(), value.strip())]
             lines = [f"{r.method} {r.path} HTTP/1.1", *(f"{n}: {v}" for n, v in kept), "Connection: close", "", ""]
-            up_writer.write("\r\n".join(lines).encode("latin-1"))
             if "100-continue" in r.head.tokens("expect") and (framing.kind == "chunked" or framing.length):
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await copy_body(reader, up_writer, framing)
+            await copy_body(reader, up_writer, framing, prefix="\r\n".join(lines).encode("latin-1"))
             keep_alive = "close" not in connection and (r.head.start.endswith("1.1") or "keep-alive" in connection)
             return await _relay_response(r, up_reader, reader, writer, keep_alive)
         finally:
@@ -486,9 +485,8 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
     lines = [head.start, *(f"{n}: {v}" for n, v in kept)]
     if not keep_alive:
         lines.append("Connection: close")
-    writer.write(("\r\n".join([*lines, "", ""])).encode("latin-1"))
     try:
-        await copy_body(up_reader, writer, framing)
+        await copy_body(up_reader, writer, framing, prefix="\r\n".join([*lines, "", ""]).encode("latin-1"))
     except (Malformed, asyncio.IncompleteReadError):
         return False  # the client sees a truncated body; the connection ends with it
     return keep_alive

@@ -119,40 +119,59 @@ def body_framing(head: Head, *, response: bool) -> Framing:
     return Framing("close") if response else Framing("length", 0)
 
 
-async def copy_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing) -> None:
-    """Forward exactly one body; raises Malformed (or IncompleteReadError) when it is not one."""
+async def copy_body(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing, prefix: bytes = b""
+) -> None:
+    """Forward exactly one body, after ``prefix`` (its head: one write where the body is short, so a
+    relay with Nagle's algorithm on does not hold the body back); raises Malformed (or
+    IncompleteReadError) when it is not one body."""
+    out = _Coalesced(writer, prefix)
     if framing.kind == "length":
-        await _copy_exactly(reader, writer, framing.length)
+        await _copy_exactly(reader, out, framing.length)
     elif framing.kind == "close":
         while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+            await out.write(data)
     else:
         while True:
             line = await read_line(reader)
             size = CHUNK_SIZE.match(line[:-2].decode("latin-1"))
             if not size:
                 raise Malformed("a bad chunk-size line")
-            writer.write(line)
+            await out.write(line)
             length = int(size[1], 16)
             if length == 0:
                 break
-            await _copy_exactly(reader, writer, length)
+            await _copy_exactly(reader, out, length)
             if await reader.readexactly(2) != b"\r\n":
                 raise Malformed("a chunk not followed by CRLF")
-            writer.write(b"\r\n")
+            await out.write(b"\r\n")
         while (line := await read_line(reader)) != b"\r\n":  # trailers, then the final CRLF
             parse_head([b"x\r\n", line, b"\r\n"])  # the same field syntax as a head
-            writer.write(line)
-        writer.write(b"\r\n")
-    await writer.drain()
+            await out.write(line)
+        await out.write(b"\r\n")
+    await out.flush()
 
 
-async def _copy_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int) -> None:
+class _Coalesced:
+    """Writes that wait for the first body bytes to go out with the head, then pass through."""
+
+    def __init__(self, writer: asyncio.StreamWriter, prefix: bytes) -> None:
+        self.writer, self.pending = writer, prefix
+
+    async def write(self, data: bytes) -> None:
+        if self.pending:
+            data, self.pending = self.pending + data, b""
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def flush(self) -> None:
+        await self.write(b"")
+
+
+async def _copy_exactly(reader: asyncio.StreamReader, out: _Coalesced, length: int) -> None:
     while length:
         data = await reader.read(min(CHUNK, length))
         if not data:
             raise asyncio.IncompleteReadError(b"", length)
-        writer.write(data)
-        await writer.drain()
+        await out.write(data)
         length -= len(data)
