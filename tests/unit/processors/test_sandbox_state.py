@@ -68,3 +68,12 @@ def test_heartbeat_extends_the_idle_deadline() -> None:
     assert beat.type == "sandbox.heartbeat.recorded" and beat.payload["state"] == "ready"
     later = evolve(state, replace(beat, occurred_at=9_000_000))
     assert reap(later, 12_000_000, "p").events == []
+
+
+def test_platform_grants_come_from_the_platform_records_only() -> None:
+    granted = command("sandbox.create", {**CREATE.payload, "platform_upstreams": ["model-gateway"]})
+    assert from_create(granted).platform_upstreams == ("model-gateway",) and from_create(granted).has_egress
+    assert from_create(CREATE).platform_upstreams == () and not from_create(CREATE).has_egress
+    requested = command("sandbox.requested", {"state": "requested", "reason": None, "provider": None, "image": "img",
+                                              "details": {"platform_upstreams": "model-gateway"}})  # fmt: skip
+    assert evolve(None, requested).platform_upstreams == ("model-gateway",)
