@@ -54,12 +54,12 @@ def test_a_snapshot_past_the_limit_fails_cleanly(api_url, sandbox_processor, set
 
 @pytest.fixture
 def uploaded(api_url, sandbox_processor, tenant):
-    _, key = tenant
+    name, key = tenant
     sid = create(api_url, key)["id"]
     data = b"z" * (600 * 1024)  # past the inline limit: it travels through the artifact store
     assert httpx.put(f"{api_url}/v1/sandboxes/{sid}/files/big.bin", headers=auth(key), content=data).status_code == 200
     exported = httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/big.bin", headers=auth(key), params={"export": True})
-    yield key, sid, exported.json()
+    yield key, sid, {**exported.json(), "tenant": name}
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
@@ -75,7 +75,7 @@ def test_artifacts_can_be_deleted_only_by_their_tenant(api_url, uploaded, other_
     assert httpx.delete(url, headers=auth(key)).status_code == 404
 
     store = make_artifact_store(settings)
-    ref = {"key": f"{key_tenant(settings, key)}/{artifact['sha256']}", "sha256": artifact["sha256"]}
+    ref = {"key": f"{artifact['tenant']}/{artifact['sha256']}", "sha256": artifact["sha256"]}
     now = datetime.now(UTC) + GRACE + timedelta(seconds=1)
     sweep(settings, store, producer, now)
     assert store.get(ref), "the upload's own artifact (same bytes, same key) is still live: the bytes stay"
@@ -91,29 +91,6 @@ def test_artifacts_can_be_deleted_only_by_their_tenant(api_url, uploaded, other_
     sweep(settings, store, producer, now + GRACE)
     with pytest.raises(NotFound):
         store.get(ref)
-
-
-def key_tenant(settings, key: str) -> str:
-    import asyncio
-
-    from astraforge.api.auth import KeyVerifier
-    from astraforge.db import connect
-
-    class Sync:  # KeyVerifier's executor interface over a plain connection
-        def __init__(self, conn):
-            self.conn = conn
-
-        async def execute(self, query, params=None):
-            rows = self.conn.execute(query, params).fetchall()
-
-            class R:
-                async def fetchone(self):
-                    return rows[0] if rows else None
-
-            return R()
-
-    with connect(settings) as conn:
-        return asyncio.run(KeyVerifier().tenant_for(Sync(conn), key))
 
 
 def test_retention_expires_old_artifacts(api_url, uploaded, settings, producer) -> None:
