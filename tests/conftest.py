@@ -5,6 +5,7 @@ other's records. A missing service is an error, never a skip.
 """
 
 import secrets
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -21,8 +22,10 @@ from tests.support import free_port, running_api, running_projector
 # a credential only the platform knows: the egress proxy adds it for the test upstream's address
 # (tests/netns.py; tests/integration/test_egress.py proves it never enters the sandbox)
 EGRESS_SECRET = f"real-key-{secrets.token_hex(12)}"
-# the operator's platform upstream (a loopback server started by tests/security/test_egress_attacks.py)
-GATEWAY_PORT = free_port()
+# the operator's platform upstream: its port is held from import on (no other process can take it
+# before tests/security/test_egress_attacks.py serves on it)
+GATEWAY_SOCKET = socket.create_server(("127.0.0.1", 0))
+GATEWAY_PORT = GATEWAY_SOCKET.getsockname()[1]
 
 
 def make_settings(**overrides) -> Settings:
