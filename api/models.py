@@ -71,6 +71,7 @@ class Health(BaseModel):
     status: str
     kafka: ServiceHealth
     postgres: ServiceHealth
+    projection: ServiceHealth = Field(description="Not ok while a partition is parked (needs a newer release).")
 
 
 class ErrorDetail(BaseModel):

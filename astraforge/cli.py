@@ -159,8 +159,13 @@ def projections_rebuild(
     for name, (only_live, only_rebuilt) in diffs.items():
         table.add_row(name, str(only_live), str(only_rebuilt))
     Console().print(table)
+    if projector.parked:
+        console.print(f"[yellow]parked[/] (records need a newer release): {projector.parked}")
     if swap:
-        swap_schemas(settings, into, f"{settings.projection_schema}_retired")
+        try:
+            swap_schemas(settings, into, f"{settings.projection_schema}_retired")
+        except AstraForgeError as e:
+            raise _fail(str(e)) from e
         console.print(f"{into} is now live; the previous tables are kept as {settings.projection_schema}_retired")
     elif any(a or b for a, b in diffs.values()):
         console.print("[yellow]live and rebuilt differ[/] (is the live projector still catching up?)")

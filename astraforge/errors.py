@@ -25,6 +25,11 @@ class DecodeError(AstraForgeError, ValueError):
     """A record's bytes are not a valid AstraForge record (wrong marker, unknown schema, bad body)."""
 
 
+class NewerSchema(DecodeError):
+    """A well-framed record written with a schema (or record type) this reader does not know yet:
+    an upgrade is needed to read it, so it must not be skipped."""
+
+
 class ValidationError(AstraForgeError, ValueError):
     """A record or request is well-formed but violates the contract (unknown type, missing field)."""
 

@@ -3,8 +3,13 @@
 Each batch is one transaction holding the rows *and* the next offset per partition
 (``consumer_offsets``). On start the consumer seeks every partition to its stored offset, so a
 crash anywhere — even ``kill -9`` mid-batch — loses nothing and repeats nothing.
-A record that cannot be decoded goes to the dead-letter topic with the reason (acknowledged by
-Kafka before the offset past it is committed) and the projector moves on.
+A record that cannot be decoded, or decodes but cannot be written (a value PostgreSQL refuses),
+goes to the dead-letter topic with the reason (acknowledged by Kafka before the offset past it is
+committed) and the projector moves on: one bad record never stops the others' tenants.
+A record written by a *newer* schema is different: skipping it would lose it from the projection
+for good, so its partition is **parked** at that offset (paused, listed in ``parked``, logged as an
+error, reported by ``/health``) until a projector that knows the schema resumes it. Other
+partitions go on.
 """
 
 import logging
@@ -19,7 +24,7 @@ from psycopg import sql
 
 from astraforge.config import Settings
 from astraforge.db import connect
-from astraforge.errors import DecodeError
+from astraforge.errors import AstraForgeError, DecodeError, NewerSchema
 from astraforge.ids import from_micros
 from astraforge.kafka import client_config, high_watermarks, partitions_of, poll_batch
 from astraforge.producers.kafka import EventProducer
@@ -41,6 +46,15 @@ def create_schema(conn: psycopg.Connection, schema: str) -> None:
 
 def drop_schema(conn: psycopg.Connection, schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+class ProjectorRunning(AstraForgeError, RuntimeError):
+    """Another projector holds the schema (its advisory lock)."""
+
+
+def projector_lock(schema: str) -> str:
+    """The advisory lock key of the one projector that writes ``schema``."""
+    return f"astraforge.projection.{schema}"
 
 
 class Projector:
@@ -78,6 +92,8 @@ class Projector:
         )
         self.positions: dict[int, int] = {}
         self.targets: dict[int, int] = {}
+        self.parked: dict[int, tuple[int, str]] = {}  # partition -> (offset, reason)
+        self._dead_sent: set[tuple[int, int]] = set()  # dead-lettered in a batch being retried
         self._assigned = False
 
     def stored_offsets(self) -> dict[int, int]:
@@ -99,7 +115,7 @@ class Projector:
         """
         if self._assigned:
             return
-        self.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"astraforge.projection.{self.schema}",))
+        self.conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (projector_lock(self.schema),))
         self.conn.commit()
         stored = self.stored_offsets()
         partitions = partitions_of(self.consumer, self.topic, self.settings.kafka_timeout_s)
@@ -129,7 +145,9 @@ class Projector:
         def caught_up(projector: "Projector") -> bool:
             if progress:
                 progress(projector)
-            return all(projector.positions.get(p, 0) >= high for p, high in self.targets.items())
+            return all(
+                projector.positions.get(p, 0) >= high or p in projector.parked for p, high in self.targets.items()
+            )
 
         self.run(until=caught_up)
 
@@ -144,10 +162,28 @@ class Projector:
 
     # -- one batch = one transaction --------------------------------------------------------
     def apply(self, messages: list[Message]) -> None:
+        """One transaction for the batch; if PostgreSQL refuses it, the records go one by one so
+        only the record at fault is dead-lettered."""
+        try:
+            self._apply(messages)
+            self._dead_sent.clear()
+        except (psycopg.DataError, psycopg.IntegrityError) as e:
+            LOG.warning("batch refused by PostgreSQL (%s); writing its records one by one", e)
+            for msg in messages:
+                try:
+                    self._apply([msg])
+                except (psycopg.DataError, psycopg.IntegrityError) as one:
+                    self.dead_letter(msg, f"cannot be projected: {type(one).__name__}: {one}".strip())
+                    self.dead_lettered += 1
+                    self._apply([msg], skip=True)
+            self._dead_sent.clear()
+
+    def _apply(self, messages: list[Message], skip: bool = False) -> None:
         events: list[tuple] = []
         upserts: list[Upsert] = []
         streams: dict[str, dict[str, Any]] = {}
         next_offsets: dict[int, int] = {}
+        parked: dict[int, tuple[int, str]] = {}
         dead = 0
         for msg in messages:
             if msg.error():
@@ -155,23 +191,50 @@ class Projector:
                     LOG.warning("consumer error: %s", msg.error())
                 continue
             partition, offset = msg.partition(), msg.offset()
-            next_offsets[partition] = offset + 1
+            if partition in parked or partition in self.parked:
+                continue  # a paused partition's records already fetched: read again after the upgrade
+            if skip:
+                next_offsets[partition] = offset + 1
+                continue
             try:
                 envelope = self.codec.decode(msg.value())
-            except DecodeError as e:
-                self.dead_letter(msg, str(e))
-                dead += 1
+                rows = self._event_row(envelope, partition, offset), fold(envelope, offset)
+            except NewerSchema as e:
+                parked[partition] = (offset, str(e))
                 continue
-            events.append(self._event_row(envelope, partition, offset))
-            upserts.extend(fold(envelope, offset))
+            except (DecodeError, ValueError, OverflowError, KeyError, TypeError) as e:
+                self.dead_letter(msg, f"{type(e).__name__}: {e}" if not isinstance(e, DecodeError) else str(e))
+                dead += 1
+                next_offsets[partition] = offset + 1
+                continue
+            next_offsets[partition] = offset + 1
+            events.append(rows[0])
+            upserts.extend(rows[1])
             self._track_stream(streams, envelope, partition, offset)
-        if not next_offsets:
+        if not next_offsets and not parked:
             return
         with self.conn.transaction():
             self._write(events, upserts, streams, next_offsets)
+            self._park(parked)
         self.positions.update(next_offsets)
         self.projected += len(events)
         self.dead_lettered += dead
+        if parked:
+            self.consumer.pause([TopicPartition(self.topic, p) for p in parked])
+            self.parked.update(parked)
+            for p, (offset, reason) in parked.items():
+                LOG.error("projection %s parked partition %d at offset %d: %s", self.schema, p, offset, reason)
+
+    def _park(self, parked: dict[int, tuple[int, str]]) -> None:
+        """Record parked partitions (for /health); a partition written past its parked offset by
+        a newer projector is no longer parked."""
+        schema = sql.Identifier(self.schema)
+        for p, (offset, reason) in parked.items():
+            self.conn.execute(
+                sql.SQL("INSERT INTO {}.parked VALUES (%s, %s, %s, %s) ON CONFLICT (topic, partition)"
+                        " DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", reason = EXCLUDED.reason").format(schema),
+                (self.topic, p, offset, reason),
+            )  # fmt: skip
 
     def _event_row(self, e: Envelope, partition: int, offset: int) -> tuple:
         return (
@@ -249,9 +312,16 @@ class Projector:
             ).format(schema),
             [(self.topic, p, o) for p, o in next_offsets.items()],
         )
+        cur.executemany(
+            sql.SQL('DELETE FROM {}.parked WHERE topic = %s AND partition = %s AND "offset" < %s').format(schema),
+            [(self.topic, p, o) for p, o in next_offsets.items()],
+        )
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, msg: Message, reason: str) -> None:
+        if (msg.partition(), msg.offset()) in self._dead_sent:
+            return  # already sent by the first try of a batch now retried record by record
+        self._dead_sent.add((msg.partition(), msg.offset()))
         LOG.warning("dead-lettering %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
         if self._dlq is None:
             self._dlq = EventProducer(self.settings, self.codec)

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from astraforge.config import Settings
 from astraforge.db import connect
-from astraforge.projections.postgres import Projector, drop_schema
+from astraforge.projections.postgres import Projector, ProjectorRunning, drop_schema, projector_lock
 
 TABLES = ("events", "streams", "runs", "sandboxes", "execs", "artifacts", "consumer_offsets")
 
@@ -40,9 +40,15 @@ def compare(settings: Settings, a: str, b: str, tables: tuple[str, ...] = TABLES
 
 
 def swap(settings: Settings, rebuilt: str, retired: str) -> None:
-    """Atomically make ``rebuilt`` the live schema; the old one is kept as ``retired``."""
+    """Atomically make ``rebuilt`` the live schema; the old one is kept as ``retired``.
+
+    Takes the live schema's projector lock first (the one ``Projector._assign`` holds): a
+    projector still writing the live schema would otherwise carry on into the retired one."""
     live = settings.projection_schema
     with connect(settings) as conn, conn.transaction():
+        locked = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s)) AS ok", (projector_lock(live),))
+        if not locked.fetchone()["ok"]:
+            raise ProjectorRunning(f"a projector is writing schema {live!r}: stop it before swapping")
         drop_schema(conn, retired)
         conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(retired)))
         conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(rebuilt), sql.Identifier(live)))

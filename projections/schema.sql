@@ -94,6 +94,15 @@ CREATE INDEX IF NOT EXISTS artifacts_by_stream ON {schema}.artifacts (stream_id)
 ALTER TABLE {schema}.artifacts ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
 CREATE INDEX IF NOT EXISTS artifacts_live_by_tenant ON {schema}.artifacts (tenant_id) WHERE deleted_at IS NULL;
 
+-- Partitions a projector stopped at because a record there needs a newer schema (see postgres.py).
+CREATE TABLE IF NOT EXISTS {schema}.parked (
+    topic     text    NOT NULL,
+    partition integer NOT NULL,
+    "offset"  bigint  NOT NULL,
+    reason    text    NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+
 -- The next offset to consume, committed in the same transaction as the rows above.
 CREATE TABLE IF NOT EXISTS {schema}.consumer_offsets (
     topic       text    NOT NULL,

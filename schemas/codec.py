@@ -14,7 +14,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from astraforge.errors import DecodeError, ValidationError
+from astraforge.errors import DecodeError, NewerSchema, ValidationError
 from astraforge.ids import new_id, now_micros
 from astraforge.schemas.registry import SchemaRegistry
 
@@ -118,7 +118,7 @@ class Codec:
         fp = data[2:HEADER_LEN]
         writer = self.registry.writers.get(fp)
         if writer is None:
-            raise DecodeError(f"unknown writer schema fingerprint {fp.hex()}")
+            raise NewerSchema(f"unknown writer schema fingerprint {fp.hex()} (written by a newer release?)")
         reader = None if fp == self.registry.fingerprint else self.registry.current
         try:
             datum = schemaless_reader(
@@ -139,7 +139,7 @@ class Codec:
         try:
             return self.registry.types[record_type].payload
         except KeyError:
-            raise DecodeError(f"unknown record type {record_type!r}") from None
+            raise NewerSchema(f"unknown record type {record_type!r} (written by a newer release?)") from None
 
 
 @lru_cache

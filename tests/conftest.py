@@ -28,6 +28,12 @@ GATEWAY_SOCKET = socket.create_server(("127.0.0.1", 0))
 GATEWAY_PORT = GATEWAY_SOCKET.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _release_gateway_port() -> Iterator[None]:
+    yield
+    GATEWAY_SOCKET.close()
+
+
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
     fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,

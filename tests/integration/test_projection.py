@@ -136,3 +136,92 @@ def _safe_count(settings, query: str) -> int:
         return rows(settings, query)[0]["n"]
     except Exception:  # the schema may not exist until the projector has started
         return 0
+
+
+def test_records_postgres_refuses_are_dead_lettered_one_by_one(fresh_settings) -> None:
+    """A record that decodes but cannot be written used to crash-loop the projector for everyone."""
+    producer = EventProducer(fresh_settings)
+    in_ns = chat("poison", "acme", "occurred_at in ns", occurred_at=1_700_000_000_000_000_000)
+    too_big = Envelope(
+        type="run.requested",
+        stream_id="poison",
+        tenant_id="acme",
+        actor="user:1",
+        payload={"state": "requested", "attempt": 2**40, "title": "int4 overflow", "agent": "codex"},
+    )
+    producer.append_many([chat("poison", "acme", "before"), in_ns, too_big, chat("poison", "acme", "after")])
+    projector = Projector(fresh_settings)
+    projector.run_until_caught_up()
+    assert projector.dead_lettered == 2
+    texts = [r["payload"].get("text") for r in rows(fresh_settings, 'SELECT payload FROM {s}.events ORDER BY "offset"')]
+    assert texts == ["before", "after"]
+    reasons = [dict(m.headers())["reason"] for p in range(fresh_settings.topic_partitions)
+               for m in read_range(fresh_settings, fresh_settings.deadletter_topic, p, 0, None)]  # fmt: skip
+    assert any(b"year" in r for r in reasons) and any(b"cannot be projected" in r for r in reasons), reasons
+    assert rows(fresh_settings, "SELECT * FROM {s}.runs") == []
+
+
+def newer_codec(tmp_path):
+    """A codec whose ChatMessage has one more field: its records carry a fingerprint older readers lack."""
+    from astraforge.schemas import Codec, SchemaRegistry
+    from astraforge.schemas.registry import AVRO_DIR, HISTORY_DIR
+
+    for path in AVRO_DIR.glob("*.avsc"):
+        (tmp_path / path.name).write_text(path.read_text())
+    chat_schema = tmp_path / "astraforge.ChatMessage.avsc"
+    chat_schema.write_text(chat_schema.read_text().replace(
+        '"fields": [', '"fields": [{"name": "mood", "type": "string", "default": "calm"},', 1))  # fmt: skip
+    history = tmp_path / "history"
+    history.mkdir()
+    for path in HISTORY_DIR.glob("*.avsc"):
+        (history / path.name).write_text(path.read_text())
+    codec = Codec(SchemaRegistry.load(tmp_path, history))
+    codec.registry.release(history)
+    return Codec(SchemaRegistry.load(tmp_path, history))
+
+
+def test_a_newer_schema_parks_its_partition_until_an_upgraded_projector_resumes(fresh_settings, tmp_path) -> None:
+    import httpx
+
+    from tests.support import running_api
+
+    newer = newer_codec(tmp_path)
+    old = EventProducer(fresh_settings)
+    upgraded = EventProducer(fresh_settings, newer)
+    partitions = fresh_settings.topic_partitions
+    other = next(f"other-{i}" for i in range(100) if partition_for(f"other-{i}", partitions)
+                 != partition_for("parked", partitions))  # fmt: skip
+    old.append(chat("parked", "acme", "before"))
+    upgraded.append(chat("parked", "acme", "from the future"))
+    old.append_many([chat("parked", "acme", "after"), chat(other, "acme", "elsewhere")])
+
+    projector = Projector(fresh_settings)
+    projector.run_until_caught_up()
+    texts = {r["payload"]["text"] for r in rows(fresh_settings, "SELECT payload FROM {s}.events")}
+    assert texts == {"before", "elsewhere"}, "the parked partition stops; the others go on"
+    assert projector.dead_lettered == 0 and list(projector.parked) == [partition_for("parked", partitions)]
+    (parked,) = rows(fresh_settings, "SELECT * FROM {s}.parked")
+    assert parked["offset"] == 1 and "newer release" in parked["reason"]
+    with running_api(fresh_settings) as url:
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and "parked" in health.json()["projection"]["detail"]
+
+    Projector(fresh_settings, codec=newer).run_until_caught_up()  # the upgrade resumes where it parked
+    texts = [r["payload"]["text"] for r in rows(fresh_settings, 'SELECT payload FROM {s}.events ORDER BY "offset"')]
+    assert sorted(texts) == sorted(["before", "from the future", "after", "elsewhere"])
+    assert rows(fresh_settings, "SELECT * FROM {s}.parked") == []
+
+
+def test_swap_refuses_while_a_projector_writes_the_live_schema(fresh_settings) -> None:
+    import pytest
+
+    from astraforge.projections.postgres import ProjectorRunning
+    from astraforge.projections.rebuild import swap
+    from tests.support import running_projector
+
+    EventProducer(fresh_settings).append(chat("swap", "acme", "x"))
+    rebuilt = f"{fresh_settings.projection_schema}_rebuild"
+    rebuild(fresh_settings, rebuilt)
+    with running_projector(fresh_settings), pytest.raises(ProjectorRunning):
+        wait_until(lambda: rows(fresh_settings, "SELECT * FROM {s}.events"), timeout=30)
+        swap(fresh_settings, rebuilt, f"{fresh_settings.projection_schema}_retired")

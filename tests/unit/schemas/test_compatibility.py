@@ -21,6 +21,21 @@ def test_current_reads_every_release(version: int) -> None:
     assert incompatibilities(REGISTRY.current, REGISTRY.releases[version]) == []
 
 
+@pytest.mark.parametrize("version", sorted(REGISTRY.releases))
+def test_every_release_reads_what_the_current_schema_writes(version: int) -> None:
+    """Forward: an older reader (a projector not yet upgraded) reads the record types it knows."""
+    assert incompatibilities(REGISTRY.releases[version], REGISTRY.current, known_only=True) == []
+
+
+def test_a_field_removed_without_default_breaks_forward_compatibility() -> None:
+    newer = copy.deepcopy(REGISTRY.current)
+    (branch,) = [
+        b for b in newer["fields"][-1]["type"] if isinstance(b, dict) and b["name"] == "astraforge.ChatMessage"
+    ]
+    branch["fields"] = [f for f in branch["fields"] if f["name"] != "text"]  # the current reader needs it
+    assert any("ChatMessage" in p for p in incompatibilities(REGISTRY.current, newer, known_only=True))
+
+
 def _field(schema: dict, record: str, field: str) -> dict:
     branch = next(b for b in schema["fields"][-1]["type"] if isinstance(b, dict) and b["name"] == record)
     return next(f for f in branch["fields"] if f["name"] == field)
