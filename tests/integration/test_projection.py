@@ -225,3 +225,28 @@ def test_swap_refuses_while_a_projector_writes_the_live_schema(fresh_settings) -
     with running_projector(fresh_settings), pytest.raises(ProjectorRunning):
         wait_until(lambda: rows(fresh_settings, "SELECT * FROM {s}.events"), timeout=30)
         swap(fresh_settings, rebuilt, f"{fresh_settings.projection_schema}_retired")
+
+
+def test_a_failed_row_write_never_moves_the_offset(fresh_settings) -> None:
+    """Rows and offsets commit together: when PostgreSQL fails the row write (a real trigger raising,
+    as a full disk or a lost connection would), nothing of the batch counts as projected, and a
+    restarted projector writes all of it. (Offsets committed in a transaction of their own before
+    the rows lose the whole batch here.)"""
+    import pytest
+
+    producer = EventProducer(fresh_settings)
+    producer.append_many([chat("fail", "acme", str(n)) for n in range(500)])
+    Projector(fresh_settings).close()  # creates the schema
+    schema = sql.Identifier(fresh_settings.projection_schema)
+    with connect(fresh_settings, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE FUNCTION {}.refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                             " $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$").format(schema))  # fmt: skip
+        conn.execute(sql.SQL("CREATE TRIGGER refuse BEFORE INSERT ON {}.streams FOR EACH ROW"
+                             " EXECUTE FUNCTION {}.refuse()").format(schema, schema))  # fmt: skip
+    with pytest.raises(Exception, match="disk full"):
+        Projector(fresh_settings).run_until_caught_up()
+    assert rows(fresh_settings, "SELECT * FROM {s}.consumer_offsets") == []
+    with connect(fresh_settings, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TRIGGER refuse ON {}.streams").format(schema))
+    Projector(fresh_settings).run_until_caught_up()
+    assert rows(fresh_settings, "SELECT count(*) AS n FROM {s}.events")[0]["n"] == 500
