@@ -9,13 +9,14 @@ served by replay from the projection or Kafka). That makes replay + live gap-fre
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import TopicPartition
 
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
-from astraforge.kafka import Positioned, high_watermarks, poll_batch, reader
+from astraforge.kafka import Positioned, ReaderPool, high_watermarks, poll_batch, reader
 from astraforge.schemas import Codec, default_codec
 
 LOG = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class LiveTail:
         self._thread: threading.Thread | None = None
         self.positions: dict[int, int] = {}
         self.ready = threading.Event()
+        self.last_poll = 0.0  # time.monotonic() of the tail's last answer from Kafka (for /health)
+        self.readers = ReaderPool(settings)  # short reads (SSE gap fills) borrow these
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="live-tail", daemon=True)
@@ -60,9 +63,15 @@ class LiveTail:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+        self.readers.close()
+
+    def healthy(self) -> bool:
+        """Connected, and Kafka answered a poll within the last few seconds."""
+        return self.ready.is_set() and time.monotonic() - self.last_poll < max(5.0, self.settings.kafka_timeout_s)
 
     def subscribe(self, stream_id: str, tenant_id: str) -> Subscriber:
-        if not self.ready.wait(timeout=self.settings.kafka_timeout_s * 2):
+        """Never waits (it runs on the event loop): before the tail is connected, 503 at once."""
+        if not self.ready.is_set():
             raise KafkaUnavailable("live tail is not connected to Kafka")
         with self._lock:
             sub = Subscriber(stream_id, tenant_id, dict(self.positions), asyncio.get_running_loop())
@@ -96,7 +105,9 @@ class LiveTail:
             consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
             self.ready.set()
             while not self._stop.is_set():
-                for msg in poll_batch(consumer, 500, timeout=0.1):
+                batch = poll_batch(consumer, 500, timeout=0.1)
+                self.last_poll = time.monotonic()
+                for msg in batch:
                     if msg.error():
                         continue
                     self._dispatch(msg)

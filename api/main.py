@@ -1,5 +1,6 @@
 """Assembles the FastAPI app: settings, the PostgreSQL pool, the live tail and the routes."""
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -40,6 +41,9 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         await app.state.pool.open(wait=True, timeout=10)
         app.state.live = LiveTail(settings)
         app.state.live.start()
+        # serve once the tail is connected (subscribe never waits on the event loop); if Kafka is
+        # down the app starts anyway, answering 503 and reporting it on /health
+        await asyncio.to_thread(app.state.live.ready.wait, settings.kafka_timeout_s * 2)
         app.state.producer = EventProducer(settings)
         app.state.artifacts = make_artifact_store(settings)
         try:

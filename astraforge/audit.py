@@ -8,7 +8,7 @@ from psycopg import sql
 
 from astraforge.config import Settings
 from astraforge.db import connect
-from astraforge.kafka import Positioned, partition_for, partitions_of, read_range, reader
+from astraforge.kafka import Positioned, ReaderPool, partition_for, partitions_of, read_range, reader
 from astraforge.schemas import Codec, default_codec
 
 
@@ -23,13 +23,13 @@ def stream_partition(settings: Settings, stream_id: str) -> int:
 
 def stream_range(
     settings: Settings, stream_id: str, partition: int, start: int, end: int | None, follow: bool = False,
-    codec: Codec | None = None,
+    codec: Codec | None = None, pool: ReaderPool | None = None,
 ) -> Iterator[Positioned]:  # fmt: skip
     """The stream's records in ``[start, end)`` of its partition, decoded, in order; undecodable ones are
     skipped (they are in the dead-letter topic)."""
     codec = codec or default_codec()
     key = stream_id.encode()
-    for msg in read_range(settings, settings.events_topic, partition, start, end, follow=follow):
+    for msg in read_range(settings, settings.events_topic, partition, start, end, follow=follow, pool=pool):
         if msg.key() != key:
             continue
         try:

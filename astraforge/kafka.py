@@ -7,8 +7,10 @@ unreachable broker is reported once by our code (as ``KafkaUnavailable``), not a
 """
 
 import logging
+import threading
 import zlib
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,30 +113,69 @@ def high_watermarks(consumer: Consumer, topic: str, timeout: float) -> dict[int,
     return marks
 
 
+class ReaderPool:
+    """Reader consumers kept for reuse: a short read (an SSE gap fill) borrows one instead of paying
+    a new consumer's connect and metadata round trips, and their number stays bounded."""
+
+    def __init__(self, settings: Settings, keep: int = 4) -> None:
+        self.settings = settings
+        self.keep = keep
+        self._idle: list[Consumer] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self) -> Iterator[Consumer]:
+        with self._lock:
+            consumer = self._idle.pop() if self._idle else None
+        consumer = consumer or reader(self.settings)
+        try:
+            yield consumer
+        except BaseException:
+            consumer.close()  # its state is unknown: never hand it out again
+            raise
+        consumer.unassign()
+        with self._lock:
+            if len(self._idle) < self.keep:
+                self._idle.append(consumer)
+                return
+        consumer.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for consumer in idle:
+            consumer.close()
+
+
 def read_range(
-    settings: Settings, topic: str, partition: int, start: int, end: int | None, follow: bool = False
-) -> Iterator[Message]:
+    settings: Settings, topic: str, partition: int, start: int, end: int | None, follow: bool = False,
+    pool: ReaderPool | None = None,
+) -> Iterator[Message]:  # fmt: skip
     """Records of one partition from ``start`` up to ``end`` (exclusive; ``None`` = current end).
 
-    With ``follow`` it keeps waiting for new records instead of stopping at the end.
+    With ``follow`` it keeps waiting for new records instead of stopping at the end. With ``pool``
+    the consumer is borrowed from it (and returned) instead of made and closed.
     """
-    consumer = reader(settings)
-    try:
-        if end is None and not follow:
-            end = high_watermarks(consumer, topic, settings.kafka_timeout_s)[partition]
-        if end is not None and start >= end:
-            return
-        consumer.assign([TopicPartition(topic, partition, start)])
-        while True:
-            for msg in poll_batch(consumer, 1000, timeout=0.2):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF and not follow:
-                        return
-                    continue
-                if end is not None and msg.offset() >= end:
+    with pool.borrow() if pool else closing(reader(settings)) as consumer:
+        yield from _read(consumer, settings, topic, partition, start, end, follow)
+
+
+def _read(
+    consumer: Consumer, settings: Settings, topic: str, partition: int, start: int, end: int | None, follow: bool
+) -> Iterator[Message]:
+    if end is None and not follow:
+        end = high_watermarks(consumer, topic, settings.kafka_timeout_s)[partition]
+    if end is not None and start >= end:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    while True:
+        for msg in poll_batch(consumer, 1000, timeout=0.2):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF and not follow:
                     return
-                yield msg
-                if end is not None and msg.offset() >= end - 1:
-                    return
-    finally:
-        consumer.close()
+                continue
+            if end is not None and msg.offset() >= end:
+                return
+            yield msg
+            if end is not None and msg.offset() >= end - 1:
+                return

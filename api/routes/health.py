@@ -1,27 +1,21 @@
 """Health: the only unauthenticated endpoint; reports Kafka and PostgreSQL separately."""
 
-import asyncio
-
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from psycopg import sql
 
 from astraforge.api.models import Health, ServiceHealth
-from astraforge.kafka import partitions_of, reader
 
 router = APIRouter(tags=["health"])
 
 
-def _kafka_health(settings) -> ServiceHealth:
-    consumer = reader(settings)
-    try:
-        parts = partitions_of(consumer, settings.events_topic, timeout=2)
-        return ServiceHealth(ok=True, detail=f"{settings.events_topic}: {len(parts)} partitions")
-    except Exception as e:
-        return ServiceHealth(ok=False, detail=str(e))
-    finally:
-        consumer.close()
+def _kafka_health(request: Request) -> ServiceHealth:
+    """From the live tail the API already runs (no consumer per probe)."""
+    live = request.app.state.live
+    if live.healthy():
+        return ServiceHealth(ok=True, detail=f"{live.topic}: {len(live.positions)} partitions, tail connected")
+    return ServiceHealth(ok=False, detail="the live tail has no answer from Kafka")
 
 
 async def _postgres_health(request: Request) -> tuple[ServiceHealth, ServiceHealth]:
@@ -45,9 +39,8 @@ async def _postgres_health(request: Request) -> tuple[ServiceHealth, ServiceHeal
 
 @router.get("/health", response_model=Health, operation_id="getHealth", responses={503: {"model": Health}})
 async def health(request: Request) -> JSONResponse:
-    kafka, (postgres, projection) = await asyncio.gather(
-        asyncio.to_thread(_kafka_health, request.app.state.settings), _postgres_health(request)
-    )
+    kafka = _kafka_health(request)
+    postgres, projection = await _postgres_health(request)
     ok = kafka.ok and postgres.ok and projection.ok
     body = Health(status="ok" if ok else "degraded", kafka=kafka, postgres=postgres, projection=projection)
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)

@@ -20,7 +20,7 @@ from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPu
 from astraforge.api.params import After, StreamId
 from astraforge.audit import stream_range
 from astraforge.config import Settings
-from astraforge.kafka import Positioned
+from astraforge.kafka import Positioned, partition_for
 from astraforge.projections.queries import ProjectionQueries
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -127,13 +127,15 @@ async def _sse(
                 break
         async with pool.connection() as conn:
             stream = await q.stream(conn, tenant, stream_id)
-        # 2. records the live tail will not deliver and the projection did not have yet
+        # 2. records the live tail will not deliver and the projection did not have yet (only in the
+        #    stream's own partition: the producer's partitioner is CRC32(key) mod partitions)
+        home = stream["partition"] if stream is not None else partition_for(stream_id, len(sub.positions))
         for partition, live_from in sub.positions.items():
-            if stream is not None and partition != stream["partition"]:
+            if partition != home:
                 continue
             start = max(last + 1 if stream else 0, projected.get(partition, 0))
             if start < live_from:
-                for e in await asyncio.to_thread(_from_kafka, settings, partition, start, live_from, stream_id):
+                for e in await asyncio.to_thread(_from_kafka, settings, live, partition, start, live_from, stream_id):
                     if e.envelope.tenant_id == tenant and e.offset > last:
                         yield _event(EventPublic.from_envelope(e.partition, e.offset, e.envelope))
                         last = e.offset
@@ -149,5 +151,5 @@ async def _sse(
         live.unsubscribe(sub)
 
 
-def _from_kafka(settings: Settings, partition: int, start: int, end: int, stream_id: str) -> list[Positioned]:
-    return list(stream_range(settings, stream_id, partition, start, end))
+def _from_kafka(settings: Settings, live, partition: int, start: int, end: int, stream_id: str) -> list[Positioned]:
+    return list(stream_range(settings, stream_id, partition, start, end, pool=live.readers))
