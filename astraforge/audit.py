@@ -1,8 +1,11 @@
 """The audit replay: a stream's records read straight from Kafka (never from the projection),
 and a verification that the projection holds exactly those records."""
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from psycopg import sql
 
@@ -53,22 +56,99 @@ class Difference:
 
 
 def verify(settings: Settings, stream_id: str) -> tuple[int, list[Difference]]:
-    """Compare Kafka with the projection, record by record. Returns (records checked, differences)."""
-    from astraforge.api.models import EventPublic  # the one serialisation both sides share
+    """Compare Kafka with the projection, record by record and row by row. Returns (records
+    checked, differences).
 
-    kafka = {
-        p.offset: EventPublic.from_envelope(p.partition, p.offset, p.envelope).model_dump()
-        for p in stream_records(settings, stream_id)
-    }
+    Only what the projection claims to have consumed is compared: Kafka is read up to the stored
+    offset of the stream's partition, so a projector that merely lags is not a difference. Each
+    side is taken as it is stored (the envelope as decoded; the row's columns), with a conversion
+    of its own, so a bug in the projection's serialisation cannot hide itself. The stream's
+    ``streams`` row and the ``sandboxes`` rows of its sandboxes are checked against the records too.
+    """
+    schema = sql.Identifier(settings.projection_schema)
+    partition = stream_partition(settings, stream_id)
     with connect(settings) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        query = sql.SQL('SELECT * FROM {}.events WHERE stream_id = %s ORDER BY "offset"')
-        rows = conn.execute(query.format(sql.Identifier(settings.projection_schema)), (stream_id,)).fetchall()
-    projected = {r["offset"]: EventPublic.from_row(r).model_dump() for r in rows}
+        stored = conn.execute(
+            sql.SQL("SELECT next_offset FROM {}.consumer_offsets WHERE topic = %s AND partition = %s").format(schema),
+            (settings.events_topic, partition),
+        ).fetchone()
+        rows = conn.execute(sql.SQL('SELECT * FROM {}.events WHERE stream_id = %s ORDER BY "offset"').format(schema),
+                            (stream_id,)).fetchall()  # fmt: skip
+        stream_row = conn.execute(sql.SQL("SELECT * FROM {}.streams WHERE stream_id = %s").format(schema),
+                                  (stream_id,)).fetchone()  # fmt: skip
+        sandbox_rows = conn.execute(sql.SQL("SELECT * FROM {}.sandboxes WHERE stream_id = %s").format(schema),
+                                    (stream_id,)).fetchall()  # fmt: skip
+    end = stored["next_offset"] if stored else 0
+    kafka = {p.offset: p.envelope for p in stream_range(settings, stream_id, partition, 0, end)} if end else {}
+    projected = {r["offset"]: r for r in rows}
     diffs = [Difference(o, "in Kafka, missing from the projection") for o in sorted(kafka.keys() - projected.keys())]
     diffs += [Difference(o, "in the projection, not in Kafka") for o in sorted(projected.keys() - kafka.keys())]
     for offset in sorted(kafka.keys() & projected.keys()):
-        for field, value in kafka[offset].items():
-            if projected[offset][field] != value:
-                diffs.append(Difference(offset, f"{field}: Kafka {value!r} != projection {projected[offset][field]!r}"))
+        diffs += [Difference(offset, problem) for problem in _row_differences(kafka[offset], projected[offset])]
+    diffs += _read_model_differences(stream_id, partition, kafka, stream_row, sandbox_rows)
     return len(kafka), sorted(diffs, key=lambda d: d.offset)
+
+
+ENVELOPE_COLUMNS = ("event_id", "type", "tenant_id", "actor", "sandbox_id", "causation_id", "correlation_id",
+                    "schema_version", "stream_id")  # fmt: skip
+
+
+def _row_differences(envelope, row: dict) -> list[str]:
+    problems = [f"{c}: Kafka {getattr(envelope, c)!r} != projection {row[c]!r}" for c in ENVELOPE_COLUMNS
+                if getattr(envelope, c) != row[c]]  # fmt: skip
+    occurred = row["occurred_at"]
+    micros = (occurred - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    if micros != envelope.occurred_at:
+        problems.append(f"occurred_at: Kafka {envelope.occurred_at} != projection {micros}")
+    problems += [f"payload.{k}: {p}" for k, p in _payload_differences(envelope.payload, row["payload"])]
+    return problems
+
+
+def _payload_differences(kafka: Any, stored: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """The projection keeps bytes as text when UTF-8 without NUL, else as ``{"base64": ...}``:
+    undo that here, independently of the code that did it."""
+    if isinstance(kafka, bytes):
+        if isinstance(stored, dict) and set(stored) == {"base64"}:
+            stored = base64.b64decode(stored["base64"])
+        elif isinstance(stored, str):
+            stored = stored.encode()
+    if isinstance(kafka, dict) and isinstance(stored, dict):
+        for k in kafka.keys() | stored.keys():
+            yield from _payload_differences(kafka.get(k), stored.get(k), f"{key}.{k}" if key else k)
+    elif isinstance(kafka, list) and isinstance(stored, list) and len(kafka) == len(stored):
+        for i, (a, b) in enumerate(zip(kafka, stored, strict=True)):
+            yield from _payload_differences(a, b, f"{key}[{i}]")
+    elif kafka != stored:
+        yield key, f"Kafka {kafka!r} != projection {stored!r}"
+
+
+def _read_model_differences(stream_id, partition, kafka: dict, stream_row, sandbox_rows) -> list[Difference]:
+    diffs = []
+    if kafka:
+        first, last = min(kafka), max(kafka)
+        expected = {"tenant_id": kafka[first].tenant_id, "partition": partition, "first_offset": first,
+                    "last_offset": last, "event_count": len(kafka)}  # fmt: skip
+        if stream_row is None:
+            diffs.append(Difference(last, f"streams: no row for {stream_id}"))
+        else:
+            diffs += [Difference(last, f"streams.{k}: Kafka {v!r} != projection {stream_row[k]!r}")
+                      for k, v in expected.items() if stream_row[k] != v]  # fmt: skip
+    states: dict[str, tuple[int, str, str]] = {}  # sandbox -> (offset, state, tenant) of its last lifecycle record
+    for offset, e in sorted(kafka.items()):
+        if (
+            e.type.startswith("sandbox.")
+            and "state" in e.payload
+            and e.sandbox_id
+            and e.type != "sandbox.heartbeat.recorded"
+        ):
+            states[e.sandbox_id] = (offset, e.payload["state"], e.tenant_id)
+    by_id = {r["sandbox_id"]: r for r in sandbox_rows}
+    for sandbox_id, (offset, state, tenant) in states.items():
+        row = by_id.get(sandbox_id)
+        if row is None:
+            diffs.append(Difference(offset, f"sandboxes: no row for {sandbox_id}"))
+        elif (row["state"], row["tenant_id"], row["last_offset"]) != (state, tenant, offset):
+            diffs.append(Difference(offset, f"sandboxes.{sandbox_id}: Kafka {(state, tenant, offset)!r} != projection "
+                                            f"{(row['state'], row['tenant_id'], row['last_offset'])!r}"))  # fmt: skip
+    return diffs

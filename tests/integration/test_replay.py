@@ -9,6 +9,7 @@ from psycopg import sql
 from astraforge.db import connect
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import Projector
+from astraforge.schemas import Envelope
 from tests.support import chat, cli_env
 
 
@@ -48,3 +49,29 @@ def test_replay_prints_the_timeline_and_verify_finds_differences(fresh_settings)
     assert bad.returncode == 1
     assert "offset 3: in Kafka, missing from the projection" in bad.stdout
     assert "offset 7: payload" in bad.stdout and "forged" in bad.stdout
+
+
+def test_verify_is_bounded_by_the_projection_and_checks_what_it_claims(fresh_settings) -> None:
+    """Lag is not a difference; tenant, schema version and the read models are compared."""
+    producer = EventProducer(fresh_settings)
+    sandbox = [Envelope(type=f"sandbox.{s}", stream_id="checked", tenant_id="acme", actor="processor",
+                        sandbox_id="sb-checked", payload={"state": s}) for s in ("requested", "ready")]  # fmt: skip
+    producer.append_many([*sandbox, chat("checked", "acme", "hi"), chat("checked", "acme", "bytes")])
+    Projector(fresh_settings).run_until_caught_up()
+    producer.append(chat("checked", "acme", "not projected yet"))  # the projector is not running: lag
+    ok = replay(fresh_settings, "checked", "--verify")
+    assert ok.returncode == 0 and "0 difference" in ok.stderr, ok.stdout + ok.stderr
+
+    damage = [
+        """UPDATE {}.events SET tenant_id = 'evil' WHERE "offset" = 2 AND stream_id = 'checked'""",
+        """UPDATE {}.events SET schema_version = 0 WHERE "offset" = 3 AND stream_id = 'checked'""",
+        "UPDATE {}.sandboxes SET state = 'terminated' WHERE sandbox_id = 'sb-checked'",
+        "UPDATE {}.streams SET event_count = 99 WHERE stream_id = 'checked'",
+    ]
+    with connect(fresh_settings) as conn:
+        for statement in damage:
+            conn.execute(sql.SQL(statement).format(sql.Identifier(fresh_settings.projection_schema)))
+    bad = replay(fresh_settings, "checked", "--verify")
+    assert bad.returncode == 1
+    for expected in ("offset 2: tenant_id", "offset 3: schema_version", "sandboxes.sb-checked", "streams.event_count"):
+        assert expected in bad.stdout, (expected, bad.stdout)
