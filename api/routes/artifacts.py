@@ -1,10 +1,8 @@
 """Artifacts (large output, snapshots) and forking sandboxes from a snapshot."""
 
 import asyncio
-from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
@@ -13,6 +11,7 @@ from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, Sandbox
 from astraforge.api.params import ArtifactId
 from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
+from astraforge.api.streaming import artifact_response
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope
@@ -31,18 +30,10 @@ async def download_artifact(artifact_id: ArtifactId, request: Request, tenant: C
     row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
     if row is None:
         raise ApiError(404, f"artifact {artifact_id} not found")
-    chunks = request.app.state.artifacts.iter_chunks(row)
-    try:  # the first chunk before the headers: a missing artifact is still a clean 404
-        first = await run_in_threadpool(next, chunks, b"")
+    try:
+        return await artifact_response(request.app.state.artifacts, row, row["content_type"])
     except NotFound:
         raise ApiError(404, f"artifact {artifact_id} is gone from the store") from None
-
-    def body() -> Iterator[bytes]:
-        yield first
-        yield from chunks  # streamed; a sha256 mismatch at the end breaks the response off
-
-    headers = {"X-Sha256": row["sha256"], "Content-Length": str(row["size"])}
-    return StreamingResponse(body(), media_type=row["content_type"], headers=headers)
 
 
 @router.delete("/v1/artifacts/{artifact_id}", status_code=202, operation_id="deleteArtifact", responses=ERRORS)

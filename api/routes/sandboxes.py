@@ -8,7 +8,7 @@ stream *before* appending, then wait for the processor's answer on the live tail
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -31,7 +31,8 @@ from astraforge.api.models import (
 )
 from astraforge.api.params import After, CommandId, SandboxId
 from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandboxes
-from astraforge.artifacts import MAX_INLINE_BYTES
+from astraforge.api.streaming import artifact_response
+from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.ids import from_micros, new_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
@@ -312,18 +313,22 @@ async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer:
     return done
 
 
-async def _body_within(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass ``limit``: from its
-    Content-Length before a byte is read, else while it streams in (never read whole first)."""
+async def _body_within(request: Request, limit: int) -> BinaryIO:
+    """The request body in a spool (on disk past 1 MiB), refused with 413 as soon as it is known to
+    pass ``limit``: from its Content-Length before a byte is read, else while it streams in."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"files over {limit} bytes are refused (this one declares {declared})")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"files over {limit} bytes are refused")
-    return bytes(body)
+    body = spool()
+    try:
+        async for chunk in request.stream():
+            if body.tell() + len(chunk) > limit:
+                raise ApiError(413, f"files over {limit} bytes are refused")
+            body.write(chunk)  # page cache past 1 MiB: no wait worth a thread
+    except BaseException:
+        body.close()
+        raise
+    return body
 
 
 @router.put("/{sandbox_id}/files/{path:path}", response_model=FileResult, operation_id="uploadFile", responses=ERRORS)
@@ -333,14 +338,16 @@ async def upload(
 ) -> FileResult:  # fmt: skip
     """Write the request body to `path` (relative paths are under /workspace)."""
     await _live_sandbox(conn, settings, tenant, sandbox_id)
-    data = await _body_within(request, settings.max_file_bytes)
-    artifact = None
-    if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
-        await admit_artifact_bytes(conn, settings, tenant, len(data))
-        artifact = await run_in_threadpool(
-            request.app.state.artifacts.put, tenant, data, "application/octet-stream", path
-        )
-    inline = None if artifact else data
+    with await _body_within(request, settings.max_file_bytes) as body:
+        size = body.tell()
+        artifact = inline = None
+        if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
+            await admit_artifact_bytes(conn, settings, tenant, size)
+            store = request.app.state.artifacts
+            artifact = await run_in_threadpool(store.put_file, tenant, body, "application/octet-stream", path)
+        else:
+            body.seek(0)
+            inline = body.read()
     payload = {"request_id": new_id(), "path": path, "content": inline, "artifact": artifact, "mode": 0o644}
     command = _command(tenant, sandbox_id, "sandbox.file.write", payload)
     # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
@@ -372,8 +379,10 @@ async def download(
             stored = _command(tenant, sandbox_id, "artifact.stored", {"artifact": ref, "command_id": None})
             await _append(request, [stored])
         return JSONResponse({"artifact_id": ref["artifact_id"], "size": ref["size"], "sha256": ref["sha256"]})
-    data = done.payload["content"] if ref is None else await run_in_threadpool(store.get, ref)
-    return Response(data or b"", media_type="application/octet-stream", headers={"X-Sha256": done.payload["sha256"]})
+    if ref is not None:
+        return await artifact_response(store, ref, "application/octet-stream")
+    data = done.payload["content"] or b""
+    return Response(data, media_type="application/octet-stream", headers={"X-Sha256": done.payload["sha256"]})
 
 
 @router.post("/{sandbox_id}/exec/{command_id}/cancel", status_code=202, operation_id="cancelExec", responses=ERRORS)
