@@ -54,6 +54,7 @@ FRAMING = {"host", "content-length", "transfer-encoding"}  # never dropped becau
 REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout", 429: "Too Many Requests", 502: "Bad Gateway"}
 CONNECT_TIMEOUT_S = 10.0
 LINGER_S = 2.0
+MAX_INTERIM = 8  # 1xx answers relayed before one final response (RFC 9110 sets no limit; we do)
 
 
 @dataclass(frozen=True)
@@ -368,8 +369,12 @@ class EgressProxy:
     async def _tunnel(self, sandbox, r: _Request, reader, writer) -> None:
         up_reader, up_writer, address = await self._connect(sandbox, r)
         self._allow(sandbox, r, address, credential=False)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
+        try:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+        except OSError:
+            up_writer.close()  # the sandbox went away before the tunnel opened
+            raise
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
     async def _forward(self, sandbox, r: _Request, reader, writer) -> bool:
@@ -459,8 +464,10 @@ def _host_header(value: str) -> tuple[str, int] | None:
 
 
 async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bool) -> bool:
-    """Relay the response (interim 1xx first); whether the client connection stays usable."""
-    while True:
+    """Relay the response (interim 1xx first, at most ``MAX_INTERIM``, each drained before the next
+    is read: an upstream streaming endless 103s at a sandbox that never reads must not fill the
+    proxy's memory); whether the client connection stays usable."""
+    for _ in range(MAX_INTERIM + 1):
         try:
             head = await read_head(up_reader, [])
             if head is None:
@@ -478,6 +485,10 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
         # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one
         writer.write(f"{head.start}\r\n".encode("latin-1") + b"".join(f"{n}: {v}\r\n".encode("latin-1")
                      for n, v in head.fields) + b"\r\n")  # fmt: skip
+        await writer.drain()
+    else:
+        await _reply(reader, writer, 502, f"upstream answer refused: more than {MAX_INTERIM} interim responses")
+        return False
     if r.method == "HEAD" or status in (204, 304):
         framing = Framing("length", 0)
     keep_alive = keep_alive and framing.kind != "close"

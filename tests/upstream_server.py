@@ -5,7 +5,8 @@ It answers every request ``200 hello from upstream`` on a kept-alive connection 
 JSON line per request to the log file: the raw head exactly as received (so a test sees what the
 proxy forwarded, bare LFs included), the body, and the address the connection arrived on. It is
 deliberately lenient (a head may end in a bare LF): it must show what got through, not refuse it.
-A CONNECT tunnel into it is answered the same way.
+A CONNECT tunnel into it is answered the same way. ``/early-hints-flood`` plays a hostile upstream
+that sends 103 Early Hints without end.
 
     python tests/upstream_server.py <port> <log file>
 """
@@ -47,6 +48,12 @@ def serve(log_path: str):
                 body = await read_body(reader, text)
                 with open(log_path, "a") as log:
                     log.write(json.dumps({"local": local, "head": text, "body": body.decode("latin-1")}) + "\n")
+                if " /early-hints-flood" in text.split("\n", 1)[0]:  # a hostile upstream: 1xx without end
+                    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n"
+                    for _ in range(100_000):
+                        writer.write(hint)
+                        await writer.drain()
+                    return
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError, ValueError):

@@ -257,6 +257,18 @@ def test_host_header_must_agree_with_the_checked_target(api_url, get_only) -> No
     assert event["type"] == "egress.denied" and "Host" in event["payload"]["reason"]
 
 
+def test_an_endless_stream_of_interim_answers_is_cut_off(api_url, get_only) -> None:
+    """An allowed but hostile upstream sends 103s forever: the proxy relays a few, then answers 502
+    (each was drained first, so a sandbox that never reads cannot make the proxy buffer them)."""
+    key, sid, up = get_only
+    target = f"{up.ip}:{up.port}"
+    result = probe(api_url, key, sid, "send", raw(f"GET http://{target}/early-hints-flood HTTP/1.1\r\n"
+                                                  f"Host: {target}\r\n{AUTH}\r\n"))  # fmt: skip
+    seen = json.dumps(result)  # the probe reads 1xx answers and the final one as one stream
+    assert "502 Bad Gateway" in seen and "more than 8 interim responses" in seen, result
+    assert seen.count("103 Early Hints") <= 8
+
+
 def test_pipelined_post_under_a_get_only_rule_is_refused(api_url, get_only) -> None:
     key, sid, up = get_only
     target = f"{up.ip}:{up.port}"
