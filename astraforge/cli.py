@@ -98,6 +98,22 @@ def keys_create(
     print(key)
 
 
+@keys.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id: the 16 hex characters after `af_`.")],
+) -> None:
+    """Revoke an API key. A running API may still accept it for up to 5 s (its key cache)."""
+    from astraforge.api.auth import revoke_key
+
+    try:
+        revoked = revoke_key(get_settings(), key_id)
+    except (ValueError, AstraForgeError) as e:
+        raise _fail(str(e)) from e
+    if not revoked:
+        raise _fail(f"no active key with id {key_id}")
+    console.print(f"revoked key {key_id}")
+
+
 @projections.command("run")
 def projections_run() -> None:
     """Run the projector in the foreground (Ctrl-C stops it cleanly)."""

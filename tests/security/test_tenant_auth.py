@@ -1,0 +1,93 @@
+"""Keys and tenant scope, attacked as a caller holding part of a key, a revoked key, or its own key
+to another tenant's stream id, through the real app on a free port.
+
+What is NOT covered here: a running API process keeps a verified token's answer for 5 s
+(``KeyVerifier.ttl_s``), so a revoked key may still work there for that long; these tests only prove
+that a process which has not seen the token in that window refuses it.
+"""
+
+import secrets
+import subprocess
+import sys
+
+import httpx
+from httpx_sse import connect_sse
+
+from astraforge.api.auth import create_key, revoke_key
+from tests.support import auth, chat, cli_env, get, running_api, wait_until
+
+
+def _key_id(key: str) -> str:
+    return key.split("_")[1]
+
+
+def test_a_real_key_id_with_a_wrong_secret_is_refused(api_url, tenant) -> None:
+    _, key = tenant
+    forged = f"af_{_key_id(key)}_{secrets.token_urlsafe(32)}"  # well-formed, the id exists, the secret is a guess
+    assert forged != key and len(forged) == len(key)
+    r = get(f"{api_url}/v1/streams", forged)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert get(f"{api_url}/v1/streams", key).status_code == 200, "the real key itself works"
+
+
+def test_a_revoked_key_is_refused(settings, api_url, tenant) -> None:
+    name, kept = tenant
+    revoked = create_key(settings, name, "to revoke")
+    assert get(f"{api_url}/v1/streams", kept).status_code == 200
+
+    cli = [sys.executable, "-m", "astraforge.cli", "keys", "revoke", _key_id(revoked)]
+    done = subprocess.run(cli, env=cli_env(settings), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+    r = get(f"{api_url}/v1/streams", revoked)  # never verified by this process: no cached answer
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid or revoked API key"
+    assert get(f"{api_url}/v1/streams", kept).status_code == 200, "only that key is revoked, not the tenant"
+    again = subprocess.run(cli, env=cli_env(settings), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_a_key_used_before_its_revocation_is_refused_by_a_fresh_process(settings, api_url, tenant) -> None:
+    name, _ = tenant
+    key = create_key(settings, name, "used then revoked")
+    assert get(f"{api_url}/v1/streams", key).status_code == 200  # now cached by the running app
+    assert revoke_key(settings, _key_id(key))
+    with running_api(settings) as fresh:  # its own key cache: the revocation lag is that cache's ttl
+        assert get(f"{fresh}/v1/streams", key).status_code == 401
+
+
+def _texts_sse(api_url: str, key: str, stream: str, until: str) -> list[str]:
+    texts: list[str] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(30, read=30)) as client,
+        connect_sse(client, "GET", f"{api_url}/v1/streams/{stream}/events/sse", headers=auth(key)) as source,
+    ):
+        assert source.response.status_code == 200
+        for event in source.iter_sse():
+            if event.data:
+                texts.append(event.json()["payload"]["text"])
+                if texts[-1] == until:
+                    return texts
+    raise AssertionError(f"the SSE stream ended before {until!r}: {texts}")
+
+
+def test_two_tenants_writing_one_stream_id_see_only_their_own_records(api_url, producer, tenant, other_tenant) -> None:
+    """Stream ids are not secret and nothing stops two writers (webhooks, runs) from choosing the same
+    one: the tenant check must hold on every record, not only on the stream's row."""
+    a, a_key = tenant
+    b, b_key = other_tenant
+    stream = f"shared-{secrets.token_hex(4)}"
+    # one key -> one partition, in this order; once a2 is projected, b1 is too
+    producer.append_many([chat(stream, a, "a1"), chat(stream, b, "b1 (not yours)"), chat(stream, a, "a2")])
+
+    def a_texts() -> list[str]:
+        r = get(f"{api_url}/v1/streams/{stream}/events", a_key, limit=1000)
+        return [e["payload"]["text"] for e in r.json()["items"]] if r.status_code == 200 else []
+
+    wait_until(lambda: "a2" in a_texts(), timeout=30, what="a2 projected")
+    assert a_texts() == ["a1", "a2"], "REST"
+    assert _texts_sse(api_url, a_key, stream, until="a2") == ["a1", "a2"], "SSE replay"
+
+    # the stream's row is the first writer's: the second tenant reads nothing of it, by either route
+    assert get(f"{api_url}/v1/streams/{stream}/events", b_key).status_code == 404
+    assert httpx.get(f"{api_url}/v1/streams/{stream}/events/sse", headers=auth(b_key)).status_code == 404
+    assert stream not in [s["stream_id"] for s in get(f"{api_url}/v1/streams", b_key).json()["items"]]
