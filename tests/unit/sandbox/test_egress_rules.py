@@ -14,6 +14,7 @@ from astraforge.sandbox.egress import Rule
     ("host", "allowed"),
     [
         ("a.example.com", True),
+        ("www.example.com", True),
         ("deep.a.example.com", True),
         ("example.com", False),  # the wildcard is for subdomains, not the domain itself
         ("evilexample.com", False),  # same suffix without the dot: another registrant's name
@@ -46,3 +47,9 @@ def test_methods_narrow_the_rule_and_a_bare_rule_allows_every_method() -> None:
     assert not rule.allows("api.example.com", 80, "POST")
     assert not rule.allows("api.example.com", 80, "CONNECT")
     assert Rule.parse("api.example.com").allows("api.example.com", 80, "DELETE")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "GET api.example.com extra", ":443", "api.example.com:https"])
+def test_a_malformed_rule_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="egress rule"):
+        Rule.parse(text)
