@@ -36,8 +36,8 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
     """Revoke a key by its id (the 16 hex characters after ``af_``); False if no active key has it.
 
     Not instant everywhere: a running API process keeps its answer for a token it verified in the
-    last ``KeyVerifier.ttl_s`` (5 s), so the key may still work there for up to that long. A request
-    with a token the process has not verified in that window is checked against the row at once.
+    last ``key_cache_ttl_s`` (default 5 s), so the key may still work there for up to that long. A
+    token the process has not verified in that window is checked against the row at once.
     """
     if not re.fullmatch(KEY_ID, key_id):
         raise ValueError("key id must be the 16 hex characters after 'af_' in the key")
@@ -48,7 +48,8 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
 
 
 class KeyVerifier:
-    """Resolves a bearer token to its tenant, caching answers briefly (revocation lag <= ttl)."""
+    """Resolves a bearer token to its tenant, caching answers (good and bad) for ``ttl_s``: the
+    revocation lag. The cache is per process and bounded; nothing tells it about a revocation."""
 
     def __init__(self, ttl_s: float = 5.0) -> None:
         self.ttl_s = ttl_s

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.keys = KeyVerifier()
+    app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
     app.include_router(health.router)

@@ -102,7 +102,7 @@ def keys_create(
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id: the 16 hex characters after `af_`.")],
 ) -> None:
-    """Revoke an API key. A running API may still accept it for up to 5 s (its key cache)."""
+    """Revoke an API key. A running API may accept it for ASTRAFORGE_KEY_CACHE_TTL_S (5 s) more."""
     from astraforge.api.auth import revoke_key
 
     try:

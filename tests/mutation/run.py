@@ -30,7 +30,8 @@ WORK = ROOT / ".mutation"
 SCOPES = tomllib.loads((Path(__file__).parent / "scopes.toml").read_text())
 # plugins none of the scoped tests use: they cost seconds of start-up per mutant
 PYTEST_QUIET = ["-p", "no:cacheprovider", "-p", "no:schemathesis", "-p", "no:hypothesispytest"]
-PRIVATE = {"sandboxes", "bwrap"}  # what a mutated sandbox module writes: never shared with other checkouts
+PRIVATE = {"sandboxes", "bwrap"}
+ANNOTATION = "in a type annotation"  # what a mutated sandbox module writes: never shared with other checkouts
 
 
 def bin_path(name: str) -> str:
@@ -62,6 +63,35 @@ def line_ranges(module: Path, names: list[str]) -> list[str]:
     if missing:
         raise SystemExit(f"{module}: no top-level {', '.join(sorted(missing))} (update tests/mutation/scopes.toml)")
     return list(found.values())
+
+
+def annotation_spans(module: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions of every type annotation: a mutant there (`str | None` -> `str & None`)
+    is either an import-time error or no change at all, never a behaviour a test could check."""
+    spans = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        annotations = []
+        if isinstance(node, ast.AnnAssign | ast.arg):
+            annotations.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in annotations if a is not None]
+    return spans
+
+
+def skip_annotations(session: Path, module: Path) -> None:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(module)
+
+    def inside(m) -> bool:
+        return any(start <= tuple(m.start_pos) and tuple(m.end_pos) <= end for start, end in spans)
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        skipped = [item.job_id for item in db.pending_work_items if all(inside(m) for m in item.mutations)]
+        if skipped:
+            db.set_multiple_results(skipped, WorkResult(output=ANNOTATION, worker_outcome=WorkerOutcome.SKIPPED))
 
 
 def toml_value(value) -> str:
@@ -103,7 +133,7 @@ def summarize(name: str, scope: dict, session: Path, env: dict[str, str]) -> lis
             counts["not run"] += 1
             continue
         if result["worker_outcome"] == "skipped":
-            counts["out of scope"] += 1
+            counts["annotation" if result["output"] == ANNOTATION else "out of scope"] += 1
             continue
         outcome = result["test_outcome"]
         if outcome == "killed" and result["output"] == "timeout":
@@ -117,9 +147,10 @@ def summarize(name: str, scope: dict, session: Path, env: dict[str, str]) -> lis
     tested = counts["killed"] + counts["timeout"] + counts["survived"] + counts["incompetent"]
     caught = counts["killed"] + counts["timeout"]
     score = f"{100 * caught / tested:.0f}%" if tested else "n/a"
-    head = (f"{name} ({scope['module']}{' ' + ','.join(scope['only']) if 'only' in scope else ''}): {tested} mutants, "
-            f"{counts['killed']} killed, {counts['timeout']} timeout, {counts['survived']} survived, "
-            f"{counts['incompetent']} incompetent; score {score}")  # fmt: skip
+    where = scope["module"] + (" " + ",".join(scope["only"]) if "only" in scope else "")
+    head = (f"{name} ({where}): {tested} mutants, {counts['killed']} killed, {counts['timeout']} timeout, "
+            f"{counts['survived']} survived, {counts['incompetent']} incompetent; score {score} "
+            f"(not run: {counts['annotation']} in type annotations)")  # fmt: skip
     return [head, *survivors]
 
 
@@ -136,6 +167,7 @@ def run_scope(name: str, scope: dict, env: dict[str, str]) -> list[str] | None:
             done = run(bin_path(tool), *args, env=env)
             if done.returncode:
                 raise SystemExit(f"{name}: {tool} failed:\n{done.stderr}")
+        skip_annotations(session, module)
         print(f"{name}: baseline (the tests must pass unmutated)...", flush=True)
         baseline = run(bin_path("cosmic-ray"), "baseline", str(config), env=env)
         if baseline.returncode:
