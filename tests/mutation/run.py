@@ -100,15 +100,17 @@ def toml_value(value) -> str:
     return json.dumps(value)  # strings, numbers and lists of them read the same in TOML
 
 
+def test_command(scope: dict) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", *PYTEST_QUIET, *scope.get("pytest_args", []), *scope["tests"]]
+
+
 def write_config(name: str, scope: dict) -> Path:
-    test_command = [sys.executable, "-m", "pytest", "-x", "-q", *PYTEST_QUIET, *scope.get("pytest_args", []),
-                    *scope["tests"]]  # fmt: skip
     lines = [
         "[cosmic-ray]",
         f"module-path = {toml_value(scope['module'])}",
         f"timeout = {toml_value(float(scope['timeout']))}",
         "excluded-modules = []",
-        f"test-command = {toml_value(shlex.join(test_command))}",
+        f"test-command = {toml_value(shlex.join(test_command(scope)))}",
         "[cosmic-ray.distributor]",
         'name = "local"',
     ]
@@ -154,6 +156,47 @@ def summarize(name: str, scope: dict, session: Path, env: dict[str, str]) -> lis
     return [head, *survivors]
 
 
+def tests_pass(scope: dict, env: dict[str, str]) -> bool | None:
+    """True if the scope's tests pass, False if they fail, None if they hang past the timeout."""
+    proc = subprocess.Popen(test_command(scope), cwd=ROOT, env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        return proc.wait(timeout=scope["timeout"]) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    finally:
+        if proc.poll() is None:  # interrupted: take the test run down with us
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def sql_condition_mutants(name: str, scope: dict, env: dict[str, str]) -> list[str]:
+    """cosmic-ray never mutates strings, and the tenant scoping lives in SQL text: for each
+    occurrence of a `sql_conditions` entry, neutralise it (`(cond OR TRUE)`, parameters unchanged)."""
+    module = ROOT / scope["module"]
+    source = module.read_text()
+    counts: Counter[str] = Counter()
+    survivors: list[str] = []
+    for condition in scope.get("sql_conditions", []):
+        at = source.find(condition)
+        while at >= 0:
+            module.write_text(source[:at] + f"({condition} OR TRUE)" + source[at + len(condition) :])
+            try:
+                passed = tests_pass(scope, env)
+            finally:
+                module.write_text(source)
+            outcome = {True: "survived", False: "killed", None: "timeout"}[passed]
+            counts[outcome] += 1
+            if outcome == "survived":
+                survivors.append(f"  line {source.count(chr(10), 0, at) + 1}: SQL `{condition}` ignored")
+            at = source.find(condition, at + 1)
+    total = sum(counts.values())
+    head = (f"{name} ({scope['module']}, SQL conditions ignored): {total} mutants, {counts['killed']} killed, "
+            f"{counts['timeout']} timeout, {counts['survived']} survived")  # fmt: skip
+    return [head, *survivors]
+
+
 def run_scope(name: str, scope: dict, env: dict[str, str]) -> list[str] | None:
     """The scope's summary lines, or None if its tests fail without any mutation."""
     module = ROOT / scope["module"]
@@ -175,11 +218,12 @@ def run_scope(name: str, scope: dict, env: dict[str, str]) -> list[str] | None:
             return None
         print(f"{name}: mutating {scope['module']}...", flush=True)
         subprocess.run([bin_path("cosmic-ray"), "exec", str(config), str(session)], cwd=ROOT, env=env, check=True)
+        extra = sql_condition_mutants(name, scope, env) if "sql_conditions" in scope else []
     finally:
         if module.read_bytes() != original:
             module.write_bytes(original)
             print(f"{name}: restored {scope['module']} (a mutant was left on disk)", file=sys.stderr)
-    return summarize(name, scope, session, env)
+    return summarize(name, scope, session, env) + extra
 
 
 def main(argv: list[str]) -> int:

@@ -9,11 +9,13 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 
 import httpx
 from httpx_sse import connect_sse
 
 from astraforge.api.auth import create_key, revoke_key
+from astraforge.schemas import Envelope
 from tests.support import auth, chat, cli_env, get, running_api, wait_until
 
 
@@ -101,3 +103,27 @@ def test_two_tenants_writing_one_stream_id_see_only_their_own_records(api_url, p
     assert get(f"{api_url}/v1/streams/{stream}/events", b_key).status_code == 404
     assert httpx.get(f"{api_url}/v1/streams/{stream}/events/sse", headers=auth(b_key)).status_code == 404
     assert stream not in [s["stream_id"] for s in get(f"{api_url}/v1/streams", b_key).json()["items"]]
+
+
+def test_another_tenants_sandbox_and_artifact_are_invisible(api_url, producer, tenant, other_tenant) -> None:
+    """Ids leak (logs, URLs, a shared screen): knowing one must not reach another tenant's rows."""
+    a, a_key = tenant
+    _, b_key = other_tenant
+    sandbox_id, artifact_id = f"sb-{secrets.token_hex(16)}", str(uuid.uuid4())
+    artifact = {"artifact_id": artifact_id, "key": f"{a}/{artifact_id}", "sha256": "0" * 64, "size": 1,
+                "content_type": "text/plain", "name": None}  # fmt: skip
+    producer.append_many([
+        Envelope(type="sandbox.requested", stream_id=sandbox_id, tenant_id=a, actor="test", sandbox_id=sandbox_id,
+                 payload={"state": "requested", "reason": None, "provider": None, "image": None, "details": {}}),
+        Envelope(type="artifact.stored", stream_id=sandbox_id, tenant_id=a, actor="test", sandbox_id=sandbox_id,
+                 payload={"artifact": artifact, "command_id": None}),
+    ])  # fmt: skip
+    wait_until(lambda: get(f"{api_url}/v1/sandboxes/{sandbox_id}", a_key).status_code == 200, what="sandbox projected")
+
+    assert sandbox_id in [s["id"] for s in get(f"{api_url}/v1/sandboxes", a_key).json()["items"]]
+    assert sandbox_id not in [s["id"] for s in get(f"{api_url}/v1/sandboxes", b_key).json()["items"]]
+    assert get(f"{api_url}/v1/sandboxes/{sandbox_id}", b_key).status_code == 404
+    # the row is A's (its bytes were never stored: "gone from the store"); B is told it does not exist
+    assert "gone from the store" in get(f"{api_url}/v1/artifacts/{artifact_id}", a_key).json()["error"]["message"]
+    r = get(f"{api_url}/v1/artifacts/{artifact_id}", b_key)
+    assert r.status_code == 404 and r.json()["error"]["message"] == f"artifact {artifact_id} not found"
