@@ -1,9 +1,10 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything else is a helper.
 PYTHON ?= python3
 VENV := .venv
+COSMIC_RAY := cosmic-ray==8.7.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test up down status lint format bench
+.PHONY: install run test up down status lint format bench mutation
 
 $(BIN)/astraforge: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +43,8 @@ bench: install up
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sse_latency.py
 	$(BIN)/python bench/sandbox.py
+
+## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".
+mutation: install up
+	$(BIN)/pip install -q '$(COSMIC_RAY)'
+	$(BIN)/python tests/mutation/run.py $(SCOPES)

@@ -11,7 +11,8 @@ from astraforge.config import Settings
 from astraforge.db import connect, ensure_control_schema
 from astraforge.projections.queries import Executor
 
-KEY_PATTERN = re.compile(r"^af_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+KEY_ID = r"[0-9a-f]{16}"
+KEY_PATTERN = re.compile(rf"^af_({KEY_ID})_([A-Za-z0-9_-]{{43}})$")
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -30,8 +31,24 @@ def create_key(settings: Settings, tenant: str, name: str | None = None) -> str:
     return f"af_{key_id}_{secret}"
 
 
+def revoke_key(settings: Settings, key_id: str) -> bool:
+    """Revoke a key by its id (the 16 hex characters after ``af_``); False if no active key has it.
+
+    Not instant everywhere: a running API process keeps its answer for a token it verified in the
+    last ``key_cache_ttl_s`` (default 5 s), so the key may still work there for up to that long. A
+    token the process has not verified in that window is checked against the row at once.
+    """
+    if not re.fullmatch(KEY_ID, key_id):
+        raise ValueError("key id must be the 16 hex characters after 'af_' in the key")
+    ensure_control_schema(settings)
+    with connect(settings) as conn:
+        cur = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+        return cur.rowcount == 1
+
+
 class KeyVerifier:
-    """Resolves a bearer token to its tenant, caching answers briefly (revocation lag <= ttl)."""
+    """Resolves a bearer token to its tenant, caching answers (good and bad) for ``ttl_s``: the
+    revocation lag. The cache is per process and bounded; nothing tells it about a revocation."""
 
     def __init__(self, ttl_s: float = 5.0) -> None:
         self.ttl_s = ttl_s

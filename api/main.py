@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     )
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
-    app.state.keys = KeyVerifier()
+    app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
     app.include_router(health.router)

@@ -100,6 +100,22 @@ def keys_create(
     print(key)
 
 
+@keys.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id: the 16 hex characters after `af_`.")],
+) -> None:
+    """Revoke an API key. A running API may accept it for ASTRAFORGE_KEY_CACHE_TTL_S (5 s) more."""
+    from astraforge.api.auth import revoke_key
+
+    try:
+        revoked = revoke_key(get_settings(), key_id)
+    except (ValueError, AstraForgeError) as e:
+        raise _fail(str(e)) from e
+    if not revoked:
+        raise _fail(f"no active key with id {key_id}")
+    console.print(f"revoked key {key_id}")
+
+
 @artifacts.command("sweep")
 def artifacts_sweep() -> None:
     """Delete artifacts past the retention period and remove deleted artifacts' bytes (the sandbox

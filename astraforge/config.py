@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     """PostgreSQL schema holding the read models (rebuilt from Kafka on demand)."""
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    key_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
+    """How long an API process reuses a key's verification: a revoked key may work that long (0: never)."""
     kafka_timeout_s: float = Field(default=5.0, gt=0)
     """How long to wait for Kafka before reporting it unreachable."""
     state_dir: Path = PROJECT_ROOT / ".local"

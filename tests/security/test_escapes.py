@@ -43,6 +43,11 @@ def py(code: str) -> str:
 
 ATTEMPTS = [
     Attempt("write to the root", "touch /evil", failed),
+    # the root MOUNT is read-only, not merely owned by root: the kernel says so for "/" itself
+    Attempt("the root is mounted read-only", py(
+        "import os\nmounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+        "root = [m[5].split(',') for m in mounts if m[4] == '/'][-1]\n"
+        "print('ro' in root, bool(os.statvfs('/').f_flag & os.ST_RDONLY))"), lambda r: out(r).split() == ["True", "True"]),
     Attempt("write into /usr/bin", "cp /bin/sh /usr/bin/evil", failed),
     Attempt("append to /etc/passwd", "echo 'x:x:0:0::/:/bin/sh' >> /etc/passwd", failed),
     Attempt("remount the root read-write", "mount -o remount,rw /", failed),
@@ -52,7 +57,8 @@ ATTEMPTS = [
     Attempt("chroot", "chroot / true", failed),
     Attempt("become root with setuid", py("import os\nos.setuid(0)"), failed),
     Attempt("setuid binaries do not elevate", "grep -q 'NoNewPrivs:[[:space:]]*1' /proc/self/status", lambda r: r.exit_code == 0),
-    Attempt("no capabilities at all", "grep CapEff /proc/self/status", lambda r: out(r).split()[-1] == "0000000000000000"),
+    Attempt("no capabilities at all, none to regain (inheritable, permitted, effective, bounding, ambient)",
+            "grep ^Cap /proc/self/status", lambda r: [line.split()[1] for line in out(r).splitlines()] == ["0" * 16] * 5),
     Attempt("make a device node", "mknod /tmp/disk b 8 0", failed),
     Attempt("open a raw socket", py("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_RAW, 1)"), failed),
     Attempt("only a loopback interface", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '", lambda r: out(r).split() == ["lo"]),

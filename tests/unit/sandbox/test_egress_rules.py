@@ -53,3 +53,22 @@ def test_the_create_check_refuses_a_platform_service_address() -> None:
 def test_ordinary_rules_pass_the_create_check() -> None:
     rules = ["api.example.com", "*.example.org:443", "GET,POST registry.npmjs.example", "[2606:4700::1111]:443"]
     assert len(check_rules(rules, AddressPolicy(), {"gateway"})) == 4
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [("api.example.com", True), ("a.api.example.com", False), ("xapi.example.com", False), ("example.com", False)],
+)
+def test_an_exact_host_matches_only_itself(host: str, allowed: bool) -> None:
+    assert parse_rule("api.example.com").allows(host, 443, "CONNECT") is allowed
+
+
+@pytest.mark.parametrize("host", ["www.example.com", "deep.a.example.com"])
+def test_a_wildcard_allows_deeper_subdomains(host: str) -> None:
+    assert parse_rule("*.example.com").allows(host, 443, "CONNECT")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "GET api.example.com extra", ":443", "api.example.com:https"])
+def test_a_malformed_rule_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="egress rule"):
+        parse_rule(text)
