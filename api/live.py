@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
@@ -21,6 +21,8 @@ from astraforge.schemas import Codec, default_codec
 
 LOG = logging.getLogger(__name__)
 MAX_QUEUE = 20_000
+CONTACT_EVERY_S = 2.0  # the tail asks Kafka for metadata this often (its answer is /health's)
+HEALTHY_WITHIN_S = 3 * CONTACT_EVERY_S
 
 
 @dataclass(eq=False)
@@ -52,7 +54,7 @@ class LiveTail:
         self._thread: threading.Thread | None = None
         self.positions: dict[int, int] = {}
         self.ready = threading.Event()
-        self.last_poll = 0.0  # time.monotonic() of the tail's last answer from Kafka (for /health)
+        self.last_contact = 0.0  # time.monotonic() of the last metadata answer from Kafka (for /health)
         self.readers = ReaderPool(settings)  # short reads (SSE gap fills) borrow these
 
     def start(self) -> None:
@@ -67,7 +69,7 @@ class LiveTail:
 
     def healthy(self) -> bool:
         """Connected, and Kafka answered a poll within the last few seconds."""
-        return self.ready.is_set() and time.monotonic() - self.last_poll < max(5.0, self.settings.kafka_timeout_s)
+        return self.ready.is_set() and time.monotonic() - self.last_contact < HEALTHY_WITHIN_S
 
     def subscribe(self, stream_id: str, tenant_id: str) -> Subscriber:
         """Never waits (it runs on the event loop): before the tail is connected, 503 at once."""
@@ -103,16 +105,26 @@ class LiveTail:
                     self.positions.setdefault(partition, high)  # after a reconnect: resume, no gap
                 start = dict(self.positions)
             consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
+            self.last_contact = time.monotonic()  # the watermarks just came from the broker
             self.ready.set()
             while not self._stop.is_set():
-                batch = poll_batch(consumer, 500, timeout=0.1)
-                self.last_poll = time.monotonic()
-                for msg in batch:
+                if time.monotonic() - self.last_contact > CONTACT_EVERY_S:
+                    self._check_contact(consumer)
+                for msg in poll_batch(consumer, 500, timeout=0.1):
                     if msg.error():
                         continue
                     self._dispatch(msg)
         finally:
             consumer.close()
+
+    def _check_contact(self, consumer) -> None:
+        """An empty poll says nothing about the broker (it returns the same when Kafka is down):
+        a metadata request does. Its answer is what /health reports."""
+        try:
+            consumer.list_topics(self.topic, timeout=CONTACT_EVERY_S)
+        except KafkaException:
+            return
+        self.last_contact = time.monotonic()
 
     def _dispatch(self, msg) -> None:
         stream_id = (msg.key() or b"").decode(errors="replace")

@@ -93,6 +93,10 @@ class ArtifactStore(ABC):
     def delete(self, key: str) -> None:
         """Remove a key's bytes; no error if they are already gone."""
 
+    @abstractmethod
+    def modified_at(self, key: str) -> float | None:
+        """When a key was last put (epoch seconds; a put of bytes already there counts), or None."""
+
 
 class LocalArtifactStore(ArtifactStore):
     def __init__(self, root: Path) -> None:
@@ -108,6 +112,7 @@ class LocalArtifactStore(ArtifactStore):
     def _put(self, key: str, source: BinaryIO, content_type: str) -> None:
         path = self._path(key)
         if path.exists():
+            os.utime(path)  # a put of the same bytes: the sweep's grace period starts again
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
@@ -125,6 +130,12 @@ class LocalArtifactStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def modified_at(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -177,6 +188,18 @@ class S3ArtifactStore(ArtifactStore):
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as e:
             raise ArtifactError(f"S3 delete {key} failed: {e}") from e
+
+    def modified_at(self, key: str) -> float | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:  # every put writes the object again, so LastModified is the last put
+            return self.client.head_object(Bucket=self.bucket, Key=key)["LastModified"].timestamp()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise ArtifactError(f"S3 head {key} failed: {e}") from e
+        except BotoCoreError as e:
+            raise ArtifactError(f"S3 head {key} failed: {e}") from e
 
 
 def make_artifact_store(settings: Settings) -> ArtifactStore:

@@ -140,6 +140,11 @@ class ReaderPool:
                 return
         consumer.close()
 
+    @property
+    def idle(self) -> int:
+        """Consumers waiting to be borrowed."""
+        return len(self._idle)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []

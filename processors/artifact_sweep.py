@@ -3,9 +3,13 @@
 Deleting is two steps so that nothing is lost to a race: an ``artifact.deleted`` record (from the
 tenant's DELETE, or from here when an artifact passes ``artifact_retention_days``) hides the
 artifact at once; the bytes leave the store only when every artifact row sharing that
-content-addressed key has been deleted for longer than ``GRACE``. A put of the same bytes inside
-that window makes a live row again and keeps the key. Idempotent: a sweep may run on any instance,
-any number of times (removing bytes that are already gone is not an error).
+content-addressed key has been deleted for longer than ``GRACE`` *and* the store has seen no put
+of that key for as long (a put of the same bytes whose row is not projected yet keeps them).
+Keys whose last deletion is older than ``LOOKBACK`` were handled by earlier sweeps and are not
+looked at again. Idempotent: a sweep may run on any instance, any number of times.
+
+Also here, the quota check for bytes the processor stores on a tenant's behalf (exec output past
+the records' share), which the API cannot see coming.
 """
 
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from astraforge.schemas import Envelope
 
 ACTOR = "processor:artifact-sweep"
 GRACE = timedelta(minutes=10)
+LOOKBACK = timedelta(days=7)  # ~168 hourly sweeps have seen a key deleted longer ago
 BATCH = 10_000
 
 
@@ -41,15 +46,31 @@ def sweep(settings: Settings, store: ArtifactStore, producer: EventProducer, now
                 (now - timedelta(days=settings.artifact_retention_days), BATCH),
             ).fetchall()  # fmt: skip
         keys = conn.execute(
-            sql.SQL("SELECT key FROM {}.artifacts GROUP BY key"
-                    " HAVING bool_and(deleted_at IS NOT NULL) AND max(deleted_at) < %s LIMIT %s").format(schema),
-            (now - GRACE, BATCH),
+            sql.SQL("SELECT key FROM {}.artifacts WHERE deleted_at > %s OR deleted_at IS NULL GROUP BY key"
+                    " HAVING bool_and(deleted_at IS NOT NULL) AND max(deleted_at) < %s"
+                    " ORDER BY max(deleted_at) LIMIT %s").format(schema),
+            (now - LOOKBACK, now - GRACE, BATCH),
         ).fetchall()  # fmt: skip
     producer.append_many([
         Envelope(type="artifact.deleted", stream_id=r["stream_id"], tenant_id=r["tenant_id"], actor=ACTOR,
                  payload={"artifact_id": r["artifact_id"], "reason": "retention"})
         for r in expired
     ])  # fmt: skip
+    removed = 0
     for row in keys:
-        store.delete(row["key"])
-    return SweepResult(expired=len(expired), removed_keys=len(keys))
+        put_at = store.modified_at(row["key"])
+        if put_at is not None and put_at < (now - GRACE).timestamp():
+            store.delete(row["key"])
+            removed += 1
+    return SweepResult(expired=len(expired), removed_keys=removed)
+
+
+def artifact_bytes(settings: Settings, tenant_id: str) -> int:
+    """Bytes of the tenant's live artifacts, as projected."""
+    with connect(settings) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT coalesce(sum(size), 0)::bigint AS n FROM {}.artifacts"
+                    " WHERE tenant_id = %s AND deleted_at IS NULL").format(sql.Identifier(settings.projection_schema)),
+            (tenant_id,),
+        ).fetchone()  # fmt: skip
+    return row["n"]

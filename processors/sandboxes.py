@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, KafkaError
 
 from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, make_artifact_store, spool
 from astraforge.config import Settings
-from astraforge.errors import DecodeError
+from astraforge.errors import AstraForgeError, DecodeError
 from astraforge.ids import new_id, now_micros
 from astraforge.kafka import client_config, partitions_of, poll_batch, read_range, reader
-from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.artifact_sweep import artifact_bytes, sweep
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
@@ -449,8 +449,10 @@ class SandboxProcessor:
         events = []
         ref = None
         with overflow:
-            if overflow.tell():
+            if overflow.tell() and self._within_artifact_quota(st.tenant_id, overflow.tell()):
                 ref = self.artifacts.put_file(st.tenant_id, overflow, "text/plain", f"{cid}.output")
+            elif overflow.tell():  # the tenant is at its artifact quota: the records' share is all it gets
+                done.payload["truncated"] = True
         if ref:
             payload = {"command_id": cid, "stream": "stdout", "seq": seq, "data": b"", "artifact": ref}
             events += [self._event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, cmd),
@@ -461,6 +463,13 @@ class SandboxProcessor:
             if current.running == {cid} and current.state == "busy":
                 events.append(lifecycle(st, "ready", ACTOR, cmd))
         self.emit(events)
+
+    def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
+        try:
+            return artifact_bytes(self.settings, tenant_id) + size <= self.settings.quota_artifact_bytes
+        except AstraForgeError:  # the projection is unreachable: store it (bounded by max_output_bytes)
+            LOG.warning("artifact quota of %s unknown; storing %d bytes of output", tenant_id, size)
+            return True
 
     def _cancel(self, st: SandboxState, effect: Effect) -> None:
         handle = self.provider.handle(st.runtime_id)

@@ -167,12 +167,15 @@ class Projector:
         try:
             self._apply(messages)
             self._dead_sent.clear()
-        except (psycopg.DataError, psycopg.IntegrityError) as e:
+        except psycopg.DataError as e:
+            # a value PostgreSQL cannot hold (SQLSTATE class 22) is the record's fault; a constraint
+            # (class 23) or anything else can be the schema's (e.g. a newer release's NOT NULL
+            # column): those stop the projector, they never dead-letter a whole batch
             LOG.warning("batch refused by PostgreSQL (%s); writing its records one by one", e)
             for msg in messages:
                 try:
                     self._apply([msg])
-                except (psycopg.DataError, psycopg.IntegrityError) as one:
+                except psycopg.DataError as one:
                     self.dead_letter(msg, f"cannot be projected: {type(one).__name__}: {one}".strip())
                     self.dead_lettered += 1
                     self._apply([msg], skip=True)

@@ -12,6 +12,7 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
@@ -379,8 +380,12 @@ async def download(
             stored = _command(tenant, sandbox_id, "artifact.stored", {"artifact": ref, "command_id": None})
             await _append(request, [stored])
         return JSONResponse({"artifact_id": ref["artifact_id"], "size": ref["size"], "sha256": ref["sha256"]})
-    if ref is not None:
-        return await artifact_response(store, ref, "application/octet-stream")
+    if ref is not None:  # a plain download: the copy the processor stored is deleted once it is sent
+        response = await artifact_response(store, ref, "application/octet-stream")
+        deleted = Envelope(type="artifact.deleted", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
+                           payload={"artifact_id": ref["artifact_id"], "reason": "transient"})  # fmt: skip
+        response.background = BackgroundTask(request.app.state.producer.append_many, [deleted])
+        return response
     data = done.payload["content"] or b""
     return Response(data, media_type="application/octet-stream", headers={"X-Sha256": done.payload["sha256"]})
 
