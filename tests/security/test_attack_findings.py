@@ -1,0 +1,42 @@
+"""Attacks that worked on the hardened platform (red team, after issue 6's fixes), each made end to
+end through the public API with the sandbox processor running, as an agent inside a sandbox (through
+the exec endpoint) or as a tenant would. Each test failed on the code before its fix.
+
+The egress attacks use the probe and helpers of tests/security/test_egress_attacks.py.
+"""
+
+import base64
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.integration.test_sandbox_api import create, post
+from tests.security.test_egress_attacks import AUTH, probe, raw, stop, wait_events
+from tests.support import auth
+
+
+def _basic(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return f"Proxy-Authorization: Basic {token}\r\n"
+
+
+# -- egress attribution ------------------------------------------------------------------------
+def test_an_exec_cannot_attribute_its_egress_to_another_command(api_url, sandbox_processor, tenant) -> None:
+    """The proxy user named the command an attempt was recorded under, and any process could send
+    any user: a finished command's id (replayed from its own environment) or an invented one."""
+    _, key = tenant
+    sid = create(api_url, key, egress_allow=["allowed.example"])["id"]
+    first = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "printenv HTTP_PROXY"}).json()
+    creds = urlsplit(first["stdout"].strip())
+    assert creds.username == first["command_id"], first
+    for header in (_basic(creds.username, creds.password or ""), _basic("cmd-invented", "x"), AUTH):
+        request = raw(f"CONNECT denied.example:443 HTTP/1.1\r\nHost: denied.example:443\r\n{header}\r\n")
+        assert probe(api_url, key, sid, "send", request)["responses"][0]["status"] == 403
+    events = wait_events(api_url, key, sid, 3)
+    replayed, invented, own = (e["payload"]["command_id"] for e in events)
+    assert replayed is None, "a finished command's proxy user was taken as proof of who sent it"
+    assert invented is None, "an invented command id was recorded as the sender"
+    items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()["items"]
+    started = [e["payload"]["command_id"] for e in items if e["type"] == "exec.started"]
+    assert own == started[-1] != first["command_id"], "the exec's own attempt is still attributed to it"
+    stop(api_url, key, sid)
