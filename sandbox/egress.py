@@ -498,9 +498,11 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
             return False
         if status >= 200:
             break
-        # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one
+        # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one. Wait
+        # for the client to take it first: an upstream may send interim heads without end
         writer.write(f"{head.start}\r\n".encode("latin-1") + b"".join(f"{n}: {v}\r\n".encode("latin-1")
                      for n, v in head.fields) + b"\r\n")  # fmt: skip
+        await writer.drain()
     if r.method == "HEAD" or status in (204, 304):
         framing = Framing("length", 0)
     keep_alive = keep_alive and framing.kind != "close"

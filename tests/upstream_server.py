@@ -7,14 +7,31 @@ proxy forwarded, bare LFs included), the body, and the address the connection ar
 deliberately lenient (a head may end in a bare LF): it must show what got through, not refuse it.
 A CONNECT tunnel into it is answered the same way.
 
+A hostile upstream on request: a GET of ``/flood-interim`` is answered by ``103 Early Hints`` heads,
+one after another (each waits for the socket to take the previous one), up to ``FLOOD_BYTES``;
+how many bytes the proxy took is kept in ``<log file>.flood``.
+
     python tests/upstream_server.py <port> <log file>
 """
 
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 BODY = b"hello from upstream"
+FLOOD_BYTES = 256 * 1024 * 1024
+EARLY_HINT = b"HTTP/1.1 103 Early Hints\r\nLink: <" + b"x" * 16000 + b">\r\n\r\n"
+
+
+async def flood_interim(writer: asyncio.StreamWriter, log_path: str) -> None:
+    sent = 0
+    while sent < FLOOD_BYTES:
+        writer.write(EARLY_HINT)
+        sent += len(EARLY_HINT)
+        if sent // len(EARLY_HINT) % 64 == 0 or sent >= FLOOD_BYTES:  # about every MiB
+            Path(log_path + ".flood").write_text(str(sent))
+        await writer.drain()
 
 
 async def read_body(reader: asyncio.StreamReader, head: str) -> bytes:
@@ -47,6 +64,8 @@ def serve(log_path: str):
                 body = await read_body(reader, text)
                 with open(log_path, "a") as log:
                     log.write(json.dumps({"local": local, "head": text, "body": body.decode("latin-1")}) + "\n")
+                if text.startswith("GET /flood-interim "):
+                    await flood_interim(writer, log_path)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError, ValueError):

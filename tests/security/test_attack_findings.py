@@ -6,12 +6,13 @@ The egress attacks use the probe and helpers of tests/security/test_egress_attac
 """
 
 import base64
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
 from tests.integration.test_sandbox_api import create, post
-from tests.security.test_egress_attacks import AUTH, probe, raw, stop, wait_events
+from tests.security.test_egress_attacks import AUTH, egress_events, probe, raw, stop, wait_events
 from tests.support import auth
 
 
@@ -39,4 +40,24 @@ def test_an_exec_cannot_attribute_its_egress_to_another_command(api_url, sandbox
     items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()["items"]
     started = [e["payload"]["command_id"] for e in items if e["type"] == "exec.started"]
     assert own == started[-1] != first["command_id"], "the exec's own attempt is still attributed to it"
+    stop(api_url, key, sid)
+
+
+# -- egress proxy memory -----------------------------------------------------------------------
+def test_an_upstream_flooding_interim_answers_cannot_fill_the_proxys_memory(
+    api_url, sandbox_processor, tenant, egress_upstream
+) -> None:
+    """An upstream the tenant controls answers ``103 Early Hints`` without end while the agent's
+    client reads nothing: the proxy relayed each interim head without waiting for the client, so
+    every byte piled up in the shared processor's memory (256 MiB here; no limit at all)."""
+    _, key = tenant
+    up = egress_upstream
+    target = f"{up.ip}:{up.port}"
+    sid = create(api_url, key, egress_allow=[f"GET {target}"])["id"]
+    request = raw(f"GET http://{target}/flood-interim HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n")
+    probe(api_url, key, sid, "stall", request, "20")
+    flood = Path(f"{up.log}.flood")
+    taken = int(flood.read_text()) if flood.exists() else 0
+    assert taken < 64 * 1024 * 1024, f"the proxy took {taken} bytes from the upstream for a client that read none"
+    assert egress_events(api_url, key, sid)[0]["type"] == "egress.allowed"
     stop(api_url, key, sid)
