@@ -6,14 +6,17 @@ The egress attacks use the probe and helpers of tests/security/test_egress_attac
 """
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
+from astraforge.api.auth import create_key
 from tests.integration.test_sandbox_api import create, post
 from tests.security.test_egress_attacks import AUTH, egress_events, probe, raw, stop, wait_events
-from tests.support import auth
+from tests.support import auth, running_api
 
 
 def _basic(user: str, password: str) -> str:
@@ -61,3 +64,43 @@ def test_an_upstream_flooding_interim_answers_cannot_fill_the_proxys_memory(
     assert taken < 64 * 1024 * 1024, f"the proxy took {taken} bytes from the upstream for a client that read none"
     assert egress_events(api_url, key, sid)[0]["type"] == "egress.allowed"
     stop(api_url, key, sid)
+
+
+# -- quotas under a burst ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def strict_api(settings, projector, sandbox_processor):
+    """A second API over the same topics and processor, with small quotas."""
+    strict = settings.model_copy(update={"quota_sandboxes": 2, "quota_concurrent_execs": 1})
+    with running_api(strict) as url:
+        yield url
+
+
+def _burst(calls: int, send) -> list[httpx.Response]:
+    with ThreadPoolExecutor(calls) as pool:
+        return list(pool.map(lambda _: send(), range(calls)))
+
+
+def test_a_burst_of_creates_cannot_pass_the_sandbox_quota(strict_api, settings) -> None:
+    """Usage was read from the projection, so creates admitted before the first was projected all
+    saw the quota free: 8 at once made 8 sandboxes under a quota of 2."""
+    key = create_key(settings, "burst-creates")
+    answers = _burst(8, lambda: post(f"{strict_api}/v1/sandboxes", key, {"profile": {"memory_mb": 64}}, wait="false"))
+    created = [r.json()["id"] for r in answers if r.status_code == 201]
+    assert sorted({r.status_code for r in answers}) == [201, 429], [r.text for r in answers]
+    assert len(created) == 2, f"{len(created)} sandboxes created under a quota of 2"
+    for sid in created:
+        post(f"{strict_api}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_a_burst_of_async_execs_cannot_pass_the_exec_quota(strict_api, settings) -> None:
+    """Running commands were counted from their exec.started records, which only the processor
+    writes: async execs sent together were all admitted under a quota of 1 and all ran."""
+    key = create_key(settings, "burst-execs")
+    sid = create(strict_api, key, profile={"memory_mb": 64})["id"]
+    body = {"command": "sleep 30", "async": True}
+    answers = _burst(6, lambda: post(f"{strict_api}/v1/sandboxes/{sid}/exec", key, body))
+    accepted = [r.json()["command_id"] for r in answers if r.status_code == 200]
+    assert len(accepted) == 1, f"{len(accepted)} commands admitted under a quota of 1: {[r.text for r in answers]}"
+    for command_id in accepted:
+        post(f"{strict_api}/v1/sandboxes/{sid}/exec/{command_id}/cancel", key)
+    post(f"{strict_api}/v1/sandboxes/{sid}/stop", key)
