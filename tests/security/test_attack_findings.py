@@ -104,3 +104,27 @@ def test_a_burst_of_async_execs_cannot_pass_the_exec_quota(strict_api, settings)
     for command_id in accepted:
         post(f"{strict_api}/v1/sandboxes/{sid}/exec/{command_id}/cancel", key)
     post(f"{strict_api}/v1/sandboxes/{sid}/stop", key)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"command": ["echo", *["a" * 128 * 1024] * 20]},
+        {"command": "true", "env": {f"E{i}": "b" * 128 * 1024 for i in range(12)}},
+    ],
+    ids=["argv", "env"],
+)
+def test_an_exec_too_big_for_one_record_is_refused(api_url, sandbox_processor, tenant, body) -> None:
+    """Each string was bounded but not their sum: 2.5 MiB of argv or 1.5 MiB of env passed the
+    model, the broker refused the record, and the API answered 500."""
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    r = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, body)
+    assert r.status_code == 422, r.text[:300]
+    assert "the limit is" in r.text
+    assert (
+        post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": ["echo", "a" * 100 * 1024]}).json()["exit_code"]
+        == 0
+    )
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
