@@ -11,6 +11,7 @@ from astraforge import __version__
 from astraforge.api import errors
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.live import LiveTail
+from astraforge.api.quotas import Reservations
 from astraforge.api.routes import artifacts, health, sandboxes, streams
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
+    app.state.reservations = Reservations()  # quota admissions not yet projected
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
     app.include_router(health.router)

@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from astraforge.artifacts import MAX_INLINE_BYTES
 from astraforge.ids import ID_PATTERN, from_micros
 from astraforge.schemas import Envelope
 
@@ -121,7 +122,9 @@ EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^=\x00]
 
 class ExecRequest(BaseModel):
     """A command. Arguments and environment go to execve(2): a NUL byte would cut them short and a
-    ``=`` in a name would set another variable, so both are refused (422) instead of mangled."""
+    ``=`` in a name would set another variable, so both are refused (422) instead of mangled. The
+    command travels as one record: all its strings together stay within ``MAX_INLINE_BYTES`` (past
+    it the broker refused the record and the API answered 500)."""
 
     model_config = {"extra": "forbid", "populate_by_name": True}
 
@@ -133,6 +136,15 @@ class ExecRequest(BaseModel):
     env: dict[EnvName, Arg] = Field(default_factory=dict, max_length=512)
     timeout_sec: float = Field(default=600, gt=0, le=86_400, alias="timeout_sec")
     run_async: bool = Field(default=False, alias="async", description="Return a command id at once.")
+
+    @model_validator(mode="after")
+    def _fits_one_record(self) -> "ExecRequest":
+        strings = [self.command] if isinstance(self.command, str) else list(self.command)
+        strings += [self.cwd or "", *self.env, *self.env.values()]
+        size = sum(len(text.encode()) for text in strings)
+        if size > MAX_INLINE_BYTES:
+            raise ValueError(f"command, cwd and env together are {size} bytes; the limit is {MAX_INLINE_BYTES}")
+        return self
 
 
 class ExecAccepted(BaseModel):

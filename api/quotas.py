@@ -1,13 +1,58 @@
 """Per-tenant quotas, checked when a create or an exec is admitted: one tenant cannot take the
 engine's memory, process slots or the processor's workers from the others.
 
-Usage is read from the projection, so requests admitted in the same few milliseconds (before their
-records are projected) can overshoot a limit by that burst; the sandbox's own limits still hold.
+Usage is read from the projection, which shows an admitted sandbox or command only once its record
+is projected (a command: once the processor started it). So each API process also holds what it
+admitted until the projection shows it (``Reservations``), and checks one tenant's admissions one
+at a time: a burst of creates or async execs cannot all see the quota free.
+
+Not protected: several API processes each hold only their own admissions (a burst spread over N
+of them can overshoot by N - 1); artifact bytes are checked against what is stored (a burst of
+snapshots may overshoot by the snapshots in flight; ``max_snapshot_bytes`` bounds each).
 """
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
 
 from astraforge.api.errors import ApiError
 from astraforge.config import Settings
 from astraforge.projections.queries import Executor, ProjectionQueries
+
+HOLD_S = 120.0  # an admission whose record never shows (its append failed) stops counting then
+
+
+@dataclass(frozen=True)
+class _Held:
+    kind: str  # "sandbox" or "exec"
+    memory_mb: int
+    until: float
+
+
+class Reservations:
+    """Admissions of this API process that the projection may not show yet, per tenant."""
+
+    def __init__(self) -> None:
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.held: defaultdict[str, dict[str, _Held]] = defaultdict(dict)  # tenant -> sandbox/command id
+
+    async def pending(self, conn: Executor, settings: Settings, tenant: str) -> dict[str, int]:
+        """What is held and not yet projected (call under the tenant's lock, before reading usage:
+        a row projected in between counts twice for a moment, never zero times)."""
+        held, now = self.held[tenant], time.monotonic()
+        for key in [k for k, h in held.items() if h.until < now]:
+            del held[key]
+        if held:
+            for key in await ProjectionQueries(settings.projection_schema).projected(conn, tenant, list(held)):
+                held.pop(key, None)
+        sandboxes = [h for h in held.values() if h.kind == "sandbox"]
+        return {"sandboxes": len(sandboxes), "memory_mb": sum(h.memory_mb for h in sandboxes),
+                "execs": sum(h.kind == "exec" for h in held.values())}  # fmt: skip
+
+    def hold(self, tenant: str, ids: list[str], kind: str, memory_mb: int = 0) -> None:
+        until = time.monotonic() + HOLD_S
+        self.held[tenant].update(dict.fromkeys(ids, _Held(kind, memory_mb, until)))
 
 
 def _refuse(what: str, limit: int, used: int, asking: int = 1) -> ApiError:
@@ -15,13 +60,24 @@ def _refuse(what: str, limit: int, used: int, asking: int = 1) -> ApiError:
                     code="quota_exceeded", details={"quota": what, "limit": limit, "used": used})  # fmt: skip
 
 
-async def admit_sandboxes(conn: Executor, settings: Settings, tenant: str, count: int, memory_mb: int) -> None:
-    """Room for ``count`` more sandboxes of ``memory_mb`` each, or a 429 naming the limit."""
+async def _usage(conn: Executor, settings: Settings, tenant: str, held: Reservations) -> dict:
+    pending = await held.pending(conn, settings, tenant)
     usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
-    if usage["sandboxes"] + count > settings.quota_sandboxes:
-        raise _refuse("sandboxes", settings.quota_sandboxes, usage["sandboxes"], count)
-    if usage["memory_mb"] + count * memory_mb > settings.quota_memory_mb:
-        raise _refuse("memory_mb", settings.quota_memory_mb, usage["memory_mb"], count * memory_mb)
+    return {**usage, **{k: usage[k] + v for k, v in pending.items()}}
+
+
+async def admit_sandboxes(
+    conn: Executor, settings: Settings, tenant: str, sandbox_ids: list[str], memory_mb: int, held: Reservations
+) -> None:
+    """Room for these sandboxes of ``memory_mb`` each (held until projected), or a 429 naming the limit."""
+    count = len(sandbox_ids)
+    async with held.locks[tenant]:
+        usage = await _usage(conn, settings, tenant, held)
+        if usage["sandboxes"] + count > settings.quota_sandboxes:
+            raise _refuse("sandboxes", settings.quota_sandboxes, usage["sandboxes"], count)
+        if usage["memory_mb"] + count * memory_mb > settings.quota_memory_mb:
+            raise _refuse("memory_mb", settings.quota_memory_mb, usage["memory_mb"], count * memory_mb)
+        held.hold(tenant, sandbox_ids, "sandbox", memory_mb)
 
 
 async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, size: int) -> None:
@@ -31,7 +87,10 @@ async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, 
         raise _refuse("artifact_bytes", settings.quota_artifact_bytes, usage["artifact_bytes"], size)
 
 
-async def admit_exec(conn: Executor, settings: Settings, tenant: str) -> None:
-    usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
-    if usage["execs"] + 1 > settings.quota_concurrent_execs:
-        raise _refuse("concurrent_execs", settings.quota_concurrent_execs, usage["execs"])
+async def admit_exec(conn: Executor, settings: Settings, tenant: str, command_id: str, held: Reservations) -> None:
+    """Room for one more running command (held until projected), or a 429 naming the limit."""
+    async with held.locks[tenant]:
+        usage = await _usage(conn, settings, tenant, held)
+        if usage["execs"] + 1 > settings.quota_concurrent_execs:
+            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, usage["execs"])
+        held.hold(tenant, [command_id], "exec")

@@ -166,11 +166,12 @@ class SandboxProcessor:
             self.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", rules, st.platform_upstreams)
 
     @staticmethod
-    def _proxy_env(st: SandboxState, command_id: str) -> dict[str, str]:
-        """Proxy settings for an exec: the command id rides along as the proxy user (attribution)."""
+    def _proxy_env(st: SandboxState, command_id: str, token: str) -> dict[str, str]:
+        """Proxy settings for an exec: the command id and the proxy's token for it ride along as the
+        proxy user and password (attribution, ``EgressProxy.attribute``)."""
         if not st.has_egress:
             return {}
-        url = f"http://{command_id}:x@127.0.0.1:{EGRESS_PORT}"
+        url = f"http://{command_id}:{token}@127.0.0.1:{EGRESS_PORT}"
         return {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
     def _report_egress(self, sandbox_id: str, d: EgressDecision) -> None:
@@ -436,16 +437,19 @@ class SandboxProcessor:
             seq += 1
 
         client = self.provider.handle(ready.runtime_id)
+        token = self.egress.attribute(st.sandbox_id, cid)
         try:
             if client is None:
                 raise SupervisorUnavailable("sandbox is gone")
-            env = {**p["env"], **self._proxy_env(ready, cid)}
+            env = {**p["env"], **self._proxy_env(ready, cid, token)}
             result = client.client.exec(argv=argv, cwd=p["cwd"], env=env, timeout_s=p["timeout_s"],
                                         request_id=cid, on_output=on_output)  # fmt: skip
             done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
+        finally:
+            self.egress.release(token)
         events = []
         ref = None
         with overflow:

@@ -89,6 +89,17 @@ class ProjectionQueries:
         )
         return {r["partition"]: r["next_offset"] for r in await cur.fetchall()}
 
+    async def projected(self, conn: Executor, tenant_id: str, ids: list[str]) -> list[str]:
+        """Which of these sandbox or command ids the projection shows (for quota reservations)."""
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT sandbox_id AS id FROM {0}.sandboxes WHERE tenant_id = %s AND sandbox_id = ANY(%s)"
+                " UNION ALL SELECT command_id FROM {0}.execs WHERE tenant_id = %s AND command_id = ANY(%s)"
+            ).format(self.schema),
+            (tenant_id, ids, tenant_id, ids),
+        )
+        return [row["id"] for row in await cur.fetchall()]
+
     async def tenant_usage(self, conn: Executor, tenant_id: str) -> dict:
         """What a tenant holds now: live sandboxes, their memory, running commands (for quotas)."""
         cur = await conn.execute(

@@ -22,11 +22,17 @@ there is no other route.
   most ``max_connections`` at once, and past ``denials_recorded`` denials per window the rest are
   answered but recorded as one summary record.
 - Each attempt is reported (``egress.allowed`` when a request goes out, ``egress.denied``) with the
-  command that made it: execs carry their command id as the proxy user name.
+  command that made it: an exec carries its command id as the proxy user name and a token the
+  proxy issued for that command (``attribute``) as the password. Only a token issued for that
+  sandbox and that command, while the command runs (``release`` ends it), attributes an attempt;
+  any other proxy user is recorded as unattributed (``command_id`` None), never as who it names.
 
 Not protected here: what an allowed upstream does with the traffic; TLS inside a CONNECT tunnel is
 not inspected (methods and paths of HTTPS requests are the tenant's own business); a slow request
-body or a slow upstream is not timed out (the connection cap bounds how many a sandbox can hold).
+body or a slow upstream is not timed out (the connection cap bounds how many a sandbox can hold);
+a process of the sandbox can read the token of a command running at the same time (same user,
+``/proc/<pid>/environ``) and be recorded under it, and a process a command leaves behind is
+unattributed once the command ends.
 """
 
 import asyncio
@@ -35,6 +41,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -188,6 +195,7 @@ class EgressProxy:
         self.limits = limits or EgressLimits()
         self.loop = asyncio.new_event_loop()
         self.sandboxes: dict[str, _Sandbox] = {}
+        self.tokens: dict[str, tuple[str, str]] = {}  # proxy password -> (sandbox id, command id)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -224,6 +232,15 @@ class EgressProxy:
         sandbox = _Sandbox(sandbox_id, rules, {g: self.upstreams[g] for g in grants}, limiter)
         future = asyncio.run_coroutine_threadsafe(self._serve(sandbox, socket_path), self.loop)
         future.result(timeout=10)
+
+    def attribute(self, sandbox_id: str, command_id: str) -> str:
+        """A token that attributes this sandbox's egress to ``command_id`` until ``release``."""
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = (sandbox_id, command_id)
+        return token
+
+    def release(self, token: str) -> None:
+        self.tokens.pop(token, None)
 
     def close(self, sandbox_id: str) -> None:
         self.loop.call_soon_threadsafe(self._close, sandbox_id)
@@ -282,7 +299,7 @@ class EgressProxy:
                     return
                 if head is None:
                     return
-                request = self._parse(head)
+                request = self._parse(sandbox, head)
                 if request.method == "CONNECT":
                     if not first:
                         raise Refused(400, "malformed request: CONNECT after another request on the connection")
@@ -294,14 +311,15 @@ class EgressProxy:
                 status, reason, address = (400, f"malformed request: {e}", None) if isinstance(e, Malformed) else (
                     e.status, e.reason, e.address)  # fmt: skip
                 r = request  # None when the head itself is at fault: attribute it from the lines received
-                command_id = r.command_id if r else _proxy_user([line.decode("latin-1").strip() for line in received])
+                lines = [line.decode("latin-1").strip() for line in received]
+                command_id = r.command_id if r else self._attributed(sandbox, lines)
                 self._deny(sandbox, command_id, r.host if r else "", r.port if r else 0,
                            r.method if r else None, r.url if r else None, reason, address)  # fmt: skip
                 await _reply(reader, writer, status, reason)
                 return
             first = False
 
-    def _parse(self, head: Head) -> _Request:
+    def _parse(self, sandbox: _Sandbox, head: Head) -> _Request:
         parts = head.start.split(" ")
         if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper():
             raise Malformed(f"bad request line {head.start[:200]!r}")
@@ -310,7 +328,7 @@ class EgressProxy:
             raise Malformed("a control character in the request target")
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise Malformed(f"unsupported version {version[:20]!r}")
-        command_id = _proxy_user(head.header_lines())
+        command_id = self._attributed(sandbox, head.header_lines())
         if method == "CONNECT":
             host, port = _authority(target, default_port=None)
             return _Request(method, host, port, None, "", head, command_id)
@@ -321,6 +339,11 @@ class EgressProxy:
         authority, path = rest[:split], rest[split:]
         host, port = _authority(authority, default_port=80)
         return _Request(method, host, port, target, path if path.startswith("/") else "/" + path, head, command_id)
+
+    def _attributed(self, sandbox: _Sandbox, headers: list[str]) -> str | None:
+        """The command the request's proxy credentials prove, or None (module docstring)."""
+        user, token = _proxy_credentials(headers)
+        return user if user and self.tokens.get(token) == (sandbox.sandbox_id, user) else None
 
     async def _connect(self, sandbox: _Sandbox, r: _Request):
         """The checked connection for a request: (reader, writer, address); raises Refused."""
@@ -482,7 +505,8 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
             return False
         if status >= 200:
             break
-        # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one
+        # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one. Wait
+        # for the client to take it first: an upstream may send interim heads without end
         writer.write(f"{head.start}\r\n".encode("latin-1") + b"".join(f"{n}: {v}\r\n".encode("latin-1")
                      for n, v in head.fields) + b"\r\n")  # fmt: skip
         await writer.drain()
@@ -503,13 +527,15 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
     return keep_alive
 
 
-def _proxy_user(headers: list[str]) -> str | None:
+def _proxy_credentials(headers: list[str]) -> tuple[str, str]:
+    """(user, password) of a Basic ``Proxy-Authorization``; empty strings when there is none."""
     for h in headers:
         name, _, value = h.partition(":")
         if name.strip().lower() == "proxy-authorization" and value.strip().lower().startswith("basic "):
             with contextlib.suppress(ValueError):
-                return base64.b64decode(value.strip()[6:]).decode().split(":", 1)[0] or None
-    return None
+                user, _, password = base64.b64decode(value.strip()[6:]).decode().partition(":")
+                return user, password
+    return "", ""
 
 
 async def _reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, message: str) -> None:

@@ -40,7 +40,6 @@ def make_settings(**overrides) -> Settings:
               "egress_credentials": {ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
               "egress_platform_upstreams": {"model-gateway": f"127.0.0.1:{GATEWAY_PORT}"},
               "egress_header_timeout_s": 5, "egress_max_connections": 8,
-              "egress_denial_window_s": 120,  # one window for a whole test, however slow CI is
               "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],
               "max_output_bytes": 16 * 1024 * 1024, "max_snapshot_bytes": 4 * 1024 * 1024}  # fmt: skip
     return Settings(**{**fields, **overrides})

@@ -5,8 +5,11 @@ It answers every request ``200 hello from upstream`` on a kept-alive connection 
 JSON line per request to the log file: the raw head exactly as received (so a test sees what the
 proxy forwarded, bare LFs included), the body, and the address the connection arrived on. It is
 deliberately lenient (a head may end in a bare LF): it must show what got through, not refuse it.
-A CONNECT tunnel into it is answered the same way. ``/early-hints-flood`` plays a hostile upstream
-that sends 103 Early Hints without end.
+A CONNECT tunnel into it is answered the same way.
+
+A hostile upstream on request: a GET of ``/flood-interim`` is answered by ``103 Early Hints`` heads,
+one after another (each waits for the socket to take the previous one), up to ``FLOOD_BYTES``;
+how many bytes the proxy took is kept in ``<log file>.flood``.
 
     python tests/upstream_server.py <port> <log file>
 """
@@ -14,8 +17,21 @@ that sends 103 Early Hints without end.
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 BODY = b"hello from upstream"
+FLOOD_BYTES = 256 * 1024 * 1024
+EARLY_HINT = b"HTTP/1.1 103 Early Hints\r\nLink: <" + b"x" * 16000 + b">\r\n\r\n"
+
+
+async def flood_interim(writer: asyncio.StreamWriter, log_path: str) -> None:
+    sent = 0
+    while sent < FLOOD_BYTES:
+        writer.write(EARLY_HINT)
+        sent += len(EARLY_HINT)
+        if sent // len(EARLY_HINT) % 64 == 0 or sent >= FLOOD_BYTES:  # about every MiB
+            Path(log_path + ".flood").write_text(str(sent))
+        await writer.drain()
 
 
 async def read_body(reader: asyncio.StreamReader, head: str) -> bytes:
@@ -48,12 +64,8 @@ def serve(log_path: str):
                 body = await read_body(reader, text)
                 with open(log_path, "a") as log:
                     log.write(json.dumps({"local": local, "head": text, "body": body.decode("latin-1")}) + "\n")
-                if " /early-hints-flood" in text.split("\n", 1)[0]:  # a hostile upstream: 1xx without end
-                    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n"
-                    for _ in range(100_000):
-                        writer.write(hint)
-                        await writer.drain()
-                    return
+                if text.startswith("GET /flood-interim "):
+                    await flood_interim(writer, log_path)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError, ValueError):

@@ -10,7 +10,7 @@ from astraforge.api.errors import ApiError
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
 from astraforge.api.params import ArtifactId
 from astraforge.api.quotas import admit_sandboxes
-from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec
+from astraforge.api.routes.sandboxes import _create, _owned_snapshot, check_spec, new_sandbox_id
 from astraforge.api.streaming import artifact_response
 from astraforge.errors import NotFound
 from astraforge.projections.queries import ProjectionQueries
@@ -59,7 +59,6 @@ async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, ten
                          restore_snapshot=snapshot_id)  # fmt: skip
     profile = check_spec(spec, request)
     await _owned_snapshot(conn, settings, tenant, snapshot_id)
-    await admit_sandboxes(conn, settings, tenant, body.count, profile.memory_mb)
-    return list(
-        await asyncio.gather(*(_create(request, live, settings, tenant, spec, True) for _ in range(body.count)))
-    )
+    ids = [new_sandbox_id() for _ in range(body.count)]
+    await admit_sandboxes(conn, settings, tenant, ids, profile.memory_mb, request.app.state.reservations)
+    return list(await asyncio.gather(*(_create(request, live, settings, tenant, spec, True, sid) for sid in ids)))

@@ -92,8 +92,9 @@ async def create_sandbox(
     profile = check_spec(body, request)
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
-    await admit_sandboxes(conn, settings, tenant, 1, profile.memory_mb)
-    return await _create(request, live, settings, tenant, body, wait)
+    sandbox_id = new_sandbox_id()
+    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.memory_mb, request.app.state.reservations)
+    return await _create(request, live, settings, tenant, body, wait, sandbox_id)
 
 
 def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
@@ -115,8 +116,13 @@ async def _owned_snapshot(conn, settings, tenant: str, snapshot_id: str) -> dict
     return row
 
 
-async def _create(request, live: LiveTail, settings, tenant: str, body: SandboxCreate, wait: bool) -> SandboxPublic:
-    sandbox_id = f"sb-{new_id().replace('-', '')}"
+def new_sandbox_id() -> str:
+    return f"sb-{new_id().replace('-', '')}"
+
+
+async def _create(
+    request, live: LiveTail, settings, tenant: str, body: SandboxCreate, wait: bool, sandbox_id: str
+) -> SandboxPublic:
     image = body.image or settings.sandbox_image
     details = {"idle_timeout_s": str(body.idle_timeout_s), "ttl_s": str(body.ttl_s)}
     details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
@@ -245,8 +251,8 @@ async def exec_command(
     argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
     if not argv and not shell:
         raise ApiError(422, "command must not be empty")
-    await admit_exec(conn, settings, tenant)
     command_id = new_id()
+    await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
     command = _command(tenant, sandbox_id, "sandbox.exec", {
         "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
         "timeout_s": body.timeout_sec, "async_": body.run_async,

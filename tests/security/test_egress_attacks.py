@@ -262,7 +262,7 @@ def test_an_endless_stream_of_interim_answers_is_cut_off(api_url, get_only) -> N
     (each was drained first, so a sandbox that never reads cannot make the proxy buffer them)."""
     key, sid, up = get_only
     target = f"{up.ip}:{up.port}"
-    result = probe(api_url, key, sid, "send", raw(f"GET http://{target}/early-hints-flood HTTP/1.1\r\n"
+    result = probe(api_url, key, sid, "send", raw(f"GET http://{target}/flood-interim HTTP/1.1\r\n"
                                                   f"Host: {target}\r\n{AUTH}\r\n"))  # fmt: skip
     seen = json.dumps(result)  # the probe reads 1xx answers and the final one as one stream
     assert "502 Bad Gateway" in seen and "more than 8 interim responses" in seen, result

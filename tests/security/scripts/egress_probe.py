@@ -4,6 +4,7 @@ could, and prints what came back as one JSON line.
     python egress_probe.py send <base64 request bytes> [responses]   send raw bytes, read responses
     python egress_probe.py slow <base64 partial head>                trickle a head that never ends
     python egress_probe.py hold <n> <base64 request bytes>           hold n tunnels open, try one more
+    python egress_probe.py stall <base64 request bytes> <seconds>    send, then read nothing for a while
 
 ``@AUTH@`` in the request bytes becomes this exec's ``Proxy-Authorization`` header (from
 HTTP_PROXY), so the proxy can attribute the attempt to the command.
@@ -14,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import time
 import urllib.parse
 
 PROXY = ("127.0.0.1", 3128)
@@ -104,12 +106,23 @@ def hold(n: int, connect: bytes) -> dict:
     return {"held": statuses, "extra": extra}
 
 
+def stall(payload: bytes, seconds: float) -> dict:
+    """Send a request and leave its answer unread (a client that stopped reading), then close."""
+    with socket.create_connection(PROXY, timeout=WAIT_S) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(payload)
+        time.sleep(seconds)
+    return {"stalled": seconds}
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "send":
         result = send(request_bytes(argv[1]), int(argv[2]) if len(argv) > 2 else 1)
     elif mode == "slow":
         result = slow(request_bytes(argv[1]))
+    elif mode == "stall":
+        result = stall(request_bytes(argv[1]), float(argv[2]))
     elif mode == "hold":
         result = hold(int(argv[1]), request_bytes(argv[2]))
     else:
