@@ -83,3 +83,9 @@ def test_entries_past_the_limit_are_refused_while_streaming() -> None:
     assert check_snapshot(data, max_entries=50) == 50
     with pytest.raises(UnsafeSnapshot, match="more than 49 entries"):
         check_snapshot(data, max_entries=49)
+
+
+def test_a_relative_link_to_a_sibling_directory_passes() -> None:
+    """``a/b -> ../c`` stays inside: only hard links resolve their target from the root."""
+    data = tar_of(entry("./a", tarfile.DIRTYPE), entry("./c", tarfile.DIRTYPE), entry("./a/b", tarfile.SYMTYPE, "../c"))
+    assert check_snapshot(data) == 3
