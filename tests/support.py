@@ -80,3 +80,10 @@ def get(url: str, key: str | None = None, **params) -> httpx.Response:
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment that points an `astraforge` subprocess at the same topics and schema."""
     return {**os.environ, **settings.as_env()}
+
+
+def get_artifact(api_url: str, key: str, artifact_id: str) -> httpx.Response:
+    """An artifact named in a result: readable once its record is projected (milliseconds later)."""
+    url = f"{api_url}/v1/artifacts/{artifact_id}"
+    wait_until(lambda: httpx.get(url, headers=auth(key), timeout=60).status_code != 404, timeout=30, what=url)
+    return httpx.get(url, headers=auth(key), timeout=60)

@@ -5,7 +5,7 @@ import time
 import httpx
 from httpx_sse import connect_sse
 
-from tests.support import auth, wait_until
+from tests.support import auth, get_artifact, wait_until
 
 
 def post(url: str, key: str, json=None, **params) -> httpx.Response:
@@ -157,7 +157,7 @@ def test_output_past_the_inline_limit_goes_to_the_artifact_store(api_url, sandbo
     assert result["exit_code"] == 0 and not result["truncated"]
     inline = len(result["stdout"])
     assert 0 < inline <= 1024 * 1024
-    rest = httpx.get(f"{api_url}/v1/artifacts/{result['output_artifact']}", headers=auth(key))
+    rest = get_artifact(api_url, key, result["output_artifact"])
     assert rest.status_code == 200
     assert inline + len(rest.content) == 3_000_000 + 1 + len("done\n")
     assert set(rest.content.replace(b"\n", b"").replace(b"done", b"")) == {ord("a")}

@@ -15,7 +15,7 @@ from astraforge.db import connect
 from astraforge.errors import NotFound
 from astraforge.processors.artifact_sweep import GRACE, sweep
 from tests.integration.test_sandbox_api import create, post
-from tests.support import auth, running_api, wait_until
+from tests.support import auth, get_artifact, running_api, wait_until
 
 
 def _status_mb(field: str) -> float:
@@ -44,7 +44,7 @@ def test_huge_output_is_capped_and_never_held_in_memory(api_url, sandbox_process
     grew = peak_rss_mb() - before
     for result in results:
         assert result["exit_code"] == 0 and result["truncated"] is True, {k: result[k] for k in ("exit_code", "error")}
-        rest = httpx.get(f"{api_url}/v1/artifacts/{result['output_artifact']}", headers=auth(key), timeout=60)
+        rest = get_artifact(api_url, key, result["output_artifact"])
         stored = len(result["stdout"]) + len(rest.content)  # records stop at the chunk that would pass 1 MiB
         assert settings.max_output_bytes - 64 * 1024 <= stored <= settings.max_output_bytes
     # the processor, projector and API run in this process: 300 MB of output went through them (the
