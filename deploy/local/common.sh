@@ -13,6 +13,9 @@ AF_STATE_DIR="${ASTRAFORGE_STATE_DIR:-$AF_ROOT/.local}"
 if [ "$(id -u)" -eq 0 ]; then AF_DEFAULT_CACHE=/var/cache/astraforge; else AF_DEFAULT_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/astraforge"; fi
 AF_CACHE_DIR="${ASTRAFORGE_CACHE_DIR:-$AF_DEFAULT_CACHE}"
 mkdir -p "$AF_STATE_DIR" "$AF_CACHE_DIR"
+# the sandbox rootfs lives in the cache and unprivileged sandbox uids (bwrap) must reach it: a cache
+# dir made by `mktemp -d` is 0700, so let others traverse it (they list and read nothing else there)
+[ "$(id -u)" -eq 0 ] && chmod o+x "$AF_CACHE_DIR"
 
 log() { printf '\033[1;34m[%s]\033[0m %s\n' "${SERVICE:-stack}" "$*" >&2; }
 die() { printf '\033[1;31m[%s] error:\033[0m %s\n' "${SERVICE:-stack}" "$*" >&2; exit 1; }

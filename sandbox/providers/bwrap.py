@@ -24,7 +24,7 @@ from pathlib import Path
 
 from astraforge.errors import AstraForgeError
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
-from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
+from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 HOST_UID = 61000  # unprivileged host uid the sandbox maps to (no host account needed)
@@ -46,6 +46,9 @@ class BwrapProvider(SandboxProvider):
             raise BwrapUnavailable("bwrap is not installed (apt-get install bubblewrap)")
         if not (self.rootfs / "usr/bin/python3").exists():
             raise BwrapUnavailable(f"no sandbox rootfs at {self.rootfs} (deploy/local/rootfs.sh build)")
+        if not traversable_by_others(self.rootfs):
+            raise BwrapUnavailable(f"the sandbox rootfs {self.rootfs} is not reachable by the sandbox's unprivileged "
+                                   "uid: a directory above it lacks o+x")  # fmt: skip
         self._children: dict[str, subprocess.Popen] = {}  # ours to reap after stop
         self.pid_dir = Path(state_dir) / "bwrap" / namespace  # one deployment never sees another's
         self.pid_dir.mkdir(parents=True, exist_ok=True)

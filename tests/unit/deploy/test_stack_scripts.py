@@ -75,3 +75,16 @@ def test_a_failing_step_names_itself(tmp_path: Path) -> None:
                                  "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
     assert result.returncode != 0 and "unreachable" not in result.stdout
     assert "[demo] error:" in result.stderr and "step step_one failed" in result.stderr and "svc.sh:3" in result.stderr
+
+
+def test_a_private_cache_dir_is_made_traversable_for_the_sandbox_uid(tmp_path: Path) -> None:
+    """`ASTRAFORGE_CACHE_DIR=$(mktemp -d)` is 0700: bwrap's unprivileged uid could not reach the rootfs."""
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    script = tmp_path / "svc.sh"
+    script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\n')
+    env = {"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"), "ASTRAFORGE_CACHE_DIR": str(cache)}
+    assert subprocess.run(["bash", str(script)], env=env).returncode == 0
+    assert cache.stat().st_mode & 0o001 or os.geteuid() != 0
