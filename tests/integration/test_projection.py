@@ -3,6 +3,8 @@
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from psycopg import sql
 
@@ -101,16 +103,14 @@ def test_rebuild_from_offset_zero_reproduces_the_live_tables(fresh_settings) -> 
     assert compare(fresh_settings, fresh_settings.projection_schema, rebuilt)["runs"] == (1, 1)
 
 
-def test_kill_9_mid_batch_loses_and_duplicates_nothing(fresh_settings) -> None:
+def test_kill_9_mid_batch_loses_and_duplicates_nothing(fresh_settings, tmp_path) -> None:
     total = 60_000
     producer = EventProducer(fresh_settings)
     for n in range(total):
         producer.send(chat(f"crash-{n % 50}", "acme", str(n)))
     producer.flush()
     count = "SELECT count(*) AS n FROM {s}.events"
-    cmd = [sys.executable, "-m", "astraforge.cli", "projections", "run"]
-    env = cli_env(fresh_settings)
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = _projector_process(fresh_settings, tmp_path / "first.log")
     try:
         wait_until(lambda: _safe_count(fresh_settings, count) > 0, timeout=60, interval=0.01, what="first batch")
     finally:
@@ -118,9 +118,9 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(fresh_settings) -> None:
         first.wait()
     at_kill = _safe_count(fresh_settings, count)
     assert 0 < at_kill < total, "the projector must be killed part-way"
-    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = _projector_process(fresh_settings, tmp_path / "second.log")
     try:
-        wait_until(lambda: _safe_count(fresh_settings, count) >= total, timeout=120, what="catch-up after restart")
+        _wait_while_running(second, lambda: _safe_count(fresh_settings, count) >= total, tmp_path, fresh_settings)
     finally:
         second.terminate()
         second.wait(timeout=30)
@@ -129,6 +129,28 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(fresh_settings) -> None:
     assert stats == {"n": total, "d": total, "e": total}
     counted = rows(fresh_settings, "SELECT sum(event_count) AS n FROM {s}.streams")[0]["n"]
     assert counted == total  # stream counters were not double-applied either
+
+
+def _projector_process(settings, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "astraforge.cli", "projections", "run"]
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=cli_env(settings), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_while_running(process: subprocess.Popen, done, logs: Path, settings) -> None:
+    """Wait for ``done``; a projector that exits or stalls fails the test with its output and the
+    database's sessions (what it waits for), not a bare timeout."""
+    deadline = time.monotonic() + 300  # correctness, not speed: a loaded CI machine is slow
+    while not done():
+        if process.poll() is not None or time.monotonic() > deadline:
+            with connect(settings) as conn:
+                sessions = conn.execute(
+                    "SELECT pid, state, wait_event_type, wait_event, left(query, 120) AS query"
+                    " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchall()
+            output = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+            raise AssertionError(f"projector exit={process.poll()} never caught up\n{output}\nsessions: {sessions}")
+        time.sleep(0.05)
 
 
 def _safe_count(settings, query: str) -> int:
