@@ -447,10 +447,13 @@ class SandboxProcessor:
             done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
+            result, done = None, self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
         finally:
             self.egress.release(token)
-        events = []
+        events = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
+            self._event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, cmd)
+            for d in (result.detached if result else [])
+        ]
         ref = None
         with overflow:
             if overflow.tell() and self._within_artifact_quota(st.tenant_id, overflow.tell()):
