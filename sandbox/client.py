@@ -192,10 +192,14 @@ class SupervisorClient:
         request_id: str | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
         on_start: Callable[[int], None] | None = None,
+        egress: bool = False,
     ) -> ExecResult:
-        """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced."""
+        """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
+
+        ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
+        connections the proxy attributes to this request id."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s}  # fmt: skip
+                   "env": env or {}, "timeout_s": timeout_s, "egress": egress}  # fmt: skip
         result = ExecResult(exit_code=None, duration_ms=0.0)
         for kind, payload in self._frames(request):
             if kind in (b"1", b"2"):

@@ -30,8 +30,10 @@ Trust boundary: the agent's commands are hostile, and the supervisor is not one 
   (frame D) and keep running until the sandbox stops; the provider's pid namespace or container
   takes them down. With commands running concurrently, such a process is reported with the first
   command to end after it left its session (the supervisor sees the process, not its history).
-- Egress: 127.0.0.1:3128 relays to the host's egress proxy socket in the control directory (see
-  ``sandbox/egress.py``); commands reach that socket only through it.
+- Egress: 127.0.0.1:3128 relays to the host's egress proxy socket unattributed; an exec asked with
+  ``egress`` gets a forwarder port of its own (its HTTP(S)_PROXY) whose connections are announced
+  to the proxy as that exec's (``AF-EXEC <id>``). Any process of the sandbox can connect to any of
+  these ports: attribution says which command's forwarder was used, never what a request claims.
 The supervisor isolates nothing else itself; the sandbox around it does.
 """
 
@@ -56,6 +58,7 @@ ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_er
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
 EGRESS_PORT = 3128
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
 SWITCH_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)  # inheritable: what setpriv gets when started as root
 KEPT_CAPS = SWITCH_CAPS | (1 << CAP_KILL)
@@ -245,9 +248,12 @@ def group_alive(pgid: int) -> bool:
 
 # -- egress ------------------------------------------------------------------------------------
 class Forwarder:
-    """Relays connections on 127.0.0.1:<port> to the host's egress proxy socket."""
+    """Relays connections on 127.0.0.1:<port> to the host's egress proxy socket, each preceded by
+    ``AF-EXEC <tag>\\n`` (the command it is attributed to, ``-`` for none). Only the supervisor can
+    reach that socket, so the proxy believes this line and nothing the connection itself says."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, tag: str, port: int = 0) -> None:
+        self.tag = tag
         self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, name=f"forwarder-{self.port}", daemon=True).start()
@@ -261,6 +267,7 @@ class Forwarder:
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 upstream.connect(EGRESS_SOCKET)
+                upstream.sendall(f"AF-EXEC {self.tag}\n".encode())
             except OSError:  # no egress configured for this sandbox: nothing to reach
                 client.close()
                 upstream.close()
@@ -350,10 +357,15 @@ def do_exec(sock: socket.socket, req: dict) -> None:
             raise RequestError("duplicate", f"request {rid} was already started")
         _seen.add(rid)
     env = {**os.environ, **{str(k): str(v) for k, v in (req.get("env") or {}).items()}}
+    forwarder = Forwarder(rid) if req.get("egress") else None
+    if forwarder:
+        env.update(dict.fromkeys(PROXY_VARS, f"http://127.0.0.1:{forwarder.port}"))
     started = time.monotonic()
     try:
         proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
     except OSError as e:
+        if forwarder:
+            forwarder.close()
         raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
     with _lock:
         _running[rid] = proc
@@ -367,6 +379,8 @@ def do_exec(sock: socket.socket, req: dict) -> None:
     finally:
         with _lock:
             _running.pop(rid, None)
+        if forwarder:
+            forwarder.close()
         proc.stdout.close()
         proc.stderr.close()
         proc.wait()
@@ -575,7 +589,7 @@ def main() -> None:
         threading.Thread(target=reaper, name="reaper", daemon=True).start()
     else:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    Forwarder(EGRESS_PORT)
+    Forwarder("-", EGRESS_PORT)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.socket)
     server = Server(args.socket, Handler)

@@ -4,7 +4,8 @@ would make them: commands sent through the public API, for docker and for bubble
 What must hold: the supervisor runs as another user than the agent's commands, which cannot
 signal it, reach its socket or the control directory, or replace either; the host talks only to
 that sandbox's supervisor; no host path is visible inside; processes a command leaves behind are
-recorded (``exec.detached``) and do not survive the sandbox.
+recorded (``exec.detached``) and do not survive the sandbox; egress is attributed by the
+supervisor, not by anything the command sends.
 """
 
 import re
@@ -12,6 +13,7 @@ import secrets
 from pathlib import Path
 
 import httpx
+import pytest
 
 from astraforge.config import PROJECT_ROOT
 from tests.integration.test_sandbox_api import create, post
@@ -154,4 +156,24 @@ def test_no_host_path_is_visible_in_mountinfo(platform: Platform) -> None:
         leaked = [p for p in host_paths if p in line]
         assert not leaked, f"{leaked} visible inside: {line}"
         assert not re.search(r"/(sandboxes|containers|overlay2)/", line), line
+    stop(platform, key, sid)
+
+
+@pytest.mark.parametrize("via", ["own forwarder", "shared port"])
+def test_egress_attribution_cannot_be_forged(platform: Platform, via: str) -> None:
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key, egress_allow=["GET allowed.example"])["id"]
+    victim = run(platform, key, sid, "true")["command_id"]
+    upload(platform, key, sid, "forge.py", SCRIPTS / "forged_proxy_user.py")
+    proxy = "$HTTP_PROXY" if via == "own forwarder" else "http://127.0.0.1:3128"
+    forged = run(platform, key, sid, f"python3 forge.py {victim} {proxy}")
+    assert forged["stdout"] == "403\n", forged
+
+    def denied() -> list[dict]:
+        return [e["payload"] for e in events(platform, key, sid) if e["type"] == "egress.denied"]
+
+    wait_until(lambda: denied(), timeout=20, what="the egress.denied record")
+    (record,) = denied()
+    expected = forged["command_id"] if via == "own forwarder" else None
+    assert record["command_id"] == expected != victim, record
     stop(platform, key, sid)
