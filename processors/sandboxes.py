@@ -34,7 +34,7 @@ from astraforge.processors.sandbox_state import ENDED, Decision, Effect, Sandbox
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
 from astraforge.sandbox.egress import EgressDecision, EgressProxy, parse_rules
-from astraforge.sandbox.profile import EGRESS_PORT, SecurityProfile
+from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
 from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
 from astraforge.schemas import Envelope
@@ -164,15 +164,6 @@ class SandboxProcessor:
         if st.has_egress and handle is not None:
             rules = parse_rules(list(st.egress_allow))
             self.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", rules, st.platform_upstreams)
-
-    @staticmethod
-    def _proxy_env(st: SandboxState, command_id: str, token: str) -> dict[str, str]:
-        """Proxy settings for an exec: the command id and the proxy's token for it ride along as the
-        proxy user and password (attribution, ``EgressProxy.attribute``)."""
-        if not st.has_egress:
-            return {}
-        url = f"http://{command_id}:{token}@127.0.0.1:{EGRESS_PORT}"
-        return {name: url for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
     def _report_egress(self, sandbox_id: str, d: EgressDecision) -> None:
         st = self.state(sandbox_id)
@@ -437,20 +428,20 @@ class SandboxProcessor:
             seq += 1
 
         client = self.provider.handle(ready.runtime_id)
-        token = self.egress.attribute(st.sandbox_id, cid)
         try:
             if client is None:
                 raise SupervisorUnavailable("sandbox is gone")
-            env = {**p["env"], **self._proxy_env(ready, cid, token)}
-            result = client.client.exec(argv=argv, cwd=p["cwd"], env=env, timeout_s=p["timeout_s"],
-                                        request_id=cid, on_output=on_output)  # fmt: skip
+            # with egress the command gets a forwarder of its own: the proxy attributes by it
+            result = client.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"], request_id=cid,
+                                        on_output=on_output, egress=ready.has_egress)  # fmt: skip
             done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            done = self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
-        finally:
-            self.egress.release(token)
-        events = []
+            result, done = None, self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
+        events = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
+            self._event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, cmd)
+            for d in (result.detached if result else [])
+        ]
         ref = None
         with overflow:
             if overflow.tell() and self._within_artifact_quota(st.tenant_id, overflow.tell()):

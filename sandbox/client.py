@@ -2,10 +2,19 @@
 
 This is the only way the platform touches a running sandbox: the same code serves docker, bwrap
 and kubernetes sandboxes, because each mounts the control directory holding the socket.
+
+The control directory is writable by the sandbox's supervisor, so the host never follows a path
+in it: the directory and the socket are opened with O_NOFOLLOW (a symlink is refused, not
+followed), the connection goes to the very inode that was checked (``/proc/self/fd/N``), and the
+listening peer's credentials (SO_PEERCRED) must be the sandbox's supervisor: its host uid, in
+the sandbox's own pid namespace (``PeerIdentity``, recorded by the provider when it started the
+sandbox). Another sandbox's supervisor, or anything the agent could start, fails that check.
 """
 
 import json
+import os
 import socket
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +39,38 @@ class SupervisorUnavailable(AstraForgeError, ConnectionError):
     """Nothing answers on the sandbox's control socket (not started yet, or gone)."""
 
 
+class SupervisorImpostor(SupervisorUnavailable):
+    """Something other than the sandbox's own supervisor sits at its control socket: never talked to."""
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who must be listening on a sandbox's control socket, as the host sees it.
+
+    ``uid`` is the supervisor's host uid (docker: 0, the container's root; bwrap: the unprivileged
+    host uid its user namespace maps to 0) and ``pid_ns`` the sandbox's pid namespace
+    (``pid:[inode]``). No process of another sandbox is in that namespace, and no process of this
+    sandbox but the supervisor runs as that uid (the agent's commands have another uid).
+    """
+
+    uid: int
+    pid_ns: str
+
+    @classmethod
+    def of(cls, pid: int, uid: int) -> "PeerIdentity":
+        """The identity of the sandbox whose process ``pid`` (a host pid) is."""
+        return cls(uid, os.readlink(f"/proc/{pid}/ns/pid"))
+
+
+@dataclass(frozen=True)
+class DetachedProcess:
+    """A process a command left running when it ended (another session, a double fork), as seen by
+    the supervisor. It keeps running until the sandbox stops."""
+
+    pid: int
+    argv: list[str]
+
+
 @dataclass
 class ExecResult:
     exit_code: int | None
@@ -38,6 +79,7 @@ class ExecResult:
     cancelled: bool = False
     pid: int | None = None
     chunks: list[tuple[str, bytes]] = field(default_factory=list)
+    detached: list[DetachedProcess] = field(default_factory=list)
 
     @property
     def stdout(self) -> bytes:
@@ -49,18 +91,57 @@ class ExecResult:
 
 
 class SupervisorClient:
-    def __init__(self, socket_path: Path, connect_timeout: float = 5.0) -> None:
-        self.socket_path = Path(socket_path)
+    SOCKET = "supervisor.sock"
+
+    def __init__(self, control_dir: Path, peer: PeerIdentity, connect_timeout: float = 5.0) -> None:
+        self.control_dir = Path(control_dir)
+        self.peer = peer
         self.connect_timeout = connect_timeout
 
+    def _open_socket_inode(self) -> int:
+        """An O_PATH fd on the socket itself; a symlink anywhere at the last two steps is refused."""
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            dir_fd = os.open(self.control_dir, flags | os.O_DIRECTORY)
+        except OSError as e:
+            raise SupervisorUnavailable(f"no control directory at {self.control_dir}: {e.strerror}") from e
+        try:
+            fd = os.open(self.SOCKET, flags, dir_fd=dir_fd)
+        except OSError as e:
+            raise SupervisorUnavailable(f"no supervisor at {self.control_dir}: {e.strerror}") from e
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SupervisorImpostor(f"{self.control_dir / self.SOCKET} is not a socket (a symlink?): refused")
+        return fd
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        try:
+            pid_ns = os.readlink(f"/proc/{pid}/ns/pid")
+        except OSError:
+            pid_ns = None
+        if uid != self.peer.uid or pid_ns != self.peer.pid_ns:
+            raise SupervisorImpostor(
+                f"the socket in {self.control_dir} is served by uid {uid} in {pid_ns}, not by the sandbox's "
+                f"supervisor (uid {self.peer.uid} in {self.peer.pid_ns}): refused"
+            )
+
     def _connect(self) -> socket.socket:
+        fd = self._open_socket_inode()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.connect_timeout)
         try:
-            sock.connect(str(self.socket_path))
+            sock.connect(f"/proc/self/fd/{fd}")  # the inode checked above, not whatever the path names now
+            self._check_peer(sock)
         except OSError as e:
             sock.close()
-            raise SupervisorUnavailable(f"no supervisor at {self.socket_path}: {e}") from e
+            if isinstance(e, SupervisorImpostor):
+                raise
+            raise SupervisorUnavailable(f"no supervisor at {self.control_dir}: {e}") from e
+        finally:
+            os.close(fd)
         sock.settimeout(None)
         return sock
 
@@ -111,10 +192,14 @@ class SupervisorClient:
         request_id: str | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
         on_start: Callable[[int], None] | None = None,
+        egress: bool = False,
     ) -> ExecResult:
-        """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced."""
+        """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
+
+        ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
+        connections the proxy attributes to this request id."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s}  # fmt: skip
+                   "env": env or {}, "timeout_s": timeout_s, "egress": egress}  # fmt: skip
         result = ExecResult(exit_code=None, duration_ms=0.0)
         for kind, payload in self._frames(request):
             if kind in (b"1", b"2"):
@@ -127,6 +212,8 @@ class SupervisorClient:
                 result.pid = json.loads(payload)["pid"]
                 if on_start:
                     on_start(result.pid)
+            elif kind == b"D":
+                result.detached += [DetachedProcess(p["pid"], p["argv"]) for p in json.loads(payload)["processes"]]
             elif kind == b"x":
                 done = json.loads(payload)
                 result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]

@@ -22,26 +22,24 @@ there is no other route.
   most ``max_connections`` at once, and past ``denials_recorded`` denials per window the rest are
   answered but recorded as one summary record.
 - Each attempt is reported (``egress.allowed`` when a request goes out, ``egress.denied``) with the
-  command that made it: an exec carries its command id as the proxy user name and a token the
-  proxy issued for that command (``attribute``) as the password. Only a token issued for that
-  sandbox and that command, while the command runs (``release`` ends it), attributes an attempt;
-  any other proxy user is recorded as unattributed (``command_id`` None), never as who it names.
+  command that made it, as the sandbox's supervisor announced it on the connection's first line
+  (``_proxy_user``): an exec gets a forwarder port of its own, whose connections the supervisor
+  tags with its command id; the shared port (3128) is unattributed (``command_id`` None). Only the
+  supervisor can reach this socket (the control directory is closed to the agent's uid), so
+  nothing a request says (a proxy user name) is taken as who sent it.
 
 Not protected here: what an allowed upstream does with the traffic; TLS inside a CONNECT tunnel is
 not inspected (methods and paths of HTTPS requests are the tenant's own business); a slow request
 body or a slow upstream is not timed out (the connection cap bounds how many a sandbox can hold);
-a process of the sandbox can read the token of a command running at the same time (same user,
-``/proc/<pid>/environ``) and be recorded under it, and a process a command leaves behind is
-unattributed once the command ends.
+any process of the sandbox can connect to a running command's forwarder port and be recorded under
+that command, and a process a command leaves behind is unattributed once the command ends.
 """
 
 import asyncio
-import base64
 import contextlib
 import ipaddress
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
@@ -195,7 +193,6 @@ class EgressProxy:
         self.limits = limits or EgressLimits()
         self.loop = asyncio.new_event_loop()
         self.sandboxes: dict[str, _Sandbox] = {}
-        self.tokens: dict[str, tuple[str, str]] = {}  # proxy password -> (sandbox id, command id)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -233,15 +230,6 @@ class EgressProxy:
         future = asyncio.run_coroutine_threadsafe(self._serve(sandbox, socket_path), self.loop)
         future.result(timeout=10)
 
-    def attribute(self, sandbox_id: str, command_id: str) -> str:
-        """A token that attributes this sandbox's egress to ``command_id`` until ``release``."""
-        token = secrets.token_urlsafe(24)
-        self.tokens[token] = (sandbox_id, command_id)
-        return token
-
-    def release(self, token: str) -> None:
-        self.tokens.pop(token, None)
-
     def close(self, sandbox_id: str) -> None:
         self.loop.call_soon_threadsafe(self._close, sandbox_id)
 
@@ -261,19 +249,24 @@ class EgressProxy:
         sandbox.server = await asyncio.start_unix_server(
             lambda r, w: self._handle(sandbox, r, w), path=str(socket_path)
         )
-        os.chmod(socket_path, 0o666)  # the directory (0700, the sandbox's uid) is the access control
+        os.chmod(socket_path, 0o666)  # the control directory (0700, the supervisor's uid) is the access control
         self.sandboxes[sandbox.sandbox_id] = sandbox
 
     # -- one client connection --------------------------------------------------------------
     async def _handle(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.limits.header_timeout_s):
+                command_id = await _proxy_user(reader)
+        except (TimeoutError, OSError):
+            command_id = None
         cap = self.limits.max_connections
         if sandbox.connections >= cap:
-            self._deny(sandbox, None, "", 0, None, None, f"too many open connections (cap {cap})")
+            self._deny(sandbox, command_id, "", 0, None, None, f"too many open connections (cap {cap})")
             await _reply(reader, writer, 429, f"this sandbox already has {cap} egress connections open")
             return
         sandbox.connections += 1
         try:
-            await self._requests(sandbox, reader, writer)
+            await self._requests(sandbox, reader, writer, command_id)
         except (OSError, asyncio.IncompleteReadError):
             pass
         except Exception:  # a bug here must not take the proxy's loop down with it
@@ -283,7 +276,7 @@ class EgressProxy:
             with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
 
-    async def _requests(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _requests(self, sandbox: _Sandbox, reader, writer, command_id: str | None) -> None:
         first = True
         while True:
             received: list[bytes] = []
@@ -299,7 +292,7 @@ class EgressProxy:
                     return
                 if head is None:
                     return
-                request = self._parse(sandbox, head)
+                request = self._parse(head, command_id)
                 if request.method == "CONNECT":
                     if not first:
                         raise Refused(400, "malformed request: CONNECT after another request on the connection")
@@ -310,16 +303,14 @@ class EgressProxy:
             except (Malformed, Refused) as e:
                 status, reason, address = (400, f"malformed request: {e}", None) if isinstance(e, Malformed) else (
                     e.status, e.reason, e.address)  # fmt: skip
-                r = request  # None when the head itself is at fault: attribute it from the lines received
-                lines = [line.decode("latin-1").strip() for line in received]
-                command_id = r.command_id if r else self._attributed(sandbox, lines)
+                r = request  # None when the head itself is at fault
                 self._deny(sandbox, command_id, r.host if r else "", r.port if r else 0,
                            r.method if r else None, r.url if r else None, reason, address)  # fmt: skip
                 await _reply(reader, writer, status, reason)
                 return
             first = False
 
-    def _parse(self, sandbox: _Sandbox, head: Head) -> _Request:
+    def _parse(self, head: Head, command_id: str | None) -> _Request:
         parts = head.start.split(" ")
         if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper():
             raise Malformed(f"bad request line {head.start[:200]!r}")
@@ -328,7 +319,6 @@ class EgressProxy:
             raise Malformed("a control character in the request target")
         if version not in ("HTTP/1.1", "HTTP/1.0"):
             raise Malformed(f"unsupported version {version[:20]!r}")
-        command_id = self._attributed(sandbox, head.header_lines())
         if method == "CONNECT":
             host, port = _authority(target, default_port=None)
             return _Request(method, host, port, None, "", head, command_id)
@@ -339,11 +329,6 @@ class EgressProxy:
         authority, path = rest[:split], rest[split:]
         host, port = _authority(authority, default_port=80)
         return _Request(method, host, port, target, path if path.startswith("/") else "/" + path, head, command_id)
-
-    def _attributed(self, sandbox: _Sandbox, headers: list[str]) -> str | None:
-        """The command the request's proxy credentials prove, or None (module docstring)."""
-        user, token = _proxy_credentials(headers)
-        return user if user and self.tokens.get(token) == (sandbox.sandbox_id, user) else None
 
     async def _connect(self, sandbox: _Sandbox, r: _Request):
         """The checked connection for a request: (reader, writer, address); raises Refused."""
@@ -527,15 +512,17 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
     return keep_alive
 
 
-def _proxy_credentials(headers: list[str]) -> tuple[str, str]:
-    """(user, password) of a Basic ``Proxy-Authorization``; empty strings when there is none."""
-    for h in headers:
-        name, _, value = h.partition(":")
-        if name.strip().lower() == "proxy-authorization" and value.strip().lower().startswith("basic "):
-            with contextlib.suppress(ValueError):
-                user, _, password = base64.b64decode(value.strip()[6:]).decode().partition(":")
-                return user, password
-    return "", ""
+async def _proxy_user(reader: asyncio.StreamReader) -> str | None:
+    """The command a connection belongs to, from the line the sandbox's supervisor sends before
+    anything of the connection (``AF-EXEC <command id>``, ``-`` for none; its ``Forwarder``).
+    Only the supervisor can reach this socket, so unlike a proxy user name in a request, the
+    sandbox cannot choose it."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    tag, _, command_id = line.decode("latin-1").strip().partition(" ")
+    return command_id if tag == "AF-EXEC" and command_id not in ("", "-") else None
 
 
 async def _reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, message: str) -> None:

@@ -1,7 +1,8 @@
 """The sandbox security profile, as data. Every provider applies the same profile; the conformance
 and escape suites (tests/contracts, tests/security) check each provider against it.
 
-Fixed (not overridable): read-only root, non-root uid, all capabilities dropped, no new
+Fixed (not overridable): read-only root, non-root uid for every command, no capability in any
+set for commands (the supervisor, another user, keeps only CAP_SETUID/SETGID/KILL), no new
 privileges, seccomp (Docker's default profile; bubblewrap's own filter), no network interface but
 loopback. Overridable within bounds: sizes and limits.
 """
@@ -28,7 +29,7 @@ class SecurityProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     uid: int = Field(default=1000, ge=1000, le=65534)
-    """Non-root user the sandbox runs as."""
+    """Non-root user the sandbox's commands run as (the supervisor is the sandbox's uid 0)."""
     memory_mb: int = Field(default=512, ge=64, le=8192)
     """Memory limit (the sandbox is killed by the OOM killer past it, nothing else is)."""
     cpus: float = Field(default=1.0, gt=0, le=4)

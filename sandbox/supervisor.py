@@ -8,17 +8,38 @@ any image that has python3). One connection carries one request:
               (``write`` is followed by exactly ``size`` raw bytes)
     response  frames: 1 byte kind + 4 bytes big-endian length + body
               kinds: s started {pid} · 1 stdout bytes · 2 stderr bytes · d file bytes
+                     D detached {processes: [{pid, argv}]} (sent before x)
                      x exit {exit_code, duration_ms, timed_out, cancelled} · r result {...}
                      E error {code, message}; codes are a closed set (see ERROR_CODES)
 
 Request ids make retries safe: an exec id that is running or already ran is refused with
 ``duplicate``, never started twice. ``cancel`` and timeouts kill the command's whole process group.
-It also runs the egress forwarder: 127.0.0.1:3128 inside the sandbox relays to the host's egress
-proxy socket in the control directory (see ``sandbox/egress.py``).
-The supervisor isolates nothing itself; the sandbox around it does.
+
+Trust boundary: the agent's commands are hostile, and the supervisor is not one of them.
+- It starts as the sandbox's uid 0 (docker: the container's root; bwrap: root of a user namespace
+  that maps only two unprivileged host uids) and keeps only CAP_SETUID, CAP_SETGID and CAP_KILL;
+  its bounding and ambient sets are emptied before anything else runs (``lock_down``).
+- Every command runs as the agent's uid (``--agent-uid``) with no supplementary groups and no
+  capability in any set (``as_agent_argv``): it cannot signal or ptrace the supervisor (another
+  uid) nor enter the control directory (the supervisor's, mode 0700), so it can neither reach nor
+  replace this socket or the egress socket beside it.
+- File reads and writes run with the agent's filesystem identity (setfsuid, for the handling
+  thread only): a symlink the agent planted leads only where the agent could go itself. /proc is
+  refused: its ``self`` would be the supervisor.
+- When a command ends, processes it left running (another session, a double fork) are reported
+  (frame D) and keep running until the sandbox stops; the provider's pid namespace or container
+  takes them down. With commands running concurrently, such a process is reported with the first
+  command to end after it left its session (the supervisor sees the process, not its history).
+- Egress: 127.0.0.1:3128 relays to the host's egress proxy socket unattributed; an exec asked with
+  ``egress`` gets a forwarder port of its own (its HTTP(S)_PROXY) whose connections are announced
+  to the proxy as that exec's (``AF-EXEC <id>``). Any process of the sandbox can connect to any of
+  these ports: attribution says which command's forwarder was used, never what a request claims.
+The supervisor isolates nothing else itself; the sandbox around it does.
 """
 
+import argparse
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -26,9 +47,9 @@ import selectors
 import signal
 import socket
 import socketserver
+import stat
 import struct
 import subprocess
-import sys
 import threading
 import time
 
@@ -37,11 +58,25 @@ ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_er
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
 EGRESS_PORT = 3128
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP = 5, 6, 7, 8
+SWITCH_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)  # inheritable: what setpriv gets when started as root
+KEPT_CAPS = SWITCH_CAPS | (1 << CAP_KILL)
+SETPRIV, ENV = "/usr/bin/setpriv", "/usr/bin/env"
+ROOT_ENV = {"PATH": "/usr/bin:/bin"}  # all setpriv sees: it runs as root, the command's environment is the agent's
+MAX_ARGV_BYTES = 4096  # of a detached process's command line, as reported
 
+_libc = ctypes.CDLL(None, use_errno=True)
 _lock = threading.Lock()
+_spawn_lock = threading.Lock()  # held while starting a command and while reaping/scanning processes
 _running: dict[str, subprocess.Popen] = {}
+_children: dict[int, subprocess.Popen] = {}  # commands started and not yet reaped, by pid
 _seen: set[str] = set()
 _cancelled: set[str] = set()
+_reported: set[tuple[int, str]] = set()  # (pid, start time) of detached processes already reported
+AGENT_UID = -1
+EGRESS_SOCKET = "/run/astraforge/egress.sock"
+PROC_DEV = os.stat("/proc").st_dev
 
 
 class RequestError(Exception):
@@ -59,14 +94,253 @@ def frame_json(sock: socket.socket, kind: bytes, value: dict) -> None:
     frame(sock, kind, json.dumps(value).encode())
 
 
+# -- privileges --------------------------------------------------------------------------------
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _ok(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SystemExit(f"supervisor: {what} failed: {os.strerror(err)} (see the provider's capabilities)")
+
+
+def _set_caps(effective: int, permitted: int, inheritable: int) -> None:
+    data = (_CapData * 2)()
+    data[0].effective, data[0].permitted, data[0].inheritable = effective, permitted, inheritable
+    _ok(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
+
+
+def lock_down(agent_uid: int) -> None:
+    """Once, before any thread: hand the writable roots to the agent, then keep CAP_SETUID,
+    CAP_SETGID and CAP_KILL (effective, permitted) and CAP_SETUID/SETGID as inheritable, with an
+    empty bounding set: setpriv, started as root, gets exactly SETUID/SETGID and drops them with
+    the uid; nothing else the sandbox ever runs can hold a capability."""
+    if os.getuid() != 0 or agent_uid <= 0:
+        raise SystemExit("supervisor: must start as the sandbox's uid 0 with a non-root --agent-uid")
+    for tool in (SETPRIV, ENV):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"supervisor: {tool} is missing from the image (util-linux, coreutils)")
+    for root in WRITABLE_ROOTS:
+        st = os.lstat(root)
+        if (st.st_uid, st.st_gid) != (agent_uid, agent_uid):
+            os.chown(root, agent_uid, agent_uid, follow_symlinks=False)  # bwrap's tmpfs (CAP_CHOWN, dropped below)
+    os.setgroups([])
+    _set_caps(KEPT_CAPS | (1 << CAP_SETPCAP), KEPT_CAPS | (1 << CAP_SETPCAP), SWITCH_CAPS)  # inheritable ⊆ bounding
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = int(f.read())
+    for cap in range(last_cap + 1):  # needs CAP_SETPCAP, dropped next
+        _ok(_libc.prctl(24, ctypes.c_ulong(cap), 0, 0, 0), "PR_CAPBSET_DROP")
+    _ok(_libc.prctl(47, 4, 0, 0, 0), "PR_CAP_AMBIENT_CLEAR_ALL")
+    _set_caps(KEPT_CAPS, KEPT_CAPS, SWITCH_CAPS)
+    with open("/proc/self/status") as f:
+        status = {k: int(v, 16) for k, _, v in (line.partition(":\t") for line in f) if k.startswith("Cap")}
+    if (status["CapEff"], status["CapInh"], status["CapBnd"], status["CapAmb"]) != (KEPT_CAPS, SWITCH_CAPS, 0, 0):
+        raise SystemExit(f"supervisor: capabilities are not as required: {status}")
+
+
+@contextlib.contextmanager
+def as_agent():
+    """File accesses of this thread (only) use the agent's uid and gid."""
+    _libc.setfsgid(AGENT_UID)
+    _libc.setfsuid(AGENT_UID)
+    try:
+        if _libc.setfsuid(-1) != AGENT_UID or _libc.setfsgid(-1) != AGENT_UID:  # -1: read back, change nothing
+            raise RequestError("io_error", "could not take the agent's file identity")
+        yield
+    finally:
+        _libc.setfsuid(os.getuid())
+        _libc.setfsgid(os.getgid())
+
+
+# -- paths -------------------------------------------------------------------------------------
+def _under(path: str, roots) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 def resolve(path: str, for_write: bool) -> str:
-    """Absolute, symlink-free path; writes must land under a writable root."""
+    """Absolute, symlink-free path (resolved with the agent's identity); writes must land under a
+    writable root; nothing under /proc."""
     if not isinstance(path, str) or not path or "\0" in path:
         raise RequestError("bad_request", "path must be a non-empty string")
     full = os.path.realpath(os.path.join("/workspace", path))
-    if for_write and not any(full == root or full.startswith(root.rstrip("/") + "/") for root in WRITABLE_ROOTS):
+    if _under(full, ("/proc",)):
+        raise RequestError("forbidden_path", f"{path} resolves into /proc")
+    if for_write and not _under(full, WRITABLE_ROOTS):
         raise RequestError("forbidden_path", f"{path} resolves outside the writable roots {WRITABLE_ROOTS}")
     return full
+
+
+def _io_error(e: OSError) -> RequestError:
+    return RequestError("io_error", f"{type(e).__name__}: {e.strerror or e}")
+
+
+# -- processes ---------------------------------------------------------------------------------
+def _process(pid: int) -> dict | None:
+    """uid, state, process group, session, start time and argv of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/status", "rb") as f:
+            uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read(MAX_ARGV_BYTES)
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+    return {"pid": pid, "uid": uid, "state": fields[0].decode(), "pgrp": int(fields[2]), "session": int(fields[3]),
+            "start": fields[19].decode(), "argv": argv}  # fmt: skip
+
+
+def _processes() -> list[dict]:
+    return [p for name in os.listdir("/proc") if name.isdigit() and (p := _process(int(name)))]
+
+
+def left_behind(pgid: int) -> list[dict]:
+    """Live processes of the agent that belong to no running command: what the command that
+    owned process group ``pgid`` (now killed) left behind, not reported before."""
+    me = os.getuid()
+    candidates = [p for p in _processes() if p["uid"] != me and p["state"] not in "ZX" and p["pgrp"] != pgid]
+    with _spawn_lock, _lock:  # a command is registered under _spawn_lock before it can fork: its session is known
+        sessions = set(_children) | {proc.pid for proc in _running.values()}
+        alive = {(p["pid"], p["start"]) for p in candidates}
+        _reported.intersection_update(alive)
+        found = [p for p in candidates if p["session"] not in sessions and (p["pid"], p["start"]) not in _reported]
+        _reported.update((p["pid"], p["start"]) for p in found)
+    return [{"pid": p["pid"], "argv": p["argv"]} for p in found]
+
+
+def reap_orphans() -> None:
+    """As pid 1 (docker), orphans are re-parented to us: reap those that are not our commands."""
+    me = os.getpid()
+    with _spawn_lock:
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in _children:
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == b"Z" and int(fields[1]) == me:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(int(name), os.WNOHANG)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+# -- egress ------------------------------------------------------------------------------------
+class Forwarder:
+    """Relays connections on 127.0.0.1:<port> to the host's egress proxy socket, each preceded by
+    ``AF-EXEC <tag>\\n`` (the command it is attributed to, ``-`` for none). Only the supervisor can
+    reach that socket, so the proxy believes this line and nothing the connection itself says."""
+
+    def __init__(self, tag: str, port: int = 0) -> None:
+        self.tag = tag
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, name=f"forwarder-{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(EGRESS_SOCKET)
+                upstream.sendall(f"AF-EXEC {self.tag}\n".encode())
+            except OSError:  # no egress configured for this sandbox: nothing to reach
+                client.close()
+                upstream.close()
+                continue
+            threading.Thread(target=_relay, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=_relay, args=(upstream, client), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self.listener.close()
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(CHUNK):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+# -- operations --------------------------------------------------------------------------------
+def _check_cwd(cwd) -> str:
+    """The agent must be able to enter ``cwd`` itself (the command is started there as it)."""
+    if not isinstance(cwd, str) or "\0" in cwd:
+        raise RequestError("bad_request", "cwd must be a path")
+    cwd = os.path.join("/workspace", cwd)
+    with as_agent():
+        try:
+            if not stat.S_ISDIR(os.stat(os.path.join(cwd, ".")).st_mode):
+                raise NotADirectoryError(20, "Not a directory")
+        except OSError as e:
+            raise RequestError("bad_request", f"cwd {cwd}: {e.strerror or e}") from None
+    return cwd
+
+
+def as_agent_argv(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` run as the agent: setpriv (as root, in ROOT_ENV: a loader variable of the agent's
+    must never reach a root process) takes the agent's uid, gid and no groups and drops its
+    inheritable capabilities; then ``env -i`` (already the agent) sets the command's environment.
+    Two execs without a fork: a fork of the supervisor costs more here (vfork is not possible for
+    subprocess with user=)."""
+    if "=" in argv[0]:
+        raise RequestError("bad_request", "argv[0] must not contain '='")
+    if any(not k or "=" in k for k in env):
+        raise RequestError("bad_request", "environment names must be non-empty and without '='")
+    return [SETPRIV, f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups", "--inh-caps=-all", "--",
+            ENV, "-i", *(f"{k}={v}" for k, v in env.items()), *argv]  # fmt: skip
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen:
+    command = as_agent_argv(argv, env)
+    with _spawn_lock:
+        try:
+            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+        except ValueError as e:  # a NUL byte
+            raise RequestError("bad_request", str(e)) from None
+        _children[proc.pid] = proc
+    return proc
+
+
+def _reaped(proc: subprocess.Popen) -> int | None:
+    """The exit code once the command has exited (then reaped), else None."""
+    code = proc.poll()
+    if code is not None:
+        with _spawn_lock:
+            _children.pop(proc.pid, None)
+    return code
 
 
 def do_exec(sock: socket.socket, req: dict) -> None:
@@ -77,65 +351,106 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         raise RequestError("bad_request", "exec needs argv or shell")
     if argv and not all(isinstance(a, str) for a in argv):
         raise RequestError("bad_request", "argv must be a list of strings")
+    cwd = _check_cwd(req.get("cwd") or "/workspace")
     with _lock:
         if rid in _seen:
             raise RequestError("duplicate", f"request {rid} was already started")
         _seen.add(rid)
     env = {**os.environ, **{str(k): str(v) for k, v in (req.get("env") or {}).items()}}
-    cwd = req.get("cwd") or "/workspace"
+    forwarder = Forwarder(rid) if req.get("egress") else None
+    if forwarder:
+        env.update(dict.fromkeys(PROXY_VARS, f"http://127.0.0.1:{forwarder.port}"))
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            argv or ["/bin/sh", "-c", shell], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+        proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
     except OSError as e:
+        if forwarder:
+            forwarder.close()
         raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
     with _lock:
         _running[rid] = proc
-    frame_json(sock, b"s", {"pid": proc.pid})
-    timeout = float(req.get("timeout_s") or 600)
-    deadline = started + timeout
-    timed_out = False
+    try:
+        frame_json(sock, b"s", {"pid": proc.pid})
+        timed_out = _stream_output(sock, proc, started + float(req.get("timeout_s") or 600))
+    except (BrokenPipeError, ConnectionResetError):
+        kill_group(proc)  # the host went away: do not leave the command running unobserved
+        proc.wait()
+        return
+    finally:
+        with _lock:
+            _running.pop(rid, None)
+        if forwarder:
+            forwarder.close()
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait()
+        _reaped(proc)
+    kill_group(proc)  # reap anything the command left behind in its group
+    detached = left_behind(proc.pid)
+    if detached:
+        frame_json(sock, b"D", {"processes": detached})
+    with _lock:
+        cancelled = rid in _cancelled
+    frame_json(sock, b"x", {
+        "exit_code": proc.returncode, "duration_ms": round((time.monotonic() - started) * 1000, 3),
+        "timed_out": timed_out, "cancelled": cancelled,
+    })  # fmt: skip
+
+
+def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float) -> bool:
+    """Frame the command's output until its pipes close, or until it has exited and its process
+    group is empty (whatever still holds a pipe then was detached: it is not waited for).
+    True if the deadline passed (the group is killed)."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, b"1")
     sel.register(proc.stderr, selectors.EVENT_READ, b"2")
-    open_pipes = 2
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ, None)
+    except (AttributeError, OSError):  # no pidfd here: the exit is noticed on the next poll
+        pidfd = None
+    open_pipes, signalled, exited = 2, False, False
     try:
         while open_pipes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                timed_out = True
                 kill_group(proc)
-                break
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+                return True
+            if exited and not group_alive(proc.pid):
+                _drain(sock, sel)
+                return False
+            for key, _ in sel.select(timeout=min(remaining, 0.05 if exited else 0.5)):
+                if key.data is None:  # the pidfd: the command itself has exited
+                    sel.unregister(key.fileobj)
+                    signalled = True
+                    continue
                 data = os.read(key.fd, CHUNK)
                 if not data:
                     sel.unregister(key.fileobj)
                     open_pipes -= 1
                 else:
                     frame(sock, key.data, data)
-        exit_code = proc.wait()
-    except (BrokenPipeError, ConnectionResetError):
-        kill_group(proc)  # the host went away: do not leave the command running unobserved
-        proc.wait()
-        return
+            if not exited and (signalled or pidfd is None):
+                exited = _reaped(proc) is not None
+        return False
     finally:
         sel.close()
-        with _lock:
-            _running.pop(rid, None)
-    kill_group(proc)  # reap anything the command left behind in its group
-    with _lock:
-        cancelled = rid in _cancelled
-    frame_json(sock, b"x", {
-        "exit_code": exit_code, "duration_ms": round((time.monotonic() - started) * 1000, 3),
-        "timed_out": timed_out, "cancelled": cancelled,
-    })  # fmt: skip
+        if pidfd is not None:
+            os.close(pidfd)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _drain(sock: socket.socket, sel: selectors.BaseSelector, max_chunks: int = 16) -> None:
+    """What is already in the pipes after the command ended; a detached writer is not followed."""
+    for _ in range(max_chunks):
+        ready = [key for key, _ in sel.select(timeout=0) if key.data is not None]
+        if not ready:
+            return
+        for key in ready:
+            data = os.read(key.fd, CHUNK)
+            if data:
+                frame(sock, key.data, data)
+            else:
+                sel.unregister(key.fileobj)
 
 
 def do_cancel(sock: socket.socket, req: dict) -> None:
@@ -154,43 +469,65 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
     size = req.get("size")
     if not isinstance(size, int) or size < 0:
         raise RequestError("bad_request", "write needs a non-negative integer size")
-    path = resolve(req.get("path"), for_write=True)
     digest = hashlib.sha256()
-    tmp = f"{path}.af-{req['id']}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(req.get("mode") or 0o644))
-        with os.fdopen(fd, "wb") as out:
-            remaining = size
-            while remaining:
-                data = rfile.read(min(CHUNK, remaining))
-                if not data:
-                    raise RequestError("bad_request", f"connection closed {remaining} bytes short")
-                out.write(data)
-                digest.update(data)
-                remaining -= len(data)
-        os.replace(tmp, path)  # atomic: readers never see half a file
-    except OSError as e:
-        raise RequestError("io_error", f"{type(e).__name__}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with as_agent():
+        path = resolve(req.get("path"), for_write=True)
+        parent, name = os.path.split(path)
+        tmp = f"{name}.af-{req['id']}.tmp"
+        try:
+            os.makedirs(parent, exist_ok=True)
+            dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise _io_error(e) from None
+        try:
+            if not _under(os.readlink(f"/proc/self/fd/{dir_fd}"), WRITABLE_ROOTS):  # where it really is
+                raise RequestError("forbidden_path", f"{req.get('path')} moved outside the writable roots")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         int(req.get("mode") or 0o644) & 0o777, dir_fd=dir_fd)  # fmt: skip
+            with os.fdopen(fd, "wb") as out:
+                remaining = size
+                while remaining:
+                    data = rfile.read(min(CHUNK, remaining))
+                    if not data:
+                        raise RequestError("bad_request", f"connection closed {remaining} bytes short")
+                    out.write(data)
+                    digest.update(data)
+                    remaining -= len(data)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)  # atomic: readers never see half a file
+        except OSError as e:
+            raise _io_error(e) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            os.close(dir_fd)
     frame_json(sock, b"r", {"path": path, "size": size, "sha256": digest.hexdigest()})
 
 
 def do_read(sock: socket.socket, req: dict) -> None:
-    path = resolve(req.get("path"), for_write=False)
     digest, size = hashlib.sha256(), 0
-    try:
-        with open(path, "rb") as src:
-            while data := src.read(CHUNK):
-                frame(sock, b"d", data)
-                digest.update(data)
-                size += len(data)
-    except FileNotFoundError:
-        raise RequestError("not_found", f"{req.get('path')} does not exist") from None
-    except OSError as e:
-        raise RequestError("io_error", f"{type(e).__name__}: {e.strerror or e}") from None
+    with as_agent():
+        path = resolve(req.get("path"), for_write=False)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
+        except FileNotFoundError:
+            raise RequestError("not_found", f"{req.get('path')} does not exist") from None
+        except OSError as e:
+            raise _io_error(e) from None
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(fd)
+            if st.st_dev == PROC_DEV:
+                raise RequestError("forbidden_path", f"{req.get('path')} resolves into /proc")
+            if not stat.S_ISREG(st.st_mode):
+                raise RequestError("io_error", f"{req.get('path')} is not a regular file")
+            try:
+                while data := src.read(CHUNK):
+                    frame(sock, b"d", data)
+                    digest.update(data)
+                    size += len(data)
+            except OSError as e:
+                if isinstance(e, (BrokenPipeError, ConnectionResetError)):
+                    raise
+                raise _io_error(e) from None
     frame_json(sock, b"r", {"path": path, "size": size, "sha256": digest.hexdigest()})
 
 
@@ -227,47 +564,39 @@ class Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
 
 
-def forward_egress(egress_socket: str, port: int) -> None:
-    """Expose the host's egress proxy (a unix socket in the control dir) as 127.0.0.1:<port>."""
-    listener = socket.create_server(("127.0.0.1", port))
+def main() -> None:
+    global AGENT_UID, EGRESS_SOCKET
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("socket", nargs="?", default="/run/astraforge/supervisor.sock")
+    parser.add_argument("--agent-uid", type=int, required=True, help="the uid every command runs as")
+    args = parser.parse_args()
+    AGENT_UID = args.agent_uid
+    EGRESS_SOCKET = os.path.join(os.path.dirname(args.socket), "egress.sock")
+    lock_down(AGENT_UID)  # before any thread exists
+    os.umask(0o022)
+    if os.getpid() == 1:  # docker: orphans come to us; bwrap's own init reaps them otherwise
+        # no lock may be taken in a signal handler (a nested one would deadlock): the C-level handler
+        # writes to a pipe, a thread reaps
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
 
-    def relay(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(CHUNK):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+        def reaper() -> None:
+            while os.read(wake_read, 512):
+                reap_orphans()
 
-    def accept() -> None:
-        while True:
-            client, _ = listener.accept()
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(egress_socket)
-            except OSError:  # no egress configured for this sandbox: nothing to reach
-                client.close()
-                upstream.close()
-                continue
-            threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
-
-    threading.Thread(target=accept, name="egress-forwarder", daemon=True).start()
-
-
-def main(path: str) -> None:
-    forward_egress(os.path.join(os.path.dirname(path), "egress.sock"), EGRESS_PORT)
-    if os.path.exists(path):
-        os.unlink(path)
-    server = Server(path, Handler)
-    os.chmod(path, 0o600)
+        threading.Thread(target=reaper, name="reaper", daemon=True).start()
+    else:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    Forwarder("-", EGRESS_PORT)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.socket)
+    server = Server(args.socket, Handler)
+    os.chmod(args.socket, 0o600)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     server.serve_forever(poll_interval=0.5)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/run/astraforge/supervisor.sock")
+    main()

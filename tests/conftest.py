@@ -93,7 +93,7 @@ def egress_upstream(tmp_path_factory) -> Iterator[NetnsUpstream]:
         yield upstream
 
 
-def _tenant(settings: Settings) -> tuple[str, str]:
+def new_tenant(settings: Settings) -> tuple[str, str]:
     tenant = f"t-{secrets.token_hex(4)}"
     return tenant, create_key(settings, tenant)
 
@@ -101,12 +101,12 @@ def _tenant(settings: Settings) -> tuple[str, str]:
 @pytest.fixture
 def tenant(settings: Settings) -> tuple[str, str]:
     """A new tenant and its API key."""
-    return _tenant(settings)
+    return new_tenant(settings)
 
 
 @pytest.fixture
 def other_tenant(settings: Settings) -> tuple[str, str]:
-    return _tenant(settings)
+    return new_tenant(settings)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 # Production sandbox image: Debian slim + python3, git, ripgrep, tini. The supervisor is bind-mounted
-# read-only by the provider at /opt/astraforge, so the image needs only python3 to run it.
+# read-only by the provider at /opt/astraforge, so the image needs only python3 to run it, plus
+# setpriv (util-linux) and env (coreutils), both essential in Debian, to start commands as uid 1000.
+# The provider starts the container as root with a few capabilities (the supervisor's); USER below
+# is only the default for other uses of the image.
 # (Tests build the same content from a debootstrap rootfs: deploy/local/rootfs.sh.)
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -1,18 +1,28 @@
 """The provider interface: lifecycle only. Operations on a running sandbox (exec, files) go through
-the supervisor client, identical for every provider."""
+the supervisor client, identical for every provider.
+
+Host side of the trust boundary, shared by every provider: each sandbox's control directory is a
+small tmpfs of its own (so the sandbox sees ``/`` as its root in mountinfo, never a host path),
+owned by the supervisor's host uid with mode 0700 (the agent's uid cannot enter it); the
+supervisor's code is a read-only tmpfs too. The identity the control socket's peer must have
+(``PeerIdentity``) is kept on the host, outside anything the sandbox can write.
+"""
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from astraforge.sandbox.client import SupervisorClient
+from astraforge.sandbox.client import PeerIdentity, SupervisorClient
+from astraforge.sandbox.hostmounts import locked, mount_tmpfs, remount_read_only, unmount
 from astraforge.sandbox.profile import SecurityProfile
 
 SUPERVISOR_SOURCE = Path(__file__).resolve().parent.parent / "supervisor.py"
+CONTROL_DIR_KB = 64  # a socket or two; nothing else belongs there
 
 
 def traversable_by_others(path: Path) -> bool:
@@ -43,10 +53,11 @@ class SandboxHandle:
     sandbox_id: str
     provider: str
     control_dir: Path
+    peer: PeerIdentity
 
     @property
     def client(self) -> SupervisorClient:
-        return SupervisorClient(self.control_dir / "supervisor.sock")
+        return SupervisorClient(self.control_dir, self.peer)
 
 
 class SandboxProvider(ABC):
@@ -60,21 +71,64 @@ class SandboxProvider(ABC):
         self.control_root.mkdir(parents=True, exist_ok=True)
         for p in (self.runtime, self.control_root):
             p.chmod(0o755)
-        # a root-owned copy every sandbox can read, mounted (as a directory) at /opt/astraforge
-        self.supervisor_dir = self.runtime / "bin"
-        self.supervisor_dir.mkdir(mode=0o755, exist_ok=True)
-        shutil.copyfile(SUPERVISOR_SOURCE, self.supervisor_dir / "supervisor.py")
-        (self.supervisor_dir / "supervisor.py").chmod(0o644)
+        self.identity_root = self.runtime / "identity"  # host-only: what each control socket's peer must be
+        self.identity_root.mkdir(mode=0o700, exist_ok=True)
+        self._identities: dict[str, PeerIdentity] = {}
+        # mounted read-only at /opt/astraforge; content-addressed, so deployments sharing this runtime
+        # directory with another supervisor version each mount their own
+        self.supervisor_dir = self.shared_files({"supervisor.py": SUPERVISOR_SOURCE.read_bytes()})
 
-    def control_dir(self, sandbox_id: str, owner_uid: int) -> Path:
-        """Host directory mounted at /run/astraforge: holds the supervisor socket, nothing else."""
+    def shared_files(self, files: dict[str, bytes]) -> Path:
+        """A read-only tmpfs holding exactly ``files`` (world-readable), mounted once per content."""
+        digest = hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(files.items())}).encode()).hexdigest()
+        target = self.runtime / "shared" / digest[:16]
+        with locked(self.runtime / ".mounts.lock"):
+            target.mkdir(mode=0o755, parents=True, exist_ok=True)
+            target.parent.chmod(0o755)
+            if not os.path.ismount(target):
+                size_kb = sum(len(v) for v in files.values()) // 1024 + 64
+                mount_tmpfs(target, uid=0, gid=0, mode=0o755, size_kb=size_kb)
+                for name, data in files.items():
+                    (target / name).write_bytes(data)
+                    (target / name).chmod(0o644)
+                remount_read_only(target)
+        return target
+
+    def control_dir(self, sandbox_id: str, supervisor_uid: int) -> Path:
+        """Host directory mounted at /run/astraforge: a tmpfs of its own, only the supervisor's
+        (host uid ``supervisor_uid``, mode 0700), holding its socket and the egress socket."""
         path = self.control_root / sandbox_id
-        path.mkdir(mode=0o700, exist_ok=True)
-        os.chown(path, owner_uid, owner_uid)
+        with locked(self.runtime / ".mounts.lock"):
+            path.mkdir(mode=0o700, exist_ok=True)
+            if not os.path.ismount(path):
+                mount_tmpfs(path, uid=supervisor_uid, gid=supervisor_uid, mode=0o700, size_kb=CONTROL_DIR_KB)
         return path
 
     def release_control_dir(self, sandbox_id: str) -> None:
-        shutil.rmtree(self.control_root / sandbox_id, ignore_errors=True)
+        path = self.control_root / sandbox_id
+        while os.path.ismount(path):
+            unmount(path)
+        shutil.rmtree(path, ignore_errors=True)
+        (self.identity_root / f"{sandbox_id}.json").unlink(missing_ok=True)
+        self._identities.pop(sandbox_id, None)
+
+    def remember_peer(self, sandbox_id: str, peer: PeerIdentity) -> None:
+        """Record who must answer on this sandbox's control socket (read back by ``handle``)."""
+        path = self.identity_root / f"{sandbox_id}.json"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(peer)))
+        tmp.replace(path)
+        self._identities[sandbox_id] = peer
+
+    def _peer(self, sandbox_id: str) -> PeerIdentity | None:
+        peer = self._identities.get(sandbox_id)
+        if peer is None:
+            try:
+                peer = PeerIdentity(**json.loads((self.identity_root / f"{sandbox_id}.json").read_text()))
+            except (OSError, ValueError, TypeError):
+                return None
+            self._identities[sandbox_id] = peer
+        return peer
 
     @abstractmethod
     def create(self, spec: SandboxSpec) -> SandboxHandle:
@@ -92,6 +146,11 @@ class SandboxProvider(ABC):
         """The running sandbox's handle, from its control socket alone: no engine call on the exec
         path (``list_ids`` is the authority, for reconciliation)."""
         control = self.control_root / sandbox_id
-        if not (control / "supervisor.sock").exists():
+        peer = self._peer(sandbox_id)
+        try:
+            present = stat.S_ISSOCK(os.lstat(control / SupervisorClient.SOCKET).st_mode)
+        except OSError:
+            present = False
+        if peer is None or not present:
             return None
-        return SandboxHandle(sandbox_id, self.name, control)
+        return SandboxHandle(sandbox_id, self.name, control, peer)

@@ -1,15 +1,31 @@
 """bubblewrap provider: a daemonless sandbox per process tree, the default where no Docker engine answers.
 
-What it isolates: new user, pid, mount, ipc, uts, cgroup and network namespaces (the network has
-only loopback; no nested user namespaces); the root is the cached rootfs bound read-only; /workspace, /tmp and $HOME are
-size-capped tmpfs; all capabilities are dropped and NO_NEW_PRIVS is set (bubblewrap always sets it);
-the sandbox runs as an unprivileged host uid, so even an escape from its user namespace lands as
-that uid, not root.
+What it isolates: new pid, mount, ipc, uts, cgroup and network namespaces (the network has only
+loopback) inside a user namespace of its own that maps exactly two unprivileged host uids: the
+supervisor's (``SUPERVISOR_HOST_UID``, uid 0 inside) and the agent's (``HOST_UID``, the profile's
+uid inside). Creating further user namespaces is disabled (``user.max_user_namespaces`` is 0 in
+that namespace, set before anything of the sandbox runs). The root is the cached rootfs, read-only;
+/workspace, /tmp and $HOME are size-capped tmpfs; NO_NEW_PRIVS is set (bubblewrap always sets it).
+The supervisor keeps CAP_SETUID/SETGID/KILL of that user namespace only; the agent's commands hold
+no capability in any set and run as another uid, so they cannot signal, trace or replace the
+supervisor, nor enter the control directory (the supervisor's host uid, mode 0700). Even an escape
+from the namespaces lands as an unprivileged host uid, not root.
+
+Why this shape: a user namespace created by bwrap maps a single uid, which cannot hold two users;
+so the platform (root on the host) prepares the namespace itself (a holder process made by
+``unshare --user``, whose uid_map/gid_map it writes), and bwrap runs inside it as its root via
+``nsenter``, keeping only the capabilities the supervisor needs (--cap-drop ALL --cap-add ...).
+The client's SO_PEERCRED check proves: the socket's listener runs as the supervisor's host uid in
+this sandbox's pid namespace, i.e. it is this sandbox's supervisor (every bwrap supervisor has the
+same host uid; the pid namespace tells them apart).
+
+No host path in mountinfo: the root is a read-only overlay of the rootfs whose layers are named
+through /proc/self/fd, and the control and supervisor directories are tmpfs roots.
 
 What it does not: there is no cgroup, so memory is bounded per process (RLIMIT_AS) rather than for
-the sandbox as a whole, and the process limit (RLIMIT_NPROC) counts every process of the sandbox
-uid on the host, i.e. it is shared by all bwrap sandboxes. No seccomp filter beyond the kernel's
-defaults is installed. Use the docker (or kubernetes) provider where those matter.
+the sandbox as a whole; the process limit (RLIMIT_NPROC) is counted per uid of the sandbox's own
+user namespace. No seccomp filter beyond the kernel's defaults is installed. Use the docker (or
+kubernetes) provider where those matter.
 """
 
 import contextlib
@@ -23,11 +39,16 @@ import time
 from pathlib import Path
 
 from astraforge.errors import AstraForgeError
+from astraforge.sandbox.client import PeerIdentity
+from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
-HOST_UID = 61000  # unprivileged host uid the sandbox maps to (no host account needed)
+HOST_UID = 61000  # unprivileged host uid the agent's commands map to (no host account needed)
+SUPERVISOR_HOST_UID = 61001  # unprivileged host uid the supervisor (uid 0 inside) maps to
+SUPERVISOR_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL", "CAP_CHOWN")  # CHOWN, SETPCAP: at start only
+NO_USERNS = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'  # run as root of the sandbox's user namespace
 
 
 class BwrapUnavailable(AstraForgeError, RuntimeError):
@@ -40,6 +61,7 @@ class BwrapProvider(SandboxProvider):
     def __init__(self, state_dir, rootfs: Path, host_uid: int = HOST_UID, namespace: str = "astraforge") -> None:
         super().__init__(state_dir)
         self.host_uid = host_uid
+        self.supervisor_uid = SUPERVISOR_HOST_UID
         self.rootfs = Path(rootfs)
         self.bwrap = shutil.which("bwrap")
         if not self.bwrap:
@@ -52,16 +74,55 @@ class BwrapProvider(SandboxProvider):
         self._children: dict[str, subprocess.Popen] = {}  # ours to reap after stop
         self.pid_dir = Path(state_dir) / "bwrap" / namespace  # one deployment never sees another's
         self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self.root = self._read_only_root()
 
-    def command(self, spec: SandboxSpec, control: Path, status_fd: int) -> list[str]:
+    def _read_only_root(self) -> Path:
+        """The rootfs as a read-only overlay of its own (mounted once per rootfs directory)."""
+        st = self.rootfs.stat()
+        target = self.runtime / "rootfs" / f"{st.st_dev:x}-{st.st_ino:x}"  # a rebuilt rootfs is a new directory
+        empty = self.runtime / "rootfs" / "empty"
+        with locked(self.runtime / ".mounts.lock"):
+            if not os.path.ismount(target):
+                for d in (target.parent, empty, target):
+                    d.mkdir(mode=0o755, exist_ok=True)
+                    d.chmod(0o755)
+                mount_overlay_read_only(self.rootfs, empty, target)
+        return target
+
+    def _user_namespace(self, agent_uid: int) -> subprocess.Popen:
+        """A process holding a new user namespace that maps exactly two host uids (and gids): the
+        supervisor's as 0 and the agent's as ``agent_uid``. Kill it once bwrap has entered."""
+        quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        holder = subprocess.Popen(["unshare", "--user", "--", "sleep", "60"], start_new_session=True, **quiet)
+        own, deadline = os.readlink("/proc/self/ns/user"), time.monotonic() + 5
+        try:
+            while os.readlink(f"/proc/{holder.pid}/ns/user") == own:
+                if holder.poll() is not None or time.monotonic() > deadline:
+                    raise BwrapUnavailable("could not create a user namespace (unshare --user)")
+                time.sleep(0.0005)
+            mapping = f"0 {self.supervisor_uid} 1\n{agent_uid} {self.host_uid} 1\n".encode()
+            for name in ("uid_map", "gid_map"):
+                fd = os.open(f"/proc/{holder.pid}/{name}", os.O_WRONLY)
+                try:
+                    os.write(fd, mapping)  # one write: the kernel takes a map whole or not at all
+                finally:
+                    os.close(fd)
+        except (OSError, BwrapUnavailable) as e:
+            holder.kill()
+            holder.wait()
+            raise BwrapUnavailable(f"could not prepare the sandbox's user namespace: {e}") from e
+        return holder
+
+    def command(self, spec: SandboxSpec, control: Path, status_fd: int, userns_pid: int) -> list[str]:
         p = spec.profile
-        uid = str(p.uid)
-        argv = ["setpriv", f"--reuid={self.host_uid}", f"--regid={self.host_uid}", "--clear-groups", "--inh-caps=-all",
+        caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
+        argv = ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
+                "/bin/sh", "-c", NO_USERNS, "sh",
                 "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--new-session", "--cap-drop", "ALL",
-                "--uid", uid, "--gid", uid,
+                self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+                "--new-session", "--cap-drop", "ALL", *caps,
                 "--json-status-fd", str(status_fd),
-                "--ro-bind", str(self.rootfs), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
+                "--ro-bind", str(self.root), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
         for path, mb in p.tmpfs().items():
             argv += ["--perms", "0755", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
         argv += ["--bind", str(control), CONTROL_MOUNT, "--ro-bind", str(self.supervisor_dir), SUPERVISOR_DIR,
@@ -69,7 +130,7 @@ class BwrapProvider(SandboxProvider):
                  "--setenv", "USER", "sandbox"]  # fmt: skip
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        return [*argv, "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET]
+        return [*argv, "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]
 
     def _pidfile(self, sandbox_id: str) -> Path:
         return self.pid_dir / f"{sandbox_id}.json"
@@ -83,19 +144,23 @@ class BwrapProvider(SandboxProvider):
             return None
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
-        control = self.control_dir(spec.sandbox_id, self.host_uid)
-        handle = SandboxHandle(spec.sandbox_id, self.name, control)
+        control = self.control_dir(spec.sandbox_id, self.supervisor_uid)
         if self._alive(spec.sandbox_id) is None:
             read_fd, write_fd = os.pipe()
             log = self.pid_dir / f"{spec.sandbox_id}.log"
-            with open(log, "wb") as stderr:
-                proc = subprocess.Popen(
-                    self.command(spec, control, write_fd), pass_fds=(write_fd,), start_new_session=True,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
-                )  # fmt: skip
-            os.close(write_fd)
-            status = _read_status(read_fd, proc, timeout=10)
+            holder = self._user_namespace(spec.profile.uid)
+            try:
+                with open(log, "wb") as stderr:
+                    proc = subprocess.Popen(
+                        self.command(spec, control, write_fd, holder.pid), pass_fds=(write_fd,),
+                        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                        env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
+                    )  # fmt: skip
+                os.close(write_fd)
+                status = _read_status(read_fd, proc, timeout=10)
+            finally:
+                holder.kill()  # the namespace lives on in the sandbox's processes
+                holder.wait()
             if status is None:
                 proc.wait()
                 self.release_control_dir(spec.sandbox_id)
@@ -103,6 +168,11 @@ class BwrapProvider(SandboxProvider):
             child = status["child-pid"]
             self._pidfile(spec.sandbox_id).write_text(json.dumps({"pid": proc.pid, "child_pid": child}))
             self._children[spec.sandbox_id] = proc
+            self.remember_peer(spec.sandbox_id, PeerIdentity.of(child, self.supervisor_uid))
+        peer = self._peer(spec.sandbox_id)
+        if peer is None:
+            raise BwrapUnavailable(f"sandbox {spec.sandbox_id} runs but its supervisor's identity was not recorded")
+        handle = SandboxHandle(spec.sandbox_id, self.name, control, peer)
         handle.client.wait_ready(timeout=20)
         return handle
 

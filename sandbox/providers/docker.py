@@ -5,17 +5,36 @@ after a crash finds the first one instead of starting a second, and reconciliati
 The ``astraforge.namespace`` label (the deployment's topic prefix) keeps deployments sharing one
 engine from reaping each other's sandboxes.
 Network mode ``none``: the container has only a loopback interface.
+
+Two users inside (see ``sandbox/supervisor.py``): the container starts as root with every
+capability dropped but CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, and no-new-privileges;
+the supervisor (pid 1) keeps SETUID/SETGID/KILL in its effective set only and empties the
+bounding set, and starts each command as the profile's uid, whose capability sets are all empty.
+The control directory is the host tmpfs owned by root (the supervisor's host uid, since the
+engine maps no user namespace), mode 0700. The client's SO_PEERCRED check therefore proves: the
+socket's listener is a root process in this container's pid namespace, i.e. this container's
+supervisor; the agent's processes are uid ``profile.uid`` and never pass it.
+
+No host path in mountinfo: the control and supervisor directories are tmpfs roots, /etc/hosts,
+/etc/hostname and /etc/resolv.conf come from a shared tmpfs (the engine's own would be files
+under its data root), the cgroup namespace is private, and no --init binary is bind-mounted from
+the host. The one exception is the engine's overlay root: its super options (lowerdir, upperdir,
+workdir) name the engine's layer directories on the host; only the engine can change that.
 """
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from astraforge.errors import AstraForgeError
+from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
 
 LABEL = "astraforge.sandbox_id"
 NAMESPACE_LABEL = "astraforge.namespace"
+SUPERVISOR_UID = 0  # the container's root is the host's root (no user namespace remapping)
+SUPERVISOR_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL"]
+ETC_FILES = {"hosts": b"127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n", "hostname": b"sandbox\n", "resolv.conf": b""}
 
 
 class DockerUnavailable(AstraForgeError, ConnectionError):
@@ -33,6 +52,7 @@ class DockerProvider(SandboxProvider):
             self.client.ping()
         except DockerException as e:
             raise DockerUnavailable(f"no Docker engine at {docker_host or 'DOCKER_HOST'}: {e}") from e
+        self.etc_dir = self.shared_files(ETC_FILES)
 
     @staticmethod
     def container_name(sandbox_id: str) -> str:
@@ -40,29 +60,35 @@ class DockerProvider(SandboxProvider):
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         p = spec.profile
-        control = self.control_dir(spec.sandbox_id, p.uid)
-        handle = SandboxHandle(spec.sandbox_id, self.name, control)
+        control = self.control_dir(spec.sandbox_id, SUPERVISOR_UID)
         try:
             container = self.client.containers.get(self.container_name(spec.sandbox_id))
             if container.status != "running":
                 container.start()
+                container.reload()
         except NotFound:
             tmpfs = {
                 path: f"size={mb}m,uid={p.uid},gid={p.uid},mode=0755,nosuid,nodev" for path, mb in p.tmpfs().items()
             }
+            volumes = {
+                str(control): {"bind": CONTROL_MOUNT, "mode": "rw"},
+                str(self.supervisor_dir): {"bind": SUPERVISOR_DIR, "mode": "ro"},
+                **{str(self.etc_dir / name): {"bind": f"/etc/{name}", "mode": "ro"} for name in ETC_FILES},
+            }
             try:
-                self.client.containers.run(
+                container = self.client.containers.run(
                     spec.image,
-                    command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET],
+                    command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
                     name=self.container_name(spec.sandbox_id),
                     labels={LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
                     detach=True,
-                    init=True,
-                    user=f"{p.uid}:{p.uid}",
+                    user="0:0",
                     read_only=True,
                     tmpfs=tmpfs,
                     cap_drop=["ALL"],
+                    cap_add=SUPERVISOR_CAPS,
                     security_opt=["no-new-privileges"],
+                    cgroupns="private",
                     network_mode="none",
                     pids_limit=p.pids,
                     mem_limit=f"{p.memory_mb}m",
@@ -70,15 +96,21 @@ class DockerProvider(SandboxProvider):
                     nano_cpus=int(p.cpus * 1e9),
                     environment={"HOME": HOME, **spec.env},
                     working_dir="/workspace",
-                    volumes={
-                        str(control): {"bind": CONTROL_MOUNT, "mode": "rw"},
-                        str(self.supervisor_dir): {"bind": SUPERVISOR_DIR, "mode": "ro"},
-                    },
+                    volumes=volumes,
                 )
+                container.reload()
             except APIError as e:
                 if e.status_code != 409:  # 409: a concurrent create won the name; use that one
                     self.release_control_dir(spec.sandbox_id)
                     raise AstraForgeError(f"docker could not start sandbox {spec.sandbox_id}: {e.explanation}") from e
+                container = self.client.containers.get(self.container_name(spec.sandbox_id))
+        pid = container.attrs["State"]["Pid"]
+        if not pid:
+            logs = container.logs(tail=20).decode(errors="replace").strip()
+            raise AstraForgeError(f"sandbox {spec.sandbox_id} is not running: {logs or container.attrs['State']}")
+        peer = PeerIdentity.of(pid, SUPERVISOR_UID)
+        self.remember_peer(spec.sandbox_id, peer)
+        handle = SandboxHandle(spec.sandbox_id, self.name, control, peer)
         handle.client.wait_ready(timeout=20)
         return handle
 

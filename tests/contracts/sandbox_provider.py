@@ -1,12 +1,15 @@
 """The contract every sandbox provider meets. A provider's test module subclasses
 ``SandboxProviderContract`` and supplies only the ``provider`` fixture."""
 
+import os
 import secrets
+import socket
+import subprocess
 import time
 
 import pytest
 
-from astraforge.sandbox.client import SupervisorError
+from astraforge.sandbox.client import SupervisorError, SupervisorImpostor
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
 
@@ -90,3 +93,36 @@ class SandboxProviderContract:
             sandbox.client.write("link/passwd", b"x")
         with pytest.raises(SupervisorError, match="not_found"):
             sandbox.client.read("missing.txt")
+
+    def test_the_host_talks_only_to_this_sandboxs_supervisor(self, provider: SandboxProvider, sandbox) -> None:
+        """Behind the control directory's permissions (the agent cannot write there; see
+        tests/security/test_control_channel.py), the host itself follows no path the sandbox could
+        change and checks who listens: here whatever could write there swaps the socket."""
+        other_id = f"contract-{secrets.token_hex(4)}"
+        other = provider.create(SandboxSpec(other_id))
+        path = sandbox.control_dir / "supervisor.sock"
+        real = path.with_name("real.sock")
+        os.rename(path, real)
+        try:
+            os.symlink(other.control_dir / "supervisor.sock", path)  # another sandbox's socket
+            with pytest.raises(SupervisorImpostor, match="not a socket"):
+                sandbox.client.ping()
+            os.unlink(path)
+            path.touch()
+            subprocess.run(["mount", "--bind", other.control_dir / "supervisor.sock", path], check=True)
+            try:  # the other sandbox's very socket: its supervisor runs as the same uid, in another pid namespace
+                with pytest.raises(SupervisorImpostor, match="not by the sandbox's supervisor"):
+                    sandbox.client.ping()
+            finally:
+                subprocess.run(["umount", path], check=True)
+            os.unlink(path)
+            with socket.socket(socket.AF_UNIX) as impostor:  # a listener of the host's
+                impostor.bind(str(path))
+                impostor.listen()
+                with pytest.raises(SupervisorImpostor, match="not by the sandbox's supervisor"):
+                    sandbox.client.ping()
+            os.unlink(path)
+        finally:
+            os.rename(real, path)
+            provider.stop(other_id)
+        assert sandbox.client.ping()["pong"]

@@ -6,8 +6,9 @@ could, and prints what came back as one JSON line.
     python egress_probe.py hold <n> <base64 request bytes>           hold n tunnels open, try one more
     python egress_probe.py stall <base64 request bytes> <seconds>    send, then read nothing for a while
 
-``@AUTH@`` in the request bytes becomes this exec's ``Proxy-Authorization`` header (from
-HTTP_PROXY), so the proxy can attribute the attempt to the command.
+It connects to this exec's own forwarder (the port in HTTP_PROXY), so the proxy attributes the
+attempt to the command; 127.0.0.1:3128 (unattributed) when there is none. ``@AUTH@`` in the
+request bytes becomes a ``Proxy-Authorization`` header from HTTP_PROXY: the proxy ignores it.
 """
 
 import base64
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.parse
 
-PROXY = ("127.0.0.1", 3128)
+PROXY = ("127.0.0.1", urllib.parse.urlsplit(os.environ.get("HTTP_PROXY", "")).port or 3128)
 WAIT_S = 60  # far beyond the proxy's header timeout: a hang here means the proxy never cut us off
 
 
