@@ -14,7 +14,6 @@ Long work (provision, exec, files) runs in a thread pool; the consume loop never
 """
 
 import contextlib
-import hashlib
 import logging
 import re
 import threading
@@ -325,8 +324,7 @@ class SandboxProcessor:
             # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
             check_snapshot(archive, self.settings.max_snapshot_entries)
             archive.seek(0)
-            data = archive.read()
-        client.write(RESTORE_PATH, data, 0o600)
+            client.write_file(RESTORE_PATH, archive, ref["size"], 0o600)  # streamed: never whole in memory
         result = client.exec(argv=RESTORE_COMMAND)
         if result.exit_code != 0:
             raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
@@ -500,18 +498,25 @@ class SandboxProcessor:
 
     def _write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            data = p["content"] if p["artifact"] is None else self.artifacts.get(p["artifact"])
-            result = client.write(p["path"], data or b"", p["mode"])
+            if p["artifact"] is None:
+                result = client.write(p["path"], p["content"] or b"", p["mode"])
+            else:
+                with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
+                    result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
             return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
 
         self._file(st, effect, "file.written", work)
 
     def _read(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            data = client.read(p["path"])
-            result = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            if len(data) > MAX_INLINE_BYTES:  # too big for a record: the bytes go to the artifact store
-                return {**result, "artifact": self.artifacts.put(st.tenant_id, data, name=p["path"])}
-            return {**result, "content": data}
+            with spool() as sink:
+                result = client.read_into(p["path"], sink, self.settings.max_file_bytes)
+                summary = {"size": result["size"], "sha256": result["sha256"]}
+                if result["size"] > MAX_INLINE_BYTES:  # too big for a record: the bytes go to the artifact store
+                    if not self._within_artifact_quota(st.tenant_id, result["size"]):
+                        raise SupervisorError("quota_exceeded", "the tenant's artifact storage is full")
+                    return {**summary, "artifact": self.artifacts.put_file(st.tenant_id, sink, name=p["path"])}
+                sink.seek(0)
+                return {**summary, "content": sink.read()}
 
         self._file(st, effect, "file.read", work)

@@ -11,6 +11,7 @@ the sandbox's own pid namespace (``PeerIdentity``, recorded by the provider when
 sandbox). Another sandbox's supervisor, or anything the agent could start, fails that check.
 """
 
+import io
 import json
 import os
 import socket
@@ -20,11 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from astraforge.errors import AstraForgeError
 from astraforge.ids import new_id
 
 HEADER = struct.Struct(">cI")
+BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
 
 class SupervisorError(AstraForgeError):
@@ -145,10 +148,11 @@ class SupervisorClient:
         sock.settimeout(None)
         return sock
 
-    def _frames(self, request: dict, body: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def _frames(self, request: dict, body: BinaryIO | None = None) -> Iterator[tuple[bytes, bytes]]:
         sock = self._connect()
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n" + (body or b""))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            _send_body(sock, body, request.get("size", 0))
             reader = sock.makefile("rb")
             while header := reader.read(HEADER.size):
                 if len(header) < HEADER.size:
@@ -162,7 +166,7 @@ class SupervisorClient:
         finally:
             sock.close()
 
-    def _result(self, request: dict, body: bytes | None = None) -> dict:
+    def _result(self, request: dict, body: BinaryIO | None = None) -> dict:
         for kind, payload in self._frames(request, body):
             if kind == b"r":
                 return json.loads(payload)
@@ -224,11 +228,38 @@ class SupervisorClient:
         return self._result({"id": new_id(), "op": "cancel", "target": target_request_id})
 
     def write(self, path: str, data: bytes, mode: int = 0o644) -> dict:
-        return self._result({"id": new_id(), "op": "write", "path": path, "size": len(data), "mode": mode}, data)
+        return self.write_file(path, io.BytesIO(data), len(data), mode)
 
-    def read(self, path: str) -> bytes:
-        chunks = []
+    def write_file(self, path: str, source: BinaryIO, size: int, mode: int = 0o644) -> dict:
+        """Write ``size`` bytes read from ``source`` (streamed, atomically replaced in the sandbox)."""
+        return self._result({"id": new_id(), "op": "write", "path": path, "size": size, "mode": mode}, source)
+
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        sink = io.BytesIO()
+        self.read_into(path, sink, limit)
+        return sink.getvalue()
+
+    def read_into(self, path: str, sink: BinaryIO, limit: int | None = None) -> dict:
+        """Stream a sandbox file into ``sink``; past ``limit`` bytes the read stops with ``too_large``
+        (the file is the sandbox's: it can be as big as its disk, or still growing)."""
+        size = 0
         for kind, payload in self._frames({"id": new_id(), "op": "read", "path": path}):
             if kind == b"d":
-                chunks.append(payload)
-        return b"".join(chunks)
+                size += len(payload)
+                if limit is not None and size > limit:
+                    raise SupervisorError("too_large", f"{path} is larger than {limit} bytes")
+                sink.write(payload)
+            elif kind == b"r":
+                return json.loads(payload)
+        raise SupervisorUnavailable("supervisor sent no result")
+
+
+def _send_body(sock: socket.socket, body: BinaryIO | None, size: int) -> None:
+    """Exactly ``size`` bytes of ``body`` (a source that ends early is the caller's bug)."""
+    remaining = size if body is not None else 0
+    while remaining:
+        chunk = body.read(min(BODY_CHUNK, remaining))
+        if not chunk:
+            raise ValueError(f"the body ended {remaining} bytes short of its announced size")
+        sock.sendall(chunk)
+        remaining -= len(chunk)

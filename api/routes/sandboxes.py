@@ -299,7 +299,7 @@ async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelo
     )  # fmt: skip
 
 
-SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413}
+SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413, "quota_exceeded": 429}
 FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 

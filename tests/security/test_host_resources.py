@@ -3,6 +3,7 @@ sandbox: output streams to disk past 1 MiB and is capped per command, snapshots 
 they stream, artifacts can be deleted and expire, and a tenant's artifact bytes have a quota.
 (The session's settings cap output at 16 MiB and snapshots at 4 MiB: tests/conftest.py.)"""
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -64,6 +65,28 @@ def test_a_snapshot_past_the_limit_fails_cleanly(api_url, sandbox_processor, set
     assert "snapshot.failed" in [e["type"] for e in events["items"]]
     assert post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "rm blob"}).json()["exit_code"] == 0
     assert post(f"{api_url}/v1/sandboxes/{sid}/snapshots", key).status_code == 201  # a small one still works
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_file_reads_stream_and_stop_at_the_file_limit(api_url, sandbox_processor, settings, tenant) -> None:
+    """A sandbox file is the agent's: as big as its disk, a FIFO, or still growing. Reading one streams
+    it through a spool capped at ``max_file_bytes``: past the cap it is a 413 (never a buffer the
+    size of the file); under it, it arrives whole; a FIFO is refused without blocking."""
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    limit = settings.max_file_bytes
+    script = f"head -c {limit + 1} /dev/zero > huge; head -c 3000000 /dev/urandom > big; mkfifo pipe; sha256sum big"
+    made = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": script}).json()
+    assert made["exit_code"] == 0, made
+    before = reset_peak_rss()
+    huge = httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/huge", headers=auth(key), timeout=120)
+    assert huge.status_code == 413 and "too_large" in huge.json()["error"]["message"], huge.text
+    grew = peak_rss_mb() - before
+    assert grew < limit / 2**20 / 2, f"reading a {limit}-byte file grew the peak memory by {grew:.0f} MiB"
+    big = httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/big", headers=auth(key), timeout=120)
+    assert big.status_code == 200 and hashlib.sha256(big.content).hexdigest() == made["stdout"].split()[0]
+    pipe = httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/pipe", headers=auth(key), timeout=120)
+    assert pipe.status_code == 422 and "not a regular file" in pipe.text, pipe.text
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
