@@ -35,7 +35,7 @@ from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
 from astraforge.sandbox.egress import EgressDecision, EgressProxy, parse_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
-from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
+from astraforge.sandbox.snapshots import RESTORE_COMMAND, SNAPSHOT_COMMAND, check_snapshot
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
@@ -324,8 +324,8 @@ class SandboxProcessor:
             # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
             check_snapshot(archive, self.settings.max_snapshot_entries)
             archive.seek(0)
-            client.write_file(RESTORE_PATH, archive, ref["size"], 0o600)  # streamed: never whole in memory
-        result = client.exec(argv=RESTORE_COMMAND)
+            # streamed into tar's stdin: never whole in memory, never staged in the sandbox's /tmp
+            result = client.exec(argv=RESTORE_COMMAND, stdin=archive, stdin_size=ref["size"])
         if result.exit_code != 0:
             raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
         payload = {"snapshot_id": st.restore_snapshot, "artifact": ref, "source_sandbox_id": None}

@@ -14,8 +14,7 @@ from typing import BinaryIO
 from astraforge.errors import ValidationError
 
 SNAPSHOT_COMMAND = ["tar", "-C", "/workspace", "-czf", "-", "."]
-RESTORE_PATH = "/tmp/.astraforge-restore.tgz"
-RESTORE_COMMAND = ["sh", "-c", f"tar -xzf {RESTORE_PATH} -C /workspace && rm -f {RESTORE_PATH}"]
+RESTORE_COMMAND = ["tar", "-xzf", "-", "-C", "/workspace"]  # the archive arrives on stdin: never staged
 
 
 class UnsafeSnapshot(ValidationError):

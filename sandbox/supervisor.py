@@ -322,11 +322,12 @@ def as_agent_argv(argv: list[str], env: dict[str, str]) -> list[str]:
             ENV, "-i", *(f"{k}={v}" for k, v in env.items()), *argv]  # fmt: skip
 
 
-def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(argv: list[str], cwd: str, env: dict[str, str], stdin: bool = False) -> subprocess.Popen:
     command = as_agent_argv(argv, env)
     with _spawn_lock:
         try:
-            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdout=subprocess.PIPE,
+                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         except ValueError as e:  # a NUL byte
             raise RequestError("bad_request", str(e)) from None
@@ -343,8 +344,35 @@ def _reaped(proc: subprocess.Popen) -> int | None:
     return code
 
 
-def do_exec(sock: socket.socket, req: dict) -> None:
+def _feed_stdin(rfile, pipe, size: int) -> None:
+    """Copy the request's ``size`` body bytes to the command's stdin, then close it. A command that
+    stops reading does not stop the copy: the rest is read and dropped, so the host's send (which
+    finishes before it reads any answer) never waits on a full socket."""
+    remaining = size
+    try:
+        while remaining:
+            data = rfile.read(min(CHUNK, remaining))
+            if not data:
+                return
+            remaining -= len(data)
+            if pipe is not None:
+                try:
+                    pipe.write(data)
+                except (BrokenPipeError, ValueError):
+                    pipe = None
+    except (OSError, ValueError):  # the host went away (or the request ended): the command sees its stdin end
+        return
+    finally:
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def do_exec(sock: socket.socket, req: dict, rfile) -> None:
     rid = req["id"]
+    stdin_size = req.get("stdin_size") or 0
+    if not isinstance(stdin_size, int) or stdin_size < 0:
+        raise RequestError("bad_request", "stdin_size must be a non-negative integer")
     argv = req.get("argv") or []
     shell = req.get("shell")
     if not argv and not shell:
@@ -362,13 +390,15 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         env.update(dict.fromkeys(PROXY_VARS, f"http://127.0.0.1:{forwarder.port}"))
     started = time.monotonic()
     try:
-        proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
+        proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env, stdin=bool(stdin_size))
     except OSError as e:
         if forwarder:
             forwarder.close()
         raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
     with _lock:
         _running[rid] = proc
+    if stdin_size:
+        threading.Thread(target=_feed_stdin, args=(rfile, proc.stdin, stdin_size), daemon=True).start()
     try:
         frame_json(sock, b"s", {"pid": proc.pid})
         timed_out = _stream_output(sock, proc, started + float(req.get("timeout_s") or 600))
@@ -544,7 +574,7 @@ class Handler(socketserver.StreamRequestHandler):
             if op == "ping":
                 frame_json(self.connection, b"r", {"pong": True, "pid": os.getpid()})
             elif op == "exec":
-                do_exec(self.connection, req)
+                do_exec(self.connection, req, self.rfile)
             elif op == "cancel":
                 do_cancel(self.connection, req)
             elif op == "write":
