@@ -1,0 +1,101 @@
+"""Attacks found in the review of the control channel, exec.detached and file streaming (issue 6),
+made as a tenant or as the agent inside its sandbox would, through the public API."""
+
+import io
+import secrets
+import tarfile
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.test_sandbox_api import create, post
+from tests.security.conftest import Platform
+from tests.security.test_control_channel import events, host_processes_with, run, stop
+from tests.support import auth, wait_until
+
+# what a tenant's image may ship as /usr/bin/setpriv: it skips the uid switch and runs the command as is
+FAKE_SETPRIV = b'#!/bin/sh\nwhile [ "$1" != "--" ]; do shift; done\nshift\nexec "$@"\n'
+
+
+@pytest.fixture
+def tenant_image(docker_provider) -> Iterator[str]:
+    """An image a tenant published (a registry would hand it to the engine's pull): the sandbox
+    image with its own /usr/bin/setpriv. Built here from the local image, no network."""
+    client = docker_provider.client
+    name = f"tenant-{secrets.token_hex(4)}/sandbox:latest"
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("setpriv")
+        info.size, info.mode = len(FAKE_SETPRIV), 0o755
+        tar.addfile(info, io.BytesIO(FAKE_SETPRIV))
+    container = client.containers.create(docker_provider.client.images.get("astraforge/sandbox:bookworm"), "true")
+    try:
+        container.put_archive("/usr/bin", layer.getvalue())
+        container.commit(*name.split(":"))
+    finally:
+        container.remove(force=True)
+    yield name
+    client.images.remove(name, force=True)
+
+
+def test_a_tenant_image_cannot_make_its_commands_root_or_reach_the_control_directory(
+    api_url, sandbox_processor, settings, tenant_image
+) -> None:
+    """The image is the tenant's choice, and the supervisor runs the image's python3 and setpriv as
+    the container's root (the host's root: no user namespace). With its own setpriv, every command
+    of the tenant runs as root with CAP_SETUID/SETGID, enters the control directory, can replace the
+    supervisor's socket (its listener would pass the peer check: uid 0 in that pid namespace) and
+    announce any command id to the egress proxy. Images are the operator's: anything else is 422."""
+    key = Platform("docker", api_url, sandbox_processor, settings).tenant_key()
+    r = post(f"{api_url}/v1/sandboxes", key, {"image": tenant_image})
+    if r.status_code == 422:
+        assert tenant_image in r.json()["error"]["message"], r.text
+        return
+    assert r.status_code == 201 and r.json()["state"] == "ready", r.text
+    sid = r.json()["id"]
+    platform = Platform("docker", api_url, sandbox_processor, settings)
+    probe = run(platform, key, sid, "id -u; ls -A /run/astraforge; touch /run/astraforge/mine && echo wrote")
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+    assert probe["stdout"].splitlines()[0] != "0", f"a tenant's command ran as root: {probe}"
+    assert "wrote" not in probe["stdout"], f"a tenant's command wrote into the control directory: {probe}"
+
+
+def test_a_survivor_is_recorded_even_when_a_snapshot_ends_first(platform: Platform) -> None:
+    """A process left behind is reported to the first command to end after it left its session;
+    when that is the platform's own snapshot tar, the report was dropped and the process was never
+    recorded by anything (the agent's command that started it ended later and saw it as reported)."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key)["id"]
+    token = str(100_000 + secrets.randbelow(800_000))
+    accepted = post(f"{platform.api_url}/v1/sandboxes/{sid}/exec", key, {"async": True, "command": (
+        f"setsid sh -c 'sleep {token}' </dev/null >/dev/null 2>&1 &"
+        " while [ ! -e /workspace/go ]; do sleep 0.05; done")})  # fmt: skip
+    assert accepted.status_code in (200, 202), accepted.text
+    command_id = accepted.json()["command_id"]
+    wait_until(lambda: host_processes_with(f"sleep {token}"), timeout=30, what="the survivor")
+
+    snap = post(f"{platform.api_url}/v1/sandboxes/{sid}/snapshots", key)  # its tar ends while the command runs
+    assert snap.status_code == 201, snap.text
+    go = httpx.put(f"{platform.api_url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"")
+    assert go.status_code == 200, go.text
+
+    def finished() -> bool:
+        return any(e["type"] == "exec.finished" and e["payload"]["command_id"] == command_id
+                   for e in events(platform, key, sid))  # fmt: skip
+
+    wait_until(finished, timeout=30, what="the command's end")
+    detached = [e["payload"] for e in events(platform, key, sid) if e["type"] == "exec.detached"]
+    stop(platform, key, sid)
+    assert any(f"sleep {token}" in " ".join(d["argv"]) for d in detached), f"never recorded: {detached}"
+
+
+def test_commands_run_under_the_same_seccomp_filter_on_every_provider(platform: Platform) -> None:
+    """The profile promises seccomp everywhere (docker's default profile); a bwrap sandbox's
+    commands ran with no filter at all (Seccomp: 0), the whole syscall surface of the host kernel."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key)["id"]
+    status = run(platform, key, sid, "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status")["stdout"]
+    fields = dict(line.split(":\t") for line in status.splitlines())
+    stop(platform, key, sid)
+    assert fields == {"Seccomp": "2", "NoNewPrivs": "1"}, f"{platform.provider}: {status}"
