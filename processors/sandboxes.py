@@ -301,6 +301,8 @@ class SandboxProcessor:
         details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
         runtime_id = runtime_id or st.sandbox_id
         try:
+            if st.image not in self.settings.allowed_images:  # a record from before the API checked it
+                raise ValueError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
                 profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
