@@ -327,7 +327,7 @@ class SandboxProcessor:
             check_snapshot(archive, self.settings.max_snapshot_entries)
             archive.seek(0)
             client.write_file(RESTORE_PATH, archive, ref["size"], 0o600)  # streamed: never whole in memory
-        result = client.exec(argv=RESTORE_COMMAND)
+        result = client.exec(argv=RESTORE_COMMAND, report_detached=False)
         if result.exit_code != 0:
             raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
         payload = {"snapshot_id": st.restore_snapshot, "artifact": ref, "source_sandbox_id": None}
@@ -354,7 +354,8 @@ class SandboxProcessor:
             try:
                 if handle is None:
                     raise SupervisorUnavailable(UNAVAILABLE)
-                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect)  # raising aborts the tar
+                # raising aborts the tar; survivors of the agent's commands are left for theirs to report
+                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect, report_detached=False)
                 if result.exit_code != 0:
                     raise ValueError(f"failed: tar exited {result.exit_code}: {stderr.decode(errors='replace')}")
                 ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",

@@ -197,13 +197,17 @@ class SupervisorClient:
         on_output: Callable[[str, bytes], None] | None = None,
         on_start: Callable[[int], None] | None = None,
         egress: bool = False,
+        report_detached: bool = True,
     ) -> ExecResult:
         """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
 
         ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
-        connections the proxy attributes to this request id."""
+        connections the proxy attributes to this request id. ``report_detached``: whether processes
+        left behind (by this or another command) are reported to this one (``ExecResult.detached``);
+        a caller that does not record them passes False, or they are never recorded."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s, "egress": egress}  # fmt: skip
+                   "env": env or {}, "timeout_s": timeout_s, "egress": egress,
+                   "report_detached": report_detached}  # fmt: skip
         result = ExecResult(exit_code=None, duration_ms=0.0)
         for kind, payload in self._frames(request):
             if kind in (b"1", b"2"):

@@ -29,7 +29,9 @@ Trust boundary: the agent's commands are hostile, and the supervisor is not one 
 - When a command ends, processes it left running (another session, a double fork) are reported
   (frame D) and keep running until the sandbox stops; the provider's pid namespace or container
   takes them down. With commands running concurrently, such a process is reported with the first
-  command to end after it left its session (the supervisor sees the process, not its history).
+  command to end after it left its session (the supervisor sees the process, not its history)
+  that asked for reports: the platform's own commands (``report_detached`` false) do not, since
+  nothing records their reports.
 - Egress: 127.0.0.1:3128 relays to the host's egress proxy socket unattributed; an exec asked with
   ``egress`` gets a forwarder port of its own (its HTTP(S)_PROXY) whose connections are announced
   to the proxy as that exec's (``AF-EXEC <id>``). Any process of the sandbox can connect to any of
@@ -386,7 +388,8 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         proc.wait()
         _reaped(proc)
     kill_group(proc)  # reap anything the command left behind in its group
-    detached = left_behind(proc.pid)
+    # a platform command (a snapshot's tar) records nothing: what it would claim waits for an agent's
+    detached = left_behind(proc.pid) if req.get("report_detached", True) else []
     if detached:
         frame_json(sock, b"D", {"processes": detached})
     with _lock:
