@@ -99,3 +99,36 @@ def test_commands_run_under_the_same_seccomp_filter_on_every_provider(platform: 
     fields = dict(line.split(":\t") for line in status.splitlines())
     stop(platform, key, sid)
     assert fields == {"Seccomp": "2", "NoNewPrivs": "1"}, f"{platform.provider}: {status}"
+
+
+LISTENERS = "awk 'NR > 1 && $4 == \"0A\"' /proc/net/tcp | wc -l"  # listening TCP sockets of the sandbox
+
+
+def test_a_refused_exec_leaves_no_forwarder_listening(platform: Platform) -> None:
+    """An exec the supervisor refused after opening its egress forwarder (argv[0] with '=') left
+    that forwarder listening for the sandbox's life: a listener and a thread of the supervisor per
+    refused exec, and a port whose connections the proxy attributes to a command that never ran."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key, egress_allow=["GET allowed.example"])["id"]
+    before = run(platform, key, sid, LISTENERS)["stdout"]  # 3128 and the probe's own forwarder
+    for _ in range(3):
+        r = post(f"{platform.api_url}/v1/sandboxes/{sid}/exec", key, {"command": ["A=B", "x"]})
+        assert r.status_code == 422 or r.json()["exit_code"] is None, r.text
+    after = run(platform, key, sid, LISTENERS)["stdout"]
+    stop(platform, key, sid)
+    assert after == before, f"listening sockets {before.strip()} -> {after.strip()}"
+
+
+def test_no_host_path_is_visible_in_any_command_line(platform: Platform) -> None:
+    """bwrap's own process is the sandbox's pid 1, and its command line (world-readable in the
+    sandbox's /proc) named the control directory, the rootfs overlay and the supervisor directory
+    on the host: the very paths mountinfo was cleaned of."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key)["id"]
+    provider = platform.processor.provider
+    shown = run(platform, key, sid, "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done")["stdout"]
+    stop(platform, key, sid)
+    host_paths = [str(p) for p in (platform.settings.state_dir, provider.runtime, provider.control_root)]
+    assert "supervisor.py" in shown, shown
+    leaked = [line for line in shown.splitlines() if any(p in line for p in host_paths)]
+    assert not leaked, f"host paths visible inside: {leaked}"
