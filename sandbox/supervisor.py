@@ -364,11 +364,14 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         env.update(dict.fromkeys(PROXY_VARS, f"http://127.0.0.1:{forwarder.port}"))
     started = time.monotonic()
     try:
-        proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
-    except OSError as e:
+        try:
+            proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
+        except OSError as e:
+            raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
+    except BaseException:  # refused (bad_request) or not started: its forwarder must not outlive it
         if forwarder:
             forwarder.close()
-        raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
+        raise
     with _lock:
         _running[rid] = proc
     try:
