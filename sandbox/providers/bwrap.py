@@ -113,24 +113,31 @@ class BwrapProvider(SandboxProvider):
             raise BwrapUnavailable(f"could not prepare the sandbox's user namespace: {e}") from e
         return holder
 
-    def command(self, spec: SandboxSpec, control: Path, status_fd: int, userns_pid: int) -> list[str]:
+    def command(self, spec: SandboxSpec, status_fd: int, userns_pid: int, args_fd: int) -> list[str]:
+        """The command line that starts the sandbox. bwrap stays the sandbox's pid 1, whose command
+        line every process inside can read: its options (host paths) come from ``args_fd``
+        (``bwrap_options``), so that line names none."""
         p = spec.profile
-        caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
-        argv = ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
+        return ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
                 "/bin/sh", "-c", NO_USERNS, "sh",
                 "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+                self.bwrap, "--args", str(args_fd), "--json-status-fd", str(status_fd),
+                "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]  # fmt: skip
+
+    def bwrap_options(self, spec: SandboxSpec, control: Path) -> list[str]:
+        """bwrap's options, read from a pipe (``--args``), never shown in the sandbox."""
+        caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
+        argv = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
                 "--new-session", "--cap-drop", "ALL", *caps,
-                "--json-status-fd", str(status_fd),
                 "--ro-bind", str(self.root), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
-        for path, mb in p.tmpfs().items():
+        for path, mb in spec.profile.tmpfs().items():
             argv += ["--perms", "0755", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
         argv += ["--bind", str(control), CONTROL_MOUNT, "--ro-bind", str(self.supervisor_dir), SUPERVISOR_DIR,
                  "--chdir", "/workspace", "--clearenv", "--setenv", "HOME", HOME, "--setenv", "PATH", PATH,
                  "--setenv", "USER", "sandbox"]  # fmt: skip
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        return [*argv, "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]
+        return argv
 
     def _pidfile(self, sandbox_id: str) -> Path:
         return self.pid_dir / f"{sandbox_id}.json"
@@ -147,16 +154,18 @@ class BwrapProvider(SandboxProvider):
         control = self.control_dir(spec.sandbox_id, self.supervisor_uid)
         if self._alive(spec.sandbox_id) is None:
             read_fd, write_fd = os.pipe()
+            args_fd = _args_pipe(self.bwrap_options(spec, control))
             log = self.pid_dir / f"{spec.sandbox_id}.log"
             holder = self._user_namespace(spec.profile.uid)
             try:
                 with open(log, "wb") as stderr:
                     proc = subprocess.Popen(
-                        self.command(spec, control, write_fd, holder.pid), pass_fds=(write_fd,),
+                        self.command(spec, write_fd, holder.pid, args_fd), pass_fds=(write_fd, args_fd),
                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                         env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
                     )  # fmt: skip
                 os.close(write_fd)
+                os.close(args_fd)
                 status = _read_status(read_fd, proc, timeout=10)
             finally:
                 holder.kill()  # the namespace lives on in the sandbox's processes
@@ -195,6 +204,19 @@ class BwrapProvider(SandboxProvider):
 
     def list_ids(self) -> set[str]:
         return {p.stem for p in self.pid_dir.glob("*.json") if self._alive(p.stem)}
+
+
+def _args_pipe(args: list[str]) -> int:
+    """A pipe's read end holding ``args`` NUL-separated, for bwrap's ``--args`` (written whole
+    before bwrap starts: a few KiB, well within a pipe's buffer)."""
+    data = b"".join(os.fsencode(a) + b"\0" for a in args)
+    read_fd, write_fd = os.pipe()
+    try:
+        if os.write(write_fd, data) != len(data):
+            raise BwrapUnavailable("bwrap's options did not fit in a pipe")
+    finally:
+        os.close(write_fd)
+    return read_fd
 
 
 def _read_status(fd: int, proc: subprocess.Popen, timeout: float) -> dict | None:
