@@ -132,3 +132,23 @@ def test_no_host_path_is_visible_in_any_command_line(platform: Platform) -> None
     assert "supervisor.py" in shown, shown
     leaked = [line for line in shown.splitlines() if any(p in line for p in host_paths)]
     assert not leaked, f"host paths visible inside: {leaked}"
+
+
+def test_a_sparse_snapshot_is_refused_before_it_is_unpacked(api_url, sandbox_processor, tenant) -> None:
+    """A sparse file costs a tmpfs nothing, but the snapshot's tar stores its whole apparent size:
+    300 MiB of zeros are a 300 KiB archive. Its restore unpacked every byte twice: on the host
+    (the check, in the processor: 2 GiB took 2m50s of its CPU, under the GIL, for each restore and
+    each fork) and in the new sandbox. An archive that cannot fit the new workspace is refused
+    from its headers, before any data is decompressed or any byte reaches the sandbox."""
+    _, key = tenant
+    source = create(api_url, key, profile={"workspace_mb": 16})["id"]
+    made = post(f"{api_url}/v1/sandboxes/{source}/exec", key, {"command": "truncate -s 300M /workspace/sparse"})
+    assert made.json()["exit_code"] == 0, made.text
+    snapshot = post(f"{api_url}/v1/sandboxes/{source}/snapshots", key)
+    post(f"{api_url}/v1/sandboxes/{source}/stop", key)
+    assert snapshot.status_code == 201 and snapshot.json()["size"] < 1024 * 1024, snapshot.text
+
+    restored = create(api_url, key, restore_snapshot=snapshot.json()["id"], profile={"workspace_mb": 64})
+    post(f"{api_url}/v1/sandboxes/{restored['id']}/stop", key)
+    assert restored["state"] == "failed", restored
+    assert "larger than the workspace" in restored["reason"], restored["reason"]
