@@ -152,3 +152,21 @@ def test_a_sparse_snapshot_is_refused_before_it_is_unpacked(api_url, sandbox_pro
     post(f"{api_url}/v1/sandboxes/{restored['id']}/stop", key)
     assert restored["state"] == "failed", restored
     assert "larger than the workspace" in restored["reason"], restored["reason"]
+
+
+def test_a_command_that_takes_the_supervisor_down_is_recorded_without_host_details(platform: Platform) -> None:
+    """The tmpfs mounts together may hold more than the memory limit, and docker charges their pages
+    to the sandbox's memory: filling /workspace makes the OOM killer take the biggest process, the
+    supervisor (pid 1), and the sandbox with it. The command that did it was recorded with neither
+    an exit code nor an error, and every later exec's error named the control directory's host path."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key, profile={"memory_mb": 64, "workspace_mb": 256})["id"]
+    url = f"{platform.api_url}/v1/sandboxes/{sid}/exec"
+    fill = post(url, key, {"command": "head -c 200M /dev/zero > /workspace/f; echo filled"}).json()
+    after = post(url, key, {"command": "echo alive"}).json()
+    stop(platform, key, sid)
+    provider = platform.processor.provider
+    for result in (fill, after):
+        assert result["exit_code"] is not None or result["error"], f"nothing says what happened: {result}"
+        leaked = [str(p) for p in (platform.settings.state_dir, provider.runtime) if str(p) in (result["error"] or "")]
+        assert not leaked, f"host path in a tenant's record: {result['error']}"
