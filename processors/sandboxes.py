@@ -438,7 +438,10 @@ class SandboxProcessor:
             done = self._finished(st, cid, result.exit_code, result.duration_ms, cmd, timed_out=result.timed_out,
                                   cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            result, done = None, self._finished(st, cid, None, 0.0, cmd, error=str(e), truncated=truncated)
+            # the client's own messages name host paths (the control dir): the tenant gets the gist
+            error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
+            LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
+            result, done = None, self._finished(st, cid, None, 0.0, cmd, error=error, truncated=truncated)
         events = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
             self._event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, cmd)
             for d in (result.detached if result else [])

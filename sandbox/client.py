@@ -208,7 +208,7 @@ class SupervisorClient:
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
                    "env": env or {}, "timeout_s": timeout_s, "egress": egress,
                    "report_detached": report_detached}  # fmt: skip
-        result = ExecResult(exit_code=None, duration_ms=0.0)
+        result, ended = ExecResult(exit_code=None, duration_ms=0.0), False
         for kind, payload in self._frames(request):
             if kind in (b"1", b"2"):
                 stream = "stdout" if kind == b"1" else "stderr"
@@ -226,6 +226,9 @@ class SupervisorClient:
                 done = json.loads(payload)
                 result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
                 result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
+                ended = True
+        if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
+            raise SupervisorUnavailable("the supervisor went away before the command ended")
         return result
 
     def cancel(self, target_request_id: str) -> dict:
