@@ -3,7 +3,7 @@ and escape suites (tests/contracts, tests/security) check each provider against 
 
 Fixed (not overridable): read-only root, non-root uid for every command, no capability in any
 set for commands (the supervisor, another user, keeps only CAP_SETUID/SETGID/KILL), no new
-privileges, seccomp (Docker's default profile; bubblewrap's own filter), no network interface but
+privileges, seccomp (Docker's default profile; for bubblewrap, ``sandbox/seccomp.py``), no network interface but
 loopback. Overridable within bounds: sizes and limits.
 """
 

@@ -22,10 +22,12 @@ same host uid; the pid namespace tells them apart).
 No host path in mountinfo: the root is a read-only overlay of the rootfs whose layers are named
 through /proc/self/fd, and the control and supervisor directories are tmpfs roots.
 
+Seccomp: ``sandbox/seccomp.py``'s filter (what docker's default profile refuses to a process
+without capabilities), given to bwrap through ``--seccomp``; x86_64 only, elsewhere no sandbox starts.
+
 What it does not: there is no cgroup, so memory is bounded per process (RLIMIT_AS) rather than for
 the sandbox as a whole; the process limit (RLIMIT_NPROC) is counted per uid of the sandbox's own
-user namespace. No seccomp filter beyond the kernel's defaults is installed. Use the docker (or
-kubernetes) provider where those matter.
+user namespace. Use the docker (or kubernetes) provider where those matter.
 """
 
 import contextlib
@@ -43,6 +45,7 @@ from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
+from astraforge.sandbox.seccomp import NoSeccompFilter, filter_program
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 HOST_UID = 61000  # unprivileged host uid the agent's commands map to (no host account needed)
@@ -71,6 +74,10 @@ class BwrapProvider(SandboxProvider):
         if not traversable_by_others(self.rootfs):
             raise BwrapUnavailable(f"the sandbox rootfs {self.rootfs} is not reachable by the sandbox's unprivileged "
                                    "uid: a directory above it lacks o+x")  # fmt: skip
+        try:
+            self.seccomp = filter_program()
+        except NoSeccompFilter as e:
+            raise BwrapUnavailable(str(e)) from e
         self._children: dict[str, subprocess.Popen] = {}  # ours to reap after stop
         self.pid_dir = Path(state_dir) / "bwrap" / namespace  # one deployment never sees another's
         self.pid_dir.mkdir(parents=True, exist_ok=True)
@@ -113,15 +120,16 @@ class BwrapProvider(SandboxProvider):
             raise BwrapUnavailable(f"could not prepare the sandbox's user namespace: {e}") from e
         return holder
 
-    def command(self, spec: SandboxSpec, status_fd: int, userns_pid: int, args_fd: int) -> list[str]:
+    def command(self, spec: SandboxSpec, status_fd: int, userns_pid: int, args_fd: int, seccomp_fd: int) -> list[str]:
         """The command line that starts the sandbox. bwrap stays the sandbox's pid 1, whose command
         line every process inside can read: its options (host paths) come from ``args_fd``
-        (``bwrap_options``), so that line names none."""
+        (``bwrap_options``), so that line names none. ``seccomp_fd`` holds ``sandbox/seccomp.py``'s
+        filter, installed for the supervisor and so for every command."""
         p = spec.profile
         return ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
                 "/bin/sh", "-c", NO_USERNS, "sh",
                 "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--args", str(args_fd), "--json-status-fd", str(status_fd),
+                self.bwrap, "--args", str(args_fd), "--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd),
                 "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]  # fmt: skip
 
     def bwrap_options(self, spec: SandboxSpec, control: Path) -> list[str]:
@@ -153,19 +161,26 @@ class BwrapProvider(SandboxProvider):
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         control = self.control_dir(spec.sandbox_id, self.supervisor_uid)
         if self._alive(spec.sandbox_id) is None:
-            read_fd, write_fd = os.pipe()
-            args_fd = _args_pipe(self.bwrap_options(spec, control))
             log = self.pid_dir / f"{spec.sandbox_id}.log"
             holder = self._user_namespace(spec.profile.uid)
+            read_fd, write_fd = os.pipe()
+            args_fd = _pipe_holding(b"".join(os.fsencode(a) + b"\0" for a in self.bwrap_options(spec, control)))
+            seccomp_fd = _pipe_holding(self.seccomp)
             try:
-                with open(log, "wb") as stderr:
-                    proc = subprocess.Popen(
-                        self.command(spec, write_fd, holder.pid, args_fd), pass_fds=(write_fd, args_fd),
-                        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                        env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
-                    )  # fmt: skip
-                os.close(write_fd)
-                os.close(args_fd)
+                try:
+                    with open(log, "wb") as stderr:
+                        proc = subprocess.Popen(
+                            self.command(spec, write_fd, holder.pid, args_fd, seccomp_fd),
+                            pass_fds=(write_fd, args_fd, seccomp_fd), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                            env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
+                        )  # fmt: skip
+                except BaseException:
+                    os.close(read_fd)
+                    raise
+                finally:
+                    for fd in (write_fd, args_fd, seccomp_fd):
+                        os.close(fd)
                 status = _read_status(read_fd, proc, timeout=10)
             finally:
                 holder.kill()  # the namespace lives on in the sandbox's processes
@@ -206,10 +221,9 @@ class BwrapProvider(SandboxProvider):
         return {p.stem for p in self.pid_dir.glob("*.json") if self._alive(p.stem)}
 
 
-def _args_pipe(args: list[str]) -> int:
-    """A pipe's read end holding ``args`` NUL-separated, for bwrap's ``--args`` (written whole
+def _pipe_holding(data: bytes) -> int:
+    """A pipe's read end holding ``data``, for bwrap's ``--args`` and ``--seccomp`` (written whole
     before bwrap starts: a few KiB, well within a pipe's buffer)."""
-    data = b"".join(os.fsencode(a) + b"\0" for a in args)
     read_fd, write_fd = os.pipe()
     try:
         if os.write(write_fd, data) != len(data):
