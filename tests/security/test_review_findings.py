@@ -175,3 +175,13 @@ def test_a_command_that_takes_the_supervisor_down_is_recorded_without_host_detai
         assert result["exit_code"] is not None or result["error"], f"nothing says what happened: {result}"
         leaked = [str(p) for p in (platform.settings.state_dir, provider.runtime) if str(p) in (result["error"] or "")]
         assert not leaked, f"host path in a tenant's record: {result['error']}"
+
+
+def test_the_sandbox_does_not_learn_the_hosts_name_or_its_container_id(platform: Platform) -> None:
+    """bwrap's new UTS namespace starts as a copy of the host's, so the host's name showed inside;
+    docker names a container's host after its engine id. Both are the host's details."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key)["id"]
+    shown = run(platform, key, sid, "uname -n; echo ${HOSTNAME:-unset}")["stdout"].split()
+    stop(platform, key, sid)
+    assert shown[0] == "sandbox" and shown[1] in ("sandbox", "unset"), shown
