@@ -136,7 +136,7 @@ class BwrapProvider(SandboxProvider):
         """bwrap's options, read from a pipe (``--args``), never shown in the sandbox."""
         caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
         argv = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-                "--new-session", "--cap-drop", "ALL", *caps,
+                "--hostname", "sandbox", "--new-session", "--cap-drop", "ALL", *caps,
                 "--ro-bind", str(self.root), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
         for path, mb in spec.profile.tmpfs().items():
             argv += ["--perms", "0755", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
