@@ -16,7 +16,6 @@ CONTROL_MOUNT = "/run/astraforge"
 SUPERVISOR_DIR = "/opt/astraforge"
 SUPERVISOR_PATH = f"{SUPERVISOR_DIR}/supervisor.py"
 SUPERVISOR_SOCKET = f"{CONTROL_MOUNT}/supervisor.sock"
-EGRESS_PORT = 3128  # the in-sandbox forwarder to the host's egress proxy (sandbox/supervisor.py)
 
 
 OVERRIDABLE = ("memory_mb", "cpus", "pids", "workspace_mb", "tmp_mb", "home_mb")
