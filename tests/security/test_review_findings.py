@@ -185,3 +185,28 @@ def test_the_sandbox_does_not_learn_the_hosts_name_or_its_container_id(platform:
     shown = run(platform, key, sid, "uname -n; echo ${HOSTNAME:-unset}")["stdout"].split()
     stop(platform, key, sid)
     assert shown[0] == "sandbox" and shown[1] in ("sandbox", "unset"), shown
+
+
+def test_a_survivor_cannot_use_its_ended_commands_forwarder(platform: Platform) -> None:
+    """A command's forwarder stopped listening when the command ended, but connections opened
+    through it stayed up: a process the command left behind went on sending requests recorded as
+    that command's, after it ended (the proxy's docstring says such a process is unattributed)."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key, egress_allow=["GET allowed.example"])["id"]
+    upload(platform, key, sid, "late.py", SCRIPTS / "late_egress.py")
+    ended = run(platform, key, sid, "setsid python3 late.py </dev/null >/dev/null 2>&1 &"
+                " while [ ! -e connected ]; do sleep 0.02; done")  # fmt: skip
+    assert ended["exit_code"] == 0, ended
+    go = httpx.put(f"{platform.api_url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"")
+    assert go.status_code == 200, go.text
+
+    def outcome() -> str:
+        r = httpx.get(f"{platform.api_url}/v1/sandboxes/{sid}/files/late.out", headers=auth(key))
+        return r.text if r.status_code == 200 else ""
+
+    wait_until(outcome, timeout=30, what="the late request's outcome")
+    if outcome() != "closed":
+        wait_until(lambda: [e for e in events(platform, key, sid) if e["type"] == "egress.denied"], timeout=20)
+    late = [e["payload"] for e in events(platform, key, sid) if e["type"] == "egress.denied"]
+    stop(platform, key, sid)
+    assert not [d for d in late if d["command_id"] == ended["command_id"]], f"after it ended: {late}"
