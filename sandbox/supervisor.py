@@ -252,12 +252,17 @@ def group_alive(pgid: int) -> bool:
 class Forwarder:
     """Relays connections on 127.0.0.1:<port> to the host's egress proxy socket, each preceded by
     ``AF-EXEC <tag>\\n`` (the command it is attributed to, ``-`` for none). Only the supervisor can
-    reach that socket, so the proxy believes this line and nothing the connection itself says."""
+    reach that socket, so the proxy believes this line and nothing the connection itself says.
+    ``close`` (its command ended) also cuts the connections still open: a process the command left
+    behind is not recorded as the command once it has ended."""
 
     def __init__(self, tag: str, port: int = 0) -> None:
         self.tag = tag
         self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # upstream sockets of live connections
+        self._closed = False
         threading.Thread(target=self._accept, name=f"forwarder-{self.port}", daemon=True).start()
 
     def _accept(self) -> None:
@@ -274,16 +279,39 @@ class Forwarder:
                 client.close()
                 upstream.close()
                 continue
-            threading.Thread(target=_relay, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=_relay, args=(upstream, client), daemon=True).start()
+            with self._lock:
+                if self._closed:  # accepted as the command ended
+                    client.close()
+                    upstream.close()
+                    return
+                self._open.add(upstream)
+            threading.Thread(target=self._connection, args=(client, upstream), daemon=True).start()
+
+    def _connection(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Both directions of one connection (one more thread); both sockets closed at its end."""
+        back = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
+        back.start()
+        _relay(client, upstream)
+        back.join()
+        with self._lock:
+            self._open.discard(upstream)
+        client.close()
+        upstream.close()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            live = list(self._open)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         self.listener.close()
+        for upstream in live:  # both relays of each end, and close it
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
 
 
 def _relay(src: socket.socket, dst: socket.socket) -> None:
+    """One direction until either side ends; then both are shut down (the other direction ends)."""
     try:
         while data := src.recv(CHUNK):
             dst.sendall(data)
