@@ -215,16 +215,20 @@ class SupervisorClient:
         egress: bool = False,
         stdin: BinaryIO | None = None,
         stdin_size: int = 0,
+        report_detached: bool = True,
     ) -> ExecResult:
         """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
 
         ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
         connections the proxy attributes to this request id. ``stdin``: ``stdin_size`` bytes streamed
-        to the command's standard input (otherwise it reads /dev/null)."""
+        to the command's standard input (otherwise it reads /dev/null). ``report_detached``: whether
+        processes left behind (by this or another command) are reported to this one
+        (``ExecResult.detached``); a caller that does not record them passes False, or they are never
+        recorded."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s, "egress": egress,
+                   "env": env or {}, "timeout_s": timeout_s, "egress": egress, "report_detached": report_detached,
                    "stdin_size": stdin_size if stdin else 0}  # fmt: skip
-        result = ExecResult(exit_code=None, duration_ms=0.0)
+        result, ended = ExecResult(exit_code=None, duration_ms=0.0), False
         for kind, payload in self._frames(request, stdin, request["stdin_size"], concurrently=True):
             if kind in (b"1", b"2"):
                 stream = "stdout" if kind == b"1" else "stderr"
@@ -242,6 +246,9 @@ class SupervisorClient:
                 done = json.loads(payload)
                 result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
                 result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
+                ended = True
+        if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
+            raise SupervisorUnavailable("the supervisor went away before the command ended")
         return result
 
     def cancel(self, target_request_id: str) -> dict:

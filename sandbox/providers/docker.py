@@ -80,6 +80,7 @@ class DockerProvider(SandboxProvider):
                     spec.image,
                     command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
                     name=self.container_name(spec.sandbox_id),
+                    hostname="sandbox",  # not the engine's container id
                     labels={LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
                     detach=True,
                     user="0:0",
