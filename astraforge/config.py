@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     quota_sandboxes: int = Field(default=50, ge=1)
     """Live (not ended) sandboxes one tenant may hold; past it a create answers 429."""
     quota_memory_mb: int = Field(default=32_768, ge=64)
-    """Sum of the memory limits of one tenant's live sandboxes."""
+    """Sum of the memory one tenant's live sandboxes may hold: each its memory_mb plus its tmpfs caps."""
     quota_concurrent_execs: int = Field(default=32, ge=1)
     """Commands one tenant may have running at once (async ones included)."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -57,3 +57,11 @@ class SecurityProfile(BaseModel):
     def tmpfs(self) -> dict[str, int]:
         """Mount point -> size in MiB for every writable place in the sandbox."""
         return {"/workspace": self.workspace_mb, "/tmp": self.tmp_mb, HOME: self.home_mb}
+
+    @property
+    def ram_mb(self) -> int:
+        """All the host memory the sandbox can hold: its processes' ``memory_mb`` plus its tmpfs
+        caps (a tmpfs is memory). Docker's limit is this sum, so a full workspace never makes the
+        OOM killer take the supervisor; bwrap (no cgroup) is bounded by the same parts; the
+        per-tenant memory quota counts this."""
+        return self.memory_mb + sum(self.tmpfs().values())

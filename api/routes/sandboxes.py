@@ -93,7 +93,7 @@ async def create_sandbox(
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
     sandbox_id = new_sandbox_id()
-    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.memory_mb, request.app.state.reservations)
+    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
     return await _create(request, live, settings, tenant, body, wait, sandbox_id)
 
 

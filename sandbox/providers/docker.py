@@ -92,8 +92,8 @@ class DockerProvider(SandboxProvider):
                     cgroupns="private",
                     network_mode="none",
                     pids_limit=p.pids,
-                    mem_limit=f"{p.memory_mb}m",
-                    memswap_limit=f"{p.memory_mb}m",
+                    mem_limit=f"{p.ram_mb}m",  # processes' memory_mb + the tmpfs they may fill
+                    memswap_limit=f"{p.ram_mb}m",
                     nano_cpus=int(p.cpus * 1e9),
                     environment={"HOME": HOME, **spec.env},
                     working_dir="/workspace",
