@@ -66,7 +66,7 @@ SWITCH_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)  # inheritable: what setpriv
 KEPT_CAPS = SWITCH_CAPS | (1 << CAP_KILL)
 SETPRIV, ENV = "/usr/bin/setpriv", "/usr/bin/env"
 ROOT_ENV = {"PATH": "/usr/bin:/bin"}  # all setpriv sees: it runs as root, the command's environment is the agent's
-MAX_ARGV_BYTES = 4096  # of a detached process's command line, as reported
+MAX_ARGV_BYTES = 512  # of a detached process's command line, as reported (x pids: bounded records)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _lock = threading.Lock()
@@ -601,9 +601,10 @@ class Handler(socketserver.StreamRequestHandler):
             line = self.rfile.readline(1 << 20)
             try:
                 req = json.loads(line)
-                assert isinstance(req, dict) and isinstance(req.get("id"), str) and isinstance(req.get("op"), str)
-            except (ValueError, AssertionError):
-                raise RequestError("bad_request", "expected one JSON object line with string id and op") from None
+            except ValueError:
+                req = None
+            if not (isinstance(req, dict) and isinstance(req.get("id"), str) and isinstance(req.get("op"), str)):
+                raise RequestError("bad_request", "expected one JSON object line with string id and op")
             op = req["op"]
             if op == "ping":
                 frame_json(self.connection, b"r", {"pong": True, "pid": os.getpid()})
