@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     """Docker engine URL; default: the local stack's dockerd socket, then DOCKER_HOST."""
     sandbox_image: str = "astraforge/sandbox:bookworm"
     """Image for sandboxes created without one (docker); bwrap always uses the rootfs."""
+    sandbox_images: list[str] = Field(default_factory=list)
+    """Other images a tenant may ask for. Nothing else is offered: the engine pulls a reference it
+    does not have, from whatever registry host it names, on the host's network."""
+
+    def offered_images(self) -> set[str]:
+        """Every image a create may name: the default, ``sandbox_images`` and the warm pools'."""
+        return {self.sandbox_image, *self.sandbox_images, *(p.image for p in self.warm_pools if p.image)}
 
     @property
     def commands_topic(self) -> str:

@@ -98,9 +98,14 @@ async def create_sandbox(
 
 
 def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
-    """Limits within bounds and egress rules that pass the create check (``egress_rules``: no
-    wildcard over a public suffix, no refused address, no platform upstream), or a 422 naming it."""
-    platform = set(request.app.state.settings.egress_platform_upstreams)
+    """An image the operator offers, limits within bounds and egress rules that pass the create
+    check (``egress_rules``: no wildcard over a public suffix, no refused address, no platform
+    upstream), or a 422 naming what is refused."""
+    settings = request.app.state.settings
+    if body.image and body.image not in settings.offered_images():
+        offered = ", ".join(sorted(settings.offered_images()))
+        raise ApiError(422, f"image {body.image!r} is not offered here (offered: {offered})")
+    platform = set(settings.egress_platform_upstreams)
     try:
         profile = SecurityProfile.with_overrides(body.profile)
         check_rules(body.egress_allow, request.app.state.egress_policy, platform)
