@@ -189,3 +189,36 @@ def test_the_api_closes_a_connection_whose_request_never_arrives(api_url, sent) 
                 pass
         except TimeoutError:
             pytest.fail("the API still holds a connection that never sent a request head")
+
+
+# -- the live tail's memory --------------------------------------------------------------------
+def test_an_sse_client_that_reads_nothing_cannot_hold_the_apis_memory(api_url, sandbox_processor, tenant) -> None:
+    """Each SSE client's live queue was bounded by 20,000 records, not by bytes: exec.output records
+    carry up to 64 KiB each, so one client that never read held up to 1.25 GiB of the API's memory
+    (100 commands of 1 MiB each: +160 MiB, still held after the commands ended), and a tenant can
+    open one per stream. A client that falls more than a few MiB behind is now let go (it resumes
+    with Last-Event-ID, as after any overflow)."""
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    port = int(api_url.rsplit(":", 1)[1])
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(
+            f"GET /v1/streams/{sid}/events/sse HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        time.sleep(1)  # subscribed
+        for _ in range(40):  # 40 MiB of exec.output records on the stream
+            r = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "head -c 1048576 /dev/zero | tr '\\0' x"})
+            assert r.status_code == 200 and len(r.json()["stdout"]) == 1048576
+        slow.settimeout(5)
+        received, ended, until = 0, False, time.monotonic() + 60  # pings every second keep it busy if held
+        while not ended and time.monotonic() < until:  # what the API had sent or buffered for it, then its end
+            try:
+                data = slow.recv(1024 * 1024)
+            except TimeoutError:
+                continue
+            received, ended = received + len(data), not data
+        assert ended, f"the API still holds the stream of a client that read nothing ({received} bytes sent)"
+    assert received < 40 * 1024 * 1024, "the client was let go before the whole backlog went through"
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
