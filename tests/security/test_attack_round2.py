@@ -19,7 +19,7 @@ from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from tests.conftest import make_settings, new_tenant
 from tests.integration.test_sandbox_api import create, post
-from tests.support import auth, running_api, running_projector
+from tests.support import auth, running_api, running_projector, wait_until
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -222,3 +222,28 @@ def test_an_sse_client_that_reads_nothing_cannot_hold_the_apis_memory(api_url, s
         assert ended, f"the API still holds the stream of a client that read nothing ({received} bytes sent)"
     assert received < 40 * 1024 * 1024, "the client was let go before the whole backlog went through"
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+# -- snapshot restore --------------------------------------------------------------------------
+def test_a_restore_refuses_a_snapshot_that_unpacks_past_the_workspace(api_url, sandbox_processor, tenant) -> None:
+    """A snapshot is checked on the host by reading it whole, and gzip packs zeros ~1000:1: a
+    sparse file (no space in the workspace) made a snapshot within the 4 MiB cap that unpacks to
+    3 GiB, which the processor decompressed on every restore (512 GiB at the default 512 MiB cap,
+    for each of a fork's 20 sandboxes), and the new sandbox then again, only to fill its tmpfs.
+    A restore now stops at the first entry that passes the new workspace's size."""
+    _, key = tenant
+    source = create(api_url, key)["id"]
+    assert (
+        post(f"{api_url}/v1/sandboxes/{source}/exec", key, {"command": "truncate -s 3G zeros"}).json()["exit_code"] == 0
+    )
+    snapshot = post(f"{api_url}/v1/sandboxes/{source}/snapshots", key)
+    assert snapshot.status_code == 201, snapshot.text
+    restored = post(f"{api_url}/v1/sandboxes", key,
+                    {"restore_snapshot": snapshot.json()["id"], "profile": {"workspace_mb": 64}}).json()  # fmt: skip
+    url = f"{api_url}/v1/sandboxes/{restored['id']}"
+    wait_until(lambda: httpx.get(url, headers=auth(key)).json()["state"] in ("ready", "failed"), timeout=600)
+    restored = httpx.get(url, headers=auth(key)).json()
+    assert restored["state"] == "failed"
+    assert "No space left" not in restored["reason"], "refused in the sandbox, after the host unpacked it all"
+    assert "workspace" in restored["reason"], restored["reason"]
+    post(f"{api_url}/v1/sandboxes/{source}/stop", key)
