@@ -312,7 +312,7 @@ class SandboxProcessor:
                 profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
                 if st.restore_snapshot:
-                    self._restore(st, handle.client)
+                    self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
                 self._open_egress(st, handle)
         except Exception as e:
             self.provider.stop(runtime_id)  # roll back whatever half exists
@@ -323,13 +323,13 @@ class SandboxProcessor:
         else:  # stopped while provisioning
             self.provider.stop(runtime_id)
 
-    def _restore(self, st: SandboxState, client) -> None:
+    def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
         owner, ref = self.snapshots.get(st.restore_snapshot, (None, None))
         if owner != st.tenant_id:
             raise ValueError(f"snapshot {st.restore_snapshot} not found")
         with self.artifacts.get_file(ref) as archive:
             # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
-            check_snapshot(archive, self.settings.max_snapshot_entries)
+            check_snapshot(archive, self.settings.max_snapshot_entries, workspace_bytes)
             archive.seek(0)
             client.write_file(RESTORE_PATH, archive, ref["size"], 0o600)  # streamed: never whole in memory
         result = client.exec(argv=RESTORE_COMMAND)

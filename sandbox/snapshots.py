@@ -80,18 +80,23 @@ class _Workspace:
             self._check_link(where, target)
 
 
-def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000) -> int:
-    """Raise ``UnsafeSnapshot`` naming the first bad entry (or past ``max_entries``, which bounds
-    the work a hostile archive can cause here); returns the number of entries. Reads the archive
-    as a stream, entry by entry: it is never held whole."""
+def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000, max_bytes: int | None = None) -> int:
+    """Raise ``UnsafeSnapshot`` naming the first bad entry, past ``max_entries``, or once the
+    entries' sizes pass ``max_bytes`` (the workspace it is restored into: it could not hold more),
+    checked at each entry's header before its data is read: both bound the work a hostile archive
+    causes here (gzip packs zeros ~1000:1, so the compressed size bounds nothing). Returns the
+    number of entries. Reads the archive as a stream, entry by entry: it is never held whole."""
     fileobj = io.BytesIO(source) if isinstance(source, bytes) else source
-    workspace, count = _Workspace(), 0
+    workspace, count, unpacked = _Workspace(), 0, 0
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for m in tar:
                 count += 1
                 if count > max_entries:
                     raise UnsafeSnapshot(f"more than {max_entries} entries")
+                unpacked += m.size
+                if max_bytes is not None and unpacked > max_bytes:
+                    raise UnsafeSnapshot(f"unpacks to more than the workspace's {max_bytes} bytes (at {m.name!r})")
                 workspace.add(m)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise UnsafeSnapshot(f"not a readable tar: {e}") from e

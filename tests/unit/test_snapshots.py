@@ -89,3 +89,10 @@ def test_a_relative_link_to_a_sibling_directory_passes() -> None:
     """``a/b -> ../c`` stays inside: only hard links resolve their target from the root."""
     data = tar_of(entry("./a", tarfile.DIRTYPE), entry("./c", tarfile.DIRTYPE), entry("./a/b", tarfile.SYMTYPE, "../c"))
     assert check_snapshot(data) == 3
+
+
+def test_entries_that_unpack_past_the_workspace_are_refused_at_their_header() -> None:
+    data = tar_of(entry("./a", size=600), entry("./b", size=400))
+    assert check_snapshot(data, max_bytes=1000) == 2
+    with pytest.raises(UnsafeSnapshot, match=r"more than the workspace's 999 bytes \(at './b'\)"):
+        check_snapshot(data, max_bytes=999)
