@@ -151,8 +151,11 @@ class SupervisorClient:
     def _frames(self, request: dict, body: BinaryIO | None = None) -> Iterator[tuple[bytes, bytes]]:
         sock = self._connect()
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            _send_body(sock, body, request.get("size", 0))
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                _send_body(sock, body, request.get("size", 0))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the supervisor answered before taking the whole body (a refusal): read its answer
             reader = sock.makefile("rb")
             while header := reader.read(HEADER.size):
                 if len(header) < HEADER.size:
