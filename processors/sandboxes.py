@@ -29,6 +29,7 @@ from astraforge.errors import AstraForgeError, DecodeError
 from astraforge.ids import new_id, now_micros
 from astraforge.kafka import client_config, partitions_of, poll_batch, read_range, reader
 from astraforge.processors.artifact_sweep import artifact_bytes, sweep
+from astraforge.processors.lanes import TenantLanes
 from astraforge.processors.sandbox_state import ENDED, Decision, Effect, SandboxState, decide, evolve, lifecycle, reap
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
@@ -41,6 +42,7 @@ from astraforge.schemas import Envelope
 LOG = logging.getLogger(__name__)
 ACTOR = "processor:sandboxes"
 RELEVANT = ("sandbox.", "exec.started", "exec.finished", "file.", "snapshot.created")
+LANED = ("read", "write", "snapshot")  # effects no quota counts: each tenant's wait in its lane (processors/lanes.py)
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 
 
@@ -70,6 +72,7 @@ class SandboxProcessor:
         self.states: dict[str, SandboxState] = {}
         self.lock = threading.RLock()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-effect")
+        self.lanes = TenantLanes(self.pool, share=workers // 8)  # file and snapshot work, per tenant
         self.stop_event = threading.Event()
         self.consumer = Consumer(
             client_config(
@@ -269,7 +272,11 @@ class SandboxProcessor:
                 self.states.setdefault(sandbox_id, decision.state)
         self.emit(decision.events)
         for effect in decision.effects:
-            self.pool.submit(self._run, sandbox_id, effect)
+            if effect.kind in LANED:
+                st = self.state(sandbox_id)
+                self.lanes.submit(st.tenant_id if st else "", self._run, sandbox_id, effect)
+            else:
+                self.pool.submit(self._run, sandbox_id, effect)
 
     def reap_due(self) -> None:
         now = now_micros()
