@@ -1,0 +1,197 @@
+"""``Idempotency-Key``: a retried POST that creates or runs something does it once.
+
+The first request with a key claims it in PostgreSQL (one row per tenant and key, shared by every
+API instance) *before* anything is appended, with the ids it minted (sandbox, command, snapshot)
+and a lease. Later requests with the same key:
+
+- same operation and body, answered  → the stored answer again (status and body; header
+  ``Idempotent-Replayed: true``), for 24 h from the first request;
+- a different operation (method + path) or body → 422 ``idempotency_key_reused``: the key names
+  another request, and running this one under it would make the stored answer a lie;
+- the first still running (lease held) → 409 ``idempotency_in_progress`` with ``Retry-After``:
+  never run twice, and never hold a connection open waiting on another request;
+- the first gone without an answer (its lease ran out: the instance died, or the answer did not
+  come in time) → this request takes the key over with the *same* ids: if the command was appended
+  it is not appended again, its answer is read from the projection.
+
+A request refused before anything was appended (validation, quota) frees its key, so a corrected
+retry may use it; once a command is appended, its answer (even a 4xx such as a failed snapshot) is
+the key's answer.
+
+Keys are scoped to the tenant: another tenant's identical key is a different key. Not protected:
+an instance that dies in the instant between Kafka's acknowledgement and recording it leaves the
+key "claimed", and the retry appends the command again with the same ids; the processor drops a
+create, exec or file command whose id it has seen.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from astraforge.api.errors import ApiError, error_body
+
+HEADER = "Idempotency-Key"
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:~+/=-]{1,255}")
+KEEP_HOURS = 24
+LEASE_MARGIN_S = 30.0  # past the longest wait of the attempt holding the key (append + answer)
+
+Handler = Callable[[dict, "Claim | None"], Awaitable[tuple[int, Any]]]
+
+
+def check_key(value: str | None) -> str | None:
+    """The header's value, or a 400 naming what is wrong with it."""
+    if value is None:
+        return None
+    if not KEY_PATTERN.fullmatch(value):
+        raise ApiError(400, f"{HEADER} must be 1-255 characters of A-Z a-z 0-9 _ . : ~ + / = -",
+                       code="invalid_idempotency_key")  # fmt: skip
+    return value
+
+
+def fingerprint(payload: Any) -> bytes:
+    """sha256 of the request as canonical JSON (parsed body and the query parameters that matter)."""
+    text = json.dumps(jsonable_encoder(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+class Claim:
+    """This request holds ``key`` with these ``ids``; ``appended`` once its commands are in Kafka."""
+
+    def __init__(self, store: "IdempotencyStore", tenant: str, key: str, ids: dict, appended: bool) -> None:
+        self.store, self.tenant, self.key, self.ids, self.appended = store, tenant, key, ids, appended
+
+    async def mark_appended(self) -> None:
+        self.appended = True
+        await self.store.execute("UPDATE idempotency_keys SET state = 'appended' WHERE tenant_id = %s AND key = %s",
+                                 (self.tenant, self.key))  # fmt: skip
+
+
+class Replay(Exception):
+    """The key was answered before: this is the answer."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+
+
+class IdempotencyStore:
+    """The ``idempotency_keys`` control table (``astraforge.db.CONTROL_SCHEMA``)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def execute(self, query: str, params: tuple) -> dict | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone() if cur.description else None
+
+    async def claim(self, tenant: str, key: str, operation: str, digest: bytes, ids: dict, lease_s: float) -> Claim:
+        """Hold the key for this request, or raise ``Replay`` / a 409 / a 422."""
+        for _ in range(5):  # a row freed or expired between two statements: look again
+            row = await self.execute(
+                "INSERT INTO idempotency_keys AS k (tenant_id, key, operation, request_sha256, ids, state,"
+                " lease_until, expires_at) VALUES (%s, %s, %s, %s, %s, 'claimed',"
+                " now() + make_interval(secs => %s), now() + make_interval(hours => %s))"
+                " ON CONFLICT (tenant_id, key) DO UPDATE SET operation = EXCLUDED.operation,"
+                " request_sha256 = EXCLUDED.request_sha256, ids = EXCLUDED.ids, state = 'claimed', status = NULL,"
+                " response = NULL, lease_until = EXCLUDED.lease_until, created_at = now(),"
+                " expires_at = EXCLUDED.expires_at WHERE k.expires_at <= now() RETURNING ids",
+                (tenant, key, operation, digest, Jsonb(ids), lease_s, KEEP_HOURS),
+            )
+            if row is not None:
+                return Claim(self, tenant, key, row["ids"], appended=False)
+            held = await self.execute(
+                "SELECT operation, request_sha256, state, status, response, lease_until > now() AS leased"
+                " FROM idempotency_keys WHERE tenant_id = %s AND key = %s AND expires_at > now()",
+                (tenant, key),
+            )
+            if held is None:
+                continue
+            if held["operation"] != operation or bytes(held["request_sha256"]) != digest:
+                what = "operation" if held["operation"] != operation else "request body"
+                raise ApiError(422, f"this {HEADER} was used for a different {what}; use a new key for a new request",
+                               code="idempotency_key_reused", details={"differs": what})  # fmt: skip
+            if held["state"] == "done":
+                raise Replay(held["status"], held["response"])
+            if held["leased"]:
+                error = ApiError(409, f"a request with this {HEADER} is still in progress; retry shortly",
+                                 code="idempotency_in_progress")  # fmt: skip
+                error.headers = {"Retry-After": "1"}
+                raise error
+            taken = await self.execute(  # its holder is gone: take over, with the ids it minted
+                "UPDATE idempotency_keys SET lease_until = now() + make_interval(secs => %s)"
+                " WHERE tenant_id = %s AND key = %s AND state <> 'done' AND lease_until <= now()"
+                " RETURNING ids, state",
+                (lease_s, tenant, key),
+            )
+            if taken is not None:
+                return Claim(self, tenant, key, taken["ids"], appended=taken["state"] == "appended")
+        raise ApiError(409, f"this {HEADER} is contended; retry shortly", code="idempotency_in_progress")
+
+    async def finish(self, claim: Claim, status: int, body: Any) -> None:
+        await self.execute(
+            "UPDATE idempotency_keys SET state = 'done', status = %s, response = %s, lease_until = now()"
+            " WHERE tenant_id = %s AND key = %s",
+            (status, Jsonb(body), claim.tenant, claim.key),
+        )
+
+    async def release(self, claim: Claim) -> None:
+        """No answer: a key with nothing appended is freed; else the next retry resumes it at once."""
+        if claim.appended:
+            await self.execute("UPDATE idempotency_keys SET lease_until = now() WHERE tenant_id = %s AND key = %s",
+                               (claim.tenant, claim.key))  # fmt: skip
+        else:
+            await self.execute("DELETE FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
+                               (claim.tenant, claim.key))  # fmt: skip
+
+    async def sweep(self) -> None:
+        """Forget keys past their 24 h (claims already ignore them; this keeps the table small)."""
+        await self.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()", ())
+
+
+class Idempotent:
+    """One request's ``Idempotency-Key`` (or none): runs the request's handler at most once per key."""
+
+    def __init__(self, store: IdempotencyStore, tenant: str, key: str | None, operation: str) -> None:
+        self.store, self.tenant, self.key, self.operation = store, tenant, key, operation
+
+    async def run(self, request: Any, ids: dict, wait_s: float, handler: Handler) -> Response:
+        """``handler(ids, claim)`` answers ``(status, model or None)``; ``request`` is what must match
+        on a retry (the parsed body and query); ``wait_s`` bounds how long the handler may take."""
+        if self.key is None:
+            return _response(*await handler(ids, None))
+        try:
+            claim = await self.store.claim(self.tenant, self.key, self.operation, fingerprint(request), ids,
+                                           wait_s + LEASE_MARGIN_S)  # fmt: skip
+        except Replay as r:
+            response = _response(r.status, r.body)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            status, result = await handler(claim.ids, claim)
+        except ApiError as e:
+            if claim.appended and e.status_code < 500:  # the command's own answer, e.g. a failed snapshot
+                await self.store.finish(claim, e.status_code, error_body(e.status_code, str(e.detail), e.code,
+                                                                         e.details))  # fmt: skip
+            else:
+                await self.store.release(claim)
+            raise
+        except BaseException:
+            await self.store.release(claim)
+            raise
+        body = jsonable_encoder(result) if result is not None else None
+        await self.store.finish(claim, status, body)
+        return _response(status, body)
+
+
+def _response(status: int, body: Any) -> Response:
+    if body is None:
+        return Response(status_code=status)
+    return JSONResponse(jsonable_encoder(body), status)

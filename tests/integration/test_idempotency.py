@@ -1,0 +1,175 @@
+"""``Idempotency-Key`` through the public API, with the sandbox processor running: a retried POST
+creates or runs its thing once, across API instances, per tenant."""
+
+import threading
+import uuid
+
+import httpx
+import pytest
+
+from tests.support import auth, running_api, wait_until
+
+COUNT = "/workspace/runs"
+# appends one line per execution: the file's line count is how many times it ran
+APPEND = f"echo ran >> {COUNT}; wc -l < {COUNT}"
+
+
+def post(url: str, key: str, body: dict | None = None, idem: str | None = None, **params) -> httpx.Response:
+    headers = auth(key) | ({"Idempotency-Key": idem} if idem is not None else {})
+    return httpx.post(url, headers=headers, json=body, params=params, timeout=120)
+
+
+def runs(api_url: str, key: str, sandbox_id: str) -> int:
+    r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/exec", key, {"command": f"wc -l < {COUNT}"})
+    assert r.status_code == 200, r.text
+    return int(r.json()["stdout"])
+
+
+def sandboxes_of(api_url: str, key: str) -> list[str]:
+    return [s["id"] for s in httpx.get(f"{api_url}/v1/sandboxes", headers=auth(key)).json()["items"]]
+
+
+def test_a_retried_create_returns_the_same_sandbox_and_creates_one(api_url, sandbox_processor, tenant) -> None:
+    _, key = tenant
+    idem = str(uuid.uuid4())
+    first = post(f"{api_url}/v1/sandboxes", key, {"idle_timeout_s": 300}, idem)
+    again = post(f"{api_url}/v1/sandboxes", key, {"idle_timeout_s": 300}, idem)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json() == first.json() and first.json()["state"] == "ready"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    sid = first.json()["id"]
+    assert sandboxes_of(api_url, key) == [sid]
+    events = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()
+    types = [e["type"] for e in events["items"]]
+    assert types.count("sandbox.requested") == 1 and types.count("sandbox.ready") == 1
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+@pytest.fixture
+def sandbox(api_url, sandbox_processor, tenant) -> str:
+    _, key = tenant
+    r = post(f"{api_url}/v1/sandboxes", key, {})
+    assert r.status_code == 201, r.text
+    yield r.json()["id"]
+    post(f"{api_url}/v1/sandboxes/{r.json()['id']}/stop", key)
+
+
+def test_a_retried_exec_runs_once(api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    url, idem = f"{api_url}/v1/sandboxes/{sandbox}/exec", str(uuid.uuid4())
+    first = post(url, key, {"command": APPEND}, idem)
+    again = post(url, key, {"command": APPEND}, idem)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json() == first.json() and first.json()["stdout"] == "1\n"
+    assert runs(api_url, key, sandbox) == 1
+    other = post(url, key, {"command": APPEND}, str(uuid.uuid4()))  # a new key is a new request
+    assert other.json()["stdout"] == "2\n" and other.json()["command_id"] != first.json()["command_id"]
+
+
+def test_an_async_exec_and_a_snapshot_retried_happen_once(api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    base, idem = f"{api_url}/v1/sandboxes/{sandbox}", str(uuid.uuid4())
+    accepted = [post(f"{base}/exec", key, {"command": APPEND, "async": True}, idem) for _ in range(2)]
+    assert accepted[0].json() == accepted[1].json()
+    wait_until(lambda: runs(api_url, key, sandbox) == 1, timeout=30, what="the async exec")
+    snap_key = str(uuid.uuid4())
+    snapshots = [post(f"{base}/snapshots", key, None, snap_key) for _ in range(2)]
+    assert snapshots[0].status_code == snapshots[1].status_code == 201, snapshots[0].text
+    assert snapshots[0].json() == snapshots[1].json()
+    events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000}).json()
+    assert [e["type"] for e in events["items"]].count("snapshot.created") == 1
+    assert runs(api_url, key, sandbox) == 1
+
+
+def test_keys_are_shared_by_api_instances(settings, api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    idem, exec_key = str(uuid.uuid4()), str(uuid.uuid4())
+    with running_api(settings) as other_api:
+        created = [post(f"{url}/v1/sandboxes", key, {}, idem) for url in (api_url, other_api)]
+        assert created[0].json()["id"] == created[1].json()["id"]
+        executed = [post(f"{url}/v1/sandboxes/{sandbox}/exec", key, {"command": APPEND}, exec_key)
+                    for url in (api_url, other_api)]  # fmt: skip
+    assert executed[0].json() == executed[1].json()
+    assert runs(api_url, key, sandbox) == 1
+    assert len(sandboxes_of(api_url, key)) == 2  # the fixture's and the one created through both instances
+    post(f"{api_url}/v1/sandboxes/{created[0].json()['id']}/stop", key)
+
+
+def test_another_tenant_s_same_key_gets_its_own_result(api_url, sandbox_processor, tenant, other_tenant) -> None:
+    (_, key_a), (_, key_b) = tenant, other_tenant
+    idem = str(uuid.uuid4())
+    a = post(f"{api_url}/v1/sandboxes", key_a, {}, idem).json()
+    b = post(f"{api_url}/v1/sandboxes", key_b, {}, idem).json()
+    assert a["id"] != b["id"]
+    assert sandboxes_of(api_url, key_b) == [b["id"]] and sandboxes_of(api_url, key_a) == [a["id"]]
+    assert post(f"{api_url}/v1/sandboxes", key_a, {}, idem).json() == a  # A's retry still answers A's
+    # the same key runs a command in each tenant's own sandbox, and each gets its own answer back
+    exec_key = str(uuid.uuid4())
+    ran_a = post(f"{api_url}/v1/sandboxes/{a['id']}/exec", key_a, {"command": APPEND}, exec_key).json()
+    ran_b = post(f"{api_url}/v1/sandboxes/{b['id']}/exec", key_b, {"command": APPEND}, exec_key).json()
+    assert ran_a["command_id"] != ran_b["command_id"] and ran_b["stdout"] == "1\n"
+    assert post(f"{api_url}/v1/sandboxes/{a['id']}/exec", key_a, {"command": APPEND}, exec_key).json() == ran_a
+    assert runs(api_url, key_a, a["id"]) == 1 and runs(api_url, key_b, b["id"]) == 1
+    for sid, key in ((a["id"], key_a), (b["id"], key_b)):
+        post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 256, "has space", "naïve", "semi;colon", "new\tline"])
+def test_bad_keys_are_refused_with_400(api_url, tenant, bad) -> None:
+    _, key = tenant
+    r = httpx.post(f"{api_url}/v1/sandboxes", headers=auth(key) | {"Idempotency-Key": bad.encode()}, json={})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_idempotency_key"
+    assert sandboxes_of(api_url, key) == []
+
+
+def test_a_key_reused_for_another_request_is_422(api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    url, idem = f"{api_url}/v1/sandboxes/{sandbox}/exec", str(uuid.uuid4())
+    assert post(url, key, {"command": APPEND}, idem).status_code == 200
+    body = post(url, key, {"command": "echo something else"}, idem)
+    assert body.status_code == 422 and body.json()["error"]["code"] == "idempotency_key_reused"
+    assert body.json()["error"]["details"] == {"differs": "request body"}
+    route = post(f"{api_url}/v1/sandboxes/{sandbox}/snapshots", key, None, idem)
+    assert route.status_code == 422 and route.json()["error"]["details"] == {"differs": "operation"}
+    assert runs(api_url, key, sandbox) == 1
+
+
+def test_a_request_refused_before_it_ran_frees_its_key(api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    idem = str(uuid.uuid4())
+    post(f"{api_url}/v1/sandboxes/{sandbox}/stop", key)
+    wait_until(lambda: httpx.get(f"{api_url}/v1/sandboxes/{sandbox}", headers=auth(key)).json()["state"]
+               == "terminated", timeout=30)  # fmt: skip
+    url = f"{api_url}/v1/sandboxes/{sandbox}/exec"
+    assert post(url, key, {"command": APPEND}, idem).status_code == 409  # refused: nothing appended
+    fresh = post(f"{api_url}/v1/sandboxes", key, {}, idem)  # so the key is free for another request
+    assert fresh.status_code == 201, fresh.text
+    assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == fresh.json()  # ...which now holds it
+    post(f"{api_url}/v1/sandboxes/{fresh.json()['id']}/stop", key)
+
+
+def test_a_concurrent_duplicate_does_not_run_twice(api_url, tenant, sandbox) -> None:
+    """The first request holds its key while its command waits for a go-ahead file; a duplicate
+    sent meanwhile answers 409 ``idempotency_in_progress``; once the first is answered, the
+    duplicate gets the same answer. The command ran once."""
+    _, key = tenant
+    url, idem = f"{api_url}/v1/sandboxes/{sandbox}/exec", str(uuid.uuid4())
+    gated = {"command": f"while [ ! -e /workspace/go ]; do sleep 0.05; done; {APPEND}"}
+    answers: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: answers.append(post(url, key, gated, idem)))
+    first.start()
+
+    def started() -> bool:
+        events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000})
+        return "exec.started" in [e["type"] for e in events.json()["items"]]
+
+    wait_until(started, timeout=30, what="the first exec to start")
+    duplicate = post(url, key, gated, idem)
+    assert duplicate.status_code == 409, duplicate.text
+    assert duplicate.json()["error"]["code"] == "idempotency_in_progress" and duplicate.headers["Retry-After"]
+    assert post(url, key, {"command": "touch /workspace/go"}).status_code == 200
+    first.join(timeout=60)
+    assert answers and answers[0].status_code == 200 and answers[0].json()["stdout"] == "1\n"
+    assert post(url, key, gated, idem).json() == answers[0].json()
+    assert runs(api_url, key, sandbox) == 1
