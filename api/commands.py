@@ -15,6 +15,7 @@ Not protected: a 504 here says the *answer* did not come in time; the command ma
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -177,7 +178,20 @@ class CommandService:
         done = found[snapshot_command.stream_id][-1]
         if done.type == "snapshot.failed":
             raise sandbox_error(done.payload["error"])
+        await self._until_projected(snapshot_command.tenant_id, snapshot_command.payload["snapshot_id"])
         return done
+
+    async def _until_projected(self, tenant: str, artifact_id: str, timeout: float = 10.0) -> None:
+        """Read-your-writes for a snapshot: the caller restores or forks it next, and those check
+        ownership in the projection (a create right after the answer met a 404). Past ``timeout``
+        the answer goes out anyway; the snapshot exists, the projection is only slow."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    async with self.pool.connection() as conn:
+                        if await self.queries.artifact(conn, tenant, artifact_id) is not None:
+                            return
+                    await asyncio.sleep(RESUME_POLL_S / 4)
 
     async def file_op(
         self, file_command: Envelope, answer_type: str, facts: Sequence[Envelope] = (), progress: Progress | None = None

@@ -24,6 +24,8 @@ key "claimed", and the retry appends the command again with the same ids; the pr
 create, exec or file command whose id it has seen.
 """
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -86,6 +88,25 @@ class IdempotencyStore:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self.held: set[Claim] = set()  # claims of requests in flight on this instance
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    def _hold(self, claim: Claim) -> None:
+        self.held.add(claim)
+        self._settled.clear()
+
+    def _let_go(self, claim: Claim) -> None:
+        self.held.discard(claim)
+        if not self.held:
+            self._settled.set()
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown, before the pool closes: let requests cancelled in flight free or release
+        their keys, so a retry on another instance resumes at once instead of after the lease."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
 
     async def execute(self, query: str, params: tuple) -> dict | None:
         async with self.pool.connection() as conn:
@@ -174,6 +195,7 @@ class Idempotent:
             response = _response(r.status, r.body)
             response.headers["Idempotent-Replayed"] = "true"
             return response
+        self.store._hold(claim)
         try:
             status, result = await handler(claim.ids, claim)
         except ApiError as e:
@@ -186,6 +208,8 @@ class Idempotent:
         except BaseException:
             await self.store.release(claim)
             raise
+        finally:
+            self.store._let_go(claim)
         body = jsonable_encoder(result) if result is not None else None
         await self.store.finish(claim, status, body)
         return _response(status, body)

@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
             yield
         finally:
             sweeper.cancel()
+            await app.state.idempotency.drain(timeout=5)
             app.state.producer.close()
             app.state.live.stop()
             await app.state.pool.close()

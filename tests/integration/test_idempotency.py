@@ -173,3 +173,42 @@ def test_a_concurrent_duplicate_does_not_run_twice(api_url, tenant, sandbox) -> 
     assert answers and answers[0].status_code == 200 and answers[0].json()["stdout"] == "1\n"
     assert post(url, key, gated, idem).json() == answers[0].json()
     assert runs(api_url, key, sandbox) == 1
+
+
+def test_a_retry_after_the_first_instance_went_away_picks_up_the_same_command(settings, api_url, tenant,
+                                                                              sandbox) -> None:  # fmt: skip
+    """The instance holding the key shuts down while its command runs (its request is cancelled):
+    a retry on another instance takes the key over and answers that command's result, read from
+    the stream, without appending the command again."""
+    _, key = tenant
+    idem = str(uuid.uuid4())
+    gated = {"command": f"while [ ! -e /workspace/go ]; do sleep 0.05; done; {APPEND}"}
+    lost: list[httpx.Response | Exception] = []
+
+    def started() -> bool:
+        events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000})
+        return "exec.started" in [e["type"] for e in events.json()["items"]]
+
+    with running_api(settings, graceful_s=0.5) as doomed:
+
+        def call() -> None:
+            try:
+                lost.append(post(f"{doomed}/v1/sandboxes/{sandbox}/exec", key, gated, idem))
+            except httpx.HTTPError as e:
+                lost.append(e)
+
+        first = threading.Thread(target=call)
+        first.start()
+        wait_until(started, timeout=30, what="the first exec to start")
+    first.join(timeout=30)
+    # the first attempt got no answer (a broken connection, or the 500 uvicorn sends for a cancelled request)
+    assert lost and (not isinstance(lost[0], httpx.Response) or lost[0].status_code == 500), lost
+    answers: list[httpx.Response] = []
+    retry = threading.Thread(target=lambda: answers.append(post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, gated,
+                                                                idem)))  # fmt: skip
+    retry.start()
+    assert post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, {"command": "touch /workspace/go"}).status_code == 200
+    retry.join(timeout=60)
+    assert answers and answers[0].status_code == 200, answers and answers[0].text
+    assert answers[0].json()["stdout"] == "1\n"
+    assert runs(api_url, key, sandbox) == 1
