@@ -3,10 +3,12 @@ creates or runs its thing once, across API instances, per tenant."""
 
 import threading
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
 
+from astraforge.db import connect
 from tests.support import auth, running_api, wait_until
 
 COUNT = "/workspace/runs"
@@ -212,3 +214,36 @@ def test_a_retry_after_the_first_instance_went_away_picks_up_the_same_command(se
     assert answers and answers[0].status_code == 200, answers and answers[0].text
     assert answers[0].json()["stdout"] == "1\n"
     assert runs(api_url, key, sandbox) == 1
+
+
+def test_a_retried_upload_writes_once_and_another_body_is_422(api_url, tenant, sandbox) -> None:
+    _, key = tenant
+    url, idem = f"{api_url}/v1/sandboxes/{sandbox}/files/notes.txt", str(uuid.uuid4())
+    puts = [httpx.put(url, headers=auth(key) | {"Idempotency-Key": idem}, content=b"v1\n") for _ in range(2)]
+    assert puts[0].status_code == puts[1].status_code == 200 and puts[0].json() == puts[1].json()
+    other = httpx.put(url, headers=auth(key) | {"Idempotency-Key": idem}, content=b"v2\n")
+    assert other.status_code == 422 and other.json()["error"]["details"] == {"differs": "request body"}
+    assert httpx.get(url, headers=auth(key)).content == b"v1\n"
+    events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000}).json()
+    assert [e["type"] for e in events["items"]].count("file.written") == 1
+
+
+def test_a_key_is_kept_for_24_hours_then_forgotten(settings, api_url, sandbox_processor, tenant) -> None:
+    """Within 24 h a retry answers the first result; a key past its 24 h names a new request.
+    (Time is moved by ageing the key's row, the one thing the test touches below the API.)"""
+    tenant_id, key = tenant
+    idem = str(uuid.uuid4())
+    first = post(f"{api_url}/v1/sandboxes", key, {}, idem).json()
+    assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == first
+    with connect(settings, autocommit=True) as conn:
+        kept = conn.execute("SELECT expires_at - created_at AS kept FROM idempotency_keys WHERE tenant_id = %s"
+                            " AND key = %s", (tenant_id, idem)).fetchone()["kept"]  # fmt: skip
+        assert kept == timedelta(hours=24)
+        conn.execute("UPDATE idempotency_keys SET created_at = created_at - interval '24 hours',"
+                     " expires_at = expires_at - interval '24 hours' WHERE tenant_id = %s AND key = %s",
+                     (tenant_id, idem))  # fmt: skip
+    later = post(f"{api_url}/v1/sandboxes", key, {}, idem).json()
+    assert later["id"] != first["id"]
+    assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == later
+    for sid in (first["id"], later["id"]):
+        post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
