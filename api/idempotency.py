@@ -6,13 +6,15 @@ and a lease. Later requests with the same key:
 
 - same operation and body, answered  → the stored answer again (status and body; header
   ``Idempotent-Replayed: true``), for 24 h from the first request;
-- a different operation (method + path) or body → 422 ``idempotency_key_reused``: the key names
-  another request, and running this one under it would make the stored answer a lie;
-- the first still running (lease held) → 409 ``idempotency_in_progress`` with ``Retry-After``:
-  never run twice, and never hold a connection open waiting on another request;
-- the first gone without an answer (its lease ran out: the instance died, or the answer did not
-  come in time) → this request takes the key over with the *same* ids: if the command was appended
-  it is not appended again, its answer is read from the projection.
+- a different operation (method + path) or body → 422 ``idempotency_key_reused`` (the draft's
+  choice; not 409, which says "retry later" when no retry can succeed): the key names another
+  request, and running this one under it would make the stored answer a lie;
+- the first still running (its instance renews a 15 s lease every 5 s) → 409
+  ``idempotency_in_progress`` with ``Retry-After`` (as the IETF idempotency-key draft advises):
+  never run twice, and never hold a request open waiting on another one;
+- the first gone without an answer (its instance shut down or died, so the lease lapsed within
+  15 s; or the answer did not come in time) → this request takes the key over with the *same*
+  ids: if the command was appended it is not appended again, its answer is read from the projection.
 
 A request refused before anything was appended (validation, quota) frees its key, so a corrected
 retry may use it; once a command is appended, its answer (even a 4xx such as a failed snapshot) is
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,7 +46,9 @@ from astraforge.api.errors import ApiError, error_body
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:~+/=-]{1,255}")
 KEEP_HOURS = 24
-LEASE_MARGIN_S = 30.0  # past the longest wait of the attempt holding the key (append + answer)
+LEASE_S = 15.0  # the attempt holding a key renews its lease this far ahead...
+RENEW_EVERY_S = 5.0  # ...this often, so a retry takes over within LEASE_S of the holder's death
+LOG = logging.getLogger(__name__)
 
 Handler = Callable[[dict, "Claim | None"], Awaitable[tuple[int, Any]]]
 
@@ -113,7 +118,7 @@ class IdempotencyStore:
             cur = await conn.execute(query, params)
             return await cur.fetchone() if cur.description else None
 
-    async def claim(self, tenant: str, key: str, operation: str, digest: bytes, ids: dict, lease_s: float) -> Claim:
+    async def claim(self, tenant: str, key: str, operation: str, digest: bytes, ids: dict) -> Claim:
         """Hold the key for this request, or raise ``Replay`` / a 409 / a 422."""
         for _ in range(5):  # a row freed or expired between two statements: look again
             row = await self.execute(
@@ -124,7 +129,7 @@ class IdempotencyStore:
                 " request_sha256 = EXCLUDED.request_sha256, ids = EXCLUDED.ids, state = 'claimed', status = NULL,"
                 " response = NULL, lease_until = EXCLUDED.lease_until, created_at = now(),"
                 " expires_at = EXCLUDED.expires_at WHERE k.expires_at <= now() RETURNING ids",
-                (tenant, key, operation, digest, Jsonb(ids), lease_s, KEEP_HOURS),
+                (tenant, key, operation, digest, Jsonb(ids), LEASE_S, KEEP_HOURS),
             )
             if row is not None:
                 return Claim(self, tenant, key, row["ids"], appended=False)
@@ -150,11 +155,26 @@ class IdempotencyStore:
                 "UPDATE idempotency_keys SET lease_until = now() + make_interval(secs => %s)"
                 " WHERE tenant_id = %s AND key = %s AND state <> 'done' AND lease_until <= now()"
                 " RETURNING ids, state",
-                (lease_s, tenant, key),
+                (LEASE_S, tenant, key),
             )
             if taken is not None:
                 return Claim(self, tenant, key, taken["ids"], appended=taken["state"] == "appended")
         raise ApiError(409, f"this {HEADER} is contended; retry shortly", code="idempotency_in_progress")
+
+    async def keep(self, claim: Claim) -> None:
+        """Renew the claim's lease while its request runs (a failed renewal is retried; if the
+        database stays away long enough, a retry may take the key over: the processor then drops
+        the command it has seen, a snapshot excepted)."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            try:
+                await self.execute(
+                    "UPDATE idempotency_keys SET lease_until = now() + make_interval(secs => %s)"
+                    " WHERE tenant_id = %s AND key = %s AND state <> 'done'",
+                    (LEASE_S, claim.tenant, claim.key),
+                )
+            except Exception:
+                LOG.warning("could not renew the lease of an idempotency key", exc_info=True)
 
     async def finish(self, claim: Claim, status: int, body: Any) -> None:
         await self.execute(
@@ -183,19 +203,19 @@ class Idempotent:
     def __init__(self, store: IdempotencyStore, tenant: str, key: str | None, operation: str) -> None:
         self.store, self.tenant, self.key, self.operation = store, tenant, key, operation
 
-    async def run(self, request: Any, ids: dict, wait_s: float, handler: Handler) -> Response:
+    async def run(self, request: Any, ids: dict, handler: Handler) -> Response:
         """``handler(ids, claim)`` answers ``(status, model or None)``; ``request`` is what must match
-        on a retry (the parsed body and query); ``wait_s`` bounds how long the handler may take."""
+        on a retry (the parsed body and query); ``ids`` are the ids a first attempt hands out."""
         if self.key is None:
             return _response(*await handler(ids, None))
         try:
-            claim = await self.store.claim(self.tenant, self.key, self.operation, fingerprint(request), ids,
-                                           wait_s + LEASE_MARGIN_S)  # fmt: skip
+            claim = await self.store.claim(self.tenant, self.key, self.operation, fingerprint(request), ids)
         except Replay as r:
             response = _response(r.status, r.body)
             response.headers["Idempotent-Replayed"] = "true"
             return response
         self.store._hold(claim)
+        keeper = asyncio.create_task(self.store.keep(claim))
         try:
             status, result = await handler(claim.ids, claim)
         except ApiError as e:
@@ -209,6 +229,7 @@ class Idempotent:
             await self.store.release(claim)
             raise
         finally:
+            keeper.cancel()
             self.store._let_go(claim)
         body = jsonable_encoder(result) if result is not None else None
         await self.store.finish(claim, status, body)

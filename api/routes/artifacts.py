@@ -69,4 +69,4 @@ async def fork(
         return 201, await commands.create_sandboxes(tenant, spec, image, sandbox_ids, CREATE_WAIT_S, claim)
 
     ids = {"sandbox_ids": [new_sandbox_id() for _ in range(body.count)]}
-    return await idempotency.run({"body": body}, ids, CREATE_WAIT_S, start)
+    return await idempotency.run({"body": body}, ids, start)

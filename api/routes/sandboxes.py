@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from astraforge.api.commands import FILE_WAIT_S, SNAPSHOT_WAIT_S, command, new_sandbox_id
+from astraforge.api.commands import command, new_sandbox_id
 from astraforge.api.deps import (
     SANDBOX_ENDED,
     AppSettings,
@@ -96,7 +96,7 @@ async def create_sandbox(
         (created,) = await commands.create_sandboxes(tenant, body, image, [sandbox_id], wait_s, claim)
         return 201, created
 
-    return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, CREATE_WAIT_S, create)
+    return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, create)
 
 
 def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
@@ -129,7 +129,7 @@ async def snapshot(
         ref = (await commands.snapshot(record, claim)).payload["artifact"]
         return 201, SnapshotPublic(id=snapshot_id, sandbox_id=sandbox_id, size=ref["size"], sha256=ref["sha256"])
 
-    return await idempotency.run({}, {"snapshot_id": new_id()}, SNAPSHOT_WAIT_S, take)
+    return await idempotency.run({}, {"snapshot_id": new_id()}, take)
 
 
 @router.get("", response_model=SandboxesPublic, operation_id="listSandboxes", responses=ERRORS)
@@ -163,7 +163,7 @@ async def _control(
             await commands.append([record], claim)
         return 202, None
 
-    return await idempotency.run({}, {}, 0, send)
+    return await idempotency.run({}, {}, send)
 
 
 @router.post("/{sandbox_id}/heartbeat", status_code=202, operation_id="heartbeatSandbox", responses=ERRORS)
@@ -218,7 +218,7 @@ async def exec_command(
             await commands.append([record], claim)
         return 200, ExecAccepted(command_id=command_id, stream_id=sandbox_id)
 
-    return await idempotency.run({"body": body}, {"command_id": new_id()}, wait_s, run)
+    return await idempotency.run({"body": body}, {"command_id": new_id()}, run)
 
 
 FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
@@ -275,7 +275,7 @@ async def upload(
         return 200, FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
 
     with body:
-        return await idempotency.run({"sha256": sha256}, {"request_id": new_id()}, FILE_WAIT_S, write)
+        return await idempotency.run({"sha256": sha256}, {"request_id": new_id()}, write)
 
 
 BINARY = "application/octet-stream"

@@ -1,6 +1,9 @@
 """``Idempotency-Key`` through the public API, with the sandbox processor running: a retried POST
 creates or runs its thing once, across API instances, per tenant."""
 
+import contextlib
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -9,7 +12,7 @@ import httpx
 import pytest
 
 from astraforge.db import connect
-from tests.support import auth, running_api, wait_until
+from tests.support import auth, cli_env, free_port, running_api, wait_until
 
 COUNT = "/workspace/runs"
 # appends one line per execution: the file's line count is how many times it ran
@@ -247,3 +250,54 @@ def test_a_key_is_kept_for_24_hours_then_forgotten(settings, api_url, sandbox_pr
     assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == later
     for sid in (first["id"], later["id"]):
         post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(settings, api_url, tenant, sandbox,
+                                                                         tmp_path) -> None:  # fmt: skip
+    """kill -9 the API instance holding the key while its command runs: the key stays held (409)
+    until the lease it no longer renews lapses, then a retry elsewhere answers that command's
+    result from the stream, and the command ran once."""
+    _, key = tenant
+    idem, port = str(uuid.uuid4()), free_port()
+    gated = {"command": f"while [ ! -e /workspace/go ]; do sleep 0.05; done; {APPEND}"}
+    with (tmp_path / "api.log").open("wb") as log:
+        doomed = subprocess.Popen([sys.executable, "-m", "astraforge.cli", "api", "--port", str(port)],
+                                  env=cli_env(settings), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            try:
+                return httpx.get(f"{url}/health", timeout=5).status_code in (200, 503)
+            except httpx.HTTPError:
+                return False
+
+        wait_until(serving, timeout=60, what=f"the API on {port}: {(tmp_path / 'api.log').read_text()}")
+        threading.Thread(target=lambda: _quietly(post, f"{url}/v1/sandboxes/{sandbox}/exec", key, gated, idem),
+                         daemon=True).start()  # fmt: skip
+
+        def started() -> bool:
+            events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000})
+            return "exec.started" in [e["type"] for e in events.json()["items"]]
+
+        wait_until(started, timeout=30, what="the first exec to start")
+    finally:
+        doomed.kill()
+        doomed.wait(timeout=30)
+    assert post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, {"command": "touch /workspace/go"}).status_code == 200
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
+        r = post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, gated, idem)
+        assert r.status_code in (200, 409), r.text
+        answers.append(r)
+        return r.status_code == 200
+
+    wait_until(answered, timeout=60, interval=0.5, what="the key's lease to lapse")
+    assert answers[-1].json()["stdout"] == "1\n"
+    assert runs(api_url, key, sandbox) == 1
+
+
+def _quietly(call, *args) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the instance answering it was killed
+        call(*args)
