@@ -16,7 +16,8 @@ from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope
 
 router = APIRouter(tags=["artifacts"])
-ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
+          409: {"model": ErrorBody}, 422: {"model": ErrorBody}}  # fmt: skip
 
 
 @router.get(

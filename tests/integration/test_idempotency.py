@@ -71,7 +71,7 @@ def test_a_retried_exec_runs_once(api_url, tenant, sandbox) -> None:
     assert other.json()["stdout"] == "2\n" and other.json()["command_id"] != first.json()["command_id"]
 
 
-def test_an_async_exec_and_a_snapshot_retried_happen_once(api_url, tenant, sandbox) -> None:
+def test_an_async_exec_a_snapshot_and_a_fork_retried_happen_once(api_url, tenant, sandbox) -> None:
     _, key = tenant
     base, idem = f"{api_url}/v1/sandboxes/{sandbox}", str(uuid.uuid4())
     accepted = [post(f"{base}/exec", key, {"command": APPEND, "async": True}, idem) for _ in range(2)]
@@ -84,6 +84,14 @@ def test_an_async_exec_and_a_snapshot_retried_happen_once(api_url, tenant, sandb
     events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000}).json()
     assert [e["type"] for e in events["items"]].count("snapshot.created") == 1
     assert runs(api_url, key, sandbox) == 1
+    fork_url, fork_key = f"{api_url}/v1/snapshots/{snapshots[0].json()['id']}/fork", str(uuid.uuid4())
+    forks = [post(fork_url, key, {"count": 2}, fork_key) for _ in range(2)]
+    assert forks[0].status_code == forks[1].status_code == 201, forks[0].text
+    assert forks[0].json() == forks[1].json() and [f["state"] for f in forks[0].json()] == ["ready"] * 2
+    forked = {f["id"] for f in forks[0].json()}
+    assert set(sandboxes_of(api_url, key)) == {sandbox} | forked
+    for sid in forked:
+        post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
 def test_keys_are_shared_by_api_instances(settings, api_url, tenant, sandbox) -> None:
