@@ -81,6 +81,11 @@ class Claim:
                                  (self.tenant, self.key))  # fmt: skip
 
 
+def resumed(claim: Claim | None) -> bool:
+    """A retry resuming a command its first attempt appended: admit nothing, append nothing again."""
+    return claim is not None and claim.appended
+
+
 class Replay(Exception):
     """The key was answered before: this is the answer."""
 

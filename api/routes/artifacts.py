@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from astraforge.api.commands import new_sandbox_id
 from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, IdempotencyKey, OwnedSnapshot
 from astraforge.api.errors import ApiError
-from astraforge.api.idempotency import Claim
+from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
 from astraforge.api.params import ArtifactId
 from astraforge.api.quotas import admit_sandboxes
@@ -63,7 +63,7 @@ async def fork(
 
     async def start(ids: dict, claim: Claim | None) -> tuple[int, list[SandboxPublic]]:
         sandbox_ids = ids["sandbox_ids"]
-        if claim is None or not claim.appended:
+        if not resumed(claim):
             await admit_sandboxes(conn, settings, tenant, sandbox_ids, profile.memory_mb,
                                   request.app.state.reservations)  # fmt: skip
         image = settings.sandbox_image

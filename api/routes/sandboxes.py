@@ -29,7 +29,7 @@ from astraforge.api.deps import (
     require_snapshot,
 )
 from astraforge.api.errors import ApiError
-from astraforge.api.idempotency import Claim
+from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import (
     ErrorBody,
     ExecAccepted,
@@ -66,11 +66,6 @@ def _public(row: dict) -> SandboxPublic:
     )  # fmt: skip
 
 
-def _appended(claim: Claim | None) -> bool:
-    """A retry resuming a command its first attempt appended: admit nothing, append nothing again."""
-    return claim is not None and claim.appended
-
-
 @router.post("", status_code=201, response_model=SandboxPublic, operation_id="createSandbox", responses=ERRORS)
 async def create_sandbox(
     body: SandboxCreate,
@@ -88,7 +83,7 @@ async def create_sandbox(
 
     async def create(ids: dict, claim: Claim | None) -> tuple[int, SandboxPublic]:
         sandbox_id = ids["sandbox_id"]
-        if not _appended(claim):
+        if not resumed(claim):
             await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.memory_mb,
                                   request.app.state.reservations)  # fmt: skip
         image = body.image or settings.sandbox_image
@@ -121,7 +116,7 @@ async def snapshot(
     sandbox_id = sandbox["sandbox_id"]
 
     async def take(ids: dict, claim: Claim | None) -> tuple[int, SnapshotPublic]:
-        if not _appended(claim):
+        if not resumed(claim):
             ensure_open(sandbox)
             await admit_artifact_bytes(conn, settings, tenant, 1)  # a tenant at its quota takes no more snapshots
         snapshot_id = ids["snapshot_id"]
@@ -156,7 +151,7 @@ async def _control(
     """Append a control command (no answer awaited): 202, or 409 once the sandbox has ended."""
 
     async def send(ids: dict, claim: Claim | None) -> tuple[int, None]:
-        if not _appended(claim):
+        if not resumed(claim):
             if sandbox["state"] in SANDBOX_ENDED:
                 raise ApiError(409, f"sandbox {sandbox['sandbox_id']} is {sandbox['state']}")
             record = command(tenant, sandbox["sandbox_id"], type_, payload or {"reason": reason})
@@ -209,12 +204,12 @@ async def exec_command(
             "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
             "timeout_s": body.timeout_sec, "async_": body.run_async,
         })  # fmt: skip
-        if not _appended(claim):
+        if not resumed(claim):
             ensure_open(sandbox)
             await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
         if not body.run_async:
             return 200, await commands.exec(record, wait_s, claim)
-        if not _appended(claim):
+        if not resumed(claim):
             await commands.append([record], claim)
         return 200, ExecAccepted(command_id=command_id, stream_id=sandbox_id)
 
@@ -257,7 +252,7 @@ async def upload(
     async def write(ids: dict, claim: Claim | None) -> tuple[int, FileResult]:
         payload = {"request_id": ids["request_id"], "path": path, "content": None, "artifact": None, "mode": 0o644}
         stored = []
-        if not _appended(claim):
+        if not resumed(claim):
             size = body.seek(0, 2)
             if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
                 await admit_artifact_bytes(conn, settings, tenant, size)
