@@ -5,12 +5,14 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
 
+from astraforge.api.idempotency import LEASE_S
 from astraforge.db import connect
 from tests.support import auth, cli_env, free_port, running_api, wait_until
 
@@ -181,6 +183,9 @@ def test_a_concurrent_duplicate_does_not_run_twice(api_url, tenant, sandbox) -> 
     duplicate = post(url, key, gated, idem)
     assert duplicate.status_code == 409, duplicate.text
     assert duplicate.json()["error"]["code"] == "idempotency_in_progress" and duplicate.headers["Retry-After"]
+    time.sleep(LEASE_S + 1)  # the holder renews its lease: a request running past one lease still holds the key
+    headers = auth(key) | {"Idempotency-Key": idem}
+    assert httpx.post(url, headers=headers, json=gated, timeout=10).status_code == 409  # (a take-over would hang)
     assert post(url, key, {"command": "touch /workspace/go"}).status_code == 200
     first.join(timeout=60)
     assert answers and answers[0].status_code == 200 and answers[0].json()["stdout"] == "1\n"
