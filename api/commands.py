@@ -8,6 +8,8 @@ that answer this command (matched by its id) until the final one.
 A command resumed from an ``Idempotency-Key`` whose first attempt appended it but never saw the
 answer (the client timed out, the API instance died) is not appended again: its answer is read
 from the projection, where every record lands even if it was published before anyone listened.
+(A resumed attempt that cannot tell whether the command went out appends it again under the same
+ids, which the processor drops if it has seen them, and reads the answer the same way.)
 
 Not protected: a 504 here says the *answer* did not come in time; the command may still run
 (the caller follows the stream, or retries with the same key to pick the answer up later).
@@ -40,9 +42,11 @@ SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "
 
 
 class Progress(Protocol):
-    """Told when the command is durably appended (an idempotency claim records it)."""
+    """Told when the command is durably appended (an idempotency claim records it); ``taken_over``
+    when an earlier attempt may have appended it without recording so."""
 
     appended: bool
+    taken_over: bool
 
     async def mark_appended(self) -> None: ...
 
@@ -98,8 +102,11 @@ class CommandService:
     ) -> dict[str, list[Envelope]]:
         """Append ``records`` and return, per stream, the records that answer them (the final one
         last), or raise ``TimeoutError``. If ``progress`` says they were appended already, nothing
-        is appended: the answers are read from the projection."""
-        if progress is not None and progress.appended:
+        is appended; for a retry that took over an earlier attempt, the answers are read from the
+        projection (they may have been published before anyone listened)."""
+        if progress is not None and progress.taken_over:
+            if not progress.appended:  # maybe appended before: the processor drops an id it has seen
+                await self.append(records, progress)
             async with asyncio.timeout(timeout):
                 found = [self._recorded(tenant, stream_id, answer) for stream_id, answer in answers.items()]
                 return dict(zip(answers, await asyncio.gather(*found), strict=True))
@@ -132,10 +139,15 @@ class CommandService:
         """Append each sandbox's ``sandbox.requested`` and create command (one append); with
         ``wait_s``, answer once each is ready or failed (one still provisioning then says so)."""
         records = [r for sandbox_id in sandbox_ids for r in _create_records(tenant, spec, image, sandbox_id)]
+        if progress is not None and progress.taken_over and not progress.appended:
+            async with self.pool.connection() as conn:  # a `sandbox.requested` the earlier attempt left
+                if await self.queries.projected(conn, tenant, sandbox_ids):
+                    await progress.mark_appended()
         at = iso(from_micros(records[0].occurred_at))
         answers: dict[str, list[Envelope]] = {}
         if wait_s is None:
-            await self.append(records, progress)
+            if progress is None or not progress.appended:
+                await self.append(records, progress)
         else:
             outcome = ("sandbox.ready", "sandbox.failed")
             wanted = {sandbox_id: Answer(types=outcome, final=outcome) for sandbox_id in sandbox_ids}

@@ -20,10 +20,14 @@ A request refused before anything was appended (validation, quota) frees its key
 retry may use it; once a command is appended, its answer (even a 4xx such as a failed snapshot) is
 the key's answer.
 
-Keys are scoped to the tenant: another tenant's identical key is a different key. Not protected:
-an instance that dies in the instant between Kafka's acknowledgement and recording it leaves the
-key "claimed", and the retry appends the command again with the same ids; the processor drops a
-create, exec or file command whose id it has seen.
+Keys are scoped to the tenant: another tenant's identical key is a different key.
+
+An instance that dies in the instant between Kafka's acknowledgement and recording it leaves the
+key "claimed": a retry that takes it over cannot tell whether the command went out. It appends it
+again with the same ids (a create not if its sandbox is already projected) and reads the answer
+from the projection; the processor drops a create, exec or file command whose id it has seen. Not
+protected: a snapshot command is not deduplicated by the processor, so that window can take a
+snapshot twice (under the same snapshot id).
 """
 
 import asyncio
@@ -70,10 +74,14 @@ def fingerprint(payload: Any) -> bytes:
 
 
 class Claim:
-    """This request holds ``key`` with these ``ids``; ``appended`` once its commands are in Kafka."""
+    """This request holds ``key`` with these ``ids``; ``appended`` once its commands are in Kafka;
+    ``taken_over`` if an earlier attempt held it and went away (it may have appended them unrecorded)."""
 
-    def __init__(self, store: "IdempotencyStore", tenant: str, key: str, ids: dict, appended: bool) -> None:
-        self.store, self.tenant, self.key, self.ids, self.appended = store, tenant, key, ids, appended
+    def __init__(
+        self, store: "IdempotencyStore", tenant: str, key: str, ids: dict, appended: bool, taken_over: bool = False
+    ) -> None:
+        self.store, self.tenant, self.key, self.ids = store, tenant, key, ids
+        self.appended, self.taken_over = appended, taken_over
 
     async def mark_appended(self) -> None:
         self.appended = True
@@ -163,7 +171,7 @@ class IdempotencyStore:
                 (LEASE_S, tenant, key),
             )
             if taken is not None:
-                return Claim(self, tenant, key, taken["ids"], appended=taken["state"] == "appended")
+                return Claim(self, tenant, key, taken["ids"], appended=taken["state"] == "appended", taken_over=True)
         raise ApiError(409, f"this {HEADER} is contended; retry shortly", code="idempotency_in_progress")
 
     async def keep(self, claim: Claim) -> None:
@@ -189,8 +197,9 @@ class IdempotencyStore:
         )
 
     async def release(self, claim: Claim) -> None:
-        """No answer: a key with nothing appended is freed; else the next retry resumes it at once."""
-        if claim.appended:
+        """No answer: a key this request claimed and appended nothing under is freed; else (an
+        earlier attempt may have appended) the next retry resumes it at once."""
+        if claim.appended or claim.taken_over:
             await self.execute("UPDATE idempotency_keys SET lease_until = now() WHERE tenant_id = %s AND key = %s",
                                (claim.tenant, claim.key))  # fmt: skip
         else:

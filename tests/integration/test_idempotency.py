@@ -314,3 +314,32 @@ def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(settings
 def _quietly(call, *args) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the instance answering it was killed
         call(*args)
+
+
+def _died_unrecorded(settings, tenant_id: str, idem: str) -> None:
+    """The key as an instance leaves it when it dies between Kafka's acknowledgement and recording
+    it (state "claimed", no answer) and its lease has lapsed: the crash window, made exact."""
+    with connect(settings, autocommit=True) as conn:
+        changed = conn.execute("UPDATE idempotency_keys SET state = 'claimed', status = NULL, response = NULL,"
+                               " lease_until = now() WHERE tenant_id = %s AND key = %s", (tenant_id, idem))  # fmt: skip
+        assert changed.rowcount == 1
+
+
+def test_a_retry_that_cannot_tell_whether_the_first_attempt_appended_still_acts_once(settings, api_url, tenant,
+                                                                                     sandbox) -> None:  # fmt: skip
+    tenant_id, key = tenant
+    create_key_, exec_key = str(uuid.uuid4()), str(uuid.uuid4())
+    created = post(f"{api_url}/v1/sandboxes", key, {}, create_key_).json()
+    _died_unrecorded(settings, tenant_id, create_key_)
+    assert post(f"{api_url}/v1/sandboxes", key, {}, create_key_).json()["id"] == created["id"]
+    events = httpx.get(f"{api_url}/v1/streams/{created['id']}/events", headers=auth(key), params={"limit": 1000})
+    assert [e["type"] for e in events.json()["items"]].count("sandbox.requested") == 1
+
+    url = f"{api_url}/v1/sandboxes/{sandbox}/exec"
+    first = post(url, key, {"command": APPEND}, exec_key).json()
+    _died_unrecorded(settings, tenant_id, exec_key)
+    headers = auth(key) | {"Idempotency-Key": exec_key}
+    again = httpx.post(url, headers=headers, json={"command": APPEND}, timeout=30)  # its answer came long ago
+    assert again.status_code == 200, again.text
+    assert again.json() == first and runs(api_url, key, sandbox) == 1
+    post(f"{api_url}/v1/sandboxes/{created['id']}/stop", key)
