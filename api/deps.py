@@ -129,6 +129,17 @@ async def owned_snapshot(snapshot_id: ArtifactId, tenant: CurrentTenant, conn: C
     return await require_snapshot(conn, settings, tenant, snapshot_id)
 
 
+async def owned_artifact(artifact_id: ArtifactId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
+    """The tenant's artifact (not deleted), or 404."""
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
+    if row is None:
+        raise ApiError(404, f"artifact {artifact_id} not found")
+    return row
+
+
+OwnedArtifact = Annotated[dict, Depends(owned_artifact)]
+
+
 async def require_snapshot(conn: Conn, settings: Settings, tenant: str, snapshot_id: str) -> dict:
     row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, snapshot_id)
     if row is None:

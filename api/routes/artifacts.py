@@ -3,16 +3,22 @@
 from fastapi import APIRouter, Request, Response
 
 from astraforge.api.commands import new_sandbox_id
-from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, IdempotencyKey, OwnedSnapshot
+from astraforge.api.deps import (
+    AppSettings,
+    Commands,
+    Conn,
+    CurrentTenant,
+    IdempotencyKey,
+    OwnedArtifact,
+    OwnedSnapshot,
+)
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
-from astraforge.api.params import ArtifactId
 from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import CREATE_WAIT_S, check_spec
 from astraforge.api.streaming import artifact_response
 from astraforge.errors import NotFound
-from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope
 
 router = APIRouter(tags=["artifacts"])
@@ -25,27 +31,20 @@ ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": E
     operation_id="downloadArtifact",
     responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(artifact_id: ArtifactId, request: Request, tenant: CurrentTenant, conn: Conn,
-                            settings: AppSettings) -> Response:  # fmt: skip
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
-    if row is None:
-        raise ApiError(404, f"artifact {artifact_id} not found")
+async def download_artifact(artifact: OwnedArtifact, request: Request) -> Response:
     try:
-        return await artifact_response(request.app.state.artifacts, row, row["content_type"])
+        return await artifact_response(request.app.state.artifacts, artifact, artifact["content_type"])
     except NotFound:
-        raise ApiError(404, f"artifact {artifact_id} is gone from the store") from None
+        raise ApiError(404, f"artifact {artifact['artifact_id']} is gone from the store") from None
 
 
 @router.delete("/v1/artifacts/{artifact_id}", status_code=202, operation_id="deleteArtifact", responses=ERRORS)
-async def delete_artifact(artifact_id: ArtifactId, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
-                          commands: Commands) -> Response:  # fmt: skip
+async def delete_artifact(artifact: OwnedArtifact, tenant: CurrentTenant, commands: Commands) -> Response:
     """Delete an artifact (or snapshot): it answers 404 from then on and stops counting against the
     quota once projected; its bytes leave the store at the next sweep."""
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
-    if row is None:
-        raise ApiError(404, f"artifact {artifact_id} not found")
-    deleted = Envelope(type="artifact.deleted", stream_id=row["stream_id"], tenant_id=tenant, actor=f"tenant:{tenant}",
-                       payload={"artifact_id": artifact_id, "reason": "deleted"})  # fmt: skip
+    payload = {"artifact_id": artifact["artifact_id"], "reason": "deleted"}
+    deleted = Envelope(type="artifact.deleted", stream_id=artifact["stream_id"], tenant_id=tenant,
+                       actor=f"tenant:{tenant}", payload=payload)  # fmt: skip
     await commands.append([deleted])
     return Response(status_code=202)
 
