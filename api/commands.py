@@ -109,13 +109,13 @@ class CommandService:
                 await self.append(records, progress)
             async with asyncio.timeout(timeout):
                 found = [self._recorded(tenant, stream_id, answer) for stream_id, answer in answers.items()]
-                return dict(zip(answers, await asyncio.gather(*found), strict=True))
+                return dict(zip(answers, await _all(found), strict=True))
         subs = {stream_id: self.live.subscribe(stream_id, tenant) for stream_id in answers}
         try:
             await self.append(records, progress)
             async with asyncio.timeout(timeout):
                 heard = [_heard(subs[stream_id], answer) for stream_id, answer in answers.items()]
-                return dict(zip(answers, await asyncio.gather(*heard), strict=True))
+                return dict(zip(answers, await _all(heard), strict=True))
         finally:
             for sub in subs.values():
                 self.live.unsubscribe(sub)
@@ -221,6 +221,17 @@ class CommandService:
         if done.payload.get("error"):
             raise sandbox_error(done.payload["error"])
         return done
+
+
+async def _all(waits: list) -> list:
+    """Every wait's result, in order; the first failure cancels the others (``gather`` would leave
+    them waiting on a queue nobody feeds any more)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _heard(sub: Subscriber, answer: Answer) -> list[Envelope]:
