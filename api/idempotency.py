@@ -82,11 +82,21 @@ class Claim:
     ) -> None:
         self.store, self.tenant, self.key, self.ids = store, tenant, key, ids
         self.appended, self.taken_over = appended, taken_over
+        self._recording: asyncio.Task | None = None
 
     async def mark_appended(self) -> None:
+        """Record the append while the caller goes on to await the answer (off the critical path);
+        ``recorded`` waits for it, so the key's final state is always written after it."""
         self.appended = True
-        await self.store.execute("UPDATE idempotency_keys SET state = 'appended' WHERE tenant_id = %s AND key = %s",
-                                 (self.tenant, self.key))  # fmt: skip
+        self._recording = asyncio.ensure_future(self.store.execute(
+            "UPDATE idempotency_keys SET state = 'appended' WHERE tenant_id = %s AND key = %s",
+            (self.tenant, self.key),
+        ))  # fmt: skip
+
+    async def recorded(self) -> None:
+        if self._recording is not None:
+            with contextlib.suppress(Exception):  # then a retry cannot tell; it handles that (see above)
+                await asyncio.shield(self._recording)
 
 
 def resumed(claim: Claim | None) -> bool:
@@ -190,6 +200,7 @@ class IdempotencyStore:
                 LOG.warning("could not renew the lease of an idempotency key", exc_info=True)
 
     async def finish(self, claim: Claim, status: int, body: Any) -> None:
+        await claim.recorded()
         await self.execute(
             "UPDATE idempotency_keys SET state = 'done', status = %s, response = %s, lease_until = now()"
             " WHERE tenant_id = %s AND key = %s",
@@ -199,6 +210,7 @@ class IdempotencyStore:
     async def release(self, claim: Claim) -> None:
         """No answer: a key this request claimed and appended nothing under is freed; else (an
         earlier attempt may have appended) the next retry resumes it at once."""
+        await claim.recorded()
         if claim.appended or claim.taken_over:
             await self.execute("UPDATE idempotency_keys SET lease_until = now() WHERE tenant_id = %s AND key = %s",
                                (claim.tenant, claim.key))  # fmt: skip
