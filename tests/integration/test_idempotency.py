@@ -27,7 +27,7 @@ def post(url: str, key: str, body: dict | None = None, idem: str | None = None, 
 
 
 def runs(api_url: str, key: str, sandbox_id: str) -> int:
-    r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/exec", key, {"command": f"wc -l < {COUNT}"})
+    r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/exec", key, {"command": f"cat {COUNT} 2>/dev/null | wc -l"})
     assert r.status_code == 200, r.text
     return int(r.json()["stdout"])
 
