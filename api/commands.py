@@ -27,9 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.errors import ApiError
 from astraforge.api.live import LiveTail, Subscriber
-from astraforge.api.models import ExecResult, SandboxCreate, SandboxPublic, iso
+from astraforge.api.models import ExecResult, SandboxCreate, SandboxPublic
 from astraforge.config import Settings
-from astraforge.ids import from_micros, new_id
+from astraforge.ids import from_micros, iso, new_id
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope

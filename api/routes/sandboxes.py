@@ -40,13 +40,12 @@ from astraforge.api.models import (
     SandboxesPublic,
     SandboxPublic,
     SnapshotPublic,
-    iso,
 )
 from astraforge.api.params import After, CommandId
 from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandboxes
 from astraforge.api.streaming import artifact_response
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
-from astraforge.ids import new_id
+from astraforge.ids import iso, new_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
