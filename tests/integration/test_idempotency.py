@@ -36,11 +36,14 @@ def sandboxes_of(api_url: str, key: str) -> list[str]:
     return [s["id"] for s in httpx.get(f"{api_url}/v1/sandboxes", headers=auth(key)).json()["items"]]
 
 
-def test_a_retried_create_returns_the_same_sandbox_and_creates_one(api_url, sandbox_processor, tenant) -> None:
+def test_a_retried_create_returns_the_same_sandbox_and_creates_one(api_url, sandbox_processor, docker_provider,
+                                                                    tenant) -> None:  # fmt: skip
+    """A profile no warm pool serves, so the sandbox is a container of its own, named after it."""
     _, key = tenant
-    idem = str(uuid.uuid4())
-    first = post(f"{api_url}/v1/sandboxes", key, {"idle_timeout_s": 300}, idem)
-    again = post(f"{api_url}/v1/sandboxes", key, {"idle_timeout_s": 300}, idem)
+    idem, spec = str(uuid.uuid4()), {"idle_timeout_s": 300, "profile": {"memory_mb": 256}}
+    before = docker_provider.list_ids()
+    first = post(f"{api_url}/v1/sandboxes", key, spec, idem)
+    again = post(f"{api_url}/v1/sandboxes", key, spec, idem)
     assert first.status_code == again.status_code == 201, (first.text, again.text)
     assert again.json() == first.json() and first.json()["state"] == "ready"
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -48,7 +51,10 @@ def test_a_retried_create_returns_the_same_sandbox_and_creates_one(api_url, sand
     assert sandboxes_of(api_url, key) == [sid]
     events = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()
     types = [e["type"] for e in events["items"]]
-    assert types.count("sandbox.requested") == 1 and types.count("sandbox.ready") == 1
+    assert types.count("sandbox.requested") == 1 and types.count("sandbox.provisioning") == 1
+    assert types.count("sandbox.ready") == 1
+    created = {i for i in docker_provider.list_ids() - before if i.startswith("sb-")}
+    assert created == {sid}  # one container (warm-pool refills are named after their pool, not "sb-")
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
