@@ -1,14 +1,20 @@
-"""Named dependencies, so authentication and tenant scoping are written once."""
+"""Named dependencies, so authentication, tenant scoping and ownership are written once: a route
+that takes ``OwnedSandbox`` never sees another tenant's sandbox (404), one that takes
+``OpenSandbox`` never sends a command to a sandbox that is stopping or ended (409)."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
+from astraforge.api.commands import CommandService
 from astraforge.api.errors import ApiError
+from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
+from astraforge.api.params import ArtifactId, SandboxId
 from astraforge.config import Settings
+from astraforge.projections.queries import ProjectionQueries
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `astraforge keys create`.")
 
@@ -70,3 +76,75 @@ async def current_tenant(
 
 
 CurrentTenant = Annotated[str, Depends(current_tenant)]
+
+
+def get_commands(request: Request) -> CommandService:
+    return request.app.state.commands
+
+
+Commands = Annotated[CommandService, Depends(get_commands)]
+
+
+def idempotent(
+    request: Request,
+    tenant: CurrentTenant,
+    key: Annotated[str | None, Header(alias=HEADER, description="Retry-safe: the same key answers the same "
+                                      "result for 24 h (see the README).")] = None,
+) -> Idempotent:  # fmt: skip
+    return Idempotent(request.app.state.idempotency, tenant, check_key(key), f"{request.method} {request.url.path}")
+
+
+IdempotencyKey = Annotated[Idempotent, Depends(idempotent)]
+
+
+async def owned_sandbox(sandbox_id: SandboxId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
+    """The tenant's sandbox (its projection row), or 404: another tenant's id is unknown here."""
+    row = await ProjectionQueries(settings.projection_schema).sandbox(conn, tenant, sandbox_id)
+    if row is None:
+        raise ApiError(404, f"sandbox {sandbox_id} not found")
+    return row
+
+
+OwnedSandbox = Annotated[dict, Depends(owned_sandbox)]
+SANDBOX_ENDED = ("terminated", "failed")
+
+
+def ensure_open(row: dict) -> dict:
+    """The sandbox if it still takes commands (not stopping or ended), else 409."""
+    if row["state"] in SANDBOX_ENDED or row["state"] == "stopping":
+        raise ApiError(409, f"sandbox {row['sandbox_id']} is {row['state']}")
+    return row
+
+
+async def open_sandbox(row: OwnedSandbox) -> dict:
+    """The tenant's sandbox, still taking commands, or 404 / 409."""
+    return ensure_open(row)
+
+
+OpenSandbox = Annotated[dict, Depends(open_sandbox)]
+
+
+async def owned_snapshot(snapshot_id: ArtifactId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
+    """The tenant's snapshot (its artifact row), or 404."""
+    return await require_snapshot(conn, settings, tenant, snapshot_id)
+
+
+async def owned_artifact(artifact_id: ArtifactId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
+    """The tenant's artifact (not deleted), or 404."""
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
+    if row is None:
+        raise ApiError(404, f"artifact {artifact_id} not found")
+    return row
+
+
+OwnedArtifact = Annotated[dict, Depends(owned_artifact)]
+
+
+async def require_snapshot(conn: Conn, settings: Settings, tenant: str, snapshot_id: str) -> dict:
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, snapshot_id)
+    if row is None:
+        raise ApiError(404, f"snapshot {snapshot_id} not found")
+    return row
+
+
+OwnedSnapshot = Annotated[dict, Depends(owned_snapshot)]

@@ -1,6 +1,7 @@
 """Assembles the FastAPI app: settings, the PostgreSQL pool, the live tail and the routes."""
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,6 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 from astraforge import __version__
 from astraforge.api import errors
 from astraforge.api.auth import KeyVerifier
+from astraforge.api.commands import CommandService
+from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations
 from astraforge.api.routes import artifacts, health, sandboxes, streams
@@ -19,10 +22,22 @@ from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.egress_addresses import AddressPolicy
 
+LOG = logging.getLogger(__name__)
+
 
 async def _configure(conn) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
     await conn.commit()
+
+
+async def _sweep(store: IdempotencyStore, every_s: float = 600.0) -> None:
+    """Forget expired idempotency keys now and then (every instance may; deleting twice is harmless)."""
+    while True:
+        try:
+            await store.sweep()
+        except Exception:  # the database may be down for a moment; claims ignore expired keys anyway
+            LOG.warning("idempotency sweep failed", exc_info=True)
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> FastAPI:
@@ -47,9 +62,14 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         await asyncio.to_thread(app.state.live.ready.wait, settings.kafka_timeout_s * 2)
         app.state.producer = EventProducer(settings)
         app.state.artifacts = make_artifact_store(settings)
+        app.state.commands = CommandService(settings, app.state.producer, app.state.live, app.state.pool)
+        app.state.idempotency = IdempotencyStore(app.state.pool)
+        sweeper = asyncio.create_task(_sweep(app.state.idempotency))
         try:
             yield
         finally:
+            sweeper.cancel()
+            await app.state.idempotency.drain(timeout=5)
             app.state.producer.close()
             app.state.live.stop()
             await app.state.pool.close()

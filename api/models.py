@@ -1,18 +1,13 @@
 """API shapes (kept apart from record payloads and projection tables)."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from astraforge.artifacts import MAX_INLINE_BYTES
-from astraforge.ids import ID_PATTERN, from_micros
+from astraforge.audit import record_json
+from astraforge.ids import ID_PATTERN, iso
 from astraforge.schemas import Envelope
-
-
-def iso(when: datetime) -> str:
-    """ISO-8601 UTC with microseconds and a Z, identical for projection rows and Kafka records."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class EventPublic(BaseModel):
@@ -36,11 +31,7 @@ class EventPublic(BaseModel):
 
     @classmethod
     def from_envelope(cls, partition: int, offset: int, e: Envelope) -> "EventPublic":
-        return cls(
-            offset=offset, partition=partition, event_id=e.event_id, type=e.type, stream_id=e.stream_id,
-            sandbox_id=e.sandbox_id, occurred_at=iso(from_micros(e.occurred_at)), actor=e.actor,
-            causation_id=e.causation_id, correlation_id=e.correlation_id, payload=e.payload_json(),
-        )  # fmt: skip
+        return cls(**record_json(partition, offset, e))
 
 
 class EventsPublic(BaseModel):

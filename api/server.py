@@ -14,6 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from astraforge.config import get_settings
+
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request-head deadline (``head_timeout_s``)."""
@@ -51,6 +53,15 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._head_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class ConfiguredHeadTimeoutProtocol(HeadTimeoutProtocol):
+    """The protocol ``astraforge api``/``run`` name by import string: its deadline is the process
+    settings' ``api_header_timeout_s`` (read when a connection is made, not at import)."""
+
+    @property
+    def head_timeout_s(self) -> float:  # type: ignore[override]
+        return get_settings().api_header_timeout_s
 
 
 def server_config(app: FastAPI, host: str, port: int, header_timeout_s: float, **kwargs) -> uvicorn.Config:

@@ -11,8 +11,19 @@ from psycopg import sql
 
 from astraforge.config import Settings
 from astraforge.db import connect
+from astraforge.ids import from_micros, iso
 from astraforge.kafka import Positioned, ReaderPool, partition_for, partitions_of, read_range, reader
-from astraforge.schemas import Codec, default_codec
+from astraforge.schemas import Codec, Envelope, default_codec
+
+
+def record_json(partition: int, offset: int, e: Envelope) -> dict[str, Any]:
+    """A record as the replay prints it and the API serves it (``EventPublic``): JSON-safe values,
+    ``occurred_at`` in ISO-8601 UTC."""
+    return {
+        "offset": offset, "partition": partition, "event_id": e.event_id, "type": e.type, "stream_id": e.stream_id,
+        "sandbox_id": e.sandbox_id, "occurred_at": iso(from_micros(e.occurred_at)), "actor": e.actor,
+        "causation_id": e.causation_id, "correlation_id": e.correlation_id, "payload": e.payload_json(),
+    }  # fmt: skip
 
 
 def stream_partition(settings: Settings, stream_id: str) -> int:

@@ -90,7 +90,7 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
 ) -> None:
     """Create an API key. The key is printed alone on the last line (shown once, stored hashed)."""
-    from astraforge.api.auth import create_key
+    from astraforge.keys import create_key
 
     try:
         key = create_key(get_settings(), tenant, name)
@@ -105,7 +105,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id: the 16 hex characters after `af_`.")],
 ) -> None:
     """Revoke an API key. A running API may accept it for ASTRAFORGE_KEY_CACHE_TTL_S (5 s) more."""
-    from astraforge.api.auth import revoke_key
+    from astraforge.keys import revoke_key
 
     try:
         revoked = revoke_key(get_settings(), key_id)
@@ -202,8 +202,7 @@ def replay(
     verify: Annotated[bool, typer.Option(help="Compare Kafka with the projection; exit 1 on any difference.")] = False,
 ) -> None:
     """Rebuild a run's (or sandbox's) timeline straight from Kafka."""
-    from astraforge.api.models import EventPublic
-    from astraforge.audit import stream_records
+    from astraforge.audit import record_json, stream_records
     from astraforge.audit import verify as verify_stream
 
     settings = get_settings()
@@ -215,15 +214,14 @@ def replay(
         raise typer.Exit(1 if diffs else 0)
     try:
         for p in stream_records(settings, stream_id, from_offset, follow):
-            event = EventPublic.from_envelope(p.partition, p.offset, p.envelope)
+            event = record_json(p.partition, p.offset, p.envelope)
             if fmt is ReplayFormat.jsonl:
-                print(event.model_dump_json(), flush=True)
+                print(json.dumps(event, ensure_ascii=False, separators=(",", ":")), flush=True)
             else:
-                payload = json.dumps(event.payload, ensure_ascii=False)
+                payload = json.dumps(event["payload"], ensure_ascii=False)
                 payload = payload if len(payload) <= 160 else payload[:157] + "..."
-                print(
-                    f"{event.offset:>8}  {event.occurred_at}  {event.type:<24} {event.actor:<16} {payload}", flush=True
-                )
+                print(f"{p.offset:>8}  {event['occurred_at']}  {p.envelope.type:<24} {p.envelope.actor:<16} {payload}",
+                      flush=True)  # fmt: skip
     except KeyboardInterrupt:
         pass
     except AstraForgeError as e:
@@ -239,18 +237,21 @@ def schemas_release() -> None:
     console.print(f"released {path}" if path else "the current schema is already released")
 
 
+# the app by name: the core never imports the API layer above it (uvicorn calls create_app(), which
+# reads the same process-wide settings)
+APP = "astraforge.api.main:create_app"
+HTTP = "astraforge.api.server:ConfiguredHeadTimeoutProtocol"  # by name: the core never imports the API
+
+
 @app.command("api")
 def api(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Serve the REST + SSE API (uvicorn)."""
     import uvicorn
 
-    from astraforge.api.main import create_app
-    from astraforge.api.server import server_config
-
     settings = get_settings()
-    config = server_config(create_app(settings), host or settings.api_host, port or settings.api_port,
-                           settings.api_header_timeout_s, log_level="info")  # fmt: skip
-    uvicorn.Server(config).run()
+    uvicorn.run(
+        APP, factory=True, host=host or settings.api_host, port=port or settings.api_port, http=HTTP, log_level="info"
+    )
 
 
 @app.command("run")
@@ -258,8 +259,6 @@ def run() -> None:
     """Start the local stack, the projector and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
-    from astraforge.api.main import create_app
-    from astraforge.api.server import server_config
     from astraforge.projections.postgres import Projector
 
     dev_up()
@@ -282,9 +281,7 @@ def run() -> None:
         soft_wrap=True,  # commands stay on one line, ready to copy
     )
     try:
-        config = server_config(create_app(settings), settings.api_host, settings.api_port,
-                               settings.api_header_timeout_s, log_level="info")  # fmt: skip
-        uvicorn.Server(config).run()
+        uvicorn.run(APP, factory=True, host=settings.api_host, port=settings.api_port, http=HTTP, log_level="info")
     finally:
         projector.stop()
         sandboxes.stop()

@@ -1,6 +1,7 @@
-"""PostgreSQL access: connections with a clear error, and the control tables (tenants, API keys).
+"""PostgreSQL access: connections with a clear error, and the control tables (tenants, API keys,
+idempotency keys).
 
-Control tables are not derived from Kafka (they hold secrets' hashes), so they live in the
+Control tables are not derived from Kafka (secrets' hashes, answers to idempotent requests), so they live in the
 ``public`` schema, apart from the rebuildable projection schema.
 """
 
@@ -23,6 +24,22 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
+-- Idempotency-Key answers (astraforge.api.idempotency), shared by every API instance for 24 h
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id      text        NOT NULL,
+    key            text        NOT NULL,
+    operation      text        NOT NULL,  -- method and path: a key names one request
+    request_sha256 bytea       NOT NULL,  -- its parsed body and query
+    ids            jsonb       NOT NULL,  -- what the first attempt minted (sandbox, command ids)
+    state          text        NOT NULL,  -- claimed | appended | done
+    status         integer,
+    response       jsonb,
+    lease_until    timestamptz NOT NULL,  -- the attempt holding the key; a retry after it resumes
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
 """
 
 

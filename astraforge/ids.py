@@ -21,6 +21,11 @@ def from_micros(micros: int) -> datetime:
     return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
 
 
+def iso(when: datetime) -> str:
+    """ISO-8601 UTC with microseconds and a Z, identical for projection rows and Kafka records."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 # Every id the platform accepts from outside (path, query or body) matches this one pattern: ASCII
 # letters, digits and ``._:-``, at most 200 characters. NUL bytes, slashes, spaces and non-ASCII
 # never reach a query, a topic key or a file name.

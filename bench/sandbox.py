@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import docker
 import httpx
 
-from astraforge.api.auth import create_key
+from astraforge.keys import create_key
 from bench.common import bench_settings, drop, pct, table
 from tests.support import auth, free_port, wait_until
 

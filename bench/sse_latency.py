@@ -20,9 +20,9 @@ import httpx
 from confluent_kafka import TopicPartition
 from httpx_sse import connect_sse
 
-from astraforge.api.auth import create_key
 from astraforge.db import connect
 from astraforge.kafka import high_watermarks, partition_for, poll_batch, reader
+from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import create_schema
 from astraforge.schemas import Envelope

@@ -368,6 +368,9 @@ class SandboxProcessor:
                 ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",
                                               cmd.payload.get("name") or f"{snapshot_id}.tgz", snapshot_id)  # fmt: skip
             except (SnapshotTooLarge, ValueError, SupervisorError, SupervisorUnavailable, OSError) as e:
+                if isinstance(e, SupervisorUnavailable):  # its message names host paths: the log keeps them
+                    LOG.warning("snapshot %s of %s: %s", snapshot_id, st.sandbox_id, e)
+                    e = SupervisorUnavailable(UNAVAILABLE)
                 error = str(e) if str(e).startswith(("too_large:", "failed:", "unavailable:")) else f"failed: {e}"
                 self.emit([self._event(st, "snapshot.failed", {"snapshot_id": snapshot_id, "error": error}, cmd)])
                 return

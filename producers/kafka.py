@@ -5,6 +5,7 @@ within a stream. ``append`` waits for the broker's acknowledgement and returns t
 partition and offset (the offset is the record's sequence number in its stream).
 """
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,15 @@ class Appended:
     topic: str
     partition: int
     offset: int
+
+
+def _report_into(results: list, index: int):
+    """A delivery callback that stores its record's outcome in ``results[index]``."""
+
+    def report(err, msg) -> None:
+        results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
+
+    return report
 
 
 class EventProducer:
@@ -44,6 +54,7 @@ class EventProducer:
             },
         )
         self._producer = Producer(config)
+        self._report_within_s = int(config["message.timeout.ms"]) / 1000 + settings.kafka_timeout_s
         try:
             self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
         except KafkaException as e:
@@ -80,27 +91,35 @@ class EventProducer:
             "source.offset": str(msg.offset()).encode(),
             "consumer": consumer.encode(),
         }
-        self.send_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"", headers)
-        self.flush()
+        results: list[Appended | KafkaError | None] = [None]
+        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", _report_into(results, 0), headers)
+        self._wait(results)
 
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""
         return self.append_many([envelope])[0]
 
     def append_many(self, envelopes: Iterable[Envelope]) -> list[Appended]:
-        """Send records (in order) and wait for all acknowledgements; raises ``DeliveryFailed``."""
+        """Send records (in order) and wait for *their* acknowledgements; raises ``DeliveryFailed``.
+
+        Waits on this call's own delivery reports, never on the producer's whole queue: another
+        caller's backlog (a slow or failing topic) neither delays nor fails this call.
+        """
         results: list[Appended | KafkaError | None] = []
-
-        def remember(index: int):
-            def report(err, msg) -> None:
-                results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
-
-            return report
-
         for envelope in envelopes:
             results.append(None)
-            self.send(envelope, remember(len(results) - 1))
-        self.flush()
+            self.send(envelope, _report_into(results, len(results) - 1))
+        return self._wait(results)
+
+    def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:
+        """Poll until every slot holds its report. Each record gets one within ``message.timeout.ms``
+        (librdkafka's guarantee); the deadline past it only guards against a report that never comes."""
+        deadline = time.monotonic() + self._report_within_s
+        while any(r is None for r in results):  # a report fills its slot, in whichever thread polls
+            if time.monotonic() > deadline:
+                left = sum(r is None for r in results)
+                raise DeliveryFailed(f"{left} of {len(results)} records got no delivery report (is Kafka up?)")
+            self._producer.poll(0.05)
         failures = [r for r in results if not isinstance(r, Appended)]
         if failures:
             raise DeliveryFailed(f"{len(failures)} of {len(results)} records not acknowledged: {failures[0]}")

@@ -56,6 +56,21 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
+    async def answers(
+        self, conn: Executor, tenant_id: str, stream_id: str, types: list[str], key: str | None, value: str | None
+    ) -> list[dict]:
+        """A stream's records of ``types`` whose ``payload[key]`` is ``value`` (all of them when
+        ``key`` is None), in offset order: the answer to one command."""
+        match = sql.SQL("AND payload ->> %s = %s") if key is not None else sql.SQL("")
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT type, stream_id, tenant_id, actor, sandbox_id, payload FROM {}.events WHERE stream_id = %s"
+                ' AND tenant_id = %s AND type = ANY(%s) {} ORDER BY "offset"'
+            ).format(self.schema, match),
+            (stream_id, tenant_id, types, *((key, value) if key is not None else ())),
+        )
+        return await cur.fetchall()
+
     async def sandbox(self, conn: Executor, tenant_id: str, sandbox_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.sandboxes WHERE sandbox_id = %s AND tenant_id = %s").format(self.schema),

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from astraforge.api.auth import create_key
 from astraforge.config import Settings
 from astraforge.db import connect, ensure_control_schema
+from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema

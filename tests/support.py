@@ -33,11 +33,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_api(settings: Settings, sse_ping_s: float = 15.0) -> Iterator[str]:
-    """The real app on a free loopback port, in a thread; yields its base URL."""
+def running_api(settings: Settings, sse_ping_s: float = 15.0, graceful_s: float | None = None) -> Iterator[str]:
+    """The real app on a free loopback port, in a thread; yields its base URL. On exit it waits
+    for requests in flight, for at most ``graceful_s`` (then they are cancelled) if given."""
     port = free_port()
     app = create_app(settings, sse_ping_s=sse_ping_s)
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, settings.api_header_timeout_s, log_level="warning"))
+    config = server_config(app, "127.0.0.1", port, settings.api_header_timeout_s, log_level="warning",
+                           timeout_graceful_shutdown=graceful_s)  # fmt: skip
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -1,13 +1,13 @@
 """Sandboxes: create, list, get, heartbeat, stop, delete, exec, files.
 
-Writes append records and never touch the read models: the API appends a ``sandbox.requested``
-event (so the sandbox is visible at once) and the command; the sandbox processor does the rest.
-Calls that return a result (sync exec, files, create with ``wait``) subscribe to the sandbox's
-stream *before* appending, then wait for the processor's answer on the live tail.
+Routes check the request and the tenant's ownership (``api.deps``), then hand the command to
+``api.commands`` (append it, await the processor's answer) and never touch the read models.
+POSTs that create or run something (and the file upload) honour an ``Idempotency-Key``
+(``api.idempotency``): whatever they append happens inside ``Idempotent.run``, with the ids it
+hands out, so a retry answers the first attempt's result instead of doing it again.
 """
 
-import asyncio
-from collections.abc import Callable
+import hashlib
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -15,9 +15,21 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
+from astraforge.api.commands import command, new_sandbox_id
+from astraforge.api.deps import (
+    SANDBOX_ENDED,
+    AppSettings,
+    Commands,
+    Conn,
+    CurrentTenant,
+    IdempotencyKey,
+    OpenSandbox,
+    OwnedSandbox,
+    ensure_open,
+    require_snapshot,
+)
 from astraforge.api.errors import ApiError
-from astraforge.api.live import LiveTail, Subscriber
+from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import (
     ErrorBody,
     ExecAccepted,
@@ -28,22 +40,22 @@ from astraforge.api.models import (
     SandboxesPublic,
     SandboxPublic,
     SnapshotPublic,
-    iso,
 )
-from astraforge.api.params import After, CommandId, SandboxId
+from astraforge.api.params import After, CommandId
 from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandboxes
 from astraforge.api.streaming import artifact_response
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
-from astraforge.ids import from_micros, new_id
+from astraforge.ids import iso, new_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
-ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
-BINARY = "application/octet-stream"
-ENDED = ("terminated", "failed")
+ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
+          409: {"model": ErrorBody}, 422: {"model": ErrorBody}}  # fmt: skip
+CREATE_WAIT_S = 60.0
+EXEC_ANSWER_MARGIN_S = 30.0  # past the command's own timeout: the sandbox reports it, then we answer
 
 
 def _public(row: dict) -> SandboxPublic:
@@ -53,32 +65,6 @@ def _public(row: dict) -> SandboxPublic:
     )  # fmt: skip
 
 
-async def _owned(conn, settings, tenant: str, sandbox_id: str) -> dict:
-    row = await ProjectionQueries(settings.projection_schema).sandbox(conn, tenant, sandbox_id)
-    if row is None:
-        raise ApiError(404, f"sandbox {sandbox_id} not found")
-    return row
-
-
-async def _append(request: Request, envelopes: list[Envelope]) -> None:
-    await run_in_threadpool(request.app.state.producer.append_many, envelopes)
-
-
-async def _until(sub: Subscriber, match: Callable[[Envelope], bool], timeout: float) -> Envelope:
-    async with asyncio.timeout(timeout):
-        while True:
-            item = await sub.next()
-            if item is None:
-                raise ApiError(503, "fell behind the live stream; retry")
-            if match(item.envelope):
-                return item.envelope
-
-
-def _command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-                    sandbox_id=sandbox_id, payload=payload)  # fmt: skip
-
-
 @router.post("", status_code=201, response_model=SandboxPublic, operation_id="createSandbox", responses=ERRORS)
 async def create_sandbox(
     body: SandboxCreate,
@@ -86,15 +72,25 @@ async def create_sandbox(
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
-    live: Live,
+    commands: Commands,
+    idempotency: IdempotencyKey,
     wait: Annotated[bool, Query(description="Answer once the sandbox is ready (or failed).")] = True,
-) -> SandboxPublic:
+) -> Response:
     profile = check_spec(body, request)
     if body.restore_snapshot:
-        await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
-    sandbox_id = new_sandbox_id()
-    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
-    return await _create(request, live, settings, tenant, body, wait, sandbox_id)
+        await require_snapshot(conn, settings, tenant, body.restore_snapshot)
+
+    async def create(ids: dict, claim: Claim | None) -> tuple[int, SandboxPublic]:
+        sandbox_id = ids["sandbox_id"]
+        if not resumed(claim):
+            await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb,
+                                  request.app.state.reservations)  # fmt: skip
+        image = body.image or settings.sandbox_image
+        wait_s = CREATE_WAIT_S if wait else None
+        (created,) = await commands.create_sandboxes(tenant, body, image, [sandbox_id], wait_s, claim)
+        return 201, created
+
+    return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, create)
 
 
 def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
@@ -113,80 +109,25 @@ def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
     return profile
 
 
-async def _owned_snapshot(conn, settings, tenant: str, snapshot_id: str) -> dict:
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, snapshot_id)
-    if row is None:
-        raise ApiError(404, f"snapshot {snapshot_id} not found")
-    return row
-
-
-def new_sandbox_id() -> str:
-    return f"sb-{new_id().replace('-', '')}"
-
-
-async def _create(
-    request, live: LiveTail, settings, tenant: str, body: SandboxCreate, wait: bool, sandbox_id: str
-) -> SandboxPublic:
-    image = body.image or settings.sandbox_image
-    details = {"idle_timeout_s": str(body.idle_timeout_s), "ttl_s": str(body.ttl_s)}
-    details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
-    if body.restore_snapshot:
-        details["restore_snapshot"] = body.restore_snapshot
-    if body.egress_allow:
-        details["egress_allow"] = "\n".join(body.egress_allow)
-    requested = Envelope(
-        type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-        sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
-                                        "details": details},
-    )  # fmt: skip
-    create = _command(tenant, sandbox_id, "sandbox.create", {
-        "image": image, "profile": {k: str(v) for k, v in body.profile.items()}, "cpus": None,
-        "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
-        "egress_allow": body.egress_allow, "restore_snapshot": body.restore_snapshot,
-    })  # fmt: skip
-    sub = live.subscribe(sandbox_id, tenant) if wait else None
-    try:
-        await _append(request, [requested, create])
-        state, reason, provider = "requested", None, None
-        if sub:
-            try:
-                done = await _until(sub, lambda e: e.type in ("sandbox.ready", "sandbox.failed"), timeout=60)
-                state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
-            except TimeoutError:  # still provisioning: the caller follows the stream or polls GET
-                state = "provisioning"
-    finally:
-        if sub:
-            live.unsubscribe(sub)
-    at = iso(from_micros(requested.occurred_at))
-    return SandboxPublic(id=sandbox_id, state=state, image=image, provider=provider, reason=reason,
-                         created_at=at, updated_at=at)  # fmt: skip
-
-
 @router.post("/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotPublic,
              operation_id="snapshotSandbox", responses=ERRORS)  # fmt: skip
 async def snapshot(
-    sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings, live: Live
-) -> SnapshotPublic:
+    sandbox: OwnedSandbox, tenant: CurrentTenant, conn: Conn, settings: AppSettings, commands: Commands,
+    idempotency: IdempotencyKey,
+) -> Response:  # fmt: skip
     """Snapshot /workspace (gzip'd tar, sha256) into the artifact store."""
-    await _live_sandbox(conn, settings, tenant, sandbox_id)
-    await admit_artifact_bytes(conn, settings, tenant, 1)  # a tenant at its quota takes no more snapshots
-    snapshot_id = new_id()
-    command = _command(tenant, sandbox_id, "sandbox.snapshot", {"snapshot_id": snapshot_id, "name": None})
-    sub = live.subscribe(sandbox_id, tenant)
-    try:
-        await _append(request, [command])
-        outcome = ("snapshot.created", "snapshot.failed")
-        match = lambda e: e.type in outcome and e.payload["snapshot_id"] == snapshot_id  # noqa: E731
-        try:
-            done = await _until(sub, match, timeout=300)
-        except TimeoutError:
-            raise ApiError(504, "the snapshot did not complete in time", code="timeout") from None
-    finally:
-        live.unsubscribe(sub)
-    if done.type == "snapshot.failed":
-        raise ApiError(SANDBOX_ERRORS.get(done.payload["error"].partition(":")[0], 422), done.payload["error"])
-    ref = done.payload["artifact"]
-    return SnapshotPublic(id=snapshot_id, sandbox_id=sandbox_id, size=ref["size"], sha256=ref["sha256"])
+    sandbox_id = sandbox["sandbox_id"]
+
+    async def take(ids: dict, claim: Claim | None) -> tuple[int, SnapshotPublic]:
+        if not resumed(claim):
+            ensure_open(sandbox)
+            await admit_artifact_bytes(conn, settings, tenant, 1)  # a tenant at its quota takes no more snapshots
+        snapshot_id = ids["snapshot_id"]
+        record = command(tenant, sandbox_id, "sandbox.snapshot", {"snapshot_id": snapshot_id, "name": None})
+        ref = (await commands.snapshot(record, claim)).payload["artifact"]
+        return 201, SnapshotPublic(id=snapshot_id, sandbox_id=sandbox_id, size=ref["size"], sha256=ref["sha256"])
+
+    return await idempotency.run({}, {"snapshot_id": new_id()}, take)
 
 
 @router.get("", response_model=SandboxesPublic, operation_id="listSandboxes", responses=ERRORS)
@@ -203,168 +144,139 @@ async def list_sandboxes(
 
 
 @router.get("/{sandbox_id}", response_model=SandboxPublic, operation_id="getSandbox", responses=ERRORS)
-async def get_sandbox(sandbox_id: SandboxId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> SandboxPublic:
-    return _public(await _owned(conn, settings, tenant, sandbox_id))
+async def get_sandbox(sandbox: OwnedSandbox) -> SandboxPublic:
+    return _public(sandbox)
 
 
-async def _control(request, conn, settings, tenant, sandbox_id, type_: str, reason: str | None) -> Response:
-    row = await _owned(conn, settings, tenant, sandbox_id)
-    if row["state"] in ENDED:
-        raise ApiError(409, f"sandbox {sandbox_id} is {row['state']}")
-    await _append(request, [_command(tenant, sandbox_id, type_, {"reason": reason})])
-    return Response(status_code=202)
+async def _control(
+    sandbox: dict, tenant: str, commands, idempotency, type_: str, reason: str | None, payload: dict | None = None
+) -> Response:
+    """Append a control command (no answer awaited): 202, or 409 once the sandbox has ended."""
+
+    async def send(ids: dict, claim: Claim | None) -> tuple[int, None]:
+        if not resumed(claim):
+            if sandbox["state"] in SANDBOX_ENDED:
+                raise ApiError(409, f"sandbox {sandbox['sandbox_id']} is {sandbox['state']}")
+            record = command(tenant, sandbox["sandbox_id"], type_, payload or {"reason": reason})
+            await commands.append([record], claim)
+        return 202, None
+
+    return await idempotency.run({}, {}, send)
 
 
 @router.post("/{sandbox_id}/heartbeat", status_code=202, operation_id="heartbeatSandbox", responses=ERRORS)
-async def heartbeat(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
+async def heartbeat(sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey):
     """Extend the idle deadline."""
-    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.heartbeat", None)
+    return await _control(sandbox, tenant, commands, idempotency, "sandbox.heartbeat", None)
 
 
 @router.post("/{sandbox_id}/stop", status_code=202, operation_id="stopSandbox", responses=ERRORS)
-async def stop(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
-    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.stop", "stop")
+async def stop(sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey):
+    return await _control(sandbox, tenant, commands, idempotency, "sandbox.stop", "stop")
 
 
 @router.delete("/{sandbox_id}", status_code=202, operation_id="deleteSandbox", responses=ERRORS)
-async def delete(sandbox_id: SandboxId, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
-    return await _control(request, conn, settings, tenant, sandbox_id, "sandbox.delete", "delete")
-
-
-async def _live_sandbox(conn, settings, tenant, sandbox_id) -> None:
-    row = await _owned(conn, settings, tenant, sandbox_id)
-    if row["state"] in ENDED or row["state"] == "stopping":
-        raise ApiError(409, f"sandbox {sandbox_id} is {row['state']}")
+async def delete(sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey):
+    return await _control(sandbox, tenant, commands, idempotency, "sandbox.delete", "delete")
 
 
 @router.post(
     "/{sandbox_id}/exec", response_model=ExecResult | ExecAccepted, operation_id="execInSandbox", responses=ERRORS
 )
 async def exec_command(
-    sandbox_id: SandboxId,
+    sandbox: OwnedSandbox,
     body: ExecRequest,
     request: Request,
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
-    live: Live,
-) -> ExecResult | ExecAccepted:
+    commands: Commands,
+    idempotency: IdempotencyKey,
+) -> Response:
     """Run a command. Sync answers with the whole result; async answers with a command id whose
     output follows on the sandbox's stream (`/v1/streams/{sandbox_id}/events/sse`)."""
-    await _live_sandbox(conn, settings, tenant, sandbox_id)
+    sandbox_id = sandbox["sandbox_id"]
     argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
     if not argv and not shell:
         raise ApiError(422, "command must not be empty")
-    command_id = new_id()
-    await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
-    command = _command(tenant, sandbox_id, "sandbox.exec", {
-        "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
-        "timeout_s": body.timeout_sec, "async_": body.run_async,
-    })  # fmt: skip
-    if body.run_async:
-        await _append(request, [command])
-        return ExecAccepted(command_id=command_id, stream_id=sandbox_id)
-    return await _run_sync(request, live, tenant, sandbox_id, command, body.timeout_sec)
+    wait_s = body.timeout_sec + EXEC_ANSWER_MARGIN_S
+
+    async def run(ids: dict, claim: Claim | None) -> tuple[int, ExecResult | ExecAccepted]:
+        command_id = ids["command_id"]
+        record = command(tenant, sandbox_id, "sandbox.exec", {
+            "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
+            "timeout_s": body.timeout_sec, "async_": body.run_async,
+        })  # fmt: skip
+        if not resumed(claim):
+            ensure_open(sandbox)
+            await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
+        if not body.run_async:
+            return 200, await commands.exec(record, wait_s, claim)
+        if not resumed(claim):
+            await commands.append([record], claim)
+        return 200, ExecAccepted(command_id=command_id, stream_id=sandbox_id)
+
+    return await idempotency.run({"body": body}, {"command_id": new_id()}, run)
 
 
-async def _run_sync(request, live: LiveTail, tenant, sandbox_id, command: Envelope, timeout: float) -> ExecResult:
-    command_id = command.payload["command_id"]
-    sub = live.subscribe(sandbox_id, tenant)
-    chunks: list[tuple[str, bytes]] = []
-
-    artifact: list[str] = []
-
-    def collect(e: Envelope) -> bool:
-        if e.payload.get("command_id") != command_id:
-            return False
-        if e.type == "exec.output":
-            chunks.append((e.payload["stream"], e.payload["data"]))
-            if e.payload["artifact"]:
-                artifact.append(e.payload["artifact"]["artifact_id"])
-        return e.type == "exec.finished"
-
-    try:
-        await _append(request, [command])
-        try:
-            done = (await _until(sub, collect, timeout=timeout + 30)).payload
-        except TimeoutError:
-            raise ApiError(504, f"command {command_id} did not finish in time; follow it on the stream") from None
-    finally:
-        live.unsubscribe(sub)
-
-    def text(streams: tuple[str, ...]) -> str:
-        return b"".join(d for s, d in chunks if s in streams).decode(errors="replace")
-
-    return ExecResult(
-        command_id=command_id, exit_code=done["exit_code"], stdout=text(("stdout",)), stderr=text(("stderr",)),
-        output=text(("stdout", "stderr")), duration_ms=done["duration_ms"], timed_out=done["timed_out"],
-        cancelled=done["cancelled"], truncated=done["truncated"], error=done["error"],
-        output_artifact=artifact[0] if artifact else None,
-    )  # fmt: skip
-
-
-SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413, "quota_exceeded": 429}
 FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
-async def _file_op(request, live, tenant, sandbox_id, command: Envelope, answer: str, facts=()) -> Envelope:
-    """Append ``facts`` (records of what the API itself did) and the command; await the answer."""
-    rid = command.payload["request_id"]
-    sub = live.subscribe(sandbox_id, tenant)
-    try:
-        await _append(request, [*facts, command])
-        done = await _until(sub, lambda e: e.type == answer and e.payload.get("request_id") == rid, timeout=60)
-    except TimeoutError:
-        raise ApiError(504, f"the sandbox did not answer {command.type} in time", code="timeout") from None
-    finally:
-        live.unsubscribe(sub)
-    error = done.payload.get("error")
-    if error:
-        raise ApiError(SANDBOX_ERRORS.get(error.partition(":")[0], 422), error)
-    return done
-
-
-async def _body_within(request: Request, limit: int) -> BinaryIO:
-    """The request body in a spool (on disk past 1 MiB), refused with 413 as soon as it is known to
-    pass ``limit``: from its Content-Length before a byte is read, else while it streams in."""
+async def _body_within(request: Request, limit: int) -> tuple[BinaryIO, str]:
+    """The request body in a spool (on disk past 1 MiB) and its sha256, refused with 413 as soon as
+    it is known to pass ``limit``: from its Content-Length before a byte is read, else while it
+    streams in."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"files over {limit} bytes are refused (this one declares {declared})")
-    body = spool()
+    body, digest = spool(), hashlib.sha256()
     try:
         async for chunk in request.stream():
             if body.tell() + len(chunk) > limit:
                 raise ApiError(413, f"files over {limit} bytes are refused")
             body.write(chunk)  # page cache past 1 MiB: no wait worth a thread
+            digest.update(chunk)
     except BaseException:
         body.close()
         raise
-    return body
+    return body, digest.hexdigest()
 
 
 @router.put("/{sandbox_id}/files/{path:path}", response_model=FileResult, operation_id="uploadFile", responses=ERRORS)
 async def upload(
-    sandbox_id: SandboxId, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
-    live: Live,
-) -> FileResult:  # fmt: skip
+    sandbox: OwnedSandbox, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
+    commands: Commands, idempotency: IdempotencyKey,
+) -> Response:  # fmt: skip
     """Write the request body to `path` (relative paths are under /workspace)."""
-    await _live_sandbox(conn, settings, tenant, sandbox_id)
-    with await _body_within(request, settings.max_file_bytes) as body:
-        size = body.tell()
-        artifact = inline = None
-        if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
-            await admit_artifact_bytes(conn, settings, tenant, size)
-            store = request.app.state.artifacts
-            artifact = await run_in_threadpool(store.put_file, tenant, body, "application/octet-stream", path)
-        else:
-            body.seek(0)
-            inline = body.read()
-    payload = {"request_id": new_id(), "path": path, "content": inline, "artifact": artifact, "mode": 0o644}
-    command = _command(tenant, sandbox_id, "sandbox.file.write", payload)
-    # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
-    stored = [_command(tenant, sandbox_id, "artifact.stored", {"artifact": artifact, "command_id": None})]
-    done = await _file_op(request, live, tenant, sandbox_id, command, "file.written", stored if artifact else ())
-    return FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
+    sandbox_id = sandbox["sandbox_id"]
+    ensure_open(sandbox)  # before reading a byte of the body
+    body, sha256 = await _body_within(request, settings.max_file_bytes)
+
+    async def write(ids: dict, claim: Claim | None) -> tuple[int, FileResult]:
+        payload = {"request_id": ids["request_id"], "path": path, "content": None, "artifact": None, "mode": 0o644}
+        stored = []
+        if not resumed(claim):
+            size = body.seek(0, 2)
+            if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
+                await admit_artifact_bytes(conn, settings, tenant, size)
+                store = request.app.state.artifacts
+                body.seek(0)
+                payload["artifact"] = await run_in_threadpool(store.put_file, tenant, body, BINARY, path)
+                # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
+                stored = [command(tenant, sandbox_id, "artifact.stored", {"artifact": payload["artifact"],
+                                                                          "command_id": None})]  # fmt: skip
+            else:
+                body.seek(0)
+                payload["content"] = body.read()
+        record = command(tenant, sandbox_id, "sandbox.file.write", payload)
+        done = await commands.file_op(record, "file.written", stored, claim)
+        return 200, FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
+
+    with body:
+        return await idempotency.run({"sha256": sha256}, {"request_id": new_id()}, write)
+
+
+BINARY = "application/octet-stream"
 
 
 @router.get(
@@ -373,43 +285,39 @@ async def upload(
     responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
 )
 async def download(
-    sandbox_id: SandboxId, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
-    live: Live, export: Annotated[bool, Query(description="Store the file as an artifact and answer its id.")] = False,
+    sandbox: OpenSandbox, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
+    commands: Commands,
+    export: Annotated[bool, Query(description="Store the file as an artifact and answer its id.")] = False,
 ) -> Response:  # fmt: skip
-    await _live_sandbox(conn, settings, tenant, sandbox_id)
-    command = _command(tenant, sandbox_id, "sandbox.file.read", {"request_id": new_id(), "path": path})
-    done = await _file_op(request, live, tenant, sandbox_id, command, "file.read")
+    sandbox_id = sandbox["sandbox_id"]
+    record = command(tenant, sandbox_id, "sandbox.file.read", {"request_id": new_id(), "path": path})
+    done = await commands.file_op(record, "file.read")
     ref = done.payload["artifact"]
     store = request.app.state.artifacts
     if export:
         if ref is None:
             await admit_artifact_bytes(conn, settings, tenant, done.payload["size"])
-            ref = await run_in_threadpool(
-                store.put, tenant, done.payload["content"] or b"", "application/octet-stream", path
+            ref = await run_in_threadpool(store.put, tenant, done.payload["content"] or b"", BINARY, path)
+            await commands.append(
+                [command(tenant, sandbox_id, "artifact.stored", {"artifact": ref, "command_id": None})]
             )
-            stored = _command(tenant, sandbox_id, "artifact.stored", {"artifact": ref, "command_id": None})
-            await _append(request, [stored])
         return JSONResponse({"artifact_id": ref["artifact_id"], "size": ref["size"], "sha256": ref["sha256"]})
     if ref is not None:  # a plain download: the copy the processor stored is deleted once it is sent
-        response = await artifact_response(store, ref, "application/octet-stream")
+        response = await artifact_response(store, ref, BINARY)
         deleted = Envelope(type="artifact.deleted", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
                            payload={"artifact_id": ref["artifact_id"], "reason": "transient"})  # fmt: skip
-        response.background = BackgroundTask(request.app.state.producer.append_many, [deleted])
+        response.background = BackgroundTask(commands.append, [deleted])
         return response
     data = done.payload["content"] or b""
-    return Response(data, media_type="application/octet-stream", headers={"X-Sha256": done.payload["sha256"]})
+    return Response(data, media_type=BINARY, headers={"X-Sha256": done.payload["sha256"]})
 
 
 @router.post("/{sandbox_id}/exec/{command_id}/cancel", status_code=202, operation_id="cancelExec", responses=ERRORS)
 async def cancel_exec(
-    sandbox_id: SandboxId,
-    command_id: CommandId,
-    request: Request,
-    tenant: CurrentTenant,
-    conn: Conn,
-    settings: AppSettings,
-) -> Response:
+    sandbox: OwnedSandbox, command_id: CommandId, tenant: CurrentTenant, commands: Commands,
+    idempotency: IdempotencyKey,
+) -> Response:  # fmt: skip
     """Kill a running command's whole process tree; its exec.finished says cancelled."""
-    await _live_sandbox(conn, settings, tenant, sandbox_id)
-    await _append(request, [_command(tenant, sandbox_id, "sandbox.exec.cancel", {"command_id": command_id})])
-    return Response(status_code=202)
+    ensure_open(sandbox)
+    return await _control(sandbox, tenant, commands, idempotency, "sandbox.exec.cancel", None,
+                          {"command_id": command_id})  # fmt: skip

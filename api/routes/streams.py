@@ -16,10 +16,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.live import Subscriber
-from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic, iso
+from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic
 from astraforge.api.params import After, StreamId
 from astraforge.audit import stream_range
 from astraforge.config import Settings
+from astraforge.ids import iso
 from astraforge.kafka import Positioned, partition_for
 from astraforge.projections.queries import ProjectionQueries
 

@@ -56,3 +56,14 @@ def test_unreachable_kafka_is_a_clear_error_within_seconds() -> None:
     with pytest.raises(KafkaUnavailable):
         ensure_topics(dead)
     assert time.monotonic() - started < 15
+
+
+def test_append_many_waits_only_for_its_own_records(settings) -> None:
+    """Another caller's backlog (here: a record for a topic that does not exist, which librdkafka
+    holds for a minute) must neither fail nor hold an append whose own records were acknowledged:
+    a global ``flush()`` waited for the whole queue and raised ``DeliveryFailed`` at its timeout."""
+    quick = settings.model_copy(update={"kafka_timeout_s": 1.0})
+    producer = EventProducer(quick, **{"message.timeout.ms": 60_000})
+    producer.send_raw(f"{settings.topic_prefix}.no-such-topic", b"k", b"backlog")
+    appended = producer.append_many([chat("own-records", "acme", "mine")])
+    assert appended[0].topic == settings.events_topic and appended[0].offset >= 0

@@ -80,8 +80,8 @@ def test_a_client_following_live_sees_new_events_and_pings(settings, api_url, pr
 
 def test_records_not_yet_projected_are_served_from_kafka(fresh_settings) -> None:
     """With no projector running at all, SSE still delivers every record (gap fill from Kafka, then live)."""
-    from astraforge.api.auth import create_key
     from astraforge.db import connect
+    from astraforge.keys import create_key
     from astraforge.projections.postgres import create_schema
     from tests.support import running_api
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from astraforge.api.auth import create_key
+from astraforge.keys import create_key
 from tests.integration.test_sandbox_api import create, post
 from tests.security.test_egress_attacks import AUTH, egress_events, probe, raw, stop, wait_events
 from tests.support import auth, running_api

@@ -24,7 +24,7 @@ def strict_api(settings, projector, sandbox_processor):
 
 @pytest.fixture(scope="module")
 def sandbox(api_url, sandbox_processor, settings):
-    from astraforge.api.auth import create_key
+    from astraforge.keys import create_key
 
     key = create_key(settings, "bad-input")
     sid = create(api_url, key)["id"]
@@ -94,7 +94,7 @@ def test_a_missing_control_socket_answers_503_quickly(api_url, sandbox_processor
 
 
 def test_quotas_answer_429_with_the_limit(strict_api, sandbox_processor, settings) -> None:
-    from astraforge.api.auth import create_key
+    from astraforge.keys import create_key
 
     key = create_key(settings, "quota-tenant")
     first = create(strict_api, key, profile=SMALL | {"memory_mb": 300})["id"]

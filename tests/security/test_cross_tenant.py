@@ -31,7 +31,7 @@ ROUTES = {
 
 @pytest.fixture(scope="module")
 def victim(api_url, sandbox_processor, settings):
-    from astraforge.api.auth import create_key
+    from astraforge.keys import create_key
 
     key = create_key(settings, "victim")
     sid = create(api_url, key)["id"]

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from psycopg import sql
 
-from astraforge.api.auth import create_key
 from astraforge.artifacts import make_artifact_store
 from astraforge.db import connect
 from astraforge.errors import NotFound
+from astraforge.keys import create_key
 from astraforge.processors.artifact_sweep import GRACE, sweep
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, get_artifact, running_api, wait_until

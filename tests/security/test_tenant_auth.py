@@ -14,7 +14,7 @@ import uuid
 import httpx
 from httpx_sse import connect_sse
 
-from astraforge.api.auth import create_key, revoke_key
+from astraforge.keys import create_key, revoke_key
 from astraforge.schemas import Envelope
 from tests.support import auth, chat, cli_env, get, running_api, wait_until
 
