@@ -238,7 +238,7 @@ async def _heard(sub: Subscriber, answer: Answer) -> list[Envelope]:
     """The records on ``sub``'s live tail that answer, up to the final one."""
     found: list[Envelope] = []
     while True:
-        item = await sub.queue.get()
+        item = await sub.next()
         if item is None:
             raise ApiError(503, "fell behind the live stream; retry")
         if answer.matches(item.envelope):

@@ -14,7 +14,7 @@ from astraforge.api.auth import KeyVerifier
 from astraforge.api.commands import CommandService
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
-from astraforge.api.quotas import Reservations
+from astraforge.api.quotas import Reservations, UploadSlots
 from astraforge.api.routes import artifacts, health, sandboxes, streams
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
     app.state.reservations = Reservations()  # quota admissions not yet projected
+    app.state.uploads = UploadSlots()  # uploads in flight per tenant (each spools to disk)
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
     app.include_router(health.router)

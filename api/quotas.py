@@ -12,8 +12,10 @@ snapshots may overshoot by the snapshots in flight; ``max_snapshot_bytes`` bound
 """
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from astraforge.api.errors import ApiError
@@ -53,6 +55,25 @@ class Reservations:
     def hold(self, tenant: str, ids: list[str], kind: str, memory_mb: int = 0) -> None:
         until = time.monotonic() + HOLD_S
         self.held[tenant].update(dict.fromkeys(ids, _Held(kind, memory_mb, until)))
+
+
+class UploadSlots:
+    """Uploads each tenant has in flight in this API process. A body is spooled to the API host's
+    disk (up to ``max_file_bytes``) before any quota can weigh it, so the number at once is what
+    bounds one tenant's share of that disk."""
+
+    def __init__(self) -> None:
+        self.used: defaultdict[str, int] = defaultdict(int)
+
+    @contextlib.contextmanager
+    def take(self, tenant: str, limit: int) -> Iterator[None]:
+        if self.used[tenant] >= limit:
+            raise _refuse("concurrent_uploads", limit, self.used[tenant])
+        self.used[tenant] += 1
+        try:
+            yield
+        finally:
+            self.used[tenant] -= 1
 
 
 def _refuse(what: str, limit: int, used: int, asking: int = 1) -> ApiError:

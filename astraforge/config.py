@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     """Live (not ended) sandboxes one tenant may hold; past it a create answers 429."""
     quota_memory_mb: int = Field(default=32_768, ge=64)
     """Sum of the memory one tenant's live sandboxes may hold: each its memory_mb plus its tmpfs caps."""
+    quota_concurrent_uploads: int = Field(default=4, ge=1)
+    """Uploads one tenant may have in flight per API process (each spools up to max_file_bytes)."""
     quota_concurrent_execs: int = Field(default=32, ge=1)
     """Commands one tenant may have running at once (async ones included)."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -250,30 +250,31 @@ async def upload(
     """Write the request body to `path` (relative paths are under /workspace)."""
     sandbox_id = sandbox["sandbox_id"]
     ensure_open(sandbox)  # before reading a byte of the body
-    body, sha256 = await _body_within(request, settings.max_file_bytes)
+    with request.app.state.uploads.take(tenant, settings.quota_concurrent_uploads):
+        body, sha256 = await _body_within(request, settings.max_file_bytes)
 
-    async def write(ids: dict, claim: Claim | None) -> tuple[int, FileResult]:
-        payload = {"request_id": ids["request_id"], "path": path, "content": None, "artifact": None, "mode": 0o644}
-        stored = []
-        if not resumed(claim):
-            size = body.seek(0, 2)
-            if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
-                await admit_artifact_bytes(conn, settings, tenant, size)
-                store = request.app.state.artifacts
-                body.seek(0)
-                payload["artifact"] = await run_in_threadpool(store.put_file, tenant, body, BINARY, path)
-                # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
-                stored = [command(tenant, sandbox_id, "artifact.stored", {"artifact": payload["artifact"],
-                                                                          "command_id": None})]  # fmt: skip
-            else:
-                body.seek(0)
-                payload["content"] = body.read()
-        record = command(tenant, sandbox_id, "sandbox.file.write", payload)
-        done = await commands.file_op(record, "file.written", stored, claim)
-        return 200, FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
+        async def write(ids: dict, claim: Claim | None) -> tuple[int, FileResult]:
+            payload = {"request_id": ids["request_id"], "path": path, "content": None, "artifact": None, "mode": 0o644}
+            stored = []
+            if not resumed(claim):
+                size = body.seek(0, 2)
+                if size > MAX_INLINE_BYTES:  # too big for a record: the bytes go through the artifact store
+                    await admit_artifact_bytes(conn, settings, tenant, size)
+                    store = request.app.state.artifacts
+                    body.seek(0)
+                    payload["artifact"] = await run_in_threadpool(store.put_file, tenant, body, BINARY, path)
+                    # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
+                    stored = [command(tenant, sandbox_id, "artifact.stored", {"artifact": payload["artifact"],
+                                                                              "command_id": None})]  # fmt: skip
+                else:
+                    body.seek(0)
+                    payload["content"] = body.read()
+            record = command(tenant, sandbox_id, "sandbox.file.write", payload)
+            done = await commands.file_op(record, "file.written", stored, claim)
+            return 200, FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
 
-    with body:
-        return await idempotency.run({"sha256": sha256}, {"request_id": new_id()}, write)
+        with body:
+            return await idempotency.run({"sha256": sha256}, {"request_id": new_id()}, write)
 
 
 BINARY = "application/octet-stream"

@@ -232,3 +232,40 @@ def test_a_restore_refuses_a_snapshot_that_unpacks_past_the_workspace(api_url, s
     assert "No space left" not in restored["reason"], "refused in the sandbox, after the host unpacked it all"
     assert "workspace" in restored["reason"], restored["reason"]
     post(f"{api_url}/v1/sandboxes/{source}/stop", key)
+
+
+# -- the API host's disk -----------------------------------------------------------------------
+def test_a_tenant_cannot_spool_unbounded_uploads_at_once(
+    settings, projector, sandbox_processor, tenant, other_tenant
+) -> None:
+    """Each upload spools its body (up to max_file_bytes) to the API host's disk before any quota
+    can weigh it, and nothing bounded how many one tenant had in flight: slow bodies sent at once
+    held as many spools. Past ``quota_concurrent_uploads`` a tenant's next one is a 429; another
+    tenant's upload is unaffected."""
+    _, key = tenant
+    _, other = other_tenant
+    release = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"x" * 1024
+        release.wait(60)
+        yield b"y"
+
+    with running_api(settings.model_copy(update={"quota_concurrent_uploads": 2})) as url:
+        sid, other_sid = create(url, key)["id"], create(url, other)["id"]
+
+        def upload(name: str, who: str = key, sandbox: str = sid, body=b"z") -> int:
+            r = httpx.put(f"{url}/v1/sandboxes/{sandbox}/files/{name}", headers=auth(who), content=body, timeout=90)
+            return r.status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(upload, f"slow{n}", body=slow_body()) for n in range(2)]
+            try:
+                wait_until(lambda: upload("third") == 429, timeout=30, what="a third upload refused")
+                assert upload("theirs", other, other_sid) == 200, "another tenant's upload is not held up"
+            finally:
+                release.set()
+            assert [f.result() for f in slow] == [200, 200]
+        assert upload("after") == 200, "the slots are given back"
+        for who, sandbox in ((key, sid), (other, other_sid)):
+            post(f"{url}/v1/sandboxes/{sandbox}/stop", who)
