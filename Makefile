@@ -40,6 +40,7 @@ format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 bench: install up
+	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sse_latency.py
 	$(BIN)/python bench/sandbox.py
