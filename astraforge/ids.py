@@ -1,14 +1,30 @@
 """Identifiers and timestamps: UUIDv7 for events (time-ordered, so indexes stay append-mostly)."""
 
+import os
 import time
 from datetime import UTC, datetime
 
-import uuid6
+_last_ms = 0
+_LOW62 = (1 << 62) - 1
 
 
 def new_id() -> str:
-    """A new UUIDv7 as its canonical string."""
-    return str(uuid6.uuid7())
+    """A new UUIDv7 as its canonical string.
+
+    The layout of ``uuid6.uuid7()``: 48 bits of Unix milliseconds, kept increasing within the
+    process (a second id in the same millisecond takes the next one), version 7, the RFC variant
+    and 74 random bits; built straight as text (a UUID object per event cost ~8 µs of the producer's
+    CPU). Not ordered across processes beyond the clock.
+    """
+    global _last_ms
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms = _last_ms + 1
+    _last_ms = ms
+    rand = int.from_bytes(os.urandom(10))  # 80 random bits (as secrets.randbits would draw), 74 used
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62
+    h = value.to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_micros() -> int:
