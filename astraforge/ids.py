@@ -2,9 +2,10 @@
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _last_ms = 0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOW62 = (1 << 62) - 1
 
 
@@ -33,8 +34,12 @@ def now_micros() -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    """Exact (no float rounding) UTC datetime for an ``occurred_at`` value."""
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    """Exact (no float rounding) UTC datetime for an ``occurred_at`` value; ``ValueError`` outside
+    years 1-9999."""
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"{micros} µs since the epoch is outside years 1-9999") from None
 
 
 # Every id the platform accepts from outside (path, query or body) matches this one pattern: ASCII

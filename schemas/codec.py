@@ -49,9 +49,9 @@ class Envelope:
 
     def payload_json_text(self) -> str:
         """``payload_json()`` serialised; the fast path lets the C encoder walk the payload."""
-        text = json.dumps(self.payload, separators=(",", ":"), default=_bytes_to_json)
+        text = _PAYLOAD_JSON.encode(self.payload)
         if "\\u0000" in text:  # NUL somewhere in text: take the slow path that base64s it
-            text = json.dumps(to_json(self.payload), separators=(",", ":"))
+            text = _PAYLOAD_JSON.encode(to_json(self.payload))
         return text
 
 
@@ -62,6 +62,10 @@ def _bytes_to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return to_json(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# one encoder for every payload: json.dumps with a ``default`` builds a new one per call
+_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), default=_bytes_to_json)
 
 
 def to_json(value: Any) -> Any:
