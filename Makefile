@@ -43,6 +43,7 @@ bench: install up
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sse_latency.py
+	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sandbox.py
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".

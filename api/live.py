@@ -58,6 +58,20 @@ class Subscriber:
         self.queued_bytes -= size
         return item
 
+    def drain(self, limit: int) -> list[Positioned | None]:
+        """Up to ``limit`` records already waiting, without waiting (a burst is sent as one chunk);
+        a ``None`` among them ends them, as from ``next``."""
+        items: list[Positioned | None] = []
+        while len(items) < limit and not self.queue.empty():
+            entry = self.queue.get_nowait()
+            if entry is None:
+                items.append(None)
+                break
+            item, size = entry
+            self.queued_bytes -= size
+            items.append(item)
+        return items
+
 
 class LiveTail:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:

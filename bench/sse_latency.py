@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,20 +42,28 @@ def latency_ms(text: str) -> float:
     return (time.time_ns() - int(text)) / 1e6
 
 
+@dataclass(frozen=True)
+class Services:
+    url: str
+    api_pid: int
+    projector_pid: int
+
+
 @contextmanager
-def services(settings) -> Iterator[str]:
+def services(settings) -> Iterator[Services]:
     """The API and the projector as separate processes, as deployed (no shared GIL with the bench)."""
     port = free_port()
     env = {**os.environ, **settings.as_env()}
     cli = [sys.executable, "-m", "astraforge.cli"]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # no access log lines
     procs = [
-        subprocess.Popen([*cli, "projections", "run"], env=env, stderr=subprocess.DEVNULL),
-        subprocess.Popen([*cli, "api", "--port", str(port)], env=env, stderr=subprocess.DEVNULL),
+        subprocess.Popen([*cli, "projections", "run"], **quiet),
+        subprocess.Popen([*cli, "api", "--port", str(port)], **quiet),
     ]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _up(url), timeout=60, what="API")
-        yield url
+        yield Services(url, procs[1].pid, procs[0].pid)
     finally:
         for proc in procs:
             proc.terminate()
@@ -113,7 +122,8 @@ def main() -> None:
                         return
 
     try:
-        with services(settings) as url:
+        with services(settings) as running:
+            url = running.url
             threads = [threading.Thread(target=raw_consumer), threading.Thread(target=sse_client, args=(url,))]
             for t in threads:
                 t.start()

@@ -2,11 +2,25 @@
 
 from typing import Any, Protocol
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 
 EVENT_FIELDS = sql.SQL(
     'partition, "offset", event_id, type, stream_id, sandbox_id, occurred_at, actor, causation_id,'
     " correlation_id, payload"
+)
+
+# One SSE frame per row, as the API's live frames (api/frames.py) carry it: the EventPublic fields in
+# order, compact, occurred_at as ISO-8601 UTC with microseconds and a Z; only the payload keeps
+# jsonb's text form (a space after ':' and ','), the same JSON values.
+SSE_FRAME = sql.SQL(
+    """'id: ' || "offset" || E'\\nevent: ' || type || E'\\ndata: {"offset":' || "offset" """
+    """|| ',"partition":' || partition || ',"event_id":' || to_json(event_id) || ',"type":' || to_json(type)"""
+    """ || ',"stream_id":' || to_json(stream_id)"""
+    """ || ',"sandbox_id":' || coalesce(to_json(sandbox_id)::text, 'null') || ',"occurred_at":"'"""
+    """ || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","actor":' || to_json(actor)"""
+    """ || ',"causation_id":' || coalesce(to_json(causation_id)::text, 'null')"""
+    """ || ',"correlation_id":' || coalesce(to_json(correlation_id)::text, 'null')"""
+    """ || ',"payload":' || payload::text || E'}\\n\\n'"""
 )
 
 
@@ -55,6 +69,29 @@ class ProjectionQueries:
             (stream_id, tenant_id, after, limit),
         )
         return await cur.fetchall()
+
+    async def event_frames(
+        self, conn: AsyncConnection, tenant_id: str, stream_id: str, after: int, limit: int
+    ) -> tuple[int, int, str]:
+        """The next ``limit`` events after ``after`` as SSE frames, built by PostgreSQL:
+        (how many, the last offset, the frames' text).
+
+        Sorting is off for the page: a stream written since the last ANALYZE looks tiny to the planner,
+        which then sorts *every* later row of the stream for each page (26 ms a page at 50k rows here,
+        quadratic in the stream's length) instead of walking ``events_by_stream`` in order (0.8 ms).
+        """
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_sort = off")
+            cur = await conn.execute(
+                sql.SQL(
+                    'SELECT count(*) AS n, max("offset") AS last, coalesce(string_agg(frame, \'\' ORDER BY "offset"),'
+                    " '') AS text FROM (SELECT \"offset\", {} AS frame FROM {}.events WHERE stream_id = %s"
+                    ' AND tenant_id = %s AND "offset" > %s ORDER BY "offset" LIMIT %s) AS page'
+                ).format(SSE_FRAME, self.schema),
+                (stream_id, tenant_id, after, limit),
+            )
+            row = await cur.fetchone()
+        return row["n"], row["last"], row["text"]
 
     async def sandbox(self, conn: Executor, tenant_id: str, sandbox_id: str) -> dict | None:
         cur = await conn.execute(
