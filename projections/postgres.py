@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -36,7 +37,14 @@ EVENT_COLUMNS = (
     "partition", "offset", "stream_id", "tenant_id", "event_id", "type", "occurred_at", "actor",
     "sandbox_id", "causation_id", "correlation_id", "schema_version", "payload",
 )  # fmt: skip
+# binary COPY: PostgreSQL reads ints and timestamps without parsing text; the payload arrives
+# already serialised (``payload_json_text``), so its dumper passes it on as it is
+EVENT_TYPES = ("int4", "int8", *["text"] * 4, "timestamptz", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' types
 TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
+
+
+def _serialised(text: str) -> str:
+    return text
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -76,6 +84,7 @@ class Projector:
         self.projected = 0
         self.dead_lettered = 0
         self.conn = connect(settings)
+        set_json_dumps(_serialised, self.conn)  # payloads reach COPY as JSON text already
         with self.conn.transaction():
             create_schema(self.conn, self.schema)
         self._dlq: EventProducer | None = None
@@ -261,10 +270,11 @@ class Projector:
         schema = sql.Identifier(self.schema)
         cur = self.conn.cursor()
         if events:
-            copy_sql = sql.SQL("COPY {}.events ({}) FROM STDIN").format(
+            copy_sql = sql.SQL("COPY {}.events ({}) FROM STDIN (FORMAT BINARY)").format(
                 schema, sql.SQL(",").join(map(sql.Identifier, EVENT_COLUMNS))
             )
             with cur.copy(copy_sql) as copy:
+                copy.set_types(EVENT_TYPES)
                 for row in events:
                     copy.write_row(row)
         if streams:
