@@ -52,6 +52,7 @@ async def list_streams(
 @router.get("/{stream_id}/events", response_model=EventsPublic, operation_id="listStreamEvents", responses=ERRORS)
 async def list_events(
     stream_id: StreamId,
+    request: Request,
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
@@ -61,7 +62,8 @@ async def list_events(
     q = queries(settings)
     if await q.stream(conn, tenant, stream_id) is None:
         raise ApiError(404, f"stream {stream_id} not found")
-    rows = await q.events(conn, tenant, stream_id, after, limit)
+    async with request.app.state.pool.connection() as page_conn:  # one transaction: see ProjectionQueries.events
+        rows = await q.events(page_conn, tenant, stream_id, after, limit)
     items = [EventPublic.from_row(r) for r in rows]
     return EventsPublic(items=items, next_after=items[-1].offset if len(items) == limit else None)
 
