@@ -11,18 +11,14 @@ EVENT_FIELDS = sql.SQL(
     " correlation_id, payload"
 )
 
-# One SSE frame per row, as the API's live frames (api/frames.py) carry it: the EventPublic fields in
-# order, compact, occurred_at as ISO-8601 UTC with microseconds and a Z; only the payload keeps
-# jsonb's text form (a space after ':' and ','), the same JSON values.
-SSE_FRAME = sql.SQL(
-    """'id: ' || "offset" || E'\\nevent: ' || type || E'\\ndata: {"offset":' || "offset" """
-    """|| ',"partition":' || partition || ',"event_id":' || to_json(event_id) || ',"type":' || to_json(type)"""
-    """ || ',"stream_id":' || to_json(stream_id)"""
-    """ || ',"sandbox_id":' || coalesce(to_json(sandbox_id)::text, 'null') || ',"occurred_at":"'"""
-    """ || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","actor":' || to_json(actor)"""
-    """ || ',"causation_id":' || coalesce(to_json(causation_id)::text, 'null')"""
-    """ || ',"correlation_id":' || coalesce(to_json(correlation_id)::text, 'null')"""
-    """ || ',"payload":' || payload::text || E'}\\n\\n'"""
+# The columns of one SSE frame's JSON (row_to_json of this row), as the API's live frames
+# (api/frames.py) carry it: the EventPublic fields in order, compact, occurred_at as ISO-8601 UTC
+# with microseconds and a Z; only the payload keeps jsonb's text form (a space after ':' and ','),
+# the same JSON values.
+SSE_EVENT = sql.SQL(
+    """SELECT "offset", partition, event_id, type, stream_id, sandbox_id,"""
+    """ to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at, actor,"""
+    """ causation_id, correlation_id, payload FROM {}.events"""
 )
 
 
@@ -93,10 +89,11 @@ class ProjectionQueries:
         async with _in_offset_order(conn):
             cur = await conn.execute(
                 sql.SQL(
-                    'SELECT count(*) AS n, max("offset") AS last, coalesce(string_agg(frame, \'\' ORDER BY "offset"),'
-                    " '') AS text FROM (SELECT \"offset\", {} AS frame FROM {}.events WHERE stream_id = %s"
-                    ' AND tenant_id = %s AND "offset" > %s ORDER BY "offset" LIMIT %s) AS page'
-                ).format(SSE_FRAME, self.schema),
+                    'SELECT count(*) AS n, max(e."offset") AS last, coalesce(string_agg(\'id: \' || e."offset"'
+                    " || E'\\nevent: ' || e.type || E'\\ndata: ' || row_to_json(e)::text || E'\\n\\n', ''"
+                    " ORDER BY e.\"offset\"), '') AS text FROM ({} WHERE stream_id = %s AND tenant_id = %s"
+                    ' AND "offset" > %s ORDER BY "offset" LIMIT %s) AS e'
+                ).format(SSE_EVENT.format(self.schema)),
                 (stream_id, tenant_id, after, limit),
             )
             row = await cur.fetchone()
