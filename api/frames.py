@@ -3,7 +3,7 @@
 A pydantic model per event (validate, then ``model_dump_json``) and one ASGI send per event capped
 SSE at a few thousand events/s. A frame here carries the JSON ``EventPublic`` would (same fields in
 the same order, compact, non-ASCII as is), and the route sends many frames as one chunk. Replayed
-frames are built by PostgreSQL (``projections.queries.SSE_FRAME``) in the same shape.
+frames are built by PostgreSQL (``ProjectionQueries.event_frames``) in the same shape.
 """
 
 import json
