@@ -40,8 +40,10 @@ format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 bench: install up
+	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sse_latency.py
+	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sandbox.py
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".

@@ -58,6 +58,26 @@ class Subscriber:
         self.queued_bytes -= size
         return item
 
+    def drain(self, limit: int) -> list[Positioned | None]:
+        """Up to ``limit`` records already waiting, without waiting (a burst is sent as one chunk);
+        a ``None`` among them ends them, as from ``next``."""
+        items: list[Positioned | None] = []
+        while len(items) < limit and not self.queue.empty():
+            entry = self.queue.get_nowait()
+            if entry is None:
+                items.append(None)
+                break
+            item, size = entry
+            self.queued_bytes -= size
+            items.append(item)
+        return items
+
+    def offer_many(self, entries: list[tuple[Positioned, int]]) -> None:
+        """Runs on the event loop: a poll's records for this subscriber (with their sizes), in order,
+        for one wake-up."""
+        for item, size in entries:
+            self.offer(item, size)
+
 
 class LiveTail:
     def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
@@ -126,10 +146,7 @@ class LiveTail:
             while not self._stop.is_set():
                 if time.monotonic() - self.last_contact > CONTACT_EVERY_S:
                     self._check_contact(consumer)
-                for msg in poll_batch(consumer, 500, timeout=0.1):
-                    if msg.error():
-                        continue
-                    self._dispatch(msg)
+                self._dispatch(poll_batch(consumer, 500, timeout=0.1))
         finally:
             consumer.close()
 
@@ -142,18 +159,27 @@ class LiveTail:
             return
         self.last_contact = time.monotonic()
 
-    def _dispatch(self, msg) -> None:
-        stream_id = (msg.key() or b"").decode(errors="replace")
+    def _dispatch(self, messages: list) -> None:
+        """Positions move under the lock (so a subscribe's snapshot is exact); records are decoded
+        outside it (subscribe runs on the event loop) and each subscriber gets one call per poll."""
+        wanted = []
         with self._lock:
-            self.positions[msg.partition()] = msg.offset() + 1
-            subs = self._subs.get(stream_id)
-            if not subs:
-                return
+            for msg in messages:
+                if msg.error():
+                    continue
+                self.positions[msg.partition()] = msg.offset() + 1
+                subs = self._subs.get((msg.key() or b"").decode(errors="replace"))
+                if subs:
+                    wanted.append((msg, tuple(subs)))
+        deliveries: dict[Subscriber, list[tuple[Positioned, int]]] = {}
+        for msg, subs in wanted:  # a subscriber added since lies above these (its snapshot is later)
             try:
                 envelope = self.codec.decode(msg.value())
             except Exception:
-                return  # dead-lettered by the projector; never shown in a stream
-            item = Positioned(msg.partition(), msg.offset(), envelope)
+                continue  # dead-lettered by the projector; never shown in a stream
+            item, size = Positioned(msg.partition(), msg.offset(), envelope), len(msg.value() or b"")
             for sub in subs:
                 if envelope.tenant_id == sub.tenant_id:
-                    sub.loop.call_soon_threadsafe(sub.offer, item, len(msg.value() or b""))
+                    deliveries.setdefault(sub, []).append((item, size))
+        for sub, entries in deliveries.items():
+            sub.loop.call_soon_threadsafe(sub.offer_many, entries)

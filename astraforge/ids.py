@@ -1,14 +1,31 @@
 """Identifiers and timestamps: UUIDv7 for events (time-ordered, so indexes stay append-mostly)."""
 
+import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-import uuid6
+_last_ms = 0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOW62 = (1 << 62) - 1
 
 
 def new_id() -> str:
-    """A new UUIDv7 as its canonical string."""
-    return str(uuid6.uuid7())
+    """A new UUIDv7 as its canonical string.
+
+    The layout of ``uuid6.uuid7()``: 48 bits of Unix milliseconds, kept increasing within the
+    process (a second id in the same millisecond takes the next one), version 7, the RFC variant
+    and 74 random bits; built straight as text (a UUID object per event cost ~8 µs of the producer's
+    CPU). Not ordered across processes beyond the clock.
+    """
+    global _last_ms
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms = _last_ms + 1
+    _last_ms = ms
+    rand = int.from_bytes(os.urandom(10))  # 80 random bits (as secrets.randbits would draw), 74 used
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62
+    h = value.to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_micros() -> int:
@@ -17,8 +34,12 @@ def now_micros() -> int:
 
 
 def from_micros(micros: int) -> datetime:
-    """Exact (no float rounding) UTC datetime for an ``occurred_at`` value."""
-    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    """Exact (no float rounding) UTC datetime for an ``occurred_at`` value; ``ValueError`` outside
+    years 1-9999."""
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"{micros} µs since the epoch is outside years 1-9999") from None
 
 
 def iso(when: datetime) -> str:

@@ -1,5 +1,6 @@
 """Shared bench helpers: isolated settings (own topics + schema), percentiles, a results table."""
 
+import os
 import secrets
 import statistics
 
@@ -30,3 +31,11 @@ def pct(values: list[float], p: float) -> float:
 def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc): on a shared machine the CPU a
+    path costs says more than its wall-clock rate."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,7 +27,7 @@ from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import create_schema
 from astraforge.schemas import Envelope
-from bench.common import bench_settings, drop, pct, table
+from bench.common import bench_settings, cpu_seconds, drop, pct, table
 from tests.support import auth, free_port, wait_until
 
 STREAM = "latency"
@@ -41,20 +42,28 @@ def latency_ms(text: str) -> float:
     return (time.time_ns() - int(text)) / 1e6
 
 
+@dataclass(frozen=True)
+class Services:
+    url: str
+    api_pid: int
+    projector_pid: int
+
+
 @contextmanager
-def services(settings) -> Iterator[str]:
+def services(settings) -> Iterator[Services]:
     """The API and the projector as separate processes, as deployed (no shared GIL with the bench)."""
     port = free_port()
     env = {**os.environ, **settings.as_env()}
     cli = [sys.executable, "-m", "astraforge.cli"]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # no access log lines
     procs = [
-        subprocess.Popen([*cli, "projections", "run"], env=env, stderr=subprocess.DEVNULL),
-        subprocess.Popen([*cli, "api", "--port", str(port)], env=env, stderr=subprocess.DEVNULL),
+        subprocess.Popen([*cli, "projections", "run"], **quiet),
+        subprocess.Popen([*cli, "api", "--port", str(port)], **quiet),
     ]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _up(url), timeout=60, what="API")
-        yield url
+        yield Services(url, procs[1].pid, procs[0].pid)
     finally:
         for proc in procs:
             proc.terminate()
@@ -113,11 +122,13 @@ def main() -> None:
                         return
 
     try:
-        with services(settings) as url:
+        with services(settings) as running:
+            url = running.url
             threads = [threading.Thread(target=raw_consumer), threading.Thread(target=sse_client, args=(url,))]
             for t in threads:
                 t.start()
             ready.wait()
+            api_cpu = cpu_seconds(running.api_pid)
             interval = 1 / args.rate
             started = time.perf_counter()
             for n in range(total):
@@ -129,6 +140,7 @@ def main() -> None:
             producer.flush()
             for t in threads:
                 t.join(timeout=120)
+            api_cpu = cpu_seconds(running.api_pid) - api_cpu
         rows = [("path", "p50 ms", "p99 ms", "max ms", "events")]
         for name, values in (("raw Kafka consumer", raw_lat), ("AstraForge SSE (API live tail)", sse_lat)):
             rows.append(
@@ -139,6 +151,7 @@ def main() -> None:
         )
         print(table(rows))
         print(f"SSE / raw p99 ratio: {pct(sse_lat, 99) / pct(raw_lat, 99):.2f}")
+        print(f"API CPU per live event: {api_cpu / total * 1e6:.1f} µs (live tail, SSE frames, its idle polls)")
     finally:
         drop(settings)
 

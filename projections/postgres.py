@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -36,7 +37,14 @@ EVENT_COLUMNS = (
     "partition", "offset", "stream_id", "tenant_id", "event_id", "type", "occurred_at", "actor",
     "sandbox_id", "causation_id", "correlation_id", "schema_version", "payload",
 )  # fmt: skip
+# binary COPY: PostgreSQL reads ints and timestamps without parsing text; the payload arrives
+# already serialised (``payload_json_text``), so its dumper passes it on as it is
+EVENT_TYPES = ("int4", "int8", *["text"] * 4, "timestamptz", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' types
 TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
+
+
+def _serialised(text: str) -> str:
+    return text
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -76,6 +84,7 @@ class Projector:
         self.projected = 0
         self.dead_lettered = 0
         self.conn = connect(settings)
+        set_json_dumps(_serialised, self.conn)  # payloads reach COPY as JSON text already
         with self.conn.transaction():
             create_schema(self.conn, self.schema)
         self._dlq: EventProducer | None = None
@@ -94,6 +103,7 @@ class Projector:
         self.targets: dict[int, int] = {}
         self.parked: dict[int, tuple[int, str]] = {}  # partition -> (offset, reason)
         self._dead_sent: set[tuple[int, int]] = set()  # dead-lettered in a batch being retried
+        self._statements: dict[tuple, str] = {}  # upsert shape -> its statement
         self._assigned = False
 
     def stored_offsets(self) -> dict[int, int]:
@@ -261,10 +271,11 @@ class Projector:
         schema = sql.Identifier(self.schema)
         cur = self.conn.cursor()
         if events:
-            copy_sql = sql.SQL("COPY {}.events ({}) FROM STDIN").format(
+            copy_sql = sql.SQL("COPY {}.events ({}) FROM STDIN (FORMAT BINARY)").format(
                 schema, sql.SQL(",").join(map(sql.Identifier, EVENT_COLUMNS))
             )
             with cur.copy(copy_sql) as copy:
+                copy.set_types(EVENT_TYPES)
                 for row in events:
                     copy.write_row(row)
         if streams:
@@ -280,34 +291,10 @@ class Projector:
                     for sid, s in streams.items()
                 ],
             )  # fmt: skip
-        for up in upserts:
-            if not up.insert:
-                cur.execute(
-                    sql.SQL("UPDATE {}.{} SET {} WHERE {} = %s AND tenant_id = %s").format(
-                        schema, sql.Identifier(up.table),
-                        sql.SQL(",").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in up.update),
-                        sql.Identifier(up.key),
-                    ),
-                    [from_micros(up.row[c]) if c in TIME_COLUMNS else up.row[c] for c in up.update]
-                    + [up.row[up.key], up.row["tenant_id"]],
-                )  # fmt: skip
-                continue
-            cols = list(up.row)
-            values = [from_micros(v) if c in TIME_COLUMNS else v for c, v in up.row.items()]
-            action = (
-                sql.SQL("DO UPDATE SET {}").format(
-                    sql.SQL(",").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in up.update)
-                )
-                if up.update
-                else sql.SQL("DO NOTHING")
-            )
-            cur.execute(
-                sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-                    schema, sql.Identifier(up.table), sql.SQL(",").join(map(sql.Identifier, cols)),
-                    sql.SQL(",").join(sql.Placeholder() * len(cols)), sql.Identifier(up.key), action,
-                ),
-                values,
-            )  # fmt: skip
+        if upserts:
+            with self.conn.pipeline():  # in order, without a round trip each
+                for up in upserts:
+                    cur.execute(self._upsert_statement(up), self._upsert_params(up))
         cur.executemany(
             sql.SQL(
                 "INSERT INTO {}.consumer_offsets VALUES (%s,%s,%s) ON CONFLICT (topic, partition)"
@@ -319,6 +306,42 @@ class Projector:
             sql.SQL('DELETE FROM {}.parked WHERE topic = %s AND partition = %s AND "offset" < %s').format(schema),
             [(self.topic, p, o) for p, o in next_offsets.items()],
         )
+
+    def _upsert_statement(self, up: Upsert) -> str:
+        """The statement of an upsert's shape, composed once (psycopg's ``sql`` composition cost
+        more than the statement's round trip)."""
+        shape = (up.table, up.key, tuple(up.row), up.update, up.insert)
+        statement = self._statements.get(shape)
+        if statement is not None:
+            return statement
+        schema, table, key = sql.Identifier(self.schema), sql.Identifier(up.table), sql.Identifier(up.key)
+        if not up.insert:
+            composed = sql.SQL("UPDATE {}.{} SET {} WHERE {} = %s AND tenant_id = %s").format(
+                schema, table, sql.SQL(",").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in up.update), key
+            )
+        else:
+            action = (
+                sql.SQL("DO UPDATE SET {}").format(
+                    sql.SQL(",").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in up.update)
+                )
+                if up.update
+                else sql.SQL("DO NOTHING")
+            )
+            composed = sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+                schema, table, sql.SQL(",").join(map(sql.Identifier, up.row)),
+                sql.SQL(",").join(sql.Placeholder() * len(up.row)), key, action,
+            )  # fmt: skip
+        statement = self._statements[shape] = composed.as_string(self.conn)
+        return statement
+
+    @staticmethod
+    def _upsert_params(up: Upsert) -> list:
+        if not up.insert:
+            return [from_micros(up.row[c]) if c in TIME_COLUMNS else up.row[c] for c in up.update] + [
+                up.row[up.key],
+                up.row["tenant_id"],
+            ]
+        return [from_micros(v) if c in TIME_COLUMNS else v for c, v in up.row.items()]
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, msg: Message, reason: str) -> None:

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
+from astraforge.api import frames
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.live import Subscriber
@@ -27,6 +28,7 @@ from astraforge.projections.queries import ProjectionQueries
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 REPLAY_PAGE = 1000
+LIVE_BATCH = 1000
 
 
 def queries(settings: Settings) -> ProjectionQueries:
@@ -51,6 +53,7 @@ async def list_streams(
 @router.get("/{stream_id}/events", response_model=EventsPublic, operation_id="listStreamEvents", responses=ERRORS)
 async def list_events(
     stream_id: StreamId,
+    request: Request,
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
@@ -60,7 +63,8 @@ async def list_events(
     q = queries(settings)
     if await q.stream(conn, tenant, stream_id) is None:
         raise ApiError(404, f"stream {stream_id} not found")
-    rows = await q.events(conn, tenant, stream_id, after, limit)
+    async with request.app.state.pool.connection() as page_conn:  # one transaction: see ProjectionQueries.events
+        rows = await q.events(page_conn, tenant, stream_id, after, limit)
     items = [EventPublic.from_row(r) for r in rows]
     return EventsPublic(items=items, next_after=items[-1].offset if len(items) == limit else None)
 
@@ -105,13 +109,10 @@ async def stream_events(
     )
 
 
-def _event(e: EventPublic) -> ServerSentEvent:
-    return ServerSentEvent(data=e.model_dump_json(), id=str(e.offset), event=e.type)
-
-
 async def _sse(
     sub: Subscriber, live, pool, settings: Settings, tenant: str, stream_id: str, last: int
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
+    """SSE frames, several to a chunk: a replay page, a gap fill, or whatever the live queue holds."""
     q = queries(settings)
     try:
         # 1. replay what the projection holds. Its progress is read *first*: rows committed while
@@ -120,11 +121,11 @@ async def _sse(
             projected = await q.next_offsets(conn, settings.events_topic)
         while True:  # a page at a time, so a slow client never holds a pooled connection
             async with pool.connection() as conn:
-                rows = await q.events(conn, tenant, stream_id, last, REPLAY_PAGE)
-            for row in rows:
-                yield _event(EventPublic.from_row(row))
-                last = row["offset"]
-            if len(rows) < REPLAY_PAGE:
+                count, page_last, text = await q.event_frames(conn, tenant, stream_id, last, REPLAY_PAGE)
+            if count:
+                yield text.encode()
+                last = page_last
+            if count < REPLAY_PAGE:
                 break
         async with pool.connection() as conn:
             stream = await q.stream(conn, tenant, stream_id)
@@ -136,18 +137,29 @@ async def _sse(
                 continue
             start = max(last + 1 if stream else 0, projected.get(partition, 0))
             if start < live_from:
+                chunk = []
                 for e in await asyncio.to_thread(_from_kafka, settings, live, partition, start, live_from, stream_id):
                     if e.envelope.tenant_id == tenant and e.offset > last:
-                        yield _event(EventPublic.from_envelope(e.partition, e.offset, e.envelope))
+                        chunk.append(frames.from_record(e))
                         last = e.offset
-        # 3. live
+                if chunk:
+                    yield "".join(chunk).encode()
+        # 3. live: what the queue holds is sent together (one write for a burst)
         while True:
-            item = await sub.next()
+            items = [await sub.next()]
+            if items[0] is not None:
+                items += sub.drain(LIVE_BATCH - 1)
+            chunk = []
+            for item in items:
+                if item is None:
+                    break  # fell too far behind: the client reconnects with Last-Event-ID
+                if item.offset > last:
+                    chunk.append(frames.from_record(item))
+                    last = item.offset
+            if chunk:
+                yield "".join(chunk).encode()
             if item is None:
-                return  # fell too far behind: the client reconnects with Last-Event-ID
-            if item.offset > last:
-                yield _event(EventPublic.from_envelope(item.partition, item.offset, item.envelope))
-                last = item.offset
+                return
     finally:
         live.unsubscribe(sub)
 

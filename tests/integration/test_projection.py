@@ -13,6 +13,7 @@ from astraforge.kafka import partition_for, read_range
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import Projector
 from astraforge.projections.rebuild import compare, rebuild
+from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 from tests.support import chat, cli_env, wait_until
 
@@ -61,6 +62,40 @@ def test_records_fold_into_events_streams_runs_sandboxes_artifacts(fresh_setting
     assert (stream["event_count"], stream["first_offset"], stream["last_offset"]) == (7, 0, 6)
     events = rows(fresh_settings, 'SELECT type, payload FROM {s}.events ORDER BY "offset"')
     assert [e["type"] for e in events][-1] == "chat.message" and events[-1]["payload"]["text"] == "hello"
+
+
+def test_upserts_of_every_shape_apply_in_order_within_one_batch(fresh_settings) -> None:
+    """Upserts go in a pipeline with statements cached by shape: inserts, updates of existing rows
+    (only the owner's), DO NOTHING and DO UPDATE of one key, all in record order."""
+    producer = EventProducer(fresh_settings)
+    sandbox = {"type": "sandbox.requested", "stream_id": "sb-1", "sandbox_id": "sb-1", "actor": "api"}
+    execs = [
+        Envelope(type=t, stream_id="sb-1", tenant_id="acme", actor="p", sandbox_id="sb-1", payload=p)
+        for t, p in [("exec.started", {"command_id": "c1"}), ("exec.finished", {"command_id": "c1", "exit_code": 3,
+                     "duration_ms": 1.0}), ("exec.started", {"command_id": "c2"})]
+    ]  # fmt: skip
+    producer.append_many([
+        Envelope(**sandbox, tenant_id="acme", payload={"state": "requested", "details": {"profile.memory_mb": "256"}}),
+        Envelope(**{**sandbox, "type": "sandbox.ready"}, tenant_id="acme", payload={"state": "ready"}),
+        *execs, *run_lifecycle("run-b"),
+        Envelope(type="artifact.deleted", stream_id="run-b", tenant_id="intruder", actor="x",
+                 payload={"artifact_id": "run-b-patch", "reason": "deleted"}),
+        Envelope(type="artifact.deleted", stream_id="run-c", tenant_id="acme", actor="x",
+                 payload={"artifact_id": "run-c-never-stored", "reason": "deleted"}),
+    ])  # fmt: skip
+    projector = Projector(fresh_settings)
+    projector.run_until_caught_up()
+    (sb,) = rows(fresh_settings, "SELECT * FROM {s}.sandboxes WHERE sandbox_id = %s", "sb-1")
+    assert (sb["state"], sb["memory_mb"]) == ("ready", SecurityProfile.with_overrides({"memory_mb": "256"}).ram_mb)
+    states = rows(fresh_settings, "SELECT command_id, state, exit_code FROM {s}.execs ORDER BY command_id")
+    assert [tuple(r.values()) for r in states] == [("c1", "finished", 3), ("c2", "running", None)]
+    (artifact,) = rows(fresh_settings, "SELECT * FROM {s}.artifacts")
+    assert artifact["deleted_at"] is None  # another tenant's delete never touches it
+    producer.append(Envelope(type="artifact.deleted", stream_id="run-b", tenant_id="acme", actor="x",
+                             payload={"artifact_id": "run-b-patch", "reason": "deleted"}))  # fmt: skip
+    Projector(fresh_settings).run_until_caught_up()
+    (artifact,) = rows(fresh_settings, "SELECT * FROM {s}.artifacts")
+    assert artifact["deleted_at"] is not None
 
 
 def test_a_malformed_record_is_dead_lettered_and_the_projector_continues(fresh_settings) -> None:

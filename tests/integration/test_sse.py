@@ -1,5 +1,6 @@
 """SSE: replay + live, exactly once and in order across reconnects while a writer is producing."""
 
+import json
 import threading
 import time
 
@@ -7,6 +8,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from astraforge.producers.kafka import EventProducer
+from astraforge.schemas import Envelope
 from tests.support import auth, chat, wait_until
 
 TOTAL = 10_000
@@ -75,7 +77,7 @@ def test_a_client_following_live_sees_new_events_and_pings(settings, api_url, pr
                     producer.append(chat(stream, name, "second"))
             if len(got) == 2 and pinged:
                 break
-    assert '"text":"first"' in got[0] and '"text":"second"' in got[1]
+    assert [json.loads(line.removeprefix("data:"))["payload"]["text"] for line in got] == ["first", "second"]
 
 
 def test_records_not_yet_projected_are_served_from_kafka(fresh_settings) -> None:
@@ -133,11 +135,11 @@ def test_the_live_handover_never_resends_a_replayed_record(settings, producer, p
             wait_until(lambda: _projected(settings, stream) == 20, timeout=30, what="projection")
             sent: list[int] = []
             events = _sse(sub, live, app.state.pool, settings, name, stream, -1)
-            async for event in events:
-                sent.append(int(event.id))
+            async for chunk in events:  # several frames to a chunk
+                sent.extend(int(line[4:]) for line in chunk.decode().splitlines() if line.startswith("id: "))
                 if len(sent) == 20:
                     producer.append(chat(stream, name, "after"))
-                if len(sent) == 21:
+                if len(sent) >= 21:
                     break
             await events.aclose()
             return sent
@@ -154,3 +156,36 @@ def _projected(settings, stream: str) -> int:
     with connect(settings) as conn:
         query = sql.SQL("SELECT count(*) AS n FROM {}.events WHERE stream_id = %s")
         return conn.execute(query.format(sql.Identifier(settings.projection_schema)), (stream,)).fetchone()["n"]
+
+
+def test_replayed_frames_carry_what_rest_serves(settings, api_url, producer, tenant) -> None:
+    """Replay frames are built by PostgreSQL: each one's data is the REST item of the same record."""
+    name, key = tenant
+    stream = f"{name}-frames"
+    texts = [
+        "plain",
+        'quote " backslash \\ newline \n tab \t',
+        "é 漢字 \U0001f600",
+        "\x01 control",
+    ]  # no U+2028: httpx splits lines there, SSE does not
+    records = [chat(stream, name, text) for text in texts]
+    records.append(Envelope(type="exec.output", stream_id=stream, tenant_id=name, actor="agent\n1", sandbox_id="sb-1",
+                            causation_id="cause", payload={"command_id": "c", "stream": "stderr", "seq": 2**60,
+                                                           "data": b"\xffbinary\x00", "artifact": None}))  # fmt: skip
+    producer.append_many(records)
+    with httpx.Client(base_url=api_url, headers=auth(key), timeout=30) as client:
+        wait_until(lambda: len(client.get(f"/v1/streams/{stream}/events").json().get("items", [])) == 5, what="rows")
+        rest = client.get(f"/v1/streams/{stream}/events").json()["items"]
+        frames: list[tuple[str, str, str]] = []
+        with client.stream("GET", f"/v1/streams/{stream}/events/sse") as response:
+            lines = response.iter_lines()
+            for line in lines:
+                if line.startswith("id: "):
+                    frames.append((line, next(lines), next(lines)))
+                if len(frames) == 5:
+                    break
+    assert [f[0] for f in frames] == [f"id: {item['offset']}" for item in rest]
+    assert [f[1] for f in frames] == [f"event: {item['type']}" for item in rest]
+    data = [json.loads(f[2].removeprefix("data: ")) for f in frames]
+    assert data == rest
+    assert [list(d) for d in data] == [list(item) for item in rest]  # same keys, same order

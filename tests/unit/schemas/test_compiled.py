@@ -1,0 +1,158 @@
+"""The compiled fast path writes the bytes fastavro writes and reads the values fastavro reads;
+what it does not take, it refuses (the codec then asks fastavro)."""
+
+import io
+import random
+import struct
+from datetime import UTC, datetime
+
+import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.utils import gen_data
+
+from astraforge.errors import ValidationError
+from astraforge.schemas import Envelope, default_codec
+from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, MARKER
+from astraforge.schemas.compiled import Unhandled, envelope_reader, envelope_writer
+
+CODEC = default_codec()
+CURRENT = CODEC.registry.current
+WRITER_FORM = CODEC.registry.writers[CODEC.registry.fingerprint]
+NAMED: dict = {}
+parse_schema(CURRENT, NAMED, _force=True)
+WRITE = envelope_writer(CURRENT)
+READ = envelope_reader(WRITER_FORM)
+VERSION = CODEC.registry.version
+
+
+def record_name(record_type: str) -> str:
+    return CODEC.registry.types[record_type].payload
+
+
+def fastavro_bytes(e: Envelope) -> bytes:
+    datum = {name: getattr(e, name) for name in ENVELOPE_FIELDS} | {"schema_version": VERSION}
+    datum["payload"] = (record_name(e.type), e.payload)
+    buf = io.BytesIO()
+    schemaless_writer(buf, CURRENT, datum)
+    return buf.getvalue()
+
+
+def fastavro_datum(body: bytes) -> dict:
+    return schemaless_reader(
+        io.BytesIO(body), WRITER_FORM, None, return_record_name=True, return_record_name_override=True
+    )
+
+
+def compiled_bytes(e: Envelope) -> bytes:
+    out = bytearray()
+    WRITE(e, VERSION, record_name(e.type), out)
+    return bytes(out)
+
+
+def samples(record_type: str, count: int = 20) -> list[Envelope]:
+    """Seeded, so every run checks the same values (full-range ints, unicode, nulls and not)."""
+    rng_state = random.getstate()
+    random.seed(f"{record_type}-compiled")
+    try:
+        payloads = [gen_data(NAMED[record_name(record_type)], NAMED) for _ in range(count)]
+    finally:
+        random.setstate(rng_state)
+    return [
+        Envelope(type=record_type, stream_id=f"s{i}" * (i * 7), tenant_id="t", actor="a" * i, payload=p,
+                 sandbox_id=None if i % 2 else f"sb-{i}", causation_id="c" * 70 if i % 3 else None,
+                 occurred_at=[0, 1, 63, 64, -1, 2**62, 1_796_000_000_000_000][i % 7])
+        for i, p in enumerate(payloads)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
+def test_compiled_code_writes_and_reads_what_fastavro_does(record_type: str) -> None:
+    for envelope in samples(record_type):
+        body = fastavro_bytes(envelope)
+        assert compiled_bytes(envelope) == body
+        datum, end = READ(body, 0)
+        assert end == len(body)
+        assert datum == fastavro_datum(body)
+
+
+def test_long_values_take_multi_byte_lengths() -> None:
+    payload = {"command_id": "é" * 300, "stream": "stderr", "seq": -(2**63), "data": bytes(range(256)) * 300,
+               "artifact": {"key": "k", "sha256": "0" * 64, "size": 2**40, "artifact_id": "x",
+                            "content_type": "text/plain", "name": None}}  # fmt: skip
+    envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload=payload)
+    body = fastavro_bytes(envelope)
+    assert compiled_bytes(envelope) == body
+    assert READ(body, 0) == (fastavro_datum(body), len(body))
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [
+        ("seq", 3.0),  # a float where a long goes: fastavro refuses
+        ("seq", True),  # a bool is an int to fastavro: it writes 1
+        ("seq", 2**63),  # past a long
+        ("stream", "stdin"),  # not a symbol
+        ("data", "text"),  # str where bytes go
+        ("data", bytearray(b"ab")),
+        ("artifact", ("astraforge.ArtifactRef", None)),  # tuple notation
+        ("command_id", None),
+    ],
+)
+def test_values_the_fast_path_does_not_take_go_to_fastavro(change: str, value: object) -> None:
+    payload = {"command_id": "c", "stream": "stdout", "seq": 1, "data": b"x", "artifact": None, change: value}
+    envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload=payload)
+    with pytest.raises(Unhandled):
+        compiled_bytes(envelope)
+    try:
+        expected = MARKER + CODEC.registry.fingerprint + fastavro_bytes(envelope)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        with pytest.raises(ValidationError):
+            CODEC.encode(envelope)
+    else:
+        assert CODEC.encode(envelope) == expected
+
+
+def test_a_datetime_timestamp_is_written_by_fastavro() -> None:
+    when = datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=UTC)
+    envelope = samples("chat.message", 1)[0]
+    dated = Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "occurred_at": when})
+    micros = Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "occurred_at": 1_796_000_000_000_000})
+    assert CODEC.decode(CODEC.encode(dated)).occurred_at == int(when.timestamp() * 1_000_000)
+    assert CODEC.encode(micros)[HEADER_LEN:] == fastavro_bytes(micros)
+
+
+@pytest.mark.parametrize("record_type", ["exec.output", "sandbox.create", "chat.message", "run.create"])
+def test_a_truncated_or_damaged_body_is_refused_or_read_as_fastavro_reads_it(record_type: str) -> None:
+    body = fastavro_bytes(samples(record_type, 3)[2])
+    damaged = [body[:cut] for cut in range(len(body))]
+    bad_bytes = (0x00, 0x01, 0x03, 0x7F, 0x80, 0xFF)  # zero, negative lengths, a varint that goes on
+    damaged += [body[:i] + bytes([b]) + body[i + 1 :] for i in range(len(body)) for b in bad_bytes]
+    for data in damaged:
+        try:
+            datum, end = READ(data, 0)
+        except (Unhandled, IndexError, ValueError, struct.error):
+            continue
+        if end > len(data):
+            continue  # the codec refuses a read past the end
+        assert datum == fastavro_datum(data)
+
+
+def test_a_missing_field_without_default_is_left_to_fastavro() -> None:
+    # inside a [null, record] union fastavro refuses a record missing a field that has no default,
+    # even a nullable one; at the top it writes null. The fast path leaves both to fastavro.
+    inner = {"type": "record", "name": "t.Inner", "fields": [{"name": "x", "type": ["null", "string"]}]}
+    fields = [{"name": "inner", "type": ["null", inner]}, {"name": "y", "type": ["null", "string"]}]
+    outer = {"type": "record", "name": "t.Outer", "fields": fields}
+    envelope_fields = [{"name": "type", "type": "string"}, {"name": "payload", "type": [outer]}]
+    schema = parse_schema({"type": "record", "name": "t.Envelope", "fields": envelope_fields})
+    write = envelope_writer(schema)
+    for payload in ({"inner": {}, "y": "a"}, {"inner": None}):
+        envelope = Envelope(type="t", stream_id="s", tenant_id="t", actor="a", payload=payload)
+        with pytest.raises((Unhandled, KeyError)):
+            write(envelope, 1, "t.Outer", bytearray())
+    complete = Envelope(type="t", stream_id="s", tenant_id="t", actor="a", payload={"inner": {"x": None}, "y": None})
+    out = bytearray()
+    write(complete, 1, "t.Outer", out)
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema, {"type": "t", "payload": ("t.Outer", complete.payload)})
+    assert bytes(out) == buf.getvalue()

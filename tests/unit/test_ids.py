@@ -1,0 +1,16 @@
+import time
+import uuid
+
+from astraforge.ids import new_id
+
+
+def test_new_ids_are_canonical_uuid7_increasing_in_a_process() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(5000)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))  # canonical lower-case text
+    assert {u.version for u in parsed} == {7}
+    assert {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)  # later ids sort later, even in one millisecond
+    assert parsed[0].int >> 80 >= before_ms  # the first 48 bits are Unix milliseconds
+    assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(parsed)  # random bits, not a counter
