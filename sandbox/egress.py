@@ -41,6 +41,7 @@ import ipaddress
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -175,6 +176,19 @@ def parse_rules(rules: list[str]) -> list[Rule]:
     return parsed
 
 
+def chmod_socket(path: Path, mode: int) -> None:
+    """chmod the socket at ``path`` without following a link: the control directory belongs to the
+    sandbox's supervisor, which could swap the path for a symlink to a host file between bind and
+    chmod. The inode opened O_PATH|O_NOFOLLOW is checked to be a socket and changed through its fd."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is no longer the egress socket")
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
 class EgressProxy:
     """Serves each sandbox's socket on one asyncio loop (in its own thread)."""
 
@@ -249,7 +263,8 @@ class EgressProxy:
         sandbox.server = await asyncio.start_unix_server(
             lambda r, w: self._handle(sandbox, r, w), path=str(socket_path)
         )
-        os.chmod(socket_path, 0o666)  # the control directory (0700, the supervisor's uid) is the access control
+        # the control directory (0700, the supervisor's uid) is the access control
+        chmod_socket(socket_path, 0o666)
         self.sandboxes[sandbox.sandbox_id] = sandbox
 
     # -- one client connection --------------------------------------------------------------
