@@ -9,10 +9,10 @@ instance inside its own process.
 What the runtime gives a processor:
 
 - **Ownership.** ``owned`` is the set of source-topic partitions this instance holds *and* whose
-  tables are recovered. ``on_assigned`` hooks run when partitions become owned (after faust has
-  recovered the tables from their changelogs, before any of their records is processed);
-  ``on_revoked`` hooks run when partitions are taken away (after faust has drained the records in
-  flight). Only the owner of a stream's partition may act on that stream.
+  tables are recovered. ``on_revoked`` hooks run when a rebalance starts taking partitions away
+  (after faust has drained the records in flight, before another instance can get them);
+  ``on_assigned`` hooks run when it ends (tables recovered from their changelogs, before any record
+  is processed) with the partitions now owned. Only the owner of a stream's partition may act on it.
 - **Tables co-partitioned with the source topic.** Our producer partitions by CRC32 of the stream id
   (``astraforge.kafka.partition_for``), not by faust's murmur2, so writes name their partition:
   ``put``/``delete`` write the value and its changelog record to that partition, from any thread.
@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -46,6 +47,30 @@ from astraforge.schemas import Envelope
 LOG = logging.getLogger(__name__)
 Hook = Callable[[frozenset[int]], Awaitable[None] | None]
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a consumed record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: str, consumer: str) -> None:
+    """Copy an unusable record to the dead-letter topic with why and where it came from, and wait for
+    the acknowledgement (the caller's handler returns, and the offset commits, only after)."""
+    headers = {
+        "reason": reason.encode(),
+        "source.topic": source.topic.encode(),
+        "source.partition": str(source.partition).encode(),
+        "source.offset": str(source.offset).encode(),
+        "consumer": consumer.encode(),
+    }
+    producer.send_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
+    producer.flush()
 
 
 def app_id(settings: Settings, processor: str) -> str:
@@ -120,18 +145,22 @@ class Runtime:
         return partition_for(stream_id, self.settings.topic_partitions)
 
     def on_assigned(self, hook: Hook) -> Hook:
-        """Run ``hook(partitions)`` when partitions become owned (on the loop, before their records)."""
+        """Run ``hook(partitions)`` after each rebalance with every partition this instance now owns (on
+        the loop, tables recovered, before their records are processed). Partitions held before and
+        missing now were lost; partitions not held before are new: the hook tells them apart."""
         self._on_assigned.append(hook)
         return hook
 
     def on_revoked(self, hook: Hook) -> Hook:
-        """Run ``hook(partitions)`` when owned partitions are taken away (on the loop, during the rebalance)."""
+        """Run ``hook(partitions)`` when a rebalance takes partitions away (on the loop, after faust drained
+        their records in flight, before any other instance can be assigned them). Kafka's eager
+        rebalance revokes *every* partition, and many come back: pause work on them, do not drop it."""
         self._on_revoked.append(hook)
         return hook
 
     async def _assignment(self, sender: Any, assigned: set, **_: Any) -> None:
         self._assigned = frozenset(tp.partition for tp in assigned if tp.topic == self.source_topic)
-        if not self._tables:  # nothing to recover: owned at once
+        if not self._tables or not self._assigned:  # nothing to recover: owned at once
             await self._announce()
 
     async def _rebalance_complete(self, sender: Any = None, **_: Any) -> None:
@@ -139,21 +168,15 @@ class Runtime:
         await self._announce()
 
     async def _announce(self) -> None:
-        new = self._assigned - self._owned
-        gone = self._owned - self._assigned
         self._owned = self._assigned
-        if gone:
-            await self._run_hooks(self._on_revoked, gone)
-        if new:
-            LOG.info("%s owns partitions %s", self.processor, sorted(new))
-            await self._run_hooks(self._on_assigned, new)
+        LOG.info("%s owns partitions %s", self.processor, sorted(self._owned))
+        await self._run_hooks(self._on_assigned, self._owned)
 
     async def _revocation(self, sender: Any, revoked: set, **_: Any) -> None:
-        gone = frozenset(tp.partition for tp in revoked if tp.topic == self.source_topic) & self._owned
+        gone = frozenset(tp.partition for tp in revoked if tp.topic == self.source_topic)
         self._owned -= gone
         self._assigned -= gone
         if gone:
-            LOG.info("%s gives up partitions %s", self.processor, sorted(gone))
             await self._run_hooks(self._on_revoked, gone)
 
     async def _run_hooks(self, hooks: list[Hook], partitions: frozenset[int]) -> None:
@@ -192,12 +215,6 @@ class Runtime:
         with contextlib.suppress(AttributeError):  # the memory store drops a revoked partition's keys by this map
             store._key_partition[key] = partition
 
-    @staticmethod
-    def items(table: faust.Table, partitions: Iterable[int], partition_of: Callable[[str], int]):
-        """The (key, value) pairs of ``table`` in ``partitions`` (standby copies of other partitions excluded)."""
-        wanted = set(partitions)
-        return [(k, v) for k, v in list(table.data.data.items()) if partition_of(k) in wanted]
-
     # -- loop access from other threads -------------------------------------------------------
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._stopped.is_set():
@@ -216,21 +233,6 @@ class Runtime:
         if not events:
             return []
         return await asyncio.to_thread(producer.append_many, events)
-
-    @staticmethod
-    async def dead_letter(producer: EventProducer, event: faust.EventT, reason: str, consumer: str) -> None:
-        """Copy an unusable record to the dead-letter topic (acknowledged before returning)."""
-        message = event.message
-        headers = {
-            "reason": reason.encode(),
-            "source.topic": message.topic.encode(),
-            "source.partition": str(message.partition).encode(),
-            "source.offset": str(message.offset).encode(),
-            "consumer": consumer.encode(),
-        }
-        raw = message.value if isinstance(message.value, bytes) else b""
-        producer.send_raw(producer.settings.deadletter_topic, message.key, raw, headers)
-        await asyncio.to_thread(producer.flush)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> None:

@@ -1,9 +1,9 @@
 """Sandboxes: create, list, get, heartbeat, stop, delete, exec, files.
 
-Writes append records and never touch the read models: the API appends a ``sandbox.requested``
-event (so the sandbox is visible at once) and the command; the sandbox processor does the rest.
-Calls that return a result (sync exec, files, create with ``wait``) subscribe to the sandbox's
-stream *before* appending, then wait for the processor's answer on the live tail.
+Writes append commands and never touch the read models: the sandbox processor is the one writer
+of a sandbox's lifecycle (it writes ``sandbox.requested`` from the create command). Calls subscribe
+to the sandbox's stream *before* appending, then answer from the processor's facts on the live tail
+(a create: ``sandbox.requested``, or with ``wait`` ``sandbox.ready``/``failed``).
 """
 
 import asyncio
@@ -124,36 +124,24 @@ async def _create(
     request, live: LiveTail, settings, tenant: str, body: SandboxCreate, wait: bool, sandbox_id: str
 ) -> SandboxPublic:
     image = body.image or settings.sandbox_image
-    details = {"idle_timeout_s": str(body.idle_timeout_s), "ttl_s": str(body.ttl_s)}
-    details |= {f"profile.{k}": str(v) for k, v in body.profile.items()}
-    if body.restore_snapshot:
-        details["restore_snapshot"] = body.restore_snapshot
-    if body.egress_allow:
-        details["egress_allow"] = "\n".join(body.egress_allow)
-    requested = Envelope(
-        type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-        sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
-                                        "details": details},
-    )  # fmt: skip
     create = _command(tenant, sandbox_id, "sandbox.create", {
         "image": image, "profile": {k: str(v) for k, v in body.profile.items()}, "cpus": None,
         "memory_mb": None, "pids": None, "idle_timeout_s": body.idle_timeout_s, "ttl_s": body.ttl_s,
         "egress_allow": body.egress_allow, "restore_snapshot": body.restore_snapshot,
     })  # fmt: skip
-    sub = live.subscribe(sandbox_id, tenant) if wait else None
+    answers = ("sandbox.ready", "sandbox.failed") if wait else ("sandbox.requested",)
+    sub = live.subscribe(sandbox_id, tenant)
     try:
-        await _append(request, [requested, create])
+        await _append(request, [create])
         state, reason, provider = "requested", None, None
-        if sub:
-            try:
-                done = await _until(sub, lambda e: e.type in ("sandbox.ready", "sandbox.failed"), timeout=60)
-                state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
-            except TimeoutError:  # still provisioning: the caller follows the stream or polls GET
-                state = "provisioning"
+        try:
+            done = await _until(sub, lambda e: e.type in answers, timeout=60 if wait else 10)
+            state, reason, provider = done.payload["state"], done.payload["reason"], done.payload["provider"]
+        except TimeoutError:  # still on its way: the caller follows the stream or polls GET
+            state = "provisioning" if wait else "requested"
     finally:
-        if sub:
-            live.unsubscribe(sub)
-    at = iso(from_micros(requested.occurred_at))
+        live.unsubscribe(sub)
+    at = iso(from_micros(create.occurred_at))
     return SandboxPublic(id=sandbox_id, state=state, image=image, provider=provider, reason=reason,
                          created_at=at, updated_at=at)  # fmt: skip
 

@@ -23,7 +23,7 @@ def main(topic: str) -> None:
     counts = runtime.table("counts")
 
     def owned(partitions) -> None:
-        say(owned=sorted(runtime.owned))
+        say(owned=sorted(runtime.owned))  # after a revocation: what is left; after an assignment: all
 
     runtime.on_assigned(owned)
     runtime.on_revoked(owned)
