@@ -215,6 +215,11 @@ class Runtime:
         with contextlib.suppress(AttributeError):  # the memory store drops a revoked partition's keys by this map
             store._key_partition[key] = partition
 
+    async def flush(self) -> None:
+        """Wait until every table write so far is in its changelog (on the loop)."""
+        await asyncio.sleep(0)  # let writes scheduled from other threads reach the producer first
+        await self.app.producer.flush()
+
     # -- loop access from other threads -------------------------------------------------------
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._stopped.is_set():

@@ -93,6 +93,7 @@ class Effects:
                 self._open_egress(st, handle)
         except Exception as e:
             self.provider.stop(runtime_id)  # roll back whatever half exists
+            self.p.pools.forget(runtime_id)
             failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
             self.p.settle(st.sandbox_id, lambda now: [failed] if now.state not in ENDED else [])
             return
@@ -129,6 +130,7 @@ class Effects:
         self.p.egress.close(st.sandbox_id)
         current = self.p.state(st.sandbox_id) or st
         self.provider.stop(current.runtime_id)
+        self.p.pools.forget(current.runtime_id)
         done = lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)
         self.p.settle(st.sandbox_id, lambda now: [done] if now.state not in ENDED else [])
 
@@ -188,7 +190,10 @@ class Effects:
             return
         argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
         if not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
-            return  # closed meanwhile (stopped, or no longer ours): never start it
+            # stopping meanwhile: never start it, close it (if the partition is still ours)
+            payload = exec_result(cid, None, 0.0, error="sandbox is not running")
+            self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
+            return
         seq, recorded, truncated = 0, 0, False
         overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
         overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT

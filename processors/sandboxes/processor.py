@@ -221,6 +221,7 @@ class SandboxProcessor:
     # -- ownership --------------------------------------------------------------------------
     async def _suspend(self, partitions: frozenset[int]) -> None:
         await asyncio.to_thread(self._suspend_now, partitions)
+        await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
 
     def _suspend_now(self, partitions: frozenset[int]) -> None:
         for p in partitions:
