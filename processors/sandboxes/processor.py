@@ -284,6 +284,13 @@ class SandboxProcessor:
                 continue
             if e.sandbox_id and e.type.startswith(RELEVANT):
                 touched.add(self._fold(e))
+        now = now_micros()
+        for sid in list(touched):  # ended long ago (a first start reading old history): never enters the table
+            st = self.states.get(sid)
+            if st is not None and st.state in ENDED and now - st.ended_at > self.ended_grace_s * 1_000_000:
+                del self.states[sid]
+                if sid not in self.table.data.data:
+                    touched.discard(sid)
         self._persist(partition, touched, end)
         return loaded, end - mark
 

@@ -3,6 +3,7 @@ after it was consumed and before it started loses nothing: the next owner runs i
 
 import secrets
 
+import pytest
 from psycopg import sql
 
 from astraforge.db import connect
@@ -18,6 +19,7 @@ def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope
                     payload=payload)  # fmt: skip
 
 
+@pytest.mark.timeout(600)
 def test_an_accepted_exec_survives_kill_9_before_it_started(deployment) -> None:
     s, api, _, logs = deployment
     a = Instance(s, "proc-a", logs)
