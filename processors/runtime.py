@@ -16,7 +16,7 @@ What the runtime gives a processor:
 - **Tables co-partitioned with the source topic.** Our producer partitions by CRC32 of the stream id
   (``astraforge.kafka.partition_for``), not by faust's murmur2, so writes name their partition:
   ``put``/``delete`` write the value and its changelog record to that partition, from any thread.
-- **Durable accept** (``durably``): records are appended and acknowledged before the handler returns,
+- **Durable accept** (``append_durably``): records are appended and acknowledged before the handler returns,
   and faust commits a record's offset only after its handler returned: a command is a fact before
   it counts as consumed. Delivery is at-least-once; handlers are idempotent.
 - **Dead letters** (``dead_letter``): an unusable record is copied, with why and where from, to the
@@ -33,13 +33,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 
 from astraforge.config import Settings
+from astraforge.errors import DeliveryFailed
 from astraforge.kafka import partition_for
 from astraforge.producers.kafka import Appended, EventProducer
 from astraforge.schemas import Envelope
@@ -71,6 +72,20 @@ def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: s
     }
     producer.send_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
     producer.flush()
+
+
+def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool]) -> list[Appended]:
+    """Append ``events`` and wait for the broker's acknowledgement, retrying while Kafka is away (never
+    skipping). A handler that returns only after this makes its records facts before its input's
+    offset can commit: the durable accept."""
+    while True:
+        try:
+            return producer.append_many(events)
+        except DeliveryFailed:
+            if stopping():
+                raise
+            LOG.exception("records not acknowledged; retrying")
+            time.sleep(1)
 
 
 def app_id(settings: Settings, processor: str) -> str:
@@ -137,9 +152,6 @@ class Runtime:
     def owned(self) -> frozenset[int]:
         """Source partitions this instance owns now (tables recovered)."""
         return self._owned
-
-    def owns(self, stream_id: str) -> bool:
-        return self.partition(stream_id) in self._owned
 
     def partition(self, stream_id: str) -> int:
         return partition_for(stream_id, self.settings.topic_partitions)
@@ -233,21 +245,8 @@ class Runtime:
             return
         self.loop.call_soon_threadsafe(fn, *args)
 
-    def run_coroutine(self, coro: Awaitable[Any], timeout: float | None = None) -> Any:
-        """Run a coroutine on the runtime's loop from another thread and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    # -- helpers for handlers -----------------------------------------------------------------
-    @staticmethod
-    async def durably(producer: EventProducer, events: list[Envelope]) -> list[Appended]:
-        """Append ``events`` and wait for the broker's acknowledgement (off the loop). A handler that
-        awaits this before returning makes its records facts before its input's offset commits."""
-        if not events:
-            return []
-        return await asyncio.to_thread(producer.append_many, events)
-
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         """Start the app on a thread of its own; returns once faust has started (not yet assigned)."""
         self._thread = threading.Thread(target=self._serve, name=f"faust-{self.processor}", daemon=True)
         self._thread.start()
@@ -281,12 +280,3 @@ class Runtime:
         with contextlib.suppress(RuntimeError):  # the loop already closed
             self.loop.call_soon_threadsafe(self._stop_requested.set)
         self._thread.join(timeout)
-
-    def wait_owned(self, partitions: Iterable[int] | None = None, timeout: float = 60.0) -> None:
-        """Block until this instance owns ``partitions`` (default: any partition at all)."""
-        wanted = set(partitions) if partitions is not None else None
-        deadline = time.monotonic() + timeout
-        while not (wanted <= self._owned if wanted is not None else self._owned):
-            if time.monotonic() > deadline or self._stopped.is_set():
-                raise TimeoutError(f"{self.processor}: owns {sorted(self._owned)}, not {wanted or 'any'}")
-            time.sleep(0.05)

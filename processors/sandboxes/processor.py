@@ -33,11 +33,11 @@ from datetime import UTC, datetime
 
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
-from astraforge.errors import DecodeError, DeliveryFailed
+from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import sweep
-from astraforge.processors.runtime import Runtime, Source, dead_letter
+from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects
 from astraforge.processors.sandboxes.reconcile import orphans
 from astraforge.processors.sandboxes.state import ENDED, Effect, SandboxState, decide, event, evolve, reap, recover
@@ -115,22 +115,11 @@ class SandboxProcessor:
         if mark is not None:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 
-    def _append(self, events: list[Envelope]) -> int:
-        """Append and wait for the broker; Kafka being away is waited out, never skipped."""
-        while True:
-            try:
-                return self.producer.append_many(events)[-1].offset
-            except DeliveryFailed:
-                if self.stop_event.is_set():
-                    raise
-                LOG.exception("events not acknowledged; retrying")
-                time.sleep(1)
-
     def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
         """Append, fold and persist (the caller holds the partition's lock and owns it)."""
         if not events:
             return False
-        last = self._append(events)
+        last = append_durably(self.producer, events, self.stop_event.is_set)[-1].offset
         touched = {self._fold(e) for e in events}
         self._persist(partition, touched, last + 1)
         return True
