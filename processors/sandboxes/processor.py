@@ -368,6 +368,10 @@ class SandboxProcessor:
                     self.lanes["control"].submit(self._sweep_artifacts)
                     next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         finally:
+            for p in list(self.status):  # from here nothing is written: the next owner closes what runs
+                with self.locks[p], self.changed:
+                    self.status.pop(p, None)
+                    self.changed.notify_all()
             self.runtime.stop()
             self.egress.stop()
             for lane in self.lanes.values():
