@@ -138,6 +138,13 @@ class ExecRequest(BaseModel):
     run_async: bool = Field(default=False, alias="async", description="Return a command id at once.")
 
     @model_validator(mode="after")
+    def _program_is_not_an_assignment(self) -> "ExecRequest":
+        """The supervisor starts argv through ``env``, which would take ``A=B`` as a variable."""
+        if isinstance(self.command, list) and "=" in self.command[0]:
+            raise ValueError("command[0] (the program) must not contain '='")
+        return self
+
+    @model_validator(mode="after")
     def _fits_one_record(self) -> "ExecRequest":
         strings = [self.command] if isinstance(self.command, str) else list(self.command)
         strings += [self.cwd or "", *self.env, *self.env.values()]

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     """Docker engine URL; default: the local stack's dockerd socket, then DOCKER_HOST."""
     sandbox_image: str = "astraforge/sandbox:bookworm"
     """Image for sandboxes created without one (docker); bwrap always uses the rootfs."""
+    sandbox_images: list[str] = Field(default_factory=list)
+    """Further images a tenant may ask for (besides ``sandbox_image`` and the warm pools' images).
+    An image's python3 and setpriv run as the sandbox's root: the supervisor and the switch to the
+    agent's uid are only as trustworthy as the image, so images are the operator's choice, never
+    a tenant's (the engine would pull any name it does not have)."""
+
+    @property
+    def allowed_images(self) -> list[str]:
+        """Every image a create may name, the default first."""
+        pools = [p.image for p in self.warm_pools if p.image]
+        return list(dict.fromkeys([self.sandbox_image, *self.sandbox_images, *pools]))
 
     @property
     def commands_topic(self) -> str:
@@ -123,7 +134,7 @@ class Settings(BaseSettings):
     quota_sandboxes: int = Field(default=50, ge=1)
     """Live (not ended) sandboxes one tenant may hold; past it a create answers 429."""
     quota_memory_mb: int = Field(default=32_768, ge=64)
-    """Sum of the memory limits of one tenant's live sandboxes."""
+    """Sum of the memory one tenant's live sandboxes may hold: each its memory_mb plus its tmpfs caps."""
     quota_concurrent_execs: int = Field(default=32, ge=1)
     """Commands one tenant may have running at once (async ones included)."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

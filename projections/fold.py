@@ -6,6 +6,7 @@ No I/O here, so the rules are tested with plain values; ``projections.postgres``
 from dataclasses import dataclass
 from typing import Any
 
+from astraforge.errors import ValidationError
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
 
@@ -39,9 +40,14 @@ def _artifact_row(envelope: Envelope, artifact: dict, offset: int) -> Upsert:
 
 
 def _memory_mb(payload: dict) -> int:
-    """The sandbox's memory limit: its profile override, else the default profile's."""
-    value = (payload.get("details") or {}).get("profile.memory_mb")
-    return int(float(value)) if value else SecurityProfile().memory_mb
+    """All the memory the sandbox may hold (``SecurityProfile.ram_mb``: processes + tmpfs), from
+    the profile it was requested with (overrides were validated before the record was written)."""
+    details = payload.get("details") or {}
+    overrides = {k.removeprefix("profile."): v for k, v in details.items() if k.startswith("profile.")}
+    try:
+        return SecurityProfile.with_overrides(overrides).ram_mb
+    except ValidationError:  # a record older than a bound: count the default profile
+        return SecurityProfile().ram_mb
 
 
 def fold(envelope: Envelope, offset: int) -> list[Upsert]:

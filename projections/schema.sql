@@ -62,7 +62,14 @@ CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
 );
 CREATE INDEX IF NOT EXISTS sandboxes_by_tenant ON {schema}.sandboxes (tenant_id, sandbox_id);
 -- the memory limit a sandbox was asked with (per-tenant quotas); added after the first release
-ALTER TABLE {schema}.sandboxes ADD COLUMN IF NOT EXISTS memory_mb integer;
+-- (only when missing: ALTER TABLE takes an exclusive lock even with IF NOT EXISTS, and every process
+-- runs this file at start, so a live API's readers would queue behind it)
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{schema}.sandboxes'::regclass
+                 AND attname = 'memory_mb' AND NOT attisdropped) THEN
+    ALTER TABLE {schema}.sandboxes ADD COLUMN memory_mb integer;
+  END IF;
+END $$;
 
 -- One row per command: running from exec.started until exec.finished (per-tenant exec quota).
 CREATE TABLE IF NOT EXISTS {schema}.execs (
@@ -91,7 +98,12 @@ CREATE TABLE IF NOT EXISTS {schema}.artifacts (
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_stream ON {schema}.artifacts (stream_id);
 -- set by artifact.deleted (tenant delete or retention); the bytes go at the next sweep
-ALTER TABLE {schema}.artifacts ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{schema}.artifacts'::regclass
+                 AND attname = 'deleted_at' AND NOT attisdropped) THEN
+    ALTER TABLE {schema}.artifacts ADD COLUMN deleted_at timestamptz;
+  END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS artifacts_live_by_tenant ON {schema}.artifacts (tenant_id) WHERE deleted_at IS NULL;
 
 -- Partitions a projector stopped at because a record there needs a newer schema (see postgres.py).

@@ -11,12 +11,14 @@ the sandbox's own pid namespace (``PeerIdentity``, recorded by the provider when
 sandbox). Another sandbox's supervisor, or anything the agent could start, fails that check.
 """
 
+import contextlib
 import io
 import json
 import os
 import socket
 import stat
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -148,11 +150,21 @@ class SupervisorClient:
         sock.settimeout(None)
         return sock
 
-    def _frames(self, request: dict, body: BinaryIO | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def _frames(
+        self, request: dict, body: BinaryIO | None = None, size: int = 0, concurrently: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Send the request (and ``size`` bytes of ``body``), then yield the answer's frames. A
+        command's stdin is sent ``concurrently`` with reading its output: a command that writes
+        before it reads would otherwise wait on us while we wait on it."""
         sock = self._connect()
+        sender = None
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
-            _send_body(sock, body, request.get("size", 0))
+            if concurrently:
+                sender = threading.Thread(target=_send_body, args=(sock, body, size, True), daemon=True)
+                sender.start()
+            else:
+                _send_body(sock, body, size)
             reader = sock.makefile("rb")
             while header := reader.read(HEADER.size):
                 if len(header) < HEADER.size:
@@ -164,10 +176,14 @@ class SupervisorClient:
                     raise SupervisorError(error["code"], error["message"])
                 yield kind, payload
         finally:
+            if sender:  # wakes a send still blocked on a command that stopped reading its stdin
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sender.join()
             sock.close()
 
-    def _result(self, request: dict, body: BinaryIO | None = None) -> dict:
-        for kind, payload in self._frames(request, body):
+    def _result(self, request: dict, body: BinaryIO | None = None, size: int = 0) -> dict:
+        for kind, payload in self._frames(request, body, size):
             if kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
@@ -197,15 +213,23 @@ class SupervisorClient:
         on_output: Callable[[str, bytes], None] | None = None,
         on_start: Callable[[int], None] | None = None,
         egress: bool = False,
+        stdin: BinaryIO | None = None,
+        stdin_size: int = 0,
+        report_detached: bool = True,
     ) -> ExecResult:
         """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
 
         ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
-        connections the proxy attributes to this request id."""
+        connections the proxy attributes to this request id. ``stdin``: ``stdin_size`` bytes streamed
+        to the command's standard input (otherwise it reads /dev/null). ``report_detached``: whether
+        processes left behind (by this or another command) are reported to this one
+        (``ExecResult.detached``); a caller that does not record them passes False, or they are never
+        recorded."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s, "egress": egress}  # fmt: skip
-        result = ExecResult(exit_code=None, duration_ms=0.0)
-        for kind, payload in self._frames(request):
+                   "env": env or {}, "timeout_s": timeout_s, "egress": egress, "report_detached": report_detached,
+                   "stdin_size": stdin_size if stdin else 0}  # fmt: skip
+        result, ended = ExecResult(exit_code=None, duration_ms=0.0), False
+        for kind, payload in self._frames(request, stdin, request["stdin_size"], concurrently=True):
             if kind in (b"1", b"2"):
                 stream = "stdout" if kind == b"1" else "stderr"
                 if on_output:
@@ -222,6 +246,9 @@ class SupervisorClient:
                 done = json.loads(payload)
                 result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
                 result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
+                ended = True
+        if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
+            raise SupervisorUnavailable("the supervisor went away before the command ended")
         return result
 
     def cancel(self, target_request_id: str) -> dict:
@@ -232,7 +259,7 @@ class SupervisorClient:
 
     def write_file(self, path: str, source: BinaryIO, size: int, mode: int = 0o644) -> dict:
         """Write ``size`` bytes read from ``source`` (streamed, atomically replaced in the sandbox)."""
-        return self._result({"id": new_id(), "op": "write", "path": path, "size": size, "mode": mode}, source)
+        return self._result({"id": new_id(), "op": "write", "path": path, "size": size, "mode": mode}, source, size)
 
     def read(self, path: str, limit: int | None = None) -> bytes:
         sink = io.BytesIO()
@@ -254,12 +281,17 @@ class SupervisorClient:
         raise SupervisorUnavailable("supervisor sent no result")
 
 
-def _send_body(sock: socket.socket, body: BinaryIO | None, size: int) -> None:
-    """Exactly ``size`` bytes of ``body`` (a source that ends early is the caller's bug)."""
+def _send_body(sock: socket.socket, body: BinaryIO | None, size: int, quiet: bool = False) -> None:
+    """Exactly ``size`` bytes of ``body`` (a source that ends early is the caller's bug). ``quiet``:
+    a command that ended before reading all its stdin closes the connection; not an error."""
     remaining = size if body is not None else 0
-    while remaining:
-        chunk = body.read(min(BODY_CHUNK, remaining))
-        if not chunk:
-            raise ValueError(f"the body ended {remaining} bytes short of its announced size")
-        sock.sendall(chunk)
-        remaining -= len(chunk)
+    try:
+        while remaining:
+            chunk = body.read(min(BODY_CHUNK, remaining))
+            if not chunk:
+                raise ValueError(f"the body ended {remaining} bytes short of its announced size")
+            sock.sendall(chunk)
+            remaining -= len(chunk)
+    except OSError:
+        if not quiet:
+            raise

@@ -3,7 +3,7 @@ and escape suites (tests/contracts, tests/security) check each provider against 
 
 Fixed (not overridable): read-only root, non-root uid for every command, no capability in any
 set for commands (the supervisor, another user, keeps only CAP_SETUID/SETGID/KILL), no new
-privileges, seccomp (Docker's default profile; bubblewrap's own filter), no network interface but
+privileges, seccomp (Docker's default profile; for bubblewrap, ``sandbox/seccomp.py``), no network interface but
 loopback. Overridable within bounds: sizes and limits.
 """
 
@@ -16,7 +16,6 @@ CONTROL_MOUNT = "/run/astraforge"
 SUPERVISOR_DIR = "/opt/astraforge"
 SUPERVISOR_PATH = f"{SUPERVISOR_DIR}/supervisor.py"
 SUPERVISOR_SOCKET = f"{CONTROL_MOUNT}/supervisor.sock"
-EGRESS_PORT = 3128  # the in-sandbox forwarder to the host's egress proxy (sandbox/supervisor.py)
 
 
 OVERRIDABLE = ("memory_mb", "cpus", "pids", "workspace_mb", "tmp_mb", "home_mb")
@@ -58,3 +57,11 @@ class SecurityProfile(BaseModel):
     def tmpfs(self) -> dict[str, int]:
         """Mount point -> size in MiB for every writable place in the sandbox."""
         return {"/workspace": self.workspace_mb, "/tmp": self.tmp_mb, HOME: self.home_mb}
+
+    @property
+    def ram_mb(self) -> int:
+        """All the host memory the sandbox can hold: its processes' ``memory_mb`` plus its tmpfs
+        caps (a tmpfs is memory). Docker's limit is this sum, so a full workspace never makes the
+        OOM killer take the supervisor; bwrap (no cgroup) is bounded by the same parts; the
+        per-tenant memory quota counts this."""
+        return self.memory_mb + sum(self.tmpfs().values())

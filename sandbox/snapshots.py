@@ -14,8 +14,7 @@ from typing import BinaryIO
 from astraforge.errors import ValidationError
 
 SNAPSHOT_COMMAND = ["tar", "-C", "/workspace", "-czf", "-", "."]
-RESTORE_PATH = "/tmp/.astraforge-restore.tgz"
-RESTORE_COMMAND = ["sh", "-c", f"tar -xzf {RESTORE_PATH} -C /workspace && rm -f {RESTORE_PATH}"]
+RESTORE_COMMAND = ["tar", "-xzf", "-", "-C", "/workspace"]  # the archive arrives on stdin: never staged
 
 
 class UnsafeSnapshot(ValidationError):
@@ -80,18 +79,25 @@ class _Workspace:
             self._check_link(where, target)
 
 
-def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000) -> int:
+def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000, max_bytes: int | None = None) -> int:
     """Raise ``UnsafeSnapshot`` naming the first bad entry (or past ``max_entries``, which bounds
     the work a hostile archive can cause here); returns the number of entries. Reads the archive
-    as a stream, entry by entry: it is never held whole."""
+    as a stream, entry by entry: it is never held whole.
+
+    ``max_bytes`` bounds what the archive unpacks to (the new workspace's size), checked from each
+    header before its data is decompressed: a sparse file costs its sandbox nothing but is stored
+    at its full apparent size, so a small archive can unpack to hundreds of GiB."""
     fileobj = io.BytesIO(source) if isinstance(source, bytes) else source
-    workspace, count = _Workspace(), 0
+    workspace, count, unpacked = _Workspace(), 0, 0
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for m in tar:
                 count += 1
                 if count > max_entries:
                     raise UnsafeSnapshot(f"more than {max_entries} entries")
+                unpacked += m.size
+                if max_bytes is not None and unpacked > max_bytes:
+                    raise UnsafeSnapshot(f"unpacks to more than {max_bytes} bytes: larger than the workspace")
                 workspace.add(m)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise UnsafeSnapshot(f"not a readable tar: {e}") from e

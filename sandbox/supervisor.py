@@ -29,7 +29,9 @@ Trust boundary: the agent's commands are hostile, and the supervisor is not one 
 - When a command ends, processes it left running (another session, a double fork) are reported
   (frame D) and keep running until the sandbox stops; the provider's pid namespace or container
   takes them down. With commands running concurrently, such a process is reported with the first
-  command to end after it left its session (the supervisor sees the process, not its history).
+  command to end after it left its session (the supervisor sees the process, not its history)
+  that asked for reports: the platform's own commands (``report_detached`` false) do not, since
+  nothing records their reports.
 - Egress: 127.0.0.1:3128 relays to the host's egress proxy socket unattributed; an exec asked with
   ``egress`` gets a forwarder port of its own (its HTTP(S)_PROXY) whose connections are announced
   to the proxy as that exec's (``AF-EXEC <id>``). Any process of the sandbox can connect to any of
@@ -64,7 +66,7 @@ SWITCH_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)  # inheritable: what setpriv
 KEPT_CAPS = SWITCH_CAPS | (1 << CAP_KILL)
 SETPRIV, ENV = "/usr/bin/setpriv", "/usr/bin/env"
 ROOT_ENV = {"PATH": "/usr/bin:/bin"}  # all setpriv sees: it runs as root, the command's environment is the agent's
-MAX_ARGV_BYTES = 4096  # of a detached process's command line, as reported
+MAX_ARGV_BYTES = 512  # of a detached process's command line, as reported (x pids: bounded records)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _lock = threading.Lock()
@@ -250,12 +252,17 @@ def group_alive(pgid: int) -> bool:
 class Forwarder:
     """Relays connections on 127.0.0.1:<port> to the host's egress proxy socket, each preceded by
     ``AF-EXEC <tag>\\n`` (the command it is attributed to, ``-`` for none). Only the supervisor can
-    reach that socket, so the proxy believes this line and nothing the connection itself says."""
+    reach that socket, so the proxy believes this line and nothing the connection itself says.
+    ``close`` (its command ended) also cuts the connections still open: a process the command left
+    behind is not recorded as the command once it has ended."""
 
     def __init__(self, tag: str, port: int = 0) -> None:
         self.tag = tag
         self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # upstream sockets of live connections
+        self._closed = False
         threading.Thread(target=self._accept, name=f"forwarder-{self.port}", daemon=True).start()
 
     def _accept(self) -> None:
@@ -272,16 +279,39 @@ class Forwarder:
                 client.close()
                 upstream.close()
                 continue
-            threading.Thread(target=_relay, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=_relay, args=(upstream, client), daemon=True).start()
+            with self._lock:
+                if self._closed:  # accepted as the command ended
+                    client.close()
+                    upstream.close()
+                    return
+                self._open.add(upstream)
+            threading.Thread(target=self._connection, args=(client, upstream), daemon=True).start()
+
+    def _connection(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Both directions of one connection (one more thread); both sockets closed at its end."""
+        back = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
+        back.start()
+        _relay(client, upstream)
+        back.join()
+        with self._lock:
+            self._open.discard(upstream)
+        client.close()
+        upstream.close()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            live = list(self._open)
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         self.listener.close()
+        for upstream in live:  # both relays of each end, and close it
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_RDWR)
 
 
 def _relay(src: socket.socket, dst: socket.socket) -> None:
+    """One direction until either side ends; then both are shut down (the other direction ends)."""
     try:
         while data := src.recv(CHUNK):
             dst.sendall(data)
@@ -322,11 +352,12 @@ def as_agent_argv(argv: list[str], env: dict[str, str]) -> list[str]:
             ENV, "-i", *(f"{k}={v}" for k, v in env.items()), *argv]  # fmt: skip
 
 
-def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(argv: list[str], cwd: str, env: dict[str, str], stdin: bool = False) -> subprocess.Popen:
     command = as_agent_argv(argv, env)
     with _spawn_lock:
         try:
-            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdout=subprocess.PIPE,
+                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         except ValueError as e:  # a NUL byte
             raise RequestError("bad_request", str(e)) from None
@@ -343,8 +374,35 @@ def _reaped(proc: subprocess.Popen) -> int | None:
     return code
 
 
-def do_exec(sock: socket.socket, req: dict) -> None:
+def _feed_stdin(rfile, pipe, size: int) -> None:
+    """Copy the request's ``size`` body bytes to the command's stdin, then close it. A command that
+    stops reading does not stop the copy: the rest is read and dropped, so the host's send (which
+    finishes before it reads any answer) never waits on a full socket."""
+    remaining = size
+    try:
+        while remaining:
+            data = rfile.read(min(CHUNK, remaining))
+            if not data:
+                return
+            remaining -= len(data)
+            if pipe is not None:
+                try:
+                    pipe.write(data)
+                except (BrokenPipeError, ValueError):
+                    pipe = None
+    except (OSError, ValueError):  # the host went away (or the request ended): the command sees its stdin end
+        return
+    finally:
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def do_exec(sock: socket.socket, req: dict, rfile) -> None:
     rid = req["id"]
+    stdin_size = req.get("stdin_size") or 0
+    if not isinstance(stdin_size, int) or stdin_size < 0:
+        raise RequestError("bad_request", "stdin_size must be a non-negative integer")
     argv = req.get("argv") or []
     shell = req.get("shell")
     if not argv and not shell:
@@ -362,13 +420,18 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         env.update(dict.fromkeys(PROXY_VARS, f"http://127.0.0.1:{forwarder.port}"))
     started = time.monotonic()
     try:
-        proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env)
-    except OSError as e:
+        try:
+            proc = _spawn(argv or ["/bin/sh", "-c", shell], cwd, env, stdin=bool(stdin_size))
+        except OSError as e:
+            raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
+    except BaseException:  # refused (bad_request) or not started: its forwarder must not outlive it
         if forwarder:
             forwarder.close()
-        raise RequestError("spawn_failed", f"{type(e).__name__}: {e}") from None
+        raise
     with _lock:
         _running[rid] = proc
+    if stdin_size:
+        threading.Thread(target=_feed_stdin, args=(rfile, proc.stdin, stdin_size), daemon=True).start()
     try:
         frame_json(sock, b"s", {"pid": proc.pid})
         timed_out = _stream_output(sock, proc, started + float(req.get("timeout_s") or 600))
@@ -386,7 +449,8 @@ def do_exec(sock: socket.socket, req: dict) -> None:
         proc.wait()
         _reaped(proc)
     kill_group(proc)  # reap anything the command left behind in its group
-    detached = left_behind(proc.pid)
+    # a platform command (a snapshot's tar) records nothing: what it would claim waits for an agent's
+    detached = left_behind(proc.pid) if req.get("report_detached", True) else []
     if detached:
         frame_json(sock, b"D", {"processes": detached})
     with _lock:
@@ -537,14 +601,15 @@ class Handler(socketserver.StreamRequestHandler):
             line = self.rfile.readline(1 << 20)
             try:
                 req = json.loads(line)
-                assert isinstance(req, dict) and isinstance(req.get("id"), str) and isinstance(req.get("op"), str)
-            except (ValueError, AssertionError):
-                raise RequestError("bad_request", "expected one JSON object line with string id and op") from None
+            except ValueError:
+                req = None
+            if not (isinstance(req, dict) and isinstance(req.get("id"), str) and isinstance(req.get("op"), str)):
+                raise RequestError("bad_request", "expected one JSON object line with string id and op")
             op = req["op"]
             if op == "ping":
                 frame_json(self.connection, b"r", {"pong": True, "pid": os.getpid()})
             elif op == "exec":
-                do_exec(self.connection, req)
+                do_exec(self.connection, req, self.rfile)
             elif op == "cancel":
                 do_cancel(self.connection, req)
             elif op == "write":

@@ -60,5 +60,5 @@ async def fork(snapshot_id: ArtifactId, body: ForkRequest, request: Request, ten
     profile = check_spec(spec, request)
     await _owned_snapshot(conn, settings, tenant, snapshot_id)
     ids = [new_sandbox_id() for _ in range(body.count)]
-    await admit_sandboxes(conn, settings, tenant, ids, profile.memory_mb, request.app.state.reservations)
+    await admit_sandboxes(conn, settings, tenant, ids, profile.ram_mb, request.app.state.reservations)
     return list(await asyncio.gather(*(_create(request, live, settings, tenant, spec, True, sid) for sid in ids)))

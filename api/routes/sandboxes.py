@@ -93,14 +93,18 @@ async def create_sandbox(
     if body.restore_snapshot:
         await _owned_snapshot(conn, settings, tenant, body.restore_snapshot)
     sandbox_id = new_sandbox_id()
-    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.memory_mb, request.app.state.reservations)
+    await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
     return await _create(request, live, settings, tenant, body, wait, sandbox_id)
 
 
 def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
     """Limits within bounds and egress rules that pass the create check (``egress_rules``: no
-    wildcard over a public suffix, no refused address, no platform upstream), or a 422 naming it."""
-    platform = set(request.app.state.settings.egress_platform_upstreams)
+    wildcard over a public suffix, no refused address, no platform upstream) and an image the
+    operator allows (``Settings.sandbox_images``), or a 422 naming it."""
+    settings = request.app.state.settings
+    if body.image and body.image not in settings.allowed_images:
+        raise ApiError(422, f"image {body.image} is not allowed (allowed: {', '.join(settings.allowed_images)})")
+    platform = set(settings.egress_platform_upstreams)
     try:
         profile = SecurityProfile.with_overrides(body.profile)
         check_rules(body.egress_allow, request.app.state.egress_policy, platform)

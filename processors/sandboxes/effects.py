@@ -35,7 +35,7 @@ from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
 from astraforge.sandbox.egress import parse_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxSpec
-from astraforge.sandbox.snapshots import RESTORE_COMMAND, RESTORE_PATH, SNAPSHOT_COMMAND, check_snapshot
+from astraforge.sandbox.snapshots import RESTORE_COMMAND, SNAPSHOT_COMMAND, check_snapshot
 
 if TYPE_CHECKING:
     from astraforge.processors.sandboxes.processor import SandboxProcessor
@@ -85,11 +85,13 @@ class Effects:
         details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
         runtime_id = runtime_id or st.sandbox_id
         try:
+            if st.image not in self.settings.allowed_images:  # a record from before the API checked it
+                raise ValueError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
                 profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
                 if st.restore_snapshot:
-                    self._restore(st, handle.client)
+                    self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
                 self._open_egress(st, handle)
         except Exception as e:
             self.provider.stop(runtime_id)  # roll back whatever half exists
@@ -103,16 +105,16 @@ class Effects:
             if current is None or current.state in ENDED or current.state == "stopping":
                 self.provider.stop(runtime_id)  # stopped while provisioning
 
-    def _restore(self, st: SandboxState, client) -> None:
+    def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
         ref = self._snapshot_ref(st.tenant_id, st.restore_snapshot)
         if ref is None:
             raise ValueError(f"snapshot {st.restore_snapshot} not found")
         with self.artifacts.get_file(ref) as archive:
             # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
-            check_snapshot(archive, self.settings.max_snapshot_entries)
+            check_snapshot(archive, self.settings.max_snapshot_entries, workspace_bytes)
             archive.seek(0)
-            client.write_file(RESTORE_PATH, archive, ref["size"], 0o600)  # streamed: never whole in memory
-        result = client.exec(argv=RESTORE_COMMAND)
+            # streamed into tar's stdin: never whole in memory, never staged in the sandbox's /tmp
+            result = client.exec(argv=RESTORE_COMMAND, stdin=archive, stdin_size=ref["size"], report_detached=False)
         if result.exit_code != 0:
             raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
         payload = {"snapshot_id": st.restore_snapshot, "artifact": ref, "source_sandbox_id": None}
@@ -221,7 +223,10 @@ class Effects:
             done = exec_result(cid, result.exit_code, result.duration_ms, timed_out=result.timed_out,
                                cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            result, done = None, exec_result(cid, None, 0.0, error=str(e), truncated=truncated)
+            # the client's own messages name host paths (the control dir): the tenant gets the gist
+            error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
+            LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
+            result, done = None, exec_result(cid, None, 0.0, error=error, truncated=truncated)
         before = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
             event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
             for d in (result.detached if result else [])
@@ -314,7 +319,8 @@ class Effects:
             try:
                 if handle is None:
                     raise SupervisorUnavailable(UNAVAILABLE)
-                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect)  # raising aborts the tar
+                # raising aborts the tar; survivors of the agent's commands are left for theirs to report
+                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect, report_detached=False)
                 if result.exit_code != 0:
                     raise ValueError(f"failed: tar exited {result.exit_code}: {stderr.decode(errors='replace')}")
                 ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",

@@ -22,10 +22,12 @@ same host uid; the pid namespace tells them apart).
 No host path in mountinfo: the root is a read-only overlay of the rootfs whose layers are named
 through /proc/self/fd, and the control and supervisor directories are tmpfs roots.
 
+Seccomp: ``sandbox/seccomp.py``'s filter (what docker's default profile refuses to a process
+without capabilities), given to bwrap through ``--seccomp``; x86_64 only, elsewhere no sandbox starts.
+
 What it does not: there is no cgroup, so memory is bounded per process (RLIMIT_AS) rather than for
 the sandbox as a whole; the process limit (RLIMIT_NPROC) is counted per uid of the sandbox's own
-user namespace. No seccomp filter beyond the kernel's defaults is installed. Use the docker (or
-kubernetes) provider where those matter.
+user namespace. Use the docker (or kubernetes) provider where those matter.
 """
 
 import contextlib
@@ -43,6 +45,7 @@ from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
+from astraforge.sandbox.seccomp import NoSeccompFilter, filter_program
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 HOST_UID = 61000  # unprivileged host uid the agent's commands map to (no host account needed)
@@ -71,6 +74,10 @@ class BwrapProvider(SandboxProvider):
         if not traversable_by_others(self.rootfs):
             raise BwrapUnavailable(f"the sandbox rootfs {self.rootfs} is not reachable by the sandbox's unprivileged "
                                    "uid: a directory above it lacks o+x")  # fmt: skip
+        try:
+            self.seccomp = filter_program()
+        except NoSeccompFilter as e:
+            raise BwrapUnavailable(str(e)) from e
         self._children: dict[str, subprocess.Popen] = {}  # ours to reap after stop
         self.pid_dir = Path(state_dir) / "bwrap" / namespace  # one deployment never sees another's
         self.pid_dir.mkdir(parents=True, exist_ok=True)
@@ -113,24 +120,32 @@ class BwrapProvider(SandboxProvider):
             raise BwrapUnavailable(f"could not prepare the sandbox's user namespace: {e}") from e
         return holder
 
-    def command(self, spec: SandboxSpec, control: Path, status_fd: int, userns_pid: int) -> list[str]:
+    def command(self, spec: SandboxSpec, status_fd: int, userns_pid: int, args_fd: int, seccomp_fd: int) -> list[str]:
+        """The command line that starts the sandbox. bwrap stays the sandbox's pid 1, whose command
+        line every process inside can read: its options (host paths) come from ``args_fd``
+        (``bwrap_options``), so that line names none. ``seccomp_fd`` holds ``sandbox/seccomp.py``'s
+        filter, installed for the supervisor and so for every command."""
         p = spec.profile
-        caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
-        argv = ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
+        return ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
                 "/bin/sh", "-c", NO_USERNS, "sh",
                 "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-                "--new-session", "--cap-drop", "ALL", *caps,
-                "--json-status-fd", str(status_fd),
+                self.bwrap, "--args", str(args_fd), "--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd),
+                "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]  # fmt: skip
+
+    def bwrap_options(self, spec: SandboxSpec, control: Path) -> list[str]:
+        """bwrap's options, read from a pipe (``--args``), never shown in the sandbox."""
+        caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
+        argv = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+                "--hostname", "sandbox", "--new-session", "--cap-drop", "ALL", *caps,
                 "--ro-bind", str(self.root), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
-        for path, mb in p.tmpfs().items():
+        for path, mb in spec.profile.tmpfs().items():
             argv += ["--perms", "0755", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
         argv += ["--bind", str(control), CONTROL_MOUNT, "--ro-bind", str(self.supervisor_dir), SUPERVISOR_DIR,
                  "--chdir", "/workspace", "--clearenv", "--setenv", "HOME", HOME, "--setenv", "PATH", PATH,
                  "--setenv", "USER", "sandbox"]  # fmt: skip
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        return [*argv, "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]
+        return argv
 
     def _pidfile(self, sandbox_id: str) -> Path:
         return self.pid_dir / f"{sandbox_id}.json"
@@ -146,17 +161,26 @@ class BwrapProvider(SandboxProvider):
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         control = self.control_dir(spec.sandbox_id, self.supervisor_uid)
         if self._alive(spec.sandbox_id) is None:
-            read_fd, write_fd = os.pipe()
             log = self.pid_dir / f"{spec.sandbox_id}.log"
             holder = self._user_namespace(spec.profile.uid)
+            read_fd, write_fd = os.pipe()
+            args_fd = _pipe_holding(b"".join(os.fsencode(a) + b"\0" for a in self.bwrap_options(spec, control)))
+            seccomp_fd = _pipe_holding(self.seccomp)
             try:
-                with open(log, "wb") as stderr:
-                    proc = subprocess.Popen(
-                        self.command(spec, control, write_fd, holder.pid), pass_fds=(write_fd,),
-                        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                        env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
-                    )  # fmt: skip
-                os.close(write_fd)
+                try:
+                    with open(log, "wb") as stderr:
+                        proc = subprocess.Popen(
+                            self.command(spec, write_fd, holder.pid, args_fd, seccomp_fd),
+                            pass_fds=(write_fd, args_fd, seccomp_fd), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                            env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
+                        )  # fmt: skip
+                except BaseException:
+                    os.close(read_fd)
+                    raise
+                finally:
+                    for fd in (write_fd, args_fd, seccomp_fd):
+                        os.close(fd)
                 status = _read_status(read_fd, proc, timeout=10)
             finally:
                 holder.kill()  # the namespace lives on in the sandbox's processes
@@ -195,6 +219,18 @@ class BwrapProvider(SandboxProvider):
 
     def list_ids(self) -> set[str]:
         return {p.stem for p in self.pid_dir.glob("*.json") if self._alive(p.stem)}
+
+
+def _pipe_holding(data: bytes) -> int:
+    """A pipe's read end holding ``data``, for bwrap's ``--args`` and ``--seccomp`` (written whole
+    before bwrap starts: a few KiB, well within a pipe's buffer)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        if os.write(write_fd, data) != len(data):
+            raise BwrapUnavailable("bwrap's options did not fit in a pipe")
+    finally:
+        os.close(write_fd)
+    return read_fd
 
 
 def _read_status(fd: int, proc: subprocess.Popen, timeout: float) -> dict | None:

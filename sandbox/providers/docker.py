@@ -80,6 +80,7 @@ class DockerProvider(SandboxProvider):
                     spec.image,
                     command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
                     name=self.container_name(spec.sandbox_id),
+                    hostname="sandbox",  # not the engine's container id
                     labels={LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
                     detach=True,
                     user="0:0",
@@ -91,8 +92,8 @@ class DockerProvider(SandboxProvider):
                     cgroupns="private",
                     network_mode="none",
                     pids_limit=p.pids,
-                    mem_limit=f"{p.memory_mb}m",
-                    memswap_limit=f"{p.memory_mb}m",
+                    mem_limit=f"{p.ram_mb}m",  # processes' memory_mb + the tmpfs they may fill
+                    memswap_limit=f"{p.ram_mb}m",
                     nano_cpus=int(p.cpus * 1e9),
                     environment={"HOME": HOME, **spec.env},
                     working_dir="/workspace",

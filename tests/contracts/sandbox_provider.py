@@ -1,6 +1,8 @@
 """The contract every sandbox provider meets. A provider's test module subclasses
 ``SandboxProviderContract`` and supplies only the ``provider`` fixture."""
 
+import hashlib
+import io
 import os
 import secrets
 import socket
@@ -93,6 +95,22 @@ class SandboxProviderContract:
             sandbox.client.write("link/passwd", b"x")
         with pytest.raises(SupervisorError, match="not_found"):
             sandbox.client.read("missing.txt")
+
+    def test_stdin_streams_past_the_sandboxs_tmp_and_an_unread_stdin_never_hangs(self, provider) -> None:
+        """A restore pipes a snapshot into tar: the body is streamed (more than the sandbox's /tmp,
+        never staged); a command that exits without reading its stdin ends the request, not the host."""
+        sandbox_id = f"contract-{secrets.token_hex(4)}"
+        handle = provider.create(SandboxSpec(sandbox_id, profile=SecurityProfile(memory_mb=256, tmp_mb=16)))
+        try:
+            body = os.urandom(24 * 1024 * 1024)
+            result = handle.client.exec(argv=["sha256sum"], stdin=io.BytesIO(body), stdin_size=len(body))
+            assert result.exit_code == 0 and result.stdout.split()[0].decode() == hashlib.sha256(body).hexdigest()
+            started = time.monotonic()
+            ignored = handle.client.exec(shell="exit 3", stdin=io.BytesIO(body), stdin_size=len(body), timeout_s=30)
+            assert ignored.exit_code == 3 and time.monotonic() - started < 20
+            assert handle.client.exec(shell="cat").stdout == b"", "without a body stdin is /dev/null"
+        finally:
+            provider.stop(sandbox_id)
 
     def test_the_host_talks_only_to_this_sandboxs_supervisor(self, provider: SandboxProvider, sandbox) -> None:
         """Behind the control directory's permissions (the agent cannot write there; see

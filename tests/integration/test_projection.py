@@ -272,3 +272,19 @@ def test_a_failed_row_write_never_moves_the_offset(fresh_settings) -> None:
         conn.execute(sql.SQL("DROP TRIGGER refuse ON {}.streams").format(schema))
     Projector(fresh_settings).run_until_caught_up()
     assert rows(fresh_settings, "SELECT count(*) AS n FROM {s}.events")[0]["n"] == 500
+
+
+def test_starting_a_process_never_queues_behind_readers(fresh_settings) -> None:
+    """Every process runs the schema file at start. An ALTER TABLE there (even ``IF NOT EXISTS``)
+    takes an exclusive lock: it waited for any open read, and every later read queued behind it."""
+    from astraforge.projections.postgres import create_schema
+
+    with connect(fresh_settings, autocommit=True) as conn:
+        create_schema(conn, fresh_settings.projection_schema)
+    with connect(fresh_settings) as reader:  # a read in an open transaction, as a slow SSE page holds
+        for table in ("sandboxes", "artifacts"):
+            reader.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(fresh_settings.projection_schema), sql.Identifier(table)))  # fmt: skip
+        with connect(fresh_settings, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            create_schema(conn, fresh_settings.projection_schema)  # LockNotAvailable if it queued

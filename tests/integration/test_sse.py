@@ -7,7 +7,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from astraforge.producers.kafka import EventProducer
-from tests.support import auth, chat
+from tests.support import auth, chat, wait_until
 
 TOTAL = 10_000
 
@@ -107,3 +107,50 @@ def test_records_not_yet_projected_are_served_from_kafka(fresh_settings) -> None
             if len(texts) == 510:
                 break
     assert texts == [str(n) for n in range(510)]
+
+
+def test_the_live_handover_never_resends_a_replayed_record(settings, producer, projector, tenant) -> None:
+    """Records the live tail delivered while the projection replay also had them are sent once: the
+    subscriber is made first, its queue holds every record, and the replay holds them too (both
+    awaited before the response starts), so only the handover's offset filter stands between the
+    client and twenty duplicates."""
+    import asyncio
+
+    from astraforge.api.main import create_app
+    from astraforge.api.routes.streams import _sse
+
+    name, _ = tenant
+    stream = f"{name}-handover"
+
+    async def scenario() -> list[int]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            live = app.state.live
+            sub = live.subscribe(stream, name)
+            producer.append_many([chat(stream, name, str(n)) for n in range(20)])
+            while sub.queue.qsize() < 20:  # the live tail delivered all twenty
+                await asyncio.sleep(0.02)
+            wait_until(lambda: _projected(settings, stream) == 20, timeout=30, what="projection")
+            sent: list[int] = []
+            events = _sse(sub, live, app.state.pool, settings, name, stream, -1)
+            async for event in events:
+                sent.append(int(event.id))
+                if len(sent) == 20:
+                    producer.append(chat(stream, name, "after"))
+                if len(sent) == 21:
+                    break
+            await events.aclose()
+            return sent
+
+    sent = asyncio.run(scenario())
+    assert len(sent) == 21 and len(set(sent)) == 21 and sent == sorted(sent), sent
+
+
+def _projected(settings, stream: str) -> int:
+    from psycopg import sql
+
+    from astraforge.db import connect
+
+    with connect(settings) as conn:
+        query = sql.SQL("SELECT count(*) AS n FROM {}.events WHERE stream_id = %s")
+        return conn.execute(query.format(sql.Identifier(settings.projection_schema)), (stream,)).fetchone()["n"]

@@ -10,6 +10,8 @@ import pytest
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, running_api, wait_until
 
+SMALL = {"workspace_mb": 16, "tmp_mb": 16, "home_mb": 16}  # the quota counts memory_mb + these 48 MiB
+
 
 @pytest.fixture(scope="module")
 def strict_api(settings, projector, sandbox_processor):
@@ -95,18 +97,18 @@ def test_quotas_answer_429_with_the_limit(strict_api, sandbox_processor, setting
     from astraforge.api.auth import create_key
 
     key = create_key(settings, "quota-tenant")
-    first = create(strict_api, key, profile={"memory_mb": 300})["id"]
+    first = create(strict_api, key, profile=SMALL | {"memory_mb": 300})["id"]
 
     def over_memory() -> httpx.Response:
-        return post(f"{strict_api}/v1/sandboxes", key, {"profile": {"memory_mb": 512}}, wait="false")
+        return post(f"{strict_api}/v1/sandboxes", key, {"profile": SMALL | {"memory_mb": 512}}, wait="false")
 
     wait_until(lambda: over_memory().status_code == 429, timeout=30, what="the first sandbox is projected")
     error = over_memory().json()["error"]
-    assert error["code"] == "quota_exceeded" and error["details"] == {"quota": "memory_mb", "limit": 700, "used": 300}
-    second = create(strict_api, key, profile={"memory_mb": 300})["id"]
+    assert error["code"] == "quota_exceeded" and error["details"] == {"quota": "memory_mb", "limit": 700, "used": 348}
+    second = create(strict_api, key, profile=SMALL | {"memory_mb": 300})["id"]
 
     def over_count() -> httpx.Response:
-        return post(f"{strict_api}/v1/sandboxes", key, {"profile": {"memory_mb": 64}}, wait="false")
+        return post(f"{strict_api}/v1/sandboxes", key, {"profile": SMALL | {"memory_mb": 64}}, wait="false")
 
     wait_until(lambda: over_count().status_code == 429, timeout=30, what="the second sandbox is projected")
     assert over_count().json()["error"]["details"]["quota"] == "sandboxes"
@@ -125,7 +127,7 @@ def test_quotas_answer_429_with_the_limit(strict_api, sandbox_processor, setting
     third: list[str] = []
 
     def created_after_stops() -> bool:
-        r = post(f"{strict_api}/v1/sandboxes", key, {"profile": {"memory_mb": 64}}, wait="false")
+        r = post(f"{strict_api}/v1/sandboxes", key, {"profile": SMALL | {"memory_mb": 64}}, wait="false")
         third.extend([r.json()["id"]] if r.status_code == 201 else [])
         return r.status_code == 201
 

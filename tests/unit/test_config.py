@@ -95,3 +95,10 @@ def test_get_settings_reports_a_config_error(monkeypatch) -> None:
 def test_a_username_without_a_password_is_refused() -> None:
     with pytest.raises(ValueError, match="both"):
         Settings(kafka_sasl_username="app")
+
+
+def test_images_a_create_may_name_are_the_operators(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ASTRAFORGE_SANDBOX_IMAGES", '["corp/python:3.12"]')
+    monkeypatch.setenv("ASTRAFORGE_WARM_POOLS", '[{"size": 1, "image": "corp/node:22"}, {"size": 1}]')
+    s = Settings(state_dir=tmp_path)
+    assert s.allowed_images == ["astraforge/sandbox:bookworm", "corp/python:3.12", "corp/node:22"]

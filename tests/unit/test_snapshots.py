@@ -89,3 +89,10 @@ def test_a_relative_link_to_a_sibling_directory_passes() -> None:
     """``a/b -> ../c`` stays inside: only hard links resolve their target from the root."""
     data = tar_of(entry("./a", tarfile.DIRTYPE), entry("./c", tarfile.DIRTYPE), entry("./a/b", tarfile.SYMTYPE, "../c"))
     assert check_snapshot(data) == 3
+
+
+def test_an_archive_larger_than_the_workspace_is_refused_from_its_headers() -> None:
+    data = tar_of(entry("./a", size=600), entry("./b", size=500))
+    assert check_snapshot(data, max_bytes=1100) == 2
+    with pytest.raises(UnsafeSnapshot, match="more than 1099 bytes"):
+        check_snapshot(data, max_bytes=1099)

@@ -40,9 +40,10 @@ def test_execs_run_from_started_to_finished_and_sandboxes_keep_their_memory() ->
     assert (started.table, started.row["state"], started.update) == ("execs", "running", ())
     (finished,) = fold(ev("exec.finished", {"command_id": "c1", "exit_code": 3}, sandbox="sb-1", at=2_000), 2)
     assert finished.row["state"] == "finished" and finished.row["exit_code"] == 3 and "state" in finished.update
-    asked = {"state": "requested", "details": {"profile.memory_mb": "300"}}
-    assert fold(ev("sandbox.requested", asked, sandbox="sb-1"), 0)[0].row["memory_mb"] == 300
-    assert fold(ev("sandbox.requested", {"state": "requested"}, sandbox="sb-2"), 0)[0].row["memory_mb"] == 512
+    # what the sandbox may hold: its processes' memory plus its tmpfs caps (a tmpfs is memory)
+    asked = {"state": "requested", "details": {"profile.memory_mb": "300", "profile.workspace_mb": "100"}}
+    assert fold(ev("sandbox.requested", asked, sandbox="sb-1"), 0)[0].row["memory_mb"] == 300 + 100 + 256 + 256
+    assert fold(ev("sandbox.requested", {"state": "requested"}, sandbox="sb-2"), 0)[0].row["memory_mb"] == 2048
     ready = fold(ev("sandbox.ready", {"state": "ready"}, sandbox="sb-1"), 3)[0]
     assert "memory_mb" not in ready.update  # later lifecycle records keep what the request said
 
