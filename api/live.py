@@ -21,6 +21,7 @@ from astraforge.schemas import Codec, default_codec
 
 LOG = logging.getLogger(__name__)
 MAX_QUEUE = 20_000
+MAX_QUEUE_BYTES = 16 * 1024 * 1024  # of record values: exec.output records carry up to 64 KiB each
 CONTACT_EVERY_S = 2.0  # the tail asks Kafka for metadata this often (its answer is /health's)
 HEALTHY_WITHIN_S = 3 * CONTACT_EVERY_S
 
@@ -33,14 +34,29 @@ class Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     overflowed: bool = False
+    queued_bytes: int = 0
 
-    def offer(self, item: Positioned | None) -> None:
-        """Runs on the event loop. ``None`` tells the reader it fell too far behind."""
-        if self.queue.qsize() >= MAX_QUEUE:
+    def offer(self, item: Positioned | None, size: int = 0) -> None:
+        """Runs on the event loop. ``None`` tells the reader it fell too far behind: more than
+        MAX_QUEUE records or MAX_QUEUE_BYTES of them waiting (a client that reads nothing must not
+        hold the API's memory; it resumes by offset)."""
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= MAX_QUEUE or self.queued_bytes + size > MAX_QUEUE_BYTES:
             self.overflowed = True
             self.queue.put_nowait(None)
-        elif not self.overflowed:
-            self.queue.put_nowait(item)
+        else:
+            self.queued_bytes += size
+            self.queue.put_nowait((item, size))
+
+    async def next(self) -> Positioned | None:
+        """The next record, or None once the reader has fallen too far behind."""
+        entry = await self.queue.get()
+        if entry is None:
+            return None
+        item, size = entry
+        self.queued_bytes -= size
+        return item
 
 
 class LiveTail:
@@ -140,4 +156,4 @@ class LiveTail:
             item = Positioned(msg.partition(), msg.offset(), envelope)
             for sub in subs:
                 if envelope.tenant_id == sub.tenant_id:
-                    sub.loop.call_soon_threadsafe(sub.offer, item)
+                    sub.loop.call_soon_threadsafe(sub.offer, item, len(msg.value() or b""))

@@ -245,9 +245,12 @@ def api(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int 
     import uvicorn
 
     from astraforge.api.main import create_app
+    from astraforge.api.server import server_config
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, log_level="info")
+    config = server_config(create_app(settings), host or settings.api_host, port or settings.api_port,
+                           settings.api_header_timeout_s, log_level="info")  # fmt: skip
+    uvicorn.Server(config).run()
 
 
 @app.command("run")
@@ -256,6 +259,7 @@ def run() -> None:
     import uvicorn
 
     from astraforge.api.main import create_app
+    from astraforge.api.server import server_config
     from astraforge.projections.postgres import Projector
 
     dev_up()
@@ -278,7 +282,9 @@ def run() -> None:
         soft_wrap=True,  # commands stay on one line, ready to copy
     )
     try:
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+        config = server_config(create_app(settings), settings.api_host, settings.api_port,
+                               settings.api_header_timeout_s, log_level="info")  # fmt: skip
+        uvicorn.Server(config).run()
     finally:
         projector.stop()
         sandboxes.stop()

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     """PostgreSQL schema holding the read models (rebuilt from Kafka on demand)."""
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_header_timeout_s: float = Field(default=10.0, gt=0)
+    """A request head must reach the API within this (of the connection, or of the previous
+    response); past it the connection is closed (slowloris)."""
     key_cache_ttl_s: float = Field(default=5.0, ge=0, le=300)
     """How long an API process reuses a key's verification: a revoked key may work that long (0: never)."""
     kafka_timeout_s: float = Field(default=5.0, gt=0)

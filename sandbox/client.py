@@ -159,12 +159,15 @@ class SupervisorClient:
         sock = self._connect()
         sender = None
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            if concurrently:
-                sender = threading.Thread(target=_send_body, args=(sock, body, size, True), daemon=True)
-                sender.start()
-            else:
-                _send_body(sock, body, size)
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                if concurrently:
+                    sender = threading.Thread(target=_send_body, args=(sock, body, size, True), daemon=True)
+                    sender.start()
+                else:
+                    _send_body(sock, body, size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the supervisor answered before taking the whole body (a refusal): read its answer
             reader = sock.makefile("rb")
             while header := reader.read(HEADER.size):
                 if len(header) < HEADER.size:

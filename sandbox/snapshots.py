@@ -80,13 +80,11 @@ class _Workspace:
 
 
 def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000, max_bytes: int | None = None) -> int:
-    """Raise ``UnsafeSnapshot`` naming the first bad entry (or past ``max_entries``, which bounds
-    the work a hostile archive can cause here); returns the number of entries. Reads the archive
-    as a stream, entry by entry: it is never held whole.
-
-    ``max_bytes`` bounds what the archive unpacks to (the new workspace's size), checked from each
-    header before its data is decompressed: a sparse file costs its sandbox nothing but is stored
-    at its full apparent size, so a small archive can unpack to hundreds of GiB."""
+    """Raise ``UnsafeSnapshot`` naming the first bad entry, past ``max_entries``, or once the
+    entries' sizes pass ``max_bytes`` (the workspace it is restored into: it could not hold more),
+    checked at each entry's header before its data is read: both bound the work a hostile archive
+    causes here (gzip packs zeros ~1000:1, so the compressed size bounds nothing). Returns the
+    number of entries. Reads the archive as a stream, entry by entry: it is never held whole."""
     fileobj = io.BytesIO(source) if isinstance(source, bytes) else source
     workspace, count, unpacked = _Workspace(), 0, 0
     try:
@@ -97,7 +95,7 @@ def check_snapshot(source: bytes | BinaryIO, max_entries: int = 100_000, max_byt
                     raise UnsafeSnapshot(f"more than {max_entries} entries")
                 unpacked += m.size
                 if max_bytes is not None and unpacked > max_bytes:
-                    raise UnsafeSnapshot(f"unpacks to more than {max_bytes} bytes: larger than the workspace")
+                    raise UnsafeSnapshot(f"unpacks to more than the workspace's {max_bytes} bytes (at {m.name!r})")
                 workspace.add(m)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise UnsafeSnapshot(f"not a readable tar: {e}") from e

@@ -56,6 +56,7 @@ import threading
 import time
 
 CHUNK = 64 * 1024
+FRAME_INTERVAL_S = 0.02  # a command's output is framed at most this often (or per CHUNK): see _Output
 ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_error", "spawn_failed")
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
@@ -461,10 +462,50 @@ def do_exec(sock: socket.socket, req: dict, rfile) -> None:
     })  # fmt: skip
 
 
+class _Output:
+    """Output read from a command's pipes, framed at most once per ``FRAME_INTERVAL_S`` (or at once
+    when a whole CHUNK is waiting): every frame becomes a record on the host, and a command writing
+    one byte at a time made a record per byte. Within one interval, each stream's bytes go out
+    together, in the order the streams first wrote (the interleaving is kept to that resolution)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parts: dict[bytes, bytearray] = {}
+        self.size = 0
+        self.last = -FRAME_INTERVAL_S  # the first output goes out at once
+
+    def add(self, kind: bytes, data: bytes) -> None:
+        self.parts.setdefault(kind, bytearray()).extend(data)
+        self.size += len(data)
+        if self.size >= CHUNK or self.wait() == 0:
+            self.flush()
+
+    def wait(self) -> float | None:
+        """Seconds until the waiting bytes are due (0: now), None when nothing waits."""
+        if not self.size:
+            return None
+        return max(0.0, self.last + FRAME_INTERVAL_S - time.monotonic())
+
+    def flush(self) -> None:
+        parts, self.parts, self.size = self.parts, {}, 0
+        for kind, data in parts.items():
+            for start in range(0, len(data), CHUNK):  # frames stay within CHUNK, as the host expects
+                frame(self.sock, kind, bytes(data[start : start + CHUNK]))
+        self.last = time.monotonic()
+
+
 def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float) -> bool:
     """Frame the command's output until its pipes close, or until it has exited and its process
     group is empty (whatever still holds a pipe then was detached: it is not waited for).
     True if the deadline passed (the group is killed)."""
+    output = _Output(sock)
+    try:
+        return _read_output(output, proc, deadline)
+    finally:
+        output.flush()
+
+
+def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bool:
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, b"1")
     sel.register(proc.stderr, selectors.EVENT_READ, b"2")
@@ -481,9 +522,10 @@ def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float)
                 kill_group(proc)
                 return True
             if exited and not group_alive(proc.pid):
-                _drain(sock, sel)
+                _drain(output, sel)
                 return False
-            for key, _ in sel.select(timeout=min(remaining, 0.05 if exited else 0.5)):
+            due = output.wait()
+            for key, _ in sel.select(timeout=min(remaining, 0.05 if exited else 0.5, due if due is not None else 1)):
                 if key.data is None:  # the pidfd: the command itself has exited
                     sel.unregister(key.fileobj)
                     signalled = True
@@ -493,7 +535,9 @@ def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float)
                     sel.unregister(key.fileobj)
                     open_pipes -= 1
                 else:
-                    frame(sock, key.data, data)
+                    output.add(key.data, data)
+            if output.wait() == 0:
+                output.flush()
             if not exited and (signalled or pidfd is None):
                 exited = _reaped(proc) is not None
         return False
@@ -503,7 +547,7 @@ def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float)
             os.close(pidfd)
 
 
-def _drain(sock: socket.socket, sel: selectors.BaseSelector, max_chunks: int = 16) -> None:
+def _drain(output: _Output, sel: selectors.BaseSelector, max_chunks: int = 16) -> None:
     """What is already in the pipes after the command ended; a detached writer is not followed."""
     for _ in range(max_chunks):
         ready = [key for key, _ in sel.select(timeout=0) if key.data is not None]
@@ -512,7 +556,7 @@ def _drain(sock: socket.socket, sel: selectors.BaseSelector, max_chunks: int = 1
         for key in ready:
             data = os.read(key.fd, CHUNK)
             if data:
-                frame(sock, key.data, data)
+                output.add(key.data, data)
             else:
                 sel.unregister(key.fileobj)
 

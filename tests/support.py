@@ -11,6 +11,7 @@ import httpx
 import uvicorn
 
 from astraforge.api.main import create_app
+from astraforge.api.server import server_config
 from astraforge.config import Settings
 from astraforge.projections.postgres import Projector
 from astraforge.schemas import Envelope
@@ -35,9 +36,8 @@ def free_port() -> int:
 def running_api(settings: Settings, sse_ping_s: float = 15.0) -> Iterator[str]:
     """The real app on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, sse_ping_s=sse_ping_s), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings, sse_ping_s=sse_ping_s)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, settings.api_header_timeout_s, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -67,7 +67,7 @@ async def _append(request: Request, envelopes: list[Envelope]) -> None:
 async def _until(sub: Subscriber, match: Callable[[Envelope], bool], timeout: float) -> Envelope:
     async with asyncio.timeout(timeout):
         while True:
-            item = await sub.queue.get()
+            item = await sub.next()
             if item is None:
                 raise ApiError(503, "fell behind the live stream; retry")
             if match(item.envelope):

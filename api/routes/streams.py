@@ -141,7 +141,7 @@ async def _sse(
                         last = e.offset
         # 3. live
         while True:
-            item = await sub.queue.get()
+            item = await sub.next()
             if item is None:
                 return  # fell too far behind: the client reconnects with Last-Event-ID
             if item.offset > last:

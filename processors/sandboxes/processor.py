@@ -11,8 +11,9 @@ not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
 
 Order of a command: decide (pure) → append its records (``exec.accepted`` for work) and wait for the
 broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
-on lanes of their own: control (stop, cancel, egress), provisions, file operations, and one thread
-per running command, so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
+on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
+``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
+so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
 settled under the partition's lock against the current state, only while this instance owns it.
 
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
@@ -37,6 +38,7 @@ from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.lanes import TenantLanes
 from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects
 from astraforge.processors.sandboxes.reconcile import orphans
@@ -61,7 +63,7 @@ LANES = {"stop": "control", "cancel": "control", "egress": "control", "provision
 
 class SandboxProcessor:
     def __init__(self, settings: Settings, provider: SandboxProvider, artifacts: ArtifactStore | None = None,
-                 ended_grace_s: float = ENDED_GRACE_S) -> None:  # fmt: skip
+                 ended_grace_s: float = ENDED_GRACE_S, workers: int = 64) -> None:  # fmt: skip
         self.settings = settings
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
@@ -81,8 +83,10 @@ class SandboxProcessor:
         self.lanes = {
             "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-control"),
             "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
-            "files": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-files"),
+            "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
         }
+        # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
+        self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.table = self.runtime.table(NAME)
         self.runtime.on_revoked(self._suspend)
@@ -200,6 +204,9 @@ class SandboxProcessor:
             if lane is None:
                 name = f"sandbox-{effect.kind}-{sandbox_id[-8:]}"
                 threading.Thread(target=self.effects.run, args=(sandbox_id, effect), name=name, daemon=True).start()
+            elif lane == "files":
+                st = self.state(sandbox_id)
+                self.tenant_lanes.submit(st.tenant_id if st else "", self.effects.run, sandbox_id, effect)
             else:
                 self.lanes[lane].submit(self.effects.run, sandbox_id, effect)
 

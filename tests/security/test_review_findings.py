@@ -156,7 +156,7 @@ def test_a_sparse_snapshot_is_refused_before_it_is_unpacked(api_url, sandbox_pro
     restored = create(api_url, key, restore_snapshot=snapshot.json()["id"], profile={"workspace_mb": 64})
     post(f"{api_url}/v1/sandboxes/{restored['id']}/stop", key)
     assert restored["state"] == "failed", restored
-    assert "larger than the workspace" in restored["reason"], restored["reason"]
+    assert "more than the workspace's" in restored["reason"], restored["reason"]
 
 
 def test_a_command_that_takes_the_supervisor_down_is_recorded_without_host_details(platform: Platform) -> None:

@@ -1,0 +1,53 @@
+"""Per-tenant lanes in front of the sandbox processor's worker pool.
+
+Every effect runs in one shared pool of threads, and an effect holds its thread until its sandbox
+answers, which the agent in the sandbox can put off (a snapshot's tar runs as the agent, which can
+stop it; a file transfer crawls in a sandbox whose CPU the agent keeps busy). Commands are bounded
+per tenant by the concurrent-exec quota; the effects no quota counts (file reads and writes,
+snapshots) go through a lane: at most ``share`` of one tenant's run at once, and the rest wait in
+that tenant's queue, not in a thread. So one tenant cannot hold more than its quota plus its share
+of the pool, whatever it sends.
+
+Not protected: several tenants together can still fill the pool (size it for the tenants' quotas);
+within a lane a stuck effect delays its own tenant's next ones.
+"""
+
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+
+class TenantLanes:
+    def __init__(self, pool: Executor, share: int) -> None:
+        self.pool = pool
+        self.share = max(1, share)
+        self._lock = threading.Lock()
+        self._running: defaultdict[str, int] = defaultdict(int)
+        self._waiting: defaultdict[str, deque] = defaultdict(deque)
+
+    def submit(self, tenant: str, fn: Callable[..., None], *args) -> None:
+        """Run ``fn(*args)`` in the pool now if the tenant is within its share, else once one of
+        its running effects ends."""
+        with self._lock:
+            if self._running[tenant] >= self.share:
+                self._waiting[tenant].append((fn, args))
+                return
+            self._running[tenant] += 1
+        self.pool.submit(self._run, tenant, fn, args)
+
+    def _run(self, tenant: str, fn: Callable[..., None], args: tuple) -> None:
+        try:
+            fn(*args)
+        finally:
+            with self._lock:
+                queue = self._waiting.get(tenant)
+                following = queue.popleft() if queue else None
+                if queue is not None and not queue:
+                    del self._waiting[tenant]
+                if following is None:
+                    self._running[tenant] -= 1
+                    if not self._running[tenant]:
+                        del self._running[tenant]
+            if following is not None:
+                self.pool.submit(self._run, tenant, *following)
