@@ -299,7 +299,7 @@ class SandboxProcessor:
                 decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED)
                 self.emit(st.sandbox_id, decision.events)
                 self.dispatch(st.sandbox_id, decision.effects)
-        found = orphans(present, list(self.states.values()), partitions, self.partition_of, self.pools)
+        found = orphans(present, list(self.states.values()), partitions, self.partition_of, self.pools.view(present))
         for runtime_id in found.reap:
             LOG.warning("reaping orphan sandbox %s", runtime_id)
             self.lanes["control"].submit(self._reap_orphan, runtime_id)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from astraforge.config import Settings
 from astraforge.ids import new_id
+from astraforge.processors.sandboxes.reconcile import WarmView
 from astraforge.processors.sandboxes.state import SandboxState
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxProvider, SandboxSpec
@@ -40,8 +41,16 @@ class WarmPools:
         self._refilling = threading.Lock()
         self._stopping = stopping
 
-    def is_warm(self, runtime_id: str) -> bool:
+    @staticmethod
+    def is_warm(runtime_id: str) -> bool:
         return WARM_ID.match(runtime_id) is not None
+
+    def view(self, present: set[str]) -> WarmView:
+        """The warm pools as reconciling sees them, for the provider's ``present`` sandboxes."""
+        claims = {rid: sid for rid in present if self.is_warm(rid) and (sid := self.claimed_by(rid))}
+        with self._lock:
+            pooled = frozenset(rid for ids in self.warm.values() for rid in ids)
+        return WarmView(claims, self.mine, pooled, self.is_warm)
 
     def mine(self, runtime_id: str) -> int | None:
         """The pool index of one of this instance's warm sandboxes, else None."""
