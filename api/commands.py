@@ -136,8 +136,9 @@ class CommandService:
         self, tenant: str, spec: SandboxCreate, image: str, sandbox_ids: list[str], wait_s: float | None,
         progress: Progress | None = None,
     ) -> list[SandboxPublic]:  # fmt: skip
-        """Append each sandbox's ``sandbox.requested`` and create command (one append); with
-        ``wait_s``, answer once each is ready or failed (one still provisioning then says so)."""
+        """Append each sandbox's create command (one append) and answer from the processor's facts:
+        its ``sandbox.requested``, or with ``wait_s`` once each is ready or failed (one still on
+        its way then says so)."""
         records = [r for sandbox_id in sandbox_ids for r in _create_records(tenant, spec, image, sandbox_id)]
         if progress is not None and progress.taken_over and not progress.appended:
             async with self.pool.connection() as conn:  # a `sandbox.requested` the earlier attempt left
@@ -145,16 +146,13 @@ class CommandService:
                     await progress.mark_appended()
         at = iso(from_micros(records[0].occurred_at))
         answers: dict[str, list[Envelope]] = {}
-        if wait_s is None:
-            if progress is None or not progress.appended:
-                await self.append(records, progress)
-        else:
-            outcome = ("sandbox.ready", "sandbox.failed")
-            wanted = {sandbox_id: Answer(types=outcome, final=outcome) for sandbox_id in sandbox_ids}
-            try:
-                answers = await self.call(tenant, records, wanted, wait_s, progress)
-            except TimeoutError:  # still provisioning: the caller follows the stream or polls GET
-                answers = {}
+        outcome = ("sandbox.ready", "sandbox.failed") if wait_s is not None else ("sandbox.requested",)
+        wanted = {sandbox_id: Answer(types=outcome, final=outcome) for sandbox_id in sandbox_ids}
+        try:
+            answers = await self.call(tenant, records, wanted, wait_s if wait_s is not None else REQUESTED_WAIT_S,
+                                      progress)  # fmt: skip
+        except TimeoutError:  # still on its way: the caller follows the stream or polls GET
+            answers = {}
         created = []
         for sandbox_id in sandbox_ids:
             done = answers.get(sandbox_id, [None])[-1]
@@ -247,6 +245,9 @@ async def _heard(sub: Subscriber, answer: Answer) -> list[Envelope]:
                 return found
 
 
+REQUESTED_WAIT_S = 10.0  # a create without `wait` answers once the processor took it (or says `requested`)
+
+
 def new_sandbox_id() -> str:
     return f"sb-{new_id().replace('-', '')}"
 
@@ -258,17 +259,12 @@ def _create_records(tenant: str, spec: SandboxCreate, image: str, sandbox_id: st
         details["restore_snapshot"] = spec.restore_snapshot
     if spec.egress_allow:
         details["egress_allow"] = "\n".join(spec.egress_allow)
-    requested = Envelope(
-        type="sandbox.requested", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-        sandbox_id=sandbox_id, payload={"state": "requested", "reason": None, "provider": None, "image": image,
-                                        "details": details},
-    )  # fmt: skip
     create = command(tenant, sandbox_id, "sandbox.create", {
         "image": image, "profile": {k: str(v) for k, v in spec.profile.items()}, "cpus": None,
         "memory_mb": None, "pids": None, "idle_timeout_s": spec.idle_timeout_s, "ttl_s": spec.ttl_s,
         "egress_allow": spec.egress_allow, "restore_snapshot": spec.restore_snapshot,
     })  # fmt: skip
-    return [requested, create]
+    return [create]  # the processor writes `sandbox.requested` from it: the one writer of the lifecycle
 
 
 def exec_result(command_id: str, records: list[Envelope]) -> ExecResult:

@@ -4,7 +4,9 @@ Routes check the request and the tenant's ownership (``api.deps``), then hand th
 ``api.commands`` (append it, await the processor's answer) and never touch the read models.
 POSTs that create or run something (and the file upload) honour an ``Idempotency-Key``
 (``api.idempotency``): whatever they append happens inside ``Idempotent.run``, with the ids it
-hands out, so a retry answers the first attempt's result instead of doing it again.
+hands out, so a retry answers the first attempt's result instead of doing it again. The sandbox
+processor is the one writer of a sandbox's lifecycle (it writes ``sandbox.requested`` from the
+create command).
 """
 
 import hashlib

@@ -234,3 +234,24 @@ def test_cancel_kills_a_running_command(api_url, sandbox_processor, tenant) -> N
     done = finished()
     assert done["cancelled"] and done["exit_code"] == -9 and time.monotonic() - started < 30
     post(f"{base}/stop", key)
+
+
+def test_the_processor_is_the_one_writer_of_a_sandboxs_lifecycle(api_url, sandbox_processor, tenant) -> None:
+    """The API appends the command only; ``sandbox.requested`` comes from the processor, so nothing can
+    reach the stream before it (a ``provisioning`` ahead of it left the sandbox ``requested`` forever)."""
+    _, key = tenant
+    answer = post(f"{api_url}/v1/sandboxes", key, {}, wait="false")
+    assert answer.status_code == 201 and answer.json()["state"] == "requested", answer.text
+    sid = answer.json()["id"]
+    url = f"{api_url}/v1/sandboxes/{sid}"
+    wait_until(lambda: httpx.get(url, headers=auth(key)).status_code == 200, timeout=30, what="projected")
+
+    def lifecycle() -> list[dict]:
+        items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key)).json()["items"]
+        return [e for e in items if e["type"].startswith("sandbox.")]
+
+    wait_until(lambda: any(e["type"] == "sandbox.ready" for e in lifecycle()), timeout=60, what="ready")
+    records = lifecycle()
+    assert [e["type"] for e in records[:3]] == ["sandbox.requested", "sandbox.provisioning", "sandbox.ready"]
+    assert {e["actor"] for e in records} == {"processor:sandboxes"}
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)

@@ -1,0 +1,282 @@
+"""The runtime every stream processor shares: a faust-streaming app per processor, built from Settings.
+
+One ``Runtime`` is one instance of one processor (the faust app id is ``<topic prefix>-<name>``, so
+every instance of a processor joins one consumer group and Kafka splits the source topic's
+partitions among them). Faust runs on a thread and event loop of its own, so a processor's blocking
+work (Docker, the supervisor, confluent-kafka) stays in ordinary threads and a test can run an
+instance inside its own process.
+
+What the runtime gives a processor:
+
+- **Ownership.** ``owned`` is the set of source-topic partitions this instance holds *and* whose
+  tables are recovered. ``on_revoked`` hooks run when a rebalance starts taking partitions away
+  (after faust has drained the records in flight, before another instance can get them);
+  ``on_assigned`` hooks run when it ends (tables recovered from their changelogs, before any record
+  is processed) with the partitions now owned. Only the owner of a stream's partition may act on it.
+- **Tables co-partitioned with the source topic.** Our producer partitions by CRC32 of the stream id
+  (``astraforge.kafka.partition_for``), not by faust's murmur2, so writes name their partition:
+  ``put``/``delete`` write the value and its changelog record to that partition, from any thread.
+- **Durable accept** (``append_durably``): records are appended and acknowledged before the handler returns,
+  and faust commits a record's offset only after its handler returned: a command is a fact before
+  it counts as consumed. Delivery is at-least-once; handlers are idempotent.
+- **Dead letters** (``dead_letter``): an unusable record is copied, with why and where from, to the
+  dead-letter topic, acknowledged, and then skipped.
+
+Not provided: exactly-once (faust's ``processing_guarantee="exactly_once"`` has open upstream bugs);
+fencing of a *live* instance that lost its partitions without noticing (e.g. a stalled process past
+its session timeout keeps running its threads until its next poll); the processor must make its own
+side effects idempotent.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from astraforge.config import Settings
+from astraforge.errors import DeliveryFailed
+from astraforge.kafka import partition_for
+from astraforge.producers.kafka import Appended, EventProducer
+from astraforge.schemas import Envelope
+
+LOG = logging.getLogger(__name__)
+Hook = Callable[[frozenset[int]], Awaitable[None] | None]
+SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a consumed record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: str, consumer: str) -> None:
+    """Copy an unusable record to the dead-letter topic with why and where it came from, and wait for
+    the acknowledgement (the caller's handler returns, and the offset commits, only after)."""
+    headers = {
+        "reason": reason.encode(),
+        "source.topic": source.topic.encode(),
+        "source.partition": str(source.partition).encode(),
+        "source.offset": str(source.offset).encode(),
+        "consumer": consumer.encode(),
+    }
+    producer.send_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
+    producer.flush()
+
+
+def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool]) -> list[Appended]:
+    """Append ``events`` and wait for the broker's acknowledgement, retrying while Kafka is away (never
+    skipping). A handler that returns only after this makes its records facts before its input's
+    offset can commit: the durable accept."""
+    while True:
+        try:
+            return producer.append_many(events)
+        except DeliveryFailed:
+            if stopping():
+                raise
+            LOG.exception("records not acknowledged; retrying")
+            time.sleep(1)
+
+
+def app_id(settings: Settings, processor: str) -> str:
+    """The consumer group (and internal topic prefix) of one processor in one deployment."""
+    return f"{settings.topic_prefix}-{processor}"
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """The SASL identity of ``astraforge.kafka.client_config``, in faust's terms."""
+    creds = settings.kafka_credentials()
+    if creds is None or settings.kafka_security_protocol in ("PLAINTEXT", "SSL"):
+        return None
+    return faust.SASLCredentials(username=creds.username, password=creds.password, mechanism=creds.mechanism)
+
+
+def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop, **conf: Any) -> faust.App:
+    """A faust app for one processor: our broker and credentials, in-memory tables restored from their
+    changelogs, one standby replica, no web server, offsets from the start of a new group."""
+    options: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "broker_credentials": credentials(settings),
+        "store": "memory://",
+        "web_enabled": False,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": 1,
+        "table_standby_replicas": 1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": SESSION_TIMEOUT_S,
+        "broker_heartbeat_interval": 1.0,
+        "broker_commit_interval": 1.0,
+        "producer_acks": -1,
+        "loop": loop,
+        **conf,
+    }
+    return faust.App(app_id(settings, processor), **options)
+
+
+class Runtime:
+    """One instance of one processor: a faust app on its own thread and event loop."""
+
+    def __init__(self, settings: Settings, processor: str, source_topic: str, **conf: Any) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.source_topic = source_topic
+        self.loop = asyncio.new_event_loop()
+        self.app = make_app(settings, processor, self.loop, **conf)
+        self.topic = self.app.topic(source_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                    value_serializer="raw")  # fmt: skip
+        self._assigned: frozenset[int] = frozenset()  # source partitions in the current assignment
+        self._owned: frozenset[int] = frozenset()  # ... whose tables are recovered and hooks have run
+        self._on_assigned: list[Hook] = []
+        self._on_revoked: list[Hook] = []
+        self._tables: list[faust.Table] = []
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_requested = asyncio.Event()
+        self.app.on_partitions_assigned.connect(self._assignment)
+        self.app.on_partitions_revoked.connect(self._revocation)
+        self.app.on_rebalance_complete.connect(self._rebalance_complete)
+
+    # -- ownership ----------------------------------------------------------------------------
+    @property
+    def owned(self) -> frozenset[int]:
+        """Source partitions this instance owns now (tables recovered)."""
+        return self._owned
+
+    def partition(self, stream_id: str) -> int:
+        return partition_for(stream_id, self.settings.topic_partitions)
+
+    def on_assigned(self, hook: Hook) -> Hook:
+        """Run ``hook(partitions)`` after each rebalance with every partition this instance now owns (on
+        the loop, tables recovered, before their records are processed). Partitions held before and
+        missing now were lost; partitions not held before are new: the hook tells them apart."""
+        self._on_assigned.append(hook)
+        return hook
+
+    def on_revoked(self, hook: Hook) -> Hook:
+        """Run ``hook(partitions)`` when a rebalance takes partitions away (on the loop, after faust drained
+        their records in flight, before any other instance can be assigned them). Kafka's eager
+        rebalance revokes *every* partition, and many come back: pause work on them, do not drop it."""
+        self._on_revoked.append(hook)
+        return hook
+
+    async def _assignment(self, sender: Any, assigned: set, **_: Any) -> None:
+        self._assigned = frozenset(tp.partition for tp in assigned if tp.topic == self.source_topic)
+        if not self._tables or not self._assigned:  # nothing to recover: owned at once
+            await self._announce()
+
+    async def _rebalance_complete(self, sender: Any = None, **_: Any) -> None:
+        """Faust finished recovering the tables (its signal comes before the streams resume)."""
+        await self._announce()
+
+    async def _announce(self) -> None:
+        self._owned = self._assigned
+        LOG.info("%s owns partitions %s", self.processor, sorted(self._owned))
+        await self._run_hooks(self._on_assigned, self._owned)
+
+    async def _revocation(self, sender: Any, revoked: set, **_: Any) -> None:
+        gone = frozenset(tp.partition for tp in revoked if tp.topic == self.source_topic)
+        self._owned -= gone
+        self._assigned -= gone
+        if gone:
+            await self._run_hooks(self._on_revoked, gone)
+
+    async def _run_hooks(self, hooks: list[Hook], partitions: frozenset[int]) -> None:
+        for hook in hooks:
+            try:
+                result = hook(partitions)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # a failed hook must not kill the rebalance; it logs and the rest run
+                LOG.exception("%s: partition hook %s failed", self.processor, getattr(hook, "__name__", hook))
+
+    # -- tables -------------------------------------------------------------------------------
+    def table(self, name: str, **options: Any) -> faust.Table:
+        """A table co-partitioned with the source topic; values are JSON-able (dicts, lists, numbers).
+
+        Its changelog is compacted, and compaction only cleans closed segments: they roll every 10
+        minutes, so a recovery reads the live entries plus at most ~10 minutes of overwrites and
+        tombstones (tombstones themselves go an hour later)."""
+        changelog = {"segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.1",
+                     "delete.retention.ms": str(3_600_000)}  # fmt: skip
+        table = self.app.Table(name, partitions=self.settings.topic_partitions, key_type=str,
+                               extra_topic_configs=changelog, **options)  # fmt: skip
+        self._tables.append(table)
+        return table
+
+    def put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once)."""
+        self.call_soon(self._put, table, partition, key, value)
+
+    def delete(self, table: faust.Table, partition: int, key: str) -> None:
+        """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once)."""
+        self.call_soon(self._put, table, partition, key, None)
+
+    @staticmethod
+    def _put(table: faust.Table, partition: int, key: str, value: Any) -> None:
+        store = table.data
+        if value is None:
+            store.data.pop(key, None)
+            table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            store.data[key] = value
+            table.send_changelog(partition, key, value)
+        with contextlib.suppress(AttributeError):  # the memory store drops a revoked partition's keys by this map
+            store._key_partition[key] = partition
+
+    async def flush(self) -> None:
+        """Wait until every table write so far is in its changelog (on the loop)."""
+        await asyncio.sleep(0)  # let writes scheduled from other threads reach the producer first
+        await self.app.producer.flush()
+
+    # -- loop access from other threads -------------------------------------------------------
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._stopped.is_set():
+            return
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> None:
+        """Start the app on a thread of its own; returns once faust has started (not yet assigned)."""
+        self._thread = threading.Thread(target=self._serve, name=f"faust-{self.processor}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError(f"{self.processor}: faust did not start within {timeout}s")
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.app.start())
+            self._started.set()
+            self.loop.run_until_complete(self._wait_stopped())
+        except Exception:
+            LOG.exception("%s: faust app failed", self.processor)
+        finally:
+            self._started.set()
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.app.stop())
+            self._stopped.set()
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    async def _wait_stopped(self) -> None:
+        await self._stop_requested.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Leave the group (partitions move at once, not after a session timeout) and stop the loop."""
+        if self._thread is None or self._stopped.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already closed
+            self.loop.call_soon_threadsafe(self._stop_requested.set)
+        self._thread.join(timeout)

@@ -1,0 +1,337 @@
+"""The sandbox processor's side effects: provider and supervisor calls whose outcomes become records.
+
+Each effect runs on a thread of its lane (see ``processor.py``), never on the partition's loop. An
+effect does its I/O and then *settles*: it hands a pure function of the sandbox's current state
+(``state.started``/``finished``/``outcome``/``provisioned``) to ``Processor.settle``, which computes
+the records under the partition's lock, appends them and folds them. So a transition is always
+decided on the state as it is when the outcome is written, and an outcome for a command that was
+already closed (e.g. by a new owner after a rebalance) writes nothing.
+"""
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from astraforge.artifacts import MAX_INLINE_BYTES, spool
+from astraforge.db import connect
+from astraforge.errors import AstraForgeError
+from astraforge.processors.artifact_sweep import artifact_bytes
+from astraforge.processors.sandboxes.state import (
+    ENDED,
+    Effect,
+    SandboxState,
+    event,
+    exec_result,
+    finished,
+    lifecycle,
+    outcome,
+    provisioned,
+    started,
+)
+from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
+from astraforge.sandbox.egress import parse_rules
+from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.providers.base import SandboxSpec
+from astraforge.sandbox.snapshots import RESTORE_COMMAND, SNAPSHOT_COMMAND, check_snapshot
+
+if TYPE_CHECKING:
+    from astraforge.processors.sandboxes.processor import SandboxProcessor
+
+LOG = logging.getLogger(__name__)
+ACTOR = "processor:sandboxes"
+MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
+UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
+
+
+class SnapshotTooLarge(ValueError):
+    """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
+
+
+class Effects:
+    def __init__(self, processor: "SandboxProcessor") -> None:
+        self.p = processor
+        self.settings = processor.settings
+        self.provider = processor.provider
+        self.artifacts = processor.artifacts
+
+    def run(self, sandbox_id: str, effect: Effect) -> None:
+        st = self.p.state(sandbox_id)
+        if st is None:
+            return
+        try:
+            getattr(self, effect.kind)(st, effect)
+        except Exception:  # an effect must never kill the processor; the failure is logged
+            LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
+
+    def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.p.state(sandbox_id)
+            if st is None or st.state in ENDED or st.state == "stopping":
+                return None
+            if st.state in ("ready", "busy"):
+                return st
+            time.sleep(0.01)
+        return None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def provision(self, st: SandboxState, effect: Effect) -> None:
+        runtime_id = self.p.pools.claim(st) if effect.reason != "reconcile" else None
+        if runtime_id:
+            self.p.refill_soon()
+        details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
+        runtime_id = runtime_id or st.sandbox_id
+        try:
+            if st.image not in self.settings.allowed_images:  # a record from before the API checked it
+                raise ValueError(f"image {st.image} is not allowed")
+            if details["warm_pool"] == "miss":
+                profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+                handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
+                if st.restore_snapshot:
+                    self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
+                self._open_egress(st, handle)
+        except Exception as e:
+            self.provider.stop(runtime_id)  # roll back whatever half exists
+            self.p.pools.forget(runtime_id)
+            failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
+            self.p.settle(st.sandbox_id, lambda now: [failed] if now.state not in ENDED else [])
+            return
+        name = self.provider.name
+        if not self.p.settle(st.sandbox_id, lambda now: provisioned(now, ACTOR, name, details)):
+            current = self.p.state(st.sandbox_id)
+            if current is None or current.state in ENDED or current.state == "stopping":
+                self.provider.stop(runtime_id)  # stopped while provisioning
+
+    def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
+        ref = self._snapshot_ref(st.tenant_id, st.restore_snapshot)
+        if ref is None:
+            raise ValueError(f"snapshot {st.restore_snapshot} not found")
+        with self.artifacts.get_file(ref) as archive:
+            # untrusted bytes: refuse escapes (and hostile sizes) before they reach the sandbox
+            check_snapshot(archive, self.settings.max_snapshot_entries, workspace_bytes)
+            archive.seek(0)
+            # streamed into tar's stdin: never whole in memory, never staged in the sandbox's /tmp
+            result = client.exec(argv=RESTORE_COMMAND, stdin=archive, stdin_size=ref["size"], report_detached=False)
+        if result.exit_code != 0:
+            raise ValueError(f"restore failed: {result.stderr.decode(errors='replace')[-500:]}")
+        payload = {"snapshot_id": st.restore_snapshot, "artifact": ref, "source_sandbox_id": None}
+        self.p.emit(st.sandbox_id, [event(st, "snapshot.restored", payload, ACTOR)])
+
+    def _snapshot_ref(self, tenant_id: str, snapshot_id: str) -> dict | None:
+        """The tenant's live snapshot, as projected (its stream may be owned by another instance)."""
+        query = sql.SQL("SELECT artifact_id, key, sha256, size, content_type, name FROM {}.artifacts"
+                        " WHERE artifact_id = %s AND tenant_id = %s AND deleted_at IS NULL")  # fmt: skip
+        with connect(self.settings) as conn:
+            return conn.execute(query.format(sql.Identifier(self.settings.projection_schema)),
+                                (snapshot_id, tenant_id)).fetchone()  # fmt: skip
+
+    def stop(self, st: SandboxState, effect: Effect) -> None:
+        self.p.egress.close(st.sandbox_id)
+        current = self.p.state(st.sandbox_id) or st
+        self.provider.stop(current.runtime_id)
+        self.p.pools.forget(current.runtime_id)
+        done = lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)
+        self.p.settle(st.sandbox_id, lambda now: [done] if now.state not in ENDED else [])
+
+    def egress(self, st: SandboxState, effect: Effect) -> None:
+        """Reopen a live sandbox's egress proxy (a new owner of its partition serves it)."""
+        try:
+            self._open_egress(st, self.provider.handle(st.runtime_id))
+        except ValueError:  # e.g. a platform upstream the operator has since removed
+            LOG.exception("egress for %s not reopened", st.sandbox_id)
+
+    def _open_egress(self, st: SandboxState, handle) -> None:
+        if st.has_egress and handle is not None:
+            rules = parse_rules(list(st.egress_allow))
+            self.p.egress.serve(st.sandbox_id, handle.control_dir / "egress.sock", rules, st.platform_upstreams)
+
+    def cancel(self, st: SandboxState, effect: Effect) -> None:
+        command_id = effect.command.payload["command_id"] if effect.command else effect.reason
+        handle = self.provider.handle(st.runtime_id)
+        if handle:
+            with contextlib.suppress(SupervisorError, SupervisorUnavailable, OSError):  # already finished, or gone
+                handle.client.cancel(command_id)
+
+    def resume(self, st: SandboxState, effect: Effect) -> None:
+        """Run an accepted command that never started (its previous owner stopped first)."""
+        command = self.p.read_command(st.stream_id, effect.pending.offset)
+        if command is None or command.type != effect.pending.command_type:
+            LOG.warning("accepted command %s not found at offset %d", effect.pending.command_id, effect.pending.offset)
+            return self._close_unreadable(st, effect)
+        kind = {"sandbox.exec": "exec", "sandbox.file.write": "write", "sandbox.file.read": "read",
+                "sandbox.snapshot": "snapshot"}[command.type]  # fmt: skip
+        getattr(self, kind)(st, Effect(kind, command))
+
+    def _close_unreadable(self, st: SandboxState, effect: Effect) -> None:
+        pending = effect.pending
+        error = "interrupted: the accepted command could no longer be read"
+        if pending.command_type == "sandbox.exec":
+            payload = exec_result(pending.command_id, None, 0.0, error=error)
+            self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, None))
+        elif pending.command_type == "sandbox.snapshot":
+            payload = {"snapshot_id": pending.command_id, "error": f"failed: {error}"}
+            self.p.settle(st.sandbox_id, lambda now: outcome(now, "snapshot.failed", payload, ACTOR, None))
+        else:
+            kind = "file.written" if pending.command_type.endswith("write") else "file.read"
+            payload = {"request_id": pending.command_id, "path": "", "size": 0, "sha256": "", "content": None,
+                       "artifact": None, "error": error}  # fmt: skip
+            self.p.settle(st.sandbox_id, lambda now: outcome(now, kind, payload, ACTOR, None))
+
+    # -- commands ---------------------------------------------------------------------------
+    def exec(self, st: SandboxState, effect: Effect) -> None:
+        cmd = effect.command
+        p = cmd.payload
+        cid = p["command_id"]
+        ready = self._wait_ready(st.sandbox_id)
+        if ready is None:
+            payload = exec_result(cid, None, 0.0, error="sandbox is not running")
+            self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
+            return
+        argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
+        if not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
+            # stopping meanwhile: never start it, close it (if the partition is still ours)
+            payload = exec_result(cid, None, 0.0, error="sandbox is not running")
+            self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
+            return
+        seq, recorded, truncated = 0, 0, False
+        overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
+        overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT
+
+        def on_output(stream: str, data: bytes) -> None:
+            nonlocal seq, recorded, truncated
+            if recorded + len(data) > MAX_RECORDED_OUTPUT or overflow.tell():
+                if overflow.tell() + len(data) > overflow_limit:
+                    truncated = True
+                else:
+                    overflow.write(data)
+                return
+            recorded += len(data)
+            payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
+            self.p.send(event(st, "exec.output", payload, ACTOR, cmd))
+            seq += 1
+
+        handle = self.provider.handle(ready.runtime_id)
+        try:
+            if handle is None:
+                raise SupervisorUnavailable("sandbox is gone")
+            # with egress the command gets a forwarder of its own: the proxy attributes by it
+            result = handle.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"],
+                                        request_id=cid, on_output=on_output, egress=ready.has_egress)  # fmt: skip
+            done = exec_result(cid, result.exit_code, result.duration_ms, timed_out=result.timed_out,
+                               cancelled=result.cancelled, truncated=truncated)  # fmt: skip
+        except (SupervisorError, SupervisorUnavailable, OSError) as e:
+            # the client's own messages name host paths (the control dir): the tenant gets the gist
+            error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
+            LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
+            result, done = None, exec_result(cid, None, 0.0, error=error, truncated=truncated)
+        before = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
+            event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
+            for d in (result.detached if result else [])
+        ]
+        ref = None
+        with overflow:
+            if overflow.tell() and self._within_artifact_quota(st.tenant_id, overflow.tell()):
+                ref = self.artifacts.put_file(st.tenant_id, overflow, "text/plain", f"{cid}.output")
+            elif overflow.tell():  # the tenant is at its artifact quota: the records' share is all it gets
+                done["truncated"] = True
+        if ref:
+            payload = {"command_id": cid, "stream": "stdout", "seq": seq, "data": b"", "artifact": ref}
+            before += [event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
+                       event(st, "exec.output", payload, ACTOR, cmd)]  # fmt: skip
+        self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before))
+
+    def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
+        try:
+            return artifact_bytes(self.settings, tenant_id) + size <= self.settings.quota_artifact_bytes
+        except AstraForgeError:  # the projection is unreachable: store it (bounded by max_output_bytes)
+            LOG.warning("artifact quota of %s unknown; storing %d bytes of output", tenant_id, size)
+            return True
+
+    def _file(self, st: SandboxState, effect: Effect, kind: str, work) -> None:
+        cmd = effect.command
+        p = cmd.payload
+        payload = {"request_id": p["request_id"], "path": p["path"], "size": 0, "sha256": "", "content": None,
+                   "artifact": None, "error": None}  # fmt: skip
+        ready = self._wait_ready(st.sandbox_id)
+        handle = None if ready is None else self.provider.handle(ready.runtime_id)
+        if handle is None:
+            payload["error"] = UNAVAILABLE
+        else:
+            try:
+                payload.update(work(handle.client, p))
+            except SupervisorUnavailable:
+                payload["error"] = UNAVAILABLE
+            except (SupervisorError, OSError) as e:
+                payload["error"] = str(e)
+        before = []
+        if payload["artifact"] and kind == "file.read":  # listed and downloadable like any artifact
+            stored = {"artifact": payload["artifact"], "command_id": None}
+            before.append(event(st, "artifact.stored", stored, ACTOR, cmd))
+        self.p.settle(st.sandbox_id, lambda now: outcome(now, kind, payload, ACTOR, cmd, before))
+
+    def write(self, st: SandboxState, effect: Effect) -> None:
+        def work(client, p):
+            if p["artifact"] is None:
+                result = client.write(p["path"], p["content"] or b"", p["mode"])
+            else:
+                with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
+                    result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
+            return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
+
+        self._file(st, effect, "file.written", work)
+
+    def read(self, st: SandboxState, effect: Effect) -> None:
+        def work(client, p):
+            with spool() as sink:
+                result = client.read_into(p["path"], sink, self.settings.max_file_bytes)
+                summary = {"size": result["size"], "sha256": result["sha256"]}
+                if result["size"] > MAX_INLINE_BYTES:  # too big for a record: the bytes go to the artifact store
+                    if not self._within_artifact_quota(st.tenant_id, result["size"]):
+                        raise SupervisorError("quota_exceeded", "the tenant's artifact storage is full")
+                    return {**summary, "artifact": self.artifacts.put_file(st.tenant_id, sink, name=p["path"])}
+                sink.seek(0)
+                return {**summary, "content": sink.read()}
+
+        self._file(st, effect, "file.read", work)
+
+    def snapshot(self, st: SandboxState, effect: Effect) -> None:
+        """Stream the workspace archive into a spool (never whole in memory), capped in size; the
+        outcome is always a record: snapshot.created or snapshot.failed."""
+        cmd = effect.command
+        snapshot_id = cmd.payload["snapshot_id"]
+        limit = self.settings.max_snapshot_bytes
+        stderr = bytearray()
+        with spool() as archive:
+
+            def collect(stream: str, data: bytes) -> None:
+                if stream == "stderr":
+                    stderr.extend(data[: 4096 - len(stderr)])
+                elif archive.tell() + len(data) > limit:
+                    raise SnapshotTooLarge(f"too_large: the workspace archive passed {limit} bytes")
+                else:
+                    archive.write(data)
+
+            ready = self._wait_ready(st.sandbox_id)
+            handle = self.provider.handle(ready.runtime_id) if ready else None
+            try:
+                if handle is None:
+                    raise SupervisorUnavailable(UNAVAILABLE)
+                # raising aborts the tar; survivors of the agent's commands are left for theirs to report
+                result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect, report_detached=False)
+                if result.exit_code != 0:
+                    raise ValueError(f"failed: tar exited {result.exit_code}: {stderr.decode(errors='replace')}")
+                ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",
+                                              cmd.payload.get("name") or f"{snapshot_id}.tgz", snapshot_id)  # fmt: skip
+            except (SnapshotTooLarge, ValueError, SupervisorError, SupervisorUnavailable, OSError) as e:
+                if isinstance(e, SupervisorUnavailable):  # its message names host paths: the log keeps them
+                    LOG.warning("snapshot %s of %s: %s", snapshot_id, st.sandbox_id, e)
+                    e = SupervisorUnavailable(UNAVAILABLE)
+                error = str(e) if str(e).startswith(("too_large:", "failed:", "unavailable:")) else f"failed: {e}"
+                failed = {"snapshot_id": snapshot_id, "error": error}
+                self.p.settle(st.sandbox_id, lambda now: outcome(now, "snapshot.failed", failed, ACTOR, cmd))
+                return
+        payload = {"snapshot_id": snapshot_id, "artifact": ref, "source_sandbox_id": st.sandbox_id}
+        self.p.settle(st.sandbox_id, lambda now: outcome(now, "snapshot.created", payload, ACTOR, cmd))

@@ -1,0 +1,390 @@
+"""The sandbox processor: sandbox commands in, provider and supervisor calls, events out.
+
+It runs on the shared runtime (``processors/runtime.py``): every instance joins the consumer group of
+the commands topic and owns some of its partitions; a stream (a sandbox) lives in one partition, so
+exactly one instance acts on it. Per-sandbox state (``state.SandboxState``) is kept in memory for the
+owned partitions and mirrored to a faust table (changelog-backed, key = sandbox id, plus a per-
+partition ``@<partition>`` mark: the events-topic offset the table has folded up to). When a
+partition is assigned, its states come back from the table and only the events after the mark are
+read and folded (the events topic stays the source of truth), so start-up cost follows live state,
+not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
+
+Order of a command: decide (pure) → append its records (``exec.accepted`` for work) and wait for the
+broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
+on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
+``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
+so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
+settled under the partition's lock against the current state, only while this instance owns it.
+
+On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
+lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
+new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
+and their processes cancelled, accepted ones that never started run, half-done provisions complete,
+and the provider's orphans in its partitions are reaped.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from astraforge.artifacts import ArtifactStore, make_artifact_store
+from astraforge.config import Settings
+from astraforge.errors import DecodeError
+from astraforge.ids import now_micros
+from astraforge.kafka import read_range
+from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.lanes import TenantLanes
+from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
+from astraforge.processors.sandboxes.effects import ACTOR, Effects
+from astraforge.processors.sandboxes.reconcile import orphans
+from astraforge.processors.sandboxes.state import ENDED, Effect, SandboxState, decide, event, evolve, reap, recover
+from astraforge.processors.sandboxes.warm_pool import WarmPools
+from astraforge.producers.kafka import EventProducer
+from astraforge.sandbox.client import SupervisorUnavailable
+from astraforge.sandbox.egress import EgressDecision, EgressProxy
+from astraforge.sandbox.providers.base import SandboxProvider
+from astraforge.schemas import Envelope
+
+LOG = logging.getLogger(__name__)
+NAME = "sandboxes"
+RELEVANT = ("sandbox.", "exec.accepted", "exec.started", "exec.finished", "file.", "snapshot.")
+ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create must find it ended)
+SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
+SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
+INTERRUPTED = "the processor that ran it stopped or gave its partition away"
+LANES = {"stop": "control", "cancel": "control", "egress": "control", "provision": "provision", "read": "files",
+         "write": "files", "snapshot": "files"}  # fmt: skip
+
+
+class SandboxProcessor:
+    def __init__(self, settings: Settings, provider: SandboxProvider, artifacts: ArtifactStore | None = None,
+                 ended_grace_s: float = ENDED_GRACE_S, workers: int = 64) -> None:  # fmt: skip
+        self.settings = settings
+        self.provider = provider
+        self.artifacts = artifacts or make_artifact_store(settings)
+        self.ended_grace_s = ended_grace_s
+        self.producer = EventProducer(settings)
+        self.codec = self.producer.codec
+        self.egress = EgressProxy.from_settings(settings, self._report_egress)
+        self.stop_event = threading.Event()
+        self.pools = WarmPools(settings, provider, self.stop_event.is_set)
+        self.warm = self.pools.warm
+        self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
+        self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
+        self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
+        self.changed = threading.Condition()
+        self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
+        self.effects = Effects(self)
+        self.lanes = {
+            "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-control"),
+            "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
+            "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
+        }
+        # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
+        self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
+        self.runtime = Runtime(settings, NAME, settings.commands_topic)
+        self.table = self.runtime.table(NAME)
+        self.runtime.on_revoked(self._suspend)
+        self.runtime.on_assigned(self._assigned)
+        self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
+
+    # -- state ------------------------------------------------------------------------------
+    def state(self, sandbox_id: str) -> SandboxState | None:
+        return self.states.get(sandbox_id)
+
+    def partition_of(self, stream_id: str) -> int:
+        return self.runtime.partition(stream_id)
+
+    def _fold(self, e: Envelope) -> str:
+        sid = e.sandbox_id or e.stream_id
+        new = evolve(self.states.get(sid), e)
+        if new is None:
+            self.states.pop(sid, None)
+        else:
+            self.states[sid] = new
+        return sid
+
+    def _persist(self, partition: int, sandbox_ids: Iterable[str], mark: int | None) -> None:
+        for sid in sandbox_ids:
+            st = self.states.get(sid)
+            if st is None:
+                self.runtime.delete(self.table, partition, sid)
+            else:
+                self.runtime.put(self.table, partition, sid, st.to_json())
+        if mark is not None:
+            self.runtime.put(self.table, partition, f"@{partition}", mark)
+
+    def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
+        """Append, fold and persist (the caller holds the partition's lock and owns it)."""
+        if not events:
+            return False
+        last = append_durably(self.producer, events, self.stop_event.is_set)[-1].offset
+        touched = {self._fold(e) for e in events}
+        self._persist(partition, touched, last + 1)
+        return True
+
+    def _owned_now(self, partition: int) -> bool:
+        """Wait while a rebalance has the partition suspended; True if it is (still) ours."""
+        deadline = time.monotonic() + SUSPENDED_WAIT_S
+        with self.changed:
+            while self.status.get(partition) == "suspended" and time.monotonic() < deadline:
+                self.changed.wait(0.5)
+            return self.status.get(partition) == "owned"
+
+    def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
+        """Compute records from the sandbox's current state and write them, as its partition's owner.
+        False (nothing written) if there was nothing to write or the partition is no longer ours."""
+        st = self.states.get(sandbox_id)
+        if st is None:
+            return False
+        partition = self.partition_of(st.stream_id)
+        while self._owned_now(partition):
+            with self.locks[partition]:
+                if self.status.get(partition) != "owned":
+                    continue  # suspended again meanwhile
+                current = self.states.get(sandbox_id)
+                return current is not None and self._emit_locked(partition, decide_events(current))
+        LOG.info("outcome for %s dropped: partition %d is no longer ours", sandbox_id, partition)
+        return False
+
+    def emit(self, sandbox_id: str, events: list[Envelope]) -> bool:
+        return self.settle(sandbox_id, lambda _: events)
+
+    def send(self, event: Envelope) -> None:
+        """Queue a record that changes no state (output chunks): ordered before the next ``settle``."""
+        self.producer.send(event)
+        self.producer.poll(0)
+
+    def read_command(self, stream_id: str, offset: int) -> Envelope | None:
+        """The command at ``offset`` of the stream's partition of the commands topic."""
+        partition = self.partition_of(stream_id)
+        for msg in read_range(self.settings, self.settings.commands_topic, partition, offset, offset + 1):
+            with contextlib.suppress(DecodeError):
+                return self.codec.decode(msg.value())
+        return None
+
+    # -- the partition loop -----------------------------------------------------------------
+    async def _consume(self, stream) -> None:
+        async for record in stream.events():
+            message = record.message
+            source = Source(message.topic, message.partition, message.offset, message.key)
+            await asyncio.to_thread(self.handle, source, message.value)
+
+    def handle(self, source: Source, value: bytes) -> None:
+        try:
+            command = self.codec.decode(value)
+        except DecodeError as e:
+            dead_letter(self.producer, source, value, str(e), f"processor-{NAME}")
+            return
+        if not command.type.startswith("sandbox."):
+            return
+        sid = command.sandbox_id or command.stream_id
+        partition = self.partition_of(command.stream_id)
+        try:
+            with self.locks[partition]:
+                decision = decide(self.states.get(sid), command, source.offset, ACTOR)
+                self._emit_locked(partition, decision.events)
+        except (ValueError, KeyError, TypeError) as e:  # a command we cannot act on: set it aside, go on
+            LOG.exception("command %s on %s failed", command.type, sid)
+            dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
+            return
+        self.dispatch(sid, decision.effects)
+
+    def dispatch(self, sandbox_id: str, effects: Iterable[Effect]) -> None:
+        """Each effect on its lane: control, provision, files; a command (exec, resume) on a thread of its own."""
+        for effect in effects:
+            if self.stop_event.is_set():
+                return
+            lane = LANES.get(effect.kind)
+            if lane is None:
+                name = f"sandbox-{effect.kind}-{sandbox_id[-8:]}"
+                threading.Thread(target=self.effects.run, args=(sandbox_id, effect), name=name, daemon=True).start()
+            elif lane == "files":
+                st = self.state(sandbox_id)
+                self.tenant_lanes.submit(st.tenant_id if st else "", self.effects.run, sandbox_id, effect)
+            else:
+                self.lanes[lane].submit(self.effects.run, sandbox_id, effect)
+
+    def refill_soon(self) -> None:
+        if not self.stop_event.is_set():
+            self.lanes["provision"].submit(self.pools.refill)
+
+    # -- ownership --------------------------------------------------------------------------
+    async def _suspend(self, partitions: frozenset[int]) -> None:
+        await asyncio.to_thread(self._suspend_now, partitions)
+        await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
+
+    def _suspend_now(self, partitions: frozenset[int]) -> None:
+        for p in partitions:
+            with self.locks[p], self.changed:  # waits for a write under way
+                if self.status.get(p) == "owned":
+                    self.status[p] = "suspended"
+
+    async def _assigned(self, partitions: frozenset[int]) -> None:
+        await asyncio.to_thread(self._take_over, partitions)
+
+    def _take_over(self, assigned: frozenset[int]) -> None:
+        began = time.monotonic()
+        held = set(self.status)
+        new, lost = set(assigned) - held, held - set(assigned)
+        for p in lost:
+            self._drop(p)
+        loaded = folded = 0
+        for p in sorted(new):
+            with self.locks[p]:
+                n, m = self._load(p)
+                loaded, folded = loaded + n, folded + m
+        with self.changed:
+            for p in assigned:
+                self.status[p] = "owned"
+            self.changed.notify_all()
+        if new:
+            self.reconcile(new)
+            took = {"partitions": sorted(new), "sandboxes": loaded, "events_read": folded,
+                    "seconds": round(time.monotonic() - began, 3)}  # fmt: skip
+            self.takeovers.append(took)
+            LOG.info("took over partitions %(partitions)s: %(sandboxes)d sandboxes from the table, "
+                     "%(events_read)d events read after its marks, %(seconds).2fs", took)  # fmt: skip
+
+    def _drop(self, partition: int) -> None:
+        with self.locks[partition], self.changed:
+            self.status.pop(partition, None)
+            self.changed.notify_all()
+            for sid, st in list(self.states.items()):
+                if self.partition_of(st.stream_id) == partition:
+                    del self.states[sid]
+                    self.egress.close(sid)
+
+    def _load(self, partition: int) -> tuple[int, int]:
+        """This partition's states from the table, then the events written after its mark."""
+        loaded = 0
+        for key, value in list(self.table.data.data.items()):
+            if key.startswith("@") or not isinstance(value, dict):
+                continue
+            st = SandboxState.from_json(value)
+            if self.partition_of(st.stream_id) == partition:
+                self.states[key] = st
+                loaded += 1
+        mark = self.table.data.data.get(f"@{partition}") or 0
+        touched, end = set(), mark
+        for msg in read_range(self.settings, self.settings.events_topic, partition, mark, None):
+            end = msg.offset() + 1
+            try:
+                e = self.codec.decode(msg.value())
+            except DecodeError:
+                continue
+            if e.sandbox_id and e.type.startswith(RELEVANT):
+                touched.add(self._fold(e))
+        now = now_micros()
+        for sid in list(touched):  # ended long ago (a first start reading old history): never enters the table
+            st = self.states.get(sid)
+            if st is not None and st.state in ENDED and now - st.ended_at > self.ended_grace_s * 1_000_000:
+                del self.states[sid]
+                if sid not in self.table.data.data:
+                    touched.discard(sid)
+        self._persist(partition, touched, end)
+        return loaded, end - mark
+
+    def reconcile(self, partitions: Iterable[int]) -> None:
+        """Finish or close what the previous owner of ``partitions`` left open; reap their orphans."""
+        partitions = set(partitions)
+        present = self.provider.list_ids()
+        for st in list(self.states.values()):
+            if self.partition_of(st.stream_id) in partitions:
+                decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED)
+                self.emit(st.sandbox_id, decision.events)
+                self.dispatch(st.sandbox_id, decision.effects)
+        found = orphans(present, list(self.states.values()), partitions, self.partition_of, self.pools.view(present))
+        for runtime_id in found.reap:
+            LOG.warning("reaping orphan sandbox %s", runtime_id)
+            self.lanes["control"].submit(self._reap_orphan, runtime_id)
+        for index, runtime_id in found.adopt:
+            self.lanes["provision"].submit(self._adopt, index, runtime_id)
+
+    def _reap_orphan(self, runtime_id: str) -> None:
+        self.provider.stop(runtime_id)
+        self.pools.forget(runtime_id)
+
+    def _adopt(self, index: int, runtime_id: str) -> None:
+        handle = self.provider.handle(runtime_id)
+        try:
+            healthy = handle is not None and bool(handle.client.ping())
+        except (SupervisorUnavailable, OSError):
+            healthy = False
+        if healthy:
+            self.pools.adopt(index, runtime_id)  # an unclaimed warm sandbox survives a restart
+        else:
+            self.provider.stop(runtime_id)
+
+    # -- egress -----------------------------------------------------------------------------
+    def _report_egress(self, sandbox_id: str, d: EgressDecision) -> None:
+        st = self.state(sandbox_id)
+        if st is None:
+            return
+        payload = {"command_id": d.command_id, "host": d.host, "port": d.port, "method": d.method, "url": d.url,
+                   "reason": d.reason, "credential_injected": d.credential_injected, "address": d.address,
+                   "suppressed": d.suppressed}  # fmt: skip
+        self.send(event(st, "egress.allowed" if d.allowed else "egress.denied", payload, ACTOR))
+
+    # -- timers -----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Idle/TTL reaping and the end of ended sandboxes' grace, for owned partitions only."""
+        now = now_micros()
+        for st in list(self.states.values()):
+            partition = self.partition_of(st.stream_id)
+            if self.status.get(partition) != "owned":
+                continue
+            if st.state in ENDED:
+                if now - st.ended_at > self.ended_grace_s * 1_000_000:
+                    with self.locks[partition]:
+                        if self.states.get(st.sandbox_id) is st:
+                            del self.states[st.sandbox_id]
+                            self._persist(partition, [st.sandbox_id], None)
+                continue
+            decision = reap(st, now, ACTOR)
+            if decision.events and self.settle(st.sandbox_id, lambda now_st: reap(now_st, now, ACTOR).events):
+                self.dispatch(st.sandbox_id, decision.effects)
+
+    def _sweep_artifacts(self) -> None:
+        try:
+            result = sweep(self.settings, self.artifacts, self.producer, datetime.now(UTC))
+            if result.expired or result.removed_keys:
+                LOG.info("artifact sweep: %d expired, %d keys removed", result.expired, result.removed_keys)
+        except Exception:  # the next sweep retries; nothing is lost by a failed one
+            LOG.exception("artifact sweep failed")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until ``stop``: the faust app on its thread, the timers on this one."""
+        self.egress.start()
+        self.runtime.start()
+        self.refill_soon()
+        next_sweep = time.monotonic() + 60
+        try:
+            while not self.stop_event.wait(1.0):
+                try:
+                    self.tick()
+                except Exception:
+                    LOG.exception("timer failed")
+                if time.monotonic() >= next_sweep:
+                    self.lanes["control"].submit(self._sweep_artifacts)
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+        finally:
+            for p in list(self.status):  # from here nothing is written: the next owner closes what runs
+                with self.locks[p], self.changed:
+                    self.status.pop(p, None)
+                    self.changed.notify_all()
+            self.runtime.stop()
+            self.egress.stop()
+            for lane in self.lanes.values():
+                lane.shutdown(wait=False, cancel_futures=True)
+            self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
+            self.producer.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

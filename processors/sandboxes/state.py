@@ -1,0 +1,340 @@
+"""The sandbox state machine as pure functions; every transition of a sandbox is decided here.
+
+``evolve(state, event) -> state`` folds a sandbox's own events; ``decide(state, command, offset)``
+says which events a command produces and which side effects to request; ``started``/``finished``/
+``provisioned`` turn the outcome of an effect into events (busy ⇄ ready included); ``recover`` says
+what a new owner of the sandbox's partition must do to finish or close what was left open; ``reap``
+is the idle/TTL timer. No I/O here: ``processors.sandboxes.processor`` runs the effects.
+
+    requested -> provisioning -> ready <-> busy -> stopping -> terminated      (+ failed)
+
+Work commands (exec, file read/write, snapshot) are *accepted* first: ``exec.accepted`` (and
+``file.accepted``, ``snapshot.accepted``) records the command's id and its offset in the commands
+topic before the command counts as consumed; the command stays ``pending`` until its outcome record
+(``exec.finished``, ``file.written``/``file.read``, ``snapshot.created``/``snapshot.failed``).
+"""
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from astraforge.schemas import Envelope
+
+LIVE = {"requested", "provisioning", "ready", "busy"}
+ENDED = {"terminated", "failed"}
+RECENT = 256  # finished command ids kept to drop a redelivered command (redelivery spans < one commit interval)
+ACCEPTED = {"sandbox.exec": "exec", "sandbox.file.write": "file", "sandbox.file.read": "file",
+            "sandbox.snapshot": "snapshot"}  # fmt: skip
+OUTCOMES = {"exec.finished", "file.written", "file.read", "snapshot.created", "snapshot.failed"}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A work command accepted and not yet finished: enough to run it again or to close it."""
+
+    command_id: str
+    command_type: str
+    offset: int  # of the command in its partition of the commands topic
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    sandbox_id: str
+    stream_id: str
+    tenant_id: str
+    state: str = "requested"
+    image: str = "astraforge/sandbox:bookworm"
+    profile: dict[str, Any] = field(default_factory=dict)
+    idle_timeout_s: int = 900
+    ttl_s: int = 3600
+    created_at: int = 0
+    last_activity: int = 0
+    ended_at: int = 0
+    running: frozenset[str] = frozenset()
+    pending: tuple[Pending, ...] = ()
+    recent: tuple[str, ...] = ()  # the last RECENT finished command ids, oldest first
+    restore_snapshot: str | None = None
+    provider_id: str | None = None  # the provider's name for it: a warm-pool sandbox keeps its pool id
+    egress_allow: tuple[str, ...] = ()
+    platform_upstreams: tuple[str, ...] = ()  # granted by the platform, never by the tenant
+
+    @property
+    def has_egress(self) -> bool:
+        return bool(self.egress_allow or self.platform_upstreams)
+
+    @property
+    def runtime_id(self) -> str:
+        return self.provider_id or self.sandbox_id
+
+    def seen(self, command_id: str) -> bool:
+        """Accepted before (pending, running or recently finished): a redelivery, not a new command."""
+        return (
+            command_id in self.running
+            or command_id in self.recent
+            or any(p.command_id == command_id for p in self.pending)
+        )
+
+    def deadline(self) -> tuple[int, str]:
+        """When (µs) and why this sandbox must be reaped if nothing else happens."""
+        idle = self.last_activity + self.idle_timeout_s * 1_000_000
+        ttl = self.created_at + self.ttl_s * 1_000_000
+        return (idle, "idle_timeout") if idle < ttl else (ttl, "ttl")
+
+    # -- the table's representation (JSON) ------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["running"] = sorted(self.running)
+        data["pending"] = [[p.command_id, p.command_type, p.offset] for p in self.pending]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SandboxState":
+        data = dict(data)
+        data["running"] = frozenset(data["running"])
+        data["pending"] = tuple(Pending(*p) for p in data["pending"])
+        for name in ("recent", "egress_allow", "platform_upstreams"):
+            data[name] = tuple(data[name])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A side effect for the runtime: provision | exec | cancel | write | read | snapshot | stop | egress
+    | resume (run an accepted command again: ``pending`` names it)."""
+
+    kind: str
+    command: Envelope | None = None
+    reason: str | None = None
+    pending: Pending | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    events: list[Envelope] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+
+
+def event(sandbox: SandboxState, type_: str, payload: dict, actor: str, cause: Envelope | None = None) -> Envelope:
+    return Envelope(
+        type=type_, stream_id=sandbox.stream_id, tenant_id=sandbox.tenant_id, actor=actor,
+        sandbox_id=sandbox.sandbox_id, causation_id=cause.event_id if cause else None,
+        correlation_id=cause.correlation_id if cause else None, payload=payload,
+    )  # fmt: skip
+
+
+def lifecycle(sandbox: SandboxState, new_state: str, actor: str, cause: Envelope | None = None, **payload) -> Envelope:
+    """A ``sandbox.<new_state>`` event; ``payload`` may override the state field (heartbeats)."""
+    body = {"state": new_state, "reason": None, "provider": None, "image": None, "details": {}, **payload}
+    return event(sandbox, f"sandbox.{new_state}", body, actor, cause)
+
+
+def _finish(state: SandboxState, command_id: str) -> SandboxState:
+    return replace(
+        state,
+        running=state.running - {command_id},
+        pending=tuple(p for p in state.pending if p.command_id != command_id),
+        recent=(*[c for c in state.recent if c != command_id], command_id)[-RECENT:],
+    )
+
+
+def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
+    """Fold one event of the sandbox's stream into its state."""
+    p = event.payload
+    if event.type == "sandbox.requested":
+        return state if state is not None else requested_state(event)  # written once; a second one changes nothing
+    if state is None:
+        return None
+    if event.type.startswith("sandbox.") and "state" in p and event.type != "sandbox.heartbeat.recorded":
+        provider_id = (p.get("details") or {}).get("provider_id") or state.provider_id
+        ended_at = event.occurred_at if p["state"] in ENDED else 0
+        return replace(state, state=p["state"], last_activity=event.occurred_at, provider_id=provider_id,
+                       ended_at=ended_at)  # fmt: skip
+    if event.type == "sandbox.heartbeat.recorded":
+        return replace(state, last_activity=event.occurred_at)
+    if event.type.endswith(".accepted"):
+        if state.seen(p["command_id"]):
+            return state
+        accepted = Pending(p["command_id"], p["command_type"], p["command_offset"])
+        return replace(state, pending=(*state.pending, accepted), last_activity=event.occurred_at)
+    if event.type == "exec.started":
+        return replace(state, running=state.running | {p["command_id"]}, last_activity=event.occurred_at)
+    if event.type in OUTCOMES:
+        key = p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
+        return replace(_finish(state, key), last_activity=event.occurred_at)
+    return state
+
+
+def requested_state(requested: Envelope) -> SandboxState:
+    """The state a ``sandbox.requested`` event describes (its details are a string map)."""
+    p = requested.payload
+    details = p.get("details") or {}
+    return SandboxState(
+        sandbox_id=requested.sandbox_id or requested.stream_id, stream_id=requested.stream_id,
+        tenant_id=requested.tenant_id, image=p.get("image") or SandboxState.image,
+        profile={k: v for k, v in details.items() if k.startswith("profile.")},
+        idle_timeout_s=int(details.get("idle_timeout_s", 900)), ttl_s=int(details.get("ttl_s", 3600)),
+        created_at=requested.occurred_at, last_activity=requested.occurred_at,
+        restore_snapshot=details.get("restore_snapshot"),
+        egress_allow=tuple(r for r in details.get("egress_allow", "").split("\n") if r),
+        platform_upstreams=tuple(u for u in details.get("platform_upstreams", "").split("\n") if u),
+    )  # fmt: skip
+
+
+def requested(command: Envelope, actor: str) -> Envelope:
+    """The ``sandbox.requested`` event of a ``sandbox.create`` command (the processor writes it)."""
+    p = command.payload
+    details = {"idle_timeout_s": str(p["idle_timeout_s"]), "ttl_s": str(p["ttl_s"])}
+    details |= {f"profile.{k}": str(v) for k, v in p["profile"].items()}
+    if p.get("restore_snapshot"):
+        details["restore_snapshot"] = p["restore_snapshot"]
+    if p.get("egress_allow"):
+        details["egress_allow"] = "\n".join(p["egress_allow"])
+    if p.get("platform_upstreams"):
+        details["platform_upstreams"] = "\n".join(p["platform_upstreams"])
+    sandbox_id = command.sandbox_id or command.stream_id
+    return Envelope(
+        type="sandbox.requested", stream_id=command.stream_id, tenant_id=command.tenant_id, actor=actor,
+        sandbox_id=sandbox_id, causation_id=command.event_id, correlation_id=command.correlation_id,
+        occurred_at=command.occurred_at,
+        payload={"state": "requested", "reason": None, "provider": None, "image": p["image"], "details": details},
+    )  # fmt: skip
+
+
+def from_create(command: Envelope) -> SandboxState:
+    """The initial state a ``sandbox.create`` command describes (that of its ``sandbox.requested``)."""
+    return requested_state(requested(command, "-"))
+
+
+def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
+    if state.seen(command_id):
+        return Decision()  # redelivered: never run a command twice
+    accepted = {"command_id": command_id, "command_type": command.type, "command_offset": offset}
+    return Decision([event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)],
+                    [Effect(kind, command)])  # fmt: skip
+
+
+def decide(state: SandboxState | None, command: Envelope, offset: int, actor: str) -> Decision:
+    """What a command (at ``offset`` of the commands topic) does to a sandbox in this state."""
+    if command.type == "sandbox.create":
+        if state is None:
+            first = requested(command, actor)
+            state = requested_state(first)
+            return Decision([first, lifecycle(state, "provisioning", actor, command, image=state.image)],
+                            [Effect("provision")])  # fmt: skip
+        if state.state == "requested":  # a sandbox.requested the API wrote (before the processor did)
+            provisioning = lifecycle(state, "provisioning", actor, command, image=state.image)
+            return Decision([provisioning], [Effect("provision")])
+        return Decision()  # duplicate delivery, or a create for a sandbox that already moved on
+    if state is None or state.state in ENDED:
+        return Decision()  # nothing to act on (the API refuses these before they get here)
+    p = command.payload
+    if command.type == "sandbox.exec":
+        return _accept(state, command, p["command_id"], offset, "exec", actor)
+    if command.type == "sandbox.exec.cancel":
+        return Decision(effects=[Effect("cancel", command)])
+    if command.type in ("sandbox.file.write", "sandbox.file.read"):
+        kind = "write" if command.type.endswith("write") else "read"
+        return _accept(state, command, p["request_id"], offset, kind, actor)
+    if command.type == "sandbox.snapshot":
+        return _accept(state, command, p["snapshot_id"], offset, "snapshot", actor)
+    if command.type == "sandbox.heartbeat":
+        return Decision([lifecycle(state, "heartbeat.recorded", actor, command, state=state.state)])
+    if command.type in ("sandbox.stop", "sandbox.delete"):
+        if state.state == "stopping":
+            return Decision()
+        reason = p.get("reason") or command.type.removeprefix("sandbox.")
+        return Decision([lifecycle(state, "stopping", actor, command, reason=reason)], [Effect("stop", reason=reason)])
+    return Decision()
+
+
+def started(state: SandboxState, command_id: str, argv: list[str], cwd: str | None, actor: str,
+            cause: Envelope | None) -> list[Envelope]:  # fmt: skip
+    """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one."""
+    if command_id in state.running or state.state not in ("ready", "busy"):
+        return []
+    events = [event(state, "exec.started", {"command_id": command_id, "argv": argv, "cwd": cwd, "pid": None}, actor,
+                    cause)]  # fmt: skip
+    if state.state == "ready":
+        events.append(lifecycle(state, "busy", actor, cause))
+    return events
+
+
+def finished(state: SandboxState, payload: dict, actor: str, cause: Envelope | None,
+             before: list[Envelope] = ()) -> list[Envelope]:  # fmt: skip
+    """A command ended (``payload`` of ``exec.finished``): the records it left (``before``), its
+    ``exec.finished``, and ``sandbox.ready`` if it was the last one running. Nothing if it was already
+    closed (e.g. by a new owner of the partition)."""
+    command_id = payload["command_id"]
+    if not any(p.command_id == command_id for p in state.pending) and command_id not in state.running:
+        return []
+    events = [*before, event(state, "exec.finished", payload, actor, cause)]
+    if state.state == "busy" and state.running <= {command_id}:
+        events.append(lifecycle(state, "ready", actor, cause))
+    return events
+
+
+def outcome(state: SandboxState, type_: str, payload: dict, actor: str, cause: Envelope | None,
+            before: list[Envelope] = ()) -> list[Envelope]:  # fmt: skip
+    """A file or snapshot command's answer, once: nothing if it was already answered."""
+    key = payload.get("request_id") or payload.get("snapshot_id")
+    if not any(p.command_id == key for p in state.pending):
+        return []
+    return [*before, event(state, type_, payload, actor, cause)]
+
+
+def exec_result(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
+    return {"command_id": command_id, "exit_code": exit_code, "duration_ms": duration_ms, "timed_out": False,
+            "cancelled": False, "truncated": False, "error": None, **flags}  # fmt: skip
+
+
+def provisioned(state: SandboxState, actor: str, provider: str, details: dict) -> list[Envelope]:
+    """The provider made the sandbox: ``sandbox.ready``, unless it was stopped meanwhile."""
+    if state.state not in ("requested", "provisioning"):
+        return []
+    return [lifecycle(state, "ready", actor, provider=provider, image=state.image, details=details)]
+
+
+def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Decision:
+    """What a new owner of the sandbox's partition does with what the previous one left open.
+
+    A command that had started is closed (``exec.finished`` with ``interrupted: <reason>``) and its
+    process cancelled: running it again could repeat its effects. One that was accepted but never
+    started runs now. A half-done provision is completed, a stop finished, a sandbox that vanished
+    is marked failed, and a live one gets its egress proxy back.
+    """
+    if state.state in ENDED:
+        return Decision()
+    events: list[Envelope] = []
+    effects: list[Effect] = []
+    interrupted = f"interrupted: {reason}"
+    pending_ids = {p.command_id for p in state.pending}
+    for pending in state.pending:
+        if pending.command_id in state.running:
+            events.append(event(state, "exec.finished", exec_result(pending.command_id, None, 0.0, error=interrupted),
+                                actor))  # fmt: skip
+            effects.append(Effect("cancel", reason=pending.command_id))
+        else:
+            effects.append(Effect("resume", pending=pending))
+    for command_id in sorted(state.running - pending_ids):  # started before exec.accepted existed
+        events.append(event(state, "exec.finished", exec_result(command_id, None, 0.0, error=interrupted), actor))
+    if state.state == "busy" and present:  # every command that was running is closed
+        events.append(lifecycle(state, "ready", actor))
+    if state.state in ("requested", "provisioning"):
+        if state.state == "requested":
+            events.append(lifecycle(state, "provisioning", actor, image=state.image))
+        return Decision(events, [Effect("provision", reason="reconcile"), *effects])
+    if state.state == "stopping":
+        return Decision(events, [Effect("stop", reason="stop")])
+    if not present:
+        lost = lifecycle(state, "failed", actor, reason="lost: the sandbox vanished while unobserved")
+        return Decision([*events, lost])
+    return Decision(events, [Effect("egress"), *effects])
+
+
+def reap(state: SandboxState, now: int, actor: str) -> Decision:
+    """Idle and TTL reaping: a timer calls this; past the deadline the sandbox is stopped."""
+    if state.state not in ("ready", "busy") or (state.running and state.deadline()[1] == "idle_timeout"):
+        return Decision()
+    when, why = state.deadline()
+    if now < when:
+        return Decision()
+    return Decision([lifecycle(state, "stopping", actor, reason=why)], [Effect("stop", reason=why)])

@@ -1,0 +1,164 @@
+"""Scale-out of the sandbox processor: several instances on one docker engine, through the public API.
+
+Kill -9 of one instance in the middle of provisions and long commands: its partitions move to the
+others, every command is handled once in effect (one ``exec.accepted``, at most one ``exec.started``,
+one ``exec.finished``), every accepted command is finished or closed with a reason, and no container
+is provisioned twice or reaped wrongly (each sandbox keeps the container it was first given).
+Adding an instance under load loses nothing either.
+"""
+
+import threading
+import time
+
+import pytest
+
+from tests.scale.cluster import (
+    Api,
+    Instance,
+    command_ledger,
+    containers,
+    count,
+    elapsed,
+    partition,
+    provisioned,
+    records,
+    split_evenly,
+    wait_finished,
+)
+from tests.scale.conftest import PARTITIONS
+from tests.support import wait_until
+
+LOAD_STEP = 12  # commands answered between two changes of the group
+
+
+def sandboxes_on_every_instance(s, api: Api, owned: dict[str, set[int]], at_least: int = 2) -> list[str]:
+    """Create sandboxes until each instance owns at least ``at_least`` of them."""
+    made: list[str] = []
+    while any(sum(1 for sid in made if partition(s, sid) in parts) < at_least for parts in owned.values()):
+        assert len(made) < 40, "sandbox ids never reached every instance's partitions"
+        sandbox = api.create()
+        assert sandbox["state"] == "ready", sandbox
+        made.append(sandbox["id"])
+    return made
+
+
+def assert_once_in_effect(s, sandbox_ids: list[str]) -> dict[str, dict]:
+    """Each command: accepted once, started at most once, finished once. Returns each command's finish."""
+    finishes = {}
+    for sid in sandbox_ids:
+        events = records(s, sid)
+        for cid, seen in command_ledger(events).items():
+            once = seen["exec.accepted"] == 1 and seen["exec.started"] <= 1 and seen["exec.finished"] == 1
+            assert once, (sid, cid, seen)
+            (done,) = [e for e in events if e.type == "exec.finished" and e.payload["command_id"] == cid]
+            finishes[cid] = done.payload
+        assert provisioned(events) == 1 and count(events, "sandbox.provisioning") == 1, sid
+    return finishes
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # subprocess start-ups and a session timeout, on a shared 2-core machine
+def test_kill_9_of_one_of_two_instances_mid_provision_and_mid_exec(deployment) -> None:
+    s, api, provider, logs = deployment
+    a, b = Instance(s, "proc-a", logs), Instance(s, "proc-b", logs)
+    try:
+        owned = split_evenly([a, b], PARTITIONS)
+        ready = sandboxes_on_every_instance(s, api, owned)
+        first_containers = containers(provider)
+        assert set(ready) <= set(first_containers)
+        long = {sid: api.exec(sid, "echo started; sleep 25; echo finished", run_async=True)["command_id"]
+                for sid in ready}  # fmt: skip
+        for sid, cid in long.items():  # every instance runs commands for its own partitions
+            wait_until(lambda sid=sid, cid=cid: count(records(s, sid), "exec.started", command_id=cid), timeout=60,
+                       interval=0.2, what=f"{cid} started")  # fmt: skip
+        provisioning = [api.create(wait=False)["id"] for _ in range(4)]
+
+        killed = time.monotonic()
+        a.kill9()  # mid-exec (every long command is running) and mid-provision (the creates just sent)
+        wait_until(lambda: b.owned() == set(range(PARTITIONS)), timeout=90, what="b owns every partition")
+        print(f"failover after kill -9: {elapsed(killed)}s")
+
+        finishes = {sid: wait_finished(s, sid, cid) for sid, cid in long.items()}
+        for sid, done in finishes.items():
+            if partition(s, sid) in owned["proc-a"]:  # its runner died with a: closed, with the reason
+                assert done.payload["exit_code"] is None and done.payload["error"].startswith("interrupted:"), done
+            else:  # b's own commands were never touched by the rebalance
+                assert done.payload["exit_code"] == 0 and done.payload["error"] is None, done
+        for sid in provisioning:
+            wait_until(lambda sid=sid: count(records(s, sid), "sandbox.ready"), timeout=90, interval=0.5,
+                       what=f"{sid} ready after the failover")  # fmt: skip
+        after = containers(provider)
+        for sid in ready:  # neither re-provisioned nor reaped: the same container throughout
+            assert after.get(sid) == first_containers[sid], sid
+        for sid in [*ready, *provisioning]:
+            assert api.exec(sid, "echo converged")["stdout"] == "converged\n"
+        finished = assert_once_in_effect(s, [*ready, *provisioning])
+        assert set(long.values()) <= set(finished)
+        provisioned_once = containers(provider)
+        for sid in provisioning:
+            assert provisioned(records(s, sid)) == 1 and sid in provisioned_once
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_instances_added_under_load_lose_nothing_and_a_third_survives_kill_9(deployment) -> None:
+    s, api, provider, logs = deployment
+    instances = [Instance(s, "proc-1", logs)]
+    results: list[dict] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    try:
+        split_evenly(instances, PARTITIONS)
+        sandboxes = [api.create()["id"] for _ in range(4)]
+        first_containers = containers(provider)
+
+        def load(sid: str) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    results.append({"sid": sid, "n": n, **api.exec(sid, f"echo {n}")})
+                except AssertionError as e:  # a non-200 answer
+                    errors.append(str(e))
+
+        workers = [threading.Thread(target=load, args=(sid,), daemon=True) for sid in sandboxes]
+        for w in workers:
+            w.start()
+        wait_until(lambda: len(results) >= LOAD_STEP, timeout=120, what="load running")
+        instances.append(Instance(s, "proc-2", logs))
+        split_evenly(instances, PARTITIONS)
+        served = len(results)
+        wait_until(lambda: len(results) >= served + LOAD_STEP, timeout=120, what="load served by two")
+        instances.append(Instance(s, "proc-3", logs))
+        owned = split_evenly(instances, PARTITIONS)
+        served = len(results)
+        wait_until(lambda: len(results) >= served + LOAD_STEP, timeout=120, what="load served by three")
+        stop.set()
+        for w in workers:
+            w.join(timeout=180)
+
+        assert not errors, errors[:3]
+        interrupted = sum(1 for r in results if r["exit_code"] is None)
+        print(f"{len(results)} commands under load, {interrupted} closed as interrupted by a rebalance")
+        for r in results:  # each answer is its command's: a result, or closed with a reason
+            assert (r["exit_code"] == 0 and r["stdout"] == f"{r['n']}\n") or r["error"].startswith("interrupted:"), r
+        assert_once_in_effect(s, sandboxes)
+        after = containers(provider)
+        assert all(after.get(sid) == first_containers[sid] for sid in sandboxes), "no sandbox re-provisioned"
+
+        victim = instances[1]
+        killed = time.monotonic()
+        victim.kill9()
+        survivors = [i for i in instances if i is not victim]
+        split_evenly(survivors, PARTITIONS)
+        print(f"failover after kill -9 (3 -> 2 instances): {elapsed(killed)}s; owned before: {owned}")
+        for sid in sandboxes:
+            assert api.exec(sid, "echo after")["stdout"] == "after\n"
+        assert_once_in_effect(s, sandboxes)
+    finally:
+        stop.set()
+        for i in instances:
+            i.stop()

@@ -1,0 +1,132 @@
+from dataclasses import replace
+
+from astraforge.processors.sandboxes.state import (
+    SandboxState,
+    decide,
+    evolve,
+    exec_result,
+    finished,
+    from_create,
+    reap,
+    recover,
+    started,
+)
+from astraforge.schemas import Envelope
+
+SID = "sb-" + "a" * 32
+
+
+def command(type_: str, payload: dict, at: int = 1_000_000) -> Envelope:
+    return Envelope(type=type_, stream_id=SID, tenant_id="acme", actor="u", sandbox_id=SID, payload=payload,
+                    occurred_at=at)  # fmt: skip
+
+
+CREATE = command("sandbox.create", {"image": "img", "profile": {"memory_mb": "256"}, "cpus": None, "memory_mb": None,
+                                    "pids": None, "idle_timeout_s": 10, "ttl_s": 100, "egress_allow": [],
+                                    "restore_snapshot": None})  # fmt: skip
+EXEC = command("sandbox.exec", {"command_id": "c1", "argv": ["true"], "shell": None, "cwd": None, "env": {},
+                                "timeout_s": 10.0, "async_": False})  # fmt: skip
+
+
+def fold(state: SandboxState | None, events: list[Envelope]) -> SandboxState | None:
+    for e in events:
+        state = evolve(state, e)
+    return state
+
+
+def ready() -> SandboxState:
+    state = fold(None, decide(None, CREATE, 0, "p").events)
+    return replace(state, state="ready", last_activity=CREATE.occurred_at)
+
+
+def test_create_writes_requested_and_provisions_once() -> None:
+    decision = decide(None, CREATE, 0, "p")
+    assert [e.type for e in decision.events] == ["sandbox.requested", "sandbox.provisioning"]
+    assert [e.kind for e in decision.effects] == ["provision"]
+    state = fold(None, decision.events)
+    assert state.state == "provisioning" and state.profile == {"profile.memory_mb": "256"}
+    assert state.idle_timeout_s == 10 and replace(state, last_activity=0) == replace(
+        from_create(CREATE), state="provisioning", last_activity=0
+    )
+    assert decide(state, CREATE, 0, "p").events == []  # redelivered create: nothing twice
+    ended = replace(state, state="terminated")
+    assert decide(ended, CREATE, 0, "p").events == []  # a create for a sandbox that already ended
+
+
+def test_exec_is_accepted_once_then_runs_and_settles_busy_and_ready() -> None:
+    state = ready()
+    decision = decide(state, EXEC, 42, "p")
+    (accepted,) = decision.events
+    assert accepted.type == "exec.accepted" and accepted.payload["command_offset"] == 42
+    assert [e.kind for e in decision.effects] == ["exec"]
+    state = fold(state, decision.events)
+    assert decide(state, EXEC, 42, "p").events == []  # redelivered: never accepted (or run) twice
+    begin = started(state, "c1", ["true"], None, "p", EXEC)
+    assert [e.type for e in begin] == ["exec.started", "sandbox.busy"]
+    state = fold(state, begin)
+    assert state.state == "busy" and state.running == {"c1"}
+    end = finished(state, exec_result("c1", 0, 1.0), "p", EXEC)
+    assert [e.type for e in end] == ["exec.finished", "sandbox.ready"]
+    state = fold(state, end)
+    assert state.state == "ready" and not state.pending and not state.running
+    assert finished(state, exec_result("c1", 0, 1.0), "p", EXEC) == []  # closed already: nothing twice
+    assert decide(state, EXEC, 42, "p").events == []  # finished recently: still a redelivery
+
+
+def test_recover_closes_started_commands_and_runs_accepted_ones() -> None:
+    state = ready()
+    other = command("sandbox.exec", {**EXEC.payload, "command_id": "c2"})
+    state = fold(state, decide(state, EXEC, 1, "p").events + decide(state, other, 2, "p").events)
+    state = fold(state, started(state, "c1", ["true"], None, "p", EXEC))
+    decision = recover(state, True, "p", "moved")
+    types = [(e.type, e.payload.get("command_id")) for e in decision.events]
+    assert types == [("exec.finished", "c1"), ("sandbox.ready", None)]
+    assert decision.events[0].payload["error"] == "interrupted: moved"
+    assert [(e.kind, e.reason or (e.pending and e.pending.command_id)) for e in decision.effects] == [
+        ("egress", None), ("cancel", "c1"), ("resume", "c2")]  # fmt: skip
+    state = fold(state, decision.events)
+    assert [p.command_id for p in state.pending] == ["c2"] and state.state == "ready"
+    assert recover(replace(state, state="ready"), False, "p", "x").events[-1].type == "sandbox.failed"
+
+
+def test_state_survives_the_table_json() -> None:
+    state = fold(ready(), decide(ready(), EXEC, 7, "p").events)
+    assert SandboxState.from_json(state.to_json()) == state
+
+
+def test_stop_and_commands_after_the_end() -> None:
+    state = ready()
+    stop = decide(state, command("sandbox.stop", {"reason": None}), 0, "p")
+    assert [e.type for e in stop.events] == ["sandbox.stopping"] and stop.effects[0].reason == "stop"
+    done = replace(stop.events[0], type="sandbox.terminated", payload={**stop.events[0].payload, "state": "terminated"})
+    ended = fold(state, [*stop.events, done])
+    assert ended.state == "terminated" and ended.ended_at > 0
+    assert decide(ended, EXEC, 3, "p").effects == []
+
+
+def test_idle_and_ttl_reaping() -> None:
+    state = ready()  # created at 1 s, idle 10 s, ttl 100 s
+    assert reap(state, 5_000_000, "p").events == []
+    (idle,) = reap(state, 11_000_001, "p").events
+    assert idle.payload["reason"] == "idle_timeout"
+    busy = replace(state, running=frozenset({"c"}), last_activity=95_000_000)
+    assert reap(busy, 60_000_000, "p").events == []  # a running command is not idle
+    (ttl,) = reap(busy, 101_000_001, "p").events
+    assert ttl.payload["reason"] == "ttl"
+
+
+def test_heartbeat_extends_the_idle_deadline() -> None:
+    state = ready()
+    (beat,) = decide(state, command("sandbox.heartbeat", {"reason": None}, at=9_000_000), 0, "p").events
+    assert beat.type == "sandbox.heartbeat.recorded" and beat.payload["state"] == "ready"
+    later = evolve(state, replace(beat, occurred_at=9_000_000))
+    assert reap(later, 12_000_000, "p").events == []
+
+
+def test_platform_grants_come_from_the_platform_records_only() -> None:
+    granted = command("sandbox.create", {**CREATE.payload, "platform_upstreams": ["model-gateway"]})
+    assert from_create(granted).platform_upstreams == ("model-gateway",) and from_create(granted).has_egress
+    assert from_create(CREATE).platform_upstreams == () and not from_create(CREATE).has_egress
+    requested = command("sandbox.requested", {"state": "requested", "reason": None, "provider": None, "image": "img",
+                                              "details": {"platform_upstreams": "model-gateway"}})  # fmt: skip
+    assert evolve(None, requested).platform_upstreams == ("model-gateway",)
