@@ -94,6 +94,9 @@ class Effects:
                     self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
                 self._open_egress(st, handle)
         except Exception as e:
+            if not self.p.owns(st.stream_id):  # moved meanwhile: the new owner re-drives it, in this container
+                LOG.info("provision of %s failed after its partition moved: left to the new owner", st.sandbox_id)
+                return
             self.provider.stop(runtime_id)  # roll back whatever half exists
             self.p.pools.forget(runtime_id)
             failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
@@ -102,8 +105,13 @@ class Effects:
         name = self.provider.name
         if not self.p.settle(st.sandbox_id, lambda now: provisioned(now, ACTOR, name, details)):
             current = self.p.state(st.sandbox_id)
-            if current is None or current.state in ENDED or current.state == "stopping":
-                self.provider.stop(runtime_id)  # stopped while provisioning
+            # stopped while provisioning; a state gone with its partition is the new owner's container
+            if (
+                current is not None
+                and self.p.owns(st.stream_id)
+                and (current.state in ENDED or current.state == "stopping")
+            ):
+                self.provider.stop(runtime_id)
 
     def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
         ref = self._snapshot_ref(st.tenant_id, st.restore_snapshot)

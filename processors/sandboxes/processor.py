@@ -100,6 +100,10 @@ class SandboxProcessor:
     def partition_of(self, stream_id: str) -> int:
         return self.runtime.partition(stream_id)
 
+    def owns(self, stream_id: str) -> bool:
+        """Whether this instance owns the stream's partition now (a moved one is the new owner's)."""
+        return self.status.get(self.partition_of(stream_id)) == "owned"
+
     def _fold(self, e: Envelope) -> str:
         sid = e.sandbox_id or e.stream_id
         new = evolve(self.states.get(sid), e)
