@@ -16,7 +16,7 @@ import httpx
 from astraforge.audit import stream_records
 from astraforge.kafka import partition_for
 from astraforge.schemas import Envelope
-from tests.support import auth, cli_env, wait_until
+from tests.support import auth, cli_env, get_artifact, wait_until
 
 OWNS = re.compile(r"sandboxes owns partitions \[([0-9, ]*)\]")
 
@@ -131,3 +131,34 @@ def wait_finished(settings, sandbox_id: str, command_id: str, timeout: float = 1
 
 def elapsed(since: float) -> float:
     return round(time.monotonic() - since, 1)
+
+
+def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
+    """A command record as the API would append it (tests append some directly, to time them)."""
+    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor="test", sandbox_id=sandbox_id,
+                    payload=payload)  # fmt: skip
+
+
+def create_restoring(api, image: str, sandbox_id: str, snapshot_id: str) -> Envelope:
+    """A ``sandbox.create`` command that restores ``snapshot_id`` into the new sandbox."""
+    return command(api.tenant, sandbox_id, "sandbox.create", {
+        "image": image, "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
+        "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": snapshot_id})  # fmt: skip
+
+
+def snapshot_with_kept_file(api) -> str:
+    """The id of a projected snapshot of a sandbox holding ``kept.txt`` ("kept\\n")."""
+    source = api.create()["id"]
+    assert api.exec(source, "echo kept > /workspace/kept.txt")["exit_code"] == 0
+    snapshot = api.post(f"/sandboxes/{source}/snapshots")
+    assert snapshot.status_code == 201, snapshot.text
+    snapshot_id = snapshot.json()["id"]
+    assert get_artifact(api.url, api.key, snapshot_id).status_code == 200  # projected
+    return snapshot_id
+
+
+def read_kept_file(api, sandbox_id: str, command_id: str) -> Envelope:
+    """An async ``sandbox.exec`` command that prints the snapshot's ``kept.txt``."""
+    return command(api.tenant, sandbox_id, "sandbox.exec", {
+        "command_id": command_id, "argv": [], "shell": "cat kept.txt", "cwd": "/workspace", "env": {},
+        "timeout_s": 60.0, "async_": True})  # fmt: skip

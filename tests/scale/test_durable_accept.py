@@ -8,15 +8,19 @@ from psycopg import sql
 
 from astraforge.db import connect
 from astraforge.producers.kafka import EventProducer
-from astraforge.schemas import Envelope
-from tests.scale.cluster import Instance, command_ledger, count, provisioned, records, wait_finished
+from tests.scale.cluster import (
+    Instance,
+    command_ledger,
+    count,
+    create_restoring,
+    provisioned,
+    read_kept_file,
+    records,
+    snapshot_with_kept_file,
+    wait_finished,
+)
 from tests.scale.conftest import PARTITIONS
-from tests.support import get_artifact, wait_until
-
-
-def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor="test", sandbox_id=sandbox_id,
-                    payload=payload)  # fmt: skip
+from tests.support import wait_until
 
 
 @pytest.mark.timeout(600)
@@ -26,20 +30,10 @@ def test_an_accepted_exec_survives_kill_9_before_it_started(deployment) -> None:
     b = None
     try:
         wait_until(lambda: a.owned() == set(range(PARTITIONS)), timeout=90, what="a owns every partition")
-        source = api.create()["id"]
-        assert api.exec(source, "echo kept > /workspace/kept.txt")["exit_code"] == 0
-        snapshot = api.post(f"/sandboxes/{source}/snapshots")
-        assert snapshot.status_code == 201, snapshot.text
-        snapshot_id = snapshot.json()["id"]
-        assert get_artifact(api.url, api.key, snapshot_id).status_code == 200  # projected
-
+        snapshot_id = snapshot_with_kept_file(api)
         sid, cid = f"sb-{secrets.token_hex(16)}", f"cmd-{secrets.token_hex(8)}"
-        create = command(api.tenant, sid, "sandbox.create", {
-            "image": s.sandbox_image, "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
-            "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": snapshot_id})  # fmt: skip
-        run = command(api.tenant, sid, "sandbox.exec", {"command_id": cid, "argv": [], "shell": "cat kept.txt",
-                                                        "cwd": "/workspace", "env": {}, "timeout_s": 60.0,
-                                                        "async_": True})  # fmt: skip
+        create = create_restoring(api, s.sandbox_image, sid, snapshot_id)
+        run = read_kept_file(api, sid, cid)
         with connect(s) as conn:  # the restore's snapshot lookup waits on this lock: provisioning holds still
             conn.execute(sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(
                 sql.Identifier(s.projection_schema)))  # fmt: skip

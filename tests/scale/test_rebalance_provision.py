@@ -12,15 +12,19 @@ from astraforge.db import connect
 from astraforge.kafka import partition_for
 from astraforge.processors.sandboxes import SandboxProcessor
 from astraforge.producers.kafka import EventProducer
-from astraforge.schemas import Envelope
-from tests.scale.cluster import Instance, containers, count, partition, records, wait_finished
+from tests.scale.cluster import (
+    Instance,
+    containers,
+    count,
+    create_restoring,
+    partition,
+    read_kept_file,
+    records,
+    snapshot_with_kept_file,
+    wait_finished,
+)
 from tests.scale.conftest import PARTITIONS
-from tests.support import get_artifact, wait_until
-
-
-def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor="test", sandbox_id=sandbox_id,
-                    payload=payload)  # fmt: skip
+from tests.support import wait_until
 
 
 def one_id_per_partition() -> list[str]:
@@ -46,18 +50,9 @@ def test_a_provision_in_flight_when_its_partition_moves_keeps_its_container(depl
     b = None
     try:
         wait_until(lambda: a.owned() == set(range(PARTITIONS)), timeout=90, what="a owns every partition")
-        source = api.create()["id"]
-        assert api.exec(source, "echo kept > /workspace/kept.txt")["exit_code"] == 0
-        snapshot = api.post(f"/sandboxes/{source}/snapshots")
-        assert snapshot.status_code == 201, snapshot.text
-        snapshot_id = snapshot.json()["id"]
-        assert get_artifact(api.url, api.key, snapshot_id).status_code == 200  # projected
-
+        snapshot_id = snapshot_with_kept_file(api)
         ids = one_id_per_partition()
-        creates = [command(api.tenant, sid, "sandbox.create", {
-            "image": s.sandbox_image, "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
-            "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": snapshot_id})
-            for sid in ids]  # fmt: skip
+        creates = [create_restoring(api, s.sandbox_image, sid, snapshot_id) for sid in ids]
         with connect(s) as conn:  # every restore's snapshot lookup waits on this lock: provisions hold still
             conn.execute(sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(
                 sql.Identifier(s.projection_schema)))  # fmt: skip
@@ -89,9 +84,7 @@ def test_a_provision_in_flight_when_its_partition_moves_keeps_its_container(depl
             assert not count(events, "sandbox.failed"), (sid, [e.payload for e in events if e.type == "sandbox.failed"])
             assert sid in present, f"{sid}: ready, but its container was removed by the instance that lost it"
             cid = f"cmd-{secrets.token_hex(8)}"
-            EventProducer(s).append(command(api.tenant, sid, "sandbox.exec", {
-                "command_id": cid, "argv": [], "shell": "cat kept.txt", "cwd": "/workspace", "env": {},
-                "timeout_s": 60.0, "async_": True}))  # fmt: skip
+            EventProducer(s).append(read_kept_file(api, sid, cid))
             done = wait_finished(s, sid, cid)
             assert done.payload["exit_code"] == 0, (sid, done.payload)
     finally:
