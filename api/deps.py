@@ -131,19 +131,21 @@ async def owned_snapshot(snapshot_id: ArtifactId, tenant: CurrentTenant, conn: C
 
 async def owned_artifact(artifact_id: ArtifactId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
     """The tenant's artifact (not deleted), or 404."""
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
-    if row is None:
-        raise ApiError(404, f"artifact {artifact_id} not found")
-    return row
+    return await _artifact_row(conn, settings, tenant, artifact_id, "artifact")
 
 
 OwnedArtifact = Annotated[dict, Depends(owned_artifact)]
 
 
 async def require_snapshot(conn: Conn, settings: Settings, tenant: str, snapshot_id: str) -> dict:
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, snapshot_id)
+    """The tenant's snapshot (a snapshot is an artifact), or 404."""
+    return await _artifact_row(conn, settings, tenant, snapshot_id, "snapshot")
+
+
+async def _artifact_row(conn: Conn, settings: Settings, tenant: str, artifact_id: str, noun: str) -> dict:
+    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
     if row is None:
-        raise ApiError(404, f"snapshot {snapshot_id} not found")
+        raise ApiError(404, f"{noun} {artifact_id} not found")
     return row
 
 
