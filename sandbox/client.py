@@ -157,6 +157,7 @@ class SupervisorClient:
         command's stdin is sent ``concurrently`` with reading its output: a command that writes
         before it reads would otherwise wait on us while we wait on it."""
         sock = self._connect()
+        reader = sock.makefile("rb")
         sender = None
         try:
             try:
@@ -168,12 +169,11 @@ class SupervisorClient:
                     _send_body(sock, body, size)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the supervisor answered before taking the whole body (a refusal): read its answer
-            reader = sock.makefile("rb")
-            while header := reader.read(HEADER.size):
+            while header := _read(reader, HEADER.size):
                 if len(header) < HEADER.size:
                     raise SupervisorUnavailable("supervisor closed the connection mid-frame")
                 kind, length = HEADER.unpack(header)
-                payload = reader.read(length)
+                payload = _read(reader, length)
                 if kind == b"E":
                     error = json.loads(payload)
                     raise SupervisorError(error["code"], error["message"])
@@ -183,6 +183,7 @@ class SupervisorClient:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sender.join()
+            reader.close()  # before the socket: a socket closed under an open reader stays open until GC
             sock.close()
 
     def _result(self, request: dict, body: BinaryIO | None = None, size: int = 0) -> dict:
@@ -250,6 +251,7 @@ class SupervisorClient:
                 result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
                 result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
                 ended = True
+                break  # the last frame; what follows may be a reset (unread stdin), not an end of file
         if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
             raise SupervisorUnavailable("the supervisor went away before the command ended")
         return result
@@ -282,6 +284,14 @@ class SupervisorClient:
             elif kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
+
+
+def _read(reader: BinaryIO, size: int) -> bytes:
+    """The next ``size`` bytes; a reset connection is a supervisor that went away, said as such."""
+    try:
+        return reader.read(size)
+    except ConnectionResetError as e:
+        raise SupervisorUnavailable(f"the supervisor reset the connection: {e}") from e
 
 
 def _send_body(sock: socket.socket, body: BinaryIO | None, size: int, quiet: bool = False) -> None:
