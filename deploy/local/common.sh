@@ -36,17 +36,33 @@ apt_install() {
     || die "apt-get install ${missing[*]} failed"
 }
 
-# pid_alive FILE — true when FILE holds the pid of a live process.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# proc_start PID — when PID started (clock ticks since boot: /proc/PID/stat field 22), empty if it is
+# gone or has exited (a zombie).
+proc_start() {
+  [ -r "/proc/$1/stat" ] && sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '$1 != "Z" { print $20 }'
+}
 
-# stop_pid FILE — TERM the process we started (by its pid only), then KILL after 20 s.
+# write_pid FILE PID — remember PID with its start time: pids are reused (pid_max is 32768 here and a
+# test run starts more processes than that), so a pid alone may name someone else's process later.
+write_pid() { echo "$2 $(proc_start "$2")" > "$1"; }
+
+# pid_alive FILE — true when FILE names a process that still runs: same pid *and* same start time.
+pid_alive() {
+  local pid started
+  [ -f "$1" ] || return 1
+  read -r pid started < "$1" || return 1
+  [ -n "$pid" ] && [ -n "$started" ] && [ "$(proc_start "$pid")" = "$started" ]
+}
+
+# stop_pid FILE — TERM the process we started (by its pid, checked against its start time), then KILL
+# after 20 s.
 stop_pid() {
   local file="$1" pid
   pid_alive "$file" || { rm -f "$file"; return 0; }
-  pid="$(cat "$file")"
+  read -r pid _ < "$file"
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do pid_alive "$file" || break; sleep 0.1; done
+  pid_alive "$file" && kill -9 "$pid" 2>/dev/null || true
   rm -f "$file"
 }
 
@@ -66,7 +82,7 @@ start_service() {
   local pidfile="$1" logfile="$2" seconds="$3" ready_fn="$4"
   shift 5
   setsid "$@" >"$logfile" 2>&1 < /dev/null &
-  echo $! > "$pidfile"
+  write_pid "$pidfile" $!
   if ! wait_for "$seconds" "$SERVICE" "$ready_fn"; then
     tail -n 30 "$logfile" >&2
     stop_pid "$pidfile"

@@ -30,12 +30,10 @@ the sandbox as a whole; the process limit (RLIMIT_NPROC) is counted per uid of t
 user namespace. Use the docker (or kubernetes) provider where those matter.
 """
 
-import contextlib
 import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ from pathlib import Path
 from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
+from astraforge.sandbox.processes import ProcessRef
 from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
 from astraforge.sandbox.seccomp import NoSeccompFilter, filter_program
@@ -150,13 +149,17 @@ class BwrapProvider(SandboxProvider):
     def _pidfile(self, sandbox_id: str) -> Path:
         return self.pid_dir / f"{sandbox_id}.json"
 
-    def _alive(self, sandbox_id: str) -> dict | None:
+    def _alive(self, sandbox_id: str) -> tuple[ProcessRef, ProcessRef] | None:
+        """The sandbox's init (bwrap's child) and launcher, while its init still runs. Kept with their
+        start times: a pid alone, read back later, may name an unrelated process by then."""
         try:
             info = json.loads(self._pidfile(sandbox_id).read_text())
-            os.kill(info["child_pid"], 0)
-            return info
-        except (FileNotFoundError, ValueError, KeyError, ProcessLookupError):
+        except (FileNotFoundError, ValueError):
             return None
+        init, launcher = ProcessRef.from_json(info.get("init")), ProcessRef.from_json(info.get("launcher"))
+        if init is None or launcher is None or not init.alive():
+            return None
+        return init, launcher
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
         control = self.control_dir(spec.sandbox_id, self.supervisor_uid)
@@ -190,7 +193,8 @@ class BwrapProvider(SandboxProvider):
                 self.release_control_dir(spec.sandbox_id)
                 raise BwrapUnavailable(f"bwrap could not start sandbox {spec.sandbox_id}: {log.read_text().strip()}")
             child = status["child-pid"]
-            self._pidfile(spec.sandbox_id).write_text(json.dumps({"pid": proc.pid, "child_pid": child}))
+            refs = {"init": ProcessRef.of(child).to_json(), "launcher": ProcessRef.of(proc.pid).to_json()}
+            self._pidfile(spec.sandbox_id).write_text(json.dumps(refs))
             self._children[spec.sandbox_id] = proc
             self.remember_peer(spec.sandbox_id, PeerIdentity.of(child, self.supervisor_uid))
         peer = self._peer(spec.sandbox_id)
@@ -201,12 +205,10 @@ class BwrapProvider(SandboxProvider):
         return handle
 
     def stop(self, sandbox_id: str) -> None:
-        info = self._alive(sandbox_id)
-        if info:
-            # SIGKILL to the namespace's init takes every process of the sandbox with it
-            for pid in (info["child_pid"], info["pid"]):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        refs = self._alive(sandbox_id)
+        if refs:
+            for ref in refs:  # SIGKILL to the namespace's init takes every process of the sandbox with it
+                ref.kill()
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and self._alive(sandbox_id):
                 time.sleep(0.01)

@@ -88,3 +88,28 @@ def test_a_private_cache_dir_is_made_traversable_for_the_sandbox_uid(tmp_path: P
     env = {"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"), "ASTRAFORGE_CACHE_DIR": str(cache)}
     assert subprocess.run(["bash", str(script)], env=env).returncode == 0
     assert cache.stat().st_mode & 0o001 or os.geteuid() != 0
+
+
+def test_stop_never_signals_a_process_that_reused_the_services_pid(tmp_path: Path) -> None:
+    """`stack.sh down` stops services by their pidfiles. A service that died earlier left its pid behind,
+    and pids come back (pid_max 32768 here): stopping it must not signal whoever has that pid now."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile, script = tmp_path / "svc.pid", tmp_path / "svc.sh"
+        script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\n'
+                          f'pid_alive "{pidfile}" && echo alive || echo gone\nstop_pid "{pidfile}"\n')  # fmt: skip
+        env = {"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
+               "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+        for stale in (f"{bystander.pid}\n", f"{bystander.pid} 1\n"):  # a bare pid (old file), another start time
+            pidfile.write_text(stale)
+            result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+            assert result.stdout == "gone\n", result.stderr
+            assert bystander.poll() is None and not pidfile.exists()
+        pidfile.write_text(
+            f"{bystander.pid} {(Path(f'/proc/{bystander.pid}/stat').read_text().rsplit(')', 1)[1].split()[19])}\n"
+        )
+        result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+        assert result.stdout == "alive\n" and bystander.wait(25) == -15, result.stderr
+    finally:
+        bystander.kill()
+        bystander.wait()
