@@ -88,7 +88,7 @@ class Effects:
             if st.image not in self.settings.allowed_images:  # a record from before the API checked it
                 raise ValueError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
-                profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+                profile = SecurityProfile.with_overrides(st.profile)
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
                 if st.restore_snapshot:
                     self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
