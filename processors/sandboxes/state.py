@@ -268,7 +268,8 @@ def outcome(state: SandboxState, type_: str, payload: dict, actor: str, cause: E
     return [*before, event(state, type_, payload, actor, cause)]
 
 
-def exec_result(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
+def finished_payload(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
+    """An ``exec.finished`` payload (the API answers its ``ExecResult`` from these records)."""
     return {"command_id": command_id, "exit_code": exit_code, "duration_ms": duration_ms, "timed_out": False,
             "cancelled": False, "truncated": False, "error": None, **flags}  # fmt: skip
 
@@ -296,13 +297,13 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     pending_ids = {p.command_id for p in state.pending}
     for pending in state.pending:
         if pending.command_id in state.running:
-            events.append(event(state, "exec.finished", exec_result(pending.command_id, None, 0.0, error=interrupted),
-                                actor))  # fmt: skip
+            closed = finished_payload(pending.command_id, None, 0.0, error=interrupted)
+            events.append(event(state, "exec.finished", closed, actor))
             effects.append(Effect("cancel", reason=pending.command_id))
         else:
             effects.append(Effect("resume", pending=pending))
     for command_id in sorted(state.running - pending_ids):  # started before exec.accepted existed
-        events.append(event(state, "exec.finished", exec_result(command_id, None, 0.0, error=interrupted), actor))
+        events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
     if state.state == "busy" and present:  # every command that was running is closed
         events.append(lifecycle(state, "ready", actor))
     if state.state in ("requested", "provisioning"):

@@ -4,8 +4,8 @@ from astraforge.processors.sandboxes.state import (
     SandboxState,
     decide,
     evolve,
-    exec_result,
     finished,
+    finished_payload,
     reap,
     recover,
     requested_state,
@@ -65,11 +65,11 @@ def test_exec_is_accepted_once_then_runs_and_settles_busy_and_ready() -> None:
     assert [e.type for e in begin] == ["exec.started", "sandbox.busy"]
     state = fold(state, begin)
     assert state.state == "busy" and state.running == {"c1"}
-    end = finished(state, exec_result("c1", 0, 1.0), "p", EXEC)
+    end = finished(state, finished_payload("c1", 0, 1.0), "p", EXEC)
     assert [e.type for e in end] == ["exec.finished", "sandbox.ready"]
     state = fold(state, end)
     assert state.state == "ready" and not state.pending and not state.running
-    assert finished(state, exec_result("c1", 0, 1.0), "p", EXEC) == []  # closed already: nothing twice
+    assert finished(state, finished_payload("c1", 0, 1.0), "p", EXEC) == []  # closed already: nothing twice
     assert decide(state, EXEC, 42, "p").events == []  # finished recently: still a redelivery
 
 
