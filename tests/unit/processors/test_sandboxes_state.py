@@ -23,9 +23,20 @@ def command(type_: str, payload: dict, at: int = 1_000_000) -> Envelope:
 
 
 CREATE = command("sandbox.create", RequestedSandbox("img", {"memory_mb": 256}, 10, 100).create_payload())
-V6_CREATE = command("sandbox.create", {"image": "img", "profile": {"memory_mb": "256"}, "cpus": None,
-                                       "memory_mb": None, "pids": None, "idle_timeout_s": 10, "ttl_s": 100,
-                                       "egress_allow": [], "restore_snapshot": None})  # fmt: skip
+V6_CREATE = command(
+    "sandbox.create",
+    {
+        "image": "img",
+        "profile": {"memory_mb": "256"},
+        "cpus": None,
+        "memory_mb": None,
+        "pids": None,
+        "idle_timeout_s": 10,
+        "ttl_s": 100,
+        "egress_allow": [],
+        "restore_snapshot": None,
+    },
+)
 EXEC = command("sandbox.exec", {"command_id": "c1", "argv": ["true"], "shell": None, "cwd": None, "env": {},
                                 "timeout_s": 10.0, "async_": False})  # fmt: skip
 
@@ -135,16 +146,17 @@ def test_platform_grants_come_from_the_platform_records_only() -> None:
 
 
 def test_sandbox_requested_carries_the_create_spec_typed_and_folds_after_the_codec() -> None:
-    spec = RequestedSandbox("img", {"memory_mb": 300, "cpus": 1.5}, 60, 600, ("pypi.org", "GET example.com"),
-                            ("model-gateway",), "snap-1")  # fmt: skip
+    spec = RequestedSandbox(
+        "img", {"memory_mb": 300, "cpus": 1.5}, 60, 600, ("pypi.org", "GET example.com"), ("model-gateway",), "snap-1"
+    )
     (asked, _) = decide(None, command("sandbox.create", spec.create_payload()), 0, "p").events
     assert asked.payload["spec"] == spec.record() and asked.payload["details"] == {}  # no string map
     codec = default_codec()
     decoded = codec.decode(codec.encode(asked))
     state = evolve(None, decoded)
     assert state == evolve(None, asked)
-    assert (state.image, state.profile, state.idle_timeout_s, state.ttl_s) == ("img", {"memory_mb": 300, "cpus": 1.5},
-                                                                                60, 600)  # fmt: skip
+    assert (state.image, state.idle_timeout_s, state.ttl_s) == ("img", 60, 600)
+    assert state.profile == {"memory_mb": 300, "cpus": 1.5}
     assert state.egress_allow == ("pypi.org", "GET example.com") and state.platform_upstreams == ("model-gateway",)
     assert state.restore_snapshot == "snap-1"
 
@@ -155,9 +167,16 @@ def test_a_v6_history_folds_to_the_state_the_typed_records_give() -> None:
     (from_v6_create, _) = decide(None, V6_CREATE, 0, "p").events
     (from_typed, _) = decide(None, CREATE, 0, "p").events
     assert from_v6_create.payload["spec"] == from_typed.payload["spec"]  # the processor writes the typed form only
-    v6_requested = command("sandbox.requested", {"state": "requested", "reason": None, "provider": None,
-                                                 "image": "img", "details": {"idle_timeout_s": "10", "ttl_s": "100",
-                                                                             "profile.memory_mb": "256"}})  # fmt: skip
+    v6_requested = command(
+        "sandbox.requested",
+        {
+            "state": "requested",
+            "reason": None,
+            "provider": None,
+            "image": "img",
+            "details": {"idle_timeout_s": "10", "ttl_s": "100", "profile.memory_mb": "256"},
+        },
+    )
     assert evolve(None, v6_requested) == evolve(None, from_typed)
 
 

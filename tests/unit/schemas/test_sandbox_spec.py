@@ -24,14 +24,34 @@ SPEC = RequestedSandbox(
     platform_upstreams=("model-gateway",),
     restore_snapshot="snap-1",
 )
-V6_CREATE = {"image": SPEC.image, "profile": {"memory_mb": "300", "cpus": "1.5", "workspace_mb": "100"},
-             "cpus": None, "memory_mb": None, "pids": None, "idle_timeout_s": 60, "ttl_s": 600,
-             "egress_allow": ["pypi.org", "GET files.pythonhosted.org"], "restore_snapshot": "snap-1",
-             "platform_upstreams": ["model-gateway"]}  # fmt: skip
-V6_REQUESTED = {"state": "requested", "reason": None, "provider": None, "image": SPEC.image, "details": {
-    "idle_timeout_s": "60", "ttl_s": "600", "profile.memory_mb": "300", "profile.cpus": "1.5",
-    "profile.workspace_mb": "100", "restore_snapshot": "snap-1",
-    "egress_allow": "pypi.org\nGET files.pythonhosted.org", "platform_upstreams": "model-gateway"}}  # fmt: skip
+V6_CREATE = {
+    "image": SPEC.image,
+    "profile": {"memory_mb": "300", "cpus": "1.5", "workspace_mb": "100"},
+    "cpus": None,
+    "memory_mb": None,
+    "pids": None,
+    "idle_timeout_s": 60,
+    "ttl_s": 600,
+    "egress_allow": ["pypi.org", "GET files.pythonhosted.org"],
+    "restore_snapshot": "snap-1",
+    "platform_upstreams": ["model-gateway"],
+}
+V6_REQUESTED = {
+    "state": "requested",
+    "reason": None,
+    "provider": None,
+    "image": SPEC.image,
+    "details": {
+        "idle_timeout_s": "60",
+        "ttl_s": "600",
+        "profile.memory_mb": "300",
+        "profile.cpus": "1.5",
+        "profile.workspace_mb": "100",
+        "restore_snapshot": "snap-1",
+        "egress_allow": "pypi.org\nGET files.pythonhosted.org",
+        "platform_upstreams": "model-gateway",
+    },
+}
 
 
 def envelope(type_: str, payload: dict) -> Envelope:
@@ -60,8 +80,7 @@ def test_the_spec_travels_typed_in_the_create_command(codec: Codec) -> None:
     create = envelope("sandbox.create", SPEC.create_payload())
     decoded = codec.decode(codec.encode(create)).payload
     assert RequestedSandbox.read(decoded) == SPEC
-    assert decoded["spec"]["limits"] == {"memory_mb": 300, "cpus": 1.5, "pids": None, "workspace_mb": 100,
-                                         "tmp_mb": None, "home_mb": None}  # fmt: skip
+    assert decoded["spec"]["limits"] == dict.fromkeys(LIMITS) | {"memory_mb": 300, "cpus": 1.5, "workspace_mb": 100}
     # nothing in the string-map or flat v6 form: the writer writes the typed record only
     assert decoded["profile"] == {} and decoded["egress_allow"] == [] and decoded["restore_snapshot"] is None
 
@@ -88,9 +107,14 @@ def test_a_v6_sandbox_requested_reads_as_the_same_spec() -> None:
 
 @pytest.mark.parametrize(
     ("limits", "problem"),
-    [({"memory_mb": 256.5}, "memory_mb"), ({"pids": True}, "pids"), ({"cpus": float("nan")}, "cpus"),
-     ({"memory_mb": "512"}, "memory_mb"), ({"uid": 0}, "uid")],
-)  # fmt: skip
+    [
+        ({"memory_mb": 256.5}, "memory_mb"),
+        ({"pids": True}, "pids"),
+        ({"cpus": float("nan")}, "cpus"),
+        ({"memory_mb": "512"}, "memory_mb"),
+        ({"uid": 0}, "uid"),
+    ],
+)
 def test_a_limit_that_does_not_fit_the_record_is_refused_not_rounded(limits: dict, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         RequestedSandbox(image="img", limits=limits).record()
