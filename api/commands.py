@@ -27,12 +27,13 @@ from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.errors import ApiError
 from astraforge.api.live import LiveTail, Subscriber
-from astraforge.api.models import ExecResult, SandboxCreate, SandboxPublic
+from astraforge.api.models import ExecResult, SandboxPublic
 from astraforge.config import Settings
 from astraforge.ids import from_micros, iso, new_id
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 FILE_WAIT_S = 60.0
 SNAPSHOT_WAIT_S = 300.0
@@ -133,13 +134,14 @@ class CommandService:
 
     # -- sandbox commands -----------------------------------------------------------------------
     async def create_sandboxes(
-        self, tenant: str, spec: SandboxCreate, image: str, sandbox_ids: list[str], wait_s: float | None,
+        self, tenant: str, spec: RequestedSandbox, sandbox_ids: list[str], wait_s: float | None,
         progress: Progress | None = None,
     ) -> list[SandboxPublic]:  # fmt: skip
         """Append each sandbox's create command (one append) and answer from the processor's facts:
         its ``sandbox.requested``, or with ``wait_s`` once each is ready or failed (one still on
         its way then says so)."""
-        records = [r for sandbox_id in sandbox_ids for r in _create_records(tenant, spec, image, sandbox_id)]
+        # the command only: the processor writes `sandbox.requested` from it (the one writer of the lifecycle)
+        records = [command(tenant, sandbox_id, "sandbox.create", spec.create_payload()) for sandbox_id in sandbox_ids]
         if progress is not None and progress.taken_over and not progress.appended:
             async with self.pool.connection() as conn:  # a `sandbox.requested` the earlier attempt left
                 if await self.queries.projected(conn, tenant, sandbox_ids):
@@ -158,7 +160,7 @@ class CommandService:
             done = answers.get(sandbox_id, [None])[-1]
             state = done.payload["state"] if done else ("provisioning" if wait_s is not None else "requested")
             created.append(SandboxPublic(
-                id=sandbox_id, state=state, image=image, provider=done.payload["provider"] if done else None,
+                id=sandbox_id, state=state, image=spec.image, provider=done.payload["provider"] if done else None,
                 reason=done.payload["reason"] if done else None, created_at=at, updated_at=at,
             ))  # fmt: skip
         return created
@@ -250,21 +252,6 @@ REQUESTED_WAIT_S = 10.0  # a create without `wait` answers once the processor to
 
 def new_sandbox_id() -> str:
     return f"sb-{new_id().replace('-', '')}"
-
-
-def _create_records(tenant: str, spec: SandboxCreate, image: str, sandbox_id: str) -> list[Envelope]:
-    details = {"idle_timeout_s": str(spec.idle_timeout_s), "ttl_s": str(spec.ttl_s)}
-    details |= {f"profile.{k}": str(v) for k, v in spec.profile.items()}
-    if spec.restore_snapshot:
-        details["restore_snapshot"] = spec.restore_snapshot
-    if spec.egress_allow:
-        details["egress_allow"] = "\n".join(spec.egress_allow)
-    create = command(tenant, sandbox_id, "sandbox.create", {
-        "image": image, "profile": {k: str(v) for k, v in spec.profile.items()}, "cpus": None,
-        "memory_mb": None, "pids": None, "idle_timeout_s": spec.idle_timeout_s, "ttl_s": spec.ttl_s,
-        "egress_allow": spec.egress_allow, "restore_snapshot": spec.restore_snapshot,
-    })  # fmt: skip
-    return [create]  # the processor writes `sandbox.requested` from it: the one writer of the lifecycle
 
 
 def exec_result(command_id: str, records: list[Envelope]) -> ExecResult:

@@ -20,6 +20,7 @@ from astraforge.processors.sandboxes.state import evolve
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.providers import make_provider
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 from bench.common import bench_settings, table
 
 
@@ -27,10 +28,10 @@ def history(n: int):
     """``n`` sandboxes that lived and ended: requested, provisioning, ready, terminated each."""
     for i in range(n):
         sid = f"sb-bench{i:024d}"
-        details = {"idle_timeout_s": "600", "ttl_s": "600"}
+        spec = RequestedSandbox("img", idle_timeout_s=600, ttl_s=600).record()
         for state in ("requested", "provisioning", "ready", "terminated"):
-            payload = {"state": state, "reason": None, "provider": "docker", "image": "img",
-                       "details": details if state == "requested" else {}}  # fmt: skip
+            payload = {"state": state, "reason": None, "provider": "docker", "image": "img", "details": {},
+                       "spec": spec if state == "requested" else None}  # fmt: skip
             yield Envelope(type=f"sandbox.{state}", stream_id=sid, tenant_id="bench", actor="bench", sandbox_id=sid,
                            payload=payload)  # fmt: skip
 

@@ -46,7 +46,6 @@ def latency_ms(text: str) -> float:
 class Services:
     url: str
     api_pid: int
-    projector_pid: int
 
 
 @contextmanager
@@ -63,7 +62,7 @@ def services(settings) -> Iterator[Services]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _up(url), timeout=60, what="API")
-        yield Services(url, procs[1].pid, procs[0].pid)
+        yield Services(url, procs[1].pid)
     finally:
         for proc in procs:
             proc.terminate()

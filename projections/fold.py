@@ -6,9 +6,9 @@ No I/O here, so the rules are tested with plain values; ``projections.postgres``
 from dataclasses import dataclass
 from typing import Any
 
-from astraforge.errors import ValidationError
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +41,10 @@ def _artifact_row(envelope: Envelope, artifact: dict, offset: int) -> Upsert:
 
 def _memory_mb(payload: dict) -> int:
     """All the memory the sandbox may hold (``SecurityProfile.ram_mb``: processes + tmpfs), from
-    the profile it was requested with (overrides were validated before the record was written)."""
-    details = payload.get("details") or {}
-    overrides = {k.removeprefix("profile."): v for k, v in details.items() if k.startswith("profile.")}
+    the limits it was requested with (validated before the record was written)."""
     try:
-        return SecurityProfile.with_overrides(overrides).ram_mb
-    except ValidationError:  # a record older than a bound: count the default profile
+        return SecurityProfile.with_overrides(RequestedSandbox.read(payload).limits).ram_mb
+    except ValueError:  # a record older than a bound (ValidationError), or a v6 one with text no number
         return SecurityProfile().ram_mb
 
 

@@ -77,7 +77,10 @@ class DetachedProcess:
 
 
 @dataclass
-class ExecResult:
+class SupervisorResult:
+    """What the supervisor reported for one command (the processor records it; the API's
+    ``ExecResult`` is read back from those records)."""
+
     exit_code: int | None
     duration_ms: float
     timed_out: bool = False
@@ -220,19 +223,19 @@ class SupervisorClient:
         stdin: BinaryIO | None = None,
         stdin_size: int = 0,
         report_detached: bool = True,
-    ) -> ExecResult:
+    ) -> SupervisorResult:
         """Run a command; output reaches ``on_output`` (stream name, bytes) as it is produced.
 
         ``egress``: give the command its own forwarder to the egress proxy (HTTP(S)_PROXY), whose
         connections the proxy attributes to this request id. ``stdin``: ``stdin_size`` bytes streamed
         to the command's standard input (otherwise it reads /dev/null). ``report_detached``: whether
         processes left behind (by this or another command) are reported to this one
-        (``ExecResult.detached``); a caller that does not record them passes False, or they are never
+        (``SupervisorResult.detached``); a caller that does not record them passes False, or they are never
         recorded."""
         request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
                    "env": env or {}, "timeout_s": timeout_s, "egress": egress, "report_detached": report_detached,
                    "stdin_size": stdin_size if stdin else 0}  # fmt: skip
-        result, ended = ExecResult(exit_code=None, duration_ms=0.0), False
+        result, ended = SupervisorResult(exit_code=None, duration_ms=0.0), False
         for kind, payload in self._frames(request, stdin, request["stdin_size"], concurrently=True):
             if kind in (b"1", b"2"):
                 stream = "stdout" if kind == b"1" else "stderr"

@@ -38,9 +38,6 @@ class Head:
     def get_all(self, name: str) -> list[str]:
         return [v for n, v in self.fields if n.lower() == name]
 
-    def header_lines(self) -> list[str]:
-        return [f"{n}: {v}" for n, v in self.fields]
-
     def tokens(self, name: str) -> set[str]:
         """The comma-separated tokens of every ``name`` field, lower-cased (``Connection``)."""
         return {t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()}

@@ -9,7 +9,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -39,9 +39,6 @@ class Envelope:
     event_id: str = field(default_factory=new_id)
     occurred_at: int = field(default_factory=now_micros)
     schema_version: int = 0  # filled in by the codec on encode
-
-    def occurred_at_iso(self) -> str:
-        return datetime.fromtimestamp(self.occurred_at / 1e6, UTC).isoformat().replace("+00:00", "Z")
 
     def payload_json(self) -> dict[str, Any]:
         """The payload as JSON-safe values (bytes become text, or ``{"base64": ...}`` when binary)."""

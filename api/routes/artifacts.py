@@ -16,7 +16,7 @@ from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import ErrorBody, ForkRequest, SandboxCreate, SandboxPublic
 from astraforge.api.quotas import admit_sandboxes
-from astraforge.api.routes.sandboxes import CREATE_WAIT_S, check_spec
+from astraforge.api.routes.sandboxes import CREATE_WAIT_S, check_spec, requested_sandbox
 from astraforge.api.streaming import artifact_response
 from astraforge.errors import NotFound
 from astraforge.schemas import Envelope
@@ -56,17 +56,17 @@ async def fork(
     settings: AppSettings, commands: Commands, idempotency: IdempotencyKey,
 ) -> Response:  # fmt: skip
     """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
-    spec = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
-                         restore_snapshot=snapshot["artifact_id"])  # fmt: skip
-    profile = check_spec(spec, request)
+    create = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
+                           restore_snapshot=snapshot["artifact_id"])  # fmt: skip
+    profile = check_spec(create, request)
+    spec = requested_sandbox(create, profile, settings.sandbox_image)
 
     async def start(ids: dict, claim: Claim | None) -> tuple[int, list[SandboxPublic]]:
         sandbox_ids = ids["sandbox_ids"]
         if not resumed(claim):
             await admit_sandboxes(conn, settings, tenant, sandbox_ids, profile.ram_mb,
                                   request.app.state.reservations)  # fmt: skip
-        image = settings.sandbox_image
-        return 201, await commands.create_sandboxes(tenant, spec, image, sandbox_ids, CREATE_WAIT_S, claim)
+        return 201, await commands.create_sandboxes(tenant, spec, sandbox_ids, CREATE_WAIT_S, claim)
 
     ids = {"sandbox_ids": [new_sandbox_id() for _ in range(body.count)]}
     return await idempotency.run({"body": body}, ids, start)

@@ -52,6 +52,7 @@ from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 router = APIRouter(prefix="/v1/sandboxes", tags=["sandboxes"])
 ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -81,15 +82,15 @@ async def create_sandbox(
     profile = check_spec(body, request)
     if body.restore_snapshot:
         await require_snapshot(conn, settings, tenant, body.restore_snapshot)
+    spec = requested_sandbox(body, profile, body.image or settings.sandbox_image)
 
     async def create(ids: dict, claim: Claim | None) -> tuple[int, SandboxPublic]:
         sandbox_id = ids["sandbox_id"]
         if not resumed(claim):
             await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb,
                                   request.app.state.reservations)  # fmt: skip
-        image = body.image or settings.sandbox_image
         wait_s = CREATE_WAIT_S if wait else None
-        (created,) = await commands.create_sandboxes(tenant, body, image, [sandbox_id], wait_s, claim)
+        (created,) = await commands.create_sandboxes(tenant, spec, [sandbox_id], wait_s, claim)
         return 201, created
 
     return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, create)
@@ -109,6 +110,19 @@ def check_spec(body: SandboxCreate, request: Request) -> SecurityProfile:
     except ValueError as e:  # ValidationError is a ValueError too
         raise ApiError(422, str(e)) from e
     return profile
+
+
+def requested_sandbox(body: SandboxCreate, profile: SecurityProfile, image: str) -> RequestedSandbox:
+    """The typed spec of a create request ``check_spec`` passed: the limits it overrides, as the
+    validated ``profile`` holds them (``cpus: 2`` is ``2.0``)."""
+    return RequestedSandbox(
+        image=image,
+        limits={name: getattr(profile, name) for name in body.profile},
+        idle_timeout_s=body.idle_timeout_s,
+        ttl_s=body.ttl_s,
+        egress_allow=tuple(body.egress_allow),
+        restore_snapshot=body.restore_snapshot,
+    )
 
 
 @router.post("/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotPublic,

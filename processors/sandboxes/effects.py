@@ -24,8 +24,8 @@ from astraforge.processors.sandboxes.state import (
     Effect,
     SandboxState,
     event,
-    exec_result,
     finished,
+    finished_payload,
     lifecycle,
     outcome,
     provisioned,
@@ -88,7 +88,7 @@ class Effects:
             if st.image not in self.settings.allowed_images:  # a record from before the API checked it
                 raise ValueError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
-                profile = SecurityProfile.with_overrides({k.removeprefix("profile."): v for k, v in st.profile.items()})
+                profile = SecurityProfile.with_overrides(st.profile)
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
                 if st.restore_snapshot:
                     self._restore(st, handle.client, profile.workspace_mb * 1024 * 1024)
@@ -177,7 +177,7 @@ class Effects:
         pending = effect.pending
         error = "interrupted: the accepted command could no longer be read"
         if pending.command_type == "sandbox.exec":
-            payload = exec_result(pending.command_id, None, 0.0, error=error)
+            payload = finished_payload(pending.command_id, None, 0.0, error=error)
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, None))
         elif pending.command_type == "sandbox.snapshot":
             payload = {"snapshot_id": pending.command_id, "error": f"failed: {error}"}
@@ -195,13 +195,13 @@ class Effects:
         cid = p["command_id"]
         ready = self._wait_ready(st.sandbox_id)
         if ready is None:
-            payload = exec_result(cid, None, 0.0, error="sandbox is not running")
+            payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
         argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
         if not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
             # stopping meanwhile: never start it, close it (if the partition is still ours)
-            payload = exec_result(cid, None, 0.0, error="sandbox is not running")
+            payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
         seq, recorded, truncated = 0, 0, False
@@ -228,13 +228,13 @@ class Effects:
             # with egress the command gets a forwarder of its own: the proxy attributes by it
             result = handle.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"],
                                         request_id=cid, on_output=on_output, egress=ready.has_egress)  # fmt: skip
-            done = exec_result(cid, result.exit_code, result.duration_ms, timed_out=result.timed_out,
-                               cancelled=result.cancelled, truncated=truncated)  # fmt: skip
+            done = finished_payload(cid, result.exit_code, result.duration_ms, timed_out=result.timed_out,
+                                    cancelled=result.cancelled, truncated=truncated)  # fmt: skip
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             # the client's own messages name host paths (the control dir): the tenant gets the gist
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
             LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
-            result, done = None, exec_result(cid, None, 0.0, error=error, truncated=truncated)
+            result, done = None, finished_payload(cid, None, 0.0, error=error, truncated=truncated)
         before = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
             event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
             for d in (result.detached if result else [])

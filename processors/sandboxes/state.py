@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox, limits_from_text
 
-LIVE = {"requested", "provisioning", "ready", "busy"}
 ENDED = {"terminated", "failed"}
 RECENT = 256  # finished command ids kept to drop a redelivered command (redelivery spans < one commit interval)
 ACCEPTED = {"sandbox.exec": "exec", "sandbox.file.write": "file", "sandbox.file.read": "file",
@@ -43,7 +43,7 @@ class SandboxState:
     tenant_id: str
     state: str = "requested"
     image: str = "astraforge/sandbox:bookworm"
-    profile: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)  # the limits asked for (``RequestedSandbox.limits``)
     idle_timeout_s: int = 900
     ttl_s: int = 3600
     created_at: int = 0
@@ -93,6 +93,8 @@ class SandboxState:
         data["pending"] = tuple(Pending(*p) for p in data["pending"])
         for name in ("recent", "egress_allow", "platform_upstreams"):
             data[name] = tuple(data[name])
+        if any(k.startswith("profile.") for k in data["profile"]):  # kept by a release before the typed spec
+            data["profile"] = limits_from_text({k.removeprefix("profile."): v for k, v in data["profile"].items()})
         return cls(**data)
 
 
@@ -123,7 +125,7 @@ def event(sandbox: SandboxState, type_: str, payload: dict, actor: str, cause: E
 
 def lifecycle(sandbox: SandboxState, new_state: str, actor: str, cause: Envelope | None = None, **payload) -> Envelope:
     """A ``sandbox.<new_state>`` event; ``payload`` may override the state field (heartbeats)."""
-    body = {"state": new_state, "reason": None, "provider": None, "image": None, "details": {}, **payload}
+    body = {"state": new_state, "reason": None, "provider": None, "image": None, "details": {}, "spec": None, **payload}
     return event(sandbox, f"sandbox.{new_state}", body, actor, cause)
 
 
@@ -164,44 +166,29 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
 
 
 def requested_state(requested: Envelope) -> SandboxState:
-    """The state a ``sandbox.requested`` event describes (its details are a string map)."""
-    p = requested.payload
-    details = p.get("details") or {}
+    """The state a ``sandbox.requested`` event describes (its spec: ``RequestedSandbox.read``)."""
+    spec = RequestedSandbox.read(requested.payload)
     return SandboxState(
         sandbox_id=requested.sandbox_id or requested.stream_id, stream_id=requested.stream_id,
-        tenant_id=requested.tenant_id, image=p.get("image") or SandboxState.image,
-        profile={k: v for k, v in details.items() if k.startswith("profile.")},
-        idle_timeout_s=int(details.get("idle_timeout_s", 900)), ttl_s=int(details.get("ttl_s", 3600)),
-        created_at=requested.occurred_at, last_activity=requested.occurred_at,
-        restore_snapshot=details.get("restore_snapshot"),
-        egress_allow=tuple(r for r in details.get("egress_allow", "").split("\n") if r),
-        platform_upstreams=tuple(u for u in details.get("platform_upstreams", "").split("\n") if u),
+        tenant_id=requested.tenant_id, image=spec.image or SandboxState.image, profile=dict(spec.limits),
+        idle_timeout_s=spec.idle_timeout_s, ttl_s=spec.ttl_s, created_at=requested.occurred_at,
+        last_activity=requested.occurred_at, restore_snapshot=spec.restore_snapshot,
+        egress_allow=spec.egress_allow, platform_upstreams=spec.platform_upstreams,
     )  # fmt: skip
 
 
 def requested(command: Envelope, actor: str) -> Envelope:
-    """The ``sandbox.requested`` event of a ``sandbox.create`` command (the processor writes it)."""
-    p = command.payload
-    details = {"idle_timeout_s": str(p["idle_timeout_s"]), "ttl_s": str(p["ttl_s"])}
-    details |= {f"profile.{k}": str(v) for k, v in p["profile"].items()}
-    if p.get("restore_snapshot"):
-        details["restore_snapshot"] = p["restore_snapshot"]
-    if p.get("egress_allow"):
-        details["egress_allow"] = "\n".join(p["egress_allow"])
-    if p.get("platform_upstreams"):
-        details["platform_upstreams"] = "\n".join(p["platform_upstreams"])
+    """The ``sandbox.requested`` event of a ``sandbox.create`` command (the processor writes it):
+    the command's spec, typed, whichever release wrote the command."""
+    spec = RequestedSandbox.read(command.payload)
     sandbox_id = command.sandbox_id or command.stream_id
     return Envelope(
         type="sandbox.requested", stream_id=command.stream_id, tenant_id=command.tenant_id, actor=actor,
         sandbox_id=sandbox_id, causation_id=command.event_id, correlation_id=command.correlation_id,
         occurred_at=command.occurred_at,
-        payload={"state": "requested", "reason": None, "provider": None, "image": p["image"], "details": details},
+        payload={"state": "requested", "reason": None, "provider": None, "image": spec.image, "details": {},
+                 "spec": spec.record()},
     )  # fmt: skip
-
-
-def from_create(command: Envelope) -> SandboxState:
-    """The initial state a ``sandbox.create`` command describes (that of its ``sandbox.requested``)."""
-    return requested_state(requested(command, "-"))
 
 
 def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
@@ -281,7 +268,8 @@ def outcome(state: SandboxState, type_: str, payload: dict, actor: str, cause: E
     return [*before, event(state, type_, payload, actor, cause)]
 
 
-def exec_result(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
+def finished_payload(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
+    """An ``exec.finished`` payload (the API answers its ``ExecResult`` from these records)."""
     return {"command_id": command_id, "exit_code": exit_code, "duration_ms": duration_ms, "timed_out": False,
             "cancelled": False, "truncated": False, "error": None, **flags}  # fmt: skip
 
@@ -309,13 +297,13 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     pending_ids = {p.command_id for p in state.pending}
     for pending in state.pending:
         if pending.command_id in state.running:
-            events.append(event(state, "exec.finished", exec_result(pending.command_id, None, 0.0, error=interrupted),
-                                actor))  # fmt: skip
+            closed = finished_payload(pending.command_id, None, 0.0, error=interrupted)
+            events.append(event(state, "exec.finished", closed, actor))
             effects.append(Effect("cancel", reason=pending.command_id))
         else:
             effects.append(Effect("resume", pending=pending))
     for command_id in sorted(state.running - pending_ids):  # started before exec.accepted existed
-        events.append(event(state, "exec.finished", exec_result(command_id, None, 0.0, error=interrupted), actor))
+        events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
     if state.state == "busy" and present:  # every command that was running is closed
         events.append(lifecycle(state, "ready", actor))
     if state.state in ("requested", "provisioning"):

@@ -108,8 +108,7 @@ class WarmPools:
         if st.restore_snapshot or st.has_egress:
             return None
         for index, pool in enumerate(self.pools):
-            profile = {f"profile.{k}": str(v) for k, v in pool.profile.items()}
-            if (pool.image or self.settings.sandbox_image) == st.image and profile == st.profile:
+            if (pool.image or self.settings.sandbox_image) == st.image and pool.profile == st.profile:
                 with self._lock:
                     runtime_id = self.warm[index].pop(0) if self.warm[index] else None
                 if runtime_id:

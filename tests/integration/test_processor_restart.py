@@ -11,6 +11,7 @@ from astraforge.audit import stream_records
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.providers.base import SandboxSpec
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 from tests.support import cli_env, wait_until
 
 
@@ -31,9 +32,8 @@ def command(sandbox_id: str, type_: str, payload: dict) -> Envelope:
 def create_commands(sandbox_id: str) -> list[Envelope]:
     lifecycle = {"state": "requested", "reason": None, "provider": None, "image": "astraforge/sandbox:bookworm"}
     requested = command(sandbox_id, "sandbox.requested", {**lifecycle, "details": {}})
-    create = command(sandbox_id, "sandbox.create", {
-        "image": "astraforge/sandbox:bookworm", "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
-        "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": None})  # fmt: skip
+    spec = RequestedSandbox("astraforge/sandbox:bookworm", idle_timeout_s=600, ttl_s=600)
+    create = command(sandbox_id, "sandbox.create", spec.create_payload())
     return [requested, create]
 
 

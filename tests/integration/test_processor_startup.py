@@ -10,6 +10,7 @@ from astraforge.kafka import high_watermarks, read_range, reader
 from astraforge.processors.sandboxes import SandboxProcessor
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 from tests.integration.test_processor_restart import command, exec_command, seen
 from tests.support import chat, wait_until
 
@@ -17,9 +18,8 @@ HISTORY = 5000
 
 
 def create(sandbox_id: str) -> Envelope:
-    return command(sandbox_id, "sandbox.create", {
-        "image": "astraforge/sandbox:bookworm", "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
-        "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": None})  # fmt: skip
+    spec = RequestedSandbox("astraforge/sandbox:bookworm", idle_timeout_s=600, ttl_s=600)
+    return command(sandbox_id, "sandbox.create", spec.create_payload())
 
 
 def running(processor: SandboxProcessor) -> threading.Thread:

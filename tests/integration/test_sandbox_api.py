@@ -255,3 +255,28 @@ def test_the_processor_is_the_one_writer_of_a_sandboxs_lifecycle(api_url, sandbo
     assert [e["type"] for e in records[:3]] == ["sandbox.requested", "sandbox.provisioning", "sandbox.ready"]
     assert {e["actor"] for e in records} == {"processor:sandboxes"}
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_the_spec_travels_typed_from_the_request_to_the_processor(api_url, sandbox_processor, tenant) -> None:
+    """One typed record, no string map: ``sandbox.requested`` carries the create's spec as
+    ``astraforge.RequestedSandbox`` (numbers as numbers, the allowlist as a list) and the processor
+    folds its state from it."""
+    _, key = tenant
+    body = {"profile": {"memory_mb": 320, "cpus": 0.5}, "idle_timeout_s": 120, "egress_allow": ["example.com"]}
+    sid = create(api_url, key, **body)["id"]
+    items = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key)).json()["items"]
+    (asked,) = [e["payload"] for e in items if e["type"] == "sandbox.requested"]
+    assert asked["details"] == {}
+    assert asked["spec"] == {
+        "image": asked["image"],
+        "idle_timeout_s": 120,
+        "ttl_s": 3600,
+        "egress_allow": ["example.com"],
+        "platform_upstreams": [],
+        "restore_snapshot": None,
+        "limits": {"memory_mb": 320, "cpus": 0.5, "pids": None, "workspace_mb": None, "tmp_mb": None, "home_mb": None},
+    }
+    state = sandbox_processor.state(sid)
+    assert state.profile == {"memory_mb": 320, "cpus": 0.5} and state.egress_allow == ("example.com",)
+    assert state.idle_timeout_s == 120
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)

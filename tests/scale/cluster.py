@@ -16,6 +16,7 @@ import httpx
 from astraforge.audit import stream_records
 from astraforge.kafka import partition_for
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 from tests.support import auth, cli_env, get_artifact, wait_until
 
 OWNS = re.compile(r"sandboxes owns partitions \[([0-9, ]*)\]")
@@ -141,9 +142,8 @@ def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope
 
 def create_restoring(api, image: str, sandbox_id: str, snapshot_id: str) -> Envelope:
     """A ``sandbox.create`` command that restores ``snapshot_id`` into the new sandbox."""
-    return command(api.tenant, sandbox_id, "sandbox.create", {
-        "image": image, "profile": {}, "cpus": None, "memory_mb": None, "pids": None,
-        "idle_timeout_s": 600, "ttl_s": 600, "egress_allow": [], "restore_snapshot": snapshot_id})  # fmt: skip
+    spec = RequestedSandbox(image, idle_timeout_s=600, ttl_s=600, restore_snapshot=snapshot_id)
+    return command(api.tenant, sandbox_id, "sandbox.create", spec.create_payload())
 
 
 def snapshot_with_kept_file(api) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from astraforge.config import PROJECT_ROOT
-from astraforge.sandbox.client import ExecResult, SupervisorError
+from astraforge.sandbox.client import SupervisorError, SupervisorResult
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxSpec
 
@@ -26,14 +26,14 @@ PROFILE = SecurityProfile(memory_mb=128, pids=64, workspace_mb=32, tmp_mb=16, ho
 class Attempt:
     name: str
     shell: str
-    blocked: Callable[[ExecResult], bool]
+    blocked: Callable[[SupervisorResult], bool]
 
 
-def failed(r: ExecResult) -> bool:
+def failed(r: SupervisorResult) -> bool:
     return r.exit_code != 0
 
 
-def out(r: ExecResult) -> str:
+def out(r: SupervisorResult) -> str:
     return r.stdout.decode(errors="replace")
 
 

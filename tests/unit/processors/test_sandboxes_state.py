@@ -4,14 +4,15 @@ from astraforge.processors.sandboxes.state import (
     SandboxState,
     decide,
     evolve,
-    exec_result,
     finished,
-    from_create,
+    finished_payload,
     reap,
     recover,
+    requested_state,
     started,
 )
-from astraforge.schemas import Envelope
+from astraforge.schemas import Envelope, default_codec
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 SID = "sb-" + "a" * 32
 
@@ -21,9 +22,21 @@ def command(type_: str, payload: dict, at: int = 1_000_000) -> Envelope:
                     occurred_at=at)  # fmt: skip
 
 
-CREATE = command("sandbox.create", {"image": "img", "profile": {"memory_mb": "256"}, "cpus": None, "memory_mb": None,
-                                    "pids": None, "idle_timeout_s": 10, "ttl_s": 100, "egress_allow": [],
-                                    "restore_snapshot": None})  # fmt: skip
+CREATE = command("sandbox.create", RequestedSandbox("img", {"memory_mb": 256}, 10, 100).create_payload())
+V6_CREATE = command(
+    "sandbox.create",
+    {
+        "image": "img",
+        "profile": {"memory_mb": "256"},
+        "cpus": None,
+        "memory_mb": None,
+        "pids": None,
+        "idle_timeout_s": 10,
+        "ttl_s": 100,
+        "egress_allow": [],
+        "restore_snapshot": None,
+    },
+)
 EXEC = command("sandbox.exec", {"command_id": "c1", "argv": ["true"], "shell": None, "cwd": None, "env": {},
                                 "timeout_s": 10.0, "async_": False})  # fmt: skip
 
@@ -44,10 +57,8 @@ def test_create_writes_requested_and_provisions_once() -> None:
     assert [e.type for e in decision.events] == ["sandbox.requested", "sandbox.provisioning"]
     assert [e.kind for e in decision.effects] == ["provision"]
     state = fold(None, decision.events)
-    assert state.state == "provisioning" and state.profile == {"profile.memory_mb": "256"}
-    assert state.idle_timeout_s == 10 and replace(state, last_activity=0) == replace(
-        from_create(CREATE), state="provisioning", last_activity=0
-    )
+    assert state.state == "provisioning" and state.profile == {"memory_mb": 256}
+    assert state.idle_timeout_s == 10 and state.ttl_s == 100 and state.image == "img"
     assert decide(state, CREATE, 0, "p").events == []  # redelivered create: nothing twice
     ended = replace(state, state="terminated")
     assert decide(ended, CREATE, 0, "p").events == []  # a create for a sandbox that already ended
@@ -65,11 +76,11 @@ def test_exec_is_accepted_once_then_runs_and_settles_busy_and_ready() -> None:
     assert [e.type for e in begin] == ["exec.started", "sandbox.busy"]
     state = fold(state, begin)
     assert state.state == "busy" and state.running == {"c1"}
-    end = finished(state, exec_result("c1", 0, 1.0), "p", EXEC)
+    end = finished(state, finished_payload("c1", 0, 1.0), "p", EXEC)
     assert [e.type for e in end] == ["exec.finished", "sandbox.ready"]
     state = fold(state, end)
     assert state.state == "ready" and not state.pending and not state.running
-    assert finished(state, exec_result("c1", 0, 1.0), "p", EXEC) == []  # closed already: nothing twice
+    assert finished(state, finished_payload("c1", 0, 1.0), "p", EXEC) == []  # closed already: nothing twice
     assert decide(state, EXEC, 42, "p").events == []  # finished recently: still a redelivery
 
 
@@ -124,9 +135,52 @@ def test_heartbeat_extends_the_idle_deadline() -> None:
 
 
 def test_platform_grants_come_from_the_platform_records_only() -> None:
-    granted = command("sandbox.create", {**CREATE.payload, "platform_upstreams": ["model-gateway"]})
-    assert from_create(granted).platform_upstreams == ("model-gateway",) and from_create(granted).has_egress
-    assert from_create(CREATE).platform_upstreams == () and not from_create(CREATE).has_egress
+    granted = command("sandbox.create", RequestedSandbox("img", platform_upstreams=("model-gateway",)).create_payload())
+    (asked, _) = decide(None, granted, 0, "p").events
+    assert requested_state(asked).platform_upstreams == ("model-gateway",) and requested_state(asked).has_egress
+    (asked, _) = decide(None, CREATE, 0, "p").events
+    assert requested_state(asked).platform_upstreams == () and not requested_state(asked).has_egress
     requested = command("sandbox.requested", {"state": "requested", "reason": None, "provider": None, "image": "img",
                                               "details": {"platform_upstreams": "model-gateway"}})  # fmt: skip
     assert evolve(None, requested).platform_upstreams == ("model-gateway",)
+
+
+def test_sandbox_requested_carries_the_create_spec_typed_and_folds_after_the_codec() -> None:
+    spec = RequestedSandbox(
+        "img", {"memory_mb": 300, "cpus": 1.5}, 60, 600, ("pypi.org", "GET example.com"), ("model-gateway",), "snap-1"
+    )
+    (asked, _) = decide(None, command("sandbox.create", spec.create_payload()), 0, "p").events
+    assert asked.payload["spec"] == spec.record() and asked.payload["details"] == {}  # no string map
+    codec = default_codec()
+    decoded = codec.decode(codec.encode(asked))
+    state = evolve(None, decoded)
+    assert state == evolve(None, asked)
+    assert (state.image, state.idle_timeout_s, state.ttl_s) == ("img", 60, 600)
+    assert state.profile == {"memory_mb": 300, "cpus": 1.5}
+    assert state.egress_allow == ("pypi.org", "GET example.com") and state.platform_upstreams == ("model-gateway",)
+    assert state.restore_snapshot == "snap-1"
+
+
+def test_a_v6_history_folds_to_the_state_the_typed_records_give() -> None:
+    """Replay of a history written before the typed spec: a v6 create (flat fields, limits as text)
+    answered now, and a v6 ``sandbox.requested`` (spec in the details string map) folded again."""
+    (from_v6_create, _) = decide(None, V6_CREATE, 0, "p").events
+    (from_typed, _) = decide(None, CREATE, 0, "p").events
+    assert from_v6_create.payload["spec"] == from_typed.payload["spec"]  # the processor writes the typed form only
+    v6_requested = command(
+        "sandbox.requested",
+        {
+            "state": "requested",
+            "reason": None,
+            "provider": None,
+            "image": "img",
+            "details": {"idle_timeout_s": "10", "ttl_s": "100", "profile.memory_mb": "256"},
+        },
+    )
+    assert evolve(None, v6_requested) == evolve(None, from_typed)
+
+
+def test_a_table_entry_kept_before_the_typed_spec_reads_with_typed_limits() -> None:
+    state = ready()
+    kept = state.to_json() | {"profile": {"profile.memory_mb": "256", "profile.cpus": "1.5"}}
+    assert SandboxState.from_json(kept) == replace(state, profile={"memory_mb": 256, "cpus": 1.5})

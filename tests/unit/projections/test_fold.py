@@ -1,5 +1,6 @@
 from astraforge.projections.fold import fold
 from astraforge.schemas import Envelope
+from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 
 def ev(type_: str, payload: dict, stream: str = "run-1", sandbox: str | None = None, at: int = 1_000) -> Envelope:
@@ -41,8 +42,11 @@ def test_execs_run_from_started_to_finished_and_sandboxes_keep_their_memory() ->
     (finished,) = fold(ev("exec.finished", {"command_id": "c1", "exit_code": 3}, sandbox="sb-1", at=2_000), 2)
     assert finished.row["state"] == "finished" and finished.row["exit_code"] == 3 and "state" in finished.update
     # what the sandbox may hold: its processes' memory plus its tmpfs caps (a tmpfs is memory)
-    asked = {"state": "requested", "details": {"profile.memory_mb": "300", "profile.workspace_mb": "100"}}
+    spec = RequestedSandbox("img", {"memory_mb": 300, "workspace_mb": 100}).record()
+    asked = {"state": "requested", "details": {}, "spec": spec}
     assert fold(ev("sandbox.requested", asked, sandbox="sb-1"), 0)[0].row["memory_mb"] == 300 + 100 + 256 + 256
+    v6 = {"state": "requested", "details": {"profile.memory_mb": "300", "profile.workspace_mb": "100"}}
+    assert fold(ev("sandbox.requested", v6, sandbox="sb-1"), 0)[0].row["memory_mb"] == 300 + 100 + 256 + 256
     assert fold(ev("sandbox.requested", {"state": "requested"}, sandbox="sb-2"), 0)[0].row["memory_mb"] == 2048
     ready = fold(ev("sandbox.ready", {"state": "ready"}, sandbox="sb-1"), 3)[0]
     assert "memory_mb" not in ready.update  # later lifecycle records keep what the request said
