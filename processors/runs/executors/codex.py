@@ -56,7 +56,7 @@ DEFAULT_UPSTREAM = "model-gateway"
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 UPSTREAM_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # it goes into a TOML string and a URL
 MAX_TEXT = 60 * 1024  # a record's text stays under the 64 KiB a record may carry inline
-AGENT = "agent:codex"
+AGENT = "agent:codex"  # the actor of the records a Codex session yields
 
 
 @dataclass(frozen=True)
