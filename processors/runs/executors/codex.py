@@ -40,10 +40,12 @@ in the sandbox's process tree, not in a record of the supervisor's); a tool outp
 import json
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from astraforge.sandbox.profile import HOME
+from astraforge.schemas import Envelope
 
 CODEX_BINARY = "/usr/local/bin/codex"
 CODEX_HOME = f"{HOME}/.codex"  # on the $HOME tmpfs; Codex will not make its helper links under /tmp
@@ -68,6 +70,27 @@ class CodexInvocation:
     env: dict[str, str]
     files: dict[str, bytes]
     cwd: str = WORKSPACE
+
+    def commands(self, command_id: str, timeout_s: float) -> list[tuple[str, dict[str, Any]]]:
+        """The sandbox commands (type, payload) that run it, in order: a ``sandbox.file.write`` per
+        file (request ids ``<command id>-f<n>``), then the ``sandbox.exec`` (``command_id``)."""
+        writes = [
+            (
+                "sandbox.file.write",
+                {"request_id": f"{command_id}-f{i}", "path": path, "content": content, "artifact": None, "mode": 0o600},
+            )
+            for i, (path, content) in enumerate(self.files.items())
+        ]
+        run = {
+            "command_id": command_id,
+            "argv": self.argv,
+            "shell": None,
+            "cwd": self.cwd,
+            "env": self.env,
+            "timeout_s": timeout_s,
+            "async_": False,
+        }
+        return [*writes, ("sandbox.exec", run)]
 
 
 def placeholder_token(run_id: str) -> str:
@@ -236,6 +259,18 @@ class CodexTranslator:
             "additions": 0,
             "deletions": 0,
         }
+
+
+def translate_output(command_id: str, outputs: Iterable[Envelope]) -> list[AgentRecord]:
+    """The records of a finished Codex exec, from its ``exec.output`` records as the stream holds
+    them (stdout only: Codex logs to stderr; another command's output is ignored). Output past what
+    a command may keep in records (``max_output_bytes``, then an artifact) is not read."""
+    translator = CodexTranslator(command_id)
+    records = []
+    for e in outputs:
+        if e.type == "exec.output" and e.payload["command_id"] == command_id and e.payload["stream"] == "stdout":
+            records += translator.feed(e.payload["data"])
+    return records + translator.close()
 
 
 def usage_payload(prefix: str, usage: dict[str, Any]) -> dict[str, Any]:

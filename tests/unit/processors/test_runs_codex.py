@@ -19,6 +19,7 @@ from astraforge.processors.runs.executors.codex import (
     CodexTranslator,
     codex_invocation,
     placeholder_token,
+    translate_output,
 )
 from astraforge.sandbox.profile import HOME
 from astraforge.schemas import Envelope, default_codec
@@ -188,3 +189,29 @@ def test_the_invocation_runs_codex_on_the_prompt_file_with_a_placeholder_key() -
 def test_a_setting_that_cannot_be_passed_on_as_it_is_is_refused(change: dict) -> None:
     with pytest.raises(ValueError):
         codex_invocation("spec", "run-1", **change)
+
+
+def test_the_invocation_is_sandbox_commands_of_the_event_language() -> None:
+    invocation = codex_invocation("Fix it.", "run-1")
+    commands = invocation.commands("run-1-codex", 900.0)
+    assert [t for t, _ in commands] == ["sandbox.file.write", "sandbox.exec"]
+    write, run = (payload for _, payload in commands)
+    assert (write["request_id"], write["path"], write["content"]) == ("run-1-codex-f0", PROMPT_PATH, b"Fix it.")
+    assert (run["command_id"], run["argv"], run["env"]) == ("run-1-codex", invocation.argv, invocation.env)
+    codec = default_codec()
+    for type_, payload in commands:
+        envelope = Envelope(type=type_, stream_id="run-1", tenant_id="t", actor="processor:runs", payload=payload)
+        assert codec.decode(codec.encode(envelope)).payload == payload
+
+
+def test_a_finished_exec_translates_from_its_output_records() -> None:
+    data = session("codex-session.jsonl")
+
+    def output(command_id: str, stream: str, seq: int, chunk: bytes) -> Envelope:
+        payload = {"command_id": command_id, "stream": stream, "seq": seq, "data": chunk, "artifact": None}
+        return Envelope(type="exec.output", stream_id="run-1", tenant_id="t", actor="p", payload=payload)
+
+    outputs = [output(CID, "stdout", i, data[i * 1000 : (i + 1) * 1000]) for i in range(len(data) // 1000 + 1)]
+    outputs.insert(1, output(CID, "stderr", 99, b'{"type": "item.completed", "item": {"type": "agent_message"}}\n'))
+    outputs.insert(2, output("other", "stdout", 0, b'{"type": "turn.completed", "usage": {}}\n'))
+    assert translate_output(CID, outputs) == translate(data)
