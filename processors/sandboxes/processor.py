@@ -13,8 +13,10 @@ Order of a command: decide (pure) → append its records (``exec.accepted`` for 
 broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
 on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
 ``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
-so 64 long commands hold no thread a stop or a cancel needs; the periodic reconcile runs on a thread
-of its own. Every outcome is settled under the partition's lock against the current state, only
+so 64 long commands hold no thread a stop or a cancel needs. Cancels (calls to a supervisor, which
+the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
+control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
+their own. Every outcome is settled under the partition's lock against the current state, only
 while this instance owns it.
 
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
@@ -55,11 +57,14 @@ LOG = logging.getLogger(__name__)
 NAME = "sandboxes"
 RELEVANT = ("sandbox.", "exec.accepted", "exec.started", "exec.finished", "file.", "snapshot.")
 ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create must find it ended)
-SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
+SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py), on a thread of its own
+FIRST_SWEEP_S = 60
 RECONCILE_INTERVAL_S = 30.0  # owned partitions against the provider: orphans reaped, failed stops retried
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
 INTERRUPTED = "the processor that ran it stopped or gave its partition away"
-LANES = {"stop": "control", "cancel": "control", "egress": "control", "provision": "provision", "read": "files",
+# control: the engine (stop, reap) and the egress proxy; cancel talks to the sandbox's supervisor, which the
+# sandbox can slow down (each call is bounded by CONTROL_TIMEOUT_S): it never holds a stop's thread
+LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision": "provision", "read": "files",
          "write": "files", "snapshot": "files"}  # fmt: skip
 
 
@@ -88,6 +93,7 @@ class SandboxProcessor:
         self.effects = Effects(self)
         self.lanes = {
             "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-control"),
+            "cancel": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-cancel"),
             "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
             "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
         }
@@ -411,8 +417,8 @@ class SandboxProcessor:
             LOG.exception("artifact sweep failed")
 
     def _every(self, name: str, first_s: float, interval_s: float, job: Callable[[], None]) -> threading.Thread:
-        """Run ``job`` on a thread of its own every ``interval_s`` until ``stop``: it holds no lane that
-        control or provisions need."""
+        """Run ``job`` on a thread of its own every ``interval_s`` until ``stop``: a long one (an
+        artifact sweep scans for hours) holds no lane that control or provisions need."""
 
         def loop() -> None:
             wait = first_s
@@ -429,22 +435,19 @@ class SandboxProcessor:
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
-        """Serve until ``stop``: the faust app on its thread, the timers on this one, the periodic
-        reconcile on its own."""
+        """Serve until ``stop``: the faust app on its thread, the idle/TTL timer on this one, the
+        periodic reconcile and the artifact sweep on theirs."""
         self.egress.start()
         self.runtime.start()
         self.refill_soon()
         self._every("reconcile", self.reconcile_interval_s, self.reconcile_interval_s, self.reconcile_owned)
-        next_sweep = time.monotonic() + 60
+        self._every("artifact-sweep", FIRST_SWEEP_S, SWEEP_INTERVAL_S, self._sweep_artifacts)
         try:
             while not self.stop_event.wait(1.0):
                 try:
                     self.tick()
                 except Exception:
                     LOG.exception("timer failed")
-                if time.monotonic() >= next_sweep:
-                    self.lanes["control"].submit(self._sweep_artifacts)
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         finally:
             for p in list(self.status):  # from here nothing is written: the next owner closes what runs
                 with self.locks[p], self.changed:
