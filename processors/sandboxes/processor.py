@@ -321,7 +321,7 @@ class SandboxProcessor:
         """The periodic pass over the owned partitions (one ``list_ids``): the stop of every sandbox
         left ``stopping`` (its stop failed, e.g. the engine did not answer) is tried again, and the
         provider's orphans (a failed reap, a failed provision's rollback) are reaped."""
-        owned = {p for p, status in self.status.items() if status == "owned"}
+        owned = {p for p, status in list(self.status.items()) if status == "owned"}
         if not owned:
             return
         present = self.provider.list_ids()

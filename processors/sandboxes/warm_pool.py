@@ -40,6 +40,7 @@ class WarmPools:
         self.pools = settings.warm_pools
         self.tag = instance_tag(settings.instance_id)
         self.warm: dict[int, list[str]] = {i: [] for i in range(len(self.pools))}  # ready, unclaimed
+        self._creating: set[str] = set()  # being created by a refill: not an orphan, not to adopt
         self._lock = threading.Lock()
         self._refilling = threading.Lock()
         self._stopping = stopping
@@ -52,7 +53,7 @@ class WarmPools:
         """The warm pools as reconciling sees them, for the provider's ``present`` sandboxes."""
         with self._lock:  # claims and pool read together: a claim lands wholly before or after
             claims = {rid: sid for rid in present if self.is_warm(rid) and (sid := self.claimed_by(rid))}
-            pooled = frozenset(rid for ids in self.warm.values() for rid in ids)
+            pooled = frozenset(rid for ids in self.warm.values() for rid in ids) | self._creating
         return WarmView(claims, self.mine, pooled, self.is_warm)
 
     def mine(self, runtime_id: str) -> int | None:
@@ -100,9 +101,16 @@ class WarmPools:
             for index, pool in enumerate(self.pools):
                 while len(self.warm[index]) < pool.size and not self._stopping():
                     runtime_id = f"warm{index}-{self.tag}-{new_id().replace('-', '')}"
-                    image = pool.image or self.settings.sandbox_image
-                    self.provider.create(SandboxSpec(runtime_id, image=image, profile=SecurityProfile(**pool.profile)))
-                    self.adopt(index, runtime_id)
+                    spec = SandboxSpec(runtime_id, image=pool.image or self.settings.sandbox_image,
+                                       profile=SecurityProfile(**pool.profile))  # fmt: skip
+                    with self._lock:
+                        self._creating.add(runtime_id)
+                    try:
+                        self.provider.create(spec)
+                        self.adopt(index, runtime_id)
+                    finally:
+                        with self._lock:
+                            self._creating.discard(runtime_id)
         except Exception:
             LOG.exception("warm pool refill failed")
         finally:
