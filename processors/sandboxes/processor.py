@@ -376,7 +376,7 @@ class SandboxProcessor:
             healthy = False
         if healthy:  # an unclaimed warm sandbox survives a restart; one claimed since the look is left
             self.pools.adopt(index, runtime_id)
-        else:
+        elif self.pools.claimed_by(runtime_id) is None:  # a claimed one is its claimer's, even unwell
             self._reap_orphan(runtime_id)
 
     # -- egress -----------------------------------------------------------------------------
