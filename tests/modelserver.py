@@ -71,6 +71,7 @@ class Recorded:
     path: str
     headers: dict[str, str]  # names in lower case
     body: dict[str, Any]
+    at: float = field(default_factory=time.perf_counter)  # when it arrived (bench/codex.py times steps by it)
 
 
 class Script:

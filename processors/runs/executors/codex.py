@@ -56,7 +56,9 @@ PROVIDER = "astraforge"
 DEFAULT_MODEL = "gpt-5.5"  # a model Codex knows (its tools, apply_patch included, follow the model)
 DEFAULT_UPSTREAM = "model-gateway"
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
-UPSTREAM_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # it goes into a TOML string and a URL
+# a host name, and a port only a direct connection has (bench/codex.py's raw baseline): it goes into a
+# TOML string and a URL
+UPSTREAM_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?")
 MAX_TEXT = 60 * 1024  # a record's text stays under the 64 KiB a record may carry inline
 AGENT = "agent:codex"  # the actor of the records a Codex session yields
 
