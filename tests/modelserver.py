@@ -33,23 +33,28 @@ USAGE = {"input_tokens": 120, "output_tokens": 30}  # what every scripted turn r
 
 @dataclass(frozen=True)
 class Item:
-    """One output item of a turn: ``kind`` is ``message`` (``text``), ``exec_command`` (``cmd``),
-    ``apply_patch`` (``patch``, in the apply_patch envelope format Codex documents) or ``fail``
-    (the response fails with ``text`` as its error message: ``response.failed``)."""
+    """One output item of a turn: ``kind`` is ``message`` (``text``), ``function_call`` (a call of
+    the client's function ``name`` with ``text`` as its JSON arguments), ``apply_patch`` (``text``
+    is the patch, in the apply_patch envelope format Codex documents: Codex's freeform tool) or
+    ``fail`` (the response fails with ``text`` as its error message)."""
 
     kind: str
     text: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "text": self.text}
+    name: str = ""
 
 
 def message(text: str) -> Item:
     return Item("message", text)
 
 
+def tool_call(name: str, arguments: dict[str, Any]) -> Item:
+    """A call of any function tool the client declared (a LangChain agent's ``write_file``...)."""
+    return Item("function_call", json.dumps(arguments), name)
+
+
 def exec_command(cmd: str) -> Item:
-    return Item("exec_command", cmd)
+    """Codex's shell tool."""
+    return tool_call("exec_command", {"cmd": cmd})
 
 
 def apply_patch(patch: str) -> Item:
@@ -121,14 +126,13 @@ def response_item(item: Item) -> dict[str, Any]:
             "status": "completed",
             "content": [{"type": "output_text", "text": item.text, "annotations": []}],
         }
-    if item.kind == "exec_command":
-        arguments = json.dumps({"cmd": item.text})
+    if item.kind == "function_call":
         return {
             "type": "function_call",
             "id": _id("fc"),
             "call_id": _id("call"),
-            "name": "exec_command",
-            "arguments": arguments,
+            "name": item.name,
+            "arguments": item.text,
             "status": "completed",
         }
     if item.kind == "apply_patch":
@@ -193,8 +197,8 @@ def chat_message(turn: Turn) -> dict[str, Any]:
             "id": _id("call"),
             "type": "function",
             "function": {
-                "name": i.kind,
-                "arguments": json.dumps({"cmd": i.text} if i.kind == "exec_command" else {"input": i.text}),
+                "name": i.name or i.kind,
+                "arguments": i.text if i.kind == "function_call" else json.dumps({"input": i.text}),
             },
         }
         for i in turn.items
@@ -277,6 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if self.path.endswith("/chat/completions"):
             turn = self.script.take(recorded)
+            failed = [i.text for i in turn.items if i.kind == "fail"]
+            if failed:
+                return self._json(500, {"error": {"message": failed[0], "type": "server_error"}})
             if not body.get("stream"):
                 return self._json(200, chat_completion(turn, body.get("model", "")))
             chunks = (f"data: {json.dumps(c)}\n\n" for c in chat_chunks(turn, body.get("model", "")))
@@ -342,8 +349,12 @@ class ModelServer:
 
 
 def load_script(path: Path) -> list[Turn]:
-    """Turns from JSON: ``[[{"kind": "exec_command", "text": "ls"}], [{"kind": "message", ...}]]``."""
-    return [Turn(tuple(Item(i["kind"], i["text"]) for i in turn)) for turn in json.loads(path.read_text())]
+    """Turns from JSON: ``[[{"kind": "function_call", "name": "exec_command", "text": "{\\"cmd\\": \\"ls\\"}"}],
+    [{"kind": "message", "text": "done"}]]``."""
+    return [
+        Turn(tuple(Item(i["kind"], i.get("text", ""), i.get("name", "")) for i in turn))
+        for turn in json.loads(path.read_text())
+    ]
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from tests.modelserver import (
     exec_command,
     fail,
     message,
+    tool_call,
 )
 
 
@@ -86,3 +87,23 @@ def test_requests_are_recorded_and_the_hook_runs_before_the_answer() -> None:
         assert httpx.post(f"http://127.0.0.1:{server.port}/v1/nothing", json={}).status_code == 404
     assert seen == ["B x"] and [str(e) for e in server.script.errors] == ["kept for the test"]
     assert [r.path for r in server.requests] == ["/v1/chat/completions"]
+
+
+def test_any_declared_function_can_be_called_in_either_protocol() -> None:
+    """A LangChain agent's tools (``write_file``...) as well as Codex's ``exec_command``."""
+    call = tool_call("write_file", {"file_path": "/workspace/a.txt", "content": "x"})
+    with ModelServer([Turn((call,)), Turn((call,)), Turn((fail("overloaded"),))]) as server:
+        base = f"http://127.0.0.1:{server.port}/v1"
+        (item,) = [
+            json.loads(d)["item"]
+            for n, d in sse(f"{base}/responses", {"stream": True})
+            if n == "response.output_item.done"
+        ]
+        assert (item["type"], item["name"]) == ("function_call", "write_file")
+        assert json.loads(item["arguments"]) == {"file_path": "/workspace/a.txt", "content": "x"}
+        whole = httpx.post(f"{base}/chat/completions", json={}).json()["choices"][0]
+        (chat_call,) = whole["message"]["tool_calls"]
+        assert chat_call["function"]["name"] == "write_file" and whole["finish_reason"] == "tool_calls"
+        assert json.loads(chat_call["function"]["arguments"])["content"] == "x"
+        failed = httpx.post(f"{base}/chat/completions", json={})
+        assert failed.status_code == 500 and failed.json()["error"]["message"] == "overloaded"
