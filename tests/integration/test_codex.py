@@ -7,6 +7,8 @@ sandbox's stream holds what the supervisor saw. The model server runs on the ope
 address (tests/conftest.py), and answers each turn only after the test has searched the sandbox
 for the gateway's real key: every process's environment and command line, and every file of its
 writable mounts, looked at from the host while Codex waits for the model.
+
+The same session also runs in a bubblewrap sandbox, on the provider and the egress proxy directly.
 """
 
 import base64
@@ -25,13 +27,19 @@ from astraforge.processors.runs.executors.codex import (
     codex_invocation,
     placeholder_token,
 )
+from astraforge.sandbox.egress import EgressDecision, EgressProxy, PlatformUpstream
+from astraforge.sandbox.profile import SUPERVISOR_PATH, SecurityProfile
+from astraforge.sandbox.providers.base import SandboxSpec
 from astraforge.schemas import Envelope, default_codec
 from astraforge.schemas.sandbox_spec import RequestedSandbox
-from tests.conftest import GATEWAY_SECRET, gateway_listener
+from tests.conftest import GATEWAY_PORT, GATEWAY_SECRET, gateway_listener
 from tests.integration.test_sandbox_api import post
 from tests.modelserver import ModelServer, Recorded, Turn, apply_patch, exec_command, message
 from tests.support import auth, wait_until
 
+PROMPT = "Fix add() in calc.py and check it."
+GIT_INIT = "git init -q && git add -A && git -c user.name=t -c user.email=t@example.com commit -qm init"
+FIXED = "def add(a, b):\n    return a + b\n"
 REPO = {
     "calc.py": "def add(a, b):\n    return a - b\n",
     "README.md": "# calc\n\nAdds numbers.\n",
@@ -74,25 +82,24 @@ def granted_sandbox(producer, api_url: str, tenant_id: str, key: str, image: str
     return sid
 
 
-def sandbox_pids(init_pid: int) -> list[int]:
-    """Every process in the sandbox (its pid namespace), seen from the host."""
-    namespace = os.readlink(f"/proc/{init_pid}/ns/pid")
+def sandbox_pids(pid_ns: str) -> list[int]:
+    """Every process in the sandbox (its pid namespace, ``pid:[inode]``), seen from the host."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == namespace:
+                if os.readlink(f"/proc/{entry}/ns/pid") == pid_ns:
                     pids.append(int(entry))
             except OSError:
                 continue  # exited meanwhile
     return pids
 
 
-def leaks(init_pid: int, secret: bytes) -> tuple[list[str], list[str]]:
+def leaks(pid_ns: str, secret: bytes) -> tuple[list[str], list[str]]:
     """Where ``secret`` is in the sandbox (environments, command lines, files of its writable
     mounts), and the command lines of its processes."""
-    found, commands = [], []
-    for pid in sandbox_pids(init_pid):
+    found, commands, supervisor = [], [], None
+    for pid in sandbox_pids(pid_ns):
         for part in ("environ", "cmdline"):
             try:
                 data = Path(f"/proc/{pid}/{part}").read_bytes()
@@ -102,7 +109,9 @@ def leaks(init_pid: int, secret: bytes) -> tuple[list[str], list[str]]:
                 found.append(f"/proc/{pid}/{part}")
             if part == "cmdline":
                 commands.append(data.replace(b"\0", b" ").decode(errors="replace"))
-    root = Path(f"/proc/{init_pid}/root")
+                supervisor = pid if SUPERVISOR_PATH.encode() in data else supervisor
+    assert supervisor is not None, commands
+    root = Path(f"/proc/{supervisor}/root")  # the sandbox's mounts, through its longest-lived process
     for mount in WRITABLE:
         for directory, _, files in os.walk(root / mount):
             for name in files:
@@ -133,60 +142,31 @@ def sandbox(api_url, sandbox_processor, producer, tenant, settings):
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
-def test_codex_edits_the_repository_through_the_gateway_and_never_sees_its_key(
-    api_url, sandbox, tenant, docker_provider
-) -> None:
-    _, key = tenant
-    base = f"{api_url}/v1/sandboxes/{sandbox}"
-    for name, text in REPO.items():
-        assert httpx.put(f"{base}/files/{name}", headers=auth(key), content=text.encode()).status_code == 200
-    git = "git init -q && git add -A && git -c user.name=t -c user.email=t@example.com commit -qm init"
-    assert post(f"{base}/exec", key, {"command": git}).json()["exit_code"] == 0
+class KeySearch:
+    """Searches the sandbox for the gateway's key on each model request (the model server's hook):
+    Codex is running then, waiting for the answer."""
 
-    init_pid = docker_provider.client.containers.get(f"af-{sandbox}").attrs["State"]["Pid"]
-    secret = GATEWAY_SECRET.encode()
-    searches: list[list[str]] = []  # each model request: the sandbox's command lines, searched
+    def __init__(self, pid_ns: str) -> None:
+        self.pid_ns = pid_ns
+        self.searches: list[list[str]] = []  # per request: the sandbox's command lines, searched
 
-    def search_sandbox(_: Recorded) -> None:
-        found, commands = leaks(init_pid, secret)
+    def __call__(self, _: Recorded) -> None:
+        found, commands = leaks(self.pid_ns, GATEWAY_SECRET.encode())
         assert not found, f"the gateway key is in the sandbox: {found}"
-        searches.append(commands)
+        self.searches.append(commands)
 
-    run_id = f"run-{secrets.token_hex(8)}"
-    invocation = codex_invocation("Fix add() in calc.py and check it.", run_id)
-    with ModelServer(SCRIPT, listener=gateway_listener(), on_request=search_sandbox) as server:
-        for path, content in invocation.files.items():
-            r = httpx.put(f"{base}/files/{path}", headers=auth(key), content=content)
-            assert r.status_code == 200, r.text
-        body = {"command": invocation.argv, "env": invocation.env, "cwd": invocation.cwd, "timeout_sec": 300}
-        result = post(f"{base}/exec", key, body, timeout=330).json()
-    assert not server.script.errors, server.script.errors
-    assert result["exit_code"] == 0, result["stderr"][-3000:]
 
-    # the edit landed, as Codex's patch wrote it
-    assert httpx.get(f"{base}/files/calc.py", headers=auth(key)).text == "def add(a, b):\n    return a + b\n"
-
+def check_session(server: ModelServer, search: KeySearch, records: list[AgentRecord], stream_id: str) -> None:
+    """What every Codex session of ``SCRIPT`` must show, whichever provider ran it."""
     # the server got every turn with the real key; the sandbox only ever held the placeholder, and
     # was searched while Codex itself was running (its process waiting on each answer)
+    assert not server.script.errors, server.script.errors
     assert len(server.requests) == len(SCRIPT)
     assert {r.headers.get("authorization") for r in server.requests} == {f"Bearer {GATEWAY_SECRET}"}
-    assert len(searches) == len(SCRIPT)
-    assert all(any("/usr/local/bin/codex exec" in c for c in commands) for commands in searches)
-    assert placeholder_token(run_id) in invocation.env.values()
+    assert len(search.searches) == len(SCRIPT)
+    assert all(any("/usr/local/bin/codex exec" in c for c in commands) for commands in search.searches)
 
-    # what the supervisor recorded: the exec's stdout, read back from the stream, translates into records
-    events = stream_events(api_url, key, sandbox)
-    command_id = result["command_id"]
-    translator = CodexTranslator(command_id)
-    records: list[AgentRecord] = []
-    for e in events:
-        if e["type"] == "exec.output" and (e["payload"]["command_id"], e["payload"]["stream"]) == (
-            command_id,
-            "stdout",
-        ):
-            records += translator.feed(data_of(e["payload"]))
-    records += translator.close()
-    assert translator.skipped == 0
+    # Codex's JSONL, as the supervisor saw it, translates into the session's records
     summary = [
         (r.type, r.payload.get("name") or r.payload.get("role") or r.payload.get("files") or r.payload.get("output"))
         for r in records
@@ -206,7 +186,44 @@ def test_codex_edits_the_repository_through_the_gateway_and_never_sees_its_key(
     assert (usage["input_tokens"], usage["output_tokens"]) == (120 * len(SCRIPT), 30 * len(SCRIPT))
     codec = default_codec()
     for r in records:  # each is a valid record of the event language
-        codec.encode(Envelope(type=r.type, stream_id=sandbox, tenant_id="t", actor=AGENT, payload=r.payload))
+        codec.encode(Envelope(type=r.type, stream_id=stream_id, tenant_id="t", actor=AGENT, payload=r.payload))
+
+
+def test_codex_edits_the_repository_through_the_gateway_and_never_sees_its_key(
+    api_url, sandbox, tenant, sandbox_processor
+) -> None:
+    _, key = tenant
+    base = f"{api_url}/v1/sandboxes/{sandbox}"
+    for name, text in REPO.items():
+        assert httpx.put(f"{base}/files/{name}", headers=auth(key), content=text.encode()).status_code == 200
+    assert post(f"{base}/exec", key, {"command": GIT_INIT}).json()["exit_code"] == 0
+
+    search = KeySearch(sandbox_processor.provider.handle(sandbox).peer.pid_ns)
+    run_id = f"run-{secrets.token_hex(8)}"
+    invocation = codex_invocation(PROMPT, run_id)
+    assert placeholder_token(run_id) in invocation.env.values()
+    with ModelServer(SCRIPT, listener=gateway_listener(), on_request=search) as server:
+        for path, content in invocation.files.items():
+            r = httpx.put(f"{base}/files/{path}", headers=auth(key), content=content)
+            assert r.status_code == 200, r.text
+        body = {"command": invocation.argv, "env": invocation.env, "cwd": invocation.cwd, "timeout_sec": 300}
+        result = post(f"{base}/exec", key, body, timeout=330).json()
+    assert result["exit_code"] == 0, result["stderr"][-3000:]
+    assert httpx.get(f"{base}/files/calc.py", headers=auth(key)).text == FIXED  # the edit landed
+
+    # what the supervisor recorded: the exec's stdout, read back from the stream
+    events = stream_events(api_url, key, sandbox)
+    command_id = result["command_id"]
+    translator = CodexTranslator(command_id)
+    outputs = [e["payload"] for e in events if e["type"] == "exec.output"]
+    records = [
+        r
+        for o in outputs
+        if (o["command_id"], o["stream"]) == (command_id, "stdout")
+        for r in translator.feed(data_of(o))
+    ] + translator.close()
+    assert translator.skipped == 0
+    check_session(server, search, records, sandbox)
 
     # the gateway was reached through the egress proxy, by Codex's exec, with the key added there
     # (and nowhere else: no plugin marketplace, analytics or update check)
@@ -215,3 +232,54 @@ def test_codex_edits_the_repository_through_the_gateway_and_never_sees_its_key(
     for _, e in egress:
         assert (e["host"], e["method"], e["url"]) == ("model-gateway", "POST", "http://model-gateway/v1/responses")
         assert e["credential_injected"] and e["command_id"] == command_id
+
+
+def test_codex_runs_in_a_bubblewrap_sandbox_too(bwrap_provider) -> None:
+    """The daemonless provider: the same session on the provider and the egress proxy themselves
+    (the processor drives whichever provider the platform has; the API test above is docker's)."""
+    decisions: list[EgressDecision] = []
+    proxy = EgressProxy(
+        {"model-gateway": f"Authorization: Bearer {GATEWAY_SECRET}"},
+        lambda _, decision: decisions.append(decision),
+        upstreams={"model-gateway": PlatformUpstream("model-gateway", "127.0.0.1", GATEWAY_PORT)},
+    )
+    proxy.start()
+    sid = f"sb-{secrets.token_hex(16)}"
+    handle = bwrap_provider.create(SandboxSpec(sid, profile=SecurityProfile(memory_mb=1024)))
+    try:
+        proxy.serve(sid, handle.control_dir / "egress.sock", [], ("model-gateway",))
+        client = handle.client
+        for name, text in REPO.items():
+            client.write(f"/workspace/{name}", text.encode())
+        assert client.exec(shell=GIT_INIT, cwd="/workspace").exit_code == 0
+        invocation = codex_invocation(PROMPT, "run-bwrap")
+        for path, content in invocation.files.items():
+            client.write(path, content, mode=0o600)
+        search = KeySearch(handle.peer.pid_ns)
+        stdout = CodexTranslator("codex-1")
+        records: list[AgentRecord] = []
+
+        def on_output(stream: str, data: bytes) -> None:
+            if stream == "stdout":
+                records.extend(stdout.feed(data))
+
+        with ModelServer(SCRIPT, listener=gateway_listener(), on_request=search) as server:
+            result = client.exec(
+                argv=invocation.argv,
+                cwd=invocation.cwd,
+                env=invocation.env,
+                timeout_s=300,
+                request_id="codex-1",
+                on_output=on_output,
+                egress=True,
+            )
+        assert result.exit_code == 0
+        assert client.read("/workspace/calc.py").decode() == FIXED
+        check_session(server, search, records + stdout.close(), sid)
+        assert [(d.host, d.allowed, d.credential_injected, d.command_id) for d in decisions] == [
+            ("model-gateway", True, True, "codex-1")
+        ] * len(SCRIPT)
+    finally:
+        proxy.close(sid)
+        proxy.stop()
+        bwrap_provider.stop(sid)
