@@ -39,12 +39,24 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 # binary COPY: PostgreSQL reads ints and timestamps without parsing text; the payload arrives
 # already serialised (``payload_json_text``), so its dumper passes it on as it is
-EVENT_TYPES = ("int4", "int8", *["text"] * 4, "timestamptz", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' types
+# occurred_at goes as int8: binary timestamptz *is* an int8 of µs since 2000-01-01 (PostgreSQL's
+# timestamptz_recv reads exactly that), so the row carries ``pg_micros(...)``, not a datetime
+EVENT_TYPES = ("int4", "int8", *["text"] * 4, "int8", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' wire types
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in µs since the Unix epoch
+_FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31T23:59:59.999999Z
 TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
 
 
 def _serialised(text: str) -> str:
     return text
+
+
+def pg_micros(micros: int) -> int:
+    """``occurred_at`` (µs since the Unix epoch) as binary COPY writes a timestamptz; ``ValueError``
+    outside years 1-9999, as ``from_micros`` (the API reads these rows back as datetimes)."""
+    if not _FIRST_US <= micros <= _LAST_US:
+        raise ValueError(f"{micros} µs since the epoch is outside years 1-9999")
+    return micros - _PG_EPOCH_US
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -258,7 +270,7 @@ class Projector:
             event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, \
                 version, payload = fields  # fmt: skip
             return (
-                partition, offset, stream_id, tenant_id, event_id, type_, from_micros(occurred_at), actor, sandbox_id,
+                partition, offset, stream_id, tenant_id, event_id, type_, pg_micros(occurred_at), actor, sandbox_id,
                 causation_id, correlation_id, version, payload, occurred_at,
             ), []  # fmt: skip
         e = self.codec.decode(value)
@@ -268,7 +280,7 @@ class Projector:
     def _event_row(e: Envelope, partition: int, offset: int) -> tuple:
         """EVENT_COLUMNS' values, then ``occurred_at`` in µs (for the streams table; not copied)."""
         return (
-            partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, from_micros(e.occurred_at),
+            partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, pg_micros(e.occurred_at),
             e.actor, e.sandbox_id, e.causation_id, e.correlation_id, e.schema_version,
             e.payload_json_text(), e.occurred_at,
         )  # fmt: skip
