@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -195,14 +196,16 @@ class LiveTail:
             tenant, record, frame = built
             size = len(msg.value() or b"")
             for sub in subs:
-                if sub.tenant_id == tenant:
-                    deliveries.setdefault(sub, []).append((frame if sub.frames else record, size))
+                item = frame if sub.frames else record
+                if sub.tenant_id == tenant and item is not None:
+                    deliveries.setdefault(sub, []).append((item, size))
         for sub, entries in deliveries.items():
             sub.loop.call_soon_threadsafe(sub.offer_many, entries)
 
     def _build(self, msg, subs: tuple[Subscriber, ...]) -> tuple[str, Positioned | None, LiveFrame | None] | None:
         """``(tenant, record, frame)`` of a message: the decoded record only if a subscriber takes
-        records, the frame (once, whatever the number of SSE clients) only if one takes frames."""
+        records, the frame (once, whatever the number of SSE clients) only if one takes frames and
+        the record can be framed. Raises nothing: positions have moved past the whole poll."""
         partition, offset, value = msg.partition(), msg.offset(), msg.value()
         record = frame = None
         if any(sub.frames for sub in subs):
@@ -217,5 +220,7 @@ class LiveTail:
                 return None
             tenant, record = envelope.tenant_id, Positioned(partition, offset, envelope)
             if frame is None and any(sub.frames for sub in subs):
-                frame = LiveFrame(offset, frames.from_record(record))
+                # occurred_at past years 1-9999 has no frame: dead-lettered by the projector, never in a stream
+                with suppress(ValueError, OverflowError):
+                    frame = LiveFrame(offset, frames.from_record(record))
         return tenant, record, frame

@@ -44,3 +44,26 @@ def test_one_frame_per_record_reaches_every_sse_subscriber_of_its_tenant_only() 
     assert [(r.offset, r.envelope.tenant_id) for r in got["records"]] == [(10, "acme"), (13, "acme")]
     assert all(isinstance(r, Positioned) for r in got["records"])
     assert [f.offset for f in got["other-tenant"]] == [11] and got["other-stream"] == []
+
+
+def test_a_record_that_cannot_be_framed_is_skipped_and_the_rest_of_the_poll_still_arrives() -> None:
+    """A record timed past year 9999 (µs written as ns) decodes but has no frame: SSE subscribers
+    skip it (the projector dead-letters it), the command service still gets it, and the records
+    after it in the same poll reach everyone (the tail's positions are already past them all)."""
+    poison = default_codec().encode(Envelope(type="chat.message", stream_id="s", tenant_id="acme", actor="a",
+                                             payload={"message_id": "m", "role": "agent", "text": "ns"},
+                                             occurred_at=1_700_000_000_000_000_000))  # fmt: skip
+
+    async def scenario() -> tuple[list, list]:
+        tail = LiveTail(Settings(topic_prefix="unit-live"))
+        tail.ready.set()
+        tail.positions = {0: 0}
+        sse, records = tail.subscribe("s", "acme", frames=True), tail.subscribe("s", "acme")
+        values = [chat("s", "acme", "before"), poison, chat("s", "acme", "after")]
+        tail._dispatch([Message(topic="x", partition=0, offset=i, key=b"s", value=v) for i, v in enumerate(values)])
+        await asyncio.sleep(0)
+        return sse.drain(10), records.drain(10)
+
+    frames, records = asyncio.run(scenario())
+    assert [f.offset for f in frames] == [0, 2]
+    assert [r.offset for r in records] == [0, 1, 2]
