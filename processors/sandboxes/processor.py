@@ -38,7 +38,7 @@ from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import sweep
-from astraforge.processors.lanes import TenantLanes
+from astraforge.processors.lanes import CommandThreads, TenantLanes
 from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects, exec_argv
 from astraforge.processors.sandboxes.reconcile import orphans
@@ -96,6 +96,7 @@ class SandboxProcessor:
             "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
             "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
         }
+        self.commands = CommandThreads("sandbox-command")  # a thread per running command, reused
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
@@ -232,8 +233,7 @@ class SandboxProcessor:
                 return
             lane = LANES.get(effect.kind)
             if lane is None:
-                name = f"sandbox-{effect.kind}-{sandbox_id[-8:]}"
-                threading.Thread(target=self.effects.run, args=(sandbox_id, effect), name=name, daemon=True).start()
+                self.commands.submit(self.effects.run, sandbox_id, effect)
             elif lane == "files":
                 st = self.state(sandbox_id)
                 self.tenant_lanes.submit(st.tenant_id if st else "", self.effects.run, sandbox_id, effect)
