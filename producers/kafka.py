@@ -5,6 +5,7 @@ within a stream. ``append`` waits for the broker's acknowledgement and returns t
 partition and offset (the offset is the record's sequence number in its stream).
 """
 
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from astraforge.errors import DeliveryFailed
 from astraforge.kafka import client_config, unavailable
 from astraforge.schemas import Codec, Envelope, default_codec
 
+POLL_S = 0.05  # how long one poll of a waiting caller waits for the next delivery report
+
 
 @dataclass(frozen=True, slots=True)
 class Appended:
@@ -26,11 +29,14 @@ class Appended:
     offset: int
 
 
-def _report_into(results: list, index: int):
-    """A delivery callback that stores its record's outcome in ``results[index]``."""
+def _report_into(results: list, index: int, reported: threading.Condition):
+    """A delivery callback that stores its record's outcome in ``results[index]`` and wakes the
+    callers waiting on ``reported`` (it runs in whichever thread polled)."""
 
     def report(err, msg) -> None:
         results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
+        with reported:
+            reported.notify_all()
 
     return report
 
@@ -54,6 +60,10 @@ class EventProducer:
             },
         )
         self._producer = Producer(config)
+        # one caller polls at a time; the others wait to be told a report came (a poll that served
+        # another caller's report kept it waiting for the next event, up to the poll's timeout)
+        self._polling = threading.Lock()
+        self._reported = threading.Condition()
         self._report_within_s = int(config["message.timeout.ms"]) / 1000 + settings.kafka_timeout_s
         try:
             self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
@@ -92,7 +102,8 @@ class EventProducer:
             "consumer": consumer.encode(),
         }
         results: list[Appended | KafkaError | None] = [None]
-        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", _report_into(results, 0), headers)
+        report = _report_into(results, 0, self._reported)
+        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", report, headers)
         self._wait(results)
 
     def append(self, envelope: Envelope) -> Appended:
@@ -108,7 +119,7 @@ class EventProducer:
         results: list[Appended | KafkaError | None] = []
         for envelope in envelopes:
             results.append(None)
-            self.send(envelope, _report_into(results, len(results) - 1))
+            self.send(envelope, _report_into(results, len(results) - 1, self._reported))
         return self._wait(results)
 
     def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:
@@ -119,14 +130,30 @@ class EventProducer:
             if time.monotonic() > deadline:
                 left = sum(r is None for r in results)
                 raise DeliveryFailed(f"{left} of {len(results)} records got no delivery report (is Kafka up?)")
-            self._producer.poll(0.05)
+            if self._polling.acquire(blocking=False):
+                try:
+                    self._producer.poll(POLL_S)
+                finally:
+                    self._polling.release()
+                with self._reported:  # the next poller may be waiting for this one to finish
+                    self._reported.notify_all()
+            else:
+                with self._reported:
+                    if any(r is None for r in results):
+                        self._reported.wait(POLL_S)
         failures = [r for r in results if not isinstance(r, Appended)]
         if failures:
             raise DeliveryFailed(f"{len(failures)} of {len(results)} records not acknowledged: {failures[0]}")
         return results  # type: ignore[return-value]
 
     def poll(self, timeout: float = 0) -> int:
-        return self._producer.poll(timeout)
+        """Serve delivery reports, unless a caller of ``append_many`` is polling (it serves them)."""
+        if not self._polling.acquire(blocking=False):
+            return 0
+        try:
+            return self._producer.poll(timeout)
+        finally:
+            self._polling.release()
 
     def flush(self, timeout: float | None = None) -> None:
         remaining = self._producer.flush(timeout if timeout is not None else self.settings.kafka_timeout_s * 3)

@@ -46,6 +46,11 @@ MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the re
 UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
 
 
+def exec_argv(payload: dict) -> list[str]:
+    """What a ``sandbox.exec`` runs: its argv, or its shell line through ``/bin/sh -c``."""
+    return payload["argv"] or ["/bin/sh", "-c", payload["shell"] or ""]
+
+
 class SnapshotTooLarge(ValueError):
     """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
 
@@ -221,8 +226,9 @@ class Effects:
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
-        argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
-        if not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
+        argv = exec_argv(p)
+        started_now = cid not in ready.running  # else it started with its accept (processor.handle)
+        if started_now and not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
             # stopping meanwhile: never start it, close it (if the partition is still ours)
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))

@@ -41,11 +41,22 @@ from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import sweep
-from astraforge.processors.lanes import TenantLanes
+from astraforge.processors.lanes import CommandThreads, TenantLanes
 from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
-from astraforge.processors.sandboxes.effects import ACTOR, Effects
+from astraforge.processors.sandboxes.effects import ACTOR, Effects, exec_argv
 from astraforge.processors.sandboxes.reconcile import orphans
-from astraforge.processors.sandboxes.state import ENDED, Effect, SandboxState, decide, event, evolve, reap, recover
+from astraforge.processors.sandboxes.state import (
+    ENDED,
+    Decision,
+    Effect,
+    SandboxState,
+    decide,
+    event,
+    evolve,
+    reap,
+    recover,
+    started,
+)
 from astraforge.processors.sandboxes.warm_pool import WarmPools
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorUnavailable
@@ -97,6 +108,7 @@ class SandboxProcessor:
             "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
             "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
         }
+        self.commands = CommandThreads("sandbox-command")  # a thread per running command, reused
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
@@ -204,12 +216,27 @@ class SandboxProcessor:
         try:
             with self.locks[partition]:
                 decision = decide(self.states.get(sid), command, source.offset, ACTOR)
-                self._emit_locked(partition, decision.events)
+                self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
         except (ValueError, KeyError, TypeError) as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
             dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
             return
         self.dispatch(sid, decision.effects)
+
+    def _started_at_once(self, sandbox_id: str, decision: Decision) -> list[Envelope]:
+        """An exec accepted by a ready (or busy) sandbox also starts in the same append: its
+        ``exec.started`` follows its ``exec.accepted``, both acknowledged before the command runs
+        and before its offset commits (one broker round trip and one hand-over fewer per command;
+        the exec effect sees it running and only runs it). Whoever owns the partition next closes
+        it as interrupted if this instance stops before it ends, as any started command."""
+        run = next((e for e in decision.effects if e.kind == "exec"), None)
+        state = self.states.get(sandbox_id)
+        if run is None or state is None:
+            return []
+        for e in decision.events:
+            state = evolve(state, e)
+        p = run.command.payload
+        return started(state, p["command_id"], exec_argv(p), p["cwd"], ACTOR, run.command)
 
     def dispatch(self, sandbox_id: str, effects: Iterable[Effect]) -> None:
         """Each effect on its lane: control, provision, files; a command (exec, resume) on a thread of its own."""
@@ -218,8 +245,7 @@ class SandboxProcessor:
                 return
             lane = LANES.get(effect.kind)
             if lane is None:
-                name = f"sandbox-{effect.kind}-{sandbox_id[-8:]}"
-                threading.Thread(target=self.effects.run, args=(sandbox_id, effect), name=name, daemon=True).start()
+                self.commands.submit(self.effects.run, sandbox_id, effect)
             elif lane == "files":
                 st = self.state(sandbox_id)
                 self.tenant_lanes.submit(st.tenant_id if st else "", self.effects.run, sandbox_id, effect)
