@@ -117,8 +117,9 @@ def command_ledger(events: list[Envelope]) -> dict[str, Counter]:
 
 def containers(provider) -> dict[str, str]:
     """sandbox id -> docker container id, for this deployment's namespace."""
-    found = provider.client.containers.list(all=True, filters={"label": f"astraforge.namespace={provider.namespace}"})
-    return {c.labels["astraforge.sandbox_id"]: c.id for c in found}
+    mine = {"label": f"astraforge.namespace={provider.namespace}"}
+    found = provider.client.containers.list(all=True, sparse=True, filters=mine)  # no inspect racing a removal
+    return {c.attrs["Labels"]["astraforge.sandbox_id"]: c.id for c in found}
 
 
 def wait_finished(settings, sandbox_id: str, command_id: str, timeout: float = 120) -> Envelope:
