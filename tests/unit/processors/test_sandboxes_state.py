@@ -184,3 +184,25 @@ def test_a_table_entry_kept_before_the_typed_spec_reads_with_typed_limits() -> N
     state = ready()
     kept = state.to_json() | {"profile": {"profile.memory_mb": "256", "profile.cpus": "1.5"}}
     assert SandboxState.from_json(kept) == replace(state, profile={"memory_mb": 256, "cpus": 1.5})
+
+
+def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_will_never_run() -> None:
+    """The previous owner accepted an exec, a file write and a snapshot and stopped before running
+    them; the sandbox is now stopping, ended, or gone: each still gets its answer, once."""
+    write = command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x", "mode": 0o644,
+                                           "artifact": None})  # fmt: skip
+    snap = command("sandbox.snapshot", {"snapshot_id": "s1", "name": None})
+    state = ready()
+    for offset, cmd in enumerate((EXEC, write, snap)):
+        state = fold(state, decide(state, cmd, offset, "p").events)
+    assert {p.command_id for p in state.pending} == {"c1", "w1", "s1"}
+    for left in (replace(state, state="stopping"), replace(state, state="terminated"), state):
+        decision = recover(left, left.state != "ready", "p", "moved")  # ready but gone: vanished
+        answers = {(e.type, e.payload.get("command_id") or e.payload.get("request_id") or e.payload.get("snapshot_id"))
+                   for e in decision.events if e.type != "sandbox.failed"}  # fmt: skip
+        assert answers == {("exec.finished", "c1"), ("file.written", "w1"), ("snapshot.failed", "s1")}, left.state
+        assert all(e.payload["error"].startswith("unavailable:") for e in decision.events if e.type != "sandbox.failed")
+        assert not [e for e in decision.effects if e.kind == "resume"]
+        after = fold(left, decision.events)
+        assert not after.pending
+        assert not recover(after, left.state != "ready", "p", "moved").events  # answered once
