@@ -206,3 +206,16 @@ def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_w
         after = fold(left, decision.events)
         assert not after.pending
         assert not recover(after, left.state != "ready", "p", "moved").events  # answered once
+
+
+def test_a_snapshot_and_a_file_write_sent_twice_are_accepted_once() -> None:
+    """What ``api/idempotency.py`` relies on when a retry cannot tell whether its command went out."""
+    state = ready()
+    for cmd in (command("sandbox.snapshot", {"snapshot_id": "s1", "name": None}),
+                command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x",
+                                               "mode": 0o644, "artifact": None})):  # fmt: skip
+        first = decide(state, cmd, 1, "p")
+        assert [e.type for e in first.events] == [f"{cmd.type.split('.')[1]}.accepted"] and first.effects
+        state = fold(state, first.events)
+        again = decide(state, cmd, 2, "p")  # the same ids at a new offset
+        assert again.events == [] and again.effects == []
