@@ -42,7 +42,7 @@ import faust
 from astraforge.config import Settings
 from astraforge.errors import DeliveryFailed
 from astraforge.kafka import partition_for
-from astraforge.producers.kafka import Appended, EventProducer
+from astraforge.producers.kafka import Appended, EventProducer, dead_letter_headers
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
@@ -62,16 +62,10 @@ class Source:
 
 def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: str, consumer: str) -> None:
     """Copy an unusable record to the dead-letter topic with why and where it came from, and wait for
-    the acknowledgement (the caller's handler returns, and the offset commits, only after)."""
-    headers = {
-        "reason": reason.encode(),
-        "source.topic": source.topic.encode(),
-        "source.partition": str(source.partition).encode(),
-        "source.offset": str(source.offset).encode(),
-        "consumer": consumer.encode(),
-    }
-    producer.send_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
-    producer.flush()
+    *its* acknowledgement (the caller's handler returns, and the offset commits, only after). Not a
+    global flush: another thread's backlog neither delays nor fails it."""
+    headers = dead_letter_headers(reason, consumer, source.topic, source.partition, source.offset)
+    producer.append_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
 
 
 def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool]) -> list[Appended]:

@@ -35,6 +35,12 @@ def _report_into(results: list, index: int):
     return report
 
 
+def dead_letter_headers(reason: str, consumer: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Why a record was set aside, by whom, and where it came from (the dead-letter topic's headers)."""
+    return {"reason": reason.encode(), "source.topic": topic.encode(), "source.partition": str(partition).encode(),
+            "source.offset": str(offset).encode(), "consumer": consumer.encode()}  # fmt: skip
+
+
 class EventProducer:
     """Appends envelopes to the commands or events topic (chosen by the record type)."""
 
@@ -81,19 +87,18 @@ class EventProducer:
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
+    def append_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> Appended:
+        """Send bytes as they are and wait for *their* acknowledgement (not the whole queue's)."""
+        results: list[Appended | KafkaError | None] = [None]
+        self._produce(topic, key, value, _report_into(results, 0), headers)
+        return self._wait(results)[0]
+
     def dead_letter(self, msg, reason: str, consumer: str) -> None:
         """Copy an unusable record to the dead-letter topic with why and where it came from, and
         wait for the ack (the caller commits past the record only after this returns)."""
-        headers = {
-            "reason": reason.encode(),
-            "source.topic": msg.topic().encode(),
-            "source.partition": str(msg.partition()).encode(),
-            "source.offset": str(msg.offset()).encode(),
-            "consumer": consumer.encode(),
-        }
-        results: list[Appended | KafkaError | None] = [None]
-        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", _report_into(results, 0), headers)
-        self._wait(results)
+        where = (msg.topic(), msg.partition(), msg.offset())
+        self.append_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"",
+                        dead_letter_headers(reason, consumer, *where))  # fmt: skip
 
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""
