@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from confluent_kafka import KafkaException
+
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
@@ -56,6 +58,8 @@ RELEVANT = ("sandbox.", "exec.accepted", "exec.started", "exec.finished", "file.
 ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create must find it ended)
 SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a command whose handling failed transiently
+TRANSIENT = (KafkaException, OSError, TimeoutError)  # Kafka or the network away: retry; anything else is poison
 INTERRUPTED = "the processor that ran it stopped or gave its partition away"
 LANES = {"stop": "control", "cancel": "control", "egress": "control", "provision": "provision", "read": "files",
          "write": "files", "snapshot": "files"}  # fmt: skip
@@ -174,12 +178,38 @@ class SandboxProcessor:
 
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
-        async for record in stream.events():
+        """One command at a time, acknowledged by hand and only once handled: faust acknowledges an
+        event whose handler raised (its ``finally``), which would let a failed command's offset commit."""
+        async for record in stream.noack().events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
-            await asyncio.to_thread(self.handle, source, message.value)
+            try:
+                if await self._handle_until_done(source, message.value):
+                    record.ack()
+            except Exception:  # the loop never dies; an unacknowledged command is read again by its next owner
+                LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
+
+    async def _handle_until_done(self, source: Source, value: bytes) -> bool:
+        """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
+        is never skipped. False if it was left for the partition's next owner (stopping, or not ours)."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                await asyncio.to_thread(self.handle, source, value)
+                return True
+            except Exception:
+                LOG.exception("command at %s[%d]@%d failed; retrying", source.topic, source.partition, source.offset)
+            if self.stop_event.is_set() or source.partition not in self.status:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     def handle(self, source: Source, value: bytes) -> None:
+        """Decide and append a command's records (durably), then dispatch its effects.
+
+        A record that does not decode, and a command whose handling fails for any other reason than
+        an unavailable Kafka or network (``TRANSIENT``: raised, and retried by the loop), is poison:
+        it goes to the dead-letter topic with its reason, and the partition goes on."""
         try:
             command = self.codec.decode(value)
         except DecodeError as e:
@@ -193,7 +223,9 @@ class SandboxProcessor:
             with self.locks[partition]:
                 decision = decide(self.states.get(sid), command, source.offset, ACTOR)
                 self._emit_locked(partition, decision.events)
-        except (ValueError, KeyError, TypeError) as e:  # a command we cannot act on: set it aside, go on
+        except TRANSIENT:
+            raise
+        except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
             dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
             return

@@ -1,11 +1,22 @@
 """How the sandbox processor's partition loop treats a command it cannot finish: a dead letter is
-acknowledged before the command counts as consumed (and waits for nothing else)."""
+acknowledged before the command counts as consumed (and waits for nothing else), a transient
+failure is retried (never skipped), a poison command is set aside with its reason, and the loop
+goes on in both cases."""
 
 import secrets
+import threading
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from astraforge.kafka import read_range
 from astraforge.processors.runtime import Source
 from astraforge.processors.sandboxes import SandboxProcessor
+from astraforge.producers.kafka import EventProducer
+from tests.integration.test_processor_restart import command, records, seen
+from tests.integration.test_processor_startup import create
+from tests.support import wait_until
 
 
 def dead_letters(settings) -> list:
@@ -32,3 +43,70 @@ def test_a_dead_letter_waits_for_its_own_delivery_not_the_producers_queue(settin
         assert len(processor.producer._producer) >= 1, "the backlog was not waited for"
     finally:
         processor.producer.close()
+
+
+class FailingAppends:
+    """Fault injection on the real producer: ``append_many`` raises ``error`` for the records of one
+    stream, ``times`` times (None: always), then sends them as usual."""
+
+    def __init__(self, producer: EventProducer, stream_id: str, error: Exception, times: int | None) -> None:
+        self.real, self.stream_id, self.error, self.left = producer.append_many, stream_id, error, times
+        self.raised = 0
+        producer.append_many = self
+
+    def __call__(self, envelopes):
+        envelopes = list(envelopes)
+        if any(e.stream_id == self.stream_id for e in envelopes) and (self.left is None or self.left > 0):
+            self.raised += 1
+            if self.left is not None:
+                self.left -= 1
+            raise self.error
+        return self.real(envelopes)
+
+
+@pytest.fixture
+def running_processor(fresh_settings) -> Iterator[SandboxProcessor]:
+    from astraforge.sandbox.providers import make_provider
+
+    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
+    provider = make_provider(s)  # this test's namespace: reconciling never touches another test's sandboxes
+    processor = SandboxProcessor(s, provider)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    owns_all = {p: "owned" for p in range(s.topic_partitions)}
+    wait_until(lambda: processor.status == owns_all, timeout=60, what="the processor owns every partition")
+    yield processor
+    processor.stop()
+    thread.join(timeout=60)
+    for sid in provider.list_ids():
+        provider.stop(sid)
+
+
+def test_a_transient_failure_is_retried_and_the_command_is_not_skipped(running_processor) -> None:
+    processor = running_processor
+    s = processor.settings
+    sid, later = (f"sb-{secrets.token_hex(16)}" for _ in range(2))
+    transport = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker connection lost"))
+    failing = FailingAppends(processor.producer, sid, transport, times=3)
+    EventProducer(s).append_many([create(sid), create(later)])
+    wait_until(lambda: seen(s, sid, "sandbox.ready"), timeout=90, what=f"{sid} created after the retries")
+    wait_until(lambda: seen(s, later, "sandbox.ready"), timeout=90, what="the next command handled: the loop lives")
+    assert failing.raised == 3
+    assert [e.type for e in records(s, sid)].count("sandbox.requested") == 1
+    assert not [m for m in dead_letters(s) if m.key() == sid.encode()], "a transient failure is not poison"
+
+
+def test_a_poison_command_is_dead_lettered_with_its_reason_and_the_loop_goes_on(running_processor) -> None:
+    processor = running_processor
+    s = processor.settings
+    sid, later = (f"sb-{secrets.token_hex(16)}" for _ in range(2))
+    FailingAppends(processor.producer, sid, RuntimeError("this command breaks the processor"), times=None)
+    EventProducer(s).append_many([create(sid), command(later, "sandbox.heartbeat", {"reason": None}), create(later)])
+
+    def letter():
+        return [m for m in dead_letters(s) if m.key() == sid.encode()]
+
+    wait_until(letter, timeout=60, what="the poison command dead-lettered")
+    assert headers(letter()[0])["reason"] == "RuntimeError: this command breaks the processor"
+    wait_until(lambda: seen(s, later, "sandbox.ready"), timeout=90, what="the next command handled: the loop lives")
+    assert not records(s, sid)
