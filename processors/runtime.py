@@ -33,16 +33,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
 
 from astraforge.config import Settings
-from astraforge.errors import DeliveryFailed
-from astraforge.kafka import partition_for
+from astraforge.errors import ConfigError, DeliveryFailed
+from astraforge.kafka import partition_for, unavailable
 from astraforge.producers.kafka import Appended, EventProducer, dead_letter_headers
+from astraforge.producers.topics import admin_client
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +82,27 @@ def append_durably(producer: EventProducer, events: list[Envelope], stopping: Ca
                 raise
             LOG.exception("records not acknowledged; retrying")
             time.sleep(1)
+
+
+def check_partitions(settings: Settings, topics: Iterable[str]) -> None:
+    """Refuse to start on a topic whose partition count is not ``settings.topic_partitions``: streams are
+    placed by ``partition_for(stream_id, topic_partitions)``, so a commands or events topic with another
+    count puts a stream's commands, facts and table entries in partitions that do not line up."""
+    admin = admin_client(settings)
+    try:
+        found = admin.list_topics(timeout=settings.kafka_timeout_s).topics
+    except KafkaException as e:
+        raise unavailable(settings, e) from e
+    for topic in topics:
+        if topic not in found:
+            raise ConfigError(f"topic {topic} does not exist (run `astraforge dev up`, or create it with "
+                              f"{settings.topic_partitions} partitions)")  # fmt: skip
+        count = len(found[topic].partitions)
+        if count != settings.topic_partitions:
+            raise ConfigError(
+                f"topic {topic} has {count} partitions but ASTRAFORGE_TOPIC_PARTITIONS is {settings.topic_partitions}: "
+                "streams would not be co-partitioned; refusing to start (set the setting to the topics' count)"
+            )
 
 
 def app_id(settings: Settings, processor: str) -> str:
@@ -120,10 +143,12 @@ def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop
 class Runtime:
     """One instance of one processor: a faust app on its own thread and event loop."""
 
-    def __init__(self, settings: Settings, processor: str, source_topic: str, **conf: Any) -> None:
+    def __init__(self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (),
+                 **conf: Any) -> None:  # fmt: skip
         self.settings = settings
         self.processor = processor
         self.source_topic = source_topic
+        self.copartitioned = (source_topic, *copartitioned)  # topics whose partitions must line up with the source
         self.loop = asyncio.new_event_loop()
         self.app = make_app(settings, processor, self.loop, **conf)
         self.topic = self.app.topic(source_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -241,7 +266,9 @@ class Runtime:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> None:
-        """Start the app on a thread of its own; returns once faust has started (not yet assigned)."""
+        """Start the app on a thread of its own; returns once faust has started (not yet assigned).
+        Raises ``ConfigError`` first if the topics are not co-partitioned (``check_partitions``)."""
+        check_partitions(self.settings, self.copartitioned)
         self._thread = threading.Thread(target=self._serve, name=f"faust-{self.processor}", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):

@@ -41,7 +41,7 @@ from astraforge.ids import now_micros
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.lanes import TenantLanes
-from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
+from astraforge.processors.runtime import Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects
 from astraforge.processors.sandboxes.reconcile import orphans
 from astraforge.processors.sandboxes.state import ENDED, Effect, SandboxState, decide, event, evolve, reap, recover
@@ -91,7 +91,7 @@ class SandboxProcessor:
         }
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
-        self.runtime = Runtime(settings, NAME, settings.commands_topic)
+        self.runtime = Runtime(settings, NAME, settings.commands_topic, copartitioned=[settings.events_topic])
         self.table = self.runtime.table(NAME)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
@@ -396,7 +396,9 @@ class SandboxProcessor:
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
-        """Serve until ``stop``: the faust app on its thread, the timers on this one."""
+        """Serve until ``stop``: the faust app on its thread, the timers on this one. Refuses to start
+        (``ConfigError``) on topics that are not co-partitioned."""
+        check_partitions(self.settings, self.runtime.copartitioned)
         self.egress.start()
         self.runtime.start()
         self.refill_soon()

@@ -110,3 +110,24 @@ def test_a_poison_command_is_dead_lettered_with_its_reason_and_the_loop_goes_on(
     assert headers(letter()[0])["reason"] == "RuntimeError: this command breaks the processor"
     wait_until(lambda: seen(s, later, "sandbox.ready"), timeout=90, what="the next command handled: the loop lives")
     assert not records(s, sid)
+
+
+def test_the_processor_refuses_topics_that_are_not_co_partitioned(docker_provider) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    from astraforge.errors import ConfigError
+    from astraforge.producers.topics import admin_client
+    from tests.conftest import make_settings
+
+    s = make_settings(topic_partitions=3)
+    admin = admin_client(s)
+    wrong = {s.commands_topic: 3, s.events_topic: 2, s.deadletter_topic: 3}  # created by hand with another count
+    for future in admin.create_topics([NewTopic(t, n, 1) for t, n in wrong.items()]).values():
+        future.result()
+    try:
+        processor = SandboxProcessor(s, docker_provider)
+        with pytest.raises(ConfigError, match=rf"topic {s.events_topic} has 2 partitions but .* is 3"):
+            processor.run()
+        assert not processor.runtime.owned and not processor.status
+    finally:
+        admin.delete_topics(list(wrong))
