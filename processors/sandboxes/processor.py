@@ -82,6 +82,8 @@ class SandboxProcessor:
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
+        self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
+        self.taking_over = threading.Lock()
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
         self.effects = Effects(self)
         self.lanes = {
@@ -256,29 +258,42 @@ class SandboxProcessor:
         await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
 
     def _suspend_now(self, partitions: frozenset[int]) -> None:
+        with self.changed:
+            self.revocations += 1  # a take-over begun before this one is stale: it must not mark anything owned
         for p in partitions:
             with self.locks[p], self.changed:  # waits for a write under way
                 if self.status.get(p) == "owned":
                     self.status[p] = "suspended"
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions)
+        await asyncio.to_thread(self._take_over, partitions, self.revocations)
 
-    def _take_over(self, assigned: frozenset[int]) -> None:
-        began = time.monotonic()
-        held = set(self.status)
-        new, lost = set(assigned) - held, held - set(assigned)
-        for p in lost:
-            self._drop(p)
-        loaded = folded = 0
-        for p in sorted(new):
-            with self.locks[p]:
-                n, m = self._load(p)
-                loaded, folded = loaded + n, folded + m
-        with self.changed:
-            for p in assigned:
-                self.status[p] = "owned"
-            self.changed.notify_all()
+    def _take_over(self, assigned: frozenset[int], revocations: int) -> None:
+        """Own ``assigned``: drop the partitions lost, load the new ones, then mark them all owned, unless
+        a revocation came while this ran (``revocations`` is the count when the assignment was
+        announced): then the assignment is already stale, and what it loaded is dropped again."""
+        with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
+            began = time.monotonic()
+            held = set(self.status)
+            new, lost = set(assigned) - held, held - set(assigned)
+            for p in lost:
+                self._drop(p)
+            loaded = folded = 0
+            for p in sorted(new):
+                with self.locks[p]:
+                    n, m = self._load(p)
+                    loaded, folded = loaded + n, folded + m
+            with self.changed:
+                stale = self.revocations != revocations
+                if not stale:
+                    for p in assigned:
+                        self.status[p] = "owned"
+                self.changed.notify_all()
+            if stale:
+                for p in new:
+                    self._drop(p)
+                LOG.info("take-over of partitions %s abandoned: revoked while it loaded", sorted(assigned))
+                return
         if new:
             self.reconcile(new)
             took = {"partitions": sorted(new), "sandboxes": loaded, "events_read": folded,
