@@ -4,7 +4,8 @@ It runs on the shared runtime (``processors/runtime.py``): every instance joins 
 the commands topic and owns some of its partitions; a stream (a sandbox) lives in one partition, so
 exactly one instance acts on it. Per-sandbox state (``state.SandboxState``) is kept in memory for the
 owned partitions and mirrored to a faust table (changelog-backed, key = sandbox id, plus a per-
-partition ``@<partition>`` mark: the events-topic offset the table has folded up to). When a
+partition ``@<partition>`` mark: the events-topic offset the table has folded up to, moved by every
+write and, past records that change no sandbox, every ``MARK_INTERVAL_S``). When a
 partition is assigned, its states come back from the table and only the events after the mark are
 read and folded (the events topic stays the source of truth), so start-up cost follows live state,
 not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
@@ -32,13 +33,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
-from astraforge.kafka import read_range
+from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.lanes import TenantLanes
 from astraforge.processors.runtime import Runtime, Source, append_durably, check_partitions, dead_letter
@@ -56,6 +57,7 @@ LOG = logging.getLogger(__name__)
 NAME = "sandboxes"
 RELEVANT = ("sandbox.", "exec.accepted", "exec.started", "exec.finished", "file.", "snapshot.")
 ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create must find it ended)
+MARK_INTERVAL_S = 5.0  # how often the table marks move past records that change no sandbox
 SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a command whose handling failed transiently
@@ -84,6 +86,7 @@ class SandboxProcessor:
         self.changed = threading.Condition()
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
+        self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
         self.effects = Effects(self)
         self.lanes = {
@@ -401,6 +404,20 @@ class SandboxProcessor:
             if decision.events and self.settle(st.sandbox_id, lambda now_st: reap(now_st, now, ACTOR).events):
                 self.dispatch(st.sandbox_id, decision.effects)
 
+    def advance_marks(self) -> None:
+        """Move each owned partition's table mark to the end of its events partition, so a take-over reads
+        only what came after (not every chat, output or other processor's record since the last sandbox
+        command). Sound under the partition's lock: every record before the end that can change a
+        sandbox was written and folded by this instance under that lock, or read at its take-over."""
+        for partition in [p for p, status in list(self.status.items()) if status == "owned"]:
+            with self.locks[partition]:
+                if self.status.get(partition) != "owned":
+                    continue
+                tp = TopicPartition(self.settings.events_topic, partition)
+                _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)
+                if end > (self.table.data.data.get(f"@{partition}") or 0):
+                    self._persist(partition, [], end)
+
     def _sweep_artifacts(self) -> None:
         try:
             result = sweep(self.settings, self.artifacts, self.producer, datetime.now(UTC))
@@ -418,10 +435,14 @@ class SandboxProcessor:
         self.runtime.start()
         self.refill_soon()
         next_sweep = time.monotonic() + 60
+        next_marks = time.monotonic() + MARK_INTERVAL_S
         try:
             while not self.stop_event.wait(1.0):
                 try:
                     self.tick()
+                    if time.monotonic() >= next_marks:
+                        self.advance_marks()
+                        next_marks = time.monotonic() + MARK_INTERVAL_S
                 except Exception:
                     LOG.exception("timer failed")
                 if time.monotonic() >= next_sweep:
@@ -438,6 +459,7 @@ class SandboxProcessor:
                 lane.shutdown(wait=False, cancel_futures=True)
             self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
             self.producer.close()
+            self.watermarks.close()
 
     def stop(self) -> None:
         self.stop_event.set()
