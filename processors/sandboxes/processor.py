@@ -17,6 +17,16 @@ on lanes of their own: control (stop, cancel, egress), provisions, file operatio
 so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
 settled under the partition's lock against the current state, only while this instance owns it.
 
+A command runs once however often it comes. *Redelivered* (the same record again: a crash before
+its offset committed, a reset of the group's offsets): the partition's ``@commands-<partition>``
+table entry is the offset below which every command was handled, so it is skipped, with no window
+in time or count. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
+PostgreSQL) answers the retry without appending it again; only when the API instance died between
+Kafka's acknowledgement and recording it does a retry append the command again under the same ids,
+and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while it lives; an ended
+sandbox takes no command) drop it. Not covered: that re-append arriving after 256 later commands
+of the same sandbox runs it again.
+
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
 lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
 new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
@@ -226,8 +236,11 @@ class SandboxProcessor:
         partition = self.partition_of(command.stream_id)
         try:
             with self.locks[partition]:
+                if source.offset < self._handled_up_to(partition):
+                    return  # redelivered (an offset reset, a commit lost in a crash): handled once already
                 decision = decide(self.states.get(sid), command, source.offset, ACTOR)
                 self._emit_locked(partition, decision.events)
+                self.runtime.put(self.table, partition, f"@commands-{partition}", source.offset + 1)
         except TRANSIENT:
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
@@ -235,6 +248,12 @@ class SandboxProcessor:
             dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
             return
         self.dispatch(sid, decision.effects)
+
+    def _handled_up_to(self, partition: int) -> int:
+        """The commands-topic offset below which every command of the partition was handled (kept in the
+        table, so it survives restarts and moves with the partition): exact, with no window in time or
+        count, unlike a sandbox's ``recent`` command ids."""
+        return self.table.data.data.get(f"@commands-{partition}") or 0
 
     def dispatch(self, sandbox_id: str, effects: Iterable[Effect]) -> None:
         """Each effect on its lane: control, provision, files; a command (exec, resume) on a thread of its own."""

@@ -131,3 +131,54 @@ def test_the_processor_refuses_topics_that_are_not_co_partitioned(docker_provide
         assert not processor.runtime.owned and not processor.status
     finally:
         admin.delete_topics(list(wrong))
+
+
+def test_a_command_redelivered_long_after_it_was_handled_is_not_run_again(fresh_settings) -> None:
+    """The sandbox's own memory of commands ends with it (``ended_grace_s`` after its end; 256 ids while
+    it lives), but a command can come again later: here the group's offsets are reset to the start
+    (expired offsets, an operator's reset), so an old ``sandbox.create`` is delivered a second time."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    from astraforge.kafka import partition_for
+    from astraforge.processors.runtime import app_id
+    from astraforge.producers.topics import admin_client
+    from astraforge.sandbox.providers import make_provider
+
+    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
+    provider = make_provider(s)
+    producer = EventProducer(s)
+    sid = f"sb-{secrets.token_hex(16)}"
+    first = SandboxProcessor(s, provider, ended_grace_s=0)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    try:
+        producer.append(create(sid))
+        wait_until(lambda: seen(s, sid, "sandbox.ready"), timeout=90, what=f"{sid} ready")
+        producer.append(command(sid, "sandbox.stop", {"reason": "done"}))
+        wait_until(lambda: seen(s, sid, "sandbox.terminated") and first.state(sid) is None, timeout=60,
+                   what=f"{sid} ended and forgotten")  # fmt: skip
+    finally:
+        first.stop()
+        thread.join(timeout=60)
+
+    group = app_id(s, "sandboxes")
+    start = [TopicPartition(s.commands_topic, p, 0) for p in range(s.topic_partitions)]
+    for future in admin_client(s).alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, start)]).values():
+        future.result()
+
+    second = SandboxProcessor(s, provider)
+    thread = threading.Thread(target=second.run, daemon=True)
+    thread.start()
+    try:
+        later = f"sb-{secrets.token_hex(16)}"
+        while partition_for(later, s.topic_partitions) != partition_for(sid, s.topic_partitions):
+            later = f"sb-{secrets.token_hex(16)}"
+        producer.append(create(later))  # after the old create in the same partition: handled after it
+        wait_until(lambda: seen(s, later, "sandbox.ready"), timeout=90, what="the partition read to its end")
+        assert [e.type for e in records(s, sid)].count("sandbox.requested") == 1, "the ended sandbox came back"
+        assert sid not in provider.list_ids()
+    finally:
+        second.stop()
+        thread.join(timeout=60)
+        for running in provider.list_ids():
+            provider.stop(running)
