@@ -70,19 +70,21 @@ class EventProducer:
         kind = self.codec.topic_kind(envelope.type)
         return self.settings.commands_topic if kind == "commands" else self.settings.events_topic
 
-    def send(self, envelope: Envelope, on_delivery=None) -> None:
-        """Queue one record without waiting (call ``flush`` or ``append`` to wait)."""
+    def send(self, envelope: Envelope, on_delivery=None, timestamp: int | None = None) -> None:
+        """Queue one record without waiting (call ``flush`` or ``append`` to wait). ``timestamp`` (ms) is
+        the Kafka record's, not the envelope's ``occurred_at`` (a fenced writer's: see ``topics.FENCE``)."""
         value = self.codec.encode(envelope)
-        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery)
+        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery, timestamp=timestamp)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> None:
         """Queue bytes as they are (dead letters, tests of malformed input)."""
         self._produce(topic, key, value, None, headers)
 
-    def _produce(self, topic, key, value, on_delivery, headers=None) -> None:
+    def _produce(self, topic, key, value, on_delivery, headers=None, timestamp: int | None = None) -> None:
+        stamped = {} if timestamp is None else {"timestamp": timestamp}
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers, **stamped)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
@@ -104,7 +106,7 @@ class EventProducer:
         """Send one record and wait for the broker's acknowledgement."""
         return self.append_many([envelope])[0]
 
-    def append_many(self, envelopes: Iterable[Envelope]) -> list[Appended]:
+    def append_many(self, envelopes: Iterable[Envelope], timestamp: int | None = None) -> list[Appended]:
         """Send records (in order) and wait for *their* acknowledgements; raises ``DeliveryFailed``.
 
         Waits on this call's own delivery reports, never on the producer's whole queue: another
@@ -113,7 +115,7 @@ class EventProducer:
         results: list[Appended | KafkaError | None] = []
         for envelope in envelopes:
             results.append(None)
-            self.send(envelope, _report_into(results, len(results) - 1))
+            self.send(envelope, _report_into(results, len(results) - 1), timestamp)
         return self._wait(results)
 
     def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:

@@ -15,7 +15,8 @@ broker → fold them → return, and only then may faust commit the command's of
 on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
 ``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
 so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
-settled under the partition's lock against the current state, only while this instance owns it.
+settled under the partition's lock against the current state, only while this instance owns it
+within its lease (``runtime.Lease``: a stalled instance that woke up writes and starts nothing).
 
 A command runs once however often it comes. *Redelivered* (the same record again: a crash before
 its offset committed, a reset of the group's offsets): the partition's ``@commands-<partition>``
@@ -36,6 +37,7 @@ and the provider's orphans in its partitions are reaped.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -52,7 +54,7 @@ from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.lanes import TenantLanes
-from astraforge.processors.runtime import Runtime, Source, append_durably, check_partitions, dead_letter
+from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects
 from astraforge.processors.sandboxes.reconcile import orphans
 from astraforge.processors.sandboxes.state import ENDED, Effect, SandboxState, decide, event, evolve, reap, recover
@@ -94,6 +96,7 @@ class SandboxProcessor:
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
+        self.abandoned: set[int] = set()  # partitions whose commands are left to a new assignment
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
@@ -120,8 +123,24 @@ class SandboxProcessor:
         return self.runtime.partition(stream_id)
 
     def owns(self, stream_id: str) -> bool:
-        """Whether this instance owns the stream's partition now (a moved one is the new owner's)."""
-        return self.status.get(self.partition_of(stream_id)) == "owned"
+        """Whether this instance owns the stream's partition now, provably (a moved one is the new
+        owner's; one whose lease lapsed may be already): asked before every provider action."""
+        return self._may_write(self.partition_of(stream_id))
+
+    def may_act(self, stream_id: str) -> bool:
+        """Whether an effect queued for the stream may still start: the lease holds and the partition is
+        ours or suspended by a rebalance under way (a lost one's effects are the new owner's)."""
+        return self.runtime.lease.valid() and self.status.get(self.partition_of(stream_id)) in ("owned", "suspended")
+
+    def _may_write(self, partition: int) -> bool:
+        """Owned (assigned, recovered, not suspended) and within the lease: the fence."""
+        return self.status.get(partition) == "owned" and self.runtime.lease.valid()
+
+    def _stamp(self, partition: int) -> int:
+        """The timestamp for records written now for ``partition`` (``Runtime.stamp``); ``Fenced`` if not ours."""
+        if self.status.get(partition) != "owned":
+            raise Fenced(f"partition {partition} is not owned now")
+        return self.runtime.stamp()
 
     def _fold(self, e: Envelope) -> str:
         sid = e.sandbox_id or e.stream_id
@@ -143,21 +162,28 @@ class SandboxProcessor:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 
     def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
-        """Append, fold and persist (the caller holds the partition's lock and owns it)."""
+        """Append, fold and persist (the caller holds the partition's lock). Raises ``Fenced`` unless
+        the partition is owned within the lease; the records carry the lease's stamp, so the broker
+        refuses them if they arrive after it ended."""
         if not events:
             return False
-        last = append_durably(self.producer, events, self.stop_event.is_set)[-1].offset
+        stamp = functools.partial(self._stamp, partition)
+        last = append_durably(self.producer, events, self.stop_event.is_set, stamp)[-1].offset
         touched = {self._fold(e) for e in events}
         self._persist(partition, touched, last + 1)
         return True
 
     def _owned_now(self, partition: int) -> bool:
-        """Wait while a rebalance has the partition suspended; True if it is (still) ours."""
+        """Wait while a rebalance has the partition suspended, or while it is owned but the lease has
+        lapsed (a stalled process: its group decides whether it still owns it); True if it is ours."""
         deadline = time.monotonic() + SUSPENDED_WAIT_S
         with self.changed:
-            while self.status.get(partition) == "suspended" and time.monotonic() < deadline:
-                self.changed.wait(0.5)
-            return self.status.get(partition) == "owned"
+            while time.monotonic() < deadline and (
+                self.status.get(partition) == "suspended"
+                or (self.status.get(partition) == "owned" and not self.runtime.lease.valid())
+            ):
+                self.changed.wait(0.1)
+            return self._may_write(partition)
 
     def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
         """Compute records from the sandbox's current state and write them, as its partition's owner.
@@ -166,12 +192,18 @@ class SandboxProcessor:
         if st is None:
             return False
         partition = self.partition_of(st.stream_id)
+        lapsed = not self.runtime.lease.valid()  # a stalled instance waking up: say what became of its outcome
         while self._owned_now(partition):
             with self.locks[partition]:
-                if self.status.get(partition) != "owned":
-                    continue  # suspended again meanwhile
                 current = self.states.get(sandbox_id)
-                return current is not None and self._emit_locked(partition, decide_events(current))
+                try:
+                    written = current is not None and self._emit_locked(partition, decide_events(current))
+                except Fenced:
+                    continue  # suspended, or the lease lapsed, meanwhile
+                if lapsed:
+                    LOG.info("outcome for %s after a lapsed lease: %s", sandbox_id,
+                             "written" if written else "nothing to write")  # fmt: skip
+                return written
         LOG.info("outcome for %s dropped: partition %d is no longer ours", sandbox_id, partition)
         return False
 
@@ -179,8 +211,13 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``."""
-        self.producer.send(event)
+        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command)."""
+        try:
+            stamp = self.runtime.stamp()
+        except Fenced:
+            return
+        self.producer.send(event, timestamp=stamp)
         self.producer.poll(0)
 
     def read_command(self, stream_id: str, offset: int) -> Envelope | None:
@@ -206,18 +243,24 @@ class SandboxProcessor:
 
     async def _handle_until_done(self, source: Source, value: bytes) -> bool:
         """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
-        is never skipped. False if it was left for the partition's next owner (stopping, or not ours)."""
+        is never skipped. False if it was left, unacknowledged, for the partition's next owner
+        (stopping, not ours, or fenced while the group rebalances): then so is every later command of
+        the partition until it is assigned again (it is read again from the last committed offset)."""
         delay = RETRY_FIRST_S
-        while True:
+        while source.partition not in self.abandoned:
             try:
                 await asyncio.to_thread(self.handle, source, value)
                 return True
+            except Fenced as e:
+                LOG.info("command at %s[%d]@%d waits: %s", source.topic, source.partition, source.offset, e)
             except Exception:
                 LOG.exception("command at %s[%d]@%d failed; retrying", source.topic, source.partition, source.offset)
-            if self.stop_event.is_set() or source.partition not in self.status:
-                return False
+            if self.stop_event.is_set() or source.partition not in self.status or self.runtime.app.rebalancing:
+                self.abandoned.add(source.partition)
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+        return False
 
     def handle(self, source: Source, value: bytes) -> None:
         """Decide and append a command's records (durably), then dispatch its effects.
@@ -234,14 +277,20 @@ class SandboxProcessor:
             return
         sid = command.sandbox_id or command.stream_id
         partition = self.partition_of(command.stream_id)
+        if source.topic == self.settings.commands_topic and source.partition != partition:
+            reason = f"misrouted: stream {command.stream_id} belongs to partition {partition}, not {source.partition}"
+            dead_letter(self.producer, source, value, reason, f"processor-{NAME}")
+            return
         try:
             with self.locks[partition]:
+                if not self._may_write(partition):
+                    raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
                 if source.offset < self._handled_up_to(partition):
                     return  # redelivered (an offset reset, a commit lost in a crash): handled once already
                 decision = decide(self.states.get(sid), command, source.offset, ACTOR)
                 self._emit_locked(partition, decision.events)
                 self.runtime.put(self.table, partition, f"@commands-{partition}", source.offset + 1)
-        except TRANSIENT:
+        except (*TRANSIENT, Fenced):
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
@@ -288,15 +337,22 @@ class SandboxProcessor:
                     self.status[p] = "suspended"
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions, self.revocations)
+        await asyncio.to_thread(self._take_over, partitions, self.revocations, self.runtime.continued)
 
-    def _take_over(self, assigned: frozenset[int], revocations: int) -> None:
+    def _take_over(self, assigned: frozenset[int], revocations: int, continued: bool = True) -> None:
         """Own ``assigned``: drop the partitions lost, load the new ones, then mark them all owned, unless
         a revocation came while this ran (``revocations`` is the count when the assignment was
-        announced): then the assignment is already stale, and what it loaded is dropped again."""
+        announced): then the assignment is already stale, and what it loaded is dropped again.
+
+        A partition held before counts as kept only if this assignment came straight after the one
+        that gave it (``continued``): an instance the group dropped (stalled past its session) may get
+        a partition back that another owned meanwhile, so it reloads every partition."""
         with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
             began = time.monotonic()
-            held = set(self.status)
+            held = set(self.status) if continued else set()
+            for p in set(self.status) - held:
+                self._drop(p)
+            self.abandoned -= set(assigned)
             new, lost = set(assigned) - held, held - set(assigned)
             for p in lost:
                 self._drop(p)
@@ -430,7 +486,7 @@ class SandboxProcessor:
         sandbox was written and folded by this instance under that lock, or read at its take-over."""
         for partition in [p for p, status in list(self.status.items()) if status == "owned"]:
             with self.locks[partition]:
-                if self.status.get(partition) != "owned":
+                if not self._may_write(partition):
                     continue
                 tp = TopicPartition(self.settings.events_topic, partition)
                 _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)

@@ -54,14 +54,14 @@ class FailingAppends:
         self.raised = 0
         producer.append_many = self
 
-    def __call__(self, envelopes):
+    def __call__(self, envelopes, **options):
         envelopes = list(envelopes)
         if any(e.stream_id == self.stream_id for e in envelopes) and (self.left is None or self.left > 0):
             self.raised += 1
             if self.left is not None:
                 self.left -= 1
             raise self.error
-        return self.real(envelopes)
+        return self.real(envelopes, **options)
 
 
 @pytest.fixture
