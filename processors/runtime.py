@@ -66,7 +66,7 @@ LOG = logging.getLogger(__name__)
 Hook = Callable[[frozenset[int]], Awaitable[None] | None]
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
 LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
-WATCH_INTERVAL_S = 0.005  # how often the runtime looks for a (new) group coordinator to watch
+WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
 
 
 @dataclass(frozen=True, slots=True)
