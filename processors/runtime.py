@@ -162,8 +162,9 @@ def fence_window_ms(settings: Settings) -> int:
     timestamp is older than this. Refuses to start if it is unset (the topic would take a stalled
     instance's records whenever it woke up): ``ensure_topics`` sets it."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, settings.events_topic)
+    admin = admin_client(settings)  # held until the answer came: a collected client cancels its requests
     try:
-        configs = admin_client(settings).describe_configs([resource])[resource].result(settings.kafka_timeout_s)
+        configs = admin.describe_configs([resource])[resource].result(settings.kafka_timeout_s)
     except KafkaException as e:
         raise unavailable(settings, e) from e
     window = int(configs["message.timestamp.before.max.ms"].value)

@@ -76,6 +76,7 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
         wait_until(lambda: second.takeovers, timeout=60, what="the second instance took over")
         (took,) = second.takeovers
         assert took["events_read"] == 0, took
+        wait_until(lambda: not second.runtime.app.rebalancing, timeout=60, what="the rebalance over before the stop")
     finally:
         second.stop()
         thread.join(timeout=60)
