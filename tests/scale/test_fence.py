@@ -41,7 +41,11 @@ def test_a_stalled_instance_writes_nothing_after_the_take_over(deployment) -> No
         def settled() -> list[str]:  # what a's processor says became of that outcome
             return [x for x in a.log.read_text().splitlines() if f"outcome for {sid} " in x]
 
-        wait_until(settled, timeout=120, what=f"a settled the command's outcome: {a.log}")
+        def stray() -> list[str]:  # records after b's take-over (its exec.finished, then its sandbox.ready)
+            return [e.type for e in records(s, sid)[taken_over + 1 :]][1:]
+
+        wait_until(lambda: settled() or stray(), timeout=120, what=f"a settled the command's outcome: {a.log}")
+        assert not stray(), f"the stalled instance wrote after the take-over: {stray()}"
         assert not any(x.endswith(": written") for x in settled()), settled()
         wait_until(lambda: a.owned() and b.owned() and a.owned() | b.owned() == set(range(PARTITIONS)), timeout=120,
                    what="a back in the group")  # fmt: skip
