@@ -135,13 +135,9 @@ def test_the_processor_refuses_topics_that_are_not_co_partitioned(docker_provide
 
 def test_a_command_redelivered_long_after_it_was_handled_is_not_run_again(fresh_settings) -> None:
     """The sandbox's own memory of commands ends with it (``ended_grace_s`` after its end; 256 ids while
-    it lives), but a command can come again later: here the group's offsets are reset to the start
-    (expired offsets, an operator's reset), so an old ``sandbox.create`` is delivered a second time."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
+    it lives), but the same record can come again later (a commit lost in a crash, a reset of the
+    group's offsets): here the old ``sandbox.create`` record is handed to a new instance again."""
     from astraforge.kafka import partition_for
-    from astraforge.processors.runtime import app_id
-    from astraforge.producers.topics import admin_client
     from astraforge.sandbox.providers import make_provider
 
     s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
@@ -157,26 +153,23 @@ def test_a_command_redelivered_long_after_it_was_handled_is_not_run_again(fresh_
         producer.append(command(sid, "sandbox.stop", {"reason": "done"}))
         wait_until(lambda: seen(s, sid, "sandbox.terminated") and first.state(sid) is None, timeout=60,
                    what=f"{sid} ended and forgotten")  # fmt: skip
+        wait_until(lambda: not first.runtime.app.rebalancing, timeout=60, what="the rebalance over before the stop")
     finally:
         first.stop()
         thread.join(timeout=60)
 
-    group = app_id(s, "sandboxes")
-    start = [TopicPartition(s.commands_topic, p, 0) for p in range(s.topic_partitions)]
-    for future in admin_client(s).alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, start)]).values():
-        future.result()
-
+    partition = partition_for(sid, s.topic_partitions)
+    (old,) = [m for m in read_range(s, s.commands_topic, partition, 0, None)
+              if m.key() == sid.encode() and producer.codec.decode(m.value()).type == "sandbox.create"]  # fmt: skip
     second = SandboxProcessor(s, provider)
     thread = threading.Thread(target=second.run, daemon=True)
     thread.start()
     try:
-        later = f"sb-{secrets.token_hex(16)}"
-        while partition_for(later, s.topic_partitions) != partition_for(sid, s.topic_partitions):
-            later = f"sb-{secrets.token_hex(16)}"
-        producer.append(create(later))  # after the old create in the same partition: handled after it
-        wait_until(lambda: seen(s, later, "sandbox.ready"), timeout=90, what="the partition read to its end")
+        wait_until(lambda: second.status.get(partition) == "owned", timeout=60, what="the second instance owns it")
+        second.handle(Source(s.commands_topic, partition, old.offset(), old.key()), old.value())  # delivered again
         assert [e.type for e in records(s, sid)].count("sandbox.requested") == 1, "the ended sandbox came back"
-        assert sid not in provider.list_ids()
+        assert second.state(sid) is None and sid not in provider.list_ids()
+        wait_until(lambda: not second.runtime.app.rebalancing, timeout=60, what="the rebalance over before the stop")
     finally:
         second.stop()
         thread.join(timeout=60)

@@ -50,7 +50,12 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
 
     s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
     provider = make_provider(s)
-    producer = EventProducer(s)
+    first = SandboxProcessor(s, provider)
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    owns_all = {p: "owned" for p in range(s.topic_partitions)}
+    wait_until(lambda: first.status == owns_all, timeout=60, what="the first instance owns every partition")
+    producer = EventProducer(s)  # after its take-over: only the marks' own movement can pass these
     for i in range(HISTORY):
         producer.send(chat(f"conversation-{i % 7}", "acme", f"message {i}"))
     producer.flush()
@@ -58,10 +63,6 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
     ends = high_watermarks(consumer, s.events_topic, s.kafka_timeout_s)
     consumer.close()
     assert sum(ends.values()) == HISTORY
-
-    first = SandboxProcessor(s, provider)
-    thread = threading.Thread(target=first.run, daemon=True)
-    thread.start()
     try:
         wait_until(lambda: all((first.table.data.data.get(f"@{p}") or 0) >= end for p, end in ends.items()),
                    timeout=60, what="the marks past the chat records")  # fmt: skip
