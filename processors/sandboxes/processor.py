@@ -508,9 +508,23 @@ class SandboxProcessor:
                 with self._removing_lock:
                     self._removing.discard(runtime_id)
 
+    def _still_orphan(self, runtime_id: str) -> bool:
+        """Checked again when a reap runs, under its partition's lock: it was decided on a look at the
+        provider and the states that a rebalance may have overtaken since (the partition moved, its
+        states went with it, and the reap waited on the control lane), and the container is then the
+        new owner's. A warm sandbox counts as its claimer's; an unclaimed one is this instance's own.
+        Not covered: a rebalance in the instant between this check and the provider's call."""
+        sandbox_id = self.pools.claimed_by(runtime_id) if self.pools.is_warm(runtime_id) else runtime_id
+        if sandbox_id is None:
+            return True
+        partition = self.partition_of(sandbox_id)
+        with self.locks[partition]:
+            st = self.states.get(sandbox_id)
+            return self._may_write(partition) and (st is None or st.state in ENDED)
+
     def _reap_orphan(self, runtime_id: str) -> None:
         with self.removal(runtime_id) as mine:
-            if not mine:
+            if not mine or not self._still_orphan(runtime_id):
                 return
             try:
                 self.provider.stop(runtime_id)

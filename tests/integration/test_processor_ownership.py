@@ -4,14 +4,20 @@ the partition, so a new owner reads only what came after them."""
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from astraforge.kafka import high_watermarks, reader
 from astraforge.processors.sandboxes import SandboxProcessor
+from astraforge.processors.sandboxes.effects import ACTOR
+from astraforge.processors.sandboxes.state import decide, provisioned, requested_state
 from astraforge.producers.kafka import EventProducer
-from tests.support import chat, wait_until
+from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.providers.base import SandboxSpec
+from tests.integration.test_processor_startup import create
+from tests.support import chat, sandbox_ids_in, wait_until
 
 HISTORY = 3000
 
@@ -42,6 +48,39 @@ def test_a_revocation_while_a_take_over_loads_never_leaves_the_partition_owned(p
     processor._load = load  # the rebalance ends with the partition assigned again: now it is owned
     asyncio.run(processor._assigned(frozenset({0})))
     assert processor.status == {0: "owned"}
+
+
+def test_a_periodic_reconcile_overtaken_by_a_rebalance_reaps_no_container_of_the_partition_it_lost(
+    processor,
+) -> None:
+    """The periodic reconcile looks at the owned partitions, then at the provider and the states; a
+    rebalance that takes a partition in between leaves its sandboxes' containers without a state
+    here. They are the new owner's: none may be reaped as an orphan."""
+    s, provider = processor.settings, processor.provider
+    (sid,) = sandbox_ids_in(s, {0})
+    provider.create(SandboxSpec(sid, image=s.sandbox_image, profile=SecurityProfile()))
+    try:
+        decision = decide(None, create(sid), 0, ACTOR)  # its records, as its owner wrote them: it is ready
+        ready = provisioned(requested_state(decision.events[0]), ACTOR, provider.name, {"warm_pool": "miss"})
+        EventProducer(s).append_many([*decision.events, *ready])
+        processor.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
+        asyncio.run(processor._assigned(frozenset({0})))
+        assert processor.state(sid).state == "ready" and processor.status == {0: "owned"}
+
+        clean_up = processor._clean_up
+
+        def rebalance_then_clean_up(present, partitions):  # the barrier: partition 0 moves after the look
+            processor._suspend_now(frozenset({0}))
+            asyncio.run(processor._assigned(frozenset()))
+            return clean_up(present, partitions)
+
+        processor._clean_up = rebalance_then_clean_up
+        processor.reconcile_owned()
+        processor.lanes["control"].shutdown(wait=True)  # every reap it queued has run
+        assert processor.status == {} and processor.state(sid) is None
+        assert sid in provider.list_ids(), "reaped the container of a sandbox whose partition moved away"
+    finally:
+        provider.stop(sid)
 
 
 def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -> None:
