@@ -236,7 +236,11 @@ class SandboxProcessor:
 
     def send(self, event: Envelope) -> None:
         """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
-        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command)."""
+        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
+        and dropped once the stream's partition is gone: a command still running here after a rebalance
+        gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
+        if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
+            return
         try:
             stamp = self.runtime.stamp()
         except Fenced:

@@ -9,13 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from astraforge.kafka import high_watermarks, reader
+from astraforge.kafka import high_watermarks, partition_for, read_range, reader
 from astraforge.processors.sandboxes import SandboxProcessor
 from astraforge.processors.sandboxes.effects import ACTOR
-from astraforge.processors.sandboxes.state import decide, provisioned, requested_state
+from astraforge.processors.sandboxes.state import Effect, decide, provisioned, requested_state
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxSpec
+from astraforge.schemas import default_codec
+from tests.integration.test_processor_restart import exec_command
 from tests.integration.test_processor_startup import create
 from tests.support import chat, sandbox_ids_in, wait_until
 
@@ -50,23 +52,30 @@ def test_a_revocation_while_a_take_over_loads_never_leaves_the_partition_owned(p
     assert processor.status == {0: "owned"}
 
 
+def owned_ready_sandbox(processor: SandboxProcessor) -> str:
+    """A sandbox in partition 0 with its container and the records its owner wrote (it is ready), and
+    ``processor`` owning partition 0 within its lease."""
+    s, provider = processor.settings, processor.provider
+    (sid,) = sandbox_ids_in(s, {0})
+    provider.create(SandboxSpec(sid, image=s.sandbox_image, profile=SecurityProfile()))
+    decision = decide(None, create(sid), 0, ACTOR)
+    ready = provisioned(requested_state(decision.events[0]), ACTOR, provider.name, {"warm_pool": "miss"})
+    EventProducer(s).append_many([*decision.events, *ready])
+    processor.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
+    asyncio.run(processor._assigned(frozenset({0})))
+    assert processor.state(sid).state == "ready" and processor.status == {0: "owned"}
+    return sid
+
+
 def test_a_periodic_reconcile_overtaken_by_a_rebalance_reaps_no_container_of_the_partition_it_lost(
     processor,
 ) -> None:
     """The periodic reconcile looks at the owned partitions, then at the provider and the states; a
     rebalance that takes a partition in between leaves its sandboxes' containers without a state
     here. They are the new owner's: none may be reaped as an orphan."""
-    s, provider = processor.settings, processor.provider
-    (sid,) = sandbox_ids_in(s, {0})
-    provider.create(SandboxSpec(sid, image=s.sandbox_image, profile=SecurityProfile()))
+    provider = processor.provider
+    sid = owned_ready_sandbox(processor)
     try:
-        decision = decide(None, create(sid), 0, ACTOR)  # its records, as its owner wrote them: it is ready
-        ready = provisioned(requested_state(decision.events[0]), ACTOR, provider.name, {"warm_pool": "miss"})
-        EventProducer(s).append_many([*decision.events, *ready])
-        processor.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
-        asyncio.run(processor._assigned(frozenset({0})))
-        assert processor.state(sid).state == "ready" and processor.status == {0: "owned"}
-
         clean_up = processor._clean_up
 
         def rebalance_then_clean_up(present, partitions):  # the barrier: partition 0 moves after the look
@@ -120,3 +129,33 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
     finally:
         second.stop()
         thread.join(timeout=60)
+
+
+def test_a_command_still_running_after_its_partition_moved_writes_no_more_output(processor) -> None:
+    """A rebalance gives a sandbox away while a command runs on it here: the new owner closes the
+    command as interrupted, so nothing this instance still reads from it may follow in the stream."""
+    s, provider = processor.settings, processor.provider
+    sid = owned_ready_sandbox(processor)
+    try:
+        gated = "echo before; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo after"
+        run = exec_command(sid, "c-moved", gated)
+        runner = threading.Thread(target=processor.effects.run, args=(sid, Effect("exec", run)), daemon=True)
+        runner.start()
+        wait_until(lambda: b"before" in b"".join(outputs(s, sid)), timeout=30, what="the command's first output")
+        processor._suspend_now(frozenset({0}))  # the rebalance: partition 0 goes to another instance
+        asyncio.run(processor._assigned(frozenset()))
+        provider.handle(sid).client.exec(argv=["touch", "/tmp/go"])  # now the command prints again and ends
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        processor.producer.flush()
+        assert b"".join(outputs(s, sid)) == b"before\n", "output written after the partition moved away"
+    finally:
+        provider.stop(sid)
+
+
+def outputs(s, sandbox_id: str) -> list[bytes]:
+    """The ``exec.output`` data of a sandbox's stream, in order."""
+    partition = partition_for(sandbox_id, s.topic_partitions)
+    codec = default_codec()
+    records = (codec.decode(m.value()) for m in read_range(s, s.events_topic, partition, 0, None))
+    return [e.payload["data"] for e in records if e.type == "exec.output" and e.sandbox_id == sandbox_id]
