@@ -88,9 +88,12 @@ class Effects:
 
     # -- lifecycle --------------------------------------------------------------------------
     def provision(self, st: SandboxState, effect: Effect) -> None:
-        runtime_id = self.p.pools.claim(st) if effect.reason != "reconcile" else None
-        if runtime_id:
-            self.p.refill_soon()
+        if effect.reason == "reconcile":  # its previous owner may have claimed a warm sandbox for it already
+            runtime_id = self._claimed_before(st)
+        else:
+            runtime_id = self.p.pools.claim(st)
+            if runtime_id:
+                self.p.refill_soon()
         details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
         runtime_id = runtime_id or st.sandbox_id
         try:
@@ -124,6 +127,17 @@ class Effects:
                 and (current.state in ENDED or current.state == "stopping")
             ):
                 self.provider.stop(runtime_id)
+
+    def _claimed_before(self, st: SandboxState) -> str | None:
+        """The warm sandbox an interrupted provision claimed for ``st`` (it stopped between the claim and
+        ``sandbox.ready``), if it still runs: the provision completes in it rather than in a second,
+        cold container while the claimed one waits, unused, for the sandbox's end."""
+        runtime_id = st.provider_id or self.p.pools.claimed_for(st.sandbox_id)
+        if runtime_id is None or runtime_id == st.sandbox_id:
+            return None
+        if self.provider.handle(runtime_id) is None:  # gone: a cold create; the reconcile reaps what is left
+            return None
+        return runtime_id
 
     def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
         ref = self._snapshot_ref(st.tenant_id, st.restore_snapshot)
