@@ -10,6 +10,7 @@ already closed (e.g. by a new owner after a rebalance) writes nothing.
 
 import contextlib
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,16 @@ def exec_argv(payload: dict) -> list[str]:
     return payload["argv"] or ["/bin/sh", "-c", payload["shell"] or ""]
 
 
+def _command_id(effect: Effect) -> str | None:
+    """The id of the accepted command an effect runs (exec, file, snapshot, or its resumption), else None."""
+    if effect.pending is not None:
+        return effect.pending.command_id
+    if effect.command is None or effect.kind not in ("exec", "write", "read", "snapshot"):
+        return None
+    p = effect.command.payload
+    return p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
+
+
 class SnapshotTooLarge(ValueError):
     """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
 
@@ -62,18 +73,35 @@ class Effects:
         self.provider = processor.provider
         self.artifacts = processor.artifacts
         self._stop_failures: dict[str, str] = {}  # sandbox id -> the stop failure last recorded
+        self._working: set[str] = set()  # ids of the accepted commands an effect of this instance runs now
+        self._working_lock = threading.Lock()
 
     def run(self, sandbox_id: str, effect: Effect) -> None:
+        """Run one effect. An accepted command runs in one effect at a time here: a take-over that reloads
+        a partition this instance kept (``Runtime.continued`` false) resumes every pending command
+        again, while the effect that had it may still be waiting for its sandbox or running it; the
+        second one would close it with the supervisor's ``duplicate`` refusal, or as not running."""
         st = self.p.state(sandbox_id)
         if st is None:
             return
         if not self.p.may_act(st.stream_id):  # fenced (a stalled instance waking up) or moved: not ours to do
             LOG.info("effect %s on %s not started: its partition is not provably ours", effect.kind, sandbox_id)
             return
+        work = _command_id(effect)
+        with self._working_lock:
+            if work in self._working:
+                LOG.info("effect %s of %s on %s: already under way here", effect.kind, work, sandbox_id)
+                return
+            if work is not None:
+                self._working.add(work)
         try:
             getattr(self, effect.kind)(st, effect)
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
+        finally:
+            if work is not None:
+                with self._working_lock:
+                    self._working.discard(work)
 
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
         deadline = time.monotonic() + timeout

@@ -155,7 +155,38 @@ def test_a_command_still_running_after_its_partition_moved_writes_no_more_output
 
 def outputs(s, sandbox_id: str) -> list[bytes]:
     """The ``exec.output`` data of a sandbox's stream, in order."""
+    return [e.payload["data"] for e in records_of(s, sandbox_id) if e.type == "exec.output"]
+
+
+def test_a_command_resumed_while_an_effect_here_runs_it_keeps_its_one_outcome(processor) -> None:
+    """A take-over that reloads a partition this instance kept resumes every accepted command it finds
+    pending, while this instance's own effect may still be running one: the resumption must leave it
+    alone (the supervisor refuses a second start of the id, which must not become its outcome)."""
+    s, provider = processor.settings, processor.provider
+    sid = owned_ready_sandbox(processor)
+    try:
+        run = exec_command(sid, "c-once", "echo ran; while [ ! -e /tmp/go ]; do sleep 0.02; done")
+        at = EventProducer(s).append(run)  # in the commands topic, where a resumption reads it
+        accepted = decide(processor.state(sid), run, at.offset, ACTOR)
+        assert processor.emit(sid, accepted.events)
+        first = threading.Thread(target=processor.effects.run, args=(sid, accepted.effects[0]), daemon=True)
+        first.start()
+        wait_until(lambda: "c-once" in processor.state(sid).running, timeout=30, what="the command running")
+        (pending,) = processor.state(sid).pending
+        processor.effects.run(sid, Effect("resume", pending=pending))  # what the reloading take-over dispatches
+        provider.handle(sid).client.exec(argv=["touch", "/tmp/go"])
+        first.join(timeout=30)
+        assert not first.is_alive()
+        finishes = [e.payload for e in records_of(s, sid) if e.type == "exec.finished"]
+        assert [(f["exit_code"], f["error"]) for f in finishes] == [(0, None)], finishes
+        assert b"".join(outputs(s, sid)) == b"ran\n"
+    finally:
+        provider.stop(sid)
+
+
+def records_of(s, sandbox_id: str) -> list:
+    """A sandbox's records in the events topic, in order."""
     partition = partition_for(sandbox_id, s.topic_partitions)
     codec = default_codec()
     records = (codec.decode(m.value()) for m in read_range(s, s.events_topic, partition, 0, None))
-    return [e.payload["data"] for e in records if e.type == "exec.output" and e.sandbox_id == sandbox_id]
+    return [e for e in records if e.sandbox_id == sandbox_id]
