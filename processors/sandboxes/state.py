@@ -236,8 +236,12 @@ def decide(state: SandboxState | None, command: Envelope, offset: int, actor: st
 
 def started(state: SandboxState, command_id: str, argv: list[str], cwd: str | None, actor: str,
             cause: Envelope | None) -> list[Envelope]:  # fmt: skip
-    """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one."""
+    """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one. Nothing if
+    it is running already, or is no longer pending (finished or closed, e.g. by another owner of the
+    partition while an effect here still waited to run it): a command starts once."""
     if command_id in state.running or state.state not in ("ready", "busy"):
+        return []
+    if not any(p.command_id == command_id for p in state.pending):
         return []
     events = [event(state, "exec.started", {"command_id": command_id, "argv": argv, "cwd": cwd, "pid": None}, actor,
                     cause)]  # fmt: skip

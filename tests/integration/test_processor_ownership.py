@@ -139,7 +139,9 @@ def test_a_command_still_running_after_its_partition_moved_writes_no_more_output
     try:
         gated = "echo before; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo after"
         run = exec_command(sid, "c-moved", gated)
-        runner = threading.Thread(target=processor.effects.run, args=(sid, Effect("exec", run)), daemon=True)
+        accepted = decide(processor.state(sid), run, 0, ACTOR)
+        assert processor.emit(sid, accepted.events)
+        runner = threading.Thread(target=processor.effects.run, args=(sid, accepted.effects[0]), daemon=True)
         runner.start()
         wait_until(lambda: b"before" in b"".join(outputs(s, sid)), timeout=30, what="the command's first output")
         processor._suspend_now(frozenset({0}))  # the rebalance: partition 0 goes to another instance

@@ -219,3 +219,14 @@ def test_a_snapshot_and_a_file_write_sent_twice_are_accepted_once() -> None:
         state = fold(state, first.events)
         again = decide(state, cmd, 2, "p")  # the same ids at a new offset
         assert again.events == [] and again.effects == []
+
+
+def test_a_command_finished_or_closed_never_starts_again() -> None:
+    """An effect that waited (for its sandbox, or through a rebalance) may come to a command that was
+    meanwhile closed, e.g. by another owner: it must not start it."""
+    state = fold(ready(), decide(ready(), EXEC, 1, "p").events)
+    closed_meanwhile = fold(
+        state, finished(state, finished_payload("c1", None, 0.0, error="interrupted: x"), "p", EXEC)
+    )
+    assert not closed_meanwhile.pending and started(closed_meanwhile, "c1", ["true"], None, "p", EXEC) == []
+    assert started(ready(), "never-accepted", ["true"], None, "p", EXEC) == []
