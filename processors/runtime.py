@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import mode.threads
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource
 
@@ -64,6 +65,23 @@ from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
 Hook = Callable[[frozenset[int]], Awaitable[None] | None]
+STOP_TIMEOUT_S = 15.0  # how long a stop waits for faust's own; then the app is left to the process's exit
+
+
+class DaemonWorkerThread(mode.threads.WorkerThread):
+    """The thread faust runs its Kafka consumer (and a threaded producer) on, as a daemon.
+
+    mode makes these threads non-daemon, and faust's ``App.stop`` does not return when it comes in the
+    middle of a rebalance: the consumer thread then kept the whole process alive at exit (a processor
+    that was told to stop, or a test run that had passed, never ended). Our ``Runtime`` owns the
+    lifecycle: it bounds the stop (``STOP_TIMEOUT_S``) and lets the process end after it."""
+
+    def __init__(self, service: mode.threads.ServiceThread, **kwargs: Any) -> None:
+        super().__init__(service, **kwargs)
+        self.daemon = True
+
+
+mode.threads.ServiceThread.Worker = DaemonWorkerThread
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
 LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
 WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
@@ -414,8 +432,10 @@ class Runtime:
             self._started.set()
             with contextlib.suppress(Exception):
                 watch.cancel()
-            with contextlib.suppress(Exception):
-                self.loop.run_until_complete(self.app.stop())
+            try:
+                self.loop.run_until_complete(asyncio.wait_for(self.app.stop(), STOP_TIMEOUT_S))
+            except Exception:  # a stop that hangs (mid-rebalance) or fails: the group moves our partitions anyway
+                LOG.warning("%s: faust did not stop cleanly within %.0fs", self.processor, STOP_TIMEOUT_S)
             self._stopped.set()
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_default_executor())
