@@ -32,8 +32,9 @@ def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -
     fields = codec.decode_json_fields(value, ensure_ascii=False)
     if fields is None:
         return None
-    event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, _, \
-        payload = fields  # fmt: skip
+    event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, _, payload = (
+        fields
+    )
     try:
         when = iso(from_micros(occurred_at))
     except ValueError:

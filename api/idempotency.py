@@ -63,8 +63,9 @@ def check_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not KEY_PATTERN.fullmatch(value):
-        raise ApiError(400, f"{HEADER} must be 1-255 characters of A-Z a-z 0-9 _ . : ~ + / = -",
-                       code="invalid_idempotency_key")  # fmt: skip
+        raise ApiError(
+            400, f"{HEADER} must be 1-255 characters of A-Z a-z 0-9 _ . : ~ + / = -", code="invalid_idempotency_key"
+        )
     return value
 
 
@@ -89,10 +90,12 @@ class Claim:
         """Record the append while the caller goes on to await the answer (off the critical path);
         ``recorded`` waits for it, so the key's final state is always written after it."""
         self.appended = True
-        self._recording = asyncio.ensure_future(self.store.execute(
-            "UPDATE idempotency_keys SET state = 'appended' WHERE tenant_id = %s AND key = %s",
-            (self.tenant, self.key),
-        ))  # fmt: skip
+        self._recording = asyncio.ensure_future(
+            self.store.execute(
+                "UPDATE idempotency_keys SET state = 'appended' WHERE tenant_id = %s AND key = %s",
+                (self.tenant, self.key),
+            )
+        )
 
     async def recorded(self) -> None:
         if self._recording is not None:
@@ -166,13 +169,20 @@ class IdempotencyStore:
                 continue
             if held["operation"] != operation or bytes(held["request_sha256"]) != digest:
                 what = "operation" if held["operation"] != operation else "request body"
-                raise ApiError(422, f"this {HEADER} was used for a different {what}; use a new key for a new request",
-                               code="idempotency_key_reused", details={"differs": what})  # fmt: skip
+                raise ApiError(
+                    422,
+                    f"this {HEADER} was used for a different {what}; use a new key for a new request",
+                    code="idempotency_key_reused",
+                    details={"differs": what},
+                )
             if held["state"] == "done":
                 raise Replay(held["status"], held["response"])
             if held["leased"]:
-                error = ApiError(409, f"a request with this {HEADER} is still in progress; retry shortly",
-                                 code="idempotency_in_progress")  # fmt: skip
+                error = ApiError(
+                    409,
+                    f"a request with this {HEADER} is still in progress; retry shortly",
+                    code="idempotency_in_progress",
+                )
                 error.headers = {"Retry-After": "1"}
                 raise error
             taken = await self.execute(  # its holder is gone: take over, with the ids it minted
@@ -213,11 +223,14 @@ class IdempotencyStore:
         earlier attempt may have appended) the next retry resumes it at once."""
         await claim.recorded()
         if claim.appended or claim.taken_over:
-            await self.execute("UPDATE idempotency_keys SET lease_until = now() WHERE tenant_id = %s AND key = %s",
-                               (claim.tenant, claim.key))  # fmt: skip
+            await self.execute(
+                "UPDATE idempotency_keys SET lease_until = now() WHERE tenant_id = %s AND key = %s",
+                (claim.tenant, claim.key),
+            )
         else:
-            await self.execute("DELETE FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
-                               (claim.tenant, claim.key))  # fmt: skip
+            await self.execute(
+                "DELETE FROM idempotency_keys WHERE tenant_id = %s AND key = %s", (claim.tenant, claim.key)
+            )
 
     async def sweep(self) -> None:
         """Forget keys past their 24 h (claims already ignore them; this keeps the table small)."""
@@ -247,8 +260,9 @@ class Idempotent:
             status, result = await handler(claim.ids, claim)
         except ApiError as e:
             if claim.appended and e.status_code < 500:  # the command's own answer, e.g. a failed snapshot
-                await self.store.finish(claim, e.status_code, error_body(e.status_code, str(e.detail), e.code,
-                                                                         e.details))  # fmt: skip
+                await self.store.finish(
+                    claim, e.status_code, error_body(e.status_code, str(e.detail), e.code, e.details)
+                )
             else:
                 await self.store.release(claim)
             raise

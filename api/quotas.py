@@ -49,8 +49,11 @@ class Reservations:
             for key in await ProjectionQueries(settings.projection_schema).projected(conn, tenant, list(held)):
                 held.pop(key, None)
         sandboxes = [h for h in held.values() if h.kind == "sandbox"]
-        return {"sandboxes": len(sandboxes), "memory_mb": sum(h.memory_mb for h in sandboxes),
-                "execs": sum(h.kind == "exec" for h in held.values())}  # fmt: skip
+        return {
+            "sandboxes": len(sandboxes),
+            "memory_mb": sum(h.memory_mb for h in sandboxes),
+            "execs": sum(h.kind == "exec" for h in held.values()),
+        }
 
     def hold(self, tenant: str, ids: list[str], kind: str, memory_mb: int = 0) -> None:
         until = time.monotonic() + HOLD_S
@@ -77,8 +80,12 @@ class UploadSlots:
 
 
 def _refuse(what: str, limit: int, used: int, asking: int = 1) -> ApiError:
-    return ApiError(429, f"quota exceeded: {what} (limit {limit}, in use {used}, asked {asking})",
-                    code="quota_exceeded", details={"quota": what, "limit": limit, "used": used})  # fmt: skip
+    return ApiError(
+        429,
+        f"quota exceeded: {what} (limit {limit}, in use {used}, asked {asking})",
+        code="quota_exceeded",
+        details={"quota": what, "limit": limit, "used": used},
+    )
 
 
 async def _usage(conn: Executor, settings: Settings, tenant: str, held: Reservations) -> dict:

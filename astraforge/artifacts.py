@@ -37,13 +37,25 @@ def spool(max_memory: int = CHUNK) -> BinaryIO:
 class ArtifactStore(ABC):
     """Content-addressed bytes per tenant. Every path streams: no call holds an artifact whole."""
 
-    def put(self, tenant_id: str, data: bytes, content_type: str = "application/octet-stream",
-            name: str | None = None, artifact_id: str | None = None) -> dict:  # fmt: skip
+    def put(
+        self,
+        tenant_id: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        name: str | None = None,
+        artifact_id: str | None = None,
+    ) -> dict:
         """Store bytes; returns the ``ArtifactRef`` payload to put in a record."""
         return self.put_file(tenant_id, io.BytesIO(data), content_type, name, artifact_id)
 
-    def put_file(self, tenant_id: str, source: BinaryIO, content_type: str = "application/octet-stream",
-                 name: str | None = None, artifact_id: str | None = None) -> dict:  # fmt: skip
+    def put_file(
+        self,
+        tenant_id: str,
+        source: BinaryIO,
+        content_type: str = "application/octet-stream",
+        name: str | None = None,
+        artifact_id: str | None = None,
+    ) -> dict:
         """Store a seekable file's bytes (read twice: once to hash, once to store)."""
         source.seek(0)
         digest, size = hashlib.sha256(), 0
@@ -54,8 +66,14 @@ class ArtifactStore(ABC):
         key = f"{tenant_id}/{sha}"
         source.seek(0)
         self._put(key, source, content_type)
-        return {"artifact_id": artifact_id or new_id(), "key": key, "sha256": sha, "size": size,
-                "content_type": content_type, "name": name}  # fmt: skip
+        return {
+            "artifact_id": artifact_id or new_id(),
+            "key": key,
+            "sha256": sha,
+            "size": size,
+            "content_type": content_type,
+            "name": name,
+        }
 
     def iter_chunks(self, ref: dict) -> Iterator[bytes]:
         """The bytes of a ref in chunks, checked against its sha256 as they pass: a mismatch raises
@@ -148,9 +166,13 @@ class S3ArtifactStore(ArtifactStore):
         config = Config(connect_timeout=5, read_timeout=30, retries=retries, s3={"addressing_style": "path"})
         secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
         self.client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=secret, region_name="us-east-1", config=config,
-        )  # fmt: skip
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=config,
+        )
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

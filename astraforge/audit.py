@@ -20,10 +20,18 @@ def record_json(partition: int, offset: int, e: Envelope) -> dict[str, Any]:
     """A record as the replay prints it and the API serves it (``EventPublic``): JSON-safe values,
     ``occurred_at`` in ISO-8601 UTC."""
     return {
-        "offset": offset, "partition": partition, "event_id": e.event_id, "type": e.type, "stream_id": e.stream_id,
-        "sandbox_id": e.sandbox_id, "occurred_at": iso(from_micros(e.occurred_at)), "actor": e.actor,
-        "causation_id": e.causation_id, "correlation_id": e.correlation_id, "payload": e.payload_json(),
-    }  # fmt: skip
+        "offset": offset,
+        "partition": partition,
+        "event_id": e.event_id,
+        "type": e.type,
+        "stream_id": e.stream_id,
+        "sandbox_id": e.sandbox_id,
+        "occurred_at": iso(from_micros(e.occurred_at)),
+        "actor": e.actor,
+        "causation_id": e.causation_id,
+        "correlation_id": e.correlation_id,
+        "payload": e.payload_json(),
+    }
 
 
 def stream_partition(settings: Settings, stream_id: str) -> int:
@@ -36,9 +44,15 @@ def stream_partition(settings: Settings, stream_id: str) -> int:
 
 
 def stream_range(
-    settings: Settings, stream_id: str, partition: int, start: int, end: int | None, follow: bool = False,
-    codec: Codec | None = None, pool: ReaderPool | None = None,
-) -> Iterator[Positioned]:  # fmt: skip
+    settings: Settings,
+    stream_id: str,
+    partition: int,
+    start: int,
+    end: int | None,
+    follow: bool = False,
+    codec: Codec | None = None,
+    pool: ReaderPool | None = None,
+) -> Iterator[Positioned]:
     """The stream's records in ``[start, end)`` of its partition, decoded, in order; undecodable ones are
     skipped (they are in the dead-letter topic)."""
     codec = codec or default_codec()
@@ -84,12 +98,15 @@ def verify(settings: Settings, stream_id: str) -> tuple[int, list[Difference]]:
             sql.SQL("SELECT next_offset FROM {}.consumer_offsets WHERE topic = %s AND partition = %s").format(schema),
             (settings.events_topic, partition),
         ).fetchone()
-        rows = conn.execute(sql.SQL('SELECT * FROM {}.events WHERE stream_id = %s ORDER BY "offset"').format(schema),
-                            (stream_id,)).fetchall()  # fmt: skip
-        stream_row = conn.execute(sql.SQL("SELECT * FROM {}.streams WHERE stream_id = %s").format(schema),
-                                  (stream_id,)).fetchone()  # fmt: skip
-        sandbox_rows = conn.execute(sql.SQL("SELECT * FROM {}.sandboxes WHERE stream_id = %s").format(schema),
-                                    (stream_id,)).fetchall()  # fmt: skip
+        rows = conn.execute(
+            sql.SQL('SELECT * FROM {}.events WHERE stream_id = %s ORDER BY "offset"').format(schema), (stream_id,)
+        ).fetchall()
+        stream_row = conn.execute(
+            sql.SQL("SELECT * FROM {}.streams WHERE stream_id = %s").format(schema), (stream_id,)
+        ).fetchone()
+        sandbox_rows = conn.execute(
+            sql.SQL("SELECT * FROM {}.sandboxes WHERE stream_id = %s").format(schema), (stream_id,)
+        ).fetchall()
     end = stored["next_offset"] if stored else 0
     kafka = {p.offset: p.envelope for p in stream_range(settings, stream_id, partition, 0, end)} if end else {}
     projected = {r["offset"]: r for r in rows}
@@ -106,8 +123,11 @@ ENVELOPE_COLUMNS = ("event_id", "type", "tenant_id", "actor", "sandbox_id", "cau
 
 
 def _row_differences(envelope, row: dict) -> list[str]:
-    problems = [f"{c}: Kafka {getattr(envelope, c)!r} != projection {row[c]!r}" for c in ENVELOPE_COLUMNS
-                if getattr(envelope, c) != row[c]]  # fmt: skip
+    problems = [
+        f"{c}: Kafka {getattr(envelope, c)!r} != projection {row[c]!r}"
+        for c in ENVELOPE_COLUMNS
+        if getattr(envelope, c) != row[c]
+    ]
     occurred = row["occurred_at"]
     micros = (occurred - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     if micros != envelope.occurred_at:
@@ -138,13 +158,21 @@ def _read_model_differences(stream_id, partition, kafka: dict, stream_row, sandb
     diffs = []
     if kafka:
         first, last = min(kafka), max(kafka)
-        expected = {"tenant_id": kafka[first].tenant_id, "partition": partition, "first_offset": first,
-                    "last_offset": last, "event_count": len(kafka)}  # fmt: skip
+        expected = {
+            "tenant_id": kafka[first].tenant_id,
+            "partition": partition,
+            "first_offset": first,
+            "last_offset": last,
+            "event_count": len(kafka),
+        }
         if stream_row is None:
             diffs.append(Difference(last, f"streams: no row for {stream_id}"))
         else:
-            diffs += [Difference(last, f"streams.{k}: Kafka {v!r} != projection {stream_row[k]!r}")
-                      for k, v in expected.items() if stream_row[k] != v]  # fmt: skip
+            diffs += [
+                Difference(last, f"streams.{k}: Kafka {v!r} != projection {stream_row[k]!r}")
+                for k, v in expected.items()
+                if stream_row[k] != v
+            ]
     states: dict[str, tuple[int, str, str]] = {}  # sandbox -> (offset, state, tenant) of its last lifecycle record
     for offset, e in sorted(kafka.items()):
         if (
@@ -160,6 +188,11 @@ def _read_model_differences(stream_id, partition, kafka: dict, stream_row, sandb
         if row is None:
             diffs.append(Difference(offset, f"sandboxes: no row for {sandbox_id}"))
         elif (row["state"], row["tenant_id"], row["last_offset"]) != (state, tenant, offset):
-            diffs.append(Difference(offset, f"sandboxes.{sandbox_id}: Kafka {(state, tenant, offset)!r} != projection "
-                                            f"{(row['state'], row['tenant_id'], row['last_offset'])!r}"))  # fmt: skip
+            diffs.append(
+                Difference(
+                    offset,
+                    f"sandboxes.{sandbox_id}: Kafka {(state, tenant, offset)!r} != projection "
+                    f"{(row['state'], row['tenant_id'], row['last_offset'])!r}",
+                )
+            )
     return diffs

@@ -49,8 +49,11 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "logger": LOG,
     }
     if credentials is not None:
-        config |= {"sasl.mechanism": credentials.mechanism, "sasl.username": credentials.username,
-                   "sasl.password": credentials.password}  # fmt: skip
+        config |= {
+            "sasl.mechanism": credentials.mechanism,
+            "sasl.username": credentials.username,
+            "sasl.password": credentials.password,
+        }
     return config | extra
 
 
@@ -153,9 +156,14 @@ class ReaderPool:
 
 
 def read_range(
-    settings: Settings, topic: str, partition: int, start: int, end: int | None, follow: bool = False,
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int | None,
+    follow: bool = False,
     pool: ReaderPool | None = None,
-) -> Iterator[Message]:  # fmt: skip
+) -> Iterator[Message]:
     """Records of one partition from ``start`` up to ``end`` (exclusive; ``None`` = current end).
 
     With ``follow`` it keeps waiting for new records instead of stopping at the end. With ``pool``

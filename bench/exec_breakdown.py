@@ -49,8 +49,11 @@ def stages(settings: Settings, stream_id: str, calls: dict[str, tuple[float, flo
         cmd, acc, sta, fin = r["sandbox.exec"], r["exec.accepted"], r["exec.started"], r["exec.finished"]
         points = [sent * 1000, cmd[0], cmd[1], acc[0], sta[0], fin[0], received * 1000]
         spans = [b - a for a, b in itertools.pairwise(points)]
-        for name, span in zip(("api handler", "command produce", "to processor", "accept durably",
-                               "start + sandbox", "answer to client"), spans, strict=True):  # fmt: skip
+        for name, span in zip(
+            ("api handler", "command produce", "to processor", "accept durably", "start + sandbox", "answer to client"),
+            spans,
+            strict=True,
+        ):
             out[name].append(span)
         out["  of it in sandbox"].append(duration[cid])
     return out
@@ -58,5 +61,8 @@ def stages(settings: Settings, stream_id: str, calls: dict[str, tuple[float, flo
 
 def rows(breakdown: dict[str, list[float]]) -> list[tuple[str, str, str]]:
     """Table rows: stage, p50 ms, mean ms."""
-    return [(f"exec stage: {name}", f"{statistics.median(v):.2f}", f"{statistics.fmean(v):.2f}")
-            for name, v in breakdown.items() if v]  # fmt: skip
+    return [
+        (f"exec stage: {name}", f"{statistics.median(v):.2f}", f"{statistics.fmean(v):.2f}")
+        for name, v in breakdown.items()
+        if v
+    ]

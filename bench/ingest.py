@@ -27,9 +27,12 @@ from bench.common import bench_settings, cpu_seconds, drop, table
 
 def event(n: int) -> Envelope:
     return Envelope(
-        type="exec.output", stream_id=f"run-{n % 64}", tenant_id="bench", actor="sandbox",
+        type="exec.output",
+        stream_id=f"run-{n % 64}",
+        tenant_id="bench",
+        actor="sandbox",
         payload={"command_id": f"c{n % 64}", "stream": "stdout", "seq": n, "data": b"x" * 120, "artifact": None},
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -57,9 +60,11 @@ def main() -> None:
 
         # ours, end to end: the projector runs as its own process (as deployed) while we produce
         projector = subprocess.Popen(
-            [sys.executable, "-m", "astraforge.cli", "projections", "run"], env={**os.environ, **settings.as_env()},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "astraforge.cli", "projections", "run"],
+            env={**os.environ, **settings.as_env()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_for_rows(settings, 0)
             producer = EventProducer(settings, **{"linger.ms": 5})
@@ -91,12 +96,20 @@ def main() -> None:
         rows = [
             ("measure", "events/s", "vs raw producer", "CPU µs/event"),
             ("raw confluent-kafka producer (same bytes)", f"{raw_rate:,.0f}", "1.00", us(raw_cpu)),
-            ("our producer (build + encode + produce)", f"{n / produced:,.0f}", f"{n / produced / raw_rate:.2f}",
-             us(producer_cpu)),
+            (
+                "our producer (build + encode + produce)",
+                f"{n / produced:,.0f}",
+                f"{n / produced / raw_rate:.2f}",
+                us(producer_cpu),
+            ),
             ("projector alone (Kafka -> PostgreSQL)", f"{proj_rate:,.0f}", "-", us(proj_cpu)),
-            ("end to end (produce -> projected rows)", f"{e2e_rate:,.0f}", f"{e2e_rate / raw_rate:.2f}",
-             f"projector {us(projector_cpu)}"),
-        ]  # fmt: skip
+            (
+                "end to end (produce -> projected rows)",
+                f"{e2e_rate:,.0f}",
+                f"{e2e_rate / raw_rate:.2f}",
+                f"projector {us(projector_cpu)}",
+            ),
+        ]
         print(f"ingest, {n:,} events of ~{len(values[0][1])} bytes, {settings.topic_partitions} partitions")
         print(table(rows))
     finally:

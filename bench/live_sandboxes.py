@@ -61,10 +61,18 @@ def measure(client: Callable[[], httpx.Client], n: int, clients: int, execs: int
     with client() as http:
         live = exec_round_trips(http, made[0], execs)
     rows = [
-        (f"cold create, {n} from {clients} clients", f"{pct(latencies, 50) * 1000:.1f}",
-         f"{pct(latencies, 99) * 1000:.1f}", f"{n / wall:.1f}/s"),
-        (f"exec true via API, {n} live", f"{pct(live, 50) * 1000:.1f}", f"{pct(live, 99) * 1000:.1f}",
-         f"{pct(live, 50) / one_p50:.2f} of 1 live"),
+        (
+            f"cold create, {n} from {clients} clients",
+            f"{pct(latencies, 50) * 1000:.1f}",
+            f"{pct(latencies, 99) * 1000:.1f}",
+            f"{n / wall:.1f}/s",
+        ),
+        (
+            f"exec true via API, {n} live",
+            f"{pct(live, 50) * 1000:.1f}",
+            f"{pct(live, 99) * 1000:.1f}",
+            f"{pct(live, 50) / one_p50:.2f} of 1 live",
+        ),
         ("host memory per live sandbox (MemAvailable)", f"{per_sandbox / 2**20:.1f} MiB", "", ""),
-    ]  # fmt: skip
+    ]
     return rows, made

@@ -30,10 +30,22 @@ def history(n: int):
         sid = f"sb-bench{i:024d}"
         spec = RequestedSandbox("img", idle_timeout_s=600, ttl_s=600).record()
         for state in ("requested", "provisioning", "ready", "terminated"):
-            payload = {"state": state, "reason": None, "provider": "docker", "image": "img", "details": {},
-                       "spec": spec if state == "requested" else None}  # fmt: skip
-            yield Envelope(type=f"sandbox.{state}", stream_id=sid, tenant_id="bench", actor="bench", sandbox_id=sid,
-                           payload=payload)  # fmt: skip
+            payload = {
+                "state": state,
+                "reason": None,
+                "provider": "docker",
+                "image": "img",
+                "details": {},
+                "spec": spec if state == "requested" else None,
+            }
+            yield Envelope(
+                type=f"sandbox.{state}",
+                stream_id=sid,
+                tenant_id="bench",
+                actor="bench",
+                sandbox_id=sid,
+                payload=payload,
+            )
 
 
 def old_rebuild(settings, codec) -> tuple[float, int]:
@@ -78,11 +90,26 @@ def main() -> None:
     (took,) = again.takeovers
     again.stop()
     thread.join(60)
-    print(table([
-        ("history (records)", "before: every start", "first start (no table yet)", "restart", "restart: events read"),
-        (str(folded), f"{old_s:.2f}s", f"{first_s:.2f}s", f"{again_s:.2f}s (takeover {took['seconds']:.2f}s)",
-         str(took["events_read"])),
-    ]))  # fmt: skip
+    print(
+        table(
+            [
+                (
+                    "history (records)",
+                    "before: every start",
+                    "first start (no table yet)",
+                    "restart",
+                    "restart: events read",
+                ),
+                (
+                    str(folded),
+                    f"{old_s:.2f}s",
+                    f"{first_s:.2f}s",
+                    f"{again_s:.2f}s (takeover {took['seconds']:.2f}s)",
+                    str(took["events_read"]),
+                ),
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

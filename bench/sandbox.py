@@ -64,8 +64,10 @@ def main() -> None:
     }
     port = free_port()
     cli = [sys.executable, "-m", "astraforge.cli"]
-    procs = [subprocess.Popen([*cli, *c], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-             for c in (["projections", "run"], ["processors", "sandboxes"], ["api", "--port", str(port)])]  # fmt: skip
+    procs = [
+        subprocess.Popen([*cli, *c], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        for c in (["projections", "run"], ["processors", "sandboxes"], ["api", "--port", str(port)])
+    ]
     url = f"http://127.0.0.1:{port}"
     key = create_key(settings, "bench")
     rows = [("measure", "p50 ms", "p99 ms", "vs raw p50")]
@@ -121,8 +123,13 @@ def main() -> None:
         stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
 
         if args.live:
-            live_rows, made = live_sandboxes.measure(lambda: httpx.Client(base_url=url, headers=auth(key), timeout=300),
-                                                     args.live, 8, args.execs, pct(api_exec, 50))  # fmt: skip
+            live_rows, made = live_sandboxes.measure(
+                lambda: httpx.Client(base_url=url, headers=auth(key), timeout=300),
+                args.live,
+                8,
+                args.execs,
+                pct(api_exec, 50),
+            )
             rows += live_rows
             sandboxes += made
         for _ in range(max(args.idle - len(sandboxes), 0)):
@@ -132,8 +139,10 @@ def main() -> None:
         print(f"sandbox bench: {args.creates} creates, {args.execs} execs, {len(sandboxes)} idle sandboxes (docker)")
         print(table(rows))
         print(table([("where an API exec's time goes", "p50 ms", "mean ms"), *stage_rows]))
-        print(f"idle sandboxes: {len(ours_now)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
-              f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)")  # fmt: skip
+        print(
+            f"idle sandboxes: {len(ours_now)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
+            f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)"
+        )
         for sid in sandboxes:
             http.delete(f"/v1/sandboxes/{sid}")
     finally:

@@ -41,21 +41,32 @@ def sweep(settings: Settings, store: ArtifactStore, producer: EventProducer, now
     with connect(settings) as conn:
         if settings.artifact_retention_days:
             expired = conn.execute(
-                sql.SQL("SELECT artifact_id, stream_id, tenant_id FROM {}.artifacts WHERE deleted_at IS NULL"
-                        " AND created_at < %s ORDER BY created_at LIMIT %s").format(schema),
+                sql.SQL(
+                    "SELECT artifact_id, stream_id, tenant_id FROM {}.artifacts WHERE deleted_at IS NULL"
+                    " AND created_at < %s ORDER BY created_at LIMIT %s"
+                ).format(schema),
                 (now - timedelta(days=settings.artifact_retention_days), BATCH),
-            ).fetchall()  # fmt: skip
+            ).fetchall()
         keys = conn.execute(
-            sql.SQL("SELECT key FROM {}.artifacts WHERE deleted_at > %s OR deleted_at IS NULL GROUP BY key"
-                    " HAVING bool_and(deleted_at IS NOT NULL) AND max(deleted_at) < %s"
-                    " ORDER BY max(deleted_at) LIMIT %s").format(schema),
+            sql.SQL(
+                "SELECT key FROM {}.artifacts WHERE deleted_at > %s OR deleted_at IS NULL GROUP BY key"
+                " HAVING bool_and(deleted_at IS NOT NULL) AND max(deleted_at) < %s"
+                " ORDER BY max(deleted_at) LIMIT %s"
+            ).format(schema),
             (now - LOOKBACK, now - GRACE, BATCH),
-        ).fetchall()  # fmt: skip
-    producer.append_many([
-        Envelope(type="artifact.deleted", stream_id=r["stream_id"], tenant_id=r["tenant_id"], actor=ACTOR,
-                 payload={"artifact_id": r["artifact_id"], "reason": "retention"})
-        for r in expired
-    ])  # fmt: skip
+        ).fetchall()
+    producer.append_many(
+        [
+            Envelope(
+                type="artifact.deleted",
+                stream_id=r["stream_id"],
+                tenant_id=r["tenant_id"],
+                actor=ACTOR,
+                payload={"artifact_id": r["artifact_id"], "reason": "retention"},
+            )
+            for r in expired
+        ]
+    )
     removed = 0
     for row in keys:
         put_at = store.modified_at(row["key"])
@@ -69,8 +80,10 @@ def artifact_bytes(settings: Settings, tenant_id: str) -> int:
     """Bytes of the tenant's live artifacts, as projected."""
     with connect(settings) as conn:
         row = conn.execute(
-            sql.SQL("SELECT coalesce(sum(size), 0)::bigint AS n FROM {}.artifacts"
-                    " WHERE tenant_id = %s AND deleted_at IS NULL").format(sql.Identifier(settings.projection_schema)),
+            sql.SQL(
+                "SELECT coalesce(sum(size), 0)::bigint AS n FROM {}.artifacts"
+                " WHERE tenant_id = %s AND deleted_at IS NULL"
+            ).format(sql.Identifier(settings.projection_schema)),
             (tenant_id,),
-        ).fetchone()  # fmt: skip
+        ).fetchone()
     return row["n"]

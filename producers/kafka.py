@@ -43,8 +43,13 @@ def _report_into(results: list, index: int, reported: threading.Condition):
 
 def dead_letter_headers(reason: str, consumer: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
     """Why a record was set aside, by whom, and where it came from (the dead-letter topic's headers)."""
-    return {"reason": reason.encode(), "source.topic": topic.encode(), "source.partition": str(partition).encode(),
-            "source.offset": str(offset).encode(), "consumer": consumer.encode()}  # fmt: skip
+    return {
+        "reason": reason.encode(),
+        "source.topic": topic.encode(),
+        "source.partition": str(partition).encode(),
+        "source.offset": str(offset).encode(),
+        "consumer": consumer.encode(),
+    }
 
 
 class EventProducer:
@@ -109,8 +114,9 @@ class EventProducer:
         """Copy an unusable record to the dead-letter topic with why and where it came from, and
         wait for the ack (the caller commits past the record only after this returns)."""
         where = (msg.topic(), msg.partition(), msg.offset())
-        self.append_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"",
-                        dead_letter_headers(reason, consumer, *where))  # fmt: skip
+        self.append_raw(
+            self.settings.deadletter_topic, msg.key(), msg.value() or b"", dead_letter_headers(reason, consumer, *where)
+        )
 
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""

@@ -255,10 +255,12 @@ class Projector:
         schema = sql.Identifier(self.schema)
         for p, (offset, reason) in parked.items():
             self.conn.execute(
-                sql.SQL("INSERT INTO {}.parked VALUES (%s, %s, %s, %s) ON CONFLICT (topic, partition)"
-                        " DO UPDATE SET \"offset\" = EXCLUDED.\"offset\", reason = EXCLUDED.reason").format(schema),
+                sql.SQL(
+                    "INSERT INTO {}.parked VALUES (%s, %s, %s, %s) ON CONFLICT (topic, partition)"
+                    ' DO UPDATE SET "offset" = EXCLUDED."offset", reason = EXCLUDED.reason'
+                ).format(schema),
                 (self.topic, p, offset, reason),
-            )  # fmt: skip
+            )
 
     def _rows(self, value: bytes | None, partition: int, offset: int) -> tuple[tuple, list[Upsert]]:
         """The record's events row and its read-model changes. A record no read model folds goes
@@ -267,12 +269,35 @@ class Projector:
         (which raises what the caller dead-letters or parks on)."""
         fields = self.codec.decode_json_fields(value)
         if fields is not None and not folds(fields[1]):
-            event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, \
-                version, payload = fields  # fmt: skip
+            (
+                event_id,
+                type_,
+                stream_id,
+                tenant_id,
+                actor,
+                sandbox_id,
+                causation_id,
+                correlation_id,
+                occurred_at,
+                version,
+                payload,
+            ) = fields
             return (
-                partition, offset, stream_id, tenant_id, event_id, type_, pg_micros(occurred_at), actor, sandbox_id,
-                causation_id, correlation_id, version, payload, occurred_at,
-            ), []  # fmt: skip
+                partition,
+                offset,
+                stream_id,
+                tenant_id,
+                event_id,
+                type_,
+                pg_micros(occurred_at),
+                actor,
+                sandbox_id,
+                causation_id,
+                correlation_id,
+                version,
+                payload,
+                occurred_at,
+            ), []
         e = self.codec.decode(value)
         return self._event_row(e, partition, offset), fold(e, offset)
 
@@ -280,10 +305,21 @@ class Projector:
     def _event_row(e: Envelope, partition: int, offset: int) -> tuple:
         """EVENT_COLUMNS' values, then ``occurred_at`` in µs (for the streams table; not copied)."""
         return (
-            partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, pg_micros(e.occurred_at),
-            e.actor, e.sandbox_id, e.causation_id, e.correlation_id, e.schema_version,
-            e.payload_json_text(), e.occurred_at,
-        )  # fmt: skip
+            partition,
+            offset,
+            e.stream_id,
+            e.tenant_id,
+            e.event_id,
+            e.type,
+            pg_micros(e.occurred_at),
+            e.actor,
+            e.sandbox_id,
+            e.causation_id,
+            e.correlation_id,
+            e.schema_version,
+            e.payload_json_text(),
+            e.occurred_at,
+        )
 
     @staticmethod
     def _track_stream(streams: dict, row: tuple) -> None:
@@ -291,9 +327,14 @@ class Projector:
         s = streams.get(stream_id)
         if s is None:
             streams[stream_id] = {
-                "tenant_id": tenant_id, "partition": partition, "first": offset, "last": offset,
-                "count": 1, "created": occurred_at, "updated": occurred_at,
-            }  # fmt: skip
+                "tenant_id": tenant_id,
+                "partition": partition,
+                "first": offset,
+                "last": offset,
+                "count": 1,
+                "created": occurred_at,
+                "updated": occurred_at,
+            }
         else:
             s["last"], s["count"], s["updated"] = offset, s["count"] + 1, occurred_at
 
@@ -316,11 +357,19 @@ class Projector:
                     " + EXCLUDED.event_count, updated_at = EXCLUDED.updated_at"
                 ).format(schema),
                 [
-                    (sid, s["tenant_id"], s["partition"], s["first"], s["last"], s["count"],
-                     from_micros(s["created"]), from_micros(s["updated"]))
+                    (
+                        sid,
+                        s["tenant_id"],
+                        s["partition"],
+                        s["first"],
+                        s["last"],
+                        s["count"],
+                        from_micros(s["created"]),
+                        from_micros(s["updated"]),
+                    )
                     for sid, s in streams.items()
                 ],
-            )  # fmt: skip
+            )
         if upserts:
             with self.conn.pipeline():  # in order, without a round trip each
                 for up in upserts:
@@ -358,9 +407,13 @@ class Projector:
                 else sql.SQL("DO NOTHING")
             )
             composed = sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-                schema, table, sql.SQL(",").join(map(sql.Identifier, up.row)),
-                sql.SQL(",").join(sql.Placeholder() * len(up.row)), key, action,
-            )  # fmt: skip
+                schema,
+                table,
+                sql.SQL(",").join(map(sql.Identifier, up.row)),
+                sql.SQL(",").join(sql.Placeholder() * len(up.row)),
+                key,
+                action,
+            )
         statement = self._statements[shape] = composed.as_string(self.conn)
         return statement
 

@@ -247,9 +247,18 @@ class SupervisorClient:
         processes left behind (by this or another command) are reported to this one
         (``SupervisorResult.detached``); a caller that does not record them passes False, or they are never
         recorded."""
-        request = {"id": request_id or new_id(), "op": "exec", "argv": argv or [], "shell": shell, "cwd": cwd,
-                   "env": env or {}, "timeout_s": timeout_s, "egress": egress, "report_detached": report_detached,
-                   "stdin_size": stdin_size if stdin else 0}  # fmt: skip
+        request = {
+            "id": request_id or new_id(),
+            "op": "exec",
+            "argv": argv or [],
+            "shell": shell,
+            "cwd": cwd,
+            "env": env or {},
+            "timeout_s": timeout_s,
+            "egress": egress,
+            "report_detached": report_detached,
+            "stdin_size": stdin_size if stdin else 0,
+        }
         result, ended = SupervisorResult(exit_code=None, duration_ms=0.0), False
         for kind, payload in self._frames(request, stdin, request["stdin_size"], concurrently=True):
             if kind in (b"1", b"2"):

@@ -102,8 +102,9 @@ class EgressLimits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> "EgressLimits":
-        return cls(s.egress_header_timeout_s, s.egress_max_connections, s.egress_denials_recorded,
-                   s.egress_denial_window_s)  # fmt: skip
+        return cls(
+            s.egress_header_timeout_s, s.egress_max_connections, s.egress_denials_recorded, s.egress_denial_window_s
+        )
 
 
 class DenialLimiter:
@@ -212,8 +213,13 @@ class EgressProxy:
     @classmethod
     def from_settings(cls, settings: Settings, report: Callable[[str, EgressDecision], None]) -> "EgressProxy":
         upstreams = {n: PlatformUpstream.parse(n, t) for n, t in settings.egress_platform_upstreams.items()}
-        return cls(settings.egress_credentials, report, AddressPolicy.from_settings(settings), upstreams,
-                   EgressLimits.from_settings(settings))  # fmt: skip
+        return cls(
+            settings.egress_credentials,
+            report,
+            AddressPolicy.from_settings(settings),
+            upstreams,
+            EgressLimits.from_settings(settings),
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.loop.run_forever, name="egress-proxy", daemon=True)
@@ -316,11 +322,22 @@ class EgressProxy:
                 if not await self._forward(sandbox, request, reader, writer):
                     return
             except (Malformed, Refused) as e:
-                status, reason, address = (400, f"malformed request: {e}", None) if isinstance(e, Malformed) else (
-                    e.status, e.reason, e.address)  # fmt: skip
+                status, reason, address = (
+                    (400, f"malformed request: {e}", None)
+                    if isinstance(e, Malformed)
+                    else (e.status, e.reason, e.address)
+                )
                 r = request  # None when the head itself is at fault
-                self._deny(sandbox, command_id, r.host if r else "", r.port if r else 0,
-                           r.method if r else None, r.url if r else None, reason, address)  # fmt: skip
+                self._deny(
+                    sandbox,
+                    command_id,
+                    r.host if r else "",
+                    r.port if r else 0,
+                    r.method if r else None,
+                    r.url if r else None,
+                    reason,
+                    address,
+                )
                 await _reply(reader, writer, status, reason)
                 return
             first = False
@@ -433,8 +450,10 @@ class EgressProxy:
 
     # -- records ----------------------------------------------------------------------------
     def _allow(self, sandbox: _Sandbox, r: _Request, address: str, credential: bool) -> None:
-        self.report(sandbox.sandbox_id, EgressDecision(r.command_id, r.host, r.port, r.method, r.url, True, None,
-                                                       credential, address))  # fmt: skip
+        self.report(
+            sandbox.sandbox_id,
+            EgressDecision(r.command_id, r.host, r.port, r.method, r.url, True, None, credential, address),
+        )
 
     def _deny(self, sandbox: _Sandbox, command_id, host, port, method, url, reason, address=None) -> None:
         if sandbox.limiter.admit():
@@ -450,8 +469,9 @@ class EgressProxy:
         n = sandbox.limiter.drain()
         if n:
             limits = self.limits
-            reason = (f"{n} more denied attempts suppressed (over {limits.denials_recorded} per "
-                      f"{limits.denial_window_s:g} s)")  # fmt: skip
+            reason = (
+                f"{n} more denied attempts suppressed (over {limits.denials_recorded} per {limits.denial_window_s:g} s)"
+            )
             self.report(sandbox.sandbox_id, EgressDecision(None, "*", 0, None, None, False, reason, False, None, n))
 
 
@@ -507,8 +527,11 @@ async def _relay_response(r: _Request, up_reader, reader, writer, keep_alive: bo
             break
         # an interim answer (100 Continue, 103 Early Hints): relay it, then read the final one. Wait
         # for the client to take it first: an upstream may send interim heads without end
-        writer.write(f"{head.start}\r\n".encode("latin-1") + b"".join(f"{n}: {v}\r\n".encode("latin-1")
-                     for n, v in head.fields) + b"\r\n")  # fmt: skip
+        writer.write(
+            f"{head.start}\r\n".encode("latin-1")
+            + b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in head.fields)
+            + b"\r\n"
+        )
         await writer.drain()
     else:
         await _reply(reader, writer, 502, f"upstream answer refused: more than {MAX_INTERIM} interim responses")

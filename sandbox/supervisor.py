@@ -195,8 +195,15 @@ def _process(pid: int) -> dict | None:
     except (OSError, StopIteration, IndexError, ValueError):
         return None
     argv = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
-    return {"pid": pid, "uid": uid, "state": fields[0].decode(), "pgrp": int(fields[2]), "session": int(fields[3]),
-            "start": fields[19].decode(), "argv": argv}  # fmt: skip
+    return {
+        "pid": pid,
+        "uid": uid,
+        "state": fields[0].decode(),
+        "pgrp": int(fields[2]),
+        "session": int(fields[3]),
+        "start": fields[19].decode(),
+        "argv": argv,
+    }
 
 
 def _processes() -> list[dict]:
@@ -349,17 +356,33 @@ def as_agent_argv(argv: list[str], env: dict[str, str]) -> list[str]:
         raise RequestError("bad_request", "argv[0] must not contain '='")
     if any(not k or "=" in k for k in env):
         raise RequestError("bad_request", "environment names must be non-empty and without '='")
-    return [SETPRIV, f"--reuid={AGENT_UID}", f"--regid={AGENT_UID}", "--clear-groups", "--inh-caps=-all", "--",
-            ENV, "-i", *(f"{k}={v}" for k, v in env.items()), *argv]  # fmt: skip
+    return [
+        SETPRIV,
+        f"--reuid={AGENT_UID}",
+        f"--regid={AGENT_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+        ENV,
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        *argv,
+    ]
 
 
 def _spawn(argv: list[str], cwd: str, env: dict[str, str], stdin: bool = False) -> subprocess.Popen:
     command = as_agent_argv(argv, env)
     with _spawn_lock:
         try:
-            proc = subprocess.Popen(command, cwd=cwd, env=ROOT_ENV, stdout=subprocess.PIPE,
-                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=ROOT_ENV,
+                stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except ValueError as e:  # a NUL byte
             raise RequestError("bad_request", str(e)) from None
         _children[proc.pid] = proc
@@ -456,10 +479,16 @@ def do_exec(sock: socket.socket, req: dict, rfile) -> None:
         frame_json(sock, b"D", {"processes": detached})
     with _lock:
         cancelled = rid in _cancelled
-    frame_json(sock, b"x", {
-        "exit_code": proc.returncode, "duration_ms": round((time.monotonic() - started) * 1000, 3),
-        "timed_out": timed_out, "cancelled": cancelled,
-    })  # fmt: skip
+    frame_json(
+        sock,
+        b"x",
+        {
+            "exit_code": proc.returncode,
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+        },
+    )
 
 
 class _Output:
@@ -590,8 +619,12 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
         try:
             if not _under(os.readlink(f"/proc/self/fd/{dir_fd}"), WRITABLE_ROOTS):  # where it really is
                 raise RequestError("forbidden_path", f"{req.get('path')} moved outside the writable roots")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         int(req.get("mode") or 0o644) & 0o777, dir_fd=dir_fd)  # fmt: skip
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                int(req.get("mode") or 0o644) & 0o777,
+                dir_fd=dir_fd,
+            )
             with os.fdopen(fd, "wb") as out:
                 remaining = size
                 while remaining:

@@ -46,13 +46,22 @@ def _release_gateway_port() -> Iterator[None]:
 
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
-    fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
-              "egress_credentials": {**{ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
-                                     "model-gateway": f"Authorization: Bearer {GATEWAY_SECRET}"},
-              "egress_platform_upstreams": {"model-gateway": f"127.0.0.1:{GATEWAY_PORT}"},
-              "egress_header_timeout_s": 5, "egress_max_connections": 8,
-              "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],
-              "max_output_bytes": 16 * 1024 * 1024, "max_snapshot_bytes": 4 * 1024 * 1024}  # fmt: skip
+    fields = {
+        "env": "test",
+        "topic_prefix": f"test-{tag}",
+        "projection_schema": f"test_{tag}",
+        "topic_partitions": 3,
+        "egress_credentials": {
+            **{ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
+            "model-gateway": f"Authorization: Bearer {GATEWAY_SECRET}",
+        },
+        "egress_platform_upstreams": {"model-gateway": f"127.0.0.1:{GATEWAY_PORT}"},
+        "egress_header_timeout_s": 5,
+        "egress_max_connections": 8,
+        "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],
+        "max_output_bytes": 16 * 1024 * 1024,
+        "max_snapshot_bytes": 4 * 1024 * 1024,
+    }
     return Settings(**{**fields, **overrides})
 
 

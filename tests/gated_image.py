@@ -27,8 +27,10 @@ def build_gated_image(client, base: str) -> str:
     """``base`` plus the gate (COPY only: the build needs no network); cached by the engine."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data, mode in (("Dockerfile", f"FROM {base}\nCOPY python3 /usr/local/bin/python3\n", 0o644),
-                                 ("python3", GATE, 0o755)):  # fmt: skip
+        for name, data, mode in (
+            ("Dockerfile", f"FROM {base}\nCOPY python3 /usr/local/bin/python3\n", 0o644),
+            ("python3", GATE, 0o755),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data.encode()))

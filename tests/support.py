@@ -38,8 +38,9 @@ def running_api(settings: Settings, sse_ping_s: float = 15.0, graceful_s: float 
     for requests in flight, for at most ``graceful_s`` (then they are cancelled) if given."""
     port = free_port()
     app = create_app(settings, sse_ping_s=sse_ping_s)
-    config = server_config(app, "127.0.0.1", port, settings.api_header_timeout_s, log_level="warning",
-                           timeout_graceful_shutdown=graceful_s)  # fmt: skip
+    config = server_config(
+        app, "127.0.0.1", port, settings.api_header_timeout_s, log_level="warning", timeout_graceful_shutdown=graceful_s
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -67,9 +68,13 @@ def running_projector(settings: Settings, schema: str | None = None) -> Iterator
 def chat(stream_id: str, tenant: str, text: str, **kw) -> Envelope:
     """A small valid event for tests that only need *some* record in a stream."""
     return Envelope(
-        type="chat.message", stream_id=stream_id, tenant_id=tenant, actor="test",
-        payload={"message_id": text, "role": "user", "text": text}, **kw,
-    )  # fmt: skip
+        type="chat.message",
+        stream_id=stream_id,
+        tenant_id=tenant,
+        actor="test",
+        payload={"message_id": text, "role": "user", "text": text},
+        **kw,
+    )
 
 
 def auth(key: str) -> dict[str, str]:

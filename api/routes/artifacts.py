@@ -43,29 +43,48 @@ async def delete_artifact(artifact: OwnedArtifact, tenant: CurrentTenant, comman
     """Delete an artifact (or snapshot): it answers 404 from then on and stops counting against the
     quota once projected; its bytes leave the store at the next sweep."""
     payload = {"artifact_id": artifact["artifact_id"], "reason": "deleted"}
-    deleted = Envelope(type="artifact.deleted", stream_id=artifact["stream_id"], tenant_id=tenant,
-                       actor=f"tenant:{tenant}", payload=payload)  # fmt: skip
+    deleted = Envelope(
+        type="artifact.deleted",
+        stream_id=artifact["stream_id"],
+        tenant_id=tenant,
+        actor=f"tenant:{tenant}",
+        payload=payload,
+    )
     await commands.append([deleted])
     return Response(status_code=202)
 
 
-@router.post("/v1/snapshots/{snapshot_id}/fork", status_code=201, response_model=list[SandboxPublic],
-             operation_id="forkSnapshot", responses=ERRORS)  # fmt: skip
+@router.post(
+    "/v1/snapshots/{snapshot_id}/fork",
+    status_code=201,
+    response_model=list[SandboxPublic],
+    operation_id="forkSnapshot",
+    responses=ERRORS,
+)
 async def fork(
-    snapshot: OwnedSnapshot, body: ForkRequest, request: Request, tenant: CurrentTenant, conn: Conn,
-    settings: AppSettings, commands: Commands, idempotency: IdempotencyKey,
-) -> Response:  # fmt: skip
+    snapshot: OwnedSnapshot,
+    body: ForkRequest,
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    commands: Commands,
+    idempotency: IdempotencyKey,
+) -> Response:
     """Start `count` sandboxes, each restored from the snapshot; answers when all are ready."""
-    create = SandboxCreate(profile=body.profile, idle_timeout_s=body.idle_timeout_s, ttl_s=body.ttl_s,
-                           restore_snapshot=snapshot["artifact_id"])  # fmt: skip
+    create = SandboxCreate(
+        profile=body.profile,
+        idle_timeout_s=body.idle_timeout_s,
+        ttl_s=body.ttl_s,
+        restore_snapshot=snapshot["artifact_id"],
+    )
     profile = check_spec(create, request)
     spec = requested_sandbox(create, profile, settings.sandbox_image)
 
     async def start(ids: dict, claim: Claim | None) -> tuple[int, list[SandboxPublic]]:
         sandbox_ids = ids["sandbox_ids"]
         if not resumed(claim):
-            await admit_sandboxes(conn, settings, tenant, sandbox_ids, profile.ram_mb,
-                                  request.app.state.reservations)  # fmt: skip
+            await admit_sandboxes(conn, settings, tenant, sandbox_ids, profile.ram_mb, request.app.state.reservations)
         return 201, await commands.create_sandboxes(tenant, spec, sandbox_ids, CREATE_WAIT_S, claim)
 
     ids = {"sandbox_ids": [new_sandbox_id() for _ in range(body.count)]}

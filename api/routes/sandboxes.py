@@ -63,9 +63,14 @@ EXEC_ANSWER_MARGIN_S = 30.0  # past the command's own timeout: the sandbox repor
 
 def _public(row: dict) -> SandboxPublic:
     return SandboxPublic(
-        id=row["sandbox_id"], state=row["state"], image=row["image"], provider=row["provider"], reason=row["reason"],
-        created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
-    )  # fmt: skip
+        id=row["sandbox_id"],
+        state=row["state"],
+        image=row["image"],
+        provider=row["provider"],
+        reason=row["reason"],
+        created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]),
+    )
 
 
 @router.post("", status_code=201, response_model=SandboxPublic, operation_id="createSandbox", responses=ERRORS)
@@ -87,8 +92,7 @@ async def create_sandbox(
     async def create(ids: dict, claim: Claim | None) -> tuple[int, SandboxPublic]:
         sandbox_id = ids["sandbox_id"]
         if not resumed(claim):
-            await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb,
-                                  request.app.state.reservations)  # fmt: skip
+            await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
         wait_s = CREATE_WAIT_S if wait else None
         (created,) = await commands.create_sandboxes(tenant, spec, [sandbox_id], wait_s, claim)
         return 201, created
@@ -125,12 +129,21 @@ def requested_sandbox(body: SandboxCreate, profile: SecurityProfile, image: str)
     )
 
 
-@router.post("/{sandbox_id}/snapshots", status_code=201, response_model=SnapshotPublic,
-             operation_id="snapshotSandbox", responses=ERRORS)  # fmt: skip
+@router.post(
+    "/{sandbox_id}/snapshots",
+    status_code=201,
+    response_model=SnapshotPublic,
+    operation_id="snapshotSandbox",
+    responses=ERRORS,
+)
 async def snapshot(
-    sandbox: OwnedSandbox, tenant: CurrentTenant, conn: Conn, settings: AppSettings, commands: Commands,
+    sandbox: OwnedSandbox,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    commands: Commands,
     idempotency: IdempotencyKey,
-) -> Response:  # fmt: skip
+) -> Response:
     """Snapshot /workspace (gzip'd tar, sha256) into the artifact store."""
     sandbox_id = sandbox["sandbox_id"]
 
@@ -219,10 +232,20 @@ async def exec_command(
 
     async def run(ids: dict, claim: Claim | None) -> tuple[int, ExecResult | ExecAccepted]:
         command_id = ids["command_id"]
-        record = command(tenant, sandbox_id, "sandbox.exec", {
-            "command_id": command_id, "argv": argv, "shell": shell, "cwd": body.cwd, "env": body.env,
-            "timeout_s": body.timeout_sec, "async_": body.run_async,
-        })  # fmt: skip
+        record = command(
+            tenant,
+            sandbox_id,
+            "sandbox.exec",
+            {
+                "command_id": command_id,
+                "argv": argv,
+                "shell": shell,
+                "cwd": body.cwd,
+                "env": body.env,
+                "timeout_s": body.timeout_sec,
+                "async_": body.run_async,
+            },
+        )
         if not resumed(claim):
             ensure_open(sandbox)
             await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
@@ -260,9 +283,15 @@ async def _body_within(request: Request, limit: int) -> tuple[BinaryIO, str]:
 
 @router.put("/{sandbox_id}/files/{path:path}", response_model=FileResult, operation_id="uploadFile", responses=ERRORS)
 async def upload(
-    sandbox: OwnedSandbox, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
-    commands: Commands, idempotency: IdempotencyKey,
-) -> Response:  # fmt: skip
+    sandbox: OwnedSandbox,
+    path: FilePath,
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
+    commands: Commands,
+    idempotency: IdempotencyKey,
+) -> Response:
     """Write the request body to `path` (relative paths are under /workspace)."""
     sandbox_id = sandbox["sandbox_id"]
     ensure_open(sandbox)  # before reading a byte of the body
@@ -280,8 +309,11 @@ async def upload(
                     body.seek(0)
                     payload["artifact"] = await run_in_threadpool(store.put_file, tenant, body, BINARY, path)
                     # the stored bytes are an artifact like any other: listed, counted against the quota, deletable
-                    stored = [command(tenant, sandbox_id, "artifact.stored", {"artifact": payload["artifact"],
-                                                                              "command_id": None})]  # fmt: skip
+                    stored = [
+                        command(
+                            tenant, sandbox_id, "artifact.stored", {"artifact": payload["artifact"], "command_id": None}
+                        )
+                    ]
                 else:
                     body.seek(0)
                     payload["content"] = body.read()
@@ -302,10 +334,15 @@ BINARY = "application/octet-stream"
     responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
 )
 async def download(
-    sandbox: OpenSandbox, path: FilePath, request: Request, tenant: CurrentTenant, conn: Conn, settings: AppSettings,
+    sandbox: OpenSandbox,
+    path: FilePath,
+    request: Request,
+    tenant: CurrentTenant,
+    conn: Conn,
+    settings: AppSettings,
     commands: Commands,
     export: Annotated[bool, Query(description="Store the file as an artifact and answer its id.")] = False,
-) -> Response:  # fmt: skip
+) -> Response:
     sandbox_id = sandbox["sandbox_id"]
     record = command(tenant, sandbox_id, "sandbox.file.read", {"request_id": new_id(), "path": path})
     done = await commands.file_op(record, "file.read")
@@ -321,8 +358,13 @@ async def download(
         return JSONResponse({"artifact_id": ref["artifact_id"], "size": ref["size"], "sha256": ref["sha256"]})
     if ref is not None:  # a plain download: the copy the processor stored is deleted once it is sent
         response = await artifact_response(store, ref, BINARY)
-        deleted = Envelope(type="artifact.deleted", stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-                           payload={"artifact_id": ref["artifact_id"], "reason": "transient"})  # fmt: skip
+        deleted = Envelope(
+            type="artifact.deleted",
+            stream_id=sandbox_id,
+            tenant_id=tenant,
+            actor=f"tenant:{tenant}",
+            payload={"artifact_id": ref["artifact_id"], "reason": "transient"},
+        )
         response.background = BackgroundTask(commands.append, [deleted])
         return response
     data = done.payload["content"] or b""
@@ -331,10 +373,14 @@ async def download(
 
 @router.post("/{sandbox_id}/exec/{command_id}/cancel", status_code=202, operation_id="cancelExec", responses=ERRORS)
 async def cancel_exec(
-    sandbox: OwnedSandbox, command_id: CommandId, tenant: CurrentTenant, commands: Commands,
+    sandbox: OwnedSandbox,
+    command_id: CommandId,
+    tenant: CurrentTenant,
+    commands: Commands,
     idempotency: IdempotencyKey,
-) -> Response:  # fmt: skip
+) -> Response:
     """Kill a running command's whole process tree; its exec.finished says cancelled."""
     ensure_open(sandbox)
-    return await _control(sandbox, tenant, commands, idempotency, "sandbox.exec.cancel", None,
-                          {"command_id": command_id})  # fmt: skip
+    return await _control(
+        sandbox, tenant, commands, idempotency, "sandbox.exec.cancel", None, {"command_id": command_id}
+    )

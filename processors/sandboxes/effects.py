@@ -184,11 +184,14 @@ class Effects:
 
     def _snapshot_ref(self, tenant_id: str, snapshot_id: str) -> dict | None:
         """The tenant's live snapshot, as projected (its stream may be owned by another instance)."""
-        query = sql.SQL("SELECT artifact_id, key, sha256, size, content_type, name FROM {}.artifacts"
-                        " WHERE artifact_id = %s AND tenant_id = %s AND deleted_at IS NULL")  # fmt: skip
+        query = sql.SQL(
+            "SELECT artifact_id, key, sha256, size, content_type, name FROM {}.artifacts"
+            " WHERE artifact_id = %s AND tenant_id = %s AND deleted_at IS NULL"
+        )
         with connect(self.settings) as conn:
-            return conn.execute(query.format(sql.Identifier(self.settings.projection_schema)),
-                                (snapshot_id, tenant_id)).fetchone()  # fmt: skip
+            return conn.execute(
+                query.format(sql.Identifier(self.settings.projection_schema)), (snapshot_id, tenant_id)
+            ).fetchone()
 
     def stop(self, st: SandboxState, effect: Effect) -> None:
         """Remove the sandbox, then ``sandbox.terminated``. If the provider fails (engine away, a
@@ -242,8 +245,12 @@ class Effects:
         if command is None or command.type != effect.pending.command_type:
             LOG.warning("accepted command %s not found at offset %d", effect.pending.command_id, effect.pending.offset)
             return self._close_unreadable(st, effect)
-        kind = {"sandbox.exec": "exec", "sandbox.file.write": "write", "sandbox.file.read": "read",
-                "sandbox.snapshot": "snapshot"}[command.type]  # fmt: skip
+        kind = {
+            "sandbox.exec": "exec",
+            "sandbox.file.write": "write",
+            "sandbox.file.read": "read",
+            "sandbox.snapshot": "snapshot",
+        }[command.type]
         getattr(self, kind)(st, Effect(kind, command))
 
     def _close_unreadable(self, st: SandboxState, effect: Effect) -> None:
@@ -257,8 +264,15 @@ class Effects:
             self.p.settle(st.sandbox_id, lambda now: outcome(now, "snapshot.failed", payload, ACTOR, None))
         else:
             kind = "file.written" if pending.command_type.endswith("write") else "file.read"
-            payload = {"request_id": pending.command_id, "path": "", "size": 0, "sha256": "", "content": None,
-                       "artifact": None, "error": error}  # fmt: skip
+            payload = {
+                "request_id": pending.command_id,
+                "path": "",
+                "size": 0,
+                "sha256": "",
+                "content": None,
+                "artifact": None,
+                "error": error,
+            }
             self.p.settle(st.sandbox_id, lambda now: outcome(now, kind, payload, ACTOR, None))
 
     # -- commands ---------------------------------------------------------------------------
@@ -300,10 +314,23 @@ class Effects:
             if handle is None:
                 raise SupervisorUnavailable("sandbox is gone")
             # with egress the command gets a forwarder of its own: the proxy attributes by it
-            result = handle.client.exec(argv=argv, cwd=p["cwd"], env=p["env"], timeout_s=p["timeout_s"],
-                                        request_id=cid, on_output=on_output, egress=ready.has_egress)  # fmt: skip
-            done = finished_payload(cid, result.exit_code, result.duration_ms, timed_out=result.timed_out,
-                                    cancelled=result.cancelled, truncated=truncated)  # fmt: skip
+            result = handle.client.exec(
+                argv=argv,
+                cwd=p["cwd"],
+                env=p["env"],
+                timeout_s=p["timeout_s"],
+                request_id=cid,
+                on_output=on_output,
+                egress=ready.has_egress,
+            )
+            done = finished_payload(
+                cid,
+                result.exit_code,
+                result.duration_ms,
+                timed_out=result.timed_out,
+                cancelled=result.cancelled,
+                truncated=truncated,
+            )
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             # the client's own messages name host paths (the control dir): the tenant gets the gist
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
@@ -321,8 +348,10 @@ class Effects:
                 done["truncated"] = True
         if ref:
             payload = {"command_id": cid, "stream": "stdout", "seq": seq, "data": b"", "artifact": ref}
-            before += [event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
-                       event(st, "exec.output", payload, ACTOR, cmd)]  # fmt: skip
+            before += [
+                event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
+                event(st, "exec.output", payload, ACTOR, cmd),
+            ]
         self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before))
 
     def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
@@ -335,8 +364,15 @@ class Effects:
     def _file(self, st: SandboxState, effect: Effect, kind: str, work) -> None:
         cmd = effect.command
         p = cmd.payload
-        payload = {"request_id": p["request_id"], "path": p["path"], "size": 0, "sha256": "", "content": None,
-                   "artifact": None, "error": None}  # fmt: skip
+        payload = {
+            "request_id": p["request_id"],
+            "path": p["path"],
+            "size": 0,
+            "sha256": "",
+            "content": None,
+            "artifact": None,
+            "error": None,
+        }
         ready = self._wait_ready(st.sandbox_id)
         handle = None if ready is None else self.provider.handle(ready.runtime_id)
         if handle is None:
@@ -405,8 +441,13 @@ class Effects:
                 result = handle.client.exec(argv=SNAPSHOT_COMMAND, on_output=collect, report_detached=False)
                 if result.exit_code != 0:
                     raise ValueError(f"failed: tar exited {result.exit_code}: {stderr.decode(errors='replace')}")
-                ref = self.artifacts.put_file(st.tenant_id, archive, "application/gzip",
-                                              cmd.payload.get("name") or f"{snapshot_id}.tgz", snapshot_id)  # fmt: skip
+                ref = self.artifacts.put_file(
+                    st.tenant_id,
+                    archive,
+                    "application/gzip",
+                    cmd.payload.get("name") or f"{snapshot_id}.tgz",
+                    snapshot_id,
+                )
             except (SnapshotTooLarge, ValueError, SupervisorError, SupervisorUnavailable, OSError) as e:
                 if isinstance(e, SupervisorUnavailable):  # its message names host paths: the log keeps them
                     LOG.warning("snapshot %s of %s: %s", snapshot_id, st.sandbox_id, e)

@@ -118,10 +118,15 @@ class Decision:
 
 def event(sandbox: SandboxState, type_: str, payload: dict, actor: str, cause: Envelope | None = None) -> Envelope:
     return Envelope(
-        type=type_, stream_id=sandbox.stream_id, tenant_id=sandbox.tenant_id, actor=actor,
-        sandbox_id=sandbox.sandbox_id, causation_id=cause.event_id if cause else None,
-        correlation_id=cause.correlation_id if cause else None, payload=payload,
-    )  # fmt: skip
+        type=type_,
+        stream_id=sandbox.stream_id,
+        tenant_id=sandbox.tenant_id,
+        actor=actor,
+        sandbox_id=sandbox.sandbox_id,
+        causation_id=cause.event_id if cause else None,
+        correlation_id=cause.correlation_id if cause else None,
+        payload=payload,
+    )
 
 
 def lifecycle(sandbox: SandboxState, new_state: str, actor: str, cause: Envelope | None = None, **payload) -> Envelope:
@@ -149,8 +154,9 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
     if event.type.startswith("sandbox.") and "state" in p and event.type != "sandbox.heartbeat.recorded":
         provider_id = (p.get("details") or {}).get("provider_id") or state.provider_id
         ended_at = event.occurred_at if p["state"] in ENDED else 0
-        return replace(state, state=p["state"], last_activity=event.occurred_at, provider_id=provider_id,
-                       ended_at=ended_at)  # fmt: skip
+        return replace(
+            state, state=p["state"], last_activity=event.occurred_at, provider_id=provider_id, ended_at=ended_at
+        )
     if event.type == "sandbox.heartbeat.recorded":
         return replace(state, last_activity=event.occurred_at)
     if event.type.endswith(".accepted"):
@@ -170,12 +176,19 @@ def requested_state(requested: Envelope) -> SandboxState:
     """The state a ``sandbox.requested`` event describes (its spec: ``RequestedSandbox.read``)."""
     spec = RequestedSandbox.read(requested.payload)
     return SandboxState(
-        sandbox_id=requested.sandbox_id or requested.stream_id, stream_id=requested.stream_id,
-        tenant_id=requested.tenant_id, image=spec.image or SandboxState.image, profile=dict(spec.limits),
-        idle_timeout_s=spec.idle_timeout_s, ttl_s=spec.ttl_s, created_at=requested.occurred_at,
-        last_activity=requested.occurred_at, restore_snapshot=spec.restore_snapshot,
-        egress_allow=spec.egress_allow, platform_upstreams=spec.platform_upstreams,
-    )  # fmt: skip
+        sandbox_id=requested.sandbox_id or requested.stream_id,
+        stream_id=requested.stream_id,
+        tenant_id=requested.tenant_id,
+        image=spec.image or SandboxState.image,
+        profile=dict(spec.limits),
+        idle_timeout_s=spec.idle_timeout_s,
+        ttl_s=spec.ttl_s,
+        created_at=requested.occurred_at,
+        last_activity=requested.occurred_at,
+        restore_snapshot=spec.restore_snapshot,
+        egress_allow=spec.egress_allow,
+        platform_upstreams=spec.platform_upstreams,
+    )
 
 
 def requested(command: Envelope, actor: str) -> Envelope:
@@ -184,20 +197,32 @@ def requested(command: Envelope, actor: str) -> Envelope:
     spec = RequestedSandbox.read(command.payload)
     sandbox_id = command.sandbox_id or command.stream_id
     return Envelope(
-        type="sandbox.requested", stream_id=command.stream_id, tenant_id=command.tenant_id, actor=actor,
-        sandbox_id=sandbox_id, causation_id=command.event_id, correlation_id=command.correlation_id,
+        type="sandbox.requested",
+        stream_id=command.stream_id,
+        tenant_id=command.tenant_id,
+        actor=actor,
+        sandbox_id=sandbox_id,
+        causation_id=command.event_id,
+        correlation_id=command.correlation_id,
         occurred_at=command.occurred_at,
-        payload={"state": "requested", "reason": None, "provider": None, "image": spec.image, "details": {},
-                 "spec": spec.record()},
-    )  # fmt: skip
+        payload={
+            "state": "requested",
+            "reason": None,
+            "provider": None,
+            "image": spec.image,
+            "details": {},
+            "spec": spec.record(),
+        },
+    )
 
 
 def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
     if state.seen(command_id):
         return Decision()  # redelivered: never run a command twice
     accepted = {"command_id": command_id, "command_type": command.type, "command_offset": offset}
-    return Decision([event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)],
-                    [Effect(kind, command)])  # fmt: skip
+    return Decision(
+        [event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)], [Effect(kind, command)]
+    )
 
 
 def decide(state: SandboxState | None, command: Envelope, offset: int, actor: str) -> Decision:
@@ -206,8 +231,9 @@ def decide(state: SandboxState | None, command: Envelope, offset: int, actor: st
         if state is None:
             first = requested(command, actor)
             state = requested_state(first)
-            return Decision([first, lifecycle(state, "provisioning", actor, command, image=state.image)],
-                            [Effect("provision")])  # fmt: skip
+            return Decision(
+                [first, lifecycle(state, "provisioning", actor, command, image=state.image)], [Effect("provision")]
+            )
         if state.state == "requested":  # a sandbox.requested the API wrote (before the processor did)
             provisioning = lifecycle(state, "provisioning", actor, command, image=state.image)
             return Decision([provisioning], [Effect("provision")])
@@ -234,8 +260,9 @@ def decide(state: SandboxState | None, command: Envelope, offset: int, actor: st
     return Decision()
 
 
-def started(state: SandboxState, command_id: str, argv: list[str], cwd: str | None, actor: str,
-            cause: Envelope | None) -> list[Envelope]:  # fmt: skip
+def started(
+    state: SandboxState, command_id: str, argv: list[str], cwd: str | None, actor: str, cause: Envelope | None
+) -> list[Envelope]:
     """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one. Nothing if
     it is running already, or is no longer pending (finished or closed, e.g. by another owner of the
     partition while an effect here still waited to run it): a command starts once."""
@@ -243,15 +270,17 @@ def started(state: SandboxState, command_id: str, argv: list[str], cwd: str | No
         return []
     if not any(p.command_id == command_id for p in state.pending):
         return []
-    events = [event(state, "exec.started", {"command_id": command_id, "argv": argv, "cwd": cwd, "pid": None}, actor,
-                    cause)]  # fmt: skip
+    events = [
+        event(state, "exec.started", {"command_id": command_id, "argv": argv, "cwd": cwd, "pid": None}, actor, cause)
+    ]
     if state.state == "ready":
         events.append(lifecycle(state, "busy", actor, cause))
     return events
 
 
-def finished(state: SandboxState, payload: dict, actor: str, cause: Envelope | None,
-             before: list[Envelope] = ()) -> list[Envelope]:  # fmt: skip
+def finished(
+    state: SandboxState, payload: dict, actor: str, cause: Envelope | None, before: list[Envelope] = ()
+) -> list[Envelope]:
     """A command ended (``payload`` of ``exec.finished``): the records it left (``before``), its
     ``exec.finished``, and ``sandbox.ready`` if it was the last one running. Nothing if it was already
     closed (e.g. by a new owner of the partition)."""
@@ -264,8 +293,9 @@ def finished(state: SandboxState, payload: dict, actor: str, cause: Envelope | N
     return events
 
 
-def outcome(state: SandboxState, type_: str, payload: dict, actor: str, cause: Envelope | None,
-            before: list[Envelope] = ()) -> list[Envelope]:  # fmt: skip
+def outcome(
+    state: SandboxState, type_: str, payload: dict, actor: str, cause: Envelope | None, before: list[Envelope] = ()
+) -> list[Envelope]:
     """A file or snapshot command's answer, once: nothing if it was already answered."""
     key = payload.get("request_id") or payload.get("snapshot_id")
     if not any(p.command_id == key for p in state.pending):
@@ -275,8 +305,16 @@ def outcome(state: SandboxState, type_: str, payload: dict, actor: str, cause: E
 
 def finished_payload(command_id: str, exit_code: int | None, duration_ms: float, **flags) -> dict:
     """An ``exec.finished`` payload (the API answers its ``ExecResult`` from these records)."""
-    return {"command_id": command_id, "exit_code": exit_code, "duration_ms": duration_ms, "timed_out": False,
-            "cancelled": False, "truncated": False, "error": None, **flags}  # fmt: skip
+    return {
+        "command_id": command_id,
+        "exit_code": exit_code,
+        "duration_ms": duration_ms,
+        "timed_out": False,
+        "cancelled": False,
+        "truncated": False,
+        "error": None,
+        **flags,
+    }
 
 
 def provisioned(state: SandboxState, actor: str, provider: str, details: dict) -> list[Envelope]:
@@ -294,8 +332,15 @@ def closed(state: SandboxState, pending: Pending, error: str, actor: str) -> Env
     if pending.command_type == "sandbox.snapshot":
         return event(state, "snapshot.failed", {"snapshot_id": pending.command_id, "error": error}, actor)
     kind = "file.written" if pending.command_type.endswith("write") else "file.read"
-    payload = {"request_id": pending.command_id, "path": "", "size": 0, "sha256": "", "content": None,
-               "artifact": None, "error": error}  # fmt: skip
+    payload = {
+        "request_id": pending.command_id,
+        "path": "",
+        "size": 0,
+        "sha256": "",
+        "content": None,
+        "artifact": None,
+        "error": error,
+    }
     return event(state, kind, payload, actor)
 
 

@@ -118,8 +118,11 @@ class WarmPools:
             for index, pool in enumerate(self.pools):
                 while len(self.warm[index]) < pool.size and not self._stopping():
                     runtime_id = f"warm{index}-{self.tag}-{new_id().replace('-', '')}"
-                    spec = SandboxSpec(runtime_id, image=pool.image or self.settings.sandbox_image,
-                                       profile=SecurityProfile(**pool.profile))  # fmt: skip
+                    spec = SandboxSpec(
+                        runtime_id,
+                        image=pool.image or self.settings.sandbox_image,
+                        profile=SecurityProfile(**pool.profile),
+                    )
                     with self._lock:
                         self._creating.add(runtime_id)
                     try:

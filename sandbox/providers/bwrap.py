@@ -71,8 +71,10 @@ class BwrapProvider(SandboxProvider):
         if not (self.rootfs / "usr/bin/python3").exists():
             raise BwrapUnavailable(f"no sandbox rootfs at {self.rootfs} (deploy/local/rootfs.sh build)")
         if not traversable_by_others(self.rootfs):
-            raise BwrapUnavailable(f"the sandbox rootfs {self.rootfs} is not reachable by the sandbox's unprivileged "
-                                   "uid: a directory above it lacks o+x")  # fmt: skip
+            raise BwrapUnavailable(
+                f"the sandbox rootfs {self.rootfs} is not reachable by the sandbox's unprivileged "
+                "uid: a directory above it lacks o+x"
+            )
         try:
             self.seccomp = filter_program()
         except NoSeccompFilter as e:
@@ -125,23 +127,78 @@ class BwrapProvider(SandboxProvider):
         (``bwrap_options``), so that line names none. ``seccomp_fd`` holds ``sandbox/seccomp.py``'s
         filter, installed for the supervisor and so for every command."""
         p = spec.profile
-        return ["nsenter", f"--user=/proc/{userns_pid}/ns/user", "--setuid=0", "--setgid=0", "--",
-                "/bin/sh", "-c", NO_USERNS, "sh",
-                "prlimit", f"--as={p.memory_mb * 1024 * 1024}", f"--nproc={p.pids}",
-                self.bwrap, "--args", str(args_fd), "--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd),
-                "python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)]  # fmt: skip
+        return [
+            "nsenter",
+            f"--user=/proc/{userns_pid}/ns/user",
+            "--setuid=0",
+            "--setgid=0",
+            "--",
+            "/bin/sh",
+            "-c",
+            NO_USERNS,
+            "sh",
+            "prlimit",
+            f"--as={p.memory_mb * 1024 * 1024}",
+            f"--nproc={p.pids}",
+            self.bwrap,
+            "--args",
+            str(args_fd),
+            "--seccomp",
+            str(seccomp_fd),
+            "--json-status-fd",
+            str(status_fd),
+            "python3",
+            SUPERVISOR_PATH,
+            SUPERVISOR_SOCKET,
+            "--agent-uid",
+            str(p.uid),
+        ]
 
     def bwrap_options(self, spec: SandboxSpec, control: Path) -> list[str]:
         """bwrap's options, read from a pipe (``--args``), never shown in the sandbox."""
         caps = [arg for cap in SUPERVISOR_CAPS for arg in ("--cap-add", cap)]
-        argv = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-                "--hostname", "sandbox", "--new-session", "--cap-drop", "ALL", *caps,
-                "--ro-bind", str(self.root), "/", "--proc", "/proc", "--dev", "/dev"]  # fmt: skip
+        argv = [
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup",
+            "--hostname",
+            "sandbox",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            *caps,
+            "--ro-bind",
+            str(self.root),
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+        ]
         for path, mb in spec.profile.tmpfs().items():
             argv += ["--perms", "0755", "--size", str(mb * 1024 * 1024), "--tmpfs", path]
-        argv += ["--bind", str(control), CONTROL_MOUNT, "--ro-bind", str(self.supervisor_dir), SUPERVISOR_DIR,
-                 "--chdir", "/workspace", "--clearenv", "--setenv", "HOME", HOME, "--setenv", "PATH", PATH,
-                 "--setenv", "USER", "sandbox"]  # fmt: skip
+        argv += [
+            "--bind",
+            str(control),
+            CONTROL_MOUNT,
+            "--ro-bind",
+            str(self.supervisor_dir),
+            SUPERVISOR_DIR,
+            "--chdir",
+            "/workspace",
+            "--clearenv",
+            "--setenv",
+            "HOME",
+            HOME,
+            "--setenv",
+            "PATH",
+            PATH,
+            "--setenv",
+            "USER",
+            "sandbox",
+        ]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
         return argv
@@ -174,10 +231,13 @@ class BwrapProvider(SandboxProvider):
                     with open(log, "wb") as stderr:
                         proc = subprocess.Popen(
                             self.command(spec, write_fd, holder.pid, args_fd, seccomp_fd),
-                            pass_fds=(write_fd, args_fd, seccomp_fd), start_new_session=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                            pass_fds=(write_fd, args_fd, seccomp_fd),
+                            start_new_session=True,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=stderr,
                             env={"PATH": PATH},  # bwrap (the namespace's pid 1) keeps its own environ: give it nothing
-                        )  # fmt: skip
+                        )
                 except BaseException:
                     os.close(read_fd)
                     raise

@@ -15,11 +15,13 @@ from tests.support import auth, wait_until
 def fetch(url: str, method: str = "GET", auth_header: str | None = None) -> str:
     headers = {"Authorization": auth_header} if auth_header else {}
     data = "b''" if method == "POST" else "None"
-    return (f"python - <<'PY'\nimport urllib.request, urllib.error\n"
-            f"req = urllib.request.Request({url!r}, method={method!r}, data={data}, headers={headers!r})\n"
-            "try:\n    r = urllib.request.urlopen(req, timeout=10)\n    print(r.status, r.read().decode())\n"
-            "except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n"
-            "except Exception as e:\n    print('ERR', type(e).__name__, e)\nPY")  # fmt: skip
+    return (
+        f"python - <<'PY'\nimport urllib.request, urllib.error\n"
+        f"req = urllib.request.Request({url!r}, method={method!r}, data={data}, headers={headers!r})\n"
+        "try:\n    r = urllib.request.urlopen(req, timeout=10)\n    print(r.status, r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n"
+        "except Exception as e:\n    print('ERR', type(e).__name__, e)\nPY"
+    )
 
 
 HUNT = """python - <<'PY'
@@ -90,8 +92,9 @@ def test_without_an_allowlist_nothing_leaves(api_url, sandbox_processor, tenant,
     url = f"http://{egress_upstream.ip}:{egress_upstream.port}/data"
     result = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": fetch(url)}).json()
     assert result["stdout"].startswith("ERR"), result  # no proxy, no route
-    proxied = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": (
-        f"HTTP_PROXY=http://127.0.0.1:3128 {fetch(url)}")}).json()  # fmt: skip
+    proxied = post(
+        f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": (f"HTTP_PROXY=http://127.0.0.1:3128 {fetch(url)}")}
+    ).json()
     assert proxied["stdout"].startswith("ERR"), proxied  # the forwarder has no proxy to reach
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 

@@ -36,8 +36,9 @@ def sandboxes_of(api_url: str, key: str) -> list[str]:
     return [s["id"] for s in httpx.get(f"{api_url}/v1/sandboxes", headers=auth(key)).json()["items"]]
 
 
-def test_a_retried_create_returns_the_same_sandbox_and_creates_one(api_url, sandbox_processor, docker_provider,
-                                                                    tenant) -> None:  # fmt: skip
+def test_a_retried_create_returns_the_same_sandbox_and_creates_one(
+    api_url, sandbox_processor, docker_provider, tenant
+) -> None:
     """A profile no warm pool serves, so the sandbox is a container of its own, named after it."""
     _, key = tenant
     idem, spec = str(uuid.uuid4()), {"idle_timeout_s": 300, "profile": {"memory_mb": 256}}
@@ -108,8 +109,10 @@ def test_keys_are_shared_by_api_instances(settings, api_url, tenant, sandbox) ->
     with running_api(settings) as other_api:
         created = [post(f"{url}/v1/sandboxes", key, {}, idem) for url in (api_url, other_api)]
         assert created[0].json()["id"] == created[1].json()["id"]
-        executed = [post(f"{url}/v1/sandboxes/{sandbox}/exec", key, {"command": APPEND}, exec_key)
-                    for url in (api_url, other_api)]  # fmt: skip
+        executed = [
+            post(f"{url}/v1/sandboxes/{sandbox}/exec", key, {"command": APPEND}, exec_key)
+            for url in (api_url, other_api)
+        ]
     assert executed[0].json() == executed[1].json()
     assert runs(api_url, key, sandbox) == 1
     assert len(sandboxes_of(api_url, key)) == 2  # the fixture's and the one created through both instances
@@ -160,8 +163,10 @@ def test_a_request_refused_before_it_ran_frees_its_key(api_url, tenant, sandbox)
     _, key = tenant
     idem = str(uuid.uuid4())
     post(f"{api_url}/v1/sandboxes/{sandbox}/stop", key)
-    wait_until(lambda: httpx.get(f"{api_url}/v1/sandboxes/{sandbox}", headers=auth(key)).json()["state"]
-               == "terminated", timeout=30)  # fmt: skip
+    wait_until(
+        lambda: httpx.get(f"{api_url}/v1/sandboxes/{sandbox}", headers=auth(key)).json()["state"] == "terminated",
+        timeout=30,
+    )
     url = f"{api_url}/v1/sandboxes/{sandbox}/exec"
     assert post(url, key, {"command": APPEND}, idem).status_code == 409  # refused: nothing appended
     fresh = post(f"{api_url}/v1/sandboxes", key, {}, idem)  # so the key is free for another request
@@ -199,8 +204,9 @@ def test_a_concurrent_duplicate_does_not_run_twice(api_url, tenant, sandbox) -> 
     assert runs(api_url, key, sandbox) == 1
 
 
-def test_a_retry_after_the_first_instance_went_away_picks_up_the_same_command(settings, api_url, tenant,
-                                                                              sandbox) -> None:  # fmt: skip
+def test_a_retry_after_the_first_instance_went_away_picks_up_the_same_command(
+    settings, api_url, tenant, sandbox
+) -> None:
     """The instance holding the key shuts down while its command runs (its request is cancelled):
     a retry on another instance takes the key over and answers that command's result, read from
     the stream, without appending the command again."""
@@ -228,8 +234,9 @@ def test_a_retry_after_the_first_instance_went_away_picks_up_the_same_command(se
     # the first attempt got no answer (a broken connection, or the 500 uvicorn sends for a cancelled request)
     assert lost and (not isinstance(lost[0], httpx.Response) or lost[0].status_code == 500), lost
     answers: list[httpx.Response] = []
-    retry = threading.Thread(target=lambda: answers.append(post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, gated,
-                                                                idem)))  # fmt: skip
+    retry = threading.Thread(
+        target=lambda: answers.append(post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, gated, idem))
+    )
     retry.start()
     assert post(f"{api_url}/v1/sandboxes/{sandbox}/exec", key, {"command": "touch /workspace/go"}).status_code == 200
     retry.join(timeout=60)
@@ -258,12 +265,16 @@ def test_a_key_is_kept_for_24_hours_then_forgotten(settings, api_url, sandbox_pr
     first = post(f"{api_url}/v1/sandboxes", key, {}, idem).json()
     assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == first
     with connect(settings, autocommit=True) as conn:
-        kept = conn.execute("SELECT expires_at - created_at AS kept FROM idempotency_keys WHERE tenant_id = %s"
-                            " AND key = %s", (tenant_id, idem)).fetchone()["kept"]  # fmt: skip
+        kept = conn.execute(
+            "SELECT expires_at - created_at AS kept FROM idempotency_keys WHERE tenant_id = %s AND key = %s",
+            (tenant_id, idem),
+        ).fetchone()["kept"]
         assert kept == timedelta(hours=24)
-        conn.execute("UPDATE idempotency_keys SET created_at = created_at - interval '24 hours',"
-                     " expires_at = expires_at - interval '24 hours' WHERE tenant_id = %s AND key = %s",
-                     (tenant_id, idem))  # fmt: skip
+        conn.execute(
+            "UPDATE idempotency_keys SET created_at = created_at - interval '24 hours',"
+            " expires_at = expires_at - interval '24 hours' WHERE tenant_id = %s AND key = %s",
+            (tenant_id, idem),
+        )
     later = post(f"{api_url}/v1/sandboxes", key, {}, idem).json()
     assert later["id"] != first["id"]
     assert post(f"{api_url}/v1/sandboxes", key, {}, idem).json() == later
@@ -271,8 +282,9 @@ def test_a_key_is_kept_for_24_hours_then_forgotten(settings, api_url, sandbox_pr
         post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
 
 
-def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(settings, api_url, tenant, sandbox,
-                                                                         tmp_path) -> None:  # fmt: skip
+def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(
+    settings, api_url, tenant, sandbox, tmp_path
+) -> None:
     """kill -9 the API instance holding the key while its command runs: the key stays held (409)
     until the lease it no longer renews lapses, then a retry elsewhere answers that command's
     result from the stream, and the command ran once."""
@@ -280,8 +292,12 @@ def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(settings
     idem, port = str(uuid.uuid4()), free_port()
     gated = {"command": f"while [ ! -e /workspace/go ]; do sleep 0.05; done; {APPEND}"}
     with (tmp_path / "api.log").open("wb") as log:
-        doomed = subprocess.Popen([sys.executable, "-m", "astraforge.cli", "api", "--port", str(port)],
-                                  env=cli_env(settings), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        doomed = subprocess.Popen(
+            [sys.executable, "-m", "astraforge.cli", "api", "--port", str(port)],
+            env=cli_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
 
@@ -292,8 +308,9 @@ def test_a_retry_after_the_first_instance_was_killed_takes_the_key_over(settings
                 return False
 
         wait_until(serving, timeout=60, what=f"the API on {port}: {(tmp_path / 'api.log').read_text()}")
-        threading.Thread(target=lambda: _quietly(post, f"{url}/v1/sandboxes/{sandbox}/exec", key, gated, idem),
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=lambda: _quietly(post, f"{url}/v1/sandboxes/{sandbox}/exec", key, gated, idem), daemon=True
+        ).start()
 
         def started() -> bool:
             events = httpx.get(f"{api_url}/v1/streams/{sandbox}/events", headers=auth(key), params={"limit": 1000})
@@ -326,13 +343,17 @@ def _died_unrecorded(settings, tenant_id: str, idem: str) -> None:
     """The key as an instance leaves it when it dies between Kafka's acknowledgement and recording
     it (state "claimed", no answer) and its lease has lapsed: the crash window, made exact."""
     with connect(settings, autocommit=True) as conn:
-        changed = conn.execute("UPDATE idempotency_keys SET state = 'claimed', status = NULL, response = NULL,"
-                               " lease_until = now() WHERE tenant_id = %s AND key = %s", (tenant_id, idem))  # fmt: skip
+        changed = conn.execute(
+            "UPDATE idempotency_keys SET state = 'claimed', status = NULL, response = NULL,"
+            " lease_until = now() WHERE tenant_id = %s AND key = %s",
+            (tenant_id, idem),
+        )
         assert changed.rowcount == 1
 
 
-def test_a_retry_that_cannot_tell_whether_the_first_attempt_appended_still_acts_once(settings, api_url, tenant,
-                                                                                     sandbox) -> None:  # fmt: skip
+def test_a_retry_that_cannot_tell_whether_the_first_attempt_appended_still_acts_once(
+    settings, api_url, tenant, sandbox
+) -> None:
     tenant_id, key = tenant
     create_key_, exec_key = str(uuid.uuid4()), str(uuid.uuid4())
     created = post(f"{api_url}/v1/sandboxes", key, {}, create_key_).json()

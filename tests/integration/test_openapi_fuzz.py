@@ -39,8 +39,12 @@ def test_no_request_produces_a_server_error(api_url, sandbox_processor, tenant) 
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=ReadOnlyDatabase(FOUND) if IN_CI else FOUND)  # fmt: skip
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=ReadOnlyDatabase(FOUND) if IN_CI else FOUND,
+        )
         def fuzz(case) -> None:
             case.call_and_validate(headers=auth(key), checks=[not_a_server_error])
             case.call_and_validate(checks=[not_a_server_error])  # unauthenticated too

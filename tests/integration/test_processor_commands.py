@@ -151,16 +151,22 @@ def test_a_command_redelivered_long_after_it_was_handled_is_not_run_again(fresh_
         producer.append(create(sid))
         wait_until(lambda: seen(s, sid, "sandbox.ready"), timeout=90, what=f"{sid} ready")
         producer.append(command(sid, "sandbox.stop", {"reason": "done"}))
-        wait_until(lambda: seen(s, sid, "sandbox.terminated") and first.state(sid) is None, timeout=60,
-                   what=f"{sid} ended and forgotten")  # fmt: skip
+        wait_until(
+            lambda: seen(s, sid, "sandbox.terminated") and first.state(sid) is None,
+            timeout=60,
+            what=f"{sid} ended and forgotten",
+        )
         wait_until(lambda: not first.runtime.app.rebalancing, timeout=60, what="the rebalance over before the stop")
     finally:
         first.stop()
         thread.join(timeout=60)
 
     partition = partition_for(sid, s.topic_partitions)
-    (old,) = [m for m in read_range(s, s.commands_topic, partition, 0, None)
-              if m.key() == sid.encode() and producer.codec.decode(m.value()).type == "sandbox.create"]  # fmt: skip
+    (old,) = [
+        m
+        for m in read_range(s, s.commands_topic, partition, 0, None)
+        if m.key() == sid.encode() and producer.codec.decode(m.value()).type == "sandbox.create"
+    ]
     second = SandboxProcessor(s, provider)
     thread = threading.Thread(target=second.run, daemon=True)
     thread.start()

@@ -53,8 +53,10 @@ def test_a_stop_the_engine_refused_is_recorded_and_retried_until_the_container_i
             producer.append(command(sid, "sandbox.stop", {"reason": "test over"}))
 
             def failure_recorded() -> bool:
-                return any(e.type == "sandbox.stopping" and (e.payload["reason"] or "").startswith("stop failed")
-                           for e in records(s, sid))  # fmt: skip
+                return any(
+                    e.type == "sandbox.stopping" and (e.payload["reason"] or "").startswith("stop failed")
+                    for e in records(s, sid)
+                )
 
             wait_until(failure_recorded, timeout=30, interval=0.2, what="the failed stop recorded")
             assert sid in engine.list_ids(), "the container is still there"

@@ -16,8 +16,9 @@ def post(url: str, key: str, json=None, **params) -> httpx.Response:
 
 
 def events(api_url: str, key: str, sandbox_id: str) -> list[dict]:
-    return httpx.get(f"{api_url}/v1/streams/{sandbox_id}/events", headers=auth(key), params={"limit": 1000},
-                     timeout=30).json()["items"]  # fmt: skip
+    return httpx.get(
+        f"{api_url}/v1/streams/{sandbox_id}/events", headers=auth(key), params={"limit": 1000}, timeout=30
+    ).json()["items"]
 
 
 def test_cancel_stop_and_create_are_not_queued_behind_long_commands(api_url, sandbox_processor, settings) -> None:
@@ -26,8 +27,12 @@ def test_cancel_stop_and_create_are_not_queued_behind_long_commands(api_url, san
     try:
         running: dict[str, list[str]] = {}
         for key, sid in boxes:
-            running[sid] = [post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "sleep 600", "async": True})
-                            .json()["command_id"] for _ in range(PER_TENANT)]  # fmt: skip
+            running[sid] = [
+                post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "sleep 600", "async": True}).json()[
+                    "command_id"
+                ]
+                for _ in range(PER_TENANT)
+            ]
         for key, sid in boxes:
 
             def all_started(key=key, sid=sid) -> bool:
@@ -41,11 +46,21 @@ def test_cancel_stop_and_create_are_not_queued_behind_long_commands(api_url, san
         post(f"{api_url}/v1/sandboxes/{sid2}/stop", key2)
         fresh = post(f"{api_url}/v1/sandboxes", key3, {}).json()
         assert fresh["state"] == "ready", fresh
-        wait_until(lambda: any(e["type"] == "exec.finished" and e["payload"]["command_id"] == cancelled
-                               and e["payload"]["cancelled"] for e in events(api_url, key1, sid1)),
-                   timeout=30, interval=0.2, what="the cancel served")  # fmt: skip
-        wait_until(lambda: any(e["type"] == "sandbox.terminated" for e in events(api_url, key2, sid2)),
-                   timeout=30, interval=0.2, what="the stop served")  # fmt: skip
+        wait_until(
+            lambda: any(
+                e["type"] == "exec.finished" and e["payload"]["command_id"] == cancelled and e["payload"]["cancelled"]
+                for e in events(api_url, key1, sid1)
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the cancel served",
+        )
+        wait_until(
+            lambda: any(e["type"] == "sandbox.terminated" for e in events(api_url, key2, sid2)),
+            timeout=30,
+            interval=0.2,
+            what="the stop served",
+        )
         post(f"{api_url}/v1/sandboxes/{fresh['id']}/stop", key3)
     finally:
         for key, sid in boxes:

@@ -112,8 +112,11 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
     consumer.close()
     assert sum(ends.values()) == HISTORY
     try:
-        wait_until(lambda: all((first.table.data.data.get(f"@{p}") or 0) >= end for p, end in ends.items()),
-                   timeout=60, what="the marks past the chat records")  # fmt: skip
+        wait_until(
+            lambda: all((first.table.data.data.get(f"@{p}") or 0) >= end for p, end in ends.items()),
+            timeout=60,
+            what="the marks past the chat records",
+        )
     finally:
         first.stop()
         thread.join(timeout=60)

@@ -26,8 +26,10 @@ def records(settings, sandbox_id: str) -> list[Envelope]:
 
 
 def seen(settings, sandbox_id: str, type_: str, **payload) -> bool:
-    return any(e.type == type_ and all(e.payload.get(k) == v for k, v in payload.items())
-               for e in records(settings, sandbox_id))  # fmt: skip
+    return any(
+        e.type == type_ and all(e.payload.get(k) == v for k, v in payload.items())
+        for e in records(settings, sandbox_id)
+    )
 
 
 def count(settings, sandbox_id: str, type_: str) -> int:
@@ -35,8 +37,9 @@ def count(settings, sandbox_id: str, type_: str) -> int:
 
 
 def command(sandbox_id: str, type_: str, payload: dict) -> Envelope:
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id="acme", actor="test", sandbox_id=sandbox_id,
-                    payload=payload)  # fmt: skip
+    return Envelope(
+        type=type_, stream_id=sandbox_id, tenant_id="acme", actor="test", sandbox_id=sandbox_id, payload=payload
+    )
 
 
 def create_command(sandbox_id: str, image: str = "astraforge/sandbox:bookworm") -> Envelope:
@@ -46,8 +49,19 @@ def create_command(sandbox_id: str, image: str = "astraforge/sandbox:bookworm") 
 
 
 def exec_command(sandbox_id: str, command_id: str, shell: str) -> Envelope:
-    return command(sandbox_id, "sandbox.exec", {"command_id": command_id, "argv": [], "shell": shell, "cwd": None,
-                                                "env": {}, "timeout_s": 120.0, "async_": True})  # fmt: skip
+    return command(
+        sandbox_id,
+        "sandbox.exec",
+        {
+            "command_id": command_id,
+            "argv": [],
+            "shell": shell,
+            "cwd": None,
+            "env": {},
+            "timeout_s": 120.0,
+            "async_": True,
+        },
+    )
 
 
 def start(settings) -> subprocess.Popen:
@@ -63,8 +77,9 @@ def kill9(proc: subprocess.Popen) -> None:
 def test_kill_9_mid_exec_and_mid_provision(fresh_settings) -> None:
     from astraforge.sandbox.providers import make_provider
 
-    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": [],
-                                          "sandbox_images": [GATED_IMAGE]})  # fmt: skip
+    s = fresh_settings.model_copy(
+        update={"sandbox_provider": "docker", "warm_pools": [], "sandbox_images": [GATED_IMAGE]}
+    )
     docker_provider = make_provider(s)  # the processors' namespace (this test's topic prefix)
     build_gated_image(docker_provider.client, s.sandbox_image)
     a, b, orphan = (f"sb-{secrets.token_hex(16)}" for _ in range(3))

@@ -65,8 +65,11 @@ def test_a_new_instance_reads_live_state_not_history(fresh_settings) -> None:
         assert took["sandboxes"] == 1 and took["events_read"] < 10, (took, total)
         assert second.state(live).state == "ready" and all(second.state(sid) is None for sid in ended)
         producer.append(exec_command(live, "after-restart", "echo restored"))
-        wait_until(lambda: seen(s, live, "exec.finished", command_id="after-restart", exit_code=0), timeout=30,
-                   what="the restored sandbox runs commands")  # fmt: skip
+        wait_until(
+            lambda: seen(s, live, "exec.finished", command_id="after-restart", exit_code=0),
+            timeout=30,
+            what="the restored sandbox runs commands",
+        )
         rebuild = time.monotonic()  # what the start-up was before: decode every record of the events topic
         decoded = sum(1 for p in range(s.topic_partitions) for _ in read_range(s, s.events_topic, p, 0, None))
         print(

@@ -24,21 +24,54 @@ def rows(settings, query: str, *args) -> list[dict]:
 
 
 def run_lifecycle(run: str, tenant: str = "acme") -> list[Envelope]:
-    ref = {"artifact_id": f"{run}-patch", "key": f"{run}/patch.diff", "sha256": "ab", "size": 10,
-           "content_type": "text/x-diff", "name": "patch.diff"}  # fmt: skip
+    ref = {
+        "artifact_id": f"{run}-patch",
+        "key": f"{run}/patch.diff",
+        "sha256": "ab",
+        "size": 10,
+        "content_type": "text/x-diff",
+        "name": "patch.diff",
+    }
     return [
-        Envelope(type="run.requested", stream_id=run, tenant_id=tenant, actor="user:1",
-                 payload={"state": "requested", "attempt": 1, "title": "Fix the bug", "agent": "codex"}),
-        Envelope(type="sandbox.ready", stream_id=run, tenant_id=tenant, actor="processor", sandbox_id=f"{run}-sb",
-                 payload={"state": "ready", "provider": "docker", "image": "bookworm"}),
-        Envelope(type="run.running", stream_id=run, tenant_id=tenant, actor="processor",
-                 payload={"state": "running", "attempt": 1}),
+        Envelope(
+            type="run.requested",
+            stream_id=run,
+            tenant_id=tenant,
+            actor="user:1",
+            payload={"state": "requested", "attempt": 1, "title": "Fix the bug", "agent": "codex"},
+        ),
+        Envelope(
+            type="sandbox.ready",
+            stream_id=run,
+            tenant_id=tenant,
+            actor="processor",
+            sandbox_id=f"{run}-sb",
+            payload={"state": "ready", "provider": "docker", "image": "bookworm"},
+        ),
+        Envelope(
+            type="run.running",
+            stream_id=run,
+            tenant_id=tenant,
+            actor="processor",
+            payload={"state": "running", "attempt": 1},
+        ),
         Envelope(type="artifact.stored", stream_id=run, tenant_id=tenant, actor="processor", payload={"artifact": ref}),
-        Envelope(type="sandbox.terminated", stream_id=run, tenant_id=tenant, actor="processor", sandbox_id=f"{run}-sb",
-                 payload={"state": "terminated", "reason": "stop"}),
-        Envelope(type="run.awaiting_review", stream_id=run, tenant_id=tenant, actor="processor",
-                 payload={"state": "awaiting_review", "attempt": 1}),
-    ]  # fmt: skip
+        Envelope(
+            type="sandbox.terminated",
+            stream_id=run,
+            tenant_id=tenant,
+            actor="processor",
+            sandbox_id=f"{run}-sb",
+            payload={"state": "terminated", "reason": "stop"},
+        ),
+        Envelope(
+            type="run.awaiting_review",
+            stream_id=run,
+            tenant_id=tenant,
+            actor="processor",
+            payload={"state": "awaiting_review", "attempt": 1},
+        ),
+    ]
 
 
 def test_records_fold_into_events_streams_runs_sandboxes_artifacts(fresh_settings) -> None:
@@ -71,18 +104,36 @@ def test_upserts_of_every_shape_apply_in_order_within_one_batch(fresh_settings) 
     sandbox = {"type": "sandbox.requested", "stream_id": "sb-1", "sandbox_id": "sb-1", "actor": "api"}
     execs = [
         Envelope(type=t, stream_id="sb-1", tenant_id="acme", actor="p", sandbox_id="sb-1", payload=p)
-        for t, p in [("exec.started", {"command_id": "c1"}), ("exec.finished", {"command_id": "c1", "exit_code": 3,
-                     "duration_ms": 1.0}), ("exec.started", {"command_id": "c2"})]
-    ]  # fmt: skip
-    producer.append_many([
-        Envelope(**sandbox, tenant_id="acme", payload={"state": "requested", "details": {"profile.memory_mb": "256"}}),
-        Envelope(**{**sandbox, "type": "sandbox.ready"}, tenant_id="acme", payload={"state": "ready"}),
-        *execs, *run_lifecycle("run-b"),
-        Envelope(type="artifact.deleted", stream_id="run-b", tenant_id="intruder", actor="x",
-                 payload={"artifact_id": "run-b-patch", "reason": "deleted"}),
-        Envelope(type="artifact.deleted", stream_id="run-c", tenant_id="acme", actor="x",
-                 payload={"artifact_id": "run-c-never-stored", "reason": "deleted"}),
-    ])  # fmt: skip
+        for t, p in [
+            ("exec.started", {"command_id": "c1"}),
+            ("exec.finished", {"command_id": "c1", "exit_code": 3, "duration_ms": 1.0}),
+            ("exec.started", {"command_id": "c2"}),
+        ]
+    ]
+    producer.append_many(
+        [
+            Envelope(
+                **sandbox, tenant_id="acme", payload={"state": "requested", "details": {"profile.memory_mb": "256"}}
+            ),
+            Envelope(**{**sandbox, "type": "sandbox.ready"}, tenant_id="acme", payload={"state": "ready"}),
+            *execs,
+            *run_lifecycle("run-b"),
+            Envelope(
+                type="artifact.deleted",
+                stream_id="run-b",
+                tenant_id="intruder",
+                actor="x",
+                payload={"artifact_id": "run-b-patch", "reason": "deleted"},
+            ),
+            Envelope(
+                type="artifact.deleted",
+                stream_id="run-c",
+                tenant_id="acme",
+                actor="x",
+                payload={"artifact_id": "run-c-never-stored", "reason": "deleted"},
+            ),
+        ]
+    )
     projector = Projector(fresh_settings)
     projector.run_until_caught_up()
     (sb,) = rows(fresh_settings, "SELECT * FROM {s}.sandboxes WHERE sandbox_id = %s", "sb-1")
@@ -91,8 +142,15 @@ def test_upserts_of_every_shape_apply_in_order_within_one_batch(fresh_settings) 
     assert [tuple(r.values()) for r in states] == [("c1", "finished", 3), ("c2", "running", None)]
     (artifact,) = rows(fresh_settings, "SELECT * FROM {s}.artifacts")
     assert artifact["deleted_at"] is None  # another tenant's delete never touches it
-    producer.append(Envelope(type="artifact.deleted", stream_id="run-b", tenant_id="acme", actor="x",
-                             payload={"artifact_id": "run-b-patch", "reason": "deleted"}))  # fmt: skip
+    producer.append(
+        Envelope(
+            type="artifact.deleted",
+            stream_id="run-b",
+            tenant_id="acme",
+            actor="x",
+            payload={"artifact_id": "run-b-patch", "reason": "deleted"},
+        )
+    )
     Projector(fresh_settings).run_until_caught_up()
     (artifact,) = rows(fresh_settings, "SELECT * FROM {s}.artifacts")
     assert artifact["deleted_at"] is not None
@@ -110,8 +168,11 @@ def test_a_malformed_record_is_dead_lettered_and_the_projector_continues(fresh_s
     texts = [r["payload"]["text"] for r in rows(fresh_settings, 'SELECT payload FROM {s}.events ORDER BY "offset"')]
     assert texts == ["before", "after"]
     partition = partition_for("dlq", fresh_settings.topic_partitions)
-    (dead,) = [m for p in range(fresh_settings.topic_partitions)
-               for m in read_range(fresh_settings, fresh_settings.deadletter_topic, p, 0, None)]  # fmt: skip
+    (dead,) = [
+        m
+        for p in range(fresh_settings.topic_partitions)
+        for m in read_range(fresh_settings, fresh_settings.deadletter_topic, p, 0, None)
+    ]
     headers = dict(dead.headers())
     assert b"C3 01 marker" in headers["reason"]
     assert headers["source.offset"] == b"1" and int(headers["source.partition"]) == partition
@@ -133,8 +194,11 @@ def test_rebuild_from_offset_zero_reproduces_the_live_tables(fresh_settings) -> 
     assert rows(fresh_settings, "SELECT count(*) AS n FROM {s}.events")[0]["n"] == 5 * 206
     # and the comparison can fail: damage one live row
     with connect(fresh_settings) as conn:
-        conn.execute(sql.SQL("UPDATE {}.runs SET state = 'failed' WHERE run_id = 'run-3'").format(
-            sql.Identifier(fresh_settings.projection_schema)))  # fmt: skip
+        conn.execute(
+            sql.SQL("UPDATE {}.runs SET state = 'failed' WHERE run_id = 'run-3'").format(
+                sql.Identifier(fresh_settings.projection_schema)
+            )
+        )
     assert compare(fresh_settings, fresh_settings.projection_schema, rebuilt)["runs"] == (1, 1)
 
 
@@ -159,8 +223,11 @@ def test_kill_9_mid_batch_loses_and_duplicates_nothing(fresh_settings, tmp_path)
     finally:
         second.terminate()
         second.wait(timeout=30)
-    stats = rows(fresh_settings, 'SELECT count(*) AS n, count(DISTINCT (partition, "offset")) AS d,'
-                 " count(DISTINCT event_id) AS e FROM {s}.events")[0]  # fmt: skip
+    stats = rows(
+        fresh_settings,
+        'SELECT count(*) AS n, count(DISTINCT (partition, "offset")) AS d,'
+        " count(DISTINCT event_id) AS e FROM {s}.events",
+    )[0]
     assert stats == {"n": total, "d": total, "e": total}
     counted = rows(fresh_settings, "SELECT sum(event_count) AS n FROM {s}.streams")[0]["n"]
     assert counted == total  # stream counters were not double-applied either
@@ -212,8 +279,11 @@ def test_records_postgres_refuses_are_dead_lettered_one_by_one(fresh_settings) -
     assert projector.dead_lettered == 2
     texts = [r["payload"].get("text") for r in rows(fresh_settings, 'SELECT payload FROM {s}.events ORDER BY "offset"')]
     assert texts == ["before", "after"]
-    reasons = [dict(m.headers())["reason"] for p in range(fresh_settings.topic_partitions)
-               for m in read_range(fresh_settings, fresh_settings.deadletter_topic, p, 0, None)]  # fmt: skip
+    reasons = [
+        dict(m.headers())["reason"]
+        for p in range(fresh_settings.topic_partitions)
+        for m in read_range(fresh_settings, fresh_settings.deadletter_topic, p, 0, None)
+    ]
     assert any(b"year" in r for r in reasons) and any(b"cannot be projected" in r for r in reasons), reasons
     assert rows(fresh_settings, "SELECT * FROM {s}.runs") == []
 
@@ -226,8 +296,11 @@ def newer_codec(tmp_path):
     for path in AVRO_DIR.glob("*.avsc"):
         (tmp_path / path.name).write_text(path.read_text())
     chat_schema = tmp_path / "astraforge.ChatMessage.avsc"
-    chat_schema.write_text(chat_schema.read_text().replace(
-        '"fields": [', '"fields": [{"name": "mood", "type": "string", "default": "calm"},', 1))  # fmt: skip
+    chat_schema.write_text(
+        chat_schema.read_text().replace(
+            '"fields": [', '"fields": [{"name": "mood", "type": "string", "default": "calm"},', 1
+        )
+    )
     history = tmp_path / "history"
     history.mkdir()
     for path in HISTORY_DIR.glob("*.avsc"):
@@ -246,8 +319,11 @@ def test_a_newer_schema_parks_its_partition_until_an_upgraded_projector_resumes(
     old = EventProducer(fresh_settings)
     upgraded = EventProducer(fresh_settings, newer)
     partitions = fresh_settings.topic_partitions
-    other = next(f"other-{i}" for i in range(100) if partition_for(f"other-{i}", partitions)
-                 != partition_for("parked", partitions))  # fmt: skip
+    other = next(
+        f"other-{i}"
+        for i in range(100)
+        if partition_for(f"other-{i}", partitions) != partition_for("parked", partitions)
+    )
     old.append(chat("parked", "acme", "before"))
     upgraded.append(chat("parked", "acme", "from the future"))
     old.append_many([chat("parked", "acme", "after"), chat(other, "acme", "elsewhere")])
@@ -296,10 +372,17 @@ def test_a_failed_row_write_never_moves_the_offset(fresh_settings) -> None:
     Projector(fresh_settings).close()  # creates the schema
     schema = sql.Identifier(fresh_settings.projection_schema)
     with connect(fresh_settings, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE FUNCTION {}.refuse() RETURNS trigger LANGUAGE plpgsql AS"
-                             " $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$").format(schema))  # fmt: skip
-        conn.execute(sql.SQL("CREATE TRIGGER refuse BEFORE INSERT ON {}.streams FOR EACH ROW"
-                             " EXECUTE FUNCTION {}.refuse()").format(schema, schema))  # fmt: skip
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}.refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$"
+            ).format(schema)
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER refuse BEFORE INSERT ON {}.streams FOR EACH ROW EXECUTE FUNCTION {}.refuse()"
+            ).format(schema, schema)
+        )
     with pytest.raises(Exception, match="disk full"):
         Projector(fresh_settings).run_until_caught_up()
     assert rows(fresh_settings, "SELECT * FROM {s}.consumer_offsets") == []
@@ -318,8 +401,11 @@ def test_starting_a_process_never_queues_behind_readers(fresh_settings) -> None:
         create_schema(conn, fresh_settings.projection_schema)
     with connect(fresh_settings) as reader:  # a read in an open transaction, as a slow SSE page holds
         for table in ("sandboxes", "artifacts"):
-            reader.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(fresh_settings.projection_schema), sql.Identifier(table)))  # fmt: skip
+            reader.execute(
+                sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(fresh_settings.projection_schema), sql.Identifier(table)
+                )
+            )
         with connect(fresh_settings, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")
             create_schema(conn, fresh_settings.projection_schema)  # LockNotAvailable if it queued
@@ -331,11 +417,25 @@ def test_event_times_are_stored_exactly_from_either_decode_path(fresh_settings) 
     instant, to the µs, at the ends of the range the API can read back and across the 2000 epoch."""
     from astraforge.ids import from_micros
 
-    times = [-62_135_596_800_000_000, 946_684_799_999_999, 946_684_800_000_000, 1_796_000_000_123_457,
-             253_402_300_799_999_999]  # fmt: skip
+    times = [
+        -62_135_596_800_000_000,
+        946_684_799_999_999,
+        946_684_800_000_000,
+        1_796_000_000_123_457,
+        253_402_300_799_999_999,
+    ]
     records = [chat("times", "acme", str(t), occurred_at=t) for t in times]
-    records += [Envelope(type="run.requested", stream_id="times", tenant_id="acme", actor="u", occurred_at=t,
-                         payload={"state": "requested", "attempt": 1}) for t in times]  # fmt: skip
+    records += [
+        Envelope(
+            type="run.requested",
+            stream_id="times",
+            tenant_id="acme",
+            actor="u",
+            occurred_at=t,
+            payload={"state": "requested", "attempt": 1},
+        )
+        for t in times
+    ]
     EventProducer(fresh_settings).append_many(records)
     Projector(fresh_settings).run_until_caught_up()
     stored = rows(fresh_settings, 'SELECT occurred_at FROM {s}.events WHERE stream_id = %s ORDER BY "offset"', "times")

@@ -16,8 +16,11 @@ from tests.support import chat, cli_env
 def replay(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "astraforge.cli", "replay", *args],
-        env=cli_env(settings), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=cli_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_replay_prints_the_timeline_and_verify_finds_differences(fresh_settings) -> None:
@@ -42,9 +45,11 @@ def test_replay_prints_the_timeline_and_verify_finds_differences(fresh_settings)
     with connect(fresh_settings) as conn:
         schema = sql.Identifier(fresh_settings.projection_schema)
         conn.execute(sql.SQL("DELETE FROM {}.events WHERE stream_id = 'audit' AND \"offset\" = 3").format(schema))
-        conn.execute(sql.SQL(
-            "UPDATE {}.events SET payload = '{{\"text\": \"forged\"}}' WHERE stream_id = 'audit' AND \"offset\" = 7"
-        ).format(schema))  # fmt: skip
+        conn.execute(
+            sql.SQL(
+                'UPDATE {}.events SET payload = \'{{"text": "forged"}}\' WHERE stream_id = \'audit\' AND "offset" = 7'
+            ).format(schema)
+        )
     bad = replay(fresh_settings, "audit", "--verify")
     assert bad.returncode == 1
     assert "offset 3: in Kafka, missing from the projection" in bad.stdout
@@ -54,8 +59,17 @@ def test_replay_prints_the_timeline_and_verify_finds_differences(fresh_settings)
 def test_verify_is_bounded_by_the_projection_and_checks_what_it_claims(fresh_settings) -> None:
     """Lag is not a difference; tenant, schema version and the read models are compared."""
     producer = EventProducer(fresh_settings)
-    sandbox = [Envelope(type=f"sandbox.{s}", stream_id="checked", tenant_id="acme", actor="processor",
-                        sandbox_id="sb-checked", payload={"state": s}) for s in ("requested", "ready")]  # fmt: skip
+    sandbox = [
+        Envelope(
+            type=f"sandbox.{s}",
+            stream_id="checked",
+            tenant_id="acme",
+            actor="processor",
+            sandbox_id="sb-checked",
+            payload={"state": s},
+        )
+        for s in ("requested", "ready")
+    ]
     producer.append_many([*sandbox, chat("checked", "acme", "hi"), chat("checked", "acme", "bytes")])
     Projector(fresh_settings).run_until_caught_up()
     producer.append(chat("checked", "acme", "not projected yet"))  # the projector is not running: lag

@@ -60,8 +60,11 @@ def test_create_exec_files_stop(api_url, sandbox_processor, tenant, other_tenant
 def test_async_exec_streams_output_on_sse(api_url, sandbox_processor, tenant) -> None:
     _, key = tenant
     sid = create(api_url, key)["id"]
-    accepted = post(f"{api_url}/v1/sandboxes/{sid}/exec", key,
-                    {"command": "for i in 1 2 3; do echo line $i; sleep 0.1; done", "async": True}).json()  # fmt: skip
+    accepted = post(
+        f"{api_url}/v1/sandboxes/{sid}/exec",
+        key,
+        {"command": "for i in 1 2 3; do echo line $i; sleep 0.1; done", "async": True},
+    ).json()
     command_id = accepted["command_id"]
     lines, finished = [], None
     with (
@@ -152,8 +155,9 @@ def test_snapshot_restore_and_fork(api_url, sandbox_processor, tenant, other_ten
 def test_output_past_the_inline_limit_goes_to_the_artifact_store(api_url, sandbox_processor, tenant) -> None:
     _, key = tenant
     sid = create(api_url, key)["id"]
-    result = post(f"{api_url}/v1/sandboxes/{sid}/exec", key,
-                  {"command": "python -c \"print('a' * 3000000)\"; echo done >&2"}).json()  # fmt: skip
+    result = post(
+        f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "python -c \"print('a' * 3000000)\"; echo done >&2"}
+    ).json()
     assert result["exit_code"] == 0 and not result["truncated"]
     inline = len(result["stdout"])
     assert 0 < inline <= 1024 * 1024
@@ -227,8 +231,13 @@ def test_cancel_kills_a_running_command(api_url, sandbox_processor, tenant) -> N
             None,
         )
 
-    wait_until(lambda: any(e["type"] == "exec.started" for e in httpx.get(
-        f"{api_url}/v1/streams/{sid}/events", headers=auth(key)).json()["items"]), timeout=20)  # fmt: skip
+    wait_until(
+        lambda: any(
+            e["type"] == "exec.started"
+            for e in httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key)).json()["items"]
+        ),
+        timeout=20,
+    )
     assert post(f"{base}/exec/{command_id}/cancel", key).status_code == 202
     wait_until(lambda: finished() is not None, timeout=20, what="cancelled command finished")
     done = finished()

@@ -169,9 +169,17 @@ def test_replayed_frames_carry_what_rest_serves(settings, api_url, producer, ten
         "\x01 control",
     ]  # no U+2028: httpx splits lines there, SSE does not
     records = [chat(stream, name, text) for text in texts]
-    records.append(Envelope(type="exec.output", stream_id=stream, tenant_id=name, actor="agent\n1", sandbox_id="sb-1",
-                            causation_id="cause", payload={"command_id": "c", "stream": "stderr", "seq": 2**60,
-                                                           "data": b"\xffbinary\x00", "artifact": None}))  # fmt: skip
+    records.append(
+        Envelope(
+            type="exec.output",
+            stream_id=stream,
+            tenant_id=name,
+            actor="agent\n1",
+            sandbox_id="sb-1",
+            causation_id="cause",
+            payload={"command_id": "c", "stream": "stderr", "seq": 2**60, "data": b"\xffbinary\x00", "artifact": None},
+        )
+    )
     producer.append_many(records)
     with httpx.Client(base_url=api_url, headers=auth(key), timeout=30) as client:
         wait_until(lambda: len(client.get(f"/v1/streams/{stream}/events").json().get("items", [])) == 5, what="rows")

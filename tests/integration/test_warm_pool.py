@@ -81,8 +81,13 @@ def test_a_provision_stopped_after_its_warm_claim_completes_in_the_claimed_conta
     owner of the partition completes the provision in that container, not in a second, cold one."""
     from astraforge.sandbox.providers import make_provider
 
-    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": [WarmPool(size=1)],
-                                          "instance_id": f"warm-{secrets.token_hex(4)}"})  # fmt: skip
+    s = fresh_settings.model_copy(
+        update={
+            "sandbox_provider": "docker",
+            "warm_pools": [WarmPool(size=1)],
+            "instance_id": f"warm-{secrets.token_hex(4)}",
+        }
+    )
     provider = make_provider(s)
     dead = WarmPools(s, provider, lambda: False)  # the instance that died: its pool, its claim
     dead.refill()

@@ -34,10 +34,18 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # from a clean copy: setuptools reuses an in-tree build/ directory, which can hold stale modules
     src = out / "src"
-    shutil.copytree(PROJECT_ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".local", "build", "*.egg-info",
-                                                                     "__pycache__", "node_modules", "web"))  # fmt: skip
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
-                   check=True, capture_output=True)  # fmt: skip
+    shutil.copytree(
+        PROJECT_ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".local", "build", "*.egg-info", "__pycache__", "node_modules", "web"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
     (built,) = out.glob("astraforge-*.whl")
     return built
 
@@ -55,17 +63,31 @@ def test_every_module_imports_from_a_fresh_venv(wheel: Path, tmp_path: Path) -> 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    target = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, str(wheel)],
-                   check=True, capture_output=True)  # fmt: skip
+    target = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     # third-party dependencies come from this venv's site-packages on PYTHONPATH (no .pth files are
     # read from there, so the editable install of the checkout cannot shadow the wheel)
     deps = sysconfig.get_paths()["purelib"]
     modules = sorted(source_modules())
-    script = "import importlib, sys\nfor m in sys.argv[1:]:\n    mod = importlib.import_module(m)\n" \
-             "    assert '/venv/' in mod.__file__, (m, mod.__file__)\nprint(len(sys.argv) - 1)"  # fmt: skip
-    result = subprocess.run([python, "-c", script, *modules], capture_output=True, text=True, cwd=tmp_path,
-                            env={"PYTHONPATH": deps, "PATH": "/usr/bin:/bin"})  # fmt: skip
+    script = (
+        "import importlib, sys\nfor m in sys.argv[1:]:\n    mod = importlib.import_module(m)\n"
+        "    assert '/venv/' in mod.__file__, (m, mod.__file__)\nprint(len(sys.argv) - 1)"
+    )
+    result = subprocess.run(
+        [python, "-c", script, *modules],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": deps, "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(len(modules))

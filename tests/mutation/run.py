@@ -150,16 +150,24 @@ def summarize(name: str, scope: dict, session: Path, env: dict[str, str]) -> lis
     caught = counts["killed"] + counts["timeout"]
     score = f"{100 * caught / tested:.0f}%" if tested else "n/a"
     where = scope["module"] + (" " + ",".join(scope["only"]) if "only" in scope else "")
-    head = (f"{name} ({where}): {tested} mutants, {counts['killed']} killed, {counts['timeout']} timeout, "
-            f"{counts['survived']} survived, {counts['incompetent']} incompetent; score {score} "
-            f"(not run: {counts['annotation']} in type annotations)")  # fmt: skip
+    head = (
+        f"{name} ({where}): {tested} mutants, {counts['killed']} killed, {counts['timeout']} timeout, "
+        f"{counts['survived']} survived, {counts['incompetent']} incompetent; score {score} "
+        f"(not run: {counts['annotation']} in type annotations)"
+    )
     return [head, *survivors]
 
 
 def tests_pass(scope: dict, env: dict[str, str]) -> bool | None:
     """True if the scope's tests pass, False if they fail, None if they hang past the timeout."""
-    proc = subprocess.Popen(test_command(scope), cwd=ROOT, env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        test_command(scope),
+        cwd=ROOT,
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         return proc.wait(timeout=scope["timeout"]) == 0
     except subprocess.TimeoutExpired:
@@ -192,8 +200,10 @@ def sql_condition_mutants(name: str, scope: dict, env: dict[str, str]) -> list[s
                 survivors.append(f"  line {source.count(chr(10), 0, at) + 1}: SQL `{condition}` ignored")
             at = source.find(condition, at + 1)
     total = sum(counts.values())
-    head = (f"{name} ({scope['module']}, SQL conditions ignored): {total} mutants, {counts['killed']} killed, "
-            f"{counts['timeout']} timeout, {counts['survived']} survived")  # fmt: skip
+    head = (
+        f"{name} ({scope['module']}, SQL conditions ignored): {total} mutants, {counts['killed']} killed, "
+        f"{counts['timeout']} timeout, {counts['survived']} survived"
+    )
     return [head, *survivors]
 
 

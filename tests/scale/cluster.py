@@ -90,8 +90,9 @@ class Api:
         return r.json()
 
     def exec(self, sandbox_id: str, command: str, run_async: bool = False, timeout_sec: float = 120) -> dict:
-        r = self.post(f"/sandboxes/{sandbox_id}/exec", {"command": command, "async": run_async,
-                                                        "timeout_sec": timeout_sec})  # fmt: skip
+        r = self.post(
+            f"/sandboxes/{sandbox_id}/exec", {"command": command, "async": run_async, "timeout_sec": timeout_sec}
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -132,8 +133,11 @@ def containers(provider) -> dict[str, str]:
 
 def wait_finished(settings, sandbox_id: str, command_id: str, timeout: float = 120) -> Envelope:
     def done():
-        return [e for e in records(settings, sandbox_id) if e.type == "exec.finished"
-                and e.payload["command_id"] == command_id]  # fmt: skip
+        return [
+            e
+            for e in records(settings, sandbox_id)
+            if e.type == "exec.finished" and e.payload["command_id"] == command_id
+        ]
 
     wait_until(done, timeout=timeout, interval=0.5, what=f"{command_id} finished")
     return done()[0]
@@ -145,8 +149,9 @@ def elapsed(since: float) -> float:
 
 def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
     """A command record as the API would append it (tests append some directly, to time them)."""
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor="test", sandbox_id=sandbox_id,
-                    payload=payload)  # fmt: skip
+    return Envelope(
+        type=type_, stream_id=sandbox_id, tenant_id=tenant, actor="test", sandbox_id=sandbox_id, payload=payload
+    )
 
 
 def create_command(api, image: str, sandbox_id: str, restore_snapshot: str | None = None) -> Envelope:
@@ -173,6 +178,17 @@ def snapshot_with_kept_file(api) -> str:
 
 def read_kept_file(api, sandbox_id: str, command_id: str) -> Envelope:
     """An async ``sandbox.exec`` command that prints the snapshot's ``kept.txt``."""
-    return command(api.tenant, sandbox_id, "sandbox.exec", {
-        "command_id": command_id, "argv": [], "shell": "cat kept.txt", "cwd": "/workspace", "env": {},
-        "timeout_s": 60.0, "async_": True})  # fmt: skip
+    return command(
+        api.tenant,
+        sandbox_id,
+        "sandbox.exec",
+        {
+            "command_id": command_id,
+            "argv": [],
+            "shell": "cat kept.txt",
+            "cwd": "/workspace",
+            "env": {},
+            "timeout_s": 60.0,
+            "async_": True,
+        },
+    )

@@ -20,8 +20,9 @@ PARTITIONS = 6
 @pytest.fixture
 def deployment(tmp_path) -> Iterator[tuple]:
     """Settings, the API's URL, a tenant's key, the docker provider and a place for instance logs."""
-    s = make_settings(topic_partitions=PARTITIONS, warm_pools=[], sandbox_provider="docker",
-                      sandbox_images=[GATED_IMAGE])  # fmt: skip
+    s = make_settings(
+        topic_partitions=PARTITIONS, warm_pools=[], sandbox_provider="docker", sandbox_images=[GATED_IMAGE]
+    )
     ensure_topics(s)
     ensure_control_schema(s)
     provider = make_provider(s)

@@ -66,23 +66,36 @@ def test_an_exec_offset_commits_only_after_its_accept_and_survives_kill_9_before
         sid, cid = f"sb-{secrets.token_hex(16)}", f"cmd-{secrets.token_hex(8)}"
         producer = EventProducer(s)
         with connect(s) as conn:  # the restore's snapshot lookup waits on this lock: provisioning holds still
-            conn.execute(sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(
-                sql.Identifier(s.projection_schema)))  # fmt: skip
+            conn.execute(
+                sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(s.projection_schema))
+            )
             producer.append(create_restoring(api, s.sandbox_image, sid, snapshot_id))
             wait_until(lambda: count(records(s, sid), "sandbox.provisioning"), timeout=60, what="provisioning")
 
             refuse_events(s, True)
             try:
                 run = producer.append(read_kept_file(api, sid, cid))  # the commands topic still takes it
-                wait_until(lambda: REFUSED in a.log.read_text(), timeout=60, interval=0.2,
-                           what="the accept of the consumed command refused by the broker")  # fmt: skip
+                wait_until(
+                    lambda: REFUSED in a.log.read_text(),
+                    timeout=60,
+                    interval=0.2,
+                    what="the accept of the consumed command refused by the broker",
+                )
                 assert committed(s, run.partition) <= run.offset, "committed before its accept was a fact"
             finally:
                 refuse_events(s, False)
-            wait_until(lambda: count(records(s, sid), "exec.accepted", command_id=cid), timeout=60, interval=0.2,
-                       what="the exec accepted once writes pass")  # fmt: skip
-            wait_until(lambda: committed(s, run.partition) > run.offset, timeout=30, interval=0.2,
-                       what="the offset committed after the accept")  # fmt: skip
+            wait_until(
+                lambda: count(records(s, sid), "exec.accepted", command_id=cid),
+                timeout=60,
+                interval=0.2,
+                what="the exec accepted once writes pass",
+            )
+            wait_until(
+                lambda: committed(s, run.partition) > run.offset,
+                timeout=30,
+                interval=0.2,
+                what="the offset committed after the accept",
+            )
             assert not count(records(s, sid), "exec.started"), "accepted, not started"
             a.kill9()  # the command's offset is committed: only its accepted fact remains
             conn.rollback()

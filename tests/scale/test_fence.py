@@ -24,8 +24,12 @@ def test_a_stalled_instance_writes_nothing_after_the_take_over(deployment) -> No
         sid = api.create()["id"]
         container = containers(provider)[sid]
         cid = api.exec(sid, "echo started; sleep 300; echo finished", run_async=True)["command_id"]
-        wait_until(lambda: count(records(s, sid), "exec.output", command_id=cid), timeout=60, interval=0.2,
-                   what="the long command running in a")  # fmt: skip
+        wait_until(
+            lambda: count(records(s, sid), "exec.output", command_id=cid),
+            timeout=60,
+            interval=0.2,
+            what="the long command running in a",
+        )
 
         a.freeze()
         frozen = time.monotonic()
@@ -47,8 +51,11 @@ def test_a_stalled_instance_writes_nothing_after_the_take_over(deployment) -> No
         wait_until(lambda: settled() or stray(), timeout=120, what=f"a settled the command's outcome: {a.log}")
         assert not stray(), f"the stalled instance wrote after the take-over: {stray()}"
         assert not any(x.endswith(": written") for x in settled()), settled()
-        wait_until(lambda: a.owned() and b.owned() and a.owned() | b.owned() == set(range(PARTITIONS)), timeout=120,
-                   what="a back in the group")  # fmt: skip
+        wait_until(
+            lambda: a.owned() and b.owned() and a.owned() | b.owned() == set(range(PARTITIONS)),
+            timeout=120,
+            what="a back in the group",
+        )
 
         probe = api.exec(sid, "echo alive")  # whoever owns it now: the sandbox and its container are intact
         assert probe["stdout"] == "alive\n", probe

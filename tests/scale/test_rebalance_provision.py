@@ -54,29 +54,49 @@ def test_a_provision_in_flight_when_its_partition_moves_keeps_its_container(depl
         ids = one_id_per_partition()
         creates = [create_restoring(api, s.sandbox_image, sid, snapshot_id) for sid in ids]
         with connect(s) as conn:  # every restore's snapshot lookup waits on this lock: provisions hold still
-            conn.execute(sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(
-                sql.Identifier(s.projection_schema)))  # fmt: skip
+            conn.execute(
+                sql.SQL("LOCK TABLE {}.artifacts IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(s.projection_schema))
+            )
             EventProducer(s).append_many(creates)
             # each of a's provisions made its container and now waits in its restore
-            wait_until(lambda: waiting_on_artifacts(s) >= len(ids), timeout=120, interval=0.5,
-                       what="a's provisions blocked after creating their containers")  # fmt: skip
+            wait_until(
+                lambda: waiting_on_artifacts(s) >= len(ids),
+                timeout=120,
+                interval=0.5,
+                what="a's provisions blocked after creating their containers",
+            )
             # a graceful join: some partitions move from a to b mid-provision (b runs in this process:
             # a new process would first wait on this lock in its schema preparation)
             b = SandboxProcessor(s.model_copy(update={"instance_id": "proc-b"}), provider)
             runner = threading.Thread(target=b.run, name="proc-b", daemon=True)
             runner.start()
-            wait_until(lambda: b.runtime.owned and a.owned() and not b.runtime.owned & a.owned()
-                       and b.runtime.owned | a.owned() == set(range(PARTITIONS)), timeout=120,
-                       what="partitions split between a and b")  # fmt: skip
+            wait_until(
+                lambda: (
+                    b.runtime.owned
+                    and a.owned()
+                    and not b.runtime.owned & a.owned()
+                    and b.runtime.owned | a.owned() == set(range(PARTITIONS))
+                ),
+                timeout=120,
+                what="partitions split between a and b",
+            )
             moved = [sid for sid in ids if partition(s, sid) in b.runtime.owned]
             assert moved
-            wait_until(lambda: waiting_on_artifacts(s) >= len(ids) + len(moved), timeout=120,
-                       interval=0.5, what="b re-driving the moved provisions")  # fmt: skip
+            wait_until(
+                lambda: waiting_on_artifacts(s) >= len(ids) + len(moved),
+                timeout=120,
+                interval=0.5,
+                what="b re-driving the moved provisions",
+            )
             conn.rollback()
 
         for sid in ids:
-            wait_until(lambda sid=sid: {"sandbox.ready", "sandbox.failed"} & {e.type for e in records(s, sid)},
-                       timeout=120, interval=0.5, what=f"{sid} settled")  # fmt: skip
+            wait_until(
+                lambda sid=sid: {"sandbox.ready", "sandbox.failed"} & {e.type for e in records(s, sid)},
+                timeout=120,
+                interval=0.5,
+                what=f"{sid} settled",
+            )
         a.stop()  # its provision threads finish before it exits (whatever they were going to do, is done)
         present = containers(provider)
         for sid in moved:

@@ -74,8 +74,16 @@ def test_two_workers_split_partitions_and_survive_kill_9(fresh_settings, tmp_pat
     try:
         wait_until(lambda: a.owned() == set(range(PARTITIONS)), timeout=60, what=f"a owns all: {a.log}")
         b = Worker(s, topic, tmp_path / "b.log")
-        wait_until(lambda: a.owned() and b.owned() and a.owned() | b.owned() == set(range(PARTITIONS))
-                   and not a.owned() & b.owned(), timeout=60, what="partitions split")  # fmt: skip
+        wait_until(
+            lambda: (
+                a.owned()
+                and b.owned()
+                and a.owned() | b.owned() == set(range(PARTITIONS))
+                and not a.owned() & b.owned()
+            ),
+            timeout=60,
+            what="partitions split",
+        )
         a_partitions = a.owned()
         keys = keys_over_partitions(2)
         for _ in range(5):

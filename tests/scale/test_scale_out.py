@@ -76,11 +76,16 @@ def test_kill_9_of_one_of_two_instances_mid_provision_and_mid_exec(deployment) -
         ready = sandboxes_on_every_instance(s, api, owned)
         first_containers = containers(provider)
         assert set(ready) <= set(first_containers)
-        long = {sid: api.exec(sid, "echo started; sleep 25; echo finished", run_async=True)["command_id"]
-                for sid in ready}  # fmt: skip
+        long = {
+            sid: api.exec(sid, "echo started; sleep 25; echo finished", run_async=True)["command_id"] for sid in ready
+        }
         for sid, cid in long.items():  # every instance runs commands for its own partitions
-            wait_until(lambda sid=sid, cid=cid: count(records(s, sid), "exec.started", command_id=cid), timeout=60,
-                       interval=0.2, what=f"{cid} started")  # fmt: skip
+            wait_until(
+                lambda sid=sid, cid=cid: count(records(s, sid), "exec.started", command_id=cid),
+                timeout=60,
+                interval=0.2,
+                what=f"{cid} started",
+            )
         # provisions on the instance about to die, held at a known point: container made, supervisor gated
         provisioning = sandbox_ids_in(s, owned["proc-a"], 2)
         EventProducer(s).append_many([create_command(api, GATED_IMAGE, sid) for sid in provisioning])
@@ -103,8 +108,12 @@ def test_kill_9_of_one_of_two_instances_mid_provision_and_mid_exec(deployment) -
             else:  # b's own commands were never touched by the rebalance
                 assert done.payload["exit_code"] == 0 and done.payload["error"] is None, done
         for sid in provisioning:
-            wait_until(lambda sid=sid: count(records(s, sid), "sandbox.ready"), timeout=90, interval=0.5,
-                       what=f"{sid} ready after the failover")  # fmt: skip
+            wait_until(
+                lambda sid=sid: count(records(s, sid), "sandbox.ready"),
+                timeout=90,
+                interval=0.5,
+                what=f"{sid} ready after the failover",
+            )
         after = containers(provider)
         for sid in ready:  # neither re-provisioned nor reaped: the same container throughout
             assert after.get(sid) == first_containers[sid], sid

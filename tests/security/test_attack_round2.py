@@ -27,8 +27,9 @@ SCRIPTS = Path(__file__).parent / "scripts"
 def _events(api_url: str, key: str, stream_id: str) -> list[dict]:
     items, after = [], -1
     while True:
-        page = httpx.get(f"{api_url}/v1/streams/{stream_id}/events", headers=auth(key),
-                         params={"limit": 1000, "after": after}).json()  # fmt: skip
+        page = httpx.get(
+            f"{api_url}/v1/streams/{stream_id}/events", headers=auth(key), params={"limit": 1000, "after": after}
+        ).json()
         items += page["items"]
         if page["next_after"] is None:
             return items
@@ -148,8 +149,12 @@ def test_one_tenants_snapshots_cannot_starve_another_tenants_commands(small_pool
     snapshots = [pool.submit(httpx.post, f"{base}/snapshots", headers=auth(attacker), timeout=400) for _ in range(6)]
     try:
         time.sleep(5)  # every snapshot is under way (or waiting for a worker)
-        r = httpx.post(f"{url}/v1/sandboxes/{victim_sid}/exec", headers=auth(victim),
-                       json={"command": "echo hi", "timeout_sec": 5}, timeout=120)  # fmt: skip
+        r = httpx.post(
+            f"{url}/v1/sandboxes/{victim_sid}/exec",
+            headers=auth(victim),
+            json={"command": "echo hi", "timeout_sec": 5},
+            timeout=120,
+        )
         assert r.status_code == 200, f"the other tenant's command: {r.status_code} {r.text[:200]}"
         assert r.json()["stdout"] == "hi\n"
     finally:
@@ -223,8 +228,9 @@ def test_a_restore_refuses_a_snapshot_that_unpacks_past_the_workspace(api_url, s
     )
     snapshot = post(f"{api_url}/v1/sandboxes/{source}/snapshots", key)
     assert snapshot.status_code == 201, snapshot.text
-    restored = post(f"{api_url}/v1/sandboxes", key,
-                    {"restore_snapshot": snapshot.json()["id"], "profile": {"workspace_mb": 64}}).json()  # fmt: skip
+    restored = post(
+        f"{api_url}/v1/sandboxes", key, {"restore_snapshot": snapshot.json()["id"], "profile": {"workspace_mb": 64}}
+    ).json()
     url = f"{api_url}/v1/sandboxes/{restored['id']}"
     wait_until(lambda: httpx.get(url, headers=auth(key)).json()["state"] in ("ready", "failed"), timeout=600)
     restored = httpx.get(url, headers=auth(key)).json()

@@ -16,8 +16,14 @@ SMALL = {"workspace_mb": 16, "tmp_mb": 16, "home_mb": 16}  # the quota counts me
 @pytest.fixture(scope="module")
 def strict_api(settings, projector, sandbox_processor):
     """A second API over the same topics and processor, with small limits and quotas."""
-    strict = settings.model_copy(update={"max_file_bytes": 1024 * 1024, "quota_sandboxes": 2,
-                                         "quota_memory_mb": 700, "quota_concurrent_execs": 1})  # fmt: skip
+    strict = settings.model_copy(
+        update={
+            "max_file_bytes": 1024 * 1024,
+            "quota_sandboxes": 2,
+            "quota_memory_mb": 700,
+            "quota_concurrent_execs": 1,
+        }
+    )
     with running_api(strict) as url:
         yield url
 
@@ -77,8 +83,10 @@ def test_uploads_past_the_limit_are_refused_while_streaming(strict_api, sandbox)
     # A body that declares 257 MiB is refused from its headers: the answer comes before a byte is sent.
     address = urlparse(strict_api)
     with socket.create_connection((address.hostname, address.port), timeout=20) as s:
-        s.sendall(f"PUT /v1/sandboxes/{sid}/files/huge.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-                  f"Content-Length: {257 * 1024 * 1024}\r\n\r\n".encode())  # fmt: skip
+        s.sendall(
+            f"PUT /v1/sandboxes/{sid}/files/huge.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Length: {257 * 1024 * 1024}\r\n\r\n".encode()
+        )
         assert s.recv(65536).startswith(b"HTTP/1.1 413")
 
 
@@ -114,13 +122,19 @@ def test_quotas_answer_429_with_the_limit(strict_api, sandbox_processor, setting
     assert over_count().json()["error"]["details"]["quota"] == "sandboxes"
 
     running = post(f"{strict_api}/v1/sandboxes/{first}/exec", key, {"command": "sleep 60", "async": True}).json()
-    wait_until(lambda: post(f"{strict_api}/v1/sandboxes/{second}/exec", key, {"command": "true"}).status_code == 429,
-               timeout=30, what="the running command counts against the exec quota")  # fmt: skip
+    wait_until(
+        lambda: post(f"{strict_api}/v1/sandboxes/{second}/exec", key, {"command": "true"}).status_code == 429,
+        timeout=30,
+        what="the running command counts against the exec quota",
+    )
     refused = post(f"{strict_api}/v1/sandboxes/{second}/exec", key, {"command": "true"}).json()["error"]
     assert refused["details"] == {"quota": "concurrent_execs", "limit": 1, "used": 1}
     post(f"{strict_api}/v1/sandboxes/{first}/exec/{running['command_id']}/cancel", key)
-    wait_until(lambda: post(f"{strict_api}/v1/sandboxes/{second}/exec", key, {"command": "true"}).status_code == 200,
-               timeout=30, what="the quota frees up when the command ends")  # fmt: skip
+    wait_until(
+        lambda: post(f"{strict_api}/v1/sandboxes/{second}/exec", key, {"command": "true"}).status_code == 200,
+        timeout=30,
+        what="the quota frees up when the command ends",
+    )
 
     for sid in (first, second):
         post(f"{strict_api}/v1/sandboxes/{sid}/stop", key)

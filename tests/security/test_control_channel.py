@@ -31,8 +31,9 @@ def run(platform: Platform, key: str, sandbox_id: str, command, **body) -> dict:
 
 
 def upload(platform: Platform, key: str, sandbox_id: str, name: str, script: Path) -> None:
-    r = httpx.put(f"{platform.api_url}/v1/sandboxes/{sandbox_id}/files/{name}", headers=auth(key),
-                  content=script.read_bytes())  # fmt: skip
+    r = httpx.put(
+        f"{platform.api_url}/v1/sandboxes/{sandbox_id}/files/{name}", headers=auth(key), content=script.read_bytes()
+    )
     assert r.status_code == 200, r.text
 
 
@@ -66,9 +67,16 @@ def test_a_command_cannot_point_the_control_socket_at_another_sandbox(platform: 
     assert run(platform, key_a, a, "echo a > /workspace/i-am-a")["exit_code"] == 0
 
     # what mountinfo showed the agent: its own control dir on the host, and so the sibling of tenant B
-    attack = run(platform, key_a, a, (
-        f"ln -sfn {b_socket} /run/astraforge/new.sock && mv -f /run/astraforge/new.sock /run/astraforge/supervisor.sock"
-        " && echo replaced"))  # fmt: skip
+    attack = run(
+        platform,
+        key_a,
+        a,
+        (
+            f"ln -sfn {b_socket} /run/astraforge/new.sock"
+            " && mv -f /run/astraforge/new.sock /run/astraforge/supervisor.sock"
+            " && echo replaced"
+        ),
+    )
     assert attack["exit_code"] != 0 and "replaced" not in attack["stdout"], attack
 
     after = run(platform, key_a, a, "cat /workspace/i-am-a; touch /workspace/second")
@@ -97,9 +105,16 @@ def test_a_detached_survivor_is_recorded_cannot_forge_results_and_dies_with_the_
     base = f"{platform.api_url}/v1/sandboxes/{sid}"
     upload(platform, key, sid, "forge.py", SCRIPTS / "forge_supervisor.py")
     token = str(100_000 + secrets.randbelow(800_000))
-    started = run(platform, key, sid, (
-        f"setsid python3 /workspace/forge.py {token} >/dev/null 2>&1 </dev/null & setsid sh -c 'sleep {token}' &"
-        " echo started"), timeout_sec=30)  # fmt: skip
+    started = run(
+        platform,
+        key,
+        sid,
+        (
+            f"setsid python3 /workspace/forge.py {token} >/dev/null 2>&1 </dev/null & setsid sh -c 'sleep {token}' &"
+            " echo started"
+        ),
+        timeout_sec=30,
+    )
     assert started["stdout"] == "started\n" and started["exit_code"] == 0, started
 
     detached = [e["payload"] for e in events(platform, key, sid) if e["type"] == "exec.detached"]
@@ -127,12 +142,18 @@ def test_a_detached_survivor_is_recorded_cannot_forge_results_and_dies_with_the_
 def test_the_supervisor_is_another_user_that_commands_cannot_kill_or_trace(platform: Platform) -> None:
     key = platform.tenant_key()
     sid = create(platform.api_url, key)["id"]
-    probe = run(platform, key, sid, (
-        f"pid=$({FIND_SUPERVISOR}); echo me=$(id -u);"
-        " echo supervisor=$(awk '/^Uid:/ {print $2}' /proc/$pid/status);"
-        " kill -9 $pid 2>/dev/null; echo kill=$?;"
-        " python3 -c \"import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True);"
-        " print('ptrace=%d' % libc.ptrace(16, int(sys.argv[1]), 0, 0))\" $pid"))  # fmt: skip
+    probe = run(
+        platform,
+        key,
+        sid,
+        (
+            f"pid=$({FIND_SUPERVISOR}); echo me=$(id -u);"
+            " echo supervisor=$(awk '/^Uid:/ {print $2}' /proc/$pid/status);"
+            " kill -9 $pid 2>/dev/null; echo kill=$?;"
+            ' python3 -c "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True);'
+            " print('ptrace=%d' % libc.ptrace(16, int(sys.argv[1]), 0, 0))\" $pid"
+        ),
+    )
     values = dict(line.split("=", 1) for line in probe["stdout"].split())
     assert values["me"] == "1000" and values["supervisor"] not in ("", values["me"]), probe
     assert values["kill"] != "0" and values["ptrace"] == "-1", probe
@@ -144,8 +165,16 @@ def test_no_host_path_is_visible_in_mountinfo(platform: Platform) -> None:
     key = platform.tenant_key()
     sid = create(platform.api_url, key)["id"]
     provider = platform.processor.provider
-    host_paths = {str(p) for p in (platform.settings.state_dir, platform.settings.cache_dir, PROJECT_ROOT,
-                                   provider.runtime, provider.control_root)} | {"/var/tmp/astraforge"}  # fmt: skip
+    host_paths = {
+        str(p)
+        for p in (
+            platform.settings.state_dir,
+            platform.settings.cache_dir,
+            PROJECT_ROOT,
+            provider.runtime,
+            provider.control_root,
+        )
+    } | {"/var/tmp/astraforge"}
     shown = run(platform, key, sid, f"cat /proc/self/mountinfo /proc/1/mountinfo /proc/$({FIND_SUPERVISOR})/mountinfo")
     lines = shown["stdout"].splitlines()
     assert len(lines) > 10, shown

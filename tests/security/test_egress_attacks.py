@@ -39,18 +39,37 @@ def recorded_sandbox(api_url, producer, tenant, key, rules: list[str], grants: l
     sid = f"sb-{secrets.token_hex(16)}"
     image = "astraforge/sandbox:bookworm"
     details = {"idle_timeout_s": "600", "ttl_s": "600", "egress_allow": "\n".join(rules)}
-    payload = {"image": image, "profile": {}, "cpus": None, "memory_mb": None, "pids": None, "idle_timeout_s": 600,
-               "ttl_s": 600, "egress_allow": rules, "restore_snapshot": None}  # fmt: skip
+    payload = {
+        "image": image,
+        "profile": {},
+        "cpus": None,
+        "memory_mb": None,
+        "pids": None,
+        "idle_timeout_s": 600,
+        "ttl_s": 600,
+        "egress_allow": rules,
+        "restore_snapshot": None,
+    }
     if grants is not None:
         details["platform_upstreams"] = "\n".join(grants)
         payload["platform_upstreams"] = grants
     common = {"stream_id": sid, "tenant_id": tenant, "sandbox_id": sid}
-    producer.append_many([
-        Envelope(type="sandbox.requested", actor=f"tenant:{tenant}", **common,
-                 payload={"state": "requested", "reason": None, "provider": None, "image": image, "details": details}),
-        Envelope(type="sandbox.create", actor="processor:runs" if grants else f"tenant:{tenant}", **common,
-                 payload=payload),
-    ])  # fmt: skip
+    producer.append_many(
+        [
+            Envelope(
+                type="sandbox.requested",
+                actor=f"tenant:{tenant}",
+                **common,
+                payload={"state": "requested", "reason": None, "provider": None, "image": image, "details": details},
+            ),
+            Envelope(
+                type="sandbox.create",
+                actor="processor:runs" if grants else f"tenant:{tenant}",
+                **common,
+                payload=payload,
+            ),
+        ]
+    )
     wait_until(lambda: _state(api_url, key, sid) == "ready", timeout=90, what=f"{sid} ready")
     return sid
 
@@ -139,10 +158,27 @@ def test_connect_to_the_platforms_own_services_is_refused(
 # -- rules refused at create ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "rule",
-    ["*", "*.", "*.com", "GET *.com", "*.co.uk", "10.0.0.1", "127.0.0.1:15432", "[::ffff:127.0.0.1]:443", "localhost",
-     "0.0.0.0", "a..example.com", "example.com:0", "example.com:70000", "*.*.example.com", "ex*mple.com",
-     "model-gateway", f"127.0.0.1:{GATEWAY_PORT}", "GET\nexample.com"],
-)  # fmt: skip
+    [
+        "*",
+        "*.",
+        "*.com",
+        "GET *.com",
+        "*.co.uk",
+        "10.0.0.1",
+        "127.0.0.1:15432",
+        "[::ffff:127.0.0.1]:443",
+        "localhost",
+        "0.0.0.0",
+        "a..example.com",
+        "example.com:0",
+        "example.com:70000",
+        "*.*.example.com",
+        "ex*mple.com",
+        "model-gateway",
+        f"127.0.0.1:{GATEWAY_PORT}",
+        "GET\nexample.com",
+    ],
+)
 def test_create_refuses_dangerous_rules(api_url, tenant, rule: str) -> None:
     _, key = tenant
     r = post(f"{api_url}/v1/sandboxes", key, {"egress_allow": ["example.com", rule]})
@@ -262,8 +298,9 @@ def test_an_endless_stream_of_interim_answers_is_cut_off(api_url, get_only) -> N
     (each was drained first, so a sandbox that never reads cannot make the proxy buffer them)."""
     key, sid, up = get_only
     target = f"{up.ip}:{up.port}"
-    result = probe(api_url, key, sid, "send", raw(f"GET http://{target}/flood-interim HTTP/1.1\r\n"
-                                                  f"Host: {target}\r\n{AUTH}\r\n"))  # fmt: skip
+    result = probe(
+        api_url, key, sid, "send", raw(f"GET http://{target}/flood-interim HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n")
+    )
     seen = json.dumps(result)  # the probe reads 1xx answers and the final one as one stream
     assert "502 Bad Gateway" in seen and "more than 8 interim responses" in seen, result
     assert seen.count("103 Early Hints") <= 8
@@ -273,9 +310,11 @@ def test_pipelined_post_under_a_get_only_rule_is_refused(api_url, get_only) -> N
     key, sid, up = get_only
     target = f"{up.ip}:{up.port}"
     marker = secrets.token_hex(4)
-    pipelined = (f"GET http://{target}/first-{marker} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n"
-                 f"POST http://{target}/second-{marker} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 5\r\n{AUTH}\r\n"
-                 "stole")  # fmt: skip
+    pipelined = (
+        f"GET http://{target}/first-{marker} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n"
+        f"POST http://{target}/second-{marker} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 5\r\n{AUTH}\r\n"
+        "stole"
+    )
     result = probe(api_url, key, sid, "send", raw(pipelined), "2")
     assert statuses(result) == [200, 403], result
     paths = [r["head"].split()[1] for r in up.requests() if marker in r["head"]]
@@ -295,18 +334,22 @@ def test_each_request_on_a_kept_alive_connection_is_forwarded_by_its_framing_and
     target = f"{up.ip}:{up.port}"
     sid = create(api_url, key, egress_allow=[f"GET,POST {target}"])["id"]
     marker = secrets.token_hex(4)
-    three = (f"POST http://{target}/chunked-{marker} HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked\r\n"
-             f"{AUTH}\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-             f"POST http://{target}/sized-{marker} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 3\r\n{AUTH}\r\nabc"
-             f"GET http://{target}/after-{marker} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n")  # fmt: skip
+    three = (
+        f"POST http://{target}/chunked-{marker} HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked\r\n"
+        f"{AUTH}\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        f"POST http://{target}/sized-{marker} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 3\r\n{AUTH}\r\nabc"
+        f"GET http://{target}/after-{marker} HTTP/1.1\r\nHost: {target}\r\n{AUTH}\r\n"
+    )
     result = probe(api_url, key, sid, "send", raw(three), "3")
     assert statuses(result) == [200, 200, 200], result
     seen = [(r["head"].split()[1], r["body"]) for r in up.requests() if marker in r["head"]]
     assert seen == [(f"/chunked-{marker}", "hello world"), (f"/sized-{marker}", "abc"), (f"/after-{marker}", "")]
     events = wait_events(api_url, key, sid, 3)
     assert [(e["type"], e["payload"]["url"].rsplit("/", 1)[1]) for e in events] == [
-        ("egress.allowed", f"chunked-{marker}"), ("egress.allowed", f"sized-{marker}"),
-        ("egress.allowed", f"after-{marker}")]  # fmt: skip
+        ("egress.allowed", f"chunked-{marker}"),
+        ("egress.allowed", f"sized-{marker}"),
+        ("egress.allowed", f"after-{marker}"),
+    ]
     stop(api_url, key, sid)
 
 
@@ -317,8 +360,10 @@ def test_a_connection_header_cannot_strip_the_framing(api_url, get_only) -> None
     target = f"{up.ip}:{up.port}"
     marker = secrets.token_hex(4)
     smuggled = f"POST /smuggled-{marker} HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\n\r\n"
-    request = (f"GET http://{target}/carrier-{marker} HTTP/1.1\r\nHost: {target}\r\nConnection: content-length\r\n"
-               f"Content-Length: {len(smuggled)}\r\n{AUTH}\r\n{smuggled}")  # fmt: skip
+    request = (
+        f"GET http://{target}/carrier-{marker} HTTP/1.1\r\nHost: {target}\r\nConnection: content-length\r\n"
+        f"Content-Length: {len(smuggled)}\r\n{AUTH}\r\n{smuggled}"
+    )
     assert statuses(probe(api_url, key, sid, "send", raw(request))) == [200]
     seen = [r for r in up.requests() if marker in r["head"] + r["body"]]
     assert [r["head"].split()[1] for r in seen] == [f"/carrier-{marker}"], seen
@@ -379,12 +424,24 @@ def test_denied_attempts_are_recorded_at_a_bounded_rate(api_url, sandbox_process
     _, key = tenant
     sid = create(api_url, key, egress_allow=["allowed.example"])["id"]
     attempts = settings.egress_denials_recorded + 15
-    result = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": ["python", "-c", (
-        "import socket\n"
-        f"for _ in range({attempts}):\n"
-        "    with socket.create_connection(('127.0.0.1', 3128)) as s:\n"
-        "        s.sendall(b'CONNECT denied.example:443 HTTP/1.1\\r\\nHost: denied.example:443\\r\\n\\r\\n')\n"
-        "        assert s.recv(100).startswith(b'HTTP/1.1 403')\n")]}).json()  # fmt: skip
+    result = post(
+        f"{api_url}/v1/sandboxes/{sid}/exec",
+        key,
+        {
+            "command": [
+                "python",
+                "-c",
+                (
+                    "import socket\n"
+                    f"for _ in range({attempts}):\n"
+                    "    with socket.create_connection(('127.0.0.1', 3128)) as s:\n"
+                    "        s.sendall(b'CONNECT denied.example:443 HTTP/1.1\\r\\n'\n"
+                    "                  b'Host: denied.example:443\\r\\n\\r\\n')\n"
+                    "        assert s.recv(100).startswith(b'HTTP/1.1 403')\n"
+                ),
+            ]
+        },
+    ).json()
     assert result["exit_code"] == 0, result
 
     def accounted() -> int:

@@ -40,8 +40,9 @@ def test_huge_output_is_capped_and_never_held_in_memory(api_url, sandbox_process
     _, key = tenant
     sid = create(api_url, key)["id"]
     before = reset_peak_rss()
-    results = [post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "yes | head -c 100000000"}).json()
-               for _ in range(3)]  # fmt: skip
+    results = [
+        post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "yes | head -c 100000000"}).json() for _ in range(3)
+    ]
     grew = peak_rss_mb() - before
     for result in results:
         assert result["exit_code"] == 0 and result["truncated"] is True, {k: result[k] for k in ("exit_code", "error")}
@@ -123,8 +124,11 @@ def test_artifacts_can_be_deleted_only_by_their_tenant(api_url, uploaded, other_
     assert artifact["artifact_id"] in ids and len(ids) == 2
     for artifact_id in ids - {artifact["artifact_id"]}:
         assert httpx.delete(f"{api_url}/v1/artifacts/{artifact_id}", headers=auth(key)).status_code == 202
-    wait_until(lambda: all(httpx.get(f"{api_url}/v1/artifacts/{i}", headers=auth(key)).status_code == 404 for i in ids),
-               timeout=30, what="both deletions projected")  # fmt: skip
+    wait_until(
+        lambda: all(httpx.get(f"{api_url}/v1/artifacts/{i}", headers=auth(key)).status_code == 404 for i in ids),
+        timeout=30,
+        what="both deletions projected",
+    )
     sweep(settings, store, producer, datetime.now(UTC))  # every row of the key deleted, but just now
     assert store.get(ref), "deleted, but inside the grace period: a put of the same bytes would revive the key"
     sweep(settings, store, producer, now + GRACE)
@@ -140,16 +144,24 @@ def test_retention_expires_old_artifacts(fresh_settings) -> None:
 
     store, producer = make_artifact_store(fresh_settings), EventProducer(fresh_settings)
     ref = store.put("t-retention", b"old bytes", name="old.txt")
-    producer.append(Envelope(type="artifact.stored", stream_id="s-retention", tenant_id="t-retention", actor="test",
-                             payload={"artifact": ref, "command_id": None}))  # fmt: skip
+    producer.append(
+        Envelope(
+            type="artifact.stored",
+            stream_id="s-retention",
+            tenant_id="t-retention",
+            actor="test",
+            payload={"artifact": ref, "command_id": None},
+        )
+    )
     Projector(fresh_settings).run_until_caught_up()
     assert sweep(fresh_settings, store, producer, datetime.now(UTC)).expired == 0
     later = datetime.now(UTC) + timedelta(days=fresh_settings.artifact_retention_days, minutes=1)
     assert sweep(fresh_settings, store, producer, later).expired == 1
     Projector(fresh_settings).run_until_caught_up()
     with connect(fresh_settings) as conn:
-        row = conn.execute(sql.SQL("SELECT deleted_at FROM {}.artifacts").format(
-            sql.Identifier(fresh_settings.projection_schema))).fetchone()  # fmt: skip
+        row = conn.execute(
+            sql.SQL("SELECT deleted_at FROM {}.artifacts").format(sql.Identifier(fresh_settings.projection_schema))
+        ).fetchone()
     assert row["deleted_at"] is not None
     soon = datetime.now(UTC) + GRACE + timedelta(seconds=1)  # the bytes go once the grace period has passed
     assert sweep(fresh_settings, store, producer, soon).removed_keys == 1
@@ -163,8 +175,11 @@ def test_artifact_bytes_have_a_per_tenant_quota(settings, projector, sandbox_pro
         sid = create(url, key)["id"]
         files = f"{url}/v1/sandboxes/{sid}/files"
         assert httpx.put(f"{files}/a.bin", headers=auth(key), content=b"a" * 600_000).status_code == 200
-        wait_until(lambda: httpx.put(f"{files}/b.bin", headers=auth(key), content=b"b" * 600_000).status_code == 429,
-                   timeout=30, what="the first upload counts against the quota")  # fmt: skip
+        wait_until(
+            lambda: httpx.put(f"{files}/b.bin", headers=auth(key), content=b"b" * 600_000).status_code == 429,
+            timeout=30,
+            what="the first upload counts against the quota",
+        )
         refused = httpx.put(f"{files}/c.bin", headers=auth(key), content=b"c" * 600_000).json()["error"]
         assert refused["code"] == "quota_exceeded" and refused["details"]["quota"] == "artifact_bytes"
         assert httpx.put(f"{files}/small.txt", headers=auth(key), content=b"inline").status_code == 200

@@ -69,9 +69,17 @@ def test_a_survivor_is_recorded_even_when_a_snapshot_ends_first(platform: Platfo
     key = platform.tenant_key()
     sid = create(platform.api_url, key)["id"]
     token = str(100_000 + secrets.randbelow(800_000))
-    accepted = post(f"{platform.api_url}/v1/sandboxes/{sid}/exec", key, {"async": True, "command": (
-        f"setsid sh -c 'sleep {token}' </dev/null >/dev/null 2>&1 &"
-        " while [ ! -e /workspace/go ]; do sleep 0.05; done")})  # fmt: skip
+    accepted = post(
+        f"{platform.api_url}/v1/sandboxes/{sid}/exec",
+        key,
+        {
+            "async": True,
+            "command": (
+                f"setsid sh -c 'sleep {token}' </dev/null >/dev/null 2>&1 &"
+                " while [ ! -e /workspace/go ]; do sleep 0.05; done"
+            ),
+        },
+    )
     assert accepted.status_code in (200, 202), accepted.text
     command_id = accepted.json()["command_id"]
     wait_until(lambda: host_processes_with(f"sleep {token}"), timeout=30, what="the survivor")
@@ -82,8 +90,10 @@ def test_a_survivor_is_recorded_even_when_a_snapshot_ends_first(platform: Platfo
     assert go.status_code == 200, go.text
 
     def finished() -> bool:
-        return any(e["type"] == "exec.finished" and e["payload"]["command_id"] == command_id
-                   for e in events(platform, key, sid))  # fmt: skip
+        return any(
+            e["type"] == "exec.finished" and e["payload"]["command_id"] == command_id
+            for e in events(platform, key, sid)
+        )
 
     wait_until(finished, timeout=30, what="the command's end")
     detached = [e["payload"] for e in events(platform, key, sid) if e["type"] == "exec.detached"]
@@ -199,8 +209,12 @@ def test_a_survivor_cannot_use_its_ended_commands_forwarder(platform: Platform) 
     key = platform.tenant_key()
     sid = create(platform.api_url, key, egress_allow=["GET allowed.example"])["id"]
     upload(platform, key, sid, "late.py", SCRIPTS / "late_egress.py")
-    ended = run(platform, key, sid, "setsid python3 late.py </dev/null >/dev/null 2>&1 &"
-                " while [ ! -e connected ]; do sleep 0.02; done")  # fmt: skip
+    ended = run(
+        platform,
+        key,
+        sid,
+        "setsid python3 late.py </dev/null >/dev/null 2>&1 & while [ ! -e connected ]; do sleep 0.02; done",
+    )
     assert ended["exit_code"] == 0, ended
     go = httpx.put(f"{platform.api_url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"")
     assert go.status_code == 200, go.text

@@ -100,8 +100,10 @@ ESCALATIONS = {
 def test_the_application_role_cannot_escalate(settings, statement: str) -> None:
     name = f"evil_{secrets.token_hex(4)}"
     with connect(settings, autocommit=True) as conn:
-        role = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
-                            "FROM pg_roles WHERE rolname = current_user").fetchone()  # fmt: skip
+        role = conn.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
         assert not any(role.values()), role
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute(statement.format(name=name))
@@ -133,8 +135,12 @@ def attacker(settings: Settings, **sasl) -> dict:
 
 
 def scram(password: str, username: str = "astraforge", mechanism: str = "SCRAM-SHA-512") -> dict:
-    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
-            "sasl.username": username, "sasl.password": password}  # fmt: skip
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": username,
+        "sasl.password": password,
+    }
 
 
 def guesses(settings: Settings) -> dict[str, dict]:
@@ -183,8 +189,13 @@ def test_kafka_refuses_to_take_or_hand_out_records_without_the_credentials(fresh
         intruder.flush(10)
         assert len(reports) == 1 and reports[0] is not None, (name, reports)
 
-        reader = Consumer({**attacker(settings, **guess), "group.id": f"intruder-{secrets.token_hex(4)}",
-                           "enable.partition.eof": True})  # fmt: skip
+        reader = Consumer(
+            {
+                **attacker(settings, **guess),
+                "group.id": f"intruder-{secrets.token_hex(4)}",
+                "enable.partition.eof": True,
+            }
+        )
         reader.assign([TopicPartition(topic, p, 0) for p in before])
         try:
             messages = [m for m in (reader.poll(0.5) for _ in range(4)) if m is not None and m.error() is None]
@@ -206,11 +217,27 @@ def test_kafka_controller_listener_refuses_an_unauthenticated_admin(settings, tm
         config = tmp_path / "client.properties"
         config.write_text(timeouts + client_properties)
         return subprocess.run(
-            ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", "kafka.admin.ConfigCommand",
-             "--bootstrap-controller", controller, "--command-config", str(config),
-             "--describe", "--entity-type", "brokers", "--entity-name", "1"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                "java",
+                "-Xmx128m",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                f"{libs}/*",
+                "kafka.admin.ConfigCommand",
+                "--bootstrap-controller",
+                controller,
+                "--command-config",
+                str(config),
+                "--describe",
+                "--entity-type",
+                "brokers",
+                "--entity-name",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     refused = describe_brokers("")
     assert refused.returncode != 0, refused.stdout

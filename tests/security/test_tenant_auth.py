@@ -110,14 +110,34 @@ def test_another_tenants_sandbox_and_artifact_are_invisible(api_url, producer, t
     a, a_key = tenant
     _, b_key = other_tenant
     sandbox_id, artifact_id = f"sb-{secrets.token_hex(16)}", str(uuid.uuid4())
-    artifact = {"artifact_id": artifact_id, "key": f"{a}/{artifact_id}", "sha256": "0" * 64, "size": 1,
-                "content_type": "text/plain", "name": None}  # fmt: skip
-    producer.append_many([
-        Envelope(type="sandbox.requested", stream_id=sandbox_id, tenant_id=a, actor="test", sandbox_id=sandbox_id,
-                 payload={"state": "requested", "reason": None, "provider": None, "image": None, "details": {}}),
-        Envelope(type="artifact.stored", stream_id=sandbox_id, tenant_id=a, actor="test", sandbox_id=sandbox_id,
-                 payload={"artifact": artifact, "command_id": None}),
-    ])  # fmt: skip
+    artifact = {
+        "artifact_id": artifact_id,
+        "key": f"{a}/{artifact_id}",
+        "sha256": "0" * 64,
+        "size": 1,
+        "content_type": "text/plain",
+        "name": None,
+    }
+    producer.append_many(
+        [
+            Envelope(
+                type="sandbox.requested",
+                stream_id=sandbox_id,
+                tenant_id=a,
+                actor="test",
+                sandbox_id=sandbox_id,
+                payload={"state": "requested", "reason": None, "provider": None, "image": None, "details": {}},
+            ),
+            Envelope(
+                type="artifact.stored",
+                stream_id=sandbox_id,
+                tenant_id=a,
+                actor="test",
+                sandbox_id=sandbox_id,
+                payload={"artifact": artifact, "command_id": None},
+            ),
+        ]
+    )
     wait_until(lambda: get(f"{api_url}/v1/sandboxes/{sandbox_id}", a_key).status_code == 200, what="sandbox projected")
 
     assert sandbox_id in [s["id"] for s in get(f"{api_url}/v1/sandboxes", a_key).json()["items"]]

@@ -73,8 +73,13 @@ def test_link_chains_are_resolved_against_the_links_already_seen(chain: list[tar
 
 
 def test_links_that_stay_inside_pass() -> None:
-    data = tar_of(entry("./src", tarfile.DIRTYPE), entry("./src/app.py"), entry("./cur", tarfile.SYMTYPE, "src"),
-                  entry("./src/up", tarfile.SYMTYPE, ".."), entry("./cur/up/cur/app2.py"))  # fmt: skip
+    data = tar_of(
+        entry("./src", tarfile.DIRTYPE),
+        entry("./src/app.py"),
+        entry("./cur", tarfile.SYMTYPE, "src"),
+        entry("./src/up", tarfile.SYMTYPE, ".."),
+        entry("./cur/up/cur/app2.py"),
+    )
     assert check_snapshot(data) == 5
 
 

@@ -14,8 +14,9 @@ from astraforge.schemas import Envelope, default_codec
 
 def chat(stream: str, tenant: str, text: str) -> bytes:
     payload = {"message_id": text, "role": "agent", "text": text}
-    return default_codec().encode(Envelope(type="chat.message", stream_id=stream, tenant_id=tenant, actor="a",
-                                           payload=payload))  # fmt: skip
+    return default_codec().encode(
+        Envelope(type="chat.message", stream_id=stream, tenant_id=tenant, actor="a", payload=payload)
+    )
 
 
 def test_one_frame_per_record_reaches_every_sse_subscriber_of_its_tenant_only() -> None:
@@ -50,9 +51,16 @@ def test_a_record_that_cannot_be_framed_is_skipped_and_the_rest_of_the_poll_stil
     """A record timed past year 9999 (µs written as ns) decodes but has no frame: SSE subscribers
     skip it (the projector dead-letters it), the command service still gets it, and the records
     after it in the same poll reach everyone (the tail's positions are already past them all)."""
-    poison = default_codec().encode(Envelope(type="chat.message", stream_id="s", tenant_id="acme", actor="a",
-                                             payload={"message_id": "m", "role": "agent", "text": "ns"},
-                                             occurred_at=1_700_000_000_000_000_000))  # fmt: skip
+    poison = default_codec().encode(
+        Envelope(
+            type="chat.message",
+            stream_id="s",
+            tenant_id="acme",
+            actor="a",
+            payload={"message_id": "m", "role": "agent", "text": "ns"},
+            occurred_at=1_700_000_000_000_000_000,
+        )
+    )
 
     async def scenario() -> tuple[list, list]:
         tail = LiveTail(Settings(topic_prefix="unit-live"))

@@ -68,11 +68,20 @@ def test_no_source_is_a_clear_error(etc: Path) -> None:
 
 def test_a_failing_step_names_itself(tmp_path: Path) -> None:
     script = tmp_path / "svc.sh"
-    script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\nstep_one() {{ cat /nonexistent/file | wc -l; }}\n'
-                      "step_one\necho unreachable\n")  # fmt: skip
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
-                                 "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache")})  # fmt: skip
+    script.write_text(
+        f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\nstep_one() {{ cat /nonexistent/file | wc -l; }}\n'
+        "step_one\necho unreachable\n"
+    )
+    result = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
+            "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache"),
+        },
+    )
     assert result.returncode != 0 and "unreachable" not in result.stdout
     assert "[demo] error:" in result.stderr and "step step_one failed" in result.stderr and "svc.sh:3" in result.stderr
 
@@ -96,10 +105,15 @@ def test_stop_never_signals_a_process_that_reused_the_services_pid(tmp_path: Pat
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         pidfile, script = tmp_path / "svc.pid", tmp_path / "svc.sh"
-        script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\n'
-                          f'pid_alive "{pidfile}" && echo alive || echo gone\nstop_pid "{pidfile}"\n')  # fmt: skip
-        env = {"PATH": "/usr/bin:/bin", "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
-               "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+        script.write_text(
+            f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\n'
+            f'pid_alive "{pidfile}" && echo alive || echo gone\nstop_pid "{pidfile}"\n'
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
+            "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache"),
+        }
         for stale in (f"{bystander.pid}\n", f"{bystander.pid} 1\n"):  # a bare pid (old file), another start time
             pidfile.write_text(stale)
             result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)

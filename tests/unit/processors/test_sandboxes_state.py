@@ -18,8 +18,9 @@ SID = "sb-" + "a" * 32
 
 
 def command(type_: str, payload: dict, at: int = 1_000_000) -> Envelope:
-    return Envelope(type=type_, stream_id=SID, tenant_id="acme", actor="u", sandbox_id=SID, payload=payload,
-                    occurred_at=at)  # fmt: skip
+    return Envelope(
+        type=type_, stream_id=SID, tenant_id="acme", actor="u", sandbox_id=SID, payload=payload, occurred_at=at
+    )
 
 
 CREATE = command("sandbox.create", RequestedSandbox("img", {"memory_mb": 256}, 10, 100).create_payload())
@@ -37,8 +38,10 @@ V6_CREATE = command(
         "restore_snapshot": None,
     },
 )
-EXEC = command("sandbox.exec", {"command_id": "c1", "argv": ["true"], "shell": None, "cwd": None, "env": {},
-                                "timeout_s": 10.0, "async_": False})  # fmt: skip
+EXEC = command(
+    "sandbox.exec",
+    {"command_id": "c1", "argv": ["true"], "shell": None, "cwd": None, "env": {}, "timeout_s": 10.0, "async_": False},
+)
 
 
 def fold(state: SandboxState | None, events: list[Envelope]) -> SandboxState | None:
@@ -94,7 +97,10 @@ def test_recover_closes_started_commands_and_runs_accepted_ones() -> None:
     assert types == [("exec.finished", "c1"), ("sandbox.ready", None)]
     assert decision.events[0].payload["error"] == "interrupted: moved"
     assert [(e.kind, e.reason or (e.pending and e.pending.command_id)) for e in decision.effects] == [
-        ("egress", None), ("cancel", "c1"), ("resume", "c2")]  # fmt: skip
+        ("egress", None),
+        ("cancel", "c1"),
+        ("resume", "c2"),
+    ]
     state = fold(state, decision.events)
     assert [p.command_id for p in state.pending] == ["c2"] and state.state == "ready"
     assert recover(replace(state, state="ready"), False, "p", "x").events[-1].type == "sandbox.failed"
@@ -140,8 +146,16 @@ def test_platform_grants_come_from_the_platform_records_only() -> None:
     assert requested_state(asked).platform_upstreams == ("model-gateway",) and requested_state(asked).has_egress
     (asked, _) = decide(None, CREATE, 0, "p").events
     assert requested_state(asked).platform_upstreams == () and not requested_state(asked).has_egress
-    requested = command("sandbox.requested", {"state": "requested", "reason": None, "provider": None, "image": "img",
-                                              "details": {"platform_upstreams": "model-gateway"}})  # fmt: skip
+    requested = command(
+        "sandbox.requested",
+        {
+            "state": "requested",
+            "reason": None,
+            "provider": None,
+            "image": "img",
+            "details": {"platform_upstreams": "model-gateway"},
+        },
+    )
     assert evolve(None, requested).platform_upstreams == ("model-gateway",)
 
 
@@ -189,8 +203,10 @@ def test_a_table_entry_kept_before_the_typed_spec_reads_with_typed_limits() -> N
 def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_will_never_run() -> None:
     """The previous owner accepted an exec, a file write and a snapshot and stopped before running
     them; the sandbox is now stopping, ended, or gone: each still gets its answer, once."""
-    write = command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x", "mode": 0o644,
-                                           "artifact": None})  # fmt: skip
+    write = command(
+        "sandbox.file.write",
+        {"request_id": "w1", "path": "/workspace/a", "content": b"x", "mode": 0o644, "artifact": None},
+    )
     snap = command("sandbox.snapshot", {"snapshot_id": "s1", "name": None})
     state = ready()
     for offset, cmd in enumerate((EXEC, write, snap)):
@@ -198,8 +214,11 @@ def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_w
     assert {p.command_id for p in state.pending} == {"c1", "w1", "s1"}
     for left in (replace(state, state="stopping"), replace(state, state="terminated"), state):
         decision = recover(left, left.state != "ready", "p", "moved")  # ready but gone: vanished
-        answers = {(e.type, e.payload.get("command_id") or e.payload.get("request_id") or e.payload.get("snapshot_id"))
-                   for e in decision.events if e.type != "sandbox.failed"}  # fmt: skip
+        answers = {
+            (e.type, e.payload.get("command_id") or e.payload.get("request_id") or e.payload.get("snapshot_id"))
+            for e in decision.events
+            if e.type != "sandbox.failed"
+        }
         assert answers == {("exec.finished", "c1"), ("file.written", "w1"), ("snapshot.failed", "s1")}, left.state
         assert all(e.payload["error"].startswith("unavailable:") for e in decision.events if e.type != "sandbox.failed")
         assert not [e for e in decision.effects if e.kind == "resume"]
@@ -211,9 +230,13 @@ def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_w
 def test_a_snapshot_and_a_file_write_sent_twice_are_accepted_once() -> None:
     """What ``api/idempotency.py`` relies on when a retry cannot tell whether its command went out."""
     state = ready()
-    for cmd in (command("sandbox.snapshot", {"snapshot_id": "s1", "name": None}),
-                command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x",
-                                               "mode": 0o644, "artifact": None})):  # fmt: skip
+    for cmd in (
+        command("sandbox.snapshot", {"snapshot_id": "s1", "name": None}),
+        command(
+            "sandbox.file.write",
+            {"request_id": "w1", "path": "/workspace/a", "content": b"x", "mode": 0o644, "artifact": None},
+        ),
+    ):
         first = decide(state, cmd, 1, "p")
         assert [e.type for e in first.events] == [f"{cmd.type.split('.')[1]}.accepted"] and first.effects
         state = fold(state, first.events)

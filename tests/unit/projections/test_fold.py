@@ -4,8 +4,9 @@ from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 
 def ev(type_: str, payload: dict, stream: str = "run-1", sandbox: str | None = None, at: int = 1_000) -> Envelope:
-    return Envelope(type=type_, stream_id=stream, tenant_id="acme", actor="p", payload=payload, sandbox_id=sandbox,
-                    occurred_at=at)  # fmt: skip
+    return Envelope(
+        type=type_, stream_id=stream, tenant_id="acme", actor="p", payload=payload, sandbox_id=sandbox, occurred_at=at
+    )
 
 
 def test_run_lifecycle_upserts_the_run_keeping_title_once_set() -> None:

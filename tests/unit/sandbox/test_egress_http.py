@@ -38,10 +38,15 @@ def head_of(data: bytes):
 
 @pytest.mark.parametrize(
     ("head", "why"),
-    [(b"GET / HTTP/1.1\r\nA: 1\nB: 2\r\n\r\n", "bare LF"), (b"GET / HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n", "bare LF or CR"),
-     (b"GET / HTTP/1.1\r\nA: 1\r\n B: 2\r\n\r\n", "obs-fold"), (b"GET / HTTP/1.1\r\nA B: 1\r\n\r\n", "not a token"),
-     (b"GET / HTTP/1.1\r\nA: x\x00y\r\n\r\n", "control character"), (b"GET / HTTP/1.1\r\nA: 1\r\n", "closed inside")],
-)  # fmt: skip
+    [
+        (b"GET / HTTP/1.1\r\nA: 1\nB: 2\r\n\r\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nA: 1\rB: 2\r\n\r\n", "bare LF or CR"),
+        (b"GET / HTTP/1.1\r\nA: 1\r\n B: 2\r\n\r\n", "obs-fold"),
+        (b"GET / HTTP/1.1\r\nA B: 1\r\n\r\n", "not a token"),
+        (b"GET / HTTP/1.1\r\nA: x\x00y\r\n\r\n", "control character"),
+        (b"GET / HTTP/1.1\r\nA: 1\r\n", "closed inside"),
+    ],
+)
 def test_malformed_heads(head: bytes, why: str) -> None:
     with pytest.raises(Malformed, match=why):
         head_of(head)
@@ -49,11 +54,15 @@ def test_malformed_heads(head: bytes, why: str) -> None:
 
 @pytest.mark.parametrize(
     ("fields", "why"),
-    [(b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", "both"), (b"Content-Length: 1\r\nContent-Length: 1\r\n",
-     "more than one"), (b"Content-Length: +1\r\n", "invalid"), (b"Content-Length: 1,1\r\n", "invalid"),
-     (b"Transfer-Encoding: gzip, chunked\r\n", "Transfer-Encoding"),
-     (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "Transfer-Encoding")],
-)  # fmt: skip
+    [
+        (b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n", "both"),
+        (b"Content-Length: 1\r\nContent-Length: 1\r\n", "more than one"),
+        (b"Content-Length: +1\r\n", "invalid"),
+        (b"Content-Length: 1,1\r\n", "invalid"),
+        (b"Transfer-Encoding: gzip, chunked\r\n", "Transfer-Encoding"),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "Transfer-Encoding"),
+    ],
+)
 def test_ambiguous_framing(fields: bytes, why: str) -> None:
     with pytest.raises(Malformed, match=why):
         body_framing(head_of(b"POST / HTTP/1.1\r\n" + fields + b"\r\n"), response=False)

@@ -8,9 +8,15 @@ from astraforge.sandbox.egress_rules import check_rules, normalize_host, parse_r
 
 @pytest.mark.parametrize(
     ("host", "allowed"),
-    [("a.example.com", True), ("a.b.example.com", True), ("example.com", False), ("evilexample.com", False),
-     ("a.evilexample.com", False), ("example.com.evil.org", False)],
-)  # fmt: skip
+    [
+        ("a.example.com", True),
+        ("a.b.example.com", True),
+        ("example.com", False),
+        ("evilexample.com", False),
+        ("a.evilexample.com", False),
+        ("example.com.evil.org", False),
+    ],
+)
 def test_a_wildcard_matches_subdomains_at_a_label_boundary(host: str, allowed: bool) -> None:
     assert parse_rule("*.example.com").allows(host, 443, "CONNECT") is allowed
 
@@ -33,10 +39,31 @@ def test_hosts_are_canonical() -> None:
 
 @pytest.mark.parametrize(
     "rule",
-    ["*", "*.", "*.com", "*.co.uk", "*.github.io", "10.0.0.1", "127.0.0.1:15432", "[::ffff:10.0.0.1]", "[fd00::1]",
-     "169.254.169.254", "100.64.0.1", "localhost", "gateway", "127.1", "a..example.com", "example.com:0",
-     "example.com:65536", "*.1.2.3.4", "GET  example.com", "GET,example.com", "example.com:http", ""],
-)  # fmt: skip
+    [
+        "*",
+        "*.",
+        "*.com",
+        "*.co.uk",
+        "*.github.io",
+        "10.0.0.1",
+        "127.0.0.1:15432",
+        "[::ffff:10.0.0.1]",
+        "[fd00::1]",
+        "169.254.169.254",
+        "100.64.0.1",
+        "localhost",
+        "gateway",
+        "127.1",
+        "a..example.com",
+        "example.com:0",
+        "example.com:65536",
+        "*.1.2.3.4",
+        "GET  example.com",
+        "GET,example.com",
+        "example.com:http",
+        "",
+    ],
+)
 def test_the_create_check_refuses_and_names_the_rule(rule: str) -> None:
     with pytest.raises(ValueError, match=repr(rule).replace("*", r"\*").replace(".", r"\.").replace("[", r"\[")):
         check_rules(["example.com", rule], AddressPolicy(), {"gateway"})

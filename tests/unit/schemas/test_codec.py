@@ -38,11 +38,30 @@ def test_fingerprint_matches_the_avro_spec_test_vector() -> None:
 
 def test_the_brief_names_every_record_kind() -> None:
     types = set(CODEC.registry.types)
-    for required in ["sandbox.create", "sandbox.ready", "sandbox.exec", "exec.output", "exec.finished",
-                     "sandbox.file.write", "file.written", "diff.produced", "chat.message", "chat.delta",
-                     "tool.called", "artifact.stored", "egress.allowed", "egress.denied", "test.result",
-                     "review.decided", "merge_request.opened", "alert.received", "run.create", "run.running",
-                     "sandbox.snapshot", "snapshot.created"]:  # fmt: skip
+    for required in [
+        "sandbox.create",
+        "sandbox.ready",
+        "sandbox.exec",
+        "exec.output",
+        "exec.finished",
+        "sandbox.file.write",
+        "file.written",
+        "diff.produced",
+        "chat.message",
+        "chat.delta",
+        "tool.called",
+        "artifact.stored",
+        "egress.allowed",
+        "egress.denied",
+        "test.result",
+        "review.decided",
+        "merge_request.opened",
+        "alert.received",
+        "run.create",
+        "run.running",
+        "sandbox.snapshot",
+        "snapshot.created",
+    ]:
         assert required in types
 
 

@@ -58,11 +58,18 @@ def samples(record_type: str, count: int = 20) -> list[Envelope]:
     finally:
         random.setstate(rng_state)
     return [
-        Envelope(type=record_type, stream_id=f"s{i}" * (i * 7), tenant_id="t", actor="a" * i, payload=p,
-                 sandbox_id=None if i % 2 else f"sb-{i}", causation_id="c" * 70 if i % 3 else None,
-                 occurred_at=[0, 1, 63, 64, -1, 2**62, 1_796_000_000_000_000][i % 7])
+        Envelope(
+            type=record_type,
+            stream_id=f"s{i}" * (i * 7),
+            tenant_id="t",
+            actor="a" * i,
+            payload=p,
+            sandbox_id=None if i % 2 else f"sb-{i}",
+            causation_id="c" * 70 if i % 3 else None,
+            occurred_at=[0, 1, 63, 64, -1, 2**62, 1_796_000_000_000_000][i % 7],
+        )
         for i, p in enumerate(payloads)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
@@ -76,9 +83,20 @@ def test_compiled_code_writes_and_reads_what_fastavro_does(record_type: str) -> 
 
 
 def test_long_values_take_multi_byte_lengths() -> None:
-    payload = {"command_id": "é" * 300, "stream": "stderr", "seq": -(2**63), "data": bytes(range(256)) * 300,
-               "artifact": {"key": "k", "sha256": "0" * 64, "size": 2**40, "artifact_id": "x",
-                            "content_type": "text/plain", "name": None}}  # fmt: skip
+    payload = {
+        "command_id": "é" * 300,
+        "stream": "stderr",
+        "seq": -(2**63),
+        "data": bytes(range(256)) * 300,
+        "artifact": {
+            "key": "k",
+            "sha256": "0" * 64,
+            "size": 2**40,
+            "artifact_id": "x",
+            "content_type": "text/plain",
+            "name": None,
+        },
+    }
     envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload=payload)
     body = fastavro_bytes(envelope)
     assert compiled_bytes(envelope) == body
@@ -198,8 +216,15 @@ def test_json_fields_refuse_what_decode_would_refuse_or_resolve() -> None:
     envelope = samples("exec.output", 1)[0]
     data = CODEC.encode(envelope)
     old_writer = data[:2] + bytes(8) + data[HEADER_LEN:]  # another fingerprint: resolution is fastavro's
-    mismatched = CODEC.encode(Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "type": "chat.message",
-                                          "payload": {"message_id": "m", "role": "r", "text": "t"}}))  # fmt: skip
+    mismatched = CODEC.encode(
+        Envelope(
+            **{
+                **{n: getattr(envelope, n) for n in ENVELOPE_FIELDS},
+                "type": "chat.message",
+                "payload": {"message_id": "m", "role": "r", "text": "t"},
+            }
+        )
+    )
     wrong_type = mismatched.replace(b"chat.message", b"exec.outputx"[:12])  # ExecOutput body under another type
     for bad in (None, b"", data[:-1], data + b"\x00", old_writer, wrong_type, b"\xc3\x02" + data[2:]):
         assert CODEC.decode_json_fields(bad) is None
