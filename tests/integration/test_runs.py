@@ -1,6 +1,7 @@
 """Runs end to end on real services: API -> run.create -> run orchestrator -> sandbox processor
 (docker) -> events -> projection -> API; the branch lands in a local bare repository."""
 
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -215,3 +216,72 @@ def test_cancel_stops_the_agent_and_the_sandbox(runs_api, repos, tenant, sandbox
     finished = [e for e in stream_types(runs_api, key, run_id) if e["type"] == "exec.finished"]
     assert finished[-1]["payload"]["command_id"].endswith("-s0") and finished[-1]["payload"]["exit_code"] != 0
     assert post(f"{runs_api}/v1/runs/{run_id}/cancel", key).status_code == 409
+
+
+def test_rerun_with_guidance_keeps_every_attempt(runs_api, repos, tenant) -> None:
+    _, key = tenant
+    body = request(
+        repos["calc"],
+        steps=[{"run": 'printf "guidance: %s\\n" "$ASTRAFORGE_GUIDANCE" > NOTES.md'}],
+        writable_paths=["NOTES.md"],
+        test_command=None,
+    )
+    run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    wait_state(runs_api, key, run_id, ("awaiting_review",))
+    assert post(f"{runs_api}/v1/runs/{run_id}/review", key, {"decision": "rerun"}).status_code == 422
+    r = post(f"{runs_api}/v1/runs/{run_id}/review", key, {"decision": "rerun", "guidance": "say please"})
+    assert r.status_code == 202 and r.json()["attempt"] == 2, r.text
+    run = wait_state(runs_api, key, run_id, ("awaiting_review",))
+    first, second = run["attempts"]
+    assert first["review"]["decision"] == "rerun" and second["guidance"] == "say please"
+    assert "+guidance: \n" in first["diffs"][0]["patch"] and "+guidance: say please\n" in second["diffs"][0]["patch"]
+    assert post(f"{runs_api}/v1/runs/{run_id}/review", key, {"decision": "reject", "comment": "no"}).status_code == 202
+    assert wait_state(runs_api, key, run_id, ("rejected",))["attempt"] == 2
+    sandboxes = [e["sandbox_id"] for e in stream_types(runs_api, key, run_id) if e["type"] == "sandbox.requested"]
+    assert sandboxes == [f"sb-{run_id.removeprefix('run-')}-a1", f"sb-{run_id.removeprefix('run-')}-a2"]
+
+
+def test_the_cli_runs_follows_and_approves(runs_api, run_settings, repos, tenant, tmp_path) -> None:
+    _, key = tenant
+    spec = tmp_path / "spec.md"
+    spec.write_text("Fix add() in calc.py\n")
+    steps = tmp_path / "steps.json"
+    steps.write_text(json.dumps([{"write": "calc.py", "content": CALC_FIXED}]))
+    env = {**cli_env(run_settings), "ASTRAFORGE_API_KEY": key}
+    cli = [".venv/bin/astraforge"]
+    submit = [
+        *cli,
+        "run",
+        "--spec",
+        str(spec),
+        "--repo",
+        str(repos["calc"]),
+        "--agent",
+        "script",
+        "--script",
+        str(steps),
+        "--test",
+        "python -m unittest",
+        "--api",
+        runs_api,
+    ]
+    done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "awaiting_review" in done.stderr and "tests: 2 passed, 0 failed" in done.stderr
+    run_id = done.stderr.split("run ", 1)[1].split()[0]
+    listed = subprocess.run(
+        [*cli, "runs", "list", "--state", "awaiting_review", "--api", runs_api],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run_id[:12] in listed.stdout
+    approve = subprocess.run(
+        [*cli, "runs", "approve", run_id, "--api", runs_api], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert approve.returncode == 0 and f"#astraforge/{run_id}" in approve.stderr, approve.stderr
+
+    failing = [*submit[:-4], "--test", "python -c 'raise SystemExit(3)'", "--api", runs_api]
+    done = subprocess.run(failing, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "tests failed: exit 3" in done.stderr, done.stderr
