@@ -25,18 +25,9 @@ from astraforge.sandbox.snapshots import check_snapshot
 
 GIT_TIMEOUT_S = 300
 IDENTITY = ("AstraForge", "astraforge@localhost")
-SAFE = [
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "protocol.file.allow=always",
-    "-c",
-    "core.autocrlf=false",
-    "-c",
-    "core.symlinks=true",
-    "-c",
-    "diff.noprefix=false",
-]
+# the clone's own hooks never run; a push runs the *target* repository's hooks (as its server would)
+PUSH = ["-c", "protocol.file.allow=always", "-c", "core.autocrlf=false", "-c", "core.symlinks=true"]
+SAFE = ["-c", "core.hooksPath=/dev/null", *PUSH]
 
 
 class GitFailed(AstraForgeError, RuntimeError):
@@ -64,11 +55,17 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, stdin: bytes | None = None) -> bytes:
+def git(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    config: list[str] = SAFE,
+) -> bytes:
     """Run git; its stdout, or ``GitFailed``."""
     try:
         done = subprocess.run(
-            ["git", *SAFE, *args],
+            ["git", *config, *args],
             cwd=cwd,
             env=_env(env),
             input=stdin,
@@ -163,5 +160,5 @@ def commit_and_push(
     }
     git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", message, cwd=dest, env=env)
     sha = git("rev-parse", "HEAD", cwd=dest).decode().strip()
-    git("push", "--quiet", "--force", "--", source_url(repository), f"{sha}:refs/heads/{target}", cwd=dest)
+    git("push", "--quiet", "--force", "--", source_url(repository), f"{sha}:refs/heads/{target}", cwd=dest, config=PUSH)
     return sha
