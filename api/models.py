@@ -189,6 +189,16 @@ class ForkRequest(BaseModel):
 
 
 # -- runs ------------------------------------------------------------------------------------
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class ScriptStepIn(BaseModel):
     """One step of the script agent: ``run`` a shell command in /workspace, or ``write`` a file."""
 
@@ -231,6 +241,8 @@ class RequestCreate(BaseModel):
 
     @model_validator(mode="after")
     def _agent_fits(self) -> "RequestCreate":
+        if _has_nul(self.model_dump()):  # PostgreSQL's jsonb refuses NUL: the run's records could not be read
+            raise ValueError("text may not contain NUL characters")
         if self.agent == "script" and not self.steps:
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
@@ -295,6 +307,8 @@ class ReviewCreate(BaseModel):
 
     @model_validator(mode="after")
     def _guidance_for_rerun(self) -> "ReviewCreate":
+        if _has_nul(self.model_dump()):
+            raise ValueError("text may not contain NUL characters")
         if (self.decision == "rerun") != (self.guidance is not None):
             raise ValueError("`guidance` goes with (and only with) `rerun`")
         return self

@@ -183,6 +183,8 @@ def test_a_repository_off_the_allowlist_is_refused(runs_api, repos, tenant) -> N
         {"spec": "x", "repository": "/r.git", "steps": [{"run": "a"}], "base_branch": "--upload-pack=x"},
         {"spec": "x", "repository": "--upload-pack=x", "steps": [{"run": "a"}]},
         {"spec": "x", "repository": "/r.git", "agent": "codex"},
+        {"spec": "x\u0000y", "repository": "/r.git", "steps": [{"run": "a"}]},
+        {"spec": "x", "repository": "/r.git", "steps": [{"write": "a", "content": "\u0000"}]},
     ],
 )
 def test_bad_requests_are_4xx(runs_api, tenant, body) -> None:
