@@ -29,6 +29,8 @@ from astraforge.errors import AstraForgeError
 from astraforge.ids import new_id
 
 HEADER = struct.Struct(">cI")
+CONTROL_TIMEOUT_S = 5.0  # a control call (ping, cancel) waits this long for its answer: a hung supervisor
+# (stopped, or starved by the agent) must not hold the processor's control lane
 BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
 
@@ -42,6 +44,10 @@ class SupervisorError(AstraForgeError):
 
 class SupervisorUnavailable(AstraForgeError, ConnectionError):
     """Nothing answers on the sandbox's control socket (not started yet, or gone)."""
+
+
+class SupervisorTimeout(SupervisorUnavailable, TimeoutError):
+    """The supervisor took the request and did not answer within the call's timeout."""
 
 
 class SupervisorImpostor(SupervisorUnavailable):
@@ -154,12 +160,19 @@ class SupervisorClient:
         return sock
 
     def _frames(
-        self, request: dict, body: BinaryIO | None = None, size: int = 0, concurrently: bool = False
+        self,
+        request: dict,
+        body: BinaryIO | None = None,
+        size: int = 0,
+        concurrently: bool = False,
+        timeout: float | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
         """Send the request (and ``size`` bytes of ``body``), then yield the answer's frames. A
         command's stdin is sent ``concurrently`` with reading its output: a command that writes
-        before it reads would otherwise wait on us while we wait on it."""
+        before it reads would otherwise wait on us while we wait on it. ``timeout``: how long any one
+        send or read may wait (None: as long as the command runs)."""
         sock = self._connect()
+        sock.settimeout(timeout)
         reader = sock.makefile("rb")
         sender = None
         try:
@@ -181,6 +194,8 @@ class SupervisorClient:
                     error = json.loads(payload)
                     raise SupervisorError(error["code"], error["message"])
                 yield kind, payload
+        except TimeoutError as e:
+            raise SupervisorTimeout(f"the supervisor did not answer {request['op']} within {timeout}s") from e
         finally:
             if sender:  # wakes a send still blocked on a command that stopped reading its stdin
                 with contextlib.suppress(OSError):
@@ -189,14 +204,14 @@ class SupervisorClient:
             reader.close()  # before the socket: a socket closed under an open reader stays open until GC
             sock.close()
 
-    def _result(self, request: dict, body: BinaryIO | None = None, size: int = 0) -> dict:
-        for kind, payload in self._frames(request, body, size):
+    def _result(self, request: dict, body: BinaryIO | None = None, size: int = 0, timeout: float | None = None) -> dict:
+        for kind, payload in self._frames(request, body, size, timeout=timeout):
             if kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
 
-    def ping(self) -> dict:
-        return self._result({"id": new_id(), "op": "ping"})
+    def ping(self, timeout: float = CONTROL_TIMEOUT_S) -> dict:
+        return self._result({"id": new_id(), "op": "ping"}, timeout=timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -259,8 +274,8 @@ class SupervisorClient:
             raise SupervisorUnavailable("the supervisor went away before the command ended")
         return result
 
-    def cancel(self, target_request_id: str) -> dict:
-        return self._result({"id": new_id(), "op": "cancel", "target": target_request_id})
+    def cancel(self, target_request_id: str, timeout: float = CONTROL_TIMEOUT_S) -> dict:
+        return self._result({"id": new_id(), "op": "cancel", "target": target_request_id}, timeout=timeout)
 
     def write(self, path: str, data: bytes, mode: int = 0o644) -> dict:
         return self.write_file(path, io.BytesIO(data), len(data), mode)

@@ -90,3 +90,15 @@ def get_artifact(api_url: str, key: str, artifact_id: str) -> httpx.Response:
     url = f"{api_url}/v1/artifacts/{artifact_id}"
     wait_until(lambda: httpx.get(url, headers=auth(key), timeout=60).status_code != 404, timeout=30, what=url)
     return httpx.get(url, headers=auth(key), timeout=60)
+
+
+def sandbox_ids_in(settings: Settings, partitions: set[int], n: int = 1) -> list[str]:
+    """``n`` new sandbox ids whose streams land on ``partitions`` (the producer's partitioner)."""
+    from astraforge.kafka import partition_for
+
+    found: list[str] = []
+    while len(found) < n:
+        sid = f"sb-{os.urandom(16).hex()}"
+        if partition_for(sid, settings.topic_partitions) in partitions:
+            found.append(sid)
+    return found

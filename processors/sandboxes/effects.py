@@ -56,6 +56,7 @@ class Effects:
         self.settings = processor.settings
         self.provider = processor.provider
         self.artifacts = processor.artifacts
+        self._stop_failures: dict[str, str] = {}  # sandbox id -> the stop failure last recorded
 
     def run(self, sandbox_id: str, effect: Effect) -> None:
         st = self.p.state(sandbox_id)
@@ -97,8 +98,11 @@ class Effects:
             if not self.p.owns(st.stream_id):  # moved meanwhile: the new owner re-drives it, in this container
                 LOG.info("provision of %s failed after its partition moved: left to the new owner", st.sandbox_id)
                 return
-            self.provider.stop(runtime_id)  # roll back whatever half exists
-            self.p.pools.forget(runtime_id)
+            try:  # roll back whatever half exists
+                self.provider.stop(runtime_id)
+                self.p.pools.forget(runtime_id)
+            except Exception:  # still a fact below; the periodic reconcile reaps the orphan
+                LOG.exception("rollback of %s failed", st.sandbox_id)
             failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
             self.p.settle(st.sandbox_id, lambda now: [failed] if now.state not in ENDED else [])
             return
@@ -137,10 +141,29 @@ class Effects:
                                 (snapshot_id, tenant_id)).fetchone()  # fmt: skip
 
     def stop(self, st: SandboxState, effect: Effect) -> None:
-        self.p.egress.close(st.sandbox_id)
+        """Remove the sandbox, then ``sandbox.terminated``. If the provider fails (engine away, a
+        timeout), the sandbox stays ``stopping``, the failure is recorded (a ``sandbox.stopping`` whose
+        reason says so, once per distinct failure) and the periodic reconcile tries again."""
         current = self.p.state(st.sandbox_id) or st
-        self.provider.stop(current.runtime_id)
-        self.p.pools.forget(current.runtime_id)
+        if current.state in ENDED:  # a retry that came after the stop it repeats
+            return
+        with self.p.removal(current.runtime_id) as mine:
+            if not mine:  # another stop of it is under way
+                return
+            self.p.egress.close(st.sandbox_id)
+            try:
+                self.provider.stop(current.runtime_id)
+            except Exception as e:
+                LOG.exception("stop of %s failed; the periodic reconcile retries it", st.sandbox_id)
+                # the class only: an engine's message can name host paths
+                why = f"stop failed ({type(e).__name__}); retried by the processor"
+                if self._stop_failures.get(st.sandbox_id) != why:  # not one record per retry
+                    stopping = lifecycle(st, "stopping", ACTOR, reason=why, provider=self.provider.name)
+                    if self.p.settle(st.sandbox_id, lambda now: [stopping] if now.state == "stopping" else []):
+                        self._stop_failures[st.sandbox_id] = why
+                return
+            self.p.pools.forget(current.runtime_id)
+            self._stop_failures.pop(st.sandbox_id, None)
         done = lifecycle(st, "terminated", ACTOR, reason=effect.reason, provider=self.provider.name)
         self.p.settle(st.sandbox_id, lambda now: [done] if now.state not in ENDED else [])
 

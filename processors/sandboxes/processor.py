@@ -13,8 +13,11 @@ Order of a command: decide (pure) → append its records (``exec.accepted`` for 
 broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
 on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
 ``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
-so 64 long commands hold no thread a stop or a cancel needs. Every outcome is
-settled under the partition's lock against the current state, only while this instance owns it.
+so 64 long commands hold no thread a stop or a cancel needs. Cancels (calls to a supervisor, which
+the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
+control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
+their own. Every outcome is settled under the partition's lock against the current state, only
+while this instance owns it.
 
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
 lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
@@ -54,20 +57,26 @@ LOG = logging.getLogger(__name__)
 NAME = "sandboxes"
 RELEVANT = ("sandbox.", "exec.accepted", "exec.started", "exec.finished", "file.", "snapshot.")
 ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create must find it ended)
-SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py)
+SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py), on a thread of its own
+FIRST_SWEEP_S = 60
+RECONCILE_INTERVAL_S = 30.0  # owned partitions against the provider: orphans reaped, failed stops retried
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
 INTERRUPTED = "the processor that ran it stopped or gave its partition away"
-LANES = {"stop": "control", "cancel": "control", "egress": "control", "provision": "provision", "read": "files",
+# control: the engine (stop, reap) and the egress proxy; cancel talks to the sandbox's supervisor, which the
+# sandbox can slow down (each call is bounded by CONTROL_TIMEOUT_S): it never holds a stop's thread
+LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision": "provision", "read": "files",
          "write": "files", "snapshot": "files"}  # fmt: skip
 
 
 class SandboxProcessor:
     def __init__(self, settings: Settings, provider: SandboxProvider, artifacts: ArtifactStore | None = None,
-                 ended_grace_s: float = ENDED_GRACE_S, workers: int = 64) -> None:  # fmt: skip
+                 ended_grace_s: float = ENDED_GRACE_S, workers: int = 64,
+                 reconcile_interval_s: float = RECONCILE_INTERVAL_S) -> None:  # fmt: skip
         self.settings = settings
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
         self.ended_grace_s = ended_grace_s
+        self.reconcile_interval_s = reconcile_interval_s
         self.producer = EventProducer(settings)
         self.codec = self.producer.codec
         self.egress = EgressProxy.from_settings(settings, self._report_egress)
@@ -79,9 +88,12 @@ class SandboxProcessor:
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
+        self._removing: set[str] = set()  # runtime ids a stop or a reap is removing now (one at a time each)
+        self._removing_lock = threading.Lock()
         self.effects = Effects(self)
         self.lanes = {
             "control": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-control"),
+            "cancel": ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-cancel"),
             "provision": ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-provision"),
             "files": ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-files"),
         }
@@ -303,16 +315,58 @@ class SandboxProcessor:
                 decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED)
                 self.emit(st.sandbox_id, decision.events)
                 self.dispatch(st.sandbox_id, decision.effects)
+        self._clean_up(present, partitions)
+
+    def reconcile_owned(self) -> None:
+        """The periodic pass over the owned partitions (one ``list_ids``): the stop of every sandbox
+        left ``stopping`` (its stop failed, e.g. the engine did not answer) is tried again, and the
+        provider's orphans (a failed reap, a failed provision's rollback) are reaped."""
+        owned = {p for p, status in list(self.status.items()) if status == "owned"}
+        if not owned:
+            return
+        present = self.provider.list_ids()
+        for st in list(self.states.values()):
+            if st.state == "stopping" and self.partition_of(st.stream_id) in owned and not self.removing(st.runtime_id):
+                self.dispatch(st.sandbox_id, [Effect("stop", reason="stop retried after a failure")])
+        self._clean_up(present, owned)
+
+    def _clean_up(self, present: set[str], partitions: set[int]) -> None:
+        """Reap the orphans of ``partitions`` and adopt this instance's unclaimed warm sandboxes."""
         found = orphans(present, list(self.states.values()), partitions, self.partition_of, self.pools.view(present))
         for runtime_id in found.reap:
-            LOG.warning("reaping orphan sandbox %s", runtime_id)
-            self.lanes["control"].submit(self._reap_orphan, runtime_id)
+            if not self.removing(runtime_id):
+                LOG.warning("reaping orphan sandbox %s", runtime_id)
+                self.lanes["control"].submit(self._reap_orphan, runtime_id)
         for index, runtime_id in found.adopt:
             self.lanes["provision"].submit(self._adopt, index, runtime_id)
 
+    def removing(self, runtime_id: str) -> bool:
+        with self._removing_lock:
+            return runtime_id in self._removing
+
+    @contextlib.contextmanager
+    def removal(self, runtime_id: str):
+        """Yield True to the one caller that may remove ``runtime_id`` now (False while another does)."""
+        with self._removing_lock:
+            first = runtime_id not in self._removing
+            self._removing.add(runtime_id)
+        try:
+            yield first
+        finally:
+            if first:
+                with self._removing_lock:
+                    self._removing.discard(runtime_id)
+
     def _reap_orphan(self, runtime_id: str) -> None:
-        self.provider.stop(runtime_id)
-        self.pools.forget(runtime_id)
+        with self.removal(runtime_id) as mine:
+            if not mine:
+                return
+            try:
+                self.provider.stop(runtime_id)
+            except Exception:  # the next periodic reconcile tries again
+                LOG.exception("orphan sandbox %s not reaped", runtime_id)
+                return
+            self.pools.forget(runtime_id)
 
     def _adopt(self, index: int, runtime_id: str) -> None:
         handle = self.provider.handle(runtime_id)
@@ -320,10 +374,10 @@ class SandboxProcessor:
             healthy = handle is not None and bool(handle.client.ping())
         except (SupervisorUnavailable, OSError):
             healthy = False
-        if healthy:
-            self.pools.adopt(index, runtime_id)  # an unclaimed warm sandbox survives a restart
-        else:
-            self.provider.stop(runtime_id)
+        if healthy:  # an unclaimed warm sandbox survives a restart; one claimed since the look is left
+            self.pools.adopt(index, runtime_id)
+        elif self.pools.claimed_by(runtime_id) is None:  # a claimed one is its claimer's, even unwell
+            self._reap_orphan(runtime_id)
 
     # -- egress -----------------------------------------------------------------------------
     def _report_egress(self, sandbox_id: str, d: EgressDecision) -> None:
@@ -362,22 +416,38 @@ class SandboxProcessor:
         except Exception:  # the next sweep retries; nothing is lost by a failed one
             LOG.exception("artifact sweep failed")
 
+    def _every(self, name: str, first_s: float, interval_s: float, job: Callable[[], None]) -> threading.Thread:
+        """Run ``job`` on a thread of its own every ``interval_s`` until ``stop``: a long one (an
+        artifact sweep scans for hours) holds no lane that control or provisions need."""
+
+        def loop() -> None:
+            wait = first_s
+            while not self.stop_event.wait(wait):
+                try:
+                    job()
+                except Exception:
+                    LOG.exception("%s failed", name)
+                wait = interval_s
+
+        thread = threading.Thread(target=loop, name=f"sandbox-{name}", daemon=True)
+        thread.start()
+        return thread
+
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
-        """Serve until ``stop``: the faust app on its thread, the timers on this one."""
+        """Serve until ``stop``: the faust app on its thread, the idle/TTL timer on this one, the
+        periodic reconcile and the artifact sweep on theirs."""
         self.egress.start()
         self.runtime.start()
         self.refill_soon()
-        next_sweep = time.monotonic() + 60
+        self._every("reconcile", self.reconcile_interval_s, self.reconcile_interval_s, self.reconcile_owned)
+        self._every("artifact-sweep", FIRST_SWEEP_S, SWEEP_INTERVAL_S, self._sweep_artifacts)
         try:
             while not self.stop_event.wait(1.0):
                 try:
                     self.tick()
                 except Exception:
                     LOG.exception("timer failed")
-                if time.monotonic() >= next_sweep:
-                    self.lanes["control"].submit(self._sweep_artifacts)
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
         finally:
             for p in list(self.status):  # from here nothing is written: the next owner closes what runs
                 with self.locks[p], self.changed:

@@ -5,6 +5,9 @@ so that an instance adopts (after a restart) only its own unclaimed ones and nev
 instance's. A claimed warm sandbox belongs to the sandbox that claimed it (its ``provider_id``); the
 claim is also written to a host-only file (``<provider runtime>/claims/<warm id>``, outside every
 sandbox) so that an instance restarted after its partitions moved never takes it back into its pool.
+A claim pops the id and writes that file under the pools' lock, and ``adopt`` checks the file under
+the same lock: whatever order a create and a reconcile's adopt run in, a claimed sandbox never goes
+back into a pool, so no two creates get one container.
 Not handled: the unclaimed warm sandboxes of an instance that never comes back stay until an
 operator removes them (or an instance with the same ``instance_id`` starts).
 """
@@ -37,6 +40,7 @@ class WarmPools:
         self.pools = settings.warm_pools
         self.tag = instance_tag(settings.instance_id)
         self.warm: dict[int, list[str]] = {i: [] for i in range(len(self.pools))}  # ready, unclaimed
+        self._creating: set[str] = set()  # being created by a refill: not an orphan, not to adopt
         self._lock = threading.Lock()
         self._refilling = threading.Lock()
         self._stopping = stopping
@@ -47,9 +51,9 @@ class WarmPools:
 
     def view(self, present: set[str]) -> WarmView:
         """The warm pools as reconciling sees them, for the provider's ``present`` sandboxes."""
-        claims = {rid: sid for rid in present if self.is_warm(rid) and (sid := self.claimed_by(rid))}
-        with self._lock:
-            pooled = frozenset(rid for ids in self.warm.values() for rid in ids)
+        with self._lock:  # claims and pool read together: a claim lands wholly before or after
+            claims = {rid: sid for rid in present if self.is_warm(rid) and (sid := self.claimed_by(rid))}
+            pooled = frozenset(rid for ids in self.warm.values() for rid in ids) | self._creating
         return WarmView(claims, self.mine, pooled, self.is_warm)
 
     def mine(self, runtime_id: str) -> int | None:
@@ -62,10 +66,13 @@ class WarmPools:
     def _claim_file(self, runtime_id: str):
         return self.provider.runtime / "claims" / runtime_id
 
-    def mark_claimed(self, runtime_id: str, sandbox_id: str) -> None:
+    def _mark_claimed(self, runtime_id: str, sandbox_id: str) -> None:
+        """Write the claim atomically (a crash leaves no empty file that would read as unclaimed)."""
         path = self._claim_file(runtime_id)
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.write_text(sandbox_id)
+        tmp = path.with_name(f".{runtime_id}.tmp")
+        tmp.write_text(sandbox_id)
+        tmp.replace(path)
 
     def claimed_by(self, runtime_id: str) -> str | None:
         """The sandbox that claimed this warm sandbox, if any."""
@@ -77,10 +84,14 @@ class WarmPools:
     def forget(self, runtime_id: str) -> None:
         self._claim_file(runtime_id).unlink(missing_ok=True)
 
-    def adopt(self, index: int, runtime_id: str) -> None:
+    def adopt(self, index: int, runtime_id: str) -> bool:
+        """Put one of this instance's warm sandboxes in its pool, unless it is there already or a
+        create claimed it (e.g. after the reconcile that chose to adopt it looked). True if added."""
         with self._lock:
-            if runtime_id not in self.warm[index]:
-                self.warm[index].append(runtime_id)
+            if runtime_id in self.warm[index] or self.claimed_by(runtime_id) is not None:
+                return False
+            self.warm[index].append(runtime_id)
+            return True
 
     def refill(self) -> None:
         """Top every pool up to its size (one refill at a time)."""
@@ -90,9 +101,16 @@ class WarmPools:
             for index, pool in enumerate(self.pools):
                 while len(self.warm[index]) < pool.size and not self._stopping():
                     runtime_id = f"warm{index}-{self.tag}-{new_id().replace('-', '')}"
-                    image = pool.image or self.settings.sandbox_image
-                    self.provider.create(SandboxSpec(runtime_id, image=image, profile=SecurityProfile(**pool.profile)))
-                    self.adopt(index, runtime_id)
+                    spec = SandboxSpec(runtime_id, image=pool.image or self.settings.sandbox_image,
+                                       profile=SecurityProfile(**pool.profile))  # fmt: skip
+                    with self._lock:
+                        self._creating.add(runtime_id)
+                    try:
+                        self.provider.create(spec)
+                        self.adopt(index, runtime_id)
+                    finally:
+                        with self._lock:
+                            self._creating.discard(runtime_id)
         except Exception:
             LOG.exception("warm pool refill failed")
         finally:
@@ -109,9 +127,14 @@ class WarmPools:
             return None
         for index, pool in enumerate(self.pools):
             if (pool.image or self.settings.sandbox_image) == st.image and pool.profile == st.profile:
-                with self._lock:
+                with self._lock:  # popped and marked at once: ``adopt`` and ``view`` see both or neither
                     runtime_id = self.warm[index].pop(0) if self.warm[index] else None
-                if runtime_id:
-                    self.mark_claimed(runtime_id, st.sandbox_id)
+                    if runtime_id:
+                        try:
+                            self._mark_claimed(runtime_id, st.sandbox_id)
+                        except OSError:  # unmarked, it must not leave the pool: this create goes cold
+                            LOG.exception("claim of warm sandbox %s not recorded", runtime_id)
+                            self.warm[index].insert(0, runtime_id)
+                            return None
                 return runtime_id
         return None

@@ -140,10 +140,15 @@ def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope
                     payload=payload)  # fmt: skip
 
 
+def create_command(api, image: str, sandbox_id: str, restore_snapshot: str | None = None) -> Envelope:
+    """A ``sandbox.create`` command for a sandbox id the test chose (e.g. for its partition)."""
+    spec = RequestedSandbox(image, idle_timeout_s=600, ttl_s=600, restore_snapshot=restore_snapshot)
+    return command(api.tenant, sandbox_id, "sandbox.create", spec.create_payload())
+
+
 def create_restoring(api, image: str, sandbox_id: str, snapshot_id: str) -> Envelope:
     """A ``sandbox.create`` command that restores ``snapshot_id`` into the new sandbox."""
-    spec = RequestedSandbox(image, idle_timeout_s=600, ttl_s=600, restore_snapshot=snapshot_id)
-    return command(api.tenant, sandbox_id, "sandbox.create", spec.create_payload())
+    return create_command(api, image, sandbox_id, snapshot_id)
 
 
 def snapshot_with_kept_file(api) -> str:

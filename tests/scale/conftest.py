@@ -10,6 +10,7 @@ from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from astraforge.sandbox.providers import make_provider
 from tests.conftest import make_settings, new_tenant
+from tests.gated_image import GATED_IMAGE
 from tests.scale.cluster import Api
 from tests.support import running_api, running_projector
 
@@ -19,7 +20,8 @@ PARTITIONS = 6
 @pytest.fixture
 def deployment(tmp_path) -> Iterator[tuple]:
     """Settings, the API's URL, a tenant's key, the docker provider and a place for instance logs."""
-    s = make_settings(topic_partitions=PARTITIONS, warm_pools=[], sandbox_provider="docker")
+    s = make_settings(topic_partitions=PARTITIONS, warm_pools=[], sandbox_provider="docker",
+                      sandbox_images=[GATED_IMAGE])  # fmt: skip
     ensure_topics(s)
     ensure_control_schema(s)
     provider = make_provider(s)
