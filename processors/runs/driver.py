@@ -156,19 +156,7 @@ class Driver:
         if st is None or not self.o.owns(self.run_id) or self.o.stop_event.is_set():
             return
         if st.attempt != self.attempt or st.state in ENDED or st.state == "awaiting_review":
-            sandbox_id = replace(st, attempt=self.attempt).sandbox_id
-            self.o.append(
-                [
-                    Envelope(
-                        type="sandbox.stop",
-                        stream_id=st.run_id,
-                        tenant_id=st.tenant_id,
-                        actor=ACTOR,
-                        sandbox_id=sandbox_id,
-                        payload={"reason": "run attempt over"},
-                    )
-                ]
-            )
+            self.o.stop_sandbox(st, replace(st, attempt=self.attempt).sandbox_id, "run attempt over")
 
     def provision(self, facts: StreamFacts) -> None:
         st = self.st

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -31,15 +30,15 @@ from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.kafka import read_range
+from astraforge.processors.ownership import Ownership
 from astraforge.processors.runs.driver import ACTOR, Driver
-from astraforge.processors.runs.state import DRIVEN, ENDED, Effect, RunState, decide, evolve
+from astraforge.processors.runs.state import DRIVEN, ENDED, RunEffect, RunState, decide, evolve
 from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope, default_codec
 
 LOG = logging.getLogger(__name__)
 NAME = "runs"
-SUSPENDED_WAIT_S = 30.0
 ENDED_GRACE_S = 3600  # an ended run stays in the table this long (a late command finds it ended)
 
 
@@ -54,9 +53,7 @@ class RunOrchestrator:
         self.work_dir = work_dir or settings.state_dir / "runs"
         self.stop_event = threading.Event()
         self.states: dict[str, RunState] = {}
-        self.status: dict[int, str] = {}  # partition -> owned | suspended
-        self.locks: dict[int, threading.RLock] = defaultdict(threading.RLock)
-        self.changed = threading.Condition()
+        self.ownership = Ownership()
         self.drivers: dict[tuple[str, int, str], threading.Thread] = {}
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.table = self.runtime.table(NAME)
@@ -72,7 +69,7 @@ class RunOrchestrator:
         return self.runtime.partition(stream_id)
 
     def owns(self, stream_id: str) -> bool:
-        return self.status.get(self.partition_of(stream_id)) == "owned"
+        return self.ownership.owns(self.partition_of(stream_id))
 
     def _fold(self, e: Envelope, offset: int) -> str:
         new = evolve(self.states.get(e.stream_id), e)
@@ -104,26 +101,18 @@ class RunOrchestrator:
         self._persist(partition, touched, appended[-1].offset + 1)
         return True
 
-    def _owned_now(self, partition: int) -> bool:
-        deadline = time.monotonic() + SUSPENDED_WAIT_S
-        with self.changed:
-            while self.status.get(partition) == "suspended" and time.monotonic() < deadline:
-                self.changed.wait(0.5)
-            return self.status.get(partition) == "owned"
-
     def settle(self, run_id: str, decide_events: Callable[[RunState], list[Envelope]]) -> bool:
         """Records computed from the run's current state, written as its partition's owner."""
         st = self.states.get(run_id)
         if st is None:
             return False
         partition = self.partition_of(run_id)
-        while self._owned_now(partition):
-            with self.locks[partition]:
-                if self.status.get(partition) != "owned":
-                    continue
-                current = self.states.get(run_id)
-                return current is not None and self._emit_locked(partition, decide_events(current))
-        return False
+
+        def write() -> bool:
+            current = self.states.get(run_id)
+            return current is not None and self._emit_locked(partition, decide_events(current))
+
+        return bool(self.ownership.write(partition, write))
 
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
@@ -141,7 +130,7 @@ class RunOrchestrator:
             return
         partition = self.partition_of(command.stream_id)
         try:
-            with self.locks[partition]:
+            with self.ownership.locks[partition]:
                 decision = decide(self.states.get(command.stream_id), command, ACTOR)
                 self._emit_locked(partition, decision.events)
         except (ValueError, KeyError, TypeError) as e:
@@ -150,13 +139,13 @@ class RunOrchestrator:
             return
         self.dispatch(command.stream_id, decision.effects)
 
-    def dispatch(self, run_id: str, effects: Iterable[Effect]) -> None:
+    def dispatch(self, run_id: str, effects: Iterable[RunEffect]) -> None:
         for effect in effects:
             st = self.states.get(run_id)
             if st is None or self.stop_event.is_set():
                 return
             if effect.kind == "stop":
-                self._stop_sandbox(st, effect.sandbox_id or st.sandbox_id, effect.reason or "run over")
+                self.stop_sandbox(st, effect.sandbox_id or st.sandbox_id, effect.reason or "run over")
             else:
                 self._start(st, effect.kind)
 
@@ -172,7 +161,7 @@ class RunOrchestrator:
         self.drivers[key] = thread
         thread.start()
 
-    def _stop_sandbox(self, st: RunState, sandbox_id: str, reason: str) -> None:
+    def stop_sandbox(self, st: RunState, sandbox_id: str, reason: str) -> None:
         """Stop an attempt's sandbox (cancel, reject, rerun): the agent's command dies with it."""
         self.append(
             [
@@ -189,40 +178,30 @@ class RunOrchestrator:
 
     # -- ownership --------------------------------------------------------------------------
     async def _suspend(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._suspend_now, partitions)
+        await asyncio.to_thread(self.ownership.suspend, partitions)
         await self.runtime.flush()
-
-    def _suspend_now(self, partitions: frozenset[int]) -> None:
-        for p in partitions:
-            with self.locks[p], self.changed:
-                if self.status.get(p) == "owned":
-                    self.status[p] = "suspended"
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
         await asyncio.to_thread(self._take_over, partitions)
 
     def _take_over(self, assigned: frozenset[int]) -> None:
-        held = set(self.status)
-        new, lost = set(assigned) - held, held - set(assigned)
+        new, lost = self.ownership.changes(assigned)
         for p in lost:
-            with self.locks[p], self.changed:
-                self.status.pop(p, None)
-                self.changed.notify_all()
-                for run_id in [r for r in self.states if self.partition_of(r) == p]:
-                    del self.states[run_id]
+            self.ownership.drop(p, lambda p=p: self._forget(p))
         for p in sorted(new):
-            with self.locks[p]:
+            with self.ownership.locks[p]:
                 self._load(p)
-        with self.changed:
-            for p in assigned:
-                self.status[p] = "owned"
-            self.changed.notify_all()
+        self.ownership.own(assigned)
         for st in list(self.states.values()):  # resume what the previous owner left under way
             if self.partition_of(st.run_id) in new:
                 if st.state in DRIVEN:
                     self._start(st, "drive")
                 elif st.state == "approved":
                     self._start(st, "merge")
+
+    def _forget(self, partition: int) -> None:
+        for run_id in [r for r in self.states if self.partition_of(r) == partition]:
+            del self.states[run_id]
 
     def _load(self, partition: int) -> None:
         """This partition's runs from the table, then the events written after its mark."""
@@ -256,10 +235,7 @@ class RunOrchestrator:
         try:
             self.stop_event.wait()
         finally:
-            for p in list(self.status):
-                with self.locks[p], self.changed:
-                    self.status.pop(p, None)
-                    self.changed.notify_all()
+            self.ownership.release_all()
             self.runtime.stop()
             for thread in list(self.drivers.values()):
                 thread.join(timeout=5)

@@ -22,7 +22,7 @@ DRIVEN = frozenset(ORDER[:5])  # an attempt under way: a driver (re)starts it
 
 
 @dataclass(frozen=True)
-class Effect:
+class RunEffect:
     """A side effect for the orchestrator: drive (the current attempt) | stop (``sandbox_id``, for
     ``reason``: the agent's command dies with it) | merge (push the approved patch, open the MR)."""
 
@@ -32,9 +32,9 @@ class Effect:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RunDecision:
     events: list[Envelope] = field(default_factory=list)
-    effects: list[Effect] = field(default_factory=list)
+    effects: list[RunEffect] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -143,39 +143,39 @@ def evolve(st: RunState | None, e: Envelope) -> RunState | None:
     return st
 
 
-def decide(st: RunState | None, command: Envelope, actor: str) -> Decision:
+def decide(st: RunState | None, command: Envelope, actor: str) -> RunDecision:
     """What a run command does to a run in this state (the API refuses most misfits with 409 first;
     a redelivered command finds the state moved on and does nothing)."""
     if command.type == "run.create":
         if st is not None:
-            return Decision()
+            return RunDecision()
         new = accepted_state(command)
         accepted = event(new, "run.accepted", dict(command.payload), actor, command)
         requested = lifecycle(new, "requested", actor, command, spec=command.payload["spec"])
-        return Decision([accepted, requested], [Effect("drive")])
+        return RunDecision([accepted, requested], [RunEffect("drive")])
     if st is None or st.state in ENDED:
-        return Decision()
+        return RunDecision()
     p = command.payload
     if command.type == "run.cancel":
         reason = p.get("reason") or "cancelled"
-        return Decision(
+        return RunDecision(
             [lifecycle(st, "cancelled", actor, command, reason=reason, sandbox_id=st.sandbox_id)],
-            [Effect("stop", "run cancelled", st.sandbox_id)],
+            [RunEffect("stop", "run cancelled", st.sandbox_id)],
         )
     if st.state != "awaiting_review":
-        return Decision()
+        return RunDecision()
     if command.type in ("run.approve", "run.reject"):
         decision = "approve" if command.type == "run.approve" else "reject"
         review = {"decision": decision, "reviewer": p["reviewer"], "comment": p.get("comment"), "attempt": st.attempt}
         if decision == "approve":
-            return Decision(
+            return RunDecision(
                 [event(st, "review.decided", review, actor, command), lifecycle(st, "approved", actor, command)],
-                [Effect("merge")],
+                [RunEffect("merge")],
             )
         rejected = lifecycle(st, "rejected", actor, command, reason=p.get("comment"))
-        return Decision(
+        return RunDecision(
             [event(st, "review.decided", review, actor, command), rejected],
-            [Effect("stop", "run rejected", st.sandbox_id)],
+            [RunEffect("stop", "run rejected", st.sandbox_id)],
         )
     if command.type == "run.rerun":
         review = {
@@ -185,14 +185,14 @@ def decide(st: RunState | None, command: Envelope, actor: str) -> Decision:
             "attempt": st.attempt,
         }
         next_attempt = replace(st, attempt=st.attempt + 1)
-        return Decision(
+        return RunDecision(
             [
                 event(st, "review.decided", review, actor, command),
                 lifecycle(next_attempt, "requested", actor, command, reason="rerun with guidance"),
             ],
-            [Effect("stop", "superseded by a new attempt", st.sandbox_id), Effect("drive")],
+            [RunEffect("stop", "superseded by a new attempt", st.sandbox_id), RunEffect("drive")],
         )
-    return Decision()
+    return RunDecision()
 
 
 def advance(st: RunState, attempt: int, new_state: str, actor: str, **extra) -> list[Envelope]:
