@@ -189,6 +189,9 @@ class ForkRequest(BaseModel):
 
 
 # -- runs ------------------------------------------------------------------------------------
+MAX_REQUEST_BYTES = 512 * 1024
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\0" in value
@@ -243,6 +246,8 @@ class RequestCreate(BaseModel):
     def _agent_fits(self) -> "RequestCreate":
         if _has_nul(self.model_dump()):  # PostgreSQL's jsonb refuses NUL: the run's records could not be read
             raise ValueError("text may not contain NUL characters")
+        if len(self.model_dump_json()) > MAX_REQUEST_BYTES:  # it travels as one record (Kafka takes ~1 MiB)
+            raise ValueError(f"the request is larger than {MAX_REQUEST_BYTES} bytes (spec, steps and all)")
         if self.agent == "script" and not self.steps:
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:

@@ -9,7 +9,7 @@ the projection: the ``runs`` table and the run's records.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from astraforge.api.commands import new_run_id
 from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, IdempotencyKey, OwnedRun
@@ -29,6 +29,7 @@ from astraforge.api.params import After
 from astraforge.ids import from_micros, iso, now_micros
 from astraforge.processors.runs.guardrails import repository_allowed
 from astraforge.projections.queries import ProjectionQueries
+from astraforge.sandbox.egress_rules import check_rules
 
 router = APIRouter(tags=["runs"])
 ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -59,10 +60,19 @@ def _run_create(body: RequestCreate) -> dict:
 @router.post("/v1/requests", status_code=201, response_model=RunPublic, operation_id="createRequest",
              responses=ERRORS)  # fmt: skip
 async def create_request(
-    body: RequestCreate, tenant: CurrentTenant, settings: AppSettings, commands: Commands, idempotency: IdempotencyKey
+    body: RequestCreate,
+    request: Request,
+    tenant: CurrentTenant,
+    settings: AppSettings,
+    commands: Commands,
+    idempotency: IdempotencyKey,
 ) -> Response:
     if body.agent != "script":
         raise ApiError(422, f"agent {body.agent} is not available in this release (use `script`)")
+    try:  # the rules a sandbox create is held to: the run's sandbox is created with them
+        check_rules(body.egress_allow, request.app.state.egress_policy, set(settings.egress_platform_upstreams))
+    except ValueError as e:
+        raise ApiError(422, str(e)) from e
 
     async def start(ids: dict, claim: Claim | None) -> tuple[int, RunPublic]:
         run_id = ids["run_id"]

@@ -184,6 +184,9 @@ def test_a_repository_off_the_allowlist_is_refused(runs_api, repos, tenant) -> N
         {"spec": "x", "repository": "--upload-pack=x", "steps": [{"run": "a"}]},
         {"spec": "x", "repository": "/r.git", "agent": "codex"},
         {"spec": "x\u0000y", "repository": "/r.git", "steps": [{"run": "a"}]},
+        {"spec": "x", "repository": "/r.git", "steps": [{"run": "a"}], "egress_allow": ["*.com"]},
+        {"spec": "x", "repository": "/r.git", "steps": [{"run": "a"}], "egress_allow": ["model-gateway"]},
+        {"spec": "x", "repository": "/r.git", "steps": [{"write": "a", "content": "y" * 500_000}] * 2},
         {"spec": "x", "repository": "/r.git", "steps": [{"write": "a", "content": "\u0000"}]},
     ],
 )
