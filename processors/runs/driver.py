@@ -148,6 +148,7 @@ class Driver:
         finally:
             facts.close()
             self.release()
+            shutil.rmtree(self.dir, ignore_errors=True)  # host clones and trees: a resumed driver makes its own
 
     def release(self) -> None:
         """Stop the attempt's sandbox once it is of no more use (awaiting review or ended); a

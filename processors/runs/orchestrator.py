@@ -155,6 +155,8 @@ class RunOrchestrator:
         running = self.drivers.get(key)
         if running is not None and running.is_alive():
             return
+        for done in [k for k, thread in self.drivers.items() if not thread.is_alive()]:
+            del self.drivers[done]
         driver = Driver(self, st.run_id, st.attempt)
         target = driver.run if kind == "drive" else driver.merge
         thread = threading.Thread(target=target, name=f"run-{kind}-{st.run_id[-8:]}", daemon=True)

@@ -11,6 +11,7 @@ import pytest
 
 from astraforge.processors.runs.orchestrator import RunOrchestrator
 from tests.runs_support import CALC_FIXED, bare_repository, git, post, stream_types, wait_state
+from tests.security.test_cross_tenant import RUN_ROUTES
 from tests.support import auth, cli_env, running_api, wait_until
 
 
@@ -290,3 +291,16 @@ def test_the_cli_runs_follows_and_approves(runs_api, run_settings, repos, tenant
     failing = [*submit[:-4], "--test", "python -c 'raise SystemExit(3)'", "--api", runs_api]
     done = subprocess.run(failing, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "tests failed: exit 3" in done.stderr, done.stderr
+
+
+def test_another_tenant_gets_404_on_every_run_route(runs_api, repos, tenant, other_tenant) -> None:
+    _, key = tenant
+    body = request(repos["calc"], test_command=None)
+    run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    wait_state(runs_api, key, run_id, ("awaiting_review",))
+    _, intruder = other_tenant
+    for (method, template), payload in {**RUN_ROUTES, ("GET", "/v1/streams/{run_id}/events"): None}.items():
+        r = httpx.request(method, runs_api + template.format(run_id=run_id), headers=auth(intruder), json=payload)
+        assert r.status_code == 404, (method, template, r.status_code, r.text)
+    assert run_id not in httpx.get(f"{runs_api}/v1/runs", headers=auth(intruder)).text
+    assert wait_state(runs_api, key, run_id, ("awaiting_review",))["attempt"] == 1  # nothing changed
