@@ -381,7 +381,8 @@ def _follow(client, run_id: str, attempt: int = 1) -> str:
                 style = "red" if state in ("failed", "cancelled", "rejected") else "green"
                 console.print(f"[{style}]{state}[/]{reason}")
             elif record.type == "exec.started":
-                console.print(f"  [dim]$[/] {' '.join(p['argv'])[:160]}")
+                argv = p["argv"][p["argv"].index("--") + 1 :] if "--" in p["argv"] else p["argv"]  # past confine
+                console.print(f"  [dim]$[/] {' '.join(argv)[:160]}")
             elif record.type == "exec.finished" and p.get("exit_code"):
                 console.print(f"  [yellow]exit {p['exit_code']}[/] {p.get('error') or ''}")
             elif record.type == "diff.captured":

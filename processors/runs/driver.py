@@ -216,7 +216,7 @@ class Driver:
             outside = forbidden(step_paths(step), allowed)
             if outside:
                 self.blocked(i, outside, "the step writes outside the run's writable paths")
-            call = step_call(step, step_id, st.guidance)
+            call = step_call(step, step_id, st.guidance, allowed)
             if call.type == "sandbox.exec":
                 done = self.call(facts, call, "exec.finished", "command_id")
                 if done.payload.get("error") or done.payload["exit_code"] != 0:

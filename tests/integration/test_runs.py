@@ -304,3 +304,17 @@ def test_another_tenant_gets_404_on_every_run_route(runs_api, repos, tenant, oth
         assert r.status_code == 404, (method, template, r.status_code, r.text)
     assert run_id not in httpx.get(f"{runs_api}/v1/runs", headers=auth(intruder)).text
     assert wait_state(runs_api, key, run_id, ("awaiting_review",))["attempt"] == 1  # nothing changed
+
+
+def test_paths_outside_the_writable_directories_are_read_only_inside_the_sandbox(runs_api, repos, tenant) -> None:
+    _, key = tenant
+    steps = [{"run": "mkdir -p src && echo ok > src/new.py && echo sneaky > calc.py"}]
+    body = request(repos["calc"], steps=steps, writable_paths=["src/"], test_command=None)
+    run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    run = wait_state(runs_api, key, run_id, ("failed",))
+    assert run["reason"].startswith("step 1 (mkdir -p src") and "exited" in run["reason"]
+    records = stream_types(runs_api, key, run_id)
+    output = "".join(e["payload"]["data"] for e in records if e["type"] == "exec.output")
+    assert "calc.py: Permission denied" in output  # refused by the kernel, not found afterwards
+    started = next(e for e in records if e["type"] == "exec.started" and e["payload"]["command_id"].endswith("-s0"))
+    assert started["payload"]["argv"][:3] == ["python3", "-I", "-c"] and "/workspace/src" in started["payload"]["argv"]

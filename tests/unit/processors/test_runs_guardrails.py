@@ -53,3 +53,10 @@ def test_pytest_and_unittest_summaries() -> None:
     out = from_output("Ran 2 tests in 0.000s\n\nOK\n")
     assert (out.passed, out.failed) == (2, 0)
     assert from_output("nothing here") is None
+
+
+def test_confined_dirs_are_the_writable_directories_or_a_files_directory() -> None:
+    from astraforge.processors.runs.executors.script import confined_dirs
+
+    assert confined_dirs(["src/", "docs/a.md", "x/../../etc/"]) == ["/workspace/docs", "/workspace/src"]
+    assert confined_dirs(["calc.py"]) == ["/workspace"] and confined_dirs([]) == []
