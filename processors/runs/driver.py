@@ -140,9 +140,17 @@ class Driver:
             self.propose(last)
         except RunCancelled:
             LOG.info("run %s attempt %d: driver stopped", self.run_id, self.attempt)
-        except (StepFailed, AstraForgeError, ValueError, OSError) as e:
-            LOG.warning("run %s attempt %d failed: %s", self.run_id, self.attempt, e)
-            reason = str(e)
+        except Exception as e:  # whatever it was, the run fails with it rather than hang in its state
+            known = isinstance(e, StepFailed | AstraForgeError | ValueError | OSError)
+            LOG.log(
+                logging.WARNING if known else logging.ERROR,
+                "run %s attempt %d failed: %s",
+                self.run_id,
+                self.attempt,
+                e,
+                exc_info=not known,
+            )
+            reason = str(e) if known else f"internal error: {type(e).__name__}"
             if not self.stopped():
                 self.o.settle(self.run_id, lambda now: failed(now, self.attempt, reason, ACTOR))
         finally:
@@ -184,11 +192,15 @@ class Driver:
             workspace.clone(st.repository, base, self.dir / "base")
         except workspace.GitFailed as e:
             raise StepFailed(f"could not clone {st.repository} at {base}: {e}") from e
+        source_id = f"{st.sandbox_id}-source"
         with spool() as tar:
             workspace.archive(self.dir / "base", tar)
-            ref = self.o.artifacts.put_file(
-                st.tenant_id, tar, "application/x-tar", "source.tar", f"{st.sandbox_id}-source"
-            )
+            ref = self.o.artifacts.put_file(st.tenant_id, tar, "application/x-tar", "source.tar", source_id)
+        copied = facts.find(lambda e: e.type == "artifact.stored" and e.payload["artifact"]["artifact_id"] == source_id)
+        if copied is None:  # what went into the sandbox, on the record
+            facts.seen.append(self.record("artifact.stored", {"artifact": ref, "command_id": None}))
+        elif copied.payload["artifact"]["sha256"] != ref["sha256"]:  # a resumed driver's clone is another tree
+            raise StepFailed(f"{base} of {st.repository} moved while the run was interrupted: rerun it")
         write = {
             "request_id": f"{st.sandbox_id}-source",
             "path": SOURCE_TAR,
