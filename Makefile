@@ -45,6 +45,7 @@ bench: install up
 	$(BIN)/python bench/sse_latency.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/codex.py
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".
 mutation: install up

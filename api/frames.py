@@ -7,16 +7,44 @@ frames are built by PostgreSQL (``ProjectionQueries.event_frames``) in the same 
 """
 
 import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
 from astraforge.api.models import iso
 from astraforge.ids import from_micros
 from astraforge.kafka import Positioned
+from astraforge.schemas import Codec
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as model_dump_json writes it
 
 
 def _frame(event: dict) -> str:
     return f"id: {event['offset']}\nevent: {event['type']}\ndata: {_JSON.encode(event)}\n\n"
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -> tuple[str, str] | None:
+    """``(tenant_id, frame)`` of a record straight from its bytes (``Codec.decode_json_fields``: no
+    ``Envelope``, no dict per event), the same text ``from_record`` writes; ``None`` when that path
+    is unsure (``from_record`` of the full decode then decides)."""
+    fields = codec.decode_json_fields(value, ensure_ascii=False)
+    if fields is None:
+        return None
+    event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, _, \
+        payload = fields  # fmt: skip
+    try:
+        when = iso(from_micros(occurred_at))
+    except ValueError:
+        return None
+    data = (
+        f'{{"offset":{offset},"partition":{partition},"event_id":{_text(event_id)},"type":{_text(type_)},'
+        f'"stream_id":{_text(stream_id)},"sandbox_id":{_text(sandbox_id)},"occurred_at":"{when}",'
+        f'"actor":{_text(actor)},"causation_id":{_text(causation_id)},"correlation_id":{_text(correlation_id)},'
+        f'"payload":{payload}}}'
+    )
+    return tenant_id, f"id: {offset}\nevent: {type_}\ndata: {data}\n\n"
 
 
 def from_record(record: Positioned) -> str:

@@ -25,9 +25,10 @@ Keys are scoped to the tenant: another tenant's identical key is a different key
 An instance that dies in the instant between Kafka's acknowledgement and recording it leaves the
 key "claimed": a retry that takes it over cannot tell whether the command went out. It appends it
 again with the same ids (a create not if its sandbox is already projected) and reads the answer
-from the projection; the processor drops a create, exec or file command whose id it has seen. Not
-protected: a snapshot command is not deduplicated by the processor, so that window can take a
-snapshot twice (under the same snapshot id).
+from the projection; the processor drops a create, exec, file or snapshot command whose id it has
+seen (``state.SandboxState.seen``). Not protected: a command whose id left the processor's memory
+(more than ``state.RECENT`` commands of its sandbox finished since, or the sandbox ended past its
+grace) runs again, or is ignored if its sandbox ended.
 """
 
 import asyncio
@@ -187,7 +188,7 @@ class IdempotencyStore:
     async def keep(self, claim: Claim) -> None:
         """Renew the claim's lease while its request runs (a failed renewal is retried; if the
         database stays away long enough, a retry may take the key over: the processor then drops
-        the command it has seen, a snapshot excepted)."""
+        the command it has seen)."""
         while True:
             await asyncio.sleep(RENEW_EVERY_S)
             try:

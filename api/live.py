@@ -4,16 +4,22 @@ It starts at the end of every partition and remembers, per partition, the next o
 deliver. ``subscribe`` snapshots those positions under the same lock the dispatcher holds, so
 every record is either delivered to the new subscriber's queue or lies below the snapshot (and is
 served by replay from the projection or Kafka). That makes replay + live gap-free.
+
+A subscriber takes decoded records (``Positioned``: the command service) or SSE frames
+(``LiveFrame``: the SSE route). A record's frame is built once, by the tail, for every subscriber
+of its stream, straight from its bytes (``frames.from_bytes``).
 """
 
 import asyncio
 import logging
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from astraforge.api import frames
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
 from astraforge.kafka import Positioned, ReaderPool, high_watermarks, poll_batch, reader
@@ -26,17 +32,27 @@ CONTACT_EVERY_S = 2.0  # the tail asks Kafka for metadata this often (its answer
 HEALTHY_WITHIN_S = 3 * CONTACT_EVERY_S
 
 
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """A record's SSE frame (``frames.from_record``'s text) and its offset, shared by every
+    subscriber of the stream."""
+
+    offset: int
+    text: str
+
+
 @dataclass(eq=False)
 class Subscriber:
     stream_id: str
     tenant_id: str
     positions: dict[int, int]
     loop: asyncio.AbstractEventLoop
+    frames: bool = False  # LiveFrame items instead of Positioned ones
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     overflowed: bool = False
     queued_bytes: int = 0
 
-    def offer(self, item: Positioned | None, size: int = 0) -> None:
+    def offer(self, item: Positioned | LiveFrame | None, size: int = 0) -> None:
         """Runs on the event loop. ``None`` tells the reader it fell too far behind: more than
         MAX_QUEUE records or MAX_QUEUE_BYTES of them waiting (a client that reads nothing must not
         hold the API's memory; it resumes by offset)."""
@@ -49,7 +65,7 @@ class Subscriber:
             self.queued_bytes += size
             self.queue.put_nowait((item, size))
 
-    async def next(self) -> Positioned | None:
+    async def next(self) -> Positioned | LiveFrame | None:
         """The next record, or None once the reader has fallen too far behind."""
         entry = await self.queue.get()
         if entry is None:
@@ -58,10 +74,10 @@ class Subscriber:
         self.queued_bytes -= size
         return item
 
-    def drain(self, limit: int) -> list[Positioned | None]:
+    def drain(self, limit: int) -> list[Positioned | LiveFrame | None]:
         """Up to ``limit`` records already waiting, without waiting (a burst is sent as one chunk);
         a ``None`` among them ends them, as from ``next``."""
-        items: list[Positioned | None] = []
+        items: list[Positioned | LiveFrame | None] = []
         while len(items) < limit and not self.queue.empty():
             entry = self.queue.get_nowait()
             if entry is None:
@@ -72,7 +88,7 @@ class Subscriber:
             items.append(item)
         return items
 
-    def offer_many(self, entries: list[tuple[Positioned, int]]) -> None:
+    def offer_many(self, entries: list[tuple[Positioned | LiveFrame, int]]) -> None:
         """Runs on the event loop: a poll's records for this subscriber (with their sizes), in order,
         for one wake-up."""
         for item, size in entries:
@@ -107,12 +123,13 @@ class LiveTail:
         """Connected, and Kafka answered a poll within the last few seconds."""
         return self.ready.is_set() and time.monotonic() - self.last_contact < HEALTHY_WITHIN_S
 
-    def subscribe(self, stream_id: str, tenant_id: str) -> Subscriber:
-        """Never waits (it runs on the event loop): before the tail is connected, 503 at once."""
+    def subscribe(self, stream_id: str, tenant_id: str, frames: bool = False) -> Subscriber:
+        """Never waits (it runs on the event loop): before the tail is connected, 503 at once.
+        With ``frames`` the subscriber receives ``LiveFrame`` items, else ``Positioned`` ones."""
         if not self.ready.is_set():
             raise KafkaUnavailable("live tail is not connected to Kafka")
         with self._lock:
-            sub = Subscriber(stream_id, tenant_id, dict(self.positions), asyncio.get_running_loop())
+            sub = Subscriber(stream_id, tenant_id, dict(self.positions), asyncio.get_running_loop(), frames)
             self._subs.setdefault(stream_id, set()).add(sub)
         return sub
 
@@ -171,15 +188,39 @@ class LiveTail:
                 subs = self._subs.get((msg.key() or b"").decode(errors="replace"))
                 if subs:
                     wanted.append((msg, tuple(subs)))
-        deliveries: dict[Subscriber, list[tuple[Positioned, int]]] = {}
+        deliveries: dict[Subscriber, list[tuple[Positioned | LiveFrame, int]]] = {}
         for msg, subs in wanted:  # a subscriber added since lies above these (its snapshot is later)
-            try:
-                envelope = self.codec.decode(msg.value())
-            except Exception:
+            built = self._build(msg, subs)
+            if built is None:
                 continue  # dead-lettered by the projector; never shown in a stream
-            item, size = Positioned(msg.partition(), msg.offset(), envelope), len(msg.value() or b"")
+            tenant, record, frame = built
+            size = len(msg.value() or b"")
             for sub in subs:
-                if envelope.tenant_id == sub.tenant_id:
+                item = frame if sub.frames else record
+                if sub.tenant_id == tenant and item is not None:
                     deliveries.setdefault(sub, []).append((item, size))
         for sub, entries in deliveries.items():
             sub.loop.call_soon_threadsafe(sub.offer_many, entries)
+
+    def _build(self, msg, subs: tuple[Subscriber, ...]) -> tuple[str, Positioned | None, LiveFrame | None] | None:
+        """``(tenant, record, frame)`` of a message: the decoded record only if a subscriber takes
+        records, the frame (once, whatever the number of SSE clients) only if one takes frames and
+        the record can be framed. Raises nothing: positions have moved past the whole poll."""
+        partition, offset, value = msg.partition(), msg.offset(), msg.value()
+        record = frame = None
+        if any(sub.frames for sub in subs):
+            fast = frames.from_bytes(self.codec, partition, offset, value)
+            if fast is not None:
+                tenant, text = fast
+                frame = LiveFrame(offset, text)
+        if frame is None or not all(sub.frames for sub in subs):
+            try:
+                envelope = self.codec.decode(value)
+            except Exception:
+                return None
+            tenant, record = envelope.tenant_id, Positioned(partition, offset, envelope)
+            if frame is None and any(sub.frames for sub in subs):
+                # occurred_at past years 1-9999 has no frame: dead-lettered by the projector, never in a stream
+                with suppress(ValueError, OverflowError):
+                    frame = LiveFrame(offset, frames.from_record(record))
+        return tenant, record, frame

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from confluent_kafka import TopicPartition
 
-from astraforge.api.auth import create_key
 from astraforge.kafka import partition_for, poll_batch, reader
+from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope
 from bench.common import bench_settings, cpu_seconds, drop, table

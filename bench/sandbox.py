@@ -5,7 +5,10 @@ Kafka -> API), next to raw docker measured in the same run.
   exec:         POST /v1/sandboxes/{id}/exec `true`, every byte recorded       vs  `docker exec` (CLI, docker-py)
   idle:         N idle sandboxes, memory per sandbox (cgroup usage)
 
-usage: python bench/sandbox.py [--creates 20] [--execs 200] [--idle 20]
+  live:         with --live N: N cold creates from 8 clients (creates/s), then exec with N live vs 1
+                (bench/live_sandboxes.py; off by default, so `make bench` stays short)
+
+usage: python bench/sandbox.py [--creates 20] [--execs 200] [--idle 20] [--live 200]
 """
 
 import argparse
@@ -23,6 +26,7 @@ import docker
 import httpx
 
 from astraforge.keys import create_key
+from bench import exec_breakdown, live_sandboxes
 from bench.common import bench_settings, drop, pct, table
 from tests.support import auth, free_port, wait_until
 
@@ -43,6 +47,7 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=20)
     parser.add_argument("--execs", type=int, default=200)
     parser.add_argument("--idle", type=int, default=20)
+    parser.add_argument("--live", type=int, default=0, help="also measure N live sandboxes (e.g. 200)")
     args = parser.parse_args()
     settings = bench_settings()
     sock = settings.state_dir / "dockerd" / "docker.sock"
@@ -53,6 +58,9 @@ def main() -> None:
         **settings.as_env(),
         "DOCKER_HOST": f"unix://{sock}",
         "ASTRAFORGE_WARM_POOLS": json.dumps([{"size": warm_size}]),
+        # the bench tenant holds every sandbox it measures at once (a sandbox weighs its RAM + tmpfs caps)
+        "ASTRAFORGE_QUOTA_SANDBOXES": "1000",
+        "ASTRAFORGE_QUOTA_MEMORY_MB": str(1000 * 4096),
     }
     port = free_port()
     cli = [sys.executable, "-m", "astraforge.cli"]
@@ -77,7 +85,7 @@ def main() -> None:
             t = time.perf_counter()
             r = http.post("/v1/sandboxes", json={"profile": {"memory_mb": 512}})
             ours.append(time.perf_counter() - t)
-            assert r.json()["state"] == "ready", r.text
+            assert r.json().get("state") == "ready", r.text
             sandboxes.append(r.json()["id"])
         pool = {"label": f"astraforge.namespace={settings.topic_prefix}", "name": "af-warm"}
         wait_until(lambda: len(client.containers.list(sparse=True, filters=pool)) >= warm_size, 120, what="pool")
@@ -100,23 +108,31 @@ def main() -> None:
             target.exec_run(["true"])
             py_exec.append(time.perf_counter() - t)
         target.remove(force=True)
-        api_exec = []
+        api_exec, calls = [], {}
         for _ in range(args.execs):
-            t = time.perf_counter()
+            t, sent = time.perf_counter(), time.time()
             r = http.post(f"/v1/sandboxes/{sandboxes[0]}/exec", json={"command": ["true"]})
             api_exec.append(time.perf_counter() - t)
+            calls[r.json()["command_id"]] = (sent, time.time())
             assert r.json()["exit_code"] == 0, r.text
         rows.append(("raw docker exec true (CLI)", *ms(cli_exec), "1.00"))
         rows.append(("raw docker exec true (docker-py)", *ms(py_exec), f"{pct(py_exec, 50) / pct(cli_exec, 50):.2f}"))
         rows.append(("exec true via API (recorded)", *ms(api_exec), f"{pct(api_exec, 50) / pct(cli_exec, 50):.2f}"))
+        stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
 
+        if args.live:
+            live_rows, made = live_sandboxes.measure(lambda: httpx.Client(base_url=url, headers=auth(key), timeout=300),
+                                                     args.live, 8, args.execs, pct(api_exec, 50))  # fmt: skip
+            rows += live_rows
+            sandboxes += made
         for _ in range(max(args.idle - len(sandboxes), 0)):
             sandboxes.append(http.post("/v1/sandboxes", json={}).json()["id"])
         ours_now = client.containers.list(filters={"label": f"astraforge.namespace={settings.topic_prefix}"})
-        usage = [c.stats(stream=False)["memory_stats"]["usage"] for c in ours_now]
+        usage = [c.stats(stream=False)["memory_stats"]["usage"] for c in ours_now[:40]]  # a sample: ~1 s each
         print(f"sandbox bench: {args.creates} creates, {args.execs} execs, {len(sandboxes)} idle sandboxes (docker)")
         print(table(rows))
-        print(f"idle sandboxes: {len(usage)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
+        print(table([("where an API exec's time goes", "p50 ms", "mean ms"), *stage_rows]))
+        print(f"idle sandboxes: {len(ours_now)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
               f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)")  # fmt: skip
         for sid in sandboxes:
             http.delete(f"/v1/sandboxes/{sid}")

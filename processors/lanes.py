@@ -12,10 +12,14 @@ Not protected: several tenants together can still fill the pool (size it for the
 within a lane a stuck effect delays its own tenant's next ones.
 """
 
+import logging
+import queue
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor
+
+LOG = logging.getLogger(__name__)
 
 
 class TenantLanes:
@@ -51,3 +55,47 @@ class TenantLanes:
                         del self._running[tenant]
             if following is not None:
                 self.pool.submit(self._run, tenant, *following)
+
+
+class CommandThreads:
+    """A thread of its own for every running command, reused by the next one.
+
+    Starting a thread waits until it runs, which on a busy host cost more than the rest of a
+    command's hand-over; an idle thread is handed the next command instead. Threads are daemons,
+    as a thread per command was: a stopping processor does not wait for its long commands (the
+    next owner closes them). Unbounded: the tenants' exec quotas bound how many run at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue] = []
+        self._count = 0
+
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a command."""
+        return len(self._idle)
+
+    def submit(self, fn: Callable[..., None], *args) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+            if inbox is None:
+                self._count += 1
+                number = self._count
+        if inbox is not None:
+            inbox.put((fn, args))
+            return
+        inbox = queue.SimpleQueue()
+        inbox.put((fn, args))
+        threading.Thread(target=self._serve, args=(inbox,), name=f"{self.name}-{number}", daemon=True).start()
+
+    def _serve(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            fn, args = inbox.get()
+            try:
+                fn(*args)
+            except Exception:  # the callers log their own failures; a thread must survive anything else
+                LOG.exception("%s: command failed", self.name)
+            with self._lock:
+                self._idle.append(inbox)

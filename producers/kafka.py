@@ -5,6 +5,7 @@ within a stream. ``append`` waits for the broker's acknowledgement and returns t
 partition and offset (the offset is the record's sequence number in its stream).
 """
 
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from astraforge.errors import DeliveryFailed
 from astraforge.kafka import client_config, unavailable
 from astraforge.schemas import Codec, Envelope, default_codec
 
+POLL_S = 0.05  # how long one poll of a waiting caller waits for the next delivery report
+
 
 @dataclass(frozen=True, slots=True)
 class Appended:
@@ -26,13 +29,22 @@ class Appended:
     offset: int
 
 
-def _report_into(results: list, index: int):
-    """A delivery callback that stores its record's outcome in ``results[index]``."""
+def _report_into(results: list, index: int, reported: threading.Condition):
+    """A delivery callback that stores its record's outcome in ``results[index]`` and wakes the
+    callers waiting on ``reported`` (it runs in whichever thread polled)."""
 
     def report(err, msg) -> None:
         results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
+        with reported:
+            reported.notify_all()
 
     return report
+
+
+def dead_letter_headers(reason: str, consumer: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Why a record was set aside, by whom, and where it came from (the dead-letter topic's headers)."""
+    return {"reason": reason.encode(), "source.topic": topic.encode(), "source.partition": str(partition).encode(),
+            "source.offset": str(offset).encode(), "consumer": consumer.encode()}  # fmt: skip
 
 
 class EventProducer:
@@ -54,6 +66,10 @@ class EventProducer:
             },
         )
         self._producer = Producer(config)
+        # one caller polls at a time; the others wait to be told a report came (a poll that served
+        # another caller's report kept it waiting for the next event, up to the poll's timeout)
+        self._polling = threading.Lock()
+        self._reported = threading.Condition()
         self._report_within_s = int(config["message.timeout.ms"]) / 1000 + settings.kafka_timeout_s
         try:
             self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
@@ -64,42 +80,43 @@ class EventProducer:
         kind = self.codec.topic_kind(envelope.type)
         return self.settings.commands_topic if kind == "commands" else self.settings.events_topic
 
-    def send(self, envelope: Envelope, on_delivery=None) -> None:
-        """Queue one record without waiting (call ``flush`` or ``append`` to wait)."""
+    def send(self, envelope: Envelope, on_delivery=None, timestamp: int | None = None) -> None:
+        """Queue one record without waiting (call ``flush`` or ``append`` to wait). ``timestamp`` (ms) is
+        the Kafka record's, not the envelope's ``occurred_at`` (a fenced writer's: see ``topics.FENCE``)."""
         value = self.codec.encode(envelope)
-        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery)
+        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery, timestamp=timestamp)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> None:
         """Queue bytes as they are (dead letters, tests of malformed input)."""
         self._produce(topic, key, value, None, headers)
 
-    def _produce(self, topic, key, value, on_delivery, headers=None) -> None:
+    def _produce(self, topic, key, value, on_delivery, headers=None, timestamp: int | None = None) -> None:
+        stamped = {} if timestamp is None else {"timestamp": timestamp}
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers, **stamped)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
+    def append_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> Appended:
+        """Send bytes as they are and wait for *their* acknowledgement (not the whole queue's)."""
+        results: list[Appended | KafkaError | None] = [None]
+        self._produce(topic, key, value, _report_into(results, 0, self._reported), headers)
+        return self._wait(results)[0]
+
     def dead_letter(self, msg, reason: str, consumer: str) -> None:
         """Copy an unusable record to the dead-letter topic with why and where it came from, and
         wait for the ack (the caller commits past the record only after this returns)."""
-        headers = {
-            "reason": reason.encode(),
-            "source.topic": msg.topic().encode(),
-            "source.partition": str(msg.partition()).encode(),
-            "source.offset": str(msg.offset()).encode(),
-            "consumer": consumer.encode(),
-        }
-        results: list[Appended | KafkaError | None] = [None]
-        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", _report_into(results, 0), headers)
-        self._wait(results)
+        where = (msg.topic(), msg.partition(), msg.offset())
+        self.append_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"",
+                        dead_letter_headers(reason, consumer, *where))  # fmt: skip
 
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""
         return self.append_many([envelope])[0]
 
-    def append_many(self, envelopes: Iterable[Envelope]) -> list[Appended]:
+    def append_many(self, envelopes: Iterable[Envelope], timestamp: int | None = None) -> list[Appended]:
         """Send records (in order) and wait for *their* acknowledgements; raises ``DeliveryFailed``.
 
         Waits on this call's own delivery reports, never on the producer's whole queue: another
@@ -108,7 +125,7 @@ class EventProducer:
         results: list[Appended | KafkaError | None] = []
         for envelope in envelopes:
             results.append(None)
-            self.send(envelope, _report_into(results, len(results) - 1))
+            self.send(envelope, _report_into(results, len(results) - 1, self._reported), timestamp)
         return self._wait(results)
 
     def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:
@@ -119,14 +136,30 @@ class EventProducer:
             if time.monotonic() > deadline:
                 left = sum(r is None for r in results)
                 raise DeliveryFailed(f"{left} of {len(results)} records got no delivery report (is Kafka up?)")
-            self._producer.poll(0.05)
+            if self._polling.acquire(blocking=False):
+                try:
+                    self._producer.poll(POLL_S)
+                finally:
+                    self._polling.release()
+                with self._reported:  # the next poller may be waiting for this one to finish
+                    self._reported.notify_all()
+            else:
+                with self._reported:
+                    if any(r is None for r in results):
+                        self._reported.wait(POLL_S)
         failures = [r for r in results if not isinstance(r, Appended)]
         if failures:
             raise DeliveryFailed(f"{len(failures)} of {len(results)} records not acknowledged: {failures[0]}")
         return results  # type: ignore[return-value]
 
     def poll(self, timeout: float = 0) -> int:
-        return self._producer.poll(timeout)
+        """Serve delivery reports, unless a caller of ``append_many`` is polling (it serves them)."""
+        if not self._polling.acquire(blocking=False):
+            return 0
+        try:
+            return self._producer.poll(timeout)
+        finally:
+            self._polling.release()
 
     def flush(self, timeout: float | None = None) -> None:
         remaining = self._producer.flush(timeout if timeout is not None else self.settings.kafka_timeout_s * 3)

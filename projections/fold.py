@@ -48,8 +48,19 @@ def _memory_mb(payload: dict) -> int:
         return SecurityProfile().ram_mb
 
 
+_FOLDED_TYPES = frozenset({"exec.started", "exec.finished", "artifact.stored", "snapshot.created", "artifact.deleted"})
+
+
+def folds(record_type: str) -> bool:
+    """Whether a record of this type can change runs, sandboxes, execs or artifacts (``fold`` of
+    any other type is ``[]``): the projector decodes only these into an ``Envelope``."""
+    kind = record_type.partition(".")[0]
+    return kind in ("run", "sandbox") or record_type in _FOLDED_TYPES
+
+
 def fold(envelope: Envelope, offset: int) -> list[Upsert]:
-    """Row changes this record makes to runs, sandboxes and artifacts (events/streams are generic)."""
+    """Row changes this record makes to runs, sandboxes and artifacts (events/streams are generic).
+    A new branch here needs its type in ``folds`` (tests/unit/projections/test_fold.py checks)."""
     kind, _, _ = envelope.type.partition(".")
     p = envelope.payload
     when = envelope.occurred_at

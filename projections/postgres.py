@@ -29,7 +29,7 @@ from astraforge.errors import AstraForgeError, DecodeError, NewerSchema
 from astraforge.ids import from_micros
 from astraforge.kafka import client_config, high_watermarks, partitions_of, poll_batch
 from astraforge.producers.kafka import EventProducer
-from astraforge.projections.fold import Upsert, fold
+from astraforge.projections.fold import Upsert, fold, folds
 from astraforge.schemas import Codec, Envelope, default_codec
 
 LOG = logging.getLogger(__name__)
@@ -39,12 +39,24 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 # binary COPY: PostgreSQL reads ints and timestamps without parsing text; the payload arrives
 # already serialised (``payload_json_text``), so its dumper passes it on as it is
-EVENT_TYPES = ("int4", "int8", *["text"] * 4, "timestamptz", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' types
+# occurred_at goes as int8: binary timestamptz *is* an int8 of µs since 2000-01-01 (PostgreSQL's
+# timestamptz_recv reads exactly that), so the row carries ``pg_micros(...)``, not a datetime
+EVENT_TYPES = ("int4", "int8", *["text"] * 4, "int8", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' wire types
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in µs since the Unix epoch
+_FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31T23:59:59.999999Z
 TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
 
 
 def _serialised(text: str) -> str:
     return text
+
+
+def pg_micros(micros: int) -> int:
+    """``occurred_at`` (µs since the Unix epoch) as binary COPY writes a timestamptz; ``ValueError``
+    outside years 1-9999, as ``from_micros`` (the API reads these rows back as datetimes)."""
+    if not _FIRST_US <= micros <= _LAST_US:
+        raise ValueError(f"{micros} µs since the epoch is outside years 1-9999")
+    return micros - _PG_EPOCH_US
 
 
 def create_schema(conn: psycopg.Connection, schema: str) -> None:
@@ -210,8 +222,7 @@ class Projector:
                 next_offsets[partition] = offset + 1
                 continue
             try:
-                envelope = self.codec.decode(msg.value())
-                rows = self._event_row(envelope, partition, offset), fold(envelope, offset)
+                row, folded = self._rows(msg.value(), partition, offset)
             except NewerSchema as e:
                 parked[partition] = (offset, str(e))
                 continue
@@ -221,9 +232,9 @@ class Projector:
                 next_offsets[partition] = offset + 1
                 continue
             next_offsets[partition] = offset + 1
-            events.append(rows[0])
-            upserts.extend(rows[1])
-            self._track_stream(streams, envelope, partition, offset)
+            events.append(row)
+            upserts.extend(folded)
+            self._track_stream(streams, row)
         if not next_offsets and not parked:
             return
         with self.conn.transaction():
@@ -249,23 +260,42 @@ class Projector:
                 (self.topic, p, offset, reason),
             )  # fmt: skip
 
-    def _event_row(self, e: Envelope, partition: int, offset: int) -> tuple:
+    def _rows(self, value: bytes | None, partition: int, offset: int) -> tuple[tuple, list[Upsert]]:
+        """The record's events row and its read-model changes. A record no read model folds goes
+        from its bytes straight to the row (``decode_json_fields``: no ``Envelope``, no payload
+        dict walked twice); the rest, and whatever that path is unsure of, are decoded in full
+        (which raises what the caller dead-letters or parks on)."""
+        fields = self.codec.decode_json_fields(value)
+        if fields is not None and not folds(fields[1]):
+            event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, \
+                version, payload = fields  # fmt: skip
+            return (
+                partition, offset, stream_id, tenant_id, event_id, type_, pg_micros(occurred_at), actor, sandbox_id,
+                causation_id, correlation_id, version, payload, occurred_at,
+            ), []  # fmt: skip
+        e = self.codec.decode(value)
+        return self._event_row(e, partition, offset), fold(e, offset)
+
+    @staticmethod
+    def _event_row(e: Envelope, partition: int, offset: int) -> tuple:
+        """EVENT_COLUMNS' values, then ``occurred_at`` in µs (for the streams table; not copied)."""
         return (
-            partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, from_micros(e.occurred_at),
+            partition, offset, e.stream_id, e.tenant_id, e.event_id, e.type, pg_micros(e.occurred_at),
             e.actor, e.sandbox_id, e.causation_id, e.correlation_id, e.schema_version,
-            e.payload_json_text(),
+            e.payload_json_text(), e.occurred_at,
         )  # fmt: skip
 
     @staticmethod
-    def _track_stream(streams: dict, e: Envelope, partition: int, offset: int) -> None:
-        s = streams.get(e.stream_id)
+    def _track_stream(streams: dict, row: tuple) -> None:
+        partition, offset, stream_id, tenant_id, occurred_at = row[0], row[1], row[2], row[3], row[-1]
+        s = streams.get(stream_id)
         if s is None:
-            streams[e.stream_id] = {
-                "tenant_id": e.tenant_id, "partition": partition, "first": offset, "last": offset,
-                "count": 1, "created": e.occurred_at, "updated": e.occurred_at,
+            streams[stream_id] = {
+                "tenant_id": tenant_id, "partition": partition, "first": offset, "last": offset,
+                "count": 1, "created": occurred_at, "updated": occurred_at,
             }  # fmt: skip
         else:
-            s["last"], s["count"], s["updated"] = offset, s["count"] + 1, e.occurred_at
+            s["last"], s["count"], s["updated"] = offset, s["count"] + 1, occurred_at
 
     def _write(self, events, upserts, streams, next_offsets) -> None:
         schema = sql.Identifier(self.schema)
@@ -277,7 +307,7 @@ class Projector:
             with cur.copy(copy_sql) as copy:
                 copy.set_types(EVENT_TYPES)
                 for row in events:
-                    copy.write_row(row)
+                    copy.write_row(row[:-1])  # without the trailing occurred_at µs
         if streams:
             cur.executemany(
                 sql.SQL(

@@ -178,7 +178,7 @@ class SupervisorClient:
         try:
             try:
                 sock.sendall(json.dumps(request).encode() + b"\n")
-                if concurrently:
+                if concurrently and body is not None and size:  # no thread for a command without stdin
                     sender = threading.Thread(target=_send_body, args=(sock, body, size, True), daemon=True)
                     sender.start()
                 else:

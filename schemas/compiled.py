@@ -12,8 +12,9 @@ Not handled here (always fastavro): schema resolution (older writer schemas), tu
 a nested union, unions other than ``[null, X]`` and the envelope's payload union, fixed and float.
 """
 
+import base64
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -74,6 +75,16 @@ def _read_double(data: bytes, pos: int) -> tuple[float, int]:
     return _DOUBLE.unpack_from(data, pos)[0], pos + 8
 
 
+def json_bytes(value: bytes) -> str | dict[str, str]:
+    """Bytes as the projection stores them in JSON: the text when it is UTF-8 without NUL (which
+    jsonb rejects), else ``{"base64": ...}``."""
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode()}
+    return text if "\x00" not in text else {"base64": base64.b64encode(value).decode()}
+
+
 def _read_bool(data: bytes, pos: int) -> tuple[bool, int]:
     b = data[pos]
     if b > 1:
@@ -95,6 +106,7 @@ class _Source:
             "_read_bytes": _read_bytes,
             "_read_double": _read_double,
             "_read_bool": _read_bool,
+            "json_bytes": json_bytes,
             "_DOUBLE": _DOUBLE,
             "INT_MIN": INT_MIN,
             "INT_MAX": INT_MAX,
@@ -369,6 +381,31 @@ class _Readers(_Source):
         return ["raise Unhandled"]
 
 
+class _JsonReaders(_Readers):
+    """Readers whose values are JSON-safe as ``codec.to_json`` makes them: bytes become text (or
+    ``{"base64": ...}``); text holding NUL raises ``Unhandled`` (``to_json`` takes that path)."""
+
+    def value(self, schema: Any, v: str) -> list[str]:
+        kind = _kind(self.resolve(schema))
+        lines = super().value(schema, v)
+        if kind == "bytes":
+            return [*lines, f"{v} = json_bytes({v})"]
+        if kind == "string":
+            return [*lines, f"if '\\x00' in {v}:", "    raise Unhandled"]
+        return lines
+
+    def fields(self, schema: dict, names: Sequence[str]) -> str:
+        """``def f(data, pos) -> (tuple of the named fields, pos)``: the record without its dict."""
+        body: list[str] = []
+        found: dict[str, str] = {}
+        for field in schema["fields"]:
+            v = found[field["name"]] = self.tmp("v")
+            body += self.value(field["type"], v)
+        body.append(f"return ({''.join(found[n] + ', ' for n in names)}), pos")
+        self.lines += ["def read_fields(data, pos):", *_indent(body), ""]
+        return "read_fields"
+
+
 def _named_types(schema: Any, named: dict[str, dict]) -> dict[str, dict]:
     """Every named type defined anywhere in ``schema`` (fastavro defines each once, then refers by name)."""
     if isinstance(schema, list):
@@ -420,4 +457,13 @@ def envelope_reader(schema: dict) -> Callable[[bytes, int], tuple[dict, int]]:
     ``return_record_name=True, return_record_name_override=True`` (the payload as ``(name, dict)``)."""
     src = _Readers(_named_types(schema, {}))
     fn = src.record(schema)
+    return src.compile()[fn]
+
+
+def envelope_json_reader(schema: dict, names: Sequence[str]) -> Callable[[bytes, int], tuple[tuple, int]]:
+    """``read(data, pos) -> (values, pos)``: the envelope's fields ``names`` as a tuple (no dict,
+    no ``Envelope``), each value JSON-safe (see ``_JsonReaders``), the payload as ``(name, dict)``.
+    For consumers that turn a record straight into text or rows (the projector's COPY)."""
+    src = _JsonReaders(_named_types(schema, {}))
+    fn = src.fields(schema, names)
     return src.compile()[fn]

@@ -4,6 +4,7 @@ Each test session gets its own topic prefix and projection schema, so runs never
 other's records. A missing service is an error, never a skip.
 """
 
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -23,9 +24,18 @@ from tests.support import free_port, running_api, running_projector
 # (tests/netns.py; tests/integration/test_egress.py proves it never enters the sandbox)
 EGRESS_SECRET = f"real-key-{secrets.token_hex(12)}"
 # the operator's platform upstream: its port is held from import on (no other process can take it
-# before tests/security/test_egress_attacks.py serves on it)
+# before a test serves on it: tests/security/test_egress_attacks.py, tests/integration/test_codex.py)
 GATEWAY_SOCKET = socket.create_server(("127.0.0.1", 0))
 GATEWAY_PORT = GATEWAY_SOCKET.getsockname()[1]
+# the model gateway's real key: the egress proxy puts it on requests to the gateway; a sandbox holds
+# only a placeholder (tests/integration/test_codex.py looks for this value inside the sandbox)
+GATEWAY_SECRET = f"gateway-key-{secrets.token_hex(16)}"
+
+
+def gateway_listener() -> socket.socket:
+    """The gateway's listening socket for one server: a duplicate, so a server that closes its own
+    leaves the port held for the next test's server."""
+    return socket.socket(fileno=os.dup(GATEWAY_SOCKET.fileno()))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,7 +47,8 @@ def _release_gateway_port() -> Iterator[None]:
 def make_settings(**overrides) -> Settings:
     tag = secrets.token_hex(4)
     fields = {"env": "test", "topic_prefix": f"test-{tag}", "projection_schema": f"test_{tag}", "topic_partitions": 3,
-              "egress_credentials": {ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
+              "egress_credentials": {**{ip: f"Authorization: Bearer {EGRESS_SECRET}" for ip in upstream_addresses()},
+                                     "model-gateway": f"Authorization: Bearer {GATEWAY_SECRET}"},
               "egress_platform_upstreams": {"model-gateway": f"127.0.0.1:{GATEWAY_PORT}"},
               "egress_header_timeout_s": 5, "egress_max_connections": 8,
               "warm_pools": [{"size": 2}, {"profile": {"memory_mb": 300}, "size": 1}],

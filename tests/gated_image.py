@@ -44,4 +44,7 @@ def release(provider, sandbox_id: str) -> None:
 
 def containers_of(provider, sandbox_id: str) -> list[str]:
     """Every container (running or not) labelled with this sandbox, whatever its name."""
-    return [c.id for c in provider.client.containers.list(all=True, filters={"label": f"{LABEL}={sandbox_id}"})]
+    labelled = {"label": f"{LABEL}={sandbox_id}"}
+    return [
+        c.id for c in provider.client.containers.list(all=True, sparse=True, filters=labelled)
+    ]  # no inspect: no 404 race

@@ -99,7 +99,7 @@ async def stream_events(
     resume = _resume_point(after, last_event_id)
     if await queries(settings).stream_exists_elsewhere(conn, tenant, stream_id):
         raise ApiError(404, f"stream {stream_id} not found")
-    sub = live.subscribe(stream_id, tenant)
+    sub = live.subscribe(stream_id, tenant, frames=True)
     pool = request.app.state.pool
     return EventSourceResponse(
         _sse(sub, live, pool, settings, tenant, stream_id, resume),
@@ -154,7 +154,7 @@ async def _sse(
                 if item is None:
                     break  # fell too far behind: the client reconnects with Last-Event-ID
                 if item.offset > last:
-                    chunk.append(frames.from_record(item))
+                    chunk.append(item.text)  # built once by the tail for every subscriber
                     last = item.offset
             if chunk:
                 yield "".join(chunk).encode()

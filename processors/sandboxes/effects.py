@@ -10,6 +10,7 @@ already closed (e.g. by a new owner after a rebalance) writes nothing.
 
 import contextlib
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,21 @@ MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the re
 UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
 
 
+def exec_argv(payload: dict) -> list[str]:
+    """What a ``sandbox.exec`` runs: its argv, or its shell line through ``/bin/sh -c``."""
+    return payload["argv"] or ["/bin/sh", "-c", payload["shell"] or ""]
+
+
+def _command_id(effect: Effect) -> str | None:
+    """The id of the accepted command an effect runs (exec, file, snapshot, or its resumption), else None."""
+    if effect.pending is not None:
+        return effect.pending.command_id
+    if effect.command is None or effect.kind not in ("exec", "write", "read", "snapshot"):
+        return None
+    p = effect.command.payload
+    return p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
+
+
 class SnapshotTooLarge(ValueError):
     """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
 
@@ -57,15 +73,35 @@ class Effects:
         self.provider = processor.provider
         self.artifacts = processor.artifacts
         self._stop_failures: dict[str, str] = {}  # sandbox id -> the stop failure last recorded
+        self._working: set[str] = set()  # ids of the accepted commands an effect of this instance runs now
+        self._working_lock = threading.Lock()
 
     def run(self, sandbox_id: str, effect: Effect) -> None:
+        """Run one effect. An accepted command runs in one effect at a time here: a take-over that reloads
+        a partition this instance kept (``Runtime.continued`` false) resumes every pending command
+        again, while the effect that had it may still be waiting for its sandbox or running it; the
+        second one would close it with the supervisor's ``duplicate`` refusal, or as not running."""
         st = self.p.state(sandbox_id)
         if st is None:
             return
+        if not self.p.may_act(st.stream_id):  # fenced (a stalled instance waking up) or moved: not ours to do
+            LOG.info("effect %s on %s not started: its partition is not provably ours", effect.kind, sandbox_id)
+            return
+        work = _command_id(effect)
+        with self._working_lock:
+            if work in self._working:
+                LOG.info("effect %s of %s on %s: already under way here", effect.kind, work, sandbox_id)
+                return
+            if work is not None:
+                self._working.add(work)
         try:
             getattr(self, effect.kind)(st, effect)
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
+        finally:
+            if work is not None:
+                with self._working_lock:
+                    self._working.discard(work)
 
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
         deadline = time.monotonic() + timeout
@@ -80,9 +116,12 @@ class Effects:
 
     # -- lifecycle --------------------------------------------------------------------------
     def provision(self, st: SandboxState, effect: Effect) -> None:
-        runtime_id = self.p.pools.claim(st) if effect.reason != "reconcile" else None
-        if runtime_id:
-            self.p.refill_soon()
+        if effect.reason == "reconcile":  # its previous owner may have claimed a warm sandbox for it already
+            runtime_id = self._claimed_before(st)
+        else:
+            runtime_id = self.p.pools.claim(st)
+            if runtime_id:
+                self.p.refill_soon()
         details = {"provider_id": runtime_id, "warm_pool": "hit"} if runtime_id else {"warm_pool": "miss"}
         runtime_id = runtime_id or st.sandbox_id
         try:
@@ -116,6 +155,17 @@ class Effects:
                 and (current.state in ENDED or current.state == "stopping")
             ):
                 self.provider.stop(runtime_id)
+
+    def _claimed_before(self, st: SandboxState) -> str | None:
+        """The warm sandbox an interrupted provision claimed for ``st`` (it stopped between the claim and
+        ``sandbox.ready``), if it still runs: the provision completes in it rather than in a second,
+        cold container while the claimed one waits, unused, for the sandbox's end."""
+        runtime_id = st.provider_id or self.p.pools.claimed_for(st.sandbox_id)
+        if runtime_id is None or runtime_id == st.sandbox_id:
+            return None
+        if self.provider.handle(runtime_id) is None:  # gone: a cold create; the reconcile reaps what is left
+            return None
+        return runtime_id
 
     def _restore(self, st: SandboxState, client, workspace_bytes: int) -> None:
         ref = self._snapshot_ref(st.tenant_id, st.restore_snapshot)
@@ -221,8 +271,9 @@ class Effects:
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
-        argv = p["argv"] or ["/bin/sh", "-c", p["shell"] or ""]
-        if not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
+        argv = exec_argv(p)
+        started_now = cid not in ready.running  # else it started with its accept (processor.handle)
+        if started_now and not self.p.settle(st.sandbox_id, lambda now: started(now, cid, argv, p["cwd"], ACTOR, cmd)):
             # stopping meanwhile: never start it, close it (if the partition is still ours)
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))

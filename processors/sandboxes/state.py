@@ -25,6 +25,7 @@ RECENT = 256  # finished command ids kept to drop a redelivered command (redeliv
 ACCEPTED = {"sandbox.exec": "exec", "sandbox.file.write": "file", "sandbox.file.read": "file",
             "sandbox.snapshot": "snapshot"}  # fmt: skip
 OUTCOMES = {"exec.finished", "file.written", "file.read", "snapshot.created", "snapshot.failed"}
+NEVER_RAN = "unavailable: the sandbox stopped before the command ran"  # an accepted command closed unrun
 
 
 @dataclass(frozen=True)
@@ -235,8 +236,12 @@ def decide(state: SandboxState | None, command: Envelope, offset: int, actor: st
 
 def started(state: SandboxState, command_id: str, argv: list[str], cwd: str | None, actor: str,
             cause: Envelope | None) -> list[Envelope]:  # fmt: skip
-    """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one."""
+    """A command began to run: ``exec.started``, and ``sandbox.busy`` if it is the only one. Nothing if
+    it is running already, or is no longer pending (finished or closed, e.g. by another owner of the
+    partition while an effect here still waited to run it): a command starts once."""
     if command_id in state.running or state.state not in ("ready", "busy"):
+        return []
+    if not any(p.command_id == command_id for p in state.pending):
         return []
     events = [event(state, "exec.started", {"command_id": command_id, "argv": argv, "cwd": cwd, "pid": None}, actor,
                     cause)]  # fmt: skip
@@ -281,29 +286,46 @@ def provisioned(state: SandboxState, actor: str, provider: str, details: dict) -
     return [lifecycle(state, "ready", actor, provider=provider, image=state.image, details=details)]
 
 
+def closed(state: SandboxState, pending: Pending, error: str, actor: str) -> Envelope:
+    """The record that closes an accepted command that will never run (or never end) here: its
+    ``exec.finished``, ``snapshot.failed`` or file answer, carrying ``error``."""
+    if pending.command_type == "sandbox.exec":
+        return event(state, "exec.finished", finished_payload(pending.command_id, None, 0.0, error=error), actor)
+    if pending.command_type == "sandbox.snapshot":
+        return event(state, "snapshot.failed", {"snapshot_id": pending.command_id, "error": error}, actor)
+    kind = "file.written" if pending.command_type.endswith("write") else "file.read"
+    payload = {"request_id": pending.command_id, "path": "", "size": 0, "sha256": "", "content": None,
+               "artifact": None, "error": error}  # fmt: skip
+    return event(state, kind, payload, actor)
+
+
 def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Decision:
     """What a new owner of the sandbox's partition does with what the previous one left open.
 
     A command that had started is closed (``exec.finished`` with ``interrupted: <reason>``) and its
     process cancelled: running it again could repeat its effects. One that was accepted but never
-    started runs now. A half-done provision is completed, a stop finished, a sandbox that vanished
-    is marked failed, and a live one gets its egress proxy back.
+    started runs now, if the sandbox can still run it; if it is stopping, ended or vanished, it is
+    closed as never run (every accepted command gets its answer). A half-done provision is completed,
+    a stop finished, a sandbox that vanished is marked failed, and a live one gets its egress proxy back.
     """
-    if state.state in ENDED:
-        return Decision()
     events: list[Envelope] = []
     effects: list[Effect] = []
     interrupted = f"interrupted: {reason}"
+    runnable = present or state.state in ("requested", "provisioning")
+    can_run = runnable and state.state not in ENDED and state.state != "stopping"
     pending_ids = {p.command_id for p in state.pending}
     for pending in state.pending:
         if pending.command_id in state.running:
-            closed = finished_payload(pending.command_id, None, 0.0, error=interrupted)
-            events.append(event(state, "exec.finished", closed, actor))
+            events.append(closed(state, pending, interrupted, actor))
             effects.append(Effect("cancel", reason=pending.command_id))
-        else:
+        elif can_run:
             effects.append(Effect("resume", pending=pending))
+        else:
+            events.append(closed(state, pending, NEVER_RAN, actor))
     for command_id in sorted(state.running - pending_ids):  # started before exec.accepted existed
         events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
+    if state.state in ENDED:
+        return Decision(events)
     if state.state == "busy" and present:  # every command that was running is closed
         events.append(lifecycle(state, "ready", actor))
     if state.state in ("requested", "provisioning"):
@@ -311,7 +333,7 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
             events.append(lifecycle(state, "provisioning", actor, image=state.image))
         return Decision(events, [Effect("provision", reason="reconcile"), *effects])
     if state.state == "stopping":
-        return Decision(events, [Effect("stop", reason="stop")])
+        return Decision(events, [Effect("stop", reason="stop")])  # the stop ends what runs
     if not present:
         lost = lifecycle(state, "failed", actor, reason="lost: the sandbox vanished while unobserved")
         return Decision([*events, lost])

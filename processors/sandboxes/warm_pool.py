@@ -81,6 +81,23 @@ class WarmPools:
         except FileNotFoundError:
             return None
 
+    def claimed_for(self, sandbox_id: str) -> str | None:
+        """The warm sandbox claimed for ``sandbox_id``, from the claim files: the claimer may have been
+        another instance, or this one before a restart, that stopped before ``sandbox.ready`` said so."""
+        try:
+            claims = list((self.provider.runtime / "claims").iterdir())
+        except FileNotFoundError:
+            return None
+        for path in claims:
+            if path.name.startswith("."):  # a claim being written
+                continue
+            try:
+                if path.read_text() == sandbox_id:
+                    return path.name
+            except FileNotFoundError:  # forgotten meanwhile
+                continue
+        return None
+
     def forget(self, runtime_id: str) -> None:
         self._claim_file(runtime_id).unlink(missing_ok=True)
 

@@ -1,5 +1,6 @@
 """The producer and topics on the real broker."""
 
+import threading
 import time
 from collections import defaultdict
 
@@ -8,6 +9,7 @@ from confluent_kafka.admin import ConfigResource
 
 from astraforge.errors import KafkaUnavailable
 from astraforge.kafka import partition_for, read_range
+from astraforge.producers import kafka as producer_module
 from astraforge.producers.kafka import EventProducer
 from astraforge.producers.topics import admin_client, ensure_topics
 from astraforge.schemas import default_codec
@@ -46,6 +48,32 @@ def test_each_stream_is_totally_ordered_in_its_own_partition(settings, producer:
             if m.key() == stream.encode()
         ]
         assert texts == [str(n) for n in range(50)]
+
+
+def test_a_caller_whose_report_another_thread_served_returns_without_waiting_for_more(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent callers share one producer (the API's request threads, the processor's effects).
+    A poll serves whichever reports are in, so one caller's poll often serves another's report;
+    the other must return then, not when its own poll next sees an event (with nothing else in
+    flight: never, until its poll times out)."""
+    monkeypatch.setattr(producer_module, "POLL_S", 60.0)  # a missed wake-up shows as a hang, not as jitter
+    producer = EventProducer(settings)
+    done: list[int] = []
+
+    def append_some(n: int) -> None:
+        for i in range(5):
+            producer.append(chat(f"concurrent-{n}", "acme", f"{i}"))
+        done.append(n)
+
+    threads = [threading.Thread(target=append_some, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    producer.close()
+    assert sorted(done) == list(range(8))
 
 
 def test_unreachable_kafka_is_a_clear_error_within_seconds() -> None:

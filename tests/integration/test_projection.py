@@ -323,3 +323,20 @@ def test_starting_a_process_never_queues_behind_readers(fresh_settings) -> None:
         with connect(fresh_settings, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")
             create_schema(conn, fresh_settings.projection_schema)  # LockNotAvailable if it queued
+
+
+def test_event_times_are_stored_exactly_from_either_decode_path(fresh_settings) -> None:
+    """The events row's occurred_at goes to binary COPY as µs since 2000-01-01 (int8): both the
+    path straight from bytes (chat) and the full decode (a folded run record) store the exact
+    instant, to the µs, at the ends of the range the API can read back and across the 2000 epoch."""
+    from astraforge.ids import from_micros
+
+    times = [-62_135_596_800_000_000, 946_684_799_999_999, 946_684_800_000_000, 1_796_000_000_123_457,
+             253_402_300_799_999_999]  # fmt: skip
+    records = [chat("times", "acme", str(t), occurred_at=t) for t in times]
+    records += [Envelope(type="run.requested", stream_id="times", tenant_id="acme", actor="u", occurred_at=t,
+                         payload={"state": "requested", "attempt": 1}) for t in times]  # fmt: skip
+    EventProducer(fresh_settings).append_many(records)
+    Projector(fresh_settings).run_until_caught_up()
+    stored = rows(fresh_settings, 'SELECT occurred_at FROM {s}.events WHERE stream_id = %s ORDER BY "offset"', "times")
+    assert [r["occurred_at"] for r in stored] == [from_micros(t) for t in times] * 2

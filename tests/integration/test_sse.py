@@ -128,7 +128,7 @@ def test_the_live_handover_never_resends_a_replayed_record(settings, producer, p
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             live = app.state.live
-            sub = live.subscribe(stream, name)
+            sub = live.subscribe(stream, name, frames=True)  # as the route subscribes
             producer.append_many([chat(stream, name, str(n)) for n in range(20)])
             while sub.queue.qsize() < 20:  # the live tail delivered all twenty
                 await asyncio.sleep(0.02)

@@ -1,13 +1,20 @@
 """A warm container is claimed once: whatever order a create's claim and a reconcile's adopt run in,
 no two sandboxes get the same container (real containers, real claim files)."""
 
+import asyncio
 import secrets
 import threading
+import time
 
 from astraforge.config import WarmPool
+from astraforge.processors.sandboxes import SandboxProcessor
+from astraforge.processors.sandboxes.effects import ACTOR
 from astraforge.processors.sandboxes.reconcile import orphans
-from astraforge.processors.sandboxes.state import SandboxState
+from astraforge.processors.sandboxes.state import SandboxState, decide, requested_state
 from astraforge.processors.sandboxes.warm_pool import WarmPools
+from astraforge.producers.kafka import EventProducer
+from tests.integration.test_processor_startup import create
+from tests.support import sandbox_ids_in, wait_until
 
 
 def sandbox(settings) -> SandboxState:
@@ -67,3 +74,33 @@ def test_concurrent_claims_get_distinct_containers_and_each_is_marked(settings, 
         for rid in warm:
             docker_provider.stop(rid)
             pools.forget(rid)
+
+
+def test_a_provision_stopped_after_its_warm_claim_completes_in_the_claimed_container(fresh_settings) -> None:
+    """An instance claimed a warm container for a create and died before ``sandbox.ready``: the new
+    owner of the partition completes the provision in that container, not in a second, cold one."""
+    from astraforge.sandbox.providers import make_provider
+
+    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": [WarmPool(size=1)],
+                                          "instance_id": f"warm-{secrets.token_hex(4)}"})  # fmt: skip
+    provider = make_provider(s)
+    dead = WarmPools(s, provider, lambda: False)  # the instance that died: its pool, its claim
+    dead.refill()
+    (warm,) = dead.warm[0]
+    (sid,) = sandbox_ids_in(s, {0})
+    decision = decide(None, create(sid), 0, ACTOR)  # what it wrote: sandbox.requested, sandbox.provisioning
+    processor = SandboxProcessor(s.model_copy(update={"instance_id": f"new-{secrets.token_hex(4)}"}), provider)
+    try:
+        assert dead.claim(requested_state(decision.events[0])) == warm  # ...and how far its provision got
+        EventProducer(s).append_many(decision.events)
+        processor.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
+        asyncio.run(processor._assigned(frozenset({0})))  # the new owner's take-over re-drives the provision
+        wait_until(lambda: getattr(processor.state(sid), "state", None) == "ready", timeout=60, what="ready")
+        assert processor.state(sid).provider_id == warm
+        assert sid not in provider.list_ids(), "provisioned twice: a cold container beside the claimed one"
+    finally:
+        processor.lanes["provision"].shutdown(wait=True)
+        processor.producer.close()
+        for runtime_id in (warm, sid):
+            provider.stop(runtime_id)
+            dead.forget(runtime_id)

@@ -42,8 +42,16 @@ class Instance:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: every thread stops where it is (a long GC pause, a frozen VM), sockets stay open."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.thaw()  # a frozen instance cannot handle its SIGINT
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
@@ -117,8 +125,9 @@ def command_ledger(events: list[Envelope]) -> dict[str, Counter]:
 
 def containers(provider) -> dict[str, str]:
     """sandbox id -> docker container id, for this deployment's namespace."""
-    found = provider.client.containers.list(all=True, filters={"label": f"astraforge.namespace={provider.namespace}"})
-    return {c.labels["astraforge.sandbox_id"]: c.id for c in found}
+    mine = {"label": f"astraforge.namespace={provider.namespace}"}
+    found = provider.client.containers.list(all=True, sparse=True, filters=mine)  # no inspect racing a removal
+    return {c.attrs["Labels"]["astraforge.sandbox_id"]: c.id for c in found}
 
 
 def wait_finished(settings, sandbox_id: str, command_id: str, timeout: float = 120) -> Envelope:

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from astraforge.schemas import Envelope
-from tests.conftest import GATEWAY_PORT, GATEWAY_SOCKET
+from tests.conftest import GATEWAY_PORT, gateway_listener
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, wait_until
 
@@ -420,7 +420,7 @@ class Gateway(BaseHTTPRequestHandler):
 def gateway():
     server = ThreadingHTTPServer(("127.0.0.1", GATEWAY_PORT), Gateway, bind_and_activate=False)
     server.socket.close()
-    server.socket = GATEWAY_SOCKET  # bound since the session began
+    server.socket = gateway_listener()  # bound since the session began
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield Gateway.seen
     server.shutdown()

@@ -24,6 +24,7 @@ REACHED_BY_NAME = {
     "ConfiguredHeadTimeoutProtocol": "uvicorn imports it by the string astraforge.cli.HTTP",
     "provision": "Effects runs an effect as getattr(self, effect.kind)",
     "do_GET": "http.server calls it",
+    "do_POST": "http.server calls it",
     "log_message": "http.server calls it",
 }
 CHECKED = {"function", "class", "method", "property", "import", "unreachable_code"}

@@ -14,3 +14,12 @@ def test_new_ids_are_canonical_uuid7_increasing_in_a_process() -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)  # later ids sort later, even in one millisecond
     assert parsed[0].int >> 80 >= before_ms  # the first 48 bits are Unix milliseconds
     assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(parsed)  # random bits, not a counter
+
+
+def test_ids_at_ingest_rate_keep_the_clocks_time() -> None:
+    """20,000 ids as fast as a producer makes them: a counter orders them within each millisecond, so
+    their timestamps stay at the clock's time (one millisecond per id put them 20 s into the future)."""
+    ids = [uuid.UUID(new_id()) for _ in range(20_000)]
+    after_ms = time.time_ns() // 1_000_000
+    assert [u.int for u in ids] == sorted(u.int for u in ids)
+    assert max(u.int >> 80 for u in ids) <= after_ms + 20

@@ -1,7 +1,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from astraforge.processors.lanes import TenantLanes
+from astraforge.processors.lanes import CommandThreads, TenantLanes
 
 
 def test_a_tenant_past_its_share_waits_outside_the_pool_and_others_still_run() -> None:
@@ -25,3 +25,27 @@ def test_a_tenant_past_its_share_waits_outside_the_pool_and_others_still_run() -
         release.set()
         assert all_ran.wait(5), "the queued effects ran once the first ones ended"
     assert sorted(started) == [f"greedy-{i}" for i in range(6)]
+
+
+def test_command_threads_reuse_an_idle_thread_and_never_queue_behind_a_running_command() -> None:
+    threads = CommandThreads("test-command")
+    ran: list[str] = []
+    first_done = threading.Event()
+    threads.submit(lambda: (ran.append(threading.current_thread().name), first_done.set()))
+    assert first_done.wait(5)
+    release, long_started, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    def long() -> None:
+        ran.append(threading.current_thread().name)
+        long_started.set()
+        release.wait(10)
+
+    while not threads.idle:  # the first thread is back in the idle list (it appends after its command)
+        threading.Event().wait(0.001)
+    threads.submit(long)
+    assert long_started.wait(5)
+    threads.submit(lambda: (ran.append(threading.current_thread().name), second_done.set()))
+    assert second_done.wait(5), "a command waited behind a running one"
+    release.set()
+    assert ran[0] == ran[1] == "test-command-1", "the idle thread ran the next command (no new thread)"
+    assert ran[2] == "test-command-2", "a running command's thread is never shared"

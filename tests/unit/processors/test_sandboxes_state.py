@@ -184,3 +184,49 @@ def test_a_table_entry_kept_before_the_typed_spec_reads_with_typed_limits() -> N
     state = ready()
     kept = state.to_json() | {"profile": {"profile.memory_mb": "256", "profile.cpus": "1.5"}}
     assert SandboxState.from_json(kept) == replace(state, profile={"memory_mb": 256, "cpus": 1.5})
+
+
+def test_recover_closes_accepted_commands_a_stopping_ended_or_vanished_sandbox_will_never_run() -> None:
+    """The previous owner accepted an exec, a file write and a snapshot and stopped before running
+    them; the sandbox is now stopping, ended, or gone: each still gets its answer, once."""
+    write = command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x", "mode": 0o644,
+                                           "artifact": None})  # fmt: skip
+    snap = command("sandbox.snapshot", {"snapshot_id": "s1", "name": None})
+    state = ready()
+    for offset, cmd in enumerate((EXEC, write, snap)):
+        state = fold(state, decide(state, cmd, offset, "p").events)
+    assert {p.command_id for p in state.pending} == {"c1", "w1", "s1"}
+    for left in (replace(state, state="stopping"), replace(state, state="terminated"), state):
+        decision = recover(left, left.state != "ready", "p", "moved")  # ready but gone: vanished
+        answers = {(e.type, e.payload.get("command_id") or e.payload.get("request_id") or e.payload.get("snapshot_id"))
+                   for e in decision.events if e.type != "sandbox.failed"}  # fmt: skip
+        assert answers == {("exec.finished", "c1"), ("file.written", "w1"), ("snapshot.failed", "s1")}, left.state
+        assert all(e.payload["error"].startswith("unavailable:") for e in decision.events if e.type != "sandbox.failed")
+        assert not [e for e in decision.effects if e.kind == "resume"]
+        after = fold(left, decision.events)
+        assert not after.pending
+        assert not recover(after, left.state != "ready", "p", "moved").events  # answered once
+
+
+def test_a_snapshot_and_a_file_write_sent_twice_are_accepted_once() -> None:
+    """What ``api/idempotency.py`` relies on when a retry cannot tell whether its command went out."""
+    state = ready()
+    for cmd in (command("sandbox.snapshot", {"snapshot_id": "s1", "name": None}),
+                command("sandbox.file.write", {"request_id": "w1", "path": "/workspace/a", "content": b"x",
+                                               "mode": 0o644, "artifact": None})):  # fmt: skip
+        first = decide(state, cmd, 1, "p")
+        assert [e.type for e in first.events] == [f"{cmd.type.split('.')[1]}.accepted"] and first.effects
+        state = fold(state, first.events)
+        again = decide(state, cmd, 2, "p")  # the same ids at a new offset
+        assert again.events == [] and again.effects == []
+
+
+def test_a_command_finished_or_closed_never_starts_again() -> None:
+    """An effect that waited (for its sandbox, or through a rebalance) may come to a command that was
+    meanwhile closed, e.g. by another owner: it must not start it."""
+    state = fold(ready(), decide(ready(), EXEC, 1, "p").events)
+    closed_meanwhile = fold(
+        state, finished(state, finished_payload("c1", None, 0.0, error="interrupted: x"), "p", EXEC)
+    )
+    assert not closed_meanwhile.pending and started(closed_meanwhile, "c1", ["true"], None, "p", EXEC) == []
+    assert started(ready(), "never-accepted", ["true"], None, "p", EXEC) == []

@@ -56,3 +56,20 @@ def test_a_deleted_artifact_only_updates_an_existing_row_of_its_tenant() -> None
     (deleted,) = fold(ev("artifact.deleted", {"artifact_id": "a1", "reason": "deleted"}, at=5_000), 11)
     assert (deleted.table, deleted.insert, deleted.update) == ("artifacts", False, ("deleted_at",))
     assert deleted.row == {"artifact_id": "a1", "tenant_id": "acme", "deleted_at": 5_000}
+
+
+def test_only_the_types_folds_names_change_a_read_model() -> None:
+    from fastavro import parse_schema
+    from fastavro.utils import gen_data
+
+    from astraforge.projections.fold import folds
+    from astraforge.schemas import default_codec
+
+    codec = default_codec()
+    named: dict = {}
+    parse_schema(codec.registry.current, named, _force=True)
+    for record_type, info in codec.registry.types.items():
+        payload = gen_data(named[info.payload], named) | {"state": "ready", "attempt": 1}
+        if not folds(record_type):  # the projector writes these without decoding an Envelope
+            assert fold(ev(record_type, payload, sandbox="sb-1"), 1) == []
+    assert folds("sandbox.ready") and folds("run.running") and folds("exec.finished") and not folds("exec.output")

@@ -12,7 +12,7 @@ from fastavro.utils import gen_data
 
 from astraforge.errors import ValidationError
 from astraforge.schemas import Envelope, default_codec
-from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, MARKER
+from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER
 from astraforge.schemas.compiled import Unhandled, envelope_reader, envelope_writer
 
 CODEC = default_codec()
@@ -156,3 +156,50 @@ def test_a_missing_field_without_default_is_left_to_fastavro() -> None:
     buf = io.BytesIO()
     schemaless_writer(buf, schema, {"type": "t", "payload": ("t.Outer", complete.payload)})
     assert bytes(out) == buf.getvalue()
+
+
+def full_path_fields(data: bytes) -> tuple:
+    """What ``decode_json_fields`` must equal: the full decode, then ``payload_json_text``."""
+    e = CODEC.decode(data)
+    return tuple(e.payload_json_text() if n == "payload" else getattr(e, n) for n in JSON_FIELDS)
+
+
+@pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
+def test_json_fields_are_what_the_full_decode_gives(record_type: str) -> None:
+    for envelope in samples(record_type):
+        data = CODEC.encode(envelope)
+        fields = CODEC.decode_json_fields(data)
+        if fields is not None:  # generated text with NUL is left to the full path
+            assert fields == full_path_fields(data)
+
+
+def test_json_fields_of_binary_and_text_output() -> None:
+    base = {"command_id": "c", "stream": "stdout", "seq": 1, "artifact": None}
+    for data in (b'plain \xc3\xa9 text "quoted"\n', b"\xff\xfe binary", b"nul \x00 inside", b""):
+        envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload={**base, "data": data})
+        encoded = CODEC.encode(envelope)
+        assert CODEC.decode_json_fields(encoded) == full_path_fields(encoded)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message_id": "m", "role": "agent", "text": "a NUL \x00 in text"},  # to_json base64s it
+        {"message_id": "m", "role": "agent\x00", "text": "x"},
+    ],
+)
+def test_json_fields_leave_text_with_nul_to_the_full_path(body: dict) -> None:
+    data = CODEC.encode(Envelope(type="chat.message", stream_id="s", tenant_id="t", actor="a", payload=body))
+    assert CODEC.decode_json_fields(data) is None
+    assert CODEC.decode(data).payload_json()  # still readable in full
+
+
+def test_json_fields_refuse_what_decode_would_refuse_or_resolve() -> None:
+    envelope = samples("exec.output", 1)[0]
+    data = CODEC.encode(envelope)
+    old_writer = data[:2] + bytes(8) + data[HEADER_LEN:]  # another fingerprint: resolution is fastavro's
+    mismatched = CODEC.encode(Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "type": "chat.message",
+                                          "payload": {"message_id": "m", "role": "r", "text": "t"}}))  # fmt: skip
+    wrong_type = mismatched.replace(b"chat.message", b"exec.outputx"[:12])  # ExecOutput body under another type
+    for bad in (None, b"", data[:-1], data + b"\x00", old_writer, wrong_type, b"\xc3\x02" + data[2:]):
+        assert CODEC.decode_json_fields(bad) is None
