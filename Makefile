@@ -14,9 +14,9 @@ $(BIN)/astraforge: pyproject.toml
 
 install: $(BIN)/astraforge
 
-## Start the local stack, the projector and the API (http://127.0.0.1:8000) in the foreground.
+## Start the local stack, the projector, the processors and the API (http://127.0.0.1:8000) in the foreground.
 run: install
-	$(BIN)/astraforge run
+	$(BIN)/astraforge serve
 
 ## Install, start what the tests need, run every suite.
 test: install up

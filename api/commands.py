@@ -37,6 +37,7 @@ from astraforge.schemas.sandbox_spec import RequestedSandbox
 
 FILE_WAIT_S = 60.0
 SNAPSHOT_WAIT_S = 300.0
+RUN_WAIT_S = 10.0  # a run command answers once the orchestrator took it (or says it is on its way)
 RESUME_POLL_S = 0.2  # how often a resumed command looks for its answer in the projection
 # a sandbox's error codes (``code: detail``) and the HTTP status each answers with
 SANDBOX_ERRORS = {"not_found": 404, "forbidden_path": 403, "unavailable": 503, "too_large": 413, "quota_exceeded": 429}
@@ -222,6 +223,26 @@ class CommandService:
             raise sandbox_error(done.payload["error"])
         return done
 
+    # -- run commands ---------------------------------------------------------------------------
+    async def run_command(
+        self, tenant: str, run_id: str, type_: str, payload: dict, answer: tuple[str, ...], timeout: float = RUN_WAIT_S,
+        progress: Progress | None = None,
+    ) -> Envelope | None:  # fmt: skip
+        """Append a run command; the orchestrator's first record of ``answer`` types, or None if it
+        did not come within ``timeout`` (the command stands: the run's stream shows what follows)."""
+        record = Envelope(type=type_, stream_id=run_id, tenant_id=tenant, actor=f"tenant:{tenant}", payload=payload)
+        try:
+            found = await self.call(tenant, [record], {run_id: Answer(types=answer, final=answer)}, timeout, progress)
+        except TimeoutError:
+            return None
+        return found[run_id][-1]
+
+    async def refuse(self, tenant: str, run_id: str, rule: str, detail: str, repository: str | None) -> None:
+        """Record a request the API refused for a guardrail (the run never starts)."""
+        payload = {"rule": rule, "detail": detail, "attempt": 1, "path": None, "repository": repository, "step": None}
+        await self.append([Envelope(type="guardrail.violated", stream_id=run_id, tenant_id=tenant, actor="api",
+                                    payload=payload)])  # fmt: skip
+
 
 async def _all(waits: list) -> list:
     """Every wait's result, in order; the first failure cancels the others (``gather`` would leave
@@ -252,6 +273,10 @@ REQUESTED_WAIT_S = 10.0  # a create without `wait` answers once the processor to
 
 def new_sandbox_id() -> str:
     return f"sb-{new_id().replace('-', '')}"
+
+
+def new_run_id() -> str:
+    return f"run-{new_id().replace('-', '')}"
 
 
 def exec_result(command_id: str, records: list[Envelope]) -> ExecResult:

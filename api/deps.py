@@ -12,7 +12,7 @@ from astraforge.api.commands import CommandService
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
-from astraforge.api.params import ArtifactId, SandboxId
+from astraforge.api.params import ArtifactId, RunId, SandboxId
 from astraforge.config import Settings
 from astraforge.projections.queries import ProjectionQueries
 
@@ -150,3 +150,14 @@ async def _artifact_row(conn: Conn, settings: Settings, tenant: str, artifact_id
 
 
 OwnedSnapshot = Annotated[dict, Depends(owned_snapshot)]
+
+
+async def owned_run(run_id: RunId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
+    """The tenant's run (its projection row), or 404: another tenant's id is unknown here."""
+    row = await ProjectionQueries(settings.projection_schema).run(conn, tenant, run_id)
+    if row is None:
+        raise ApiError(404, f"run {run_id} not found")
+    return row
+
+
+OwnedRun = Annotated[dict, Depends(owned_run)]

@@ -1,6 +1,6 @@
 """API shapes (kept apart from record payloads and projection tables)."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -186,3 +186,139 @@ class ForkRequest(BaseModel):
     profile: dict[str, int | float] = Field(default_factory=dict)
     idle_timeout_s: int = Field(default=900, ge=5, le=86_400)
     ttl_s: int = Field(default=3600, ge=5, le=7 * 86_400)
+
+
+# -- runs ------------------------------------------------------------------------------------
+MAX_REQUEST_BYTES = 512 * 1024
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class ScriptStepIn(BaseModel):
+    """One step of the script agent: ``run`` a shell command in /workspace, or ``write`` a file."""
+
+    model_config = {"extra": "forbid"}
+    run: str | None = Field(default=None, min_length=1, max_length=16 * 1024)
+    write: str | None = Field(default=None, min_length=1, max_length=4096, description="Repository-relative path.")
+    content: str | None = Field(default=None, max_length=MAX_INLINE_BYTES)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "ScriptStepIn":
+        if (self.run is None) == (self.write is None):
+            raise ValueError("a step has exactly one of `run` or `write`")
+        if self.run is not None and self.content is not None:
+            raise ValueError("`content` goes with `write`")
+        return self
+
+    def record(self) -> dict:
+        """The ``astraforge.ScriptStep`` record."""
+        if self.run is not None:
+            return {"kind": "shell", "command": self.run, "path": None, "content": None}
+        return {"kind": "write", "command": None, "path": self.write, "content": self.content or ""}
+
+
+class RequestCreate(BaseModel):
+    """A request for work: it starts a run (``POST /v1/requests``)."""
+
+    model_config = {"extra": "forbid"}
+    spec: str = Field(min_length=1, max_length=256 * 1024, description="What to do (the prompt).")
+    repository: str = Field(min_length=1, max_length=2048, description="URL or local path, on the allowlist.")
+    base_branch: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")
+    title: str | None = Field(default=None, max_length=200)
+    agent: Literal["codex", "cli", "script"] = "script"
+    steps: list[ScriptStepIn] = Field(default_factory=list, max_length=200, description="The script agent's steps.")
+    test_command: str | None = Field(default=None, min_length=1, max_length=16 * 1024)
+    writable_paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=200, description="Paths the agent may change (`dir/` for a tree); empty: all."
+    )
+    egress_allow: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default_factory=list, max_length=64)
+    model: str | None = Field(default=None, max_length=200, description="Model settings of a model-driven agent.")
+
+    @model_validator(mode="after")
+    def _agent_fits(self) -> "RequestCreate":
+        if _has_nul(self.model_dump()):  # PostgreSQL's jsonb refuses NUL: the run's records could not be read
+            raise ValueError("text may not contain NUL characters")
+        if len(self.model_dump_json()) > MAX_REQUEST_BYTES:  # it travels as one record (Kafka takes ~1 MiB)
+            raise ValueError(f"the request is larger than {MAX_REQUEST_BYTES} bytes (spec, steps and all)")
+        if self.agent == "script" and not self.steps:
+            raise ValueError("the script agent needs `steps`")
+        if self.agent != "script" and self.steps:
+            raise ValueError("`steps` are for the script agent")
+        if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
+            raise ValueError("not a repository")
+        return self
+
+
+class RunPublic(BaseModel):
+    id: str
+    state: str
+    attempt: int
+    title: str | None
+    agent: str | None
+    repository: str | None
+    sandbox_id: str | None
+    reason: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: dict) -> "RunPublic":
+        return cls(
+            id=row["run_id"], state=row["state"], attempt=row["attempt"], title=row["title"], agent=row["agent"],
+            repository=row["repository"], sandbox_id=row["sandbox_id"], reason=row["reason"],
+            created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
+        )  # fmt: skip
+
+
+class RunsPublic(BaseModel):
+    items: list[RunPublic]
+    next_after: str | None
+
+
+class AttemptPublic(BaseModel):
+    """One attempt of a run: its records by kind (payloads as recorded)."""
+
+    attempt: int
+    guidance: str | None = None
+    diffs: list[dict[str, Any]] = Field(default_factory=list)
+    test_results: list[dict[str, Any]] = Field(default_factory=list)
+    patch: dict[str, Any] | None = None
+    violations: list[dict[str, Any]] = Field(default_factory=list)
+    review: dict[str, Any] | None = None
+    merge_request: dict[str, Any] | None = None
+
+
+class RunDetail(RunPublic):
+    spec: str | None
+    attempts: list[AttemptPublic]
+    artifacts: list[dict[str, Any]]
+
+
+class ReviewCreate(BaseModel):
+    """A reviewer's verdict on the attempt awaiting review; ``rerun`` starts a new attempt with ``guidance``."""
+
+    model_config = {"extra": "forbid"}
+    decision: Literal["approve", "reject", "rerun"]
+    comment: str | None = Field(default=None, max_length=16 * 1024)
+    guidance: str | None = Field(default=None, max_length=64 * 1024)
+
+    @model_validator(mode="after")
+    def _guidance_for_rerun(self) -> "ReviewCreate":
+        if _has_nul(self.model_dump()):
+            raise ValueError("text may not contain NUL characters")
+        if (self.decision == "rerun") != (self.guidance is not None):
+            raise ValueError("`guidance` goes with (and only with) `rerun`")
+        return self
+
+
+class RunCancel(BaseModel):
+    model_config = {"extra": "forbid"}
+    reason: str | None = Field(default=None, max_length=2000)

@@ -1,4 +1,5 @@
-"""The ``astraforge`` command: local stack, keys, projections, the API, and the audit replay."""
+"""The ``astraforge`` command: local stack, keys, projections, the API and processors (``serve``),
+agent runs (``run``, ``runs``; clients of the API in ``astraforge.runs_client``), and the audit replay."""
 
 import contextlib
 import json
@@ -7,12 +8,13 @@ import subprocess
 import sys
 import threading
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from astraforge.config import PROJECT_ROOT, Settings, get_settings
 from astraforge.errors import AstraForgeError
@@ -254,18 +256,21 @@ def api(host: Annotated[str | None, typer.Option()] = None, port: Annotated[int 
     )
 
 
-@app.command("run")
-def run() -> None:
-    """Start the local stack, the projector and the API in the foreground (Ctrl-C stops them)."""
+@app.command("serve")
+def serve() -> None:
+    """Start the local stack, the projector, the processors and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
+    from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
     dev_up()
     settings = get_settings()
     projector = Projector(settings)
     sandboxes = _sandbox_processor(settings)
-    workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in (projector, sandboxes)]
+    runs = RunOrchestrator(settings)
+    services = (projector, sandboxes, runs)
+    workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
     url = f"http://{settings.api_host}:{settings.api_port}"
@@ -277,14 +282,15 @@ def run() -> None:
         f"  SB=$(curl -s {hdr} {url}/v1/sandboxes -d '{{}}' | jq -r .id)\n"
         f'  curl -s {hdr} {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
         f'  curl -N -H "Authorization: Bearer $KEY" {url}/v1/streams/$SB/events/sse\n'
+        "An agent run: see README, `Your first run` (`astraforge run --spec ... --repo ... --agent script`).\n"
         "Ctrl-C stops the API and the processors (the stack keeps running: `make down` stops it).\n",
         soft_wrap=True,  # commands stay on one line, ready to copy
     )
     try:
         uvicorn.run(APP, factory=True, host=settings.api_host, port=settings.api_port, http=HTTP, log_level="info")
     finally:
-        projector.stop()
-        sandboxes.stop()
+        for service in services:
+            service.stop()
         for worker in workers:
             worker.join(timeout=10)
 
@@ -296,6 +302,191 @@ def _sandbox_processor(settings: Settings):
     provider = make_provider(settings)
     console.print(f"sandbox provider: [bold]{provider.name}[/]")
     return SandboxProcessor(settings, provider)
+
+
+class Agent(StrEnum):
+    script = "script"
+    codex = "codex"
+    cli = "cli"
+
+
+def _client(api: str | None, key: str | None):
+    from astraforge.runs_client import RunsClient
+
+    settings = get_settings()
+    if not key:
+        raise _fail("an API key is needed: --key or ASTRAFORGE_API_KEY (`astraforge keys create --tenant ...`)")
+    return RunsClient(api or f"http://{settings.api_host}:{settings.api_port}", key)
+
+
+ApiUrl = Annotated[str | None, typer.Option("--api", help="The API's base URL (default: this host's API).")]
+ApiKey = Annotated[
+    str | None, typer.Option("--key", envvar="ASTRAFORGE_API_KEY", help="API key (or ASTRAFORGE_API_KEY).")
+]
+
+
+@app.command("run")
+def agent_run(
+    spec: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="The request: what to do (text).")],
+    repo: Annotated[str, typer.Option(help="Repository URL or local path (on the tenant's allowlist).")],
+    agent: Annotated[Agent, typer.Option(help="Which agent does the work.")] = Agent.script,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='Script agent steps: a JSON list of {"run": CMD} or {"write": PATH, "content": TEXT}.',
+        ),
+    ] = None,
+    step: Annotated[list[str] | None, typer.Option(help="A shell step for the script agent (repeatable).")] = None,
+    test: Annotated[str | None, typer.Option(help="Test command, run in /workspace after the agent.")] = None,
+    writable: Annotated[list[str] | None, typer.Option(help="A path the agent may change (repeatable; dir/).")] = None,
+    base: Annotated[str, typer.Option(help="Base branch.")] = "main",
+    title: Annotated[str | None, typer.Option()] = None,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+) -> None:
+    """Submit an agent run and follow it live; exit 1 if it fails (0 once it awaits review)."""
+    from astraforge.runs_client import FAILED
+
+    steps = json.loads(script.read_text()) if script else []
+    steps += [{"run": command} for command in step or []]
+    local = Path(repo).expanduser()
+    request = {"spec": spec.read_text(), "repository": str(local.resolve()) if local.exists() else repo,
+               "agent": agent.value, "steps": steps, "test_command": test, "writable_paths": writable or [],
+               "base_branch": base, "title": title}  # fmt: skip
+    client = _client(api, key)
+    try:
+        run = client.submit(request)
+        console.print(f"run [bold]{run['id']}[/] requested")
+        state = _follow(client, run["id"])
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+    if state == "awaiting_review":
+        console.print(f"awaiting review: [bold]astraforge runs show {run['id']}[/], then approve or reject it")
+    raise typer.Exit(1 if state in FAILED else 0)
+
+
+def _follow(client, run_id: str, attempt: int = 1) -> str:
+    """Print the run's progress as its records arrive, until ``attempt`` awaits review or the run
+    ends; its last state."""
+    state = "requested"
+    with console.status(f"{run_id}: {state}") as status:
+        for record in client.follow(run_id, attempt=attempt):
+            p = record.payload
+            if record.type.startswith("run.") and "state" in p:
+                state = p["state"]
+                status.update(f"{run_id}: [bold]{state}[/] (attempt {p['attempt']})")
+                reason = f" - {p['reason']}" if p.get("reason") else ""
+                style = "red" if state in ("failed", "cancelled", "rejected") else "green"
+                console.print(f"[{style}]{state}[/]{reason}")
+            elif record.type == "exec.started":
+                argv = p["argv"][p["argv"].index("--") + 1 :] if "--" in p["argv"] else p["argv"]  # past confine
+                console.print(f"  [dim]$[/] {' '.join(argv)[:160]}")
+            elif record.type == "exec.finished" and p.get("exit_code"):
+                console.print(f"  [yellow]exit {p['exit_code']}[/] {p.get('error') or ''}")
+            elif record.type == "diff.captured":
+                console.print(f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} "
+                              f"-{p['deletions']}")  # fmt: skip
+            elif record.type == "test.result":
+                console.print(f"  tests: {p['passed']} passed, {p['failed']} failed, {p['errors']} errors")
+            elif record.type == "guardrail.violated":
+                console.print(f"  [red]guardrail[/] {p['rule']}: {p.get('path') or ''} {p['detail']}")
+            elif record.type == "patch.proposed":
+                console.print(f"  patch: {p['summary']}")
+            elif record.type == "merge_request.opened":
+                console.print(f"  merge request: {p['url']}", soft_wrap=True)
+    return state
+
+
+runs = typer.Typer(help="Agent runs: list, show, review, cancel.", no_args_is_help=True)
+app.add_typer(runs, name="runs")
+
+
+@runs.command("list")
+def runs_list(
+    state: Annotated[str | None, typer.Option()] = None,
+    repository: Annotated[str | None, typer.Option()] = None,
+    text: Annotated[str | None, typer.Option()] = None,
+    api: ApiUrl = None,
+    key: ApiKey = None,
+) -> None:
+    """The tenant's runs (filtered by state, repository, text)."""
+    try:
+        items = _client(api, key).list(state=state, repository=repository, text=text)
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+    table = Table(Column("run", no_wrap=True), "state", "attempt", "repository", "title", "updated")
+    for r in items:
+        table.add_row(r["id"], r["state"], str(r["attempt"]), r["repository"] or "", r["title"] or "", r["updated_at"])
+    Console().print(table)
+
+
+@runs.command("show")
+def runs_show(run_id: str, api: ApiUrl = None, key: ApiKey = None) -> None:
+    """One run with its attempts (diffs, tests, patch, violations, merge request) as JSON."""
+    try:
+        print(json.dumps(_client(api, key).show(run_id), indent=2))
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+
+
+def _review(run_id: str, decision: str, api: str | None, key: str | None, comment: str | None = None,
+            guidance: str | None = None) -> None:  # fmt: skip
+    client = _client(api, key)
+    try:
+        run = client.review(run_id, decision, comment, guidance)
+        console.print(f"run {run_id}: {run['state']}")
+        if decision != "reject":
+            state = _follow(client, run_id, run["attempt"]) if decision == "rerun" else _until_merged(client, run_id)
+            raise typer.Exit(1 if state in ("failed", "cancelled", "rejected") else 0)
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+
+
+def _until_merged(client, run_id: str) -> str:
+    state = "approved"
+    for record in client.follow(run_id, until=("merged", "failed")):
+        if record.type == "merge_request.opened":
+            console.print(
+                f"merge request: [bold]{record.payload['url']}[/] (commit {record.payload['commit']})", soft_wrap=True
+            )
+        if record.type.startswith("run.") and record.payload.get("state") in ("merged", "failed"):
+            state = record.payload["state"]
+            console.print(f"{state}{' - ' + record.payload['reason'] if record.payload.get('reason') else ''}")
+    return state
+
+
+@runs.command("approve")
+def runs_approve(run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
+                 key: ApiKey = None) -> None:  # fmt: skip
+    """Approve the patch: its branch is pushed and a merge request opened."""
+    _review(run_id, "approve", api, key, comment)
+
+
+@runs.command("reject")
+def runs_reject(run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
+                key: ApiKey = None) -> None:  # fmt: skip
+    """Reject the patch (the run ends)."""
+    _review(run_id, "reject", api, key, comment)
+
+
+@runs.command("rerun")
+def runs_rerun(run_id: str, guidance: Annotated[str, typer.Option(help="What the next attempt should do differently.")],
+               api: ApiUrl = None, key: ApiKey = None) -> None:  # fmt: skip
+    """Start a new attempt with guidance (every attempt is kept)."""
+    _review(run_id, "rerun", api, key, guidance=guidance)
+
+
+@runs.command("cancel")
+def runs_cancel(run_id: str, reason: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
+                key: ApiKey = None) -> None:  # fmt: skip
+    """Cancel the run at any stage (its agent and sandbox are stopped)."""
+    try:
+        run = _client(api, key).cancel(run_id, reason)
+    except AstraForgeError as e:
+        raise _fail(str(e)) from e
+    console.print(f"run {run_id}: {run['state']}")
 
 
 processors = typer.Typer(help="Stream processors.", no_args_is_help=True)
@@ -311,6 +502,19 @@ def processors_sandboxes() -> None:
     processor = _sandbox_processor(settings)
     with contextlib.suppress(KeyboardInterrupt):
         processor.run()
+
+
+@processors.command("runs")
+def processors_runs() -> None:
+    """Run the run orchestrator in the foreground (Ctrl-C stops it; a restarted one resumes the runs)."""
+    from astraforge.processors.runs.orchestrator import RunOrchestrator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    _prepare(settings)
+    orchestrator = RunOrchestrator(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        orchestrator.run()
 
 
 def main() -> None:

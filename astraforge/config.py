@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     """Most tar entries a snapshot may hold to be restored (bounds the host-side check's work)."""
     quota_artifact_bytes: int = Field(default=10 * 1024**3, ge=1024 * 1024)
     """Bytes of live artifacts one tenant may hold; past it uploads and snapshots answer 429."""
+    repo_allowlist: dict[str, list[str]] = Field(default_factory=dict)
+    """Repositories a tenant's runs may use: tenant -> URL patterns (``fnmatch``, e.g.
+    ``https://github.com/acme/*`` or ``/srv/git/*.git``); ``*`` applies to every tenant. A run on
+    any other repository is refused (403 and a ``guardrail.violated`` record). Empty: no runs."""
+    vcs_provider: Literal["local"] = "local"
+    """Where an approved run's branch goes: ``local`` pushes it to the repository it was cloned from
+    (a local bare repository) and records the merge request there."""
     artifact_retention_days: int = Field(default=30, ge=0)
     """Artifacts older than this are deleted by the sweep (0 keeps them forever)."""
     artifact_store: Literal["local", "s3"] = "local"

@@ -74,12 +74,14 @@ def fold(envelope: Envelope, offset: int) -> list[Upsert]:
             "agent": p.get("agent"),
             "sandbox_id": p.get("sandbox_id"),
             "reason": p.get("reason"),
+            "repository": p.get("repository"),
+            "spec": p.get("spec"),
             "created_at": when,
             "updated_at": when,
             "last_offset": offset,
         }
         update = ["state", "attempt", "reason", "updated_at", "last_offset"]
-        update += [c for c in ("title", "agent", "sandbox_id") if row[c] is not None]
+        update += [c for c in ("title", "agent", "sandbox_id", "repository", "spec") if row[c] is not None]
         return [Upsert("runs", "run_id", row, tuple(update))]
     if kind == "sandbox" and "state" in p and envelope.sandbox_id:
         if envelope.type == "sandbox.heartbeat.recorded":

@@ -130,6 +130,38 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
+    async def run(self, conn: Executor, tenant_id: str, run_id: str) -> dict | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.runs WHERE run_id = %s AND tenant_id = %s").format(self.schema),
+            (run_id, tenant_id),
+        )
+        return await cur.fetchone()
+
+    async def runs(
+        self, conn: Executor, tenant_id: str, after: str, limit: int, state: str | None = None,
+        repository: str | None = None, text: str | None = None,
+    ) -> list[dict]:  # fmt: skip
+        """A page of the tenant's runs, filtered by state, repository (exact) and text (in the
+        title or the request, case-insensitive)."""
+        filters, params = [], [tenant_id, after]
+        if state is not None:
+            filters.append(sql.SQL("AND state = %s"))
+            params.append(state)
+        if repository is not None:
+            filters.append(sql.SQL("AND repository = %s"))
+            params.append(repository)
+        if text is not None:
+            filters.append(sql.SQL("AND (strpos(lower(coalesce(title, '')), lower(%s)) > 0"
+                                   " OR strpos(lower(coalesce(spec, '')), lower(%s)) > 0)"))  # fmt: skip
+            params += [text, text]
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.runs WHERE tenant_id = %s AND run_id > %s {} ORDER BY run_id LIMIT %s").format(
+                self.schema, sql.SQL(" ").join(filters)
+            ),
+            (*params, limit),
+        )
+        return await cur.fetchall()
+
     async def artifact(self, conn: Executor, tenant_id: str, artifact_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL(

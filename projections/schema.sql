@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS {schema}.runs (
     last_offset bigint      NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_tenant ON {schema}.runs (tenant_id, run_id);
+-- a run's repository and request text (list filters); added after the first release, only when missing
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{schema}.runs'::regclass
+                 AND attname = 'repository' AND NOT attisdropped) THEN
+    ALTER TABLE {schema}.runs ADD COLUMN repository text, ADD COLUMN spec text;
+  END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
     sandbox_id  text        PRIMARY KEY,

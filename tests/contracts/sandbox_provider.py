@@ -46,6 +46,18 @@ class SandboxProviderContract:
         assert b"".join(d for s, d in seen if s == "stdout") == b"out\nhi\n"
         assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"
 
+    def test_a_confined_step_writes_only_beneath_its_writable_directories(self, sandbox: SandboxHandle) -> None:
+        """Runs' writable paths (``processors/runs/executors/confine.py``) hold in every provider."""
+        from astraforge.processors.runs.executors.script import step_call
+
+        step = {"kind": "shell", "command": "echo a > src/ok && echo b > /tmp/ok && echo c > top || echo denied"}
+        call = step_call(step, "confined", (), ["src/"])
+        result = sandbox.client.exec(argv=call.payload["argv"], cwd="/workspace")
+        assert (result.exit_code, result.stdout.splitlines()[-1:]) == (0, [b"denied"]), result.stderr
+        assert b"Permission denied" in result.stderr
+        listing = sandbox.client.exec(shell="ls /workspace /workspace/src /tmp/ok")
+        assert listing.stdout.split() == [b"/tmp/ok", b"/workspace:", b"src", b"/workspace/src:", b"ok"]
+
     def test_runs_as_non_root_in_workspace_with_python(self, sandbox: SandboxHandle) -> None:
         result = sandbox.client.exec(shell="id -u; pwd; python -c 'print(6*7)'")
         assert result.stdout.decode().split() == ["1000", "/workspace", "42"]

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, wait_until
 
-ID_PARAMS = ("{sandbox_id}", "{stream_id}", "{artifact_id}", "{snapshot_id}", "{command_id}")
+ID_PARAMS = ("{sandbox_id}", "{stream_id}", "{artifact_id}", "{snapshot_id}", "{command_id}", "{run_id}")
 # (method, path template) -> request body, for every route that takes an id
 ROUTES = {
     ("GET", "/v1/sandboxes/{sandbox_id}"): None,
@@ -26,6 +26,14 @@ ROUTES = {
     ("GET", "/v1/artifacts/{artifact_id}"): None,
     ("DELETE", "/v1/artifacts/{artifact_id}"): None,
     ("POST", "/v1/snapshots/{snapshot_id}/fork"): {"count": 1},
+}
+
+# run routes: tests/integration/test_runs.py::test_another_tenant_gets_404_on_every_run_route (a run needs
+# a repository allowlist and the run orchestrator, which that module sets up)
+RUN_ROUTES = {
+    ("GET", "/v1/runs/{run_id}"): None,
+    ("POST", "/v1/runs/{run_id}/review"): {"decision": "reject"},
+    ("POST", "/v1/runs/{run_id}/cancel"): None,
 }
 
 
@@ -48,7 +56,7 @@ def victim(api_url, sandbox_processor, settings):
 def test_every_route_with_an_id_is_in_the_table(api_url) -> None:
     paths = httpx.get(f"{api_url}/openapi.json").json()["paths"]
     with_ids = {(m.upper(), p) for p, ops in paths.items() for m in ops if any(i in p for i in ID_PARAMS)}
-    assert with_ids == set(ROUTES)
+    assert with_ids == set(ROUTES) | set(RUN_ROUTES)
 
 
 def test_another_tenant_gets_404_everywhere_and_changes_nothing(api_url, victim, other_tenant) -> None:

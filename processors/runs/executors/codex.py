@@ -260,6 +260,9 @@ class CodexTranslator:
             "artifact": None,
             "additions": 0,
             "deletions": 0,
+            "attempt": 1,  # DiffProduced's defaults (schema v9): the driver knows the attempt, not the translator
+            "step": 0,
+            "binary_files": [],
         }
 
 

@@ -1,0 +1,164 @@
+"""Host-side git for runs: clone the source, pack its tree for the sandbox, diff what the sandbox
+left against it, commit and push an approved patch.
+
+The sandbox never sees a repository: it gets the base tree (``git archive``, no ``.git``, no remote,
+no token) and everything it gives back — a workspace snapshot — is untrusted: it is checked
+(``check_snapshot``) and unpacked with tarfile's ``data`` filter into a scratch directory, and git
+reads it as a work tree with hooks, external diff drivers and textconv off. Every git call runs
+without the user's or system's git config and never prompts.
+
+A redone step gives the same result: the diff of the same snapshot is the same diff, and the merge
+commit's author, committer and dates come from the approval record, so a redone commit is the same
+commit (same sha) and a redone push changes nothing.
+"""
+
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from astraforge.errors import AstraForgeError
+from astraforge.sandbox.snapshots import check_snapshot
+
+GIT_TIMEOUT_S = 300
+IDENTITY = ("AstraForge", "astraforge@localhost")
+# the clone's own hooks never run; a push runs the *target* repository's hooks (as its server would)
+PUSH = ["-c", "protocol.file.allow=always", "-c", "core.autocrlf=false", "-c", "core.symlinks=true"]
+SAFE = ["-c", "core.hooksPath=/dev/null", *PUSH]
+
+
+class GitFailed(AstraForgeError, RuntimeError):
+    """A git command failed (its stderr, shortened, is the message)."""
+
+
+@dataclass(frozen=True)
+class CapturedDiff:
+    patch: bytes
+    files: list[str]
+    binary_files: list[str]
+    additions: int
+    deletions: int
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_TERMINAL_PROMPT": "0",
+        "HOME": "/nonexistent",
+        "LC_ALL": "C",
+    }
+    return {**env, **(extra or {})}
+
+
+def git(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    config: list[str] = SAFE,
+) -> bytes:
+    """Run git; its stdout, or ``GitFailed``."""
+    try:
+        done = subprocess.run(
+            ["git", *config, *args],
+            cwd=cwd,
+            env=_env(env),
+            input=stdin,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise GitFailed(f"git {args[0]} timed out") from e
+    if done.returncode:
+        raise GitFailed(f"git {args[0]} failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
+    return done.stdout
+
+
+def source_url(repository: str) -> str:
+    """A local path as a file:// URL (so a shallow clone works); URLs as they are."""
+    return f"file://{Path(repository).resolve()}" if repository.startswith("/") else repository
+
+
+def clone(repository: str, branch: str, dest: Path) -> str:
+    """A fresh shallow clone of ``branch`` at ``dest`` (replacing whatever was there); its head sha."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    git(
+        "clone",
+        "--quiet",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--branch",
+        branch,
+        "--",
+        source_url(repository),
+        str(dest),
+    )
+    return git("rev-parse", "HEAD", cwd=dest).decode().strip()
+
+
+def archive(repo: Path, into: BinaryIO) -> None:
+    """The head's tree as a tar (no ``.git``): what the sandbox's /workspace starts from."""
+    into.write(git("archive", "--format=tar", "HEAD", cwd=repo))
+    into.flush()
+
+
+def unpack(snapshot: BinaryIO, dest: Path, max_entries: int, max_bytes: int) -> None:
+    """Unpack an untrusted workspace snapshot (a .tgz) into an empty ``dest``."""
+    check_snapshot(snapshot, max_entries, max_bytes)
+    snapshot.seek(0)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=snapshot, mode="r:gz") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
+    """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files."""
+    index.unlink(missing_ok=True)
+    env = {"GIT_INDEX_FILE": str(index), "GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(tree)}
+    git("add", "--all", "--force", "--", ".", cwd=tree, env=env)
+    base = ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "HEAD"]
+    patch = git(*base[:-1], "--binary", "HEAD", cwd=tree, env=env)
+    files, binary, additions, deletions = [], [], 0, 0
+    for line in git(*base[:-1], "--numstat", "-z", "HEAD", cwd=tree, env=env).split(b"\0"):
+        if not line:
+            continue
+        added, removed, name = line.decode(errors="replace").split("\t", 2)
+        files.append(name)
+        if added == "-":
+            binary.append(name)
+        else:
+            additions, deletions = additions + int(added), deletions + int(removed)
+    return CapturedDiff(patch, files, binary, additions, deletions)
+
+
+def commit_and_push(
+    repository: str, branch: str, target: str, patch: bytes, message: str, when_s: int, dest: Path
+) -> str:
+    """Apply ``patch`` on a fresh clone of ``branch``, commit it deterministically, push it as
+    ``target`` to the repository; the commit's sha."""
+    clone(repository, branch, dest)
+    if patch:
+        git("apply", "--index", "--binary", "--whitespace=nowarn", "-", cwd=dest, stdin=patch)
+    name, email = IDENTITY
+    date = f"@{when_s} +0000"
+    env = {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_AUTHOR_DATE": date,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+        "GIT_COMMITTER_DATE": date,
+    }
+    git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", message, cwd=dest, env=env)
+    sha = git("rev-parse", "HEAD", cwd=dest).decode().strip()
+    git("push", "--quiet", "--force", "--", source_url(repository), f"{sha}:refs/heads/{target}", cwd=dest, config=PUSH)
+    return sha
