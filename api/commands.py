@@ -69,8 +69,14 @@ class Answer:
 
 def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
     """A record the tenant's API call appends to a sandbox's stream."""
-    return Envelope(type=type_, stream_id=sandbox_id, tenant_id=tenant, actor=f"tenant:{tenant}",
-                    sandbox_id=sandbox_id, payload=payload)  # fmt: skip
+    return Envelope(
+        type=type_,
+        stream_id=sandbox_id,
+        tenant_id=tenant,
+        actor=f"tenant:{tenant}",
+        sandbox_id=sandbox_id,
+        payload=payload,
+    )
 
 
 def sandbox_error(error: str) -> ApiError:
@@ -127,17 +133,20 @@ class CommandService:
         is there: the answer may have been published before this call listened."""
         while True:
             async with self.pool.connection() as conn:
-                rows = await self.queries.answers(conn, tenant, stream_id, list(answer.types), answer.key,
-                                                  answer.value)  # fmt: skip
+                rows = await self.queries.answers(conn, tenant, stream_id, list(answer.types), answer.key, answer.value)
             if any(r["type"] in answer.final for r in rows):
                 return [_envelope(r) for r in rows]
             await asyncio.sleep(RESUME_POLL_S)
 
     # -- sandbox commands -----------------------------------------------------------------------
     async def create_sandboxes(
-        self, tenant: str, spec: RequestedSandbox, sandbox_ids: list[str], wait_s: float | None,
+        self,
+        tenant: str,
+        spec: RequestedSandbox,
+        sandbox_ids: list[str],
+        wait_s: float | None,
         progress: Progress | None = None,
-    ) -> list[SandboxPublic]:  # fmt: skip
+    ) -> list[SandboxPublic]:
         """Append each sandbox's create command (one append) and answer from the processor's facts:
         its ``sandbox.requested``, or with ``wait_s`` once each is ready or failed (one still on
         its way then says so)."""
@@ -152,31 +161,42 @@ class CommandService:
         outcome = ("sandbox.ready", "sandbox.failed") if wait_s is not None else ("sandbox.requested",)
         wanted = {sandbox_id: Answer(types=outcome, final=outcome) for sandbox_id in sandbox_ids}
         try:
-            answers = await self.call(tenant, records, wanted, wait_s if wait_s is not None else REQUESTED_WAIT_S,
-                                      progress)  # fmt: skip
+            answers = await self.call(
+                tenant, records, wanted, wait_s if wait_s is not None else REQUESTED_WAIT_S, progress
+            )
         except TimeoutError:  # still on its way: the caller follows the stream or polls GET
             answers = {}
         created = []
         for sandbox_id in sandbox_ids:
             done = answers.get(sandbox_id, [None])[-1]
             state = done.payload["state"] if done else ("provisioning" if wait_s is not None else "requested")
-            created.append(SandboxPublic(
-                id=sandbox_id, state=state, image=spec.image, provider=done.payload["provider"] if done else None,
-                reason=done.payload["reason"] if done else None, created_at=at, updated_at=at,
-            ))  # fmt: skip
+            created.append(
+                SandboxPublic(
+                    id=sandbox_id,
+                    state=state,
+                    image=spec.image,
+                    provider=done.payload["provider"] if done else None,
+                    reason=done.payload["reason"] if done else None,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
         return created
 
     async def exec(self, exec_command: Envelope, timeout: float, progress: Progress | None = None) -> ExecResult:
         """Run an exec command to its end and answer its whole output."""
         command_id = exec_command.payload["command_id"]
-        answer = Answer(types=("exec.output", "exec.finished"), final=("exec.finished",), key="command_id",
-                        value=command_id)  # fmt: skip
+        answer = Answer(
+            types=("exec.output", "exec.finished"), final=("exec.finished",), key="command_id", value=command_id
+        )
         try:
-            found = await self.call(exec_command.tenant_id, [exec_command], {exec_command.stream_id: answer},
-                                    timeout, progress)  # fmt: skip
+            found = await self.call(
+                exec_command.tenant_id, [exec_command], {exec_command.stream_id: answer}, timeout, progress
+            )
         except TimeoutError:
-            raise ApiError(504, f"command {command_id} did not finish in time; follow it on the stream",
-                           code="timeout") from None  # fmt: skip
+            raise ApiError(
+                504, f"command {command_id} did not finish in time; follow it on the stream", code="timeout"
+            ) from None
         return exec_result(command_id, found[exec_command.stream_id])
 
     async def snapshot(self, snapshot_command: Envelope, progress: Progress | None = None) -> Envelope:
@@ -184,8 +204,13 @@ class CommandService:
         outcome = ("snapshot.created", "snapshot.failed")
         answer = Answer(types=outcome, final=outcome, key="snapshot_id", value=snapshot_command.payload["snapshot_id"])
         try:
-            found = await self.call(snapshot_command.tenant_id, [snapshot_command],
-                                    {snapshot_command.stream_id: answer}, SNAPSHOT_WAIT_S, progress)  # fmt: skip
+            found = await self.call(
+                snapshot_command.tenant_id,
+                [snapshot_command],
+                {snapshot_command.stream_id: answer},
+                SNAPSHOT_WAIT_S,
+                progress,
+            )
         except TimeoutError:
             raise ApiError(504, "the snapshot did not complete in time", code="timeout") from None
         done = found[snapshot_command.stream_id][-1]
@@ -214,8 +239,9 @@ class CommandService:
         rid = file_command.payload["request_id"]
         answer = Answer(types=(answer_type,), final=(answer_type,), key="request_id", value=rid)
         try:
-            found = await self.call(file_command.tenant_id, [*facts, file_command], {file_command.stream_id: answer},
-                                    FILE_WAIT_S, progress)  # fmt: skip
+            found = await self.call(
+                file_command.tenant_id, [*facts, file_command], {file_command.stream_id: answer}, FILE_WAIT_S, progress
+            )
         except TimeoutError:
             raise ApiError(504, f"the sandbox did not answer {file_command.type} in time", code="timeout") from None
         done = found[file_command.stream_id][-1]
@@ -225,9 +251,15 @@ class CommandService:
 
     # -- run commands ---------------------------------------------------------------------------
     async def run_command(
-        self, tenant: str, run_id: str, type_: str, payload: dict, answer: tuple[str, ...], timeout: float = RUN_WAIT_S,
+        self,
+        tenant: str,
+        run_id: str,
+        type_: str,
+        payload: dict,
+        answer: tuple[str, ...],
+        timeout: float = RUN_WAIT_S,
         progress: Progress | None = None,
-    ) -> Envelope | None:  # fmt: skip
+    ) -> Envelope | None:
         """Append a run command; the orchestrator's first record of ``answer`` types, or None if it
         did not come within ``timeout`` (the command stands: the run's stream shows what follows)."""
         record = Envelope(type=type_, stream_id=run_id, tenant_id=tenant, actor=f"tenant:{tenant}", payload=payload)
@@ -240,8 +272,9 @@ class CommandService:
     async def refuse(self, tenant: str, run_id: str, rule: str, detail: str, repository: str | None) -> None:
         """Record a request the API refused for a guardrail (the run never starts)."""
         payload = {"rule": rule, "detail": detail, "attempt": 1, "path": None, "repository": repository, "step": None}
-        await self.append([Envelope(type="guardrail.violated", stream_id=run_id, tenant_id=tenant, actor="api",
-                                    payload=payload)])  # fmt: skip
+        await self.append(
+            [Envelope(type="guardrail.violated", stream_id=run_id, tenant_id=tenant, actor="api", payload=payload)]
+        )
 
 
 async def _all(waits: list) -> list:
@@ -290,11 +323,18 @@ def exec_result(command_id: str, records: list[Envelope]) -> ExecResult:
         return b"".join(d for s, d in chunks if s in streams).decode(errors="replace")
 
     return ExecResult(
-        command_id=command_id, exit_code=done["exit_code"], stdout=text(("stdout",)), stderr=text(("stderr",)),
-        output=text(("stdout", "stderr")), duration_ms=done["duration_ms"], timed_out=done["timed_out"],
-        cancelled=done["cancelled"], truncated=done["truncated"], error=done["error"],
+        command_id=command_id,
+        exit_code=done["exit_code"],
+        stdout=text(("stdout",)),
+        stderr=text(("stderr",)),
+        output=text(("stdout", "stderr")),
+        duration_ms=done["duration_ms"],
+        timed_out=done["timed_out"],
+        cancelled=done["cancelled"],
+        truncated=done["truncated"],
+        error=done["error"],
         output_artifact=artifacts[0] if artifacts else None,
-    )  # fmt: skip
+    )
 
 
 def _envelope(row: dict) -> Envelope:
@@ -303,8 +343,14 @@ def _envelope(row: dict) -> Envelope:
     payload = dict(row["payload"])
     if "data" in payload:
         payload["data"] = _bytes(payload["data"])
-    return Envelope(type=row["type"], stream_id=row["stream_id"], tenant_id=row["tenant_id"], actor=row["actor"],
-                    sandbox_id=row["sandbox_id"], payload=payload)  # fmt: skip
+    return Envelope(
+        type=row["type"],
+        stream_id=row["stream_id"],
+        tenant_id=row["tenant_id"],
+        actor=row["actor"],
+        sandbox_id=row["sandbox_id"],
+        payload=payload,
+    )
 
 
 def _bytes(value: object) -> bytes:

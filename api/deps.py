@@ -88,9 +88,11 @@ Commands = Annotated[CommandService, Depends(get_commands)]
 def idempotent(
     request: Request,
     tenant: CurrentTenant,
-    key: Annotated[str | None, Header(alias=HEADER, description="Retry-safe: the same key answers the same "
-                                      "result for 24 h (see the README).")] = None,
-) -> Idempotent:  # fmt: skip
+    key: Annotated[
+        str | None,
+        Header(alias=HEADER, description="Retry-safe: the same key answers the same result for 24 h (see the README)."),
+    ] = None,
+) -> Idempotent:
     return Idempotent(request.app.state.idempotency, tenant, check_key(key), f"{request.method} {request.url.path}")
 
 

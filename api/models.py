@@ -272,10 +272,17 @@ class RunPublic(BaseModel):
     @classmethod
     def from_row(cls, row: dict) -> "RunPublic":
         return cls(
-            id=row["run_id"], state=row["state"], attempt=row["attempt"], title=row["title"], agent=row["agent"],
-            repository=row["repository"], sandbox_id=row["sandbox_id"], reason=row["reason"],
-            created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
-        )  # fmt: skip
+            id=row["run_id"],
+            state=row["state"],
+            attempt=row["attempt"],
+            title=row["title"],
+            agent=row["agent"],
+            repository=row["repository"],
+            sandbox_id=row["sandbox_id"],
+            reason=row["reason"],
+            created_at=iso(row["created_at"]),
+            updated_at=iso(row["updated_at"]),
+        )
 
 
 class RunsPublic(BaseModel):

@@ -12,5 +12,10 @@ RunId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id (`run-...`
 StreamId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id, or a sandbox id.")]
 ArtifactId = Annotated[str, Path(pattern=ID_PATTERN, description="An artifact (or snapshot) id.")]
 CommandId = Annotated[str, Path(pattern=ID_PATTERN, description="An exec's command id.")]
-After = Annotated[str, Query(pattern=ID_PATTERN.replace("^", "^(", 1).replace("$", ")?$"),
-                             description="Page after this id (the previous page's `next_after`).")]  # fmt: skip
+After = Annotated[
+    str,
+    Query(
+        pattern=ID_PATTERN.replace("^", "^(", 1).replace("$", ")?$"),
+        description="Page after this id (the previous page's `next_after`).",
+    ),
+]

@@ -222,8 +222,10 @@ def replay(
             else:
                 payload = json.dumps(event["payload"], ensure_ascii=False)
                 payload = payload if len(payload) <= 160 else payload[:157] + "..."
-                print(f"{p.offset:>8}  {event['occurred_at']}  {p.envelope.type:<24} {p.envelope.actor:<16} {payload}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{p.offset:>8}  {event['occurred_at']}  {p.envelope.type:<24} {p.envelope.actor:<16} {payload}",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         pass
     except AstraForgeError as e:
@@ -352,9 +354,16 @@ def agent_run(
     steps = json.loads(script.read_text()) if script else []
     steps += [{"run": command} for command in step or []]
     local = Path(repo).expanduser()
-    request = {"spec": spec.read_text(), "repository": str(local.resolve()) if local.exists() else repo,
-               "agent": agent.value, "steps": steps, "test_command": test, "writable_paths": writable or [],
-               "base_branch": base, "title": title}  # fmt: skip
+    request = {
+        "spec": spec.read_text(),
+        "repository": str(local.resolve()) if local.exists() else repo,
+        "agent": agent.value,
+        "steps": steps,
+        "test_command": test,
+        "writable_paths": writable or [],
+        "base_branch": base,
+        "title": title,
+    }
     client = _client(api, key)
     try:
         run = client.submit(request)
@@ -386,8 +395,9 @@ def _follow(client, run_id: str, attempt: int = 1) -> str:
             elif record.type == "exec.finished" and p.get("exit_code"):
                 console.print(f"  [yellow]exit {p['exit_code']}[/] {p.get('error') or ''}")
             elif record.type == "diff.captured":
-                console.print(f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} "
-                              f"-{p['deletions']}")  # fmt: skip
+                console.print(
+                    f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} -{p['deletions']}"
+                )
             elif record.type == "test.result":
                 console.print(f"  tests: {p['passed']} passed, {p['failed']} failed, {p['errors']} errors")
             elif record.type == "guardrail.violated":
@@ -431,8 +441,14 @@ def runs_show(run_id: str, api: ApiUrl = None, key: ApiKey = None) -> None:
         raise _fail(str(e)) from e
 
 
-def _review(run_id: str, decision: str, api: str | None, key: str | None, comment: str | None = None,
-            guidance: str | None = None) -> None:  # fmt: skip
+def _review(
+    run_id: str,
+    decision: str,
+    api: str | None,
+    key: str | None,
+    comment: str | None = None,
+    guidance: str | None = None,
+) -> None:
     client = _client(api, key)
     try:
         run = client.review(run_id, decision, comment, guidance)
@@ -458,29 +474,36 @@ def _until_merged(client, run_id: str) -> str:
 
 
 @runs.command("approve")
-def runs_approve(run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
-                 key: ApiKey = None) -> None:  # fmt: skip
+def runs_approve(
+    run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None, key: ApiKey = None
+) -> None:
     """Approve the patch: its branch is pushed and a merge request opened."""
     _review(run_id, "approve", api, key, comment)
 
 
 @runs.command("reject")
-def runs_reject(run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
-                key: ApiKey = None) -> None:  # fmt: skip
+def runs_reject(
+    run_id: str, comment: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None, key: ApiKey = None
+) -> None:
     """Reject the patch (the run ends)."""
     _review(run_id, "reject", api, key, comment)
 
 
 @runs.command("rerun")
-def runs_rerun(run_id: str, guidance: Annotated[str, typer.Option(help="What the next attempt should do differently.")],
-               api: ApiUrl = None, key: ApiKey = None) -> None:  # fmt: skip
+def runs_rerun(
+    run_id: str,
+    guidance: Annotated[str, typer.Option(help="What the next attempt should do differently.")],
+    api: ApiUrl = None,
+    key: ApiKey = None,
+) -> None:
     """Start a new attempt with guidance (every attempt is kept)."""
     _review(run_id, "rerun", api, key, guidance=guidance)
 
 
 @runs.command("cancel")
-def runs_cancel(run_id: str, reason: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None,
-                key: ApiKey = None) -> None:  # fmt: skip
+def runs_cancel(
+    run_id: str, reason: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None, key: ApiKey = None
+) -> None:
     """Cancel the run at any stage (its agent and sandbox are stopped)."""
     try:
         run = _client(api, key).cancel(run_id, reason)

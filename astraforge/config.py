@@ -186,8 +186,9 @@ class Settings(BaseSettings):
     def kafka_credentials(self) -> "KafkaCredentials | None":
         """The SASL identity for Kafka clients: explicit settings, or the local stack's (read now)."""
         if self.kafka_sasl_username is not None and self.kafka_sasl_password is not None:
-            return KafkaCredentials(self.kafka_sasl_mechanism, self.kafka_sasl_username,
-                                    self.kafka_sasl_password.get_secret_value())  # fmt: skip
+            return KafkaCredentials(
+                self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password.get_secret_value()
+            )
         password = self._local_secret(KAFKA_PASSWORD_FILE)
         if password is None:
             return None
@@ -198,12 +199,16 @@ class Settings(BaseSettings):
         if service == "kafka":
             if self.kafka_credentials() is not None or self.kafka_security_protocol in ("PLAINTEXT", "SSL"):
                 return None
-            return (f"no Kafka credentials: set ASTRAFORGE_KAFKA_SASL_USERNAME/_PASSWORD, or start the local "
-                    f"stack (`astraforge dev up`), which writes {self.state_dir / KAFKA_PASSWORD_FILE}")  # fmt: skip
+            return (
+                f"no Kafka credentials: set ASTRAFORGE_KAFKA_SASL_USERNAME/_PASSWORD, or start the local "
+                f"stack (`astraforge dev up`), which writes {self.state_dir / KAFKA_PASSWORD_FILE}"
+            )
         if self.database_url is not None or self._local_secret(POSTGRES_PASSWORD_FILE) is not None:
             return None
-        return (f"no PostgreSQL password: set ASTRAFORGE_DATABASE_URL, or start the local stack "
-                f"(`astraforge dev up`), which writes {self.state_dir / POSTGRES_PASSWORD_FILE}")  # fmt: skip
+        return (
+            f"no PostgreSQL password: set ASTRAFORGE_DATABASE_URL, or start the local stack "
+            f"(`astraforge dev up`), which writes {self.state_dir / POSTGRES_PASSWORD_FILE}"
+        )
 
     def _local_secret(self, name: str) -> str | None:
         """A password the local stack generated, outside production only (never a production default)."""
@@ -278,6 +283,7 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as e:
-        problems = [f"ASTRAFORGE_{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"]
-                    for err in e.errors()]  # fmt: skip
+        problems = [
+            f"ASTRAFORGE_{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"] for err in e.errors()
+        ]
         raise ConfigError(f"invalid settings: {'; '.join(problems)}") from e

@@ -138,9 +138,15 @@ class ProjectionQueries:
         return await cur.fetchone()
 
     async def runs(
-        self, conn: Executor, tenant_id: str, after: str, limit: int, state: str | None = None,
-        repository: str | None = None, text: str | None = None,
-    ) -> list[dict]:  # fmt: skip
+        self,
+        conn: Executor,
+        tenant_id: str,
+        after: str,
+        limit: int,
+        state: str | None = None,
+        repository: str | None = None,
+        text: str | None = None,
+    ) -> list[dict]:
         """A page of the tenant's runs, filtered by state, repository (exact) and text (in the
         title or the request, case-insensitive)."""
         filters, params = [], [tenant_id, after]
@@ -151,8 +157,12 @@ class ProjectionQueries:
             filters.append(sql.SQL("AND repository = %s"))
             params.append(repository)
         if text is not None:
-            filters.append(sql.SQL("AND (strpos(lower(coalesce(title, '')), lower(%s)) > 0"
-                                   " OR strpos(lower(coalesce(spec, '')), lower(%s)) > 0)"))  # fmt: skip
+            filters.append(
+                sql.SQL(
+                    "AND (strpos(lower(coalesce(title, '')), lower(%s)) > 0"
+                    " OR strpos(lower(coalesce(spec, '')), lower(%s)) > 0)"
+                )
+            )
             params += [text, text]
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.runs WHERE tenant_id = %s AND run_id > %s {} ORDER BY run_id LIMIT %s").format(

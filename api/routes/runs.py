@@ -57,8 +57,7 @@ def _run_create(body: RequestCreate) -> dict:
     }
 
 
-@router.post("/v1/requests", status_code=201, response_model=RunPublic, operation_id="createRequest",
-             responses=ERRORS)  # fmt: skip
+@router.post("/v1/requests", status_code=201, response_model=RunPublic, operation_id="createRequest", responses=ERRORS)
 async def create_request(
     body: RequestCreate,
     request: Request,
@@ -84,9 +83,17 @@ async def create_request(
         answer = await commands.run_command(tenant, run_id, "run.create", payload, ("run.requested",), progress=claim)
         at = iso(from_micros(answer.occurred_at if answer else now_micros()))
         return 201, RunPublic(
-            id=run_id, state="requested", attempt=1, title=payload["title"], agent=body.agent,
-            repository=body.repository, sandbox_id=None, reason=None, created_at=at, updated_at=at,
-        )  # fmt: skip
+            id=run_id,
+            state="requested",
+            attempt=1,
+            title=payload["title"],
+            agent=body.agent,
+            repository=body.repository,
+            sandbox_id=None,
+            reason=None,
+            created_at=at,
+            updated_at=at,
+        )
 
     return await idempotency.run({"body": body}, {"run_id": new_run_id()}, start)
 
@@ -110,8 +117,9 @@ async def list_runs(
 @router.get("/v1/runs/{run_id}", response_model=RunDetail, operation_id="getRun", responses=ERRORS)
 async def get_run(run: OwnedRun, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> RunDetail:
     """The run with its attempts (diffs, test results, patch, violations, review, merge request) and artifacts."""
-    records = await ProjectionQueries(settings.projection_schema).answers(conn, tenant, run["run_id"], DETAIL_TYPES,
-                                                                          None, None)  # fmt: skip
+    records = await ProjectionQueries(settings.projection_schema).answers(
+        conn, tenant, run["run_id"], DETAIL_TYPES, None, None
+    )
     attempts: dict[int, AttemptPublic] = {}
     artifacts = []
     guidance = None
@@ -138,12 +146,14 @@ async def get_run(run: OwnedRun, tenant: CurrentTenant, conn: Conn, settings: Ap
         elif r["type"] == "merge_request.opened":
             a.merge_request = p
     public = RunPublic.from_row(run)
-    return RunDetail(**public.model_dump(), spec=run["spec"], attempts=[attempts[n] for n in sorted(attempts)],
-                     artifacts=artifacts)  # fmt: skip
+    return RunDetail(
+        **public.model_dump(), spec=run["spec"], attempts=[attempts[n] for n in sorted(attempts)], artifacts=artifacts
+    )
 
 
-@router.post("/v1/runs/{run_id}/review", status_code=202, response_model=RunPublic, operation_id="reviewRun",
-             responses=ERRORS)  # fmt: skip
+@router.post(
+    "/v1/runs/{run_id}/review", status_code=202, response_model=RunPublic, operation_id="reviewRun", responses=ERRORS
+)
 async def review_run(
     body: ReviewCreate, run: OwnedRun, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey
 ) -> Response:
@@ -154,8 +164,12 @@ async def review_run(
         type_, payload, answer = "run.rerun", {"reason": body.comment, "guidance": body.guidance}, ("run.requested",)
     else:
         type_ = f"run.{body.decision}"
-        payload = {"decision": body.decision, "reviewer": f"tenant:{tenant}", "comment": body.comment,
-                   "attempt": run["attempt"]}  # fmt: skip
+        payload = {
+            "decision": body.decision,
+            "reviewer": f"tenant:{tenant}",
+            "comment": body.comment,
+            "attempt": run["attempt"],
+        }
         answer = ("run.approved",) if body.decision == "approve" else ("run.rejected",)
 
     async def review(ids: dict, claim: Claim | None) -> tuple[int, RunPublic]:
@@ -165,8 +179,9 @@ async def review_run(
     return await idempotency.run({"body": body, "run": run["run_id"]}, {}, review)
 
 
-@router.post("/v1/runs/{run_id}/cancel", status_code=202, response_model=RunPublic, operation_id="cancelRun",
-             responses=ERRORS)  # fmt: skip
+@router.post(
+    "/v1/runs/{run_id}/cancel", status_code=202, response_model=RunPublic, operation_id="cancelRun", responses=ERRORS
+)
 async def cancel_run(
     run: OwnedRun, tenant: CurrentTenant, commands: Commands, body: RunCancel | None = None
 ) -> RunPublic:

@@ -39,9 +39,10 @@ class SandboxProviderContract:
     def test_exec_streams_output_exit_code_and_env(self, sandbox: SandboxHandle) -> None:
         seen = []
         result = sandbox.client.exec(
-            shell="echo out; echo err >&2; echo $GREETING; exit 7", env={"GREETING": "hi"},
+            shell="echo out; echo err >&2; echo $GREETING; exit 7",
+            env={"GREETING": "hi"},
             on_output=lambda stream, data: seen.append((stream, data)),
-        )  # fmt: skip
+        )
         assert result.exit_code == 7
         assert b"".join(d for s, d in seen if s == "stdout") == b"out\nhi\n"
         assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"

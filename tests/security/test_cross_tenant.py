@@ -48,8 +48,15 @@ def victim(api_url, sandbox_processor, settings):
     snapshot = post(f"{base}/snapshots", key).json()["id"]
     artifact = httpx.get(f"{base}/files/secret.txt", headers=auth(key), params={"export": True}).json()
     running = post(f"{base}/exec", key, {"command": "sleep 120", "async": True}).json()["command_id"]
-    yield {"key": key, "sandbox_id": sid, "stream_id": sid, "snapshot_id": snapshot,
-           "artifact_id": artifact["artifact_id"], "command_id": running, "path": "secret.txt"}  # fmt: skip
+    yield {
+        "key": key,
+        "sandbox_id": sid,
+        "stream_id": sid,
+        "snapshot_id": snapshot,
+        "artifact_id": artifact["artifact_id"],
+        "command_id": running,
+        "path": "secret.txt",
+    }
     post(f"{base}/stop", key)
 
 
@@ -88,5 +95,8 @@ def test_another_tenant_gets_404_everywhere_and_changes_nothing(api_url, victim,
         or e["actor"].startswith("processor:")
         for e in events
     ), "every record is the victim's or the platform's"
-    wait_until(lambda: len(httpx.get(f"{api_url}/v1/sandboxes", headers=auth(key)).json()["items"]) == 1,
-               timeout=5, what="no forked sandbox appeared")  # fmt: skip
+    wait_until(
+        lambda: len(httpx.get(f"{api_url}/v1/sandboxes", headers=auth(key)).json()["items"]) == 1,
+        timeout=5,
+        what="no forked sandbox appeared",
+    )
