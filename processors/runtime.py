@@ -22,10 +22,24 @@ What the runtime gives a processor:
 - **Dead letters** (``dead_letter``): an unusable record is copied, with why and where from, to the
   dead-letter topic, acknowledged, and then skipped.
 
+- **Fencing** (``Lease``, ``stamp``): an instance stalled past its session timeout (SIGSTOP, a long
+  GC pause, a frozen VM) has lost its partitions without knowing it. Its lease says how long it
+  provably has not: a heartbeat or SyncGroup the group coordinator acknowledged proves membership
+  from the moment it was sent until the session timeout after (less ``LEASE_MARGIN_S``). A processor
+  checks the lease under the partition's lock before each write and provider action, and stamps its
+  records with ``stamp()`` (the lease's end minus the events topic's ``message.timestamp.before.max.ms``),
+  so the broker refuses a record that arrives after the lease ended, even one that passed the check
+  just before the process froze. Table writes are checked on the loop that sends them. After a
+  rebalance, partitions held before count as kept only if no group generation passed without this
+  instance (``continued``): otherwise another instance may have owned them meanwhile.
+  Chosen over Kafka transactions (a transactional producer per partition, fenced by the next
+  owner's ``init_transactions``): those cost a commit per outcome and hold output from
+  ``read_committed`` readers until it, against an exec budget of 8 ms; the lease costs a clock read.
+
 Not provided: exactly-once (faust's ``processing_guarantee="exactly_once"`` has open upstream bugs);
-fencing of a *live* instance that lost its partitions without noticing (e.g. a stalled process past
-its session timeout keeps running its threads until its next poll); the processor must make its own
-side effects idempotent.
+broker-side fencing of provider calls (docker, a supervisor): a call that stalls between its lease
+check and the provider is not refused by anyone; the processor must make its own side effects
+idempotent. The lease relies on the broker's and the processors' clocks agreeing within the margin.
 """
 
 import asyncio
@@ -33,21 +47,26 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource
 
 from astraforge.config import Settings
-from astraforge.errors import DeliveryFailed
-from astraforge.kafka import partition_for
-from astraforge.producers.kafka import Appended, EventProducer
+from astraforge.errors import AstraForgeError, ConfigError, DeliveryFailed
+from astraforge.kafka import partition_for, unavailable
+from astraforge.producers.kafka import Appended, EventProducer, dead_letter_headers
+from astraforge.producers.topics import FENCE_WINDOW_MS, MAX_FENCE_WINDOW_MS, admin_client
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
 Hook = Callable[[frozenset[int]], Awaitable[None] | None]
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
+LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
+WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +79,121 @@ class Source:
     key: bytes | None
 
 
+class Fenced(AstraForgeError, RuntimeError):
+    """This instance cannot prove it still owns the partition (its lease lapsed, or the partition is not
+    owned now): it must not write or act for it."""
+
+
+class Lease:
+    """Proof that this instance is still a member of its group's current generation.
+
+    The group coordinator moves an instance's partitions only after it has heard nothing from it for
+    the session timeout (or after it rejoined and gave them up). Each heartbeat or SyncGroup the
+    coordinator acknowledges without error proves membership *from the moment it was sent* (the
+    coordinator resets its timer when it receives it, later), so ownership is certain until that
+    moment plus the session timeout; the lease ends ``LEASE_MARGIN_S`` before (clock rates, the
+    broker's clock). A process stopped past its session timeout wakes up with a lapsed lease.
+    """
+
+    def __init__(self, duration_s: float) -> None:
+        self.duration_s = duration_s
+        self._proved: tuple[float, float] | None = None  # (monotonic, wall) send time of the last proof
+
+    def renew(self, sent_monotonic: float, sent_wall: float) -> None:
+        proved = self._proved
+        if proved is None or sent_monotonic > proved[0]:
+            self._proved = (sent_monotonic, sent_wall)
+
+    def valid(self) -> bool:
+        proved = self._proved
+        return proved is not None and time.monotonic() < proved[0] + self.duration_s
+
+    def expires_at_ms(self) -> int | None:
+        """When the lease ends, in wall-clock milliseconds (None: never proved)."""
+        proved = self._proved
+        return None if proved is None else int((proved[1] + self.duration_s) * 1000)
+
+
+def watch_membership(coordinator: Any, lease: Lease) -> None:
+    """Renew ``lease`` with every heartbeat and SyncGroup ``coordinator`` (aiokafka's GroupCoordinator)
+    gets acknowledged without error. aiokafka has no hook for this: its request method is wrapped."""
+    if getattr(coordinator, "_astraforge_lease", None) is lease:
+        return
+    send = coordinator._send_req
+
+    async def observed(request: Any) -> Any:
+        sent = (time.monotonic(), time.time())
+        response = await send(request)
+        proof = type(response).__name__.startswith(("HeartbeatResponse", "SyncGroupResponse"))
+        if proof and getattr(response, "error_code", None) == 0:
+            lease.renew(*sent)
+        return response
+
+    coordinator._send_req = observed
+    coordinator._astraforge_lease = lease
+
+
 def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: str, consumer: str) -> None:
     """Copy an unusable record to the dead-letter topic with why and where it came from, and wait for
-    the acknowledgement (the caller's handler returns, and the offset commits, only after)."""
-    headers = {
-        "reason": reason.encode(),
-        "source.topic": source.topic.encode(),
-        "source.partition": str(source.partition).encode(),
-        "source.offset": str(source.offset).encode(),
-        "consumer": consumer.encode(),
-    }
-    producer.send_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
-    producer.flush()
+    *its* acknowledgement (the caller's handler returns, and the offset commits, only after). Not a
+    global flush: another thread's backlog neither delays nor fails it."""
+    headers = dead_letter_headers(reason, consumer, source.topic, source.partition, source.offset)
+    producer.append_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
 
 
-def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool]) -> list[Appended]:
+def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool],
+                   stamp: Callable[[], int] | None = None) -> list[Appended]:  # fmt: skip
     """Append ``events`` and wait for the broker's acknowledgement, retrying while Kafka is away (never
     skipping). A handler that returns only after this makes its records facts before its input's
-    offset can commit: the durable accept."""
+    offset can commit: the durable accept. ``stamp`` gives each attempt its records' timestamp
+    (``Runtime.stamp``: the broker refuses them once the writer's lease has ended) or raises ``Fenced``."""
     while True:
         try:
-            return producer.append_many(events)
+            return producer.append_many(events, timestamp=stamp() if stamp else None)
         except DeliveryFailed:
             if stopping():
                 raise
             LOG.exception("records not acknowledged; retrying")
             time.sleep(1)
+
+
+def fence_window_ms(settings: Settings) -> int:
+    """The events topic's ``message.timestamp.before.max.ms``: the broker refuses a record whose
+    timestamp is older than this. Refuses to start if it is unset (the topic would take a stalled
+    instance's records whenever it woke up): ``ensure_topics`` sets it."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.events_topic)
+    admin = admin_client(settings)  # held until the answer came: a collected client cancels its requests
+    try:
+        configs = admin.describe_configs([resource])[resource].result(settings.kafka_timeout_s)
+    except KafkaException as e:
+        raise unavailable(settings, e) from e
+    window = int(configs["message.timestamp.before.max.ms"].value)
+    if window > MAX_FENCE_WINDOW_MS:
+        raise ConfigError(f"topic {settings.events_topic} accepts records of any age (message.timestamp.before."
+                          f"max.ms={window}), so a stalled instance could not be fenced: run `astraforge dev up` "
+                          f"(it sets {FENCE_WINDOW_MS})")  # fmt: skip
+    return window
+
+
+def check_partitions(settings: Settings, topics: Iterable[str]) -> None:
+    """Refuse to start on a topic whose partition count is not ``settings.topic_partitions``: streams are
+    placed by ``partition_for(stream_id, topic_partitions)``, so a commands or events topic with another
+    count puts a stream's commands, facts and table entries in partitions that do not line up."""
+    admin = admin_client(settings)
+    try:
+        found = admin.list_topics(timeout=settings.kafka_timeout_s).topics
+    except KafkaException as e:
+        raise unavailable(settings, e) from e
+    for topic in topics:
+        if topic not in found:
+            raise ConfigError(f"topic {topic} does not exist (run `astraforge dev up`, or create it with "
+                              f"{settings.topic_partitions} partitions)")  # fmt: skip
+        count = len(found[topic].partitions)
+        if count != settings.topic_partitions:
+            raise ConfigError(
+                f"topic {topic} has {count} partitions but ASTRAFORGE_TOPIC_PARTITIONS is {settings.topic_partitions}: "
+                "streams would not be co-partitioned; refusing to start (set the setting to the topics' count)"
+            )
 
 
 def app_id(settings: Settings, processor: str) -> str:
@@ -126,14 +234,20 @@ def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop
 class Runtime:
     """One instance of one processor: a faust app on its own thread and event loop."""
 
-    def __init__(self, settings: Settings, processor: str, source_topic: str, **conf: Any) -> None:
+    def __init__(self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (),
+                 **conf: Any) -> None:  # fmt: skip
         self.settings = settings
         self.processor = processor
         self.source_topic = source_topic
+        self.copartitioned = (source_topic, *copartitioned)  # topics whose partitions must line up with the source
         self.loop = asyncio.new_event_loop()
         self.app = make_app(settings, processor, self.loop, **conf)
         self.topic = self.app.topic(source_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                                     value_serializer="raw")  # fmt: skip
+        self.lease = Lease(SESSION_TIMEOUT_S - LEASE_MARGIN_S)
+        self.fence_window_ms = FENCE_WINDOW_MS  # read from the events topic at start
+        self.generation: int | None = None  # of the group, at the last assignment
+        self.continued = False  # the last assignment came straight after the one before (no generation missed)
         self._assigned: frozenset[int] = frozenset()  # source partitions in the current assignment
         self._owned: frozenset[int] = frozenset()  # ... whose tables are recovered and hooks have run
         self._on_assigned: list[Hook] = []
@@ -170,7 +284,35 @@ class Runtime:
         self._on_revoked.append(hook)
         return hook
 
+    def stamp(self) -> int:
+        """The timestamp for a record written now under this instance's lease: the lease's end minus the
+        events topic's fence window, so the broker refuses the record once the lease has ended, even if
+        the process stalls between its checks and the send. Raises ``Fenced`` if the lease has lapsed."""
+        expires = self.lease.expires_at_ms()
+        if expires is None or not self.lease.valid():
+            raise Fenced(f"{self.processor}: no proof of group membership within the session timeout")
+        return expires - self.fence_window_ms
+
+    def _watch_coordinator(self) -> None:
+        thread = getattr(self.app.consumer, "_thread", None)
+        coordinator = getattr(getattr(thread, "_consumer", None), "_coordinator", None)
+        if coordinator is not None and hasattr(coordinator, "_send_req"):
+            watch_membership(coordinator, self.lease)
+
+    async def _watch(self) -> None:
+        """Keep the group coordinator watched (it exists once the consumer has started; a restarted
+        consumer has a new one): the lease is renewed only by a watched coordinator."""
+        while not self._stop_requested.is_set():
+            with contextlib.suppress(Exception):
+                self._watch_coordinator()
+            await asyncio.sleep(WATCH_INTERVAL_S if not self.lease.valid() else 1.0)
+
     async def _assignment(self, sender: Any, assigned: set, **_: Any) -> None:
+        self._watch_coordinator()
+        generation = getattr(self.app, "consumer_generation_id", None)
+        # partitions kept across this rebalance are still ours only if no generation passed without us
+        self.continued = self.generation is not None and generation == self.generation + 1
+        self.generation = generation
         self._assigned = frozenset(tp.partition for tp in assigned if tp.topic == self.source_topic)
         if not self._tables or not self._assigned:  # nothing to recover: owned at once
             await self._announce()
@@ -185,6 +327,7 @@ class Runtime:
         await self._run_hooks(self._on_assigned, self._owned)
 
     async def _revocation(self, sender: Any, revoked: set, **_: Any) -> None:
+        self._watch_coordinator()  # before the first JoinGroup: its SyncGroup renews the lease at once
         gone = frozenset(tp.partition for tp in revoked if tp.topic == self.source_topic)
         self._owned -= gone
         self._assigned -= gone
@@ -222,8 +365,10 @@ class Runtime:
         """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once)."""
         self.call_soon(self._put, table, partition, key, None)
 
-    @staticmethod
-    def _put(table: faust.Table, partition: int, key: str, value: Any) -> None:
+    def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth
+            LOG.info("%s: table write of %s dropped: the lease lapsed", self.processor, key)
+            return
         store = table.data
         if value is None:
             store.data.pop(key, None)
@@ -247,7 +392,10 @@ class Runtime:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> None:
-        """Start the app on a thread of its own; returns once faust has started (not yet assigned)."""
+        """Start the app on a thread of its own; returns once faust has started (not yet assigned).
+        Raises ``ConfigError`` first if the topics are not co-partitioned (``check_partitions``)."""
+        check_partitions(self.settings, self.copartitioned)
+        self.fence_window_ms = fence_window_ms(self.settings)
         self._thread = threading.Thread(target=self._serve, name=f"faust-{self.processor}", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout):
@@ -256,6 +404,7 @@ class Runtime:
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
+            watch = self.loop.create_task(self._watch())
             self.loop.run_until_complete(self.app.start())
             self._started.set()
             self.loop.run_until_complete(self._wait_stopped())
@@ -263,6 +412,8 @@ class Runtime:
             LOG.exception("%s: faust app failed", self.processor)
         finally:
             self._started.set()
+            with contextlib.suppress(Exception):
+                watch.cancel()
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.app.stop())
             self._stopped.set()

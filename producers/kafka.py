@@ -41,6 +41,12 @@ def _report_into(results: list, index: int, reported: threading.Condition):
     return report
 
 
+def dead_letter_headers(reason: str, consumer: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Why a record was set aside, by whom, and where it came from (the dead-letter topic's headers)."""
+    return {"reason": reason.encode(), "source.topic": topic.encode(), "source.partition": str(partition).encode(),
+            "source.offset": str(offset).encode(), "consumer": consumer.encode()}  # fmt: skip
+
+
 class EventProducer:
     """Appends envelopes to the commands or events topic (chosen by the record type)."""
 
@@ -74,43 +80,43 @@ class EventProducer:
         kind = self.codec.topic_kind(envelope.type)
         return self.settings.commands_topic if kind == "commands" else self.settings.events_topic
 
-    def send(self, envelope: Envelope, on_delivery=None) -> None:
-        """Queue one record without waiting (call ``flush`` or ``append`` to wait)."""
+    def send(self, envelope: Envelope, on_delivery=None, timestamp: int | None = None) -> None:
+        """Queue one record without waiting (call ``flush`` or ``append`` to wait). ``timestamp`` (ms) is
+        the Kafka record's, not the envelope's ``occurred_at`` (a fenced writer's: see ``topics.FENCE``)."""
         value = self.codec.encode(envelope)
-        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery)
+        self._produce(self.topic_for(envelope), envelope.stream_id.encode(), value, on_delivery, timestamp=timestamp)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> None:
         """Queue bytes as they are (dead letters, tests of malformed input)."""
         self._produce(topic, key, value, None, headers)
 
-    def _produce(self, topic, key, value, on_delivery, headers=None) -> None:
+    def _produce(self, topic, key, value, on_delivery, headers=None, timestamp: int | None = None) -> None:
+        stamped = {} if timestamp is None else {"timestamp": timestamp}
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers, **stamped)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
 
+    def append_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> Appended:
+        """Send bytes as they are and wait for *their* acknowledgement (not the whole queue's)."""
+        results: list[Appended | KafkaError | None] = [None]
+        self._produce(topic, key, value, _report_into(results, 0, self._reported), headers)
+        return self._wait(results)[0]
+
     def dead_letter(self, msg, reason: str, consumer: str) -> None:
         """Copy an unusable record to the dead-letter topic with why and where it came from, and
         wait for the ack (the caller commits past the record only after this returns)."""
-        headers = {
-            "reason": reason.encode(),
-            "source.topic": msg.topic().encode(),
-            "source.partition": str(msg.partition()).encode(),
-            "source.offset": str(msg.offset()).encode(),
-            "consumer": consumer.encode(),
-        }
-        results: list[Appended | KafkaError | None] = [None]
-        report = _report_into(results, 0, self._reported)
-        self._produce(self.settings.deadletter_topic, msg.key(), msg.value() or b"", report, headers)
-        self._wait(results)
+        where = (msg.topic(), msg.partition(), msg.offset())
+        self.append_raw(self.settings.deadletter_topic, msg.key(), msg.value() or b"",
+                        dead_letter_headers(reason, consumer, *where))  # fmt: skip
 
     def append(self, envelope: Envelope) -> Appended:
         """Send one record and wait for the broker's acknowledgement."""
         return self.append_many([envelope])[0]
 
-    def append_many(self, envelopes: Iterable[Envelope]) -> list[Appended]:
+    def append_many(self, envelopes: Iterable[Envelope], timestamp: int | None = None) -> list[Appended]:
         """Send records (in order) and wait for *their* acknowledgements; raises ``DeliveryFailed``.
 
         Waits on this call's own delivery reports, never on the producer's whole queue: another
@@ -119,7 +125,7 @@ class EventProducer:
         results: list[Appended | KafkaError | None] = []
         for envelope in envelopes:
             results.append(None)
-            self.send(envelope, _report_into(results, len(results) - 1, self._reported))
+            self.send(envelope, _report_into(results, len(results) - 1, self._reported), timestamp)
         return self._wait(results)
 
     def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:

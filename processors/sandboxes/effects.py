@@ -67,6 +67,9 @@ class Effects:
         st = self.p.state(sandbox_id)
         if st is None:
             return
+        if not self.p.may_act(st.stream_id):  # fenced (a stalled instance waking up) or moved: not ours to do
+            LOG.info("effect %s on %s not started: its partition is not provably ours", effect.kind, sandbox_id)
+            return
         try:
             getattr(self, effect.kind)(st, effect)
         except Exception:  # an effect must never kill the processor; the failure is logged

@@ -4,7 +4,8 @@ It runs on the shared runtime (``processors/runtime.py``): every instance joins 
 the commands topic and owns some of its partitions; a stream (a sandbox) lives in one partition, so
 exactly one instance acts on it. Per-sandbox state (``state.SandboxState``) is kept in memory for the
 owned partitions and mirrored to a faust table (changelog-backed, key = sandbox id, plus a per-
-partition ``@<partition>`` mark: the events-topic offset the table has folded up to). When a
+partition ``@<partition>`` mark: the events-topic offset the table has folded up to, moved by every
+write and, past records that change no sandbox, every ``MARK_INTERVAL_S``). When a
 partition is assigned, its states come back from the table and only the events after the mark are
 read and folded (the events topic stays the source of truth), so start-up cost follows live state,
 not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
@@ -17,7 +18,18 @@ so 64 long commands hold no thread a stop or a cancel needs. Cancels (calls to a
 the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
 control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
 their own. Every outcome is settled under the partition's lock against the current state, only
-while this instance owns it.
+while this instance owns it within its lease (``runtime.Lease``: a stalled instance that woke up
+writes and starts nothing).
+
+A command runs once however often it comes. *Redelivered* (the same record again: a crash before
+its offset committed, a reset of the group's offsets): the partition's ``@commands-<partition>``
+table entry is the offset below which every command was handled, so it is skipped, with no window
+in time or count. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
+PostgreSQL) answers the retry without appending it again; only when the API instance died between
+Kafka's acknowledgement and recording it does a retry append the command again under the same ids,
+and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while it lives; an ended
+sandbox takes no command) drop it. Not covered: that re-append arriving after 256 later commands
+of the same sandbox runs it again.
 
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
 lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
@@ -28,6 +40,7 @@ and the provider's orphans in its partitions are reaped.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -35,14 +48,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from confluent_kafka import KafkaException, TopicPartition
+
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.ids import now_micros
-from astraforge.kafka import read_range
+from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.lanes import CommandThreads, TenantLanes
-from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
+from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects, exec_argv
 from astraforge.processors.sandboxes.reconcile import orphans
 from astraforge.processors.sandboxes.state import (
@@ -71,7 +86,10 @@ ENDED_GRACE_S = 600.0  # an ended sandbox stays this long (a redelivered create 
 SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_sweep.py), on a thread of its own
 FIRST_SWEEP_S = 60
 RECONCILE_INTERVAL_S = 30.0  # owned partitions against the provider: orphans reaped, failed stops retried
+MARK_INTERVAL_S = 5.0  # how often the table marks move past records that change no sandbox
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a command whose handling failed transiently
+TRANSIENT = (KafkaException, OSError, TimeoutError)  # Kafka or the network away: retry; anything else is poison
 INTERRUPTED = "the processor that ran it stopped or gave its partition away"
 # control: the engine (stop, reap) and the egress proxy; cancel talks to the sandbox's supervisor, which the
 # sandbox can slow down (each call is bounded by CONTROL_TIMEOUT_S): it never holds a stop's thread
@@ -98,6 +116,10 @@ class SandboxProcessor:
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
+        self.abandoned: set[int] = set()  # partitions whose commands are left to a new assignment
+        self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
+        self.taking_over = threading.Lock()
+        self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
         self._removing: set[str] = set()  # runtime ids a stop or a reap is removing now (one at a time each)
         self._removing_lock = threading.Lock()
@@ -111,7 +133,7 @@ class SandboxProcessor:
         self.commands = CommandThreads("sandbox-command")  # a thread per running command, reused
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
-        self.runtime = Runtime(settings, NAME, settings.commands_topic)
+        self.runtime = Runtime(settings, NAME, settings.commands_topic, copartitioned=[settings.events_topic])
         self.table = self.runtime.table(NAME)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
@@ -125,8 +147,24 @@ class SandboxProcessor:
         return self.runtime.partition(stream_id)
 
     def owns(self, stream_id: str) -> bool:
-        """Whether this instance owns the stream's partition now (a moved one is the new owner's)."""
-        return self.status.get(self.partition_of(stream_id)) == "owned"
+        """Whether this instance owns the stream's partition now, provably (a moved one is the new
+        owner's; one whose lease lapsed may be already): asked before every provider action."""
+        return self._may_write(self.partition_of(stream_id))
+
+    def may_act(self, stream_id: str) -> bool:
+        """Whether an effect queued for the stream may still start: the lease holds and the partition is
+        ours or suspended by a rebalance under way (a lost one's effects are the new owner's)."""
+        return self.runtime.lease.valid() and self.status.get(self.partition_of(stream_id)) in ("owned", "suspended")
+
+    def _may_write(self, partition: int) -> bool:
+        """Owned (assigned, recovered, not suspended) and within the lease: the fence."""
+        return self.status.get(partition) == "owned" and self.runtime.lease.valid()
+
+    def _stamp(self, partition: int) -> int:
+        """The timestamp for records written now for ``partition`` (``Runtime.stamp``); ``Fenced`` if not ours."""
+        if self.status.get(partition) != "owned":
+            raise Fenced(f"partition {partition} is not owned now")
+        return self.runtime.stamp()
 
     def _fold(self, e: Envelope) -> str:
         sid = e.sandbox_id or e.stream_id
@@ -148,21 +186,28 @@ class SandboxProcessor:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 
     def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
-        """Append, fold and persist (the caller holds the partition's lock and owns it)."""
+        """Append, fold and persist (the caller holds the partition's lock). Raises ``Fenced`` unless
+        the partition is owned within the lease; the records carry the lease's stamp, so the broker
+        refuses them if they arrive after it ended."""
         if not events:
             return False
-        last = append_durably(self.producer, events, self.stop_event.is_set)[-1].offset
+        stamp = functools.partial(self._stamp, partition)
+        last = append_durably(self.producer, events, self.stop_event.is_set, stamp)[-1].offset
         touched = {self._fold(e) for e in events}
         self._persist(partition, touched, last + 1)
         return True
 
     def _owned_now(self, partition: int) -> bool:
-        """Wait while a rebalance has the partition suspended; True if it is (still) ours."""
+        """Wait while a rebalance has the partition suspended, or while it is owned but the lease has
+        lapsed (a stalled process: its group decides whether it still owns it); True if it is ours."""
         deadline = time.monotonic() + SUSPENDED_WAIT_S
         with self.changed:
-            while self.status.get(partition) == "suspended" and time.monotonic() < deadline:
-                self.changed.wait(0.5)
-            return self.status.get(partition) == "owned"
+            while time.monotonic() < deadline and (
+                self.status.get(partition) == "suspended"
+                or (self.status.get(partition) == "owned" and not self.runtime.lease.valid())
+            ):
+                self.changed.wait(0.1)
+            return self._may_write(partition)
 
     def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
         """Compute records from the sandbox's current state and write them, as its partition's owner.
@@ -171,12 +216,18 @@ class SandboxProcessor:
         if st is None:
             return False
         partition = self.partition_of(st.stream_id)
+        lapsed = not self.runtime.lease.valid()  # a stalled instance waking up: say what became of its outcome
         while self._owned_now(partition):
             with self.locks[partition]:
-                if self.status.get(partition) != "owned":
-                    continue  # suspended again meanwhile
                 current = self.states.get(sandbox_id)
-                return current is not None and self._emit_locked(partition, decide_events(current))
+                try:
+                    written = current is not None and self._emit_locked(partition, decide_events(current))
+                except Fenced:
+                    continue  # suspended, or the lease lapsed, meanwhile
+                if lapsed:
+                    LOG.info("outcome for %s after a lapsed lease: %s", sandbox_id,
+                             "written" if written else "nothing to write")  # fmt: skip
+                return written
         LOG.info("outcome for %s dropped: partition %d is no longer ours", sandbox_id, partition)
         return False
 
@@ -184,8 +235,13 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``."""
-        self.producer.send(event)
+        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command)."""
+        try:
+            stamp = self.runtime.stamp()
+        except Fenced:
+            return
+        self.producer.send(event, timestamp=stamp)
         self.producer.poll(0)
 
     def read_command(self, stream_id: str, offset: int) -> Envelope | None:
@@ -198,12 +254,44 @@ class SandboxProcessor:
 
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
-        async for record in stream.events():
+        """One command at a time, acknowledged by hand and only once handled: faust acknowledges an
+        event whose handler raised (its ``finally``), which would let a failed command's offset commit."""
+        async for record in stream.noack().events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
-            await asyncio.to_thread(self.handle, source, message.value)
+            try:
+                if await self._handle_until_done(source, message.value):
+                    record.ack()
+            except Exception:  # the loop never dies; an unacknowledged command is read again by its next owner
+                LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
+
+    async def _handle_until_done(self, source: Source, value: bytes) -> bool:
+        """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
+        is never skipped. False if it was left, unacknowledged, for the partition's next owner
+        (stopping, not ours, or fenced while the group rebalances): then so is every later command of
+        the partition until it is assigned again (it is read again from the last committed offset)."""
+        delay = RETRY_FIRST_S
+        while source.partition not in self.abandoned:
+            try:
+                await asyncio.to_thread(self.handle, source, value)
+                return True
+            except Fenced as e:
+                LOG.info("command at %s[%d]@%d waits: %s", source.topic, source.partition, source.offset, e)
+            except Exception:
+                LOG.exception("command at %s[%d]@%d failed; retrying", source.topic, source.partition, source.offset)
+            if self.stop_event.is_set() or source.partition not in self.status or self.runtime.app.rebalancing:
+                self.abandoned.add(source.partition)
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+        return False
 
     def handle(self, source: Source, value: bytes) -> None:
+        """Decide and append a command's records (durably), then dispatch its effects.
+
+        A record that does not decode, and a command whose handling fails for any other reason than
+        an unavailable Kafka or network (``TRANSIENT``: raised, and retried by the loop), is poison:
+        it goes to the dead-letter topic with its reason, and the partition goes on."""
         try:
             command = self.codec.decode(value)
         except DecodeError as e:
@@ -213,11 +301,22 @@ class SandboxProcessor:
             return
         sid = command.sandbox_id or command.stream_id
         partition = self.partition_of(command.stream_id)
+        if source.topic == self.settings.commands_topic and source.partition != partition:
+            reason = f"misrouted: stream {command.stream_id} belongs to partition {partition}, not {source.partition}"
+            dead_letter(self.producer, source, value, reason, f"processor-{NAME}")
+            return
         try:
             with self.locks[partition]:
+                if not self._may_write(partition):
+                    raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
+                if source.offset < self._handled_up_to(partition):
+                    return  # redelivered (an offset reset, a commit lost in a crash): handled once already
                 decision = decide(self.states.get(sid), command, source.offset, ACTOR)
                 self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
-        except (ValueError, KeyError, TypeError) as e:  # a command we cannot act on: set it aside, go on
+                self.runtime.put(self.table, partition, f"@commands-{partition}", source.offset + 1)
+        except (*TRANSIENT, Fenced):
+            raise
+        except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
             dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
             return
@@ -237,6 +336,12 @@ class SandboxProcessor:
             state = evolve(state, e)
         p = run.command.payload
         return started(state, p["command_id"], exec_argv(p), p["cwd"], ACTOR, run.command)
+
+    def _handled_up_to(self, partition: int) -> int:
+        """The commands-topic offset below which every command of the partition was handled (kept in the
+        table, so it survives restarts and moves with the partition): exact, with no window in time or
+        count, unlike a sandbox's ``recent`` command ids."""
+        return self.table.data.data.get(f"@commands-{partition}") or 0
 
     def dispatch(self, sandbox_id: str, effects: Iterable[Effect]) -> None:
         """Each effect on its lane: control, provision, files; a command (exec, resume) on a thread of its own."""
@@ -262,29 +367,49 @@ class SandboxProcessor:
         await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
 
     def _suspend_now(self, partitions: frozenset[int]) -> None:
+        with self.changed:
+            self.revocations += 1  # a take-over begun before this one is stale: it must not mark anything owned
         for p in partitions:
             with self.locks[p], self.changed:  # waits for a write under way
                 if self.status.get(p) == "owned":
                     self.status[p] = "suspended"
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions)
+        await asyncio.to_thread(self._take_over, partitions, self.revocations, self.runtime.continued)
 
-    def _take_over(self, assigned: frozenset[int]) -> None:
-        began = time.monotonic()
-        held = set(self.status)
-        new, lost = set(assigned) - held, held - set(assigned)
-        for p in lost:
-            self._drop(p)
-        loaded = folded = 0
-        for p in sorted(new):
-            with self.locks[p]:
-                n, m = self._load(p)
-                loaded, folded = loaded + n, folded + m
-        with self.changed:
-            for p in assigned:
-                self.status[p] = "owned"
-            self.changed.notify_all()
+    def _take_over(self, assigned: frozenset[int], revocations: int, continued: bool = True) -> None:
+        """Own ``assigned``: drop the partitions lost, load the new ones, then mark them all owned, unless
+        a revocation came while this ran (``revocations`` is the count when the assignment was
+        announced): then the assignment is already stale, and what it loaded is dropped again.
+
+        A partition held before counts as kept only if this assignment came straight after the one
+        that gave it (``continued``): an instance the group dropped (stalled past its session) may get
+        a partition back that another owned meanwhile, so it reloads every partition."""
+        with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
+            began = time.monotonic()
+            held = set(self.status) if continued else set()
+            for p in set(self.status) - held:
+                self._drop(p)
+            self.abandoned -= set(assigned)
+            new, lost = set(assigned) - held, held - set(assigned)
+            for p in lost:
+                self._drop(p)
+            loaded = folded = 0
+            for p in sorted(new):
+                with self.locks[p]:
+                    n, m = self._load(p)
+                    loaded, folded = loaded + n, folded + m
+            with self.changed:
+                stale = self.revocations != revocations
+                if not stale:
+                    for p in assigned:
+                        self.status[p] = "owned"
+                self.changed.notify_all()
+            if stale:
+                for p in new:
+                    self._drop(p)
+                LOG.info("take-over of partitions %s abandoned: revoked while it loaded", sorted(assigned))
+                return
         if new:
             self.reconcile(new)
             took = {"partitions": sorted(new), "sandboxes": loaded, "events_read": folded,
@@ -347,7 +472,7 @@ class SandboxProcessor:
         """The periodic pass over the owned partitions (one ``list_ids``): the stop of every sandbox
         left ``stopping`` (its stop failed, e.g. the engine did not answer) is tried again, and the
         provider's orphans (a failed reap, a failed provision's rollback) are reaped."""
-        owned = {p for p, status in list(self.status.items()) if status == "owned"}
+        owned = {p for p in list(self.status) if self._may_write(p)}  # a stalled instance reaps nothing
         if not owned:
             return
         present = self.provider.list_ids()
@@ -434,6 +559,20 @@ class SandboxProcessor:
             if decision.events and self.settle(st.sandbox_id, lambda now_st: reap(now_st, now, ACTOR).events):
                 self.dispatch(st.sandbox_id, decision.effects)
 
+    def advance_marks(self) -> None:
+        """Move each owned partition's table mark to the end of its events partition, so a take-over reads
+        only what came after (not every chat, output or other processor's record since the last sandbox
+        command). Sound under the partition's lock: every record before the end that can change a
+        sandbox was written and folded by this instance under that lock, or read at its take-over."""
+        for partition in [p for p, status in list(self.status.items()) if status == "owned"]:
+            with self.locks[partition]:
+                if not self._may_write(partition):
+                    continue
+                tp = TopicPartition(self.settings.events_topic, partition)
+                _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)
+                if end > (self.table.data.data.get(f"@{partition}") or 0):
+                    self._persist(partition, [], end)
+
     def _sweep_artifacts(self) -> None:
         try:
             result = sweep(self.settings, self.artifacts, self.producer, datetime.now(UTC))
@@ -461,17 +600,23 @@ class SandboxProcessor:
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
-        """Serve until ``stop``: the faust app on its thread, the idle/TTL timer on this one, the
-        periodic reconcile and the artifact sweep on theirs."""
+        """Serve until ``stop``: the faust app on its thread, the idle/TTL timer and the table marks on
+        this one, the periodic reconcile and the artifact sweep on theirs. Refuses to start
+        (``ConfigError``) on topics that are not co-partitioned."""
+        check_partitions(self.settings, self.runtime.copartitioned)
         self.egress.start()
         self.runtime.start()
         self.refill_soon()
         self._every("reconcile", self.reconcile_interval_s, self.reconcile_interval_s, self.reconcile_owned)
         self._every("artifact-sweep", FIRST_SWEEP_S, SWEEP_INTERVAL_S, self._sweep_artifacts)
+        next_marks = time.monotonic() + MARK_INTERVAL_S
         try:
             while not self.stop_event.wait(1.0):
                 try:
                     self.tick()
+                    if time.monotonic() >= next_marks:
+                        self.advance_marks()
+                        next_marks = time.monotonic() + MARK_INTERVAL_S
                 except Exception:
                     LOG.exception("timer failed")
         finally:
@@ -485,6 +630,7 @@ class SandboxProcessor:
                 lane.shutdown(wait=False, cancel_futures=True)
             self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
             self.producer.close()
+            self.watermarks.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -42,8 +42,16 @@ class Instance:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: every thread stops where it is (a long GC pause, a frozen VM), sockets stay open."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.thaw()  # a frozen instance cannot handle its SIGINT
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
