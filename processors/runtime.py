@@ -54,6 +54,7 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource
+from faust.types import TP
 
 from astraforge.config import Settings
 from astraforge.errors import AstraForgeError, ConfigError, DeliveryFailed
@@ -284,6 +285,12 @@ class Runtime:
         must not acknowledge a later record of the partition in this assignment: faust would commit
         past this one."""
         self.app.consumer._unacked_messages.discard(message)
+
+    async def rewind(self, partition: int, offset: int) -> None:
+        """Read the source partition again from ``offset`` (on the loop). A partition this instance keeps
+        across a rebalance resumes where it was, not at the committed offset: a record left
+        unacknowledged would otherwise never come back, and acknowledging the next ones commits past it."""
+        await self.app.consumer.seek(TP(self.source_topic, partition), offset)
 
     def on_assigned(self, hook: Hook) -> Hook:
         """Run ``hook(partitions)`` after each rebalance with every partition this instance now owns (on

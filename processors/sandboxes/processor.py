@@ -117,6 +117,7 @@ class SandboxProcessor:
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
         self.abandoned: dict[int, int] = {}  # partition -> the assignment whose commands of it are left to the next
+        self.left_behind: dict[int, int] = {}  # partition -> the first command offset left unacknowledged
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
@@ -259,6 +260,16 @@ class SandboxProcessor:
         async for record in stream.noack().events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
+            behind = self.left_behind.get(source.partition)
+            if behind is not None and source.offset > behind:
+                if self.abandoned.get(source.partition) != self.runtime.assignments:  # resumed past it: go back
+                    LOG.info("partition %d resumed at %d, past the command left at %d: reading it again",
+                             source.partition, source.offset, behind)  # fmt: skip
+                    await self.runtime.rewind(source.partition, behind)
+                self.runtime.leave_unacknowledged(message)
+                continue
+            if behind is not None:  # read again from where it was left
+                del self.left_behind[source.partition]
             handled = False
             try:
                 handled = await self._handle_until_done(source, message.value)
@@ -269,6 +280,7 @@ class SandboxProcessor:
                 record.ack()
             else:  # read again in the partition's next assignment; never holds up a revocation
                 self.runtime.leave_unacknowledged(message)
+                self.left_behind.setdefault(source.partition, source.offset)
 
     async def _handle_until_done(self, source: Source, value: bytes) -> bool:
         """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
