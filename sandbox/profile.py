@@ -31,7 +31,10 @@ class SecurityProfile(BaseModel):
     """Non-root user the sandbox's commands run as (the supervisor is the sandbox's uid 0)."""
     memory_mb: int = Field(default=512, ge=64, le=8192)
     """Memory limit (the sandbox is killed by the OOM killer past it, nothing else is)."""
-    cpus: float = Field(default=1.0, gt=0, le=4)
+    cpus: float = Field(default=1.0, ge=0.01, le=4)
+    """CPU share. At least 0.01: docker takes nano-CPUs and a CFS quota of at least 1 ms per 100 ms
+    period, so a smaller value either rounds to ``NanoCpus=0`` (no limit at all) or fails the
+    provision with the engine's message."""
     pids: int = Field(default=256, ge=16, le=4096)
     """Maximum number of processes/threads (fork bombs stop here)."""
     workspace_mb: int = Field(default=1024, ge=16, le=8192)

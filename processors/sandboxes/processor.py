@@ -116,7 +116,8 @@ class SandboxProcessor:
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.changed = threading.Condition()
-        self.abandoned: set[int] = set()  # partitions whose commands are left to a new assignment
+        self.abandoned: dict[int, int] = {}  # partition -> the assignment whose commands of it are left to the next
+        self.left_behind: dict[int, int] = {}  # partition -> the first command offset left unacknowledged
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
@@ -263,19 +264,38 @@ class SandboxProcessor:
         async for record in stream.noack().events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
+            behind = self.left_behind.get(source.partition)
+            if behind is not None and source.offset > behind:
+                if self.abandoned.get(source.partition) != self.runtime.assignments:  # resumed past it: go back
+                    LOG.info("partition %d resumed at %d, past the command left at %d: reading it again",
+                             source.partition, source.offset, behind)  # fmt: skip
+                    await self.runtime.rewind(source.partition, behind)
+                self.runtime.leave_unacknowledged(message)
+                continue
+            if behind is not None:  # read again from where it was left
+                del self.left_behind[source.partition]
+            handled = False
             try:
-                if await self._handle_until_done(source, message.value):
-                    record.ack()
+                handled = await self._handle_until_done(source, message.value)
             except Exception:  # the loop never dies; an unacknowledged command is read again by its next owner
                 LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
+                self.abandoned[source.partition] = self.runtime.assignments
+            if handled:
+                record.ack()
+            else:  # read again in the partition's next assignment; never holds up a revocation
+                self.runtime.leave_unacknowledged(message)
+                self.left_behind.setdefault(source.partition, source.offset)
 
     async def _handle_until_done(self, source: Source, value: bytes) -> bool:
         """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
         is never skipped. False if it was left, unacknowledged, for the partition's next owner
         (stopping, not ours, or fenced while the group rebalances): then so is every later command of
-        the partition until it is assigned again (it is read again from the last committed offset)."""
+        the partition until it is assigned again (it is read again from the last committed offset).
+        A partition of the current assignment whose take-over has not finished yet is waited for: faust
+        hands out its records while the tables recover, and a command left then while a later one is
+        acknowledged is committed past, never handled."""
         delay = RETRY_FIRST_S
-        while source.partition not in self.abandoned:
+        while self.abandoned.get(source.partition) != self.runtime.assignments:
             try:
                 await asyncio.to_thread(self.handle, source, value)
                 return True
@@ -283,8 +303,9 @@ class SandboxProcessor:
                 LOG.info("command at %s[%d]@%d waits: %s", source.topic, source.partition, source.offset, e)
             except Exception:
                 LOG.exception("command at %s[%d]@%d failed; retrying", source.topic, source.partition, source.offset)
-            if self.stop_event.is_set() or source.partition not in self.status or self.runtime.app.rebalancing:
-                self.abandoned.add(source.partition)
+            gone = source.partition not in self.runtime.assigned
+            if self.stop_event.is_set() or gone or self.runtime.app.rebalancing:
+                self.abandoned[source.partition] = self.runtime.assignments
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
@@ -394,7 +415,6 @@ class SandboxProcessor:
             held = set(self.status) if continued else set()
             for p in set(self.status) - held:
                 self._drop(p)
-            self.abandoned -= set(assigned)
             new, lost = set(assigned) - held, held - set(assigned)
             for p in lost:
                 self._drop(p)
