@@ -160,8 +160,12 @@ def dead_letter(producer: EventProducer, source: Source, value: bytes, reason: s
     producer.append_raw(producer.settings.deadletter_topic, source.key, value or b"", headers)
 
 
-def append_durably(producer: EventProducer, events: list[Envelope], stopping: Callable[[], bool],
-                   stamp: Callable[[], int] | None = None) -> list[Appended]:  # fmt: skip
+def append_durably(
+    producer: EventProducer,
+    events: list[Envelope],
+    stopping: Callable[[], bool],
+    stamp: Callable[[], int] | None = None,
+) -> list[Appended]:
     """Append ``events`` and wait for the broker's acknowledgement, retrying while Kafka is away (never
     skipping). A handler that returns only after this makes its records facts before its input's
     offset can commit: the durable accept. ``stamp`` gives each attempt its records' timestamp
@@ -188,9 +192,11 @@ def fence_window_ms(settings: Settings) -> int:
         raise unavailable(settings, e) from e
     window = int(configs["message.timestamp.before.max.ms"].value)
     if window > MAX_FENCE_WINDOW_MS:
-        raise ConfigError(f"topic {settings.events_topic} accepts records of any age (message.timestamp.before."
-                          f"max.ms={window}), so a stalled instance could not be fenced: run `astraforge dev up` "
-                          f"(it sets {FENCE_WINDOW_MS})")  # fmt: skip
+        raise ConfigError(
+            f"topic {settings.events_topic} accepts records of any age (message.timestamp.before."
+            f"max.ms={window}), so a stalled instance could not be fenced: run `astraforge dev up` "
+            f"(it sets {FENCE_WINDOW_MS})"
+        )
     return window
 
 
@@ -205,8 +211,10 @@ def check_partitions(settings: Settings, topics: Iterable[str]) -> None:
         raise unavailable(settings, e) from e
     for topic in topics:
         if topic not in found:
-            raise ConfigError(f"topic {topic} does not exist (run `astraforge dev up`, or create it with "
-                              f"{settings.topic_partitions} partitions)")  # fmt: skip
+            raise ConfigError(
+                f"topic {topic} does not exist (run `astraforge dev up`, or create it with "
+                f"{settings.topic_partitions} partitions)"
+            )
         count = len(found[topic].partitions)
         if count != settings.topic_partitions:
             raise ConfigError(
@@ -253,16 +261,18 @@ def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop
 class Runtime:
     """One instance of one processor: a faust app on its own thread and event loop."""
 
-    def __init__(self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (),
-                 **conf: Any) -> None:  # fmt: skip
+    def __init__(
+        self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (), **conf: Any
+    ) -> None:
         self.settings = settings
         self.processor = processor
         self.source_topic = source_topic
         self.copartitioned = (source_topic, *copartitioned)  # topics whose partitions must line up with the source
         self.loop = asyncio.new_event_loop()
         self.app = make_app(settings, processor, self.loop, **conf)
-        self.topic = self.app.topic(source_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                                    value_serializer="raw")  # fmt: skip
+        self.topic = self.app.topic(
+            source_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
         self.lease = Lease(SESSION_TIMEOUT_S - LEASE_MARGIN_S)
         self.fence_window_ms = FENCE_WINDOW_MS  # read from the events topic at start
         self.generation: int | None = None  # of the group, at the last assignment
@@ -391,10 +401,14 @@ class Runtime:
         Its changelog is compacted, and compaction only cleans closed segments: they roll every 10
         minutes, so a recovery reads the live entries plus at most ~10 minutes of overwrites and
         tombstones (tombstones themselves go an hour later)."""
-        changelog = {"segment.ms": str(10 * 60_000), "min.cleanable.dirty.ratio": "0.1",
-                     "delete.retention.ms": str(3_600_000)}  # fmt: skip
-        table = self.app.Table(name, partitions=self.settings.topic_partitions, key_type=str,
-                               extra_topic_configs=changelog, **options)  # fmt: skip
+        changelog = {
+            "segment.ms": str(10 * 60_000),
+            "min.cleanable.dirty.ratio": "0.1",
+            "delete.retention.ms": str(3_600_000),
+        }
+        table = self.app.Table(
+            name, partitions=self.settings.topic_partitions, key_type=str, extra_topic_configs=changelog, **options
+        )
         self._tables.append(table)
         return table
 

@@ -50,8 +50,9 @@ class SecurityProfile(BaseModel):
         bounds is refused."""
         fixed = sorted(set(overrides) - set(OVERRIDABLE))
         if fixed:
-            raise ValidationError(f"profile override refused: {', '.join(fixed)} cannot be set (allowed: "
-                                  f"{', '.join(OVERRIDABLE)})")  # fmt: skip
+            raise ValidationError(
+                f"profile override refused: {', '.join(fixed)} cannot be set (allowed: {', '.join(OVERRIDABLE)})"
+            )
         try:
             return cls(**overrides)
         except ValueError as e:

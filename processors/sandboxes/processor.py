@@ -98,9 +98,15 @@ LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision"
 
 
 class SandboxProcessor:
-    def __init__(self, settings: Settings, provider: SandboxProvider, artifacts: ArtifactStore | None = None,
-                 ended_grace_s: float = ENDED_GRACE_S, workers: int = 64,
-                 reconcile_interval_s: float = RECONCILE_INTERVAL_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        provider: SandboxProvider,
+        artifacts: ArtifactStore | None = None,
+        ended_grace_s: float = ENDED_GRACE_S,
+        workers: int = 64,
+        reconcile_interval_s: float = RECONCILE_INTERVAL_S,
+    ) -> None:
         self.settings = settings
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
@@ -226,8 +232,11 @@ class SandboxProcessor:
                 except Fenced:
                     continue  # suspended, or the lease lapsed, meanwhile
                 if lapsed:
-                    LOG.info("outcome for %s after a lapsed lease: %s", sandbox_id,
-                             "written" if written else "nothing to write")  # fmt: skip
+                    LOG.info(
+                        "outcome for %s after a lapsed lease: %s",
+                        sandbox_id,
+                        "written" if written else "nothing to write",
+                    )
                 return written
         LOG.info("outcome for %s dropped: partition %d is no longer ours", sandbox_id, partition)
         return False
@@ -267,8 +276,12 @@ class SandboxProcessor:
             behind = self.left_behind.get(source.partition)
             if behind is not None and source.offset > behind:
                 if self.abandoned.get(source.partition) != self.runtime.assignments:  # resumed past it: go back
-                    LOG.info("partition %d resumed at %d, past the command left at %d: reading it again",
-                             source.partition, source.offset, behind)  # fmt: skip
+                    LOG.info(
+                        "partition %d resumed at %d, past the command left at %d: reading it again",
+                        source.partition,
+                        source.offset,
+                        behind,
+                    )
                     await self.runtime.rewind(source.partition, behind)
                 self.runtime.leave_unacknowledged(message)
                 continue
@@ -436,11 +449,18 @@ class SandboxProcessor:
                 return
         if new:
             self.reconcile(new)
-            took = {"partitions": sorted(new), "sandboxes": loaded, "events_read": folded,
-                    "seconds": round(time.monotonic() - began, 3)}  # fmt: skip
+            took = {
+                "partitions": sorted(new),
+                "sandboxes": loaded,
+                "events_read": folded,
+                "seconds": round(time.monotonic() - began, 3),
+            }
             self.takeovers.append(took)
-            LOG.info("took over partitions %(partitions)s: %(sandboxes)d sandboxes from the table, "
-                     "%(events_read)d events read after its marks, %(seconds).2fs", took)  # fmt: skip
+            LOG.info(
+                "took over partitions %(partitions)s: %(sandboxes)d sandboxes from the table, "
+                "%(events_read)d events read after its marks, %(seconds).2fs",
+                took,
+            )
 
     def _drop(self, partition: int) -> None:
         with self.locks[partition], self.changed:
@@ -573,9 +593,17 @@ class SandboxProcessor:
         st = self.state(sandbox_id)
         if st is None:
             return
-        payload = {"command_id": d.command_id, "host": d.host, "port": d.port, "method": d.method, "url": d.url,
-                   "reason": d.reason, "credential_injected": d.credential_injected, "address": d.address,
-                   "suppressed": d.suppressed}  # fmt: skip
+        payload = {
+            "command_id": d.command_id,
+            "host": d.host,
+            "port": d.port,
+            "method": d.method,
+            "url": d.url,
+            "reason": d.reason,
+            "credential_injected": d.credential_injected,
+            "address": d.address,
+            "suppressed": d.suppressed,
+        }
         self.send(event(st, "egress.allowed" if d.allowed else "egress.denied", payload, ACTOR))
 
     # -- timers -----------------------------------------------------------------------------

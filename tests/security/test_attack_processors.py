@@ -21,8 +21,9 @@ from tests.support import auth, running_api, running_projector, wait_until
 
 # -- a limit that rounds to "no limit" -----------------------------------------------------------
 @pytest.mark.parametrize("cpus", [1e-300, 1e-10, 0.0001, 0.009])
-def test_a_cpu_limit_too_small_for_the_engine_is_refused(api_url, sandbox_processor, tenant, docker_provider,
-                                                         cpus) -> None:  # fmt: skip
+def test_a_cpu_limit_too_small_for_the_engine_is_refused(
+    api_url, sandbox_processor, tenant, docker_provider, cpus
+) -> None:
     """Docker takes the limit in nano-CPUs and a CFS quota of at least 1 ms per 100 ms period:
     ``cpus: 1e-300`` became ``NanoCpus=0``, which docker reads as *no* limit (a ready sandbox with
     every host core); ``cpus: 0.0001`` passed the API and failed at provision with the engine's
@@ -35,8 +36,9 @@ def test_a_cpu_limit_too_small_for_the_engine_is_refused(api_url, sandbox_proces
             all=True, filters={"label": f"astraforge.sandbox_id={sandbox_id}"}
         )
         nano = [c.attrs["HostConfig"]["NanoCpus"] for c in found]
-        pytest.fail(f"cpus={cpus} accepted: state {r.json()['state']!r}, reason {r.json()['reason']!r}, "
-                    f"NanoCpus {nano}")  # fmt: skip
+        pytest.fail(
+            f"cpus={cpus} accepted: state {r.json()['state']!r}, reason {r.json()['reason']!r}, NanoCpus {nano}"
+        )
     assert r.status_code == 422, r.text
     assert "cpus" in r.json()["error"]["message"]
 
