@@ -66,6 +66,17 @@ stop_pid() {
   rm -f "$file"
 }
 
+# unmount_under DIR — lazily unmount every mount below DIR, deepest first: the read-only tmpfs and
+# overlay mounts made for bwrap sandboxes outlive the processes that used them, and a checkout holding
+# them cannot be deleted ("Read-only file system", "Device or resource busy").
+unmount_under() {
+  local dir
+  dir="$(cd "$1" 2>/dev/null && pwd -P)" || return 0
+  findmnt -rn -o TARGET | awk -v d="$dir/" 'index($0, d) == 1' | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
+
 # wait_for SECONDS DESCRIPTION CMD... — polls CMD until it succeeds or the time is up.
 wait_for() {
   local seconds="$1" what="$2"; shift 2

@@ -127,3 +127,27 @@ def test_stop_never_signals_a_process_that_reused_the_services_pid(tmp_path: Pat
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_unmount_under_leaves_no_mount_in_the_state_dir(tmp_path: Path) -> None:
+    """bwrap sandboxes leave read-only tmpfs/overlay mounts in the state dir; `stack.sh down` removes
+    them (deepest first), so the checkout can be deleted afterwards."""
+    outer, inner = tmp_path / "state" / "sandboxes" / "a", tmp_path / "state" / "sandboxes" / "a" / "b"
+    outer.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "astraforge-test", str(outer)], check=True)
+    try:
+        inner.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "astraforge-test", str(inner)], check=True)
+        script = tmp_path / "svc.sh"
+        script.write_text(f'SERVICE=demo\nsource "{LOCAL / "common.sh"}"\nunmount_under "{tmp_path / "state"}"\n')
+        env = {
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "ASTRAFORGE_STATE_DIR": str(tmp_path / "state"),
+            "ASTRAFORGE_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        assert subprocess.run(["bash", str(script)], env=env).returncode == 0
+        mounts = Path("/proc/self/mounts").read_text()
+        assert str(outer) not in mounts and str(inner) not in mounts
+    finally:
+        for m in (inner, outer):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
