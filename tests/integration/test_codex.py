@@ -53,9 +53,9 @@ FIX = """*** Begin Patch
 *** End Patch
 """
 SCRIPT = [
-    Turn((exec_command("python -c 'import calc; print(calc.add(2, 3))'"),)),
+    Turn((exec_command("python -B -c 'import calc; print(calc.add(2, 3))'"),)),
     Turn((apply_patch(FIX),)),
-    Turn((exec_command("python -c 'import calc; assert calc.add(2, 3) == 5; print(\"ok\")'"),)),
+    Turn((exec_command("python -B -c 'import calc; assert calc.add(2, 3) == 5; print(\"ok\")'"),)),
     Turn((message("Fixed add(): it subtracted."),)),
 ]
 # the paths of the sandbox a leaked key could be written to: its writable mounts (the root is read-only)
