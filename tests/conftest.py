@@ -151,7 +151,10 @@ def sandbox_processor(settings: Settings, docker_provider):
 
     from astraforge.processors.sandboxes import SandboxProcessor
 
-    processor = SandboxProcessor(settings, docker_provider)
+    # no periodic reconcile: tests drive this session's provider directly (the contract and escape
+    # suites), and their sandboxes, which no processor state owns, would be reaped as orphans mid-test
+    # (the periodic pass has tests of its own, each with its own processor and namespace)
+    processor = SandboxProcessor(settings, docker_provider, reconcile_interval_s=24 * 3600)
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     yield processor
