@@ -10,6 +10,7 @@ import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
 from astraforge.api.models import iso
+from astraforge.audit import record_json
 from astraforge.ids import from_micros
 from astraforge.kafka import Positioned
 from astraforge.schemas import Codec
@@ -50,19 +51,4 @@ def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -
 
 def from_record(record: Positioned) -> str:
     """The frame of a record read from Kafka (its payload as the projection stores it)."""
-    e = record.envelope
-    return _frame(
-        {
-            "offset": record.offset,
-            "partition": record.partition,
-            "event_id": e.event_id,
-            "type": e.type,
-            "stream_id": e.stream_id,
-            "sandbox_id": e.sandbox_id,
-            "occurred_at": iso(from_micros(e.occurred_at)),
-            "actor": e.actor,
-            "causation_id": e.causation_id,
-            "correlation_id": e.correlation_id,
-            "payload": e.payload_json(),
-        }
-    )
+    return _frame(record_json(record.partition, record.offset, record.envelope))
