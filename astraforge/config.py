@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     """Repositories a tenant's runs may use: tenant -> URL patterns (``fnmatch``, e.g.
     ``https://github.com/acme/*`` or ``/srv/git/*.git``); ``*`` applies to every tenant. A run on
     any other repository is refused (403 and a ``guardrail.violated`` record). Empty: no runs."""
+    agent_model_upstream: str = "model-gateway"
+    """The platform upstream (``egress_platform_upstreams``) a model-driven agent's sandbox is granted:
+    Codex reaches its model as ``http://<name>/v1`` through the egress proxy, which adds the key
+    (``egress_credentials[<name>]``); the sandbox holds only a per-run placeholder."""
+    agent_default_model: str = Field(default="gpt-5.5", min_length=1, max_length=200)
+    """The model a Codex run asks for when its request names none."""
+    agent_memory_mb: int = Field(default=1024, ge=256)
+    """Memory of a Codex or CLI agent's sandbox (Codex alone holds a few hundred MiB)."""
     vcs_provider: Literal["local"] = "local"
     """Where an approved run's branch goes: ``local`` pushes it to the repository it was cloned from
     (a local bare repository) and records the merge request there."""
