@@ -16,6 +16,8 @@ import shutil
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import httpx
+
 from astraforge.artifacts import spool
 from astraforge.errors import AstraForgeError
 from astraforge.processors.runs import workspace
@@ -191,7 +193,7 @@ class Driver:
         self.advance("preparing", sandbox_id=st.sandbox_id)
         base = st.request.get("base_ref") or "main"
         try:
-            workspace.clone(st.repository, base, self.dir / "base")
+            workspace.clone(st.repository, base, self.dir / "base", self.git_env())
         except workspace.GitFailed as e:
             raise StepFailed(f"could not clone {st.repository} at {base}: {e}") from e
         source_id = f"{st.sandbox_id}-source"
@@ -404,6 +406,9 @@ class Driver:
         return self.o.artifacts.get(diff_payload["artifact"])
 
     # -- after approval ---------------------------------------------------------------------
+    def git_env(self) -> dict[str, str] | None:
+        return self.o.vcs.git_env() if self.o.vcs is not None else None
+
     def merge(self) -> None:
         """Push the approved patch as a branch and open the merge request, once."""
         try:
@@ -413,22 +418,22 @@ class Driver:
                 branch = f"astraforge/{st.run_id}"
                 title = st.request.get("title") or st.request["spec"].splitlines()[0][:72]
                 message = f"{title}\n\nAstraForge run {st.run_id}, attempt {st.attempt}.\n"
-                sha = workspace.commit_and_push(
-                    st.repository,
-                    st.request.get("base_ref") or "main",
-                    branch,
-                    patch,
-                    message,
-                    st.approved_at // 1_000_000,
-                    self.dir / "merge",
-                )
-                url = f"{workspace.source_url(st.repository)}#{branch}"
+                base = st.request.get("base_ref") or "main"
+                when, into = st.approved_at // 1_000_000, self.dir / "merge"
+                auth = self.git_env()
+                sha = workspace.commit_and_push(st.repository, base, branch, patch, message, when, into, auth)
+                if self.o.vcs is None:  # local: the branch in the source repository is the merge request
+                    provider, url, number = "local", f"{workspace.source_url(st.repository)}#{branch}", st.attempt
+                else:  # finds and reuses one an interrupted approval opened already
+                    body = f"{st.request['spec'][:60000]}\n\n---\nAstraForge run {st.run_id}, attempt {st.attempt}."
+                    mr = self.o.vcs.open(st.repository, branch, base, title, body)
+                    provider, url, number = self.o.vcs.name, mr.url, mr.number
                 opened = {
-                    "provider": "local",
+                    "provider": provider,
                     "url": url,
-                    "number": st.attempt,
+                    "number": number,
                     "branch": branch,
-                    "base": st.request.get("base_ref") or "main",
+                    "base": base,
                     "attempt": st.attempt,
                     "commit": sha,
                 }
@@ -438,7 +443,7 @@ class Driver:
             self.o.settle(
                 self.run_id, lambda now: advance(now, self.attempt, "merged", ACTOR, reason="merge request opened")
             )
-        except (AstraForgeError, OSError) as e:
+        except (AstraForgeError, OSError, httpx.HTTPError) as e:  # the provider refused, or was not reached
             LOG.warning("run %s: merge failed: %s", self.run_id, e)
             reason = f"merge failed: {e}"
             self.o.settle(self.run_id, lambda now: failed(now, self.attempt, reason, ACTOR))
