@@ -87,8 +87,9 @@ def source_url(repository: str) -> str:
     return f"file://{Path(repository).resolve()}" if repository.startswith("/") else repository
 
 
-def clone(repository: str, branch: str, dest: Path) -> str:
-    """A fresh shallow clone of ``branch`` at ``dest`` (replacing whatever was there); its head sha."""
+def clone(repository: str, branch: str, dest: Path, auth_env: dict[str, str] | None = None) -> str:
+    """A fresh shallow clone of ``branch`` at ``dest`` (replacing whatever was there); its head sha.
+    ``auth_env``: the provider's credentials for git, as environment (``vcs.git_header_env``)."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     git(
@@ -102,6 +103,7 @@ def clone(repository: str, branch: str, dest: Path) -> str:
         "--",
         source_url(repository),
         str(dest),
+        env=auth_env,
     )
     return git("rev-parse", "HEAD", cwd=dest).decode().strip()
 
@@ -150,11 +152,18 @@ def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
 
 
 def commit_and_push(
-    repository: str, branch: str, target: str, patch: bytes, message: str, when_s: int, dest: Path
+    repository: str,
+    branch: str,
+    target: str,
+    patch: bytes,
+    message: str,
+    when_s: int,
+    dest: Path,
+    auth_env: dict[str, str] | None = None,
 ) -> str:
     """Apply ``patch`` on a fresh clone of ``branch``, commit it deterministically, push it as
     ``target`` to the repository; the commit's sha."""
-    clone(repository, branch, dest)
+    clone(repository, branch, dest, auth_env)
     if patch:
         git("apply", "--index", "--binary", "--whitespace=nowarn", "-", cwd=dest, stdin=patch)
     name, email = IDENTITY
@@ -169,5 +178,6 @@ def commit_and_push(
     }
     git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", message, cwd=dest, env=env)
     sha = git("rev-parse", "HEAD", cwd=dest).decode().strip()
-    git("push", "--quiet", "--force", "--", source_url(repository), f"{sha}:refs/heads/{target}", cwd=dest, config=PUSH)
+    refspec = f"{sha}:refs/heads/{target}"
+    git("push", "--quiet", "--force", "--", source_url(repository), refspec, cwd=dest, env=auth_env, config=PUSH)
     return sha
