@@ -9,7 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from astraforge import __version__
-from astraforge.api import errors
+from astraforge.api import docs, errors, web
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.commands import CommandService
 from astraforge.api.heartbeats import HeartbeatCoalescer
@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         version=__version__,
         description="Sandboxes for AI coding agents; every record is an immutable Kafka event.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by api/docs.py (the defaults load a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
@@ -94,4 +96,6 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    docs.install(app)
+    web.install(app, settings.web_dist)  # last: its SPA fallback answers only what no route above does
     return app
