@@ -49,6 +49,7 @@ ACTOR = "processor:sandboxes"
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
 INTERRUPTED = "the processor that ran it stopped or gave its partition away"
+DETACHED = object()  # what an exec effect returns when it let its command go (see ``Effects.run``)
 
 
 def exec_argv(payload: dict) -> list[str]:
@@ -108,14 +109,28 @@ class Effects:
                 return
             if work is not None:
                 self._working.add(work)
+        detached = False
         try:
-            getattr(self, effect.kind)(st, effect)
+            detached = getattr(self, effect.kind)(st, effect) is DETACHED
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
         finally:
             if work is not None:
                 with self._working_lock:
                     self._working.discard(work)
+        if detached:
+            self._reattach_if_ours(sandbox_id, work)
+
+    def _reattach_if_ours(self, sandbox_id: str, command_id: str) -> None:
+        """A command let go here whose partition is this instance's again (it was dropped and taken
+        back, e.g. reloaded after a missed generation): the take-over's re-attach found it still under
+        way here and left it; now nobody reads it, so re-attach."""
+        st = self.p.state(sandbox_id)
+        if st is None or command_id not in st.running or not self.p.owns(st.stream_id):
+            return
+        pending = next((p for p in st.pending if p.command_id == command_id), None)
+        if pending is not None:
+            self.p.dispatch(sandbox_id, [Effect("reattach", pending=pending)])
 
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
         deadline = time.monotonic() + timeout
@@ -324,7 +339,7 @@ class Effects:
                 egress=ready.has_egress,
             )
 
-        self._record(st, cmd, cid, run, RecordedOutput())
+        return self._record(st, cmd, cid, run, RecordedOutput())
 
     def reattach(self, st: SandboxState, effect: Effect) -> None:
         """Read on a command the previous owner of the partition started (it goes on in the sandbox):
@@ -353,7 +368,7 @@ class Effects:
                 raise SupervisorError("interrupted", f"{INTERRUPTED}, and the sandbox no longer has it") from e
 
         LOG.info("re-attaching to %s on %s from byte %d", cid, st.sandbox_id, so_far.size)
-        self._record(current, cmd, cid, run, so_far)
+        return self._record(current, cmd, cid, run, so_far)
 
     def _record(
         self,
@@ -362,10 +377,12 @@ class Effects:
         cid: str,
         run: Callable[[Callable[[str, bytes], None]], SupervisorResult],
         so_far: RecordedOutput,
-    ) -> None:
+    ) -> object:
         """Run (or read on) a command, recording its output and, once it ended, its ``exec.finished``.
-        Records nothing more once this instance has let the command go (``Detached``) or another host
-        took it over (``taken_over``): the partition's owner records it."""
+        Records nothing more once this instance has let the command go (``Detached``: returns
+        DETACHED) or another host took it over (``taken_over``): the partition's owner records it."""
+        partition = self.p.partition_of(st.stream_id)
+        epoch = self.p.epochs[partition]
         seq, recorded, truncated = so_far.next_seq, so_far.size, False
         overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
         overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT
@@ -380,7 +397,7 @@ class Effects:
                 return
             recorded += len(data)
             payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
-            self.p.record_output(event(st, "exec.output", payload, ACTOR, cmd))
+            self.p.record_output(event(st, "exec.output", payload, ACTOR, cmd), epoch)
             seq += 1
 
         try:
@@ -396,7 +413,7 @@ class Effects:
         except Detached:
             LOG.info("command %s on %s let go: its partition moved (the new owner re-attaches)", cid, st.sandbox_id)
             overflow.close()
-            return
+            return DETACHED
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             if isinstance(e, SupervisorError) and e.code == "taken_over":
                 LOG.info("command %s on %s taken over by another host", cid, st.sandbox_id)
@@ -422,7 +439,9 @@ class Effects:
                 event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
                 event(st, "exec.output", payload, ACTOR, cmd),
             ]
-        self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before))
+        ours = lambda: self.p.epochs[partition] == epoch  # noqa: E731 (the partition was not dropped meanwhile)
+        self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before) if ours() else [])
+        return None if ours() else DETACHED
 
     def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
         try:

@@ -122,6 +122,7 @@ class SandboxProcessor:
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
         self.output_locks = {p: threading.Lock() for p in range(settings.topic_partitions)}
+        self.epochs = dict.fromkeys(range(settings.topic_partitions), 0)  # counts each partition's drops
         self.changed = threading.Condition()
         self.abandoned: dict[int, int] = {}  # partition -> the assignment whose commands of it are left to the next
         self.left_behind: dict[int, int] = {}  # partition -> the first command offset left unacknowledged
@@ -259,19 +260,25 @@ class SandboxProcessor:
         self.producer.send(event, timestamp=stamp)
         self.producer.poll(0)
 
-    def record_output(self, event: Envelope) -> None:
+    def record_output(self, event: Envelope, epoch: int) -> None:
         """Queue a command's output record (it changes no state: ordered before the next ``settle``).
         While a rebalance has the partition suspended (or the lease lapsed while it is owned) this
         waits: nothing is recorded that the partition's next owner would not count when it
         re-attaches (``handoff.py``); the supervisor keeps the output meanwhile. Raises ``Detached``
-        once the partition is gone: the caller stops reading the command and records nothing more."""
+        once the partition was dropped since ``epoch`` (``epochs``: also when this instance took it
+        back since, e.g. after a missed generation, and re-attached itself): the caller stops reading
+        the command and records nothing more."""
         partition = self.partition_of(event.stream_id)
         while True:
+            if self.epochs[partition] != epoch:
+                raise Detached(f"partition {partition} was given away since the command was read here")
             if not self._owned_now(partition):
                 if self.status.get(partition) not in ("owned", "suspended"):
                     raise Detached(f"partition {partition} is no longer ours")
                 continue  # a rebalance (or a lapsed lease) longer than the wait: still not given away
             with self.output_locks[partition]:  # the suspension waits for a record being queued
+                if self.epochs[partition] != epoch:
+                    continue
                 if not self._may_write(partition):
                     continue
                 try:
@@ -493,8 +500,9 @@ class SandboxProcessor:
             )
 
     def _drop(self, partition: int) -> None:
-        with self.locks[partition], self.changed:
+        with self.locks[partition], self.output_locks[partition], self.changed:
             self.status.pop(partition, None)
+            self.epochs[partition] += 1  # a command read here before lets go, even if the partition comes back
             self.changed.notify_all()
             for sid, st in list(self.states.items()):
                 if self.partition_of(st.stream_id) == partition:

@@ -120,3 +120,30 @@ def test_a_command_that_ended_while_no_one_was_attached_is_collected_by_the_new_
         assert_every_line_once(s, sid, "c-ends")
     finally:
         provider.stop(sid)
+
+
+def test_a_take_over_that_reloads_a_kept_partition_reads_its_own_running_command_on(two) -> None:
+    """An instance dropped by its group (a missed generation) reloads every partition it gets, its own
+    included (issue 7, item 2: that closed the commands it was still running as interrupted). The
+    command goes on: the reader from before the reload lets it go, and a re-attach reads it on."""
+    old, _ = two
+    s, provider = old.settings, old.provider
+    sid = owned_ready_sandbox(old)
+    try:
+        runner = start_numbered(old, sid, "c-kept")
+        old._suspend_now(frozenset({0}))
+        old._take_over(frozenset({0}), old.revocations, continued=False)
+        assert old.status == {0: "owned"}
+        at_reload = len(lines(output_of(s, sid, "c-kept")[1]))
+        wait_until(
+            lambda: len(lines(output_of(s, sid, "c-kept")[1])) >= at_reload + 5,
+            timeout=30,
+            what="the command's output recorded after the reload",
+        )
+        runner.join(timeout=30)
+        assert not runner.is_alive(), "the reader from before the reload still reads the command"
+        provider.handle(sid).client.exec(argv=["touch", "/tmp/go"])
+        wait_until(lambda: old.state(sid).state == "ready", timeout=30, what="the command's end recorded")
+        assert_every_line_once(s, sid, "c-kept")
+    finally:
+        provider.stop(sid)
