@@ -724,10 +724,12 @@ class SandboxProcessor:
                 except Exception:
                     LOG.exception("timer failed")
         finally:
-            for p in list(self.status):  # from here nothing is written: the next owner closes what runs
-                with self.locks[p], self.changed:
+            for p in list(self.status):  # from here nothing is written: the next owner re-attaches to what runs
+                with self.locks[p], self.output_locks[p], self.changed:
                     self.status.pop(p, None)
                     self.changed.notify_all()
+            with contextlib.suppress(DeliveryFailed):  # the output recorded so far lands before the hand-over
+                self.producer.flush(self.settings.kafka_timeout_s)
             self.runtime.stop()
             self.egress.stop()
             for lane in self.lanes.values():
