@@ -662,6 +662,8 @@ def do_attach(sock: socket.socket, req: dict) -> None:
         raise RequestError("bad_request", "attach needs a string target and an integer offset")
     with _lock:
         log = _logs.get(target) or _ended.get(target)
+        if log is None:  # the host closes it as never run: a start of it still on its way must never run it
+            _seen.add(target)
     if log is None:
         raise RequestError("not_found", f"no command {target} running or kept here")
     attachment, start, lost = log.attach(offset)

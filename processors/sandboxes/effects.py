@@ -365,7 +365,7 @@ class Effects:
             except SupervisorError as e:  # not_found; bad_request: a protocol 1 supervisor killed it
                 if e.code not in ("not_found", "bad_request"):
                     raise
-                raise SupervisorError("interrupted", f"{INTERRUPTED}, and the sandbox no longer has it") from e
+                raise SupervisorError("interrupted", f"{INTERRUPTED}; the sandbox does not have it") from e
 
         LOG.info("re-attaching to %s on %s from byte %d", cid, st.sandbox_id, so_far.size)
         return self._record(current, cmd, cid, run, so_far)

@@ -218,8 +218,11 @@ class CommandHandoffContract:
         assert (again.stdout, again.exit_code) == (b"1\n2\n3\n4\n5\n6\n7\n", 3)
         with pytest.raises(SupervisorError, match="duplicate"):
             client.exec(shell="echo again", request_id=cid)  # re-attaching never runs it again
+        never = f"never-{secrets.token_hex(3)}"
         with pytest.raises(SupervisorError, match="not_found"):
-            client.attach(f"never-{secrets.token_hex(3)}", offset=0)
+            client.attach(never, offset=0)
+        with pytest.raises(SupervisorError, match="duplicate"):  # closed as never run: a late start never runs it
+            client.exec(shell="echo late", request_id=never)
 
     def test_a_second_host_takes_the_command_over_from_the_first(self, sandbox) -> None:
         import threading
