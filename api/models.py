@@ -241,6 +241,13 @@ class RequestCreate(BaseModel):
     )
     egress_allow: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default_factory=list, max_length=64)
     model: str | None = Field(default=None, max_length=200, description="Model settings of a model-driven agent.")
+    command: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16 * 1024,
+        description="The cli agent's command template, run with /bin/sh in /workspace: `{spec_file}` is "
+        "replaced by the path of a file holding the spec; without it the spec comes on stdin.",
+    )
 
     @model_validator(mode="after")
     def _agent_fits(self) -> "RequestCreate":
@@ -252,6 +259,8 @@ class RequestCreate(BaseModel):
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
             raise ValueError("`steps` are for the script agent")
+        if (self.agent == "cli") != (self.command is not None):
+            raise ValueError("`command` goes with (and only with) the cli agent")
         if self.model is not None and (not self.model.strip() or not self.model.isprintable()):
             raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
