@@ -345,6 +345,10 @@ def agent_run(
     writable: Annotated[list[str] | None, typer.Option(help="A path the agent may change (repeatable; dir/).")] = None,
     base: Annotated[str, typer.Option(help="Base branch.")] = "main",
     title: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="The model Codex asks the gateway for.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help="The cli agent's command template ({spec_file}, or the spec on stdin).")
+    ] = None,
     api: ApiUrl = None,
     key: ApiKey = None,
 ) -> None:
@@ -363,6 +367,8 @@ def agent_run(
         "writable_paths": writable or [],
         "base_branch": base,
         "title": title,
+        "model": model,
+        "command": command,
     }
     client = _client(api, key)
     try:
@@ -398,6 +404,10 @@ def _follow(client, run_id: str, attempt: int = 1) -> str:
                 console.print(
                     f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} -{p['deletions']}"
                 )
+            elif record.type == "tool.called" and p["name"] == "command":
+                console.print(f"  [dim]agent $[/] {json.loads(p['arguments_json']).get('command', '')[:160]}")
+            elif record.type == "chat.message" and p["role"] in ("agent", "error"):
+                console.print(f"  [cyan]{p['role']}:[/] {p['text'][:300]}", soft_wrap=True)
             elif record.type == "test.result":
                 console.print(f"  tests: {p['passed']} passed, {p['failed']} failed, {p['errors']} errors")
             elif record.type == "guardrail.violated":

@@ -221,10 +221,27 @@ FILE_TEMPLATE = f"head -1 {{spec_file}} > NOTES.md && python3 -B -c {FIXER} < {{
 
 
 @pytest.mark.parametrize("template", [STDIN_TEMPLATE, FILE_TEMPLATE], ids=["stdin", "file"])
-def test_a_cli_agent_run_is_recorded_at_command_output_and_diff_level(runs_api, repos, tenant, template) -> None:  # noqa: F811
+def test_a_cli_agent_run_is_recorded_at_command_output_and_diff_level(
+    runs_api,  # noqa: F811
+    run_settings,  # noqa: F811
+    repos,  # noqa: F811
+    tenant,
+    template,
+    tmp_path,
+) -> None:
     _, key = tenant
-    body = codex_request(repos["calc"], agent="cli", command=template)
-    run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    if template == STDIN_TEMPLATE:
+        body = codex_request(repos["calc"], agent="cli", command=template)
+        run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    else:  # through `astraforge run`, as a user would
+        spec = tmp_path / "spec.md"
+        spec.write_text(SPEC)
+        argv = [".venv/bin/astraforge", "run", "--spec", str(spec), "--repo", str(repos["calc"]), "--agent", "cli"]
+        argv += ["--command", template, "--test", "python -B -m unittest -v", "--api", runs_api]
+        env = {**cli_env(run_settings), "ASTRAFORGE_API_KEY": key}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "awaiting_review" in done.stderr, done.stdout + done.stderr
+        run_id = done.stderr.split("run ", 1)[1].split()[0]
     run = wait_state(runs_api, key, run_id, ("awaiting_review",))
     (attempt,) = run["attempts"]
     files = ["NOTES.md", "calc.py"] if "spec_file" in template else ["calc.py"]
