@@ -39,6 +39,20 @@ class EventsPublic(BaseModel):
     next_after: int | None = Field(description="Pass as `after` for the next page; null at the end.")
 
 
+class StreamDifference(BaseModel):
+    offset: int
+    problem: str
+
+
+class StreamVerification(BaseModel):
+    """``astraforge replay --verify``'s result: the stream in Kafka compared with the projection."""
+
+    stream_id: str
+    checked: int = Field(description="Records read from Kafka (up to the projection's stored position).")
+    ok: bool
+    differences: list[StreamDifference]
+
+
 class StreamPublic(BaseModel):
     stream_id: str
     partition: int

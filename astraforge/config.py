@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     """Local stack state (data dirs, logs, sockets)."""
     cache_dir: Path = DEFAULT_CACHE
     """Downloads and built images (Kafka jars, the sandbox rootfs)."""
+    web_dist: Path | None = None
+    """The built web UI (``deploy/local/web.sh build`` prints it; ``make run`` sets it); unset: no UI at ``/``."""
     sandbox_provider: Literal["auto", "docker", "bwrap"] = "auto"
     """`auto`: docker when its engine answers, else bubblewrap."""
     docker_host: str | None = None

@@ -28,6 +28,8 @@ IDENTITY = ("AstraForge", "astraforge@localhost")
 # the clone's own hooks never run; a push runs the *target* repository's hooks (as its server would)
 PUSH = ["-c", "protocol.file.allow=always", "-c", "core.autocrlf=false", "-c", "core.symlinks=true"]
 SAFE = ["-c", "core.hooksPath=/dev/null", *PUSH]
+# left out of every captured diff (tests and tools write them; nobody merges them)
+CACHES = ("__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/")
 
 
 class GitFailed(AstraForgeError, RuntimeError):
@@ -123,10 +125,17 @@ def unpack(snapshot: BinaryIO, dest: Path, max_entries: int, max_bytes: int) -> 
 
 
 def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
-    """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files."""
+    """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files.
+
+    Like ``git add --all`` in a checkout, a new file the repository ignores (``.gitignore``) is left out,
+    and so are the caches an agent's test runs leave behind (``CACHES``): what the diff shows is what
+    would merge. Tracked files always count, ignored or not; writes outside the run's writable paths,
+    ignored ones included, were already refused inside the sandbox (Landlock)."""
     index.unlink(missing_ok=True)
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("".join(f"{pattern}\n" for pattern in CACHES))
     env = {"GIT_INDEX_FILE": str(index), "GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(tree)}
-    git("add", "--all", "--force", "--", ".", cwd=tree, env=env)
+    git("add", "--all", "--", ".", cwd=tree, env=env)
     base = ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "HEAD"]
     patch = git(*base[:-1], "--binary", "HEAD", cwd=tree, env=env)
     files, binary, additions, deletions = [], [], 0, 0
