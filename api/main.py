@@ -12,6 +12,7 @@ from astraforge import __version__
 from astraforge.api import docs, errors, web
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.commands import CommandService
+from astraforge.api.heartbeats import HeartbeatCoalescer
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
+    app.state.heartbeats = HeartbeatCoalescer()
     app.state.reservations = Reservations()  # quota admissions not yet projected
     app.state.uploads = UploadSlots()  # uploads in flight per tenant (each spools to disk)
     app.state.sse_ping_s = sse_ping_s

@@ -266,6 +266,8 @@ class RequestCreate(BaseModel):
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
             raise ValueError("`steps` are for the script agent")
+        if self.model is not None and (not self.model.strip() or not self.model.isprintable()):
+            raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
             raise ValueError("not a repository")
         return self
