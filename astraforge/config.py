@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     s3_bucket: str = "astraforge-artifacts"
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    integration_key: SecretStr | None = None
+    """Key (64 hex characters) that encrypts integration secrets at rest (default outside production:
+    <state_dir>/secrets/integrations.key, generated on first use)."""
+    alert_api_timeout_s: float = Field(default=5.0, gt=0)
+    """How long an enrichment or comment call to a Sentry/GlitchTip API may take."""
 
     def database_dsn(self) -> str:
         """The connection string to use: ``database_url``, or the local stack's (its password read now).
