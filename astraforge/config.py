@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     <state_dir>/secrets/integrations.key, generated on first use)."""
     alert_api_timeout_s: float = Field(default=5.0, gt=0)
     """How long an enrichment or comment call to a Sentry/GlitchTip API may take."""
+    alert_api_trusted_hosts: list[str] = Field(default_factory=list)
+    """``host:port`` of issue trackers the platform may call at a private or local address (an
+    on-premises GlitchTip). Any other integration API must resolve to public addresses only: an
+    integration's URL is a tenant's choice, and the platform's own services sit on private ones."""
 
     def database_dsn(self) -> str:
         """The connection string to use: ``database_url``, or the local stack's (its password read now).

@@ -131,7 +131,7 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
             project=url["project"] if url else None,
             project_id=_text(event.get("project"), 100),
             issue_url=_text(event.get("issue_url"), 1000),
-            fingerprint=",".join(map(str, event.get("fingerprint") or []))[:500] or None,
+            fingerprint=_text(",".join(map(str, event.get("fingerprint") or [])), 500) or None,
             level=_text(event.get("level"), 50),
             event_id=_text(event.get("event_id"), 100),
             exception_type=type_ or _text(meta.get("type"), 500),

@@ -61,6 +61,8 @@ async def create_integration(
 ) -> IntegrationPublic:
     """Create an integration; the answer's ``webhook_path`` is where the alerts go (for GlitchTip it
     holds the generated secret: this is the only time it is shown)."""
+    if body.agent != "script":  # as for POST /v1/requests: the orchestrator runs the script agent only
+        raise ApiError(422, f"agent {body.agent} is not available in this release (use `script`)")
     for name, route in body.projects.items():
         if not repository_allowed(settings.repo_allowlist, tenant, route.repository):
             raise ApiError(

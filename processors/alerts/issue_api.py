@@ -3,15 +3,22 @@ Sentry-compatible one. Two calls: the issue's latest event (its stack trace), an
 issue comment / GlitchTip note) saying how the remediation run ended.
 
 The token travels in the Authorization header only; it is never logged or recorded, and an error
-names the call and the status, never the request.
+names the call and the status, never the request. The base URL is a tenant's choice: unless the
+operator trusts its ``host:port``, every address it resolves to must be public (not loopback,
+private, link-local, this host or a platform service), or no call is made.
+
+Not protected: httpx resolves the name again to connect; a DNS answer that changes between the
+check and the connection (rebinding) is not caught.
 """
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from astraforge.errors import AstraForgeError
 from astraforge.integrations import Integration
+from astraforge.sandbox.egress_addresses import AddressPolicy, resolve_now
 
 
 class IssueApiFailed(AstraForgeError, RuntimeError):
@@ -19,8 +26,12 @@ class IssueApiFailed(AstraForgeError, RuntimeError):
 
 
 class IssueApi:
-    def __init__(self, integration: Integration, token: str, timeout_s: float) -> None:
+    def __init__(
+        self, integration: Integration, token: str, timeout_s: float, policy: AddressPolicy, trusted: list[str]
+    ) -> None:
         self.integration = integration
+        self.policy = policy
+        self.trusted = trusted
         self.client = httpx.Client(
             base_url=integration.api_base_url or "",
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -45,7 +56,22 @@ class IssueApi:
         body = {"text": text} if self.integration.kind == "sentry" else {"data": {"text": text}}
         return self._call("POST", f"/api/0/issues/{issue_id}/comments/", body)[0]
 
+    def _check_address(self) -> None:
+        url = urlsplit(self.integration.api_base_url or "")
+        host = url.hostname or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if f"{host}:{port}" in self.trusted:
+            return
+        addresses = resolve_now(host)
+        if not addresses:
+            raise IssueApiFailed(f"{host} does not resolve")
+        for ip in addresses:
+            refusal = self.policy.refusal(ip)
+            if refusal:
+                raise IssueApiFailed(f"refused to call {host}: {refusal}")
+
     def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        self._check_address()
         try:
             r = self.client.request(method, path, json=body)
         except httpx.HTTPError as e:

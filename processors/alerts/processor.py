@@ -36,6 +36,7 @@ from astraforge.processors.runs.state import ENDED
 from astraforge.processors.runtime import Runtime, append_durably
 from astraforge.producers.alert_payloads import rest_event
 from astraforge.producers.kafka import EventProducer
+from astraforge.sandbox.egress_addresses import AddressPolicy
 from astraforge.schemas import Envelope, default_codec
 from astraforge.secretbox import SecretBox, SecretUnreadable
 
@@ -50,6 +51,7 @@ class AlertsProcessor:
         self.tick_s = tick_s
         self.codec = default_codec()
         self.box = SecretBox.from_settings(settings)
+        self.policy = AddressPolicy.from_settings(settings)  # what a tenant's API URL may not reach
         self.producer = EventProducer(settings)
         self.stop_event = threading.Event()
         self.db_lock = threading.Lock()  # one connection, used by the handler and the tick
@@ -180,7 +182,8 @@ class AlertsProcessor:
         except SecretUnreadable:
             LOG.warning("integration %s: its API token does not decrypt", integration.integration_id)
             return None
-        return IssueApi(integration, token or "", self.settings.alert_api_timeout_s)
+        s = self.settings
+        return IssueApi(integration, token or "", s.alert_api_timeout_s, self.policy, s.alert_api_trusted_hosts)
 
     def _enriched(self, integration: Integration, alert: dict) -> tuple[dict, str | None]:
         """The alert with the issue's latest event's stack trace when it carries none (Sentry

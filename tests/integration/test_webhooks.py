@@ -66,8 +66,10 @@ def repos(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def alert_settings(settings, repos):
-    return settings.model_copy(update={"repo_allowlist": {"*": [repos["pattern"]]}})
+def alert_settings(settings, repos, sentry_api, glitchtip_api):
+    """The session's topics, an allowlist, and the stand-ins (on loopback) as trusted issue trackers."""
+    trusted = [a.url.removeprefix("http://") for a in (sentry_api, glitchtip_api)]
+    return settings.model_copy(update={"repo_allowlist": {"*": [repos["pattern"]]}, "alert_api_trusted_hosts": trusted})
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +158,13 @@ def decisions(api: str, key: str, integration_id: str, n: int, timeout: float = 
     return found
 
 
+def run_spec(api: str, key: str, run_id: str) -> str:
+    """The run's spec, once the run is projected."""
+    url = f"{api}/v1/runs/{run_id}"
+    wait_until(lambda: httpx.get(url, headers=auth(key)).status_code == 200, timeout=30, what=f"run {run_id}")
+    return httpx.get(url, headers=auth(key)).json()["spec"]
+
+
 def test_integrations_are_tenant_scoped_and_never_show_a_secret(api, repos, tenant, other_tenant, alert_settings):
     _, key = tenant
     made = create(api, key, integration_body(repos["calc"], "https://sentry.example"))
@@ -193,6 +202,8 @@ def test_integrations_are_tenant_scoped_and_never_show_a_secret(api, repos, tena
         {"steps": []},
         {"api_base_url": "file:///etc/passwd"},
         {"rate_limit_runs": 0},
+        {"agent": "codex", "steps": []},
+        {"projects": {"nul\u0000": {"repository": "/r.git"}}},
         {"projects": {"p": {"repository": "--upload-pack=x"}}},
     ],
 )
@@ -265,15 +276,25 @@ def test_an_issue_alert_is_enriched_from_the_api(api, repos, tenant, sentry_api)
     assert deliver(api, integration, issue_created("9002"), "issue").status_code == 202
     (started,) = decisions(api, key, integration["id"], 1)
     run_id = started["payload"]["run_id"]
-    spec = wait_state(api, key, run_id, ("provisioning", "preparing", "running", "verifying", "awaiting_review"))[
-        "spec"
-    ]
+    spec = run_spec(api, key, run_id)
     assert "calc.py:2 in add" in spec and "return a - b" in spec and "Release: calc@1.4.3" in spec
     (get,) = [r for r in sentry_api.requests if r["method"] == "GET" and "9002" in r["path"]]
     assert get["path"] == "/api/0/organizations/acme/issues/9002/events/latest/"
     post(f"{api}/v1/runs/{run_id}/cancel", key)
     wait_until(lambda: sentry_api.comments("9002"), timeout=30, what="the comment on the cancelled run")
     assert "cancelled" in sentry_api.comments("9002")[0]
+
+
+def test_an_api_url_at_a_private_address_is_never_called(api, repos, tenant, alert_settings) -> None:
+    """A tenant's API URL pointing at the platform's own PostgreSQL: no connection is made."""
+    _, key = tenant
+    integration = create(api, key, integration_body(repos["calc"], f"http://127.0.0.1:{alert_settings.pg_port}"))
+    assert deliver(api, integration, issue_created("9004"), "issue").status_code == 202
+    (started,) = decisions(api, key, integration["id"], 1)
+    assert "refused to call 127.0.0.1: address 127.0.0.1" in started["payload"]["reason"]
+    run_id = started["payload"]["run_id"]
+    assert "Stack trace: not available" in run_spec(api, key, run_id)
+    post(f"{api}/v1/runs/{run_id}/cancel", key)
 
 
 def test_forged_unknown_malformed_and_installation_deliveries(api, repos, tenant, alert_settings) -> None:
@@ -356,6 +377,21 @@ def test_a_burst_of_200_alerts_is_rate_limited_without_loss(api, repos, tenant) 
     assert len(runs) == 2
     for run in runs:
         post(f"{api}/v1/runs/{run['id']}/cancel", key)
+
+
+def test_a_queued_alert_starts_when_its_window_has_room(api, repos, tenant) -> None:
+    _, key = tenant
+    integration = create(api, key, integration_body(repos["calc"], rate_limit_runs=1, rate_limit_window_s=3))
+    for issue in ("7001", "7002"):  # one after the other: within 3 s, the second is over the limit
+        assert deliver(api, integration, event_alert(issue), "event_alert").status_code == 202
+    found = decisions(api, key, integration["id"], 3, timeout=60)
+    assert [(e["type"], e["payload"]["issue_id"]) for e in found] == [
+        ("alert.run_started", "7001"),
+        ("alert.queued", "7002"),
+        ("alert.run_started", "7002"),  # by the tick, once 7001's start left the window
+    ]
+    for e in (found[0], found[2]):
+        post(f"{api}/v1/runs/{e['payload']['run_id']}/cancel", key)
 
 
 def test_no_secret_reaches_a_record_a_row_or_a_log(api, alert_settings, captured_logs) -> None:
