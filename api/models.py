@@ -39,6 +39,20 @@ class EventsPublic(BaseModel):
     next_after: int | None = Field(description="Pass as `after` for the next page; null at the end.")
 
 
+class StreamDifference(BaseModel):
+    offset: int
+    problem: str
+
+
+class StreamVerification(BaseModel):
+    """``astraforge replay --verify``'s result: the stream in Kafka compared with the projection."""
+
+    stream_id: str
+    checked: int = Field(description="Records read from Kafka (up to the projection's stored position).")
+    ok: bool
+    differences: list[StreamDifference]
+
+
 class StreamPublic(BaseModel):
     stream_id: str
     partition: int
@@ -252,6 +266,8 @@ class RequestCreate(BaseModel):
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
             raise ValueError("`steps` are for the script agent")
+        if self.model is not None and (not self.model.strip() or not self.model.isprintable()):
+            raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
             raise ValueError("not a repository")
         return self

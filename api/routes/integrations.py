@@ -61,8 +61,11 @@ async def create_integration(
 ) -> IntegrationPublic:
     """Create an integration; the answer's ``webhook_path`` is where the alerts go (for GlitchTip it
     holds the generated secret: this is the only time it is shown)."""
-    if body.agent != "script":  # as for POST /v1/requests: the orchestrator runs the script agent only
-        raise ApiError(422, f"agent {body.agent} is not available in this release (use `script`)")
+    if body.agent == "cli":  # as for POST /v1/requests
+        raise ApiError(422, "agent cli is not available in this release (use `script` or `codex`)")
+    if body.agent == "codex" and settings.agent_model_upstream not in settings.egress_platform_upstreams:
+        upstream = settings.agent_model_upstream
+        raise ApiError(422, f"agent codex needs the model gateway: the platform upstream {upstream} is not configured")
     for name, route in body.projects.items():
         if not repository_allowed(settings.repo_allowlist, tenant, route.repository):
             raise ApiError(

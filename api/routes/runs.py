@@ -67,8 +67,12 @@ async def create_request(
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
-    if body.agent != "script":
-        raise ApiError(422, f"agent {body.agent} is not available in this release (use `script`)")
+    if body.agent == "cli":
+        raise ApiError(422, "agent cli is not available in this release (use `script` or `codex`)")
+    if body.agent == "codex" and settings.agent_model_upstream not in settings.egress_platform_upstreams:
+        upstream = settings.agent_model_upstream
+        detail = f"agent codex needs the model gateway: the platform upstream {upstream} is not configured"
+        raise ApiError(422, detail)
     try:  # the rules a sandbox create is held to: the run's sandbox is created with them
         check_rules(body.egress_allow, request.app.state.egress_policy, set(settings.egress_platform_upstreams))
     except ValueError as e:

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
-from astraforge.errors import AstraForgeError
+from astraforge.errors import AstraForgeError, ValidationError
 from astraforge.processors.artifact_sweep import artifact_bytes
 from astraforge.processors.sandboxes.state import (
     ENDED,
@@ -60,6 +60,16 @@ def _command_id(effect: Effect) -> str | None:
         return None
     p = effect.command.payload
     return p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
+
+
+def public_reason(error: BaseException) -> str:
+    """What a tenant may read about a failed provision: a refusal of the request says why; an engine's or
+    library's text (host paths, socket names, daemon internals) stays in the processor log."""
+    if isinstance(error, ValidationError):
+        return str(error)
+    if isinstance(error, SupervisorUnavailable):
+        return "the sandbox's supervisor did not come up"
+    return f"the sandbox engine could not create it ({type(error).__name__}; details in the processor log)"
 
 
 class SnapshotTooLarge(ValueError):
@@ -126,7 +136,7 @@ class Effects:
         runtime_id = runtime_id or st.sandbox_id
         try:
             if st.image not in self.settings.allowed_images:  # a record from before the API checked it
-                raise ValueError(f"image {st.image} is not allowed")
+                raise ValidationError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
                 profile = SecurityProfile.with_overrides(st.profile)
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
@@ -142,7 +152,9 @@ class Effects:
                 self.p.pools.forget(runtime_id)
             except Exception:  # still a fact below; the periodic reconcile reaps the orphan
                 LOG.exception("rollback of %s failed", st.sandbox_id)
-            failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
+            LOG.error("provision of %s failed", st.sandbox_id, exc_info=e)
+            reason = f"provision failed: {public_reason(e)}"
+            failed = lifecycle(st, "failed", ACTOR, reason=reason, provider=self.provider.name)
             self.p.settle(st.sandbox_id, lambda now: [failed] if now.state not in ENDED else [])
             return
         name = self.provider.name

@@ -47,6 +47,17 @@ class SandboxProviderContract:
         assert b"".join(d for s, d in seen if s == "stdout") == b"out\nhi\n"
         assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"
 
+    def test_python_writes_no_bytecode(self, sandbox: SandboxHandle) -> None:
+        """A module edited and re-imported within the same second at the same size must not come back
+        stale from a .pyc: sandboxes run Python without bytecode files."""
+        out: list[bytes] = []
+        result = sandbox.client.exec(
+            shell="cd /tmp; echo 'X = 1' > m.py; python3 -c 'import m, sys; print(sys.dont_write_bytecode)' && ls -a",
+            on_output=lambda stream, data: out.append(data),
+        )
+        assert result.exit_code == 0
+        assert b"".join(out).startswith(b"True\n") and b"__pycache__" not in b"".join(out)
+
     def test_a_confined_step_writes_only_beneath_its_writable_directories(self, sandbox: SandboxHandle) -> None:
         """Runs' writable paths (``processors/runs/executors/confine.py``) hold in every provider."""
         from astraforge.processors.runs.executors.script import step_call

@@ -202,7 +202,7 @@ def test_integrations_are_tenant_scoped_and_never_show_a_secret(api, repos, tena
         {"steps": []},
         {"api_base_url": "file:///etc/passwd"},
         {"rate_limit_runs": 0},
-        {"agent": "codex", "steps": []},
+        {"agent": "cli", "steps": []},
         {"projects": {"nul\u0000": {"repository": "/r.git"}}},
         {"projects": {"p": {"repository": "--upload-pack=x"}}},
     ],
