@@ -263,6 +263,7 @@ def serve() -> None:
     """Start the local stack, the projector, the processors and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
+    from astraforge.processors.alerts.processor import AlertsProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
@@ -271,7 +272,8 @@ def serve() -> None:
     projector = Projector(settings)
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
-    services = (projector, sandboxes, runs)
+    alerts = AlertsProcessor(settings)  # Sentry/GlitchTip alerts -> remediation runs
+    services = (projector, sandboxes, runs, alerts)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()

@@ -54,6 +54,7 @@ def _run_create(body: RequestCreate) -> dict:
         "steps": [step.record() for step in body.steps] or _cli_step(body),
         "egress_allow": body.egress_allow,
         "model": body.model,
+        "issue_url": None,
     }
 
 

@@ -437,6 +437,8 @@ class Driver:
                 branch = f"astraforge/{st.run_id}"
                 title = st.request.get("title") or st.request["spec"].splitlines()[0][:72]
                 message = f"{title}\n\nAstraForge run {st.run_id}, attempt {st.attempt}.\n"
+                if st.request.get("issue_url"):  # a remediation run: the merge request links its issue
+                    message += f"Issue: {st.request['issue_url']}\n"
                 base = st.request.get("base_ref") or "main"
                 when, into = st.approved_at // 1_000_000, self.dir / "merge"
                 auth = self.git_env()
