@@ -1,7 +1,9 @@
-"""Codex runs end to end on real services: the real Codex binary in the run's docker sandbox, driven
-by the scripted model server on the operator's gateway address (reached through the egress proxy,
-its key added there), from POST /v1/requests to a branch in the local bare repository."""
+"""Codex (and any other coding CLI) runs end to end on real services: the real Codex binary in the
+run's docker sandbox, driven by the scripted model server on the operator's gateway address
+(reached through the egress proxy, its key added there), from POST /v1/requests to a branch in the
+local bare repository."""
 
+import shlex
 import subprocess
 import threading
 from collections import Counter
@@ -12,6 +14,7 @@ import pytest
 from astraforge.processors.runs.executors.codex import AGENT
 from tests.conftest import gateway_listener
 from tests.integration import test_runs_crash as crashes
+from tests.integration.test_codex import data_of
 from tests.integration.test_runs import orchestrator, repos, run_settings, runs_api  # noqa: F401 (fixtures)
 from tests.integration.test_runs_crash import crash  # noqa: F401 (a fixture)
 from tests.modelserver import ModelServer, Turn, apply_patch, exec_command, message
@@ -207,3 +210,50 @@ def test_kill_9_mid_codex_resumes_without_duplicates(crash, tenant) -> None:  # 
     agent = Counter(e["type"] for e in records if e["actor"] == AGENT)
     assert agent == {"tool.called": 2, "tool.result": 2, "diff.produced": 1, "chat.message": 1, "agent.usage": 1}
     assert types["diff.captured"] == 2
+
+
+# a stand-in coding CLI: reads the spec on stdin, says what it read, fixes calc.py
+FIXER = shlex.quote(
+    f"import sys; s = sys.stdin.read(); print('spec:', s.splitlines()[0]); open('calc.py', 'w').write({CALC_FIXED!r})"
+)
+STDIN_TEMPLATE = f"python3 -B -c {FIXER}"
+FILE_TEMPLATE = f"head -1 {{spec_file}} > NOTES.md && python3 -B -c {FIXER} < {{spec_file}}"
+
+
+@pytest.mark.parametrize("template", [STDIN_TEMPLATE, FILE_TEMPLATE], ids=["stdin", "file"])
+def test_a_cli_agent_run_is_recorded_at_command_output_and_diff_level(
+    runs_api,  # noqa: F811
+    run_settings,  # noqa: F811
+    repos,  # noqa: F811
+    tenant,
+    template,
+    tmp_path,
+) -> None:
+    _, key = tenant
+    if template == STDIN_TEMPLATE:
+        body = codex_request(repos["calc"], agent="cli", command=template)
+        run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    else:  # through `astraforge run`, as a user would
+        spec = tmp_path / "spec.md"
+        spec.write_text(SPEC)
+        argv = [".venv/bin/astraforge", "run", "--spec", str(spec), "--repo", str(repos["calc"]), "--agent", "cli"]
+        argv += ["--command", template, "--test", "python -B -m unittest -v", "--api", runs_api]
+        env = {**cli_env(run_settings), "ASTRAFORGE_API_KEY": key}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "awaiting_review" in done.stderr, done.stdout + done.stderr
+        run_id = done.stderr.split("run ", 1)[1].split()[0]
+    run = wait_state(runs_api, key, run_id, ("awaiting_review",))
+    (attempt,) = run["attempts"]
+    files = ["NOTES.md", "calc.py"] if "spec_file" in template else ["calc.py"]
+    assert sorted(attempt["patch"]["files"]) == files and attempt["test_results"][0]["passed"] == 2
+    records = stream_types(runs_api, key, run_id)
+    command = f"sb-{run_id.removeprefix('run-')}-a1-cli"
+    started = [e for e in records if e["type"] == "exec.started" and e["payload"]["command_id"] == command]
+    assert len(started) == 1
+    output = b"".join(
+        data_of(e["payload"]) for e in records if e["type"] == "exec.output" and e["payload"]["command_id"] == command
+    )
+    assert output == f"spec: {SPEC}\n".encode()
+    assert [d["step"] for d in attempt["diffs"]] == [0]
+    if "spec_file" in template:
+        assert f"+{SPEC}\n" in attempt["diffs"][0]["patch"]
