@@ -18,7 +18,7 @@ from tests.integration.test_codex import data_of, leaks
 from tests.integration.test_runs import orchestrator, repos, run_settings, runs_api  # noqa: F401 (fixtures)
 from tests.integration.test_runs_crash import crash  # noqa: F401 (a fixture)
 from tests.modelserver import ModelServer, Turn, apply_patch, exec_command, message
-from tests.runs_support import CALC_FIXED, git, post, stream_types, wait_state
+from tests.runs_support import CALC_FIXED, git, post, stream_so_far, stream_types, wait_state
 from tests.support import auth, cli_env, wait_until
 
 FIX = """*** Begin Patch
@@ -209,7 +209,7 @@ def test_kill_9_mid_codex_resumes_without_duplicates(crash, tenant) -> None:  # 
             assert asked.wait(240), "Codex never asked for its second turn"
             command = f"sb-{run_id.removeprefix('run-')}-a1-codex"
             wait_until(  # the driver recorded the first command Codex ran before it died
-                lambda: "tool.result" in [e["type"] for e in stream_types(url, key, run_id)],
+                lambda: "tool.result" in [e["type"] for e in stream_so_far(url, key, run_id)],
                 timeout=60,
                 what="the first command's record",
             )
