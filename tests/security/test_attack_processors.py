@@ -135,13 +135,13 @@ def test_commands_accepted_while_an_instance_joins_stalls_and_dies_each_finish_o
         with Load(tenants) as load:
             time.sleep(3)
             second = Instance(s, "second", logs)  # joins under load: the first gives partitions away mid-stream
-            split_evenly([first, second], 6)
+            split_evenly([first, second], 6, timeout=240)  # a busy host starts a processor slowly
             time.sleep(3)
             second.freeze()  # past its session: the first takes its partitions back
             wait_until(lambda: first.owned() == set(range(6)), timeout=120, what="first owns every partition again")
             time.sleep(3)
             second.thaw()
-            split_evenly([first, second], 6)
+            split_evenly([first, second], 6, timeout=240)
             time.sleep(3)
             first.kill9()
             wait_until(lambda: second.owned() == set(range(6)), timeout=120, what="second owns every partition")
