@@ -103,6 +103,11 @@ class Effects:
                 with self._working_lock:
                     self._working.discard(work)
 
+    def working(self) -> frozenset[str]:
+        """Ids of the accepted commands an effect of this instance runs (or waits to run) now."""
+        with self._working_lock:
+            return frozenset(self._working)
+
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

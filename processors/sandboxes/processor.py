@@ -511,9 +511,10 @@ class SandboxProcessor:
         """Finish or close what the previous owner of ``partitions`` left open; reap their orphans."""
         partitions = set(partitions)
         present = self.provider.list_ids()
+        here = self.effects.working()  # a partition reloaded after a missed generation: what runs here goes on
         for st in list(self.states.values()):
             if self.partition_of(st.stream_id) in partitions:
-                decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED)
+                decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED, here)
                 self.emit(st.sandbox_id, decision.events)
                 self.dispatch(st.sandbox_id, decision.effects)
         self._clean_up(present, partitions)

@@ -344,7 +344,9 @@ def closed(state: SandboxState, pending: Pending, error: str, actor: str) -> Env
     return event(state, kind, payload, actor)
 
 
-def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Decision:
+def recover(
+    state: SandboxState, present: bool, actor: str, reason: str, running_here: frozenset[str] = frozenset()
+) -> Decision:
     """What a new owner of the sandbox's partition does with what the previous one left open.
 
     A command that had started is closed (``exec.finished`` with ``interrupted: <reason>``) and its
@@ -352,6 +354,11 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     started runs now, if the sandbox can still run it; if it is stopping, ended or vanished, it is
     closed as never run (every accepted command gets its answer). A half-done provision is completed,
     a stop finished, a sandbox that vanished is marked failed, and a live one gets its egress proxy back.
+
+    ``running_here``: commands an effect of this very instance still runs (a take-over that reloads
+    a partition it held, after the group went a generation without it). Nobody closed them (the state
+    says they run), so they go on and write their own outcome: closing them would interrupt a command
+    that is running correctly.
     """
     events: list[Envelope] = []
     effects: list[Effect] = []
@@ -360,6 +367,8 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     can_run = runnable and state.state not in ENDED and state.state != "stopping"
     pending_ids = {p.command_id for p in state.pending}
     for pending in state.pending:
+        if pending.command_id in running_here and present and state.state in ("ready", "busy"):
+            continue
         if pending.command_id in state.running:
             events.append(closed(state, pending, interrupted, actor))
             effects.append(Effect("cancel", reason=pending.command_id))
@@ -371,7 +380,7 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
         events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
     if state.state in ENDED:
         return Decision(events)
-    if state.state == "busy" and present:  # every command that was running is closed
+    if state.state == "busy" and present and not running_here & state.running:  # every running one is closed
         events.append(lifecycle(state, "ready", actor))
     if state.state in ("requested", "provisioning"):
         if state.state == "requested":

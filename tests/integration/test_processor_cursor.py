@@ -1,11 +1,12 @@
-"""No accepted command is lost when faust's reading or its committed offset skips it.
+"""No accepted command is lost, or closed while it runs well, across a rebalance.
 
 Faust commits past records it never handed to the processor: after a revocation dropped the
 records it had buffered, a partition this instance kept resumed past them, and faust counted the
 skipped offsets as acknowledged (tests/scale/test_faust_commit.py pins that defect). The processor
 therefore keeps its own cursor per partition (``processors/cursor.py``). These tests hand the
 processor exactly what faust handed it in the load attack (tests/security/test_attack_processors.py),
-deterministically: the real records from Kafka, in the order faust delivered them."""
+deterministically: the real records from Kafka, in the order faust delivered them. A take-over
+after a generation this instance missed reloads its partitions: the commands it still runs go on."""
 
 import asyncio
 import secrets
@@ -79,5 +80,38 @@ def test_a_take_over_handles_the_commands_left_before_it_whatever_the_group_comm
         asyncio.run(processor._assigned(frozenset({0})))
         assert accepted_in_order(processor, sid) == ids
         each_finished_once(processor, sid, ids)
+    finally:
+        processor.provider.stop(sid)
+
+
+def test_a_take_over_after_a_missed_generation_leaves_the_command_this_instance_runs_running(
+    processor,  # noqa: F811
+) -> None:
+    """The group went a generation without this instance (``continued`` false), so the take-over
+    reloads the partition it held. Its own command is still running: on main the reload closed it
+    as interrupted and cancelled it; now it finishes, once, with its own exit code and output."""
+    sid = owned_ready_sandbox(processor)
+    s = processor.settings
+    try:
+        cid = f"cmd-{secrets.token_hex(4)}"
+        wait_for_go = "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo done"
+        producer = EventProducer(s)
+        at = producer.append(exec_command(sid, cid, wait_for_go))
+        producer.close()
+        processor.handle(*delivered(processor, at))
+        wait_until(
+            lambda: any(e.type == "exec.output" for e in records(s, sid)), timeout=60, what="the command running"
+        )
+
+        processor._suspend_now(frozenset({0}))  # a rebalance this instance missed a generation of
+        processor.runtime.continued = False
+        asyncio.run(processor._assigned(frozenset({0})))
+        processor.provider.handle(processor.state(sid).runtime_id).client.exec(argv=["touch", "/tmp/go"])
+
+        each_finished_once(processor, sid, [cid])
+        (done,) = [e for e in records(s, sid) if e.type == "exec.finished"]
+        assert done.payload["error"] is None and done.payload["exit_code"] == 0, done.payload
+        output = b"".join(e.payload["data"] for e in records(s, sid) if e.type == "exec.output")
+        assert output == b"started\ndone\n"
     finally:
         processor.provider.stop(sid)

@@ -106,6 +106,21 @@ def test_recover_closes_started_commands_and_runs_accepted_ones() -> None:
     assert recover(replace(state, state="ready"), False, "p", "x").events[-1].type == "sandbox.failed"
 
 
+def test_recover_leaves_the_commands_this_instance_still_runs_running() -> None:
+    """A take-over that reloads a partition this instance held (a generation passed without it) finds
+    its own running command still open: nobody closed it, so it goes on (no close, no cancel, the
+    sandbox stays busy); a command nobody here runs is closed as before."""
+    state = ready()
+    other = command("sandbox.exec", {**EXEC.payload, "command_id": "c2"})
+    state = fold(state, decide(state, EXEC, 1, "p").events + decide(state, other, 2, "p").events)
+    state = fold(state, started(state, "c1", ["true"], None, "p", EXEC))
+    state = fold(state, started(state, "c2", ["true"], None, "p", other))
+    decision = recover(state, True, "p", "moved", running_here=frozenset({"c1"}))
+    assert [(e.type, e.payload.get("command_id")) for e in decision.events] == [("exec.finished", "c2")]
+    assert [(e.kind, e.reason) for e in decision.effects] == [("egress", None), ("cancel", "c2")]
+    assert fold(state, decision.events).state == "busy"
+
+
 def test_state_survives_the_table_json() -> None:
     state = fold(ready(), decide(ready(), EXEC, 7, "p").events)
     assert SandboxState.from_json(state.to_json()) == state
