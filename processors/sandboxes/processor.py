@@ -22,9 +22,11 @@ while this instance owns it within its lease (``runtime.Lease``: a stalled insta
 writes and starts nothing).
 
 A command runs once however often it comes. *Redelivered* (the same record again: a crash before
-its offset committed, a reset of the group's offsets): the partition's ``@commands-<partition>``
-table entry is the offset below which every command was handled, so it is skipped, with no window
-in time or count. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
+its offset committed, a reset of the group's offsets): the partition's cursor
+(``processors/cursor.py``, the ``@commands-<partition>`` table entry) is the offset below which every
+command was handled, so it is skipped, with no window in time or count; a command *skipped* by
+faust (it commits past records it never handed out) is read from Kafka when a later one arrives, or
+at the partition's next take-over, which catches up from the cursor. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
 PostgreSQL) answers the retry without appending it again; only when the API instance died between
 Kafka's acknowledgement and recording it does a retry append the command again under the same ids,
 and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while it lives; an ended
