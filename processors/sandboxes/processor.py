@@ -21,17 +21,17 @@ their own. Every outcome is settled under the partition's lock against the curre
 while this instance owns it within its lease (``runtime.Lease``: a stalled instance that woke up
 writes and starts nothing).
 
-A command runs once however often it comes. *Redelivered* (the same record again: a crash before
-its offset committed, a reset of the group's offsets): the partition's cursor
-(``processors/cursor.py``, the ``@commands-<partition>`` table entry) is the offset below which every
-command was handled, so it is skipped, with no window in time or count; a command *skipped* by
-faust (it commits past records it never handed out) is read from Kafka when a later one arrives, or
-at the partition's next take-over, which catches up from the cursor. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
-PostgreSQL) answers the retry without appending it again; only when the API instance died between
-Kafka's acknowledgement and recording it does a retry append the command again under the same ids,
-and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while it lives; an ended
-sandbox takes no command) drop it. Not covered: that re-append arriving after 256 later commands
-of the same sandbox runs it again.
+A command runs once however often it comes. *Redelivered* (the same record again: a crash before its
+offset committed, a reset of the group's offsets): the partition's cursor (``processors/cursor.py``,
+the ``@commands-<partition>`` table entry) is the offset below which every command was handled, so
+it is skipped, with no window in time or count; a command *skipped* by faust (it commits past
+records it never handed out) is read from Kafka when a later one arrives, or at the partition's next
+take-over, which catches up from the cursor. *Retried* by a client (a new record): the API's
+``Idempotency-Key`` (24 h, in PostgreSQL) answers the retry without appending it again; only when
+the API instance died between Kafka's acknowledgement and recording it does a retry append the
+command again under the same ids, and then a sandbox's ``recent`` ids (its last 256 finished
+commands, kept while it lives; an ended sandbox takes no command) drop it. Not covered: that
+re-append arriving after 256 later commands of the same sandbox runs it again.
 
 On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
 lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
