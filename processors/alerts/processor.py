@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+import psycopg
+
 from astraforge import integrations
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -33,7 +35,7 @@ from astraforge.processors.alerts.issue_api import IssueApi, IssueApiFailed
 from astraforge.processors.alerts.state import AlertOutcome, decide, derived_event_id, window_full
 from astraforge.processors.runs.guardrails import repository_allowed
 from astraforge.processors.runs.state import ENDED
-from astraforge.processors.runtime import Runtime, append_durably
+from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.producers.alert_payloads import rest_event
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.egress_addresses import AddressPolicy
@@ -55,18 +57,52 @@ class AlertsProcessor:
         self.producer = EventProducer(settings)
         self.stop_event = threading.Event()
         self.db_lock = threading.Lock()  # one connection, used by the handler and the tick
-        self.db = connect(settings)
+        self.db = self._connect()
         with self.db.transaction():
             store.ensure_schema(self.db)
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.consumer = f"{settings.topic_prefix}-{NAME}"
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
 
+    def _connect(self) -> psycopg.Connection:
+        db = connect(self.settings)
+        # a commit lost to a PostgreSQL crash is redone identically from Kafka (the alert is read again,
+        # decided the same, its records carry derived ids): no need to wait for the WAL flush per alert
+        db.execute("SET synchronous_commit = off")
+        db.commit()
+        return db
+
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
         async for record in stream.events():
             message = record.message
-            await asyncio.to_thread(self.handle, message.partition, message.offset, message.value)
+            await asyncio.to_thread(self._handle_surely, message)
+
+    def _handle_surely(self, message) -> None:
+        """Handle a record; while PostgreSQL is away, retry it (never skip an accepted alert); a
+        record this processor cannot handle for any other reason is dead-lettered, not retried forever."""
+        while True:
+            try:
+                return self.handle(message.partition, message.offset, message.value)
+            except psycopg.Error:
+                LOG.exception("alert at %s/%s: PostgreSQL failed; retrying", message.partition, message.offset)
+                if self.stop_event.wait(1.0):
+                    raise
+                self._reconnect()
+            except Exception as e:
+                LOG.exception("alert at %s/%s cannot be handled", message.partition, message.offset)
+                source = Source(message.topic, message.partition, message.offset, message.key)
+                dead_letter(self.producer, source, message.value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
+                return None
+
+    def _reconnect(self) -> None:
+        with self.db_lock:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            try:
+                self.db = self._connect()
+            except Exception:
+                LOG.warning("PostgreSQL still unavailable")
 
     def handle(self, partition: int, offset: int, value: bytes) -> None:
         try:
@@ -90,7 +126,9 @@ class AlertsProcessor:
         alert = dict(command.payload)
         integration = self._integration(alert["integration_id"])
         records = [] if from_queue else [self._fact(command, "alert.received", alert)]
-        if integration is None or (integration.secret_sealed is None and integration.kind == "sentry"):
+        if integration is None or integration.secret_sealed is None:  # deleted: its secrets are erased
+            if from_queue:
+                store.queue_cleared(self.db, alert["integration_id"], alert["alert_id"])
             outcome = AlertOutcome("ignore", reason="the integration was deleted")
             return self._finish(command, records, outcome, None, alert)
         found = integration.route(alert.get("project"), alert.get("project_id"))
@@ -304,7 +342,10 @@ class AlertsProcessor:
             while not self.stop_event.wait(self.tick_s):
                 try:
                     self.tick()
-                except Exception:  # the database or an API away for a moment: the next tick retries
+                except psycopg.Error:  # the database away for a moment: the next tick retries
+                    LOG.exception("alerts tick failed")
+                    self._reconnect()
+                except Exception:
                     LOG.exception("alerts tick failed")
         finally:
             self.runtime.stop()

@@ -45,15 +45,15 @@ def ensure_schema(conn: Connection) -> None:
 
 
 def lock_partition(conn: Connection, consumer: str, partition: int) -> int:
-    """Lock the partition's offset row (created at 0); the next offset to handle."""
-    conn.execute(
-        "INSERT INTO alert_offsets (consumer, partition, next_offset) VALUES (%s, %s, 0) ON CONFLICT DO NOTHING",
-        (consumer, partition),
-    )
-    row = conn.execute(
-        "SELECT next_offset FROM alert_offsets WHERE consumer = %s AND partition = %s FOR UPDATE",
-        (consumer, partition),
-    ).fetchone()
+    """Lock the partition's offset row (created at 0 the first time); the next offset to handle."""
+    select = "SELECT next_offset FROM alert_offsets WHERE consumer = %s AND partition = %s FOR UPDATE"
+    row = conn.execute(select, (consumer, partition)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO alert_offsets (consumer, partition, next_offset) VALUES (%s, %s, 0) ON CONFLICT DO NOTHING",
+            (consumer, partition),
+        )
+        row = conn.execute(select, (consumer, partition)).fetchone()
     return row["next_offset"]
 
 

@@ -82,3 +82,11 @@ def test_submit_watch_cut_the_network_approve_and_see_the_merge_request(platform
     done = run_script("review.mjs", chromium, API_URL=platform, API_KEY=key, REPO=str(repos["calc"]))
     assert done.returncode == 0, done.stderr[-4000:]
     assert (ARTIFACTS / "07-run-merged.png").stat().st_size > 0
+
+
+def test_sandboxes_page_creates_a_sandbox_and_its_console_runs_a_command(platform, tenant, chromium) -> None:
+    """New sandbox from the list, a command in the exec console (its output there and, live, in the
+    sandbox's timeline), then Stop until the badge says terminated."""
+    _, key = tenant
+    done = run_script("sandboxes.mjs", chromium, API_URL=platform, API_KEY=key)
+    assert done.returncode == 0, done.stderr[-4000:]

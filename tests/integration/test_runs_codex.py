@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from astraforge.processors.runs.executors.codex import AGENT
-from tests.conftest import gateway_listener
+from tests.conftest import GATEWAY_SECRET, gateway_listener
 from tests.integration import test_runs_crash as crashes
-from tests.integration.test_codex import data_of
+from tests.integration.test_codex import data_of, leaks
 from tests.integration.test_runs import orchestrator, repos, run_settings, runs_api  # noqa: F401 (fixtures)
 from tests.integration.test_runs_crash import crash  # noqa: F401 (a fixture)
 from tests.modelserver import ModelServer, Turn, apply_patch, exec_command, message
-from tests.runs_support import CALC_FIXED, git, post, stream_types, wait_state
+from tests.runs_support import CALC_FIXED, git, post, stream_so_far, stream_types, wait_state
 from tests.support import auth, cli_env, wait_until
 
 FIX = """*** Begin Patch
@@ -55,13 +55,34 @@ def codex_request(repo, **overrides) -> dict:
     return {**body, **overrides}
 
 
-def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenant) -> None:  # noqa: F811
+class RunKeySearch:
+    """On each model request, while Codex waits for the answer: the gateway's key is nowhere in the
+    run's sandbox (its processes' environments and command lines, its writable mounts)."""
+
+    def __init__(self, sandbox_processor) -> None:
+        self.sandbox_processor = sandbox_processor
+        self.sandbox_id: str | None = None
+        self.searched = 0
+
+    def __call__(self, _) -> None:
+        pid_ns = self.sandbox_processor.provider.handle(self.sandbox_id).peer.pid_ns
+        found, commands = leaks(pid_ns, GATEWAY_SECRET.encode())
+        assert not found, f"the gateway key is in the sandbox: {found}"
+        assert any("/usr/local/bin/codex exec" in c for c in commands), commands
+        self.searched += 1
+
+
+def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenant, sandbox_processor) -> None:  # noqa: F811
     _, key = tenant
-    with ModelServer(FIX_SCRIPT + NOTES_SCRIPT, listener=gateway_listener()) as server:
+    search = RunKeySearch(sandbox_processor)
+    with ModelServer(FIX_SCRIPT + NOTES_SCRIPT, listener=gateway_listener(), on_request=search) as server:
         r = post(f"{runs_api}/v1/requests", key, codex_request(repos["calc"]))
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
+        search.sandbox_id = f"sb-{run_id.removeprefix('run-')}-a1"
         run = wait_state(runs_api, key, run_id, ("awaiting_review",), timeout=300)
+        assert search.searched == len(FIX_SCRIPT)
+        search.sandbox_id = f"sb-{run_id.removeprefix('run-')}-a2"
         first_requests = len(server.script.model_requests)
         prompt = str(server.script.model_requests[0].body["input"])
 
@@ -97,6 +118,7 @@ def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenan
         run = wait_state(runs_api, key, run_id, ("awaiting_review",), timeout=300, attempt=2)
         second_prompt = str(server.script.model_requests[first_requests].body["input"])
     assert not server.script.errors and len(server.script.model_requests) == len(FIX_SCRIPT + NOTES_SCRIPT)
+    assert search.searched == len(FIX_SCRIPT + NOTES_SCRIPT)
     assert SPEC in prompt and "calc.py, NOTES.md" in prompt  # the spec and the paths it may change
     assert "reviewer" not in prompt and "Also write NOTES.md saying what you fixed." in second_prompt
     assert sorted(run["attempts"][1]["patch"]["files"]) == ["NOTES.md", "calc.py"]
@@ -187,7 +209,7 @@ def test_kill_9_mid_codex_resumes_without_duplicates(crash, tenant) -> None:  # 
             assert asked.wait(240), "Codex never asked for its second turn"
             command = f"sb-{run_id.removeprefix('run-')}-a1-codex"
             wait_until(  # the driver recorded the first command Codex ran before it died
-                lambda: "tool.result" in [e["type"] for e in stream_types(url, key, run_id)],
+                lambda: "tool.result" in [e["type"] for e in stream_so_far(url, key, run_id)],
                 timeout=60,
                 what="the first command's record",
             )

@@ -24,7 +24,10 @@ from tests.alert_payloads import (
     issue_created,
     sentry_headers,
 )
+from tests.conftest import gateway_listener
+from tests.integration.test_runs_codex import FIX_SCRIPT
 from tests.issue_api import IssueApiStandIn, issue_api
+from tests.modelserver import ModelServer
 from tests.runs_support import CALC_FIXED, bare_repository, git, post, wait_state
 from tests.support import auth, wait_until
 
@@ -154,7 +157,7 @@ def decisions(api: str, key: str, integration_id: str, n: int, timeout: float = 
         ]
         return len(found) >= n
 
-    wait_until(enough, timeout=timeout, interval=0.2, what=f"{n} alert decisions")
+    wait_until(enough, timeout=timeout, interval=0.2 if n < 10 else 1.0, what=f"{n} alert decisions")
     return found
 
 
@@ -268,6 +271,25 @@ def test_a_sentry_alert_becomes_a_run_a_merge_request_and_a_comment(api, repos, 
     third = decisions(api, key, integration["id"], 3)[2]
     assert third["type"] == "alert.run_started" and third["payload"]["run_id"] != run_id
     post(f"{api}/v1/runs/{third['payload']['run_id']}/cancel", key)
+
+
+def test_a_sentry_alert_becomes_a_codex_run_and_a_merge_request(api, repos, tenant) -> None:
+    """The Codex variant: the real Codex binary, driven by the scripted model server, gets the alert's
+    spec as its prompt and fixes the frame it names."""
+    _, key = tenant
+    body = integration_body(repos["calc"], agent="codex", steps=[], test_command="python -B -m unittest -v")
+    integration = create(api, key, body)
+    with ModelServer(FIX_SCRIPT, listener=gateway_listener()) as server:
+        assert deliver(api, integration, event_alert("9101"), "event_alert").status_code == 202
+        (started,) = decisions(api, key, integration["id"], 1)
+        run_id = started["payload"]["run_id"]
+        run = wait_state(api, key, run_id, ("awaiting_review",), timeout=300)
+        prompt = str(server.script.model_requests[0].body["input"])
+    assert "AssertionError: add(2, 3) returned -1" in prompt and "calc.py:2 in add" in prompt
+    assert run["attempts"][0]["patch"]["files"] == ["calc.py"]
+    assert post(f"{api}/v1/runs/{run_id}/review", key, {"decision": "approve"}).status_code == 202
+    wait_state(api, key, run_id, ("merged",))
+    assert git("--git-dir", str(repos["calc"]), "show", f"astraforge/{run_id}:calc.py") + "\n" == CALC_FIXED
 
 
 def test_an_issue_alert_is_enriched_from_the_api(api, repos, tenant, sentry_api) -> None:

@@ -28,7 +28,9 @@ from astraforge_toolkit.types import (
 )
 
 EXEC_ANSWER_MARGIN_S = 60.0  # the API answers a command's timeout within 30 s of it
-ARTIFACT_GRACE_S = 5.0
+# an artifact or a run is readable once its record is projected, milliseconds after the answer
+# that names it: a 404 that soon after is retried for this long
+PROJECTION_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class ApiCalls:
     def artifact(self, artifact_id: str) -> bytes:
         """An artifact's bytes (a snapshot, an export, output past the inline limit)."""
         return self._send(
-            Call("GET", f"/v1/artifacts/{artifact_id}", _bytes, timeout=120, not_found_grace_s=ARTIFACT_GRACE_S)
+            Call("GET", f"/v1/artifacts/{artifact_id}", _bytes, timeout=120, not_found_grace_s=PROJECTION_GRACE_S)
         )
 
     def delete_artifact(self, artifact_id: str) -> None:
@@ -246,7 +248,7 @@ class ApiCalls:
 
     def get_run(self, run_id: str) -> Run:
         """The run; ``raw`` holds its attempts (diffs, tests, patch, review) and artifacts."""
-        return self._send(Call("GET", f"/v1/runs/{run_id}", _one(Run)))
+        return self._send(Call("GET", f"/v1/runs/{run_id}", _one(Run), not_found_grace_s=PROJECTION_GRACE_S))
 
     def list_runs(
         self, *, state: str | None = None, text: str | None = None, after: str | None = None, limit: int = 100

@@ -44,6 +44,9 @@ export function describe(e: StreamEvent): string {
       return `diff of ${(p.files ?? []).length} file(s): +${p.additions} -${p.deletions}`;
     case "merge_request.opened":
       return `merge request ${p.url}`;
+    case "exec.accepted":
+    case "file.accepted":
+      return `accepted ${p.command_type ?? "command"} ${p.command_id ?? ""}`;
     case "artifact.stored":
       return `stored ${p.artifact?.name ?? p.artifact?.artifact_id} (${p.artifact?.size ?? "?"} bytes)`;
     case "patch.proposed":
