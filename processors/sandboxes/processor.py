@@ -31,11 +31,14 @@ and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while 
 sandbox takes no command) drop it. Not covered: that re-append arriving after 256 later commands
 of the same sandbox runs it again.
 
-On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
-lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
-new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
-and their processes cancelled, accepted ones that never started run, half-done provisions complete,
-and the provider's orphans in its partitions are reaped.
+On a rebalance, partitions are first *suspended* (outcomes and a running command's output wait; the
+output already queued is flushed), then either kept (work goes on) or lost (a command still read
+here is let go, ``Detached``: this instance records nothing more for it). A new owner **recovers**
+each sandbox (``state.recover``): started commands are re-attached to (they go on in the sandbox;
+``handoff.py`` counts what the stream holds of their output, the supervisor serves the rest), accepted
+ones that never started run, half-done provisions complete, and the provider's orphans in its
+partitions are reaped. A command is closed as interrupted only when it cannot be read on (its sandbox
+is stopping or vanished, or its supervisor does not have it).
 """
 
 import asyncio
