@@ -250,10 +250,10 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
-        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
-        and dropped once the stream's partition is gone: a command still running here after a rebalance
-        gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
+        """Queue a record that changes no state (egress decisions): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed), and dropped once the stream's
+        partition is gone. A command's output goes through ``record_output`` instead, which never drops:
+        the partition's next owner counts what was recorded to re-attach from there."""
         if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
             return
         try:
