@@ -18,6 +18,7 @@ from astraforge_toolkit import (
     Sandbox,
     Unauthorized,
 )
+from astraforge_toolkit.backend import SandboxBackend
 
 from tests.conftest import new_tenant
 from tests.support import wait_until
@@ -71,6 +72,15 @@ def test_exec_answers_a_typed_result_and_streams_its_output(client, sandbox) -> 
     second = list(client.exec_stream(sandbox.id, "echo again"))
     assert {e.payload["command_id"] for e in second}.isdisjoint(command_ids)
     assert second[-1].type == "exec.finished"
+
+
+def test_the_backend_answers_output_past_the_inline_limit_whole(client, sandbox) -> None:
+    """Past 1 MiB a command's output goes on to the artifact store: the backend joins the two."""
+    size = 3 * 1024 * 1024 // 2
+    script = f"import sys; sys.stdout.write(''.join(chr(65 + i % 26) for i in range({size})))"
+    response = SandboxBackend(client, sandbox.id).execute(f'python -c "{script}"')
+    assert response.exit_code == 0 and response.truncated is False
+    assert response.output == "".join(chr(65 + i % 26) for i in range(size))
 
 
 def test_files_upload_download_export(client, sandbox) -> None:
