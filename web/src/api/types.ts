@@ -36,6 +36,7 @@ export interface Diff {
   diff_id: string;
   files: string[];
   patch: string | null;
+  artifact: ArtifactRef | null;
   additions: number;
   deletions: number;
   attempt: number;
@@ -69,7 +70,7 @@ export interface Attempt {
   guidance: string | null;
   diffs: Diff[];
   test_results: TestResult[];
-  patch: { patch: string | null; summary: string | null; files: string[]; additions: number; deletions: number } | null;
+  patch: { patch: ArtifactRef | null; summary: string | null; files: string[]; additions: number; deletions: number } | null;
   violations: Record<string, any>[];
   review: { decision: string; reviewer: string; comment: string | null } | null;
   merge_request: MergeRequest | null;

@@ -26,12 +26,12 @@ export function Field({ label, hint, children }: { label: string; hint?: string;
   );
 }
 
-export function TextInput({ label, hint, ...rest }: InputHTMLAttributes<HTMLInputElement> & { label: string; hint?: string }) {
-  return <Field label={label} hint={hint}>{(id) => <input id={id} className={control} {...rest} />}</Field>;
+export function TextInput({ label, hint, className = "", ...rest }: InputHTMLAttributes<HTMLInputElement> & { label: string; hint?: string }) {
+  return <Field label={label} hint={hint}>{(id) => <input id={id} className={`${control} ${className}`} {...rest} />}</Field>;
 }
 
-export function TextArea({ label, hint, ...rest }: TextareaHTMLAttributes<HTMLTextAreaElement> & { label: string; hint?: string }) {
-  return <Field label={label} hint={hint}>{(id) => <textarea id={id} className={`${control} font-mono`} {...rest} />}</Field>;
+export function TextArea({ label, hint, className = "", ...rest }: TextareaHTMLAttributes<HTMLTextAreaElement> & { label: string; hint?: string }) {
+  return <Field label={label} hint={hint}>{(id) => <textarea id={id} className={`${control} font-mono ${className}`} {...rest} />}</Field>;
 }
 
 export function Select({ label, children, ...rest }: SelectHTMLAttributes<HTMLSelectElement> & { label: string }) {

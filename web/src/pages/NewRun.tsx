@@ -11,9 +11,9 @@ interface Step {
   path: string;
 }
 
-/** A new run (POST /v1/requests). The script agent's steps are shell commands or file writes. */
+/** A new run (POST /v1/requests): Codex, or the script agent whose steps are shell commands or file writes. */
 export default function NewRun() {
-  const [form, setForm] = useState({ title: "", spec: "", repository: "", base_branch: "main", test_command: "", writable_paths: "" });
+  const [form, setForm] = useState({ title: "", spec: "", repository: "", base_branch: "main", agent: "script", model: "", test_command: "", writable_paths: "" });
   const [steps, setSteps] = useState<Step[]>([{ kind: "run", text: "", path: "" }]);
   const [key] = useState(idempotencyKey); // one key per form: a double submit starts one run
   const submit = useMutation({
@@ -26,10 +26,11 @@ export default function NewRun() {
           spec: form.spec,
           repository: form.repository,
           base_branch: form.base_branch,
-          agent: "script",
+          agent: form.agent,
+          model: form.agent === "codex" && form.model ? form.model : undefined,
           test_command: form.test_command || undefined,
           writable_paths: form.writable_paths.split(/[\n,]/).map((s) => s.trim()).filter(Boolean),
-          steps: steps.filter((s) => s.text || s.path).map((s) => (s.kind === "run" ? { run: s.text } : { write: s.path, content: s.text })),
+          steps: form.agent !== "script" ? [] : steps.filter((s) => s.text || s.path).map((s) => (s.kind === "run" ? { run: s.text } : { write: s.path, content: s.text })),
         },
       }),
     onSuccess: (run) => navigate(`/runs/${run.id}`),
@@ -43,7 +44,12 @@ export default function NewRun() {
         <TextArea label="Request" required rows={4} value={form.spec} onChange={set("spec")} hint="What the agent should do." />
         <TextInput label="Repository" required value={form.repository} onChange={set("repository")} hint="URL or path on the tenant's allowlist." />
         <TextInput label="Base branch" required value={form.base_branch} onChange={set("base_branch")} />
-        <fieldset className="flex flex-col gap-3 rounded border border-slate-300 p-3 dark:border-slate-700">
+        <Select label="Agent" value={form.agent} onChange={set("agent")}>
+          <option value="script">script (the steps below)</option>
+          <option value="codex">codex</option>
+        </Select>
+        {form.agent === "codex" && <TextInput label="Model" value={form.model} onChange={set("model")} hint="Empty: the platform's default." />}
+        {form.agent === "script" && <fieldset className="flex flex-col gap-3 rounded border border-slate-300 p-3 dark:border-slate-700">
           <legend className="px-1 text-sm font-medium">Script agent steps</legend>
           {steps.map((s, i) => (
             <div key={i} className="grid grid-cols-1 gap-2 sm:grid-cols-[10rem_1fr_auto]">
@@ -59,7 +65,7 @@ export default function NewRun() {
             </div>
           ))}
           <Button onClick={() => setSteps([...steps, { kind: "run", text: "", path: "" }])}>Add step</Button>
-        </fieldset>
+        </fieldset>}
         <TextInput label="Test command" value={form.test_command} onChange={set("test_command")} />
         <TextInput label="Writable paths" value={form.writable_paths} onChange={set("writable_paths")} hint="Comma separated; empty: any path." />
         <ErrorText error={submit.error} />

@@ -3,7 +3,7 @@ import * as Tabs from "@radix-ui/react-tabs";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { lazy, Suspense, useState } from "react";
 import { api, authHeaders, idempotencyKey } from "../api/client";
-import { ENDED_RUN_STATES, type ArtifactRef, type Attempt, type RunDetail } from "../api/types";
+import { ENDED_RUN_STATES, type ArtifactRef, type Attempt, type Run, type RunDetail, type StreamEvent } from "../api/types";
 import { Button, Card, ErrorText, StateBadge, TextArea } from "../components/ui";
 import { Link } from "../router";
 import { Timeline } from "../timeline/Timeline";
@@ -15,13 +15,20 @@ const tab = "rounded-t border-b-2 border-transparent px-3 py-1.5 text-sm data-[s
 /** A run: its live timeline, changes, tests and artifacts, and the reviewer's actions. */
 export default function RunView({ id }: { id: string }) {
   const client = useQueryClient();
-  const run = useQuery({ queryKey: ["run", id], queryFn: () => api<RunDetail>(`/v1/runs/${encodeURIComponent(id)}`) });
-  // the run's own records say when it changed: refresh the detail then, not on a timer
-  const { store, version, connection } = useTimeline(id, (batch) => {
-    if (batch.some((e) => /^(run\.|diff\.|test\.|patch\.|merge_request\.|review\.|artifact\.)/.test(e.type)))
-      client.invalidateQueries({ queryKey: ["run", id] });
+  // the state as the run's own records tell it, live; the detail (from the projection, which may
+  // be a moment behind the live tail) is fetched again until it has caught up with it
+  const [live, setLive] = useState<{ state: string; attempt: number; seen: number } | null>(null);
+  const run = useQuery({
+    queryKey: ["run", id],
+    queryFn: () => api<RunDetail>(`/v1/runs/${encodeURIComponent(id)}`),
+    refetchInterval: (q) => (live && !caughtUp(q.state.data, live) ? 300 : false),
   });
-  const r = run.data;
+  const { store, version, connection } = useTimeline(id, (batch) => {
+    const last = lastRunState(batch);
+    if (last) setLive((prev) => ({ ...last, seen: (prev?.seen ?? 0) + 1 }));
+    if (batch.some((e) => DETAIL_RECORDS.test(e.type))) client.invalidateQueries({ queryKey: ["run", id] });
+  });
+  const r = run.data ? { ...run.data, ...(live && live.attempt >= run.data.attempt ? { state: live.state, attempt: live.attempt } : {}) } : undefined;
   const attempt: Attempt | undefined = r?.attempts[r.attempts.length - 1];
   const mr = r?.attempts.map((a) => a.merge_request).filter(Boolean).pop();
   return (
@@ -63,13 +70,43 @@ export default function RunView({ id }: { id: string }) {
   );
 }
 
+const DETAIL_RECORDS = /^(run\.|diff\.|test\.|patch\.|merge_request\.|review\.|artifact\.)/;
+
+function lastRunState(batch: StreamEvent[]): { state: string; attempt: number } | null {
+  for (let i = batch.length - 1; i >= 0; i--) {
+    const e = batch[i];
+    if (e.type.startsWith("run.") && typeof e.payload?.state === "string" && e.type === `run.${e.payload.state}`)
+      return { state: e.payload.state, attempt: e.payload.attempt ?? 1 };
+  }
+  return null;
+}
+
+function caughtUp(detail: RunDetail | undefined, live: { state: string; attempt: number }): boolean {
+  if (!detail) return false;
+  const a = detail.attempts.find((x) => x.attempt === live.attempt);
+  const needsMr = live.state === "merged";
+  return detail.state === live.state && detail.attempt === live.attempt && (!needsMr || !!a?.merge_request);
+}
+
 function Changes({ attempt }: { attempt?: Attempt }) {
   const diff = attempt?.diffs[attempt.diffs.length - 1];
-  const patch = attempt?.patch?.patch ?? diff?.patch;
-  if (!patch) return <p>No changes yet.</p>;
+  // a large diff travels as an artifact; its text is fetched on demand
+  const stored = diff && !diff.patch ? diff.artifact?.artifact_id : undefined;
+  const fetched = useQuery({
+    queryKey: ["artifact-text", stored],
+    enabled: !!stored,
+    queryFn: async () => {
+      const r = await fetch(`/v1/artifacts/${encodeURIComponent(stored!)}`, { headers: authHeaders() });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      return r.text();
+    },
+  });
+  const patch = diff?.patch ?? fetched.data;
+  if (!diff) return <p>No changes yet.</p>;
+  if (!patch) return fetched.error ? <ErrorText error={fetched.error} /> : <p>Loading diff…</p>;
   return (
     <Suspense fallback={<p>Loading diff…</p>}>
-      <p className="mb-2 text-sm">{(attempt?.patch?.files ?? diff?.files ?? []).length} file(s), +{attempt?.patch?.additions ?? diff?.additions} −{attempt?.patch?.deletions ?? diff?.deletions}</p>
+      <p className="mb-2 text-sm">Attempt {attempt?.attempt}: {diff.files.length} file(s), +{diff.additions} −{diff.deletions}</p>
       <DiffView patch={patch} />
     </Suspense>
   );
@@ -115,7 +152,7 @@ async function download(a: ArtifactRef) {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
-function Actions({ run }: { run: RunDetail }) {
+function Actions({ run }: { run: Run }) {
   const client = useQueryClient();
   const [guidance, setGuidance] = useState("");
   const [open, setOpen] = useState(false);
@@ -124,7 +161,7 @@ function Actions({ run }: { run: RunDetail }) {
       api(`/v1/runs/${encodeURIComponent(run.id)}/${path}`, { method: "POST", json: body, headers: { "Idempotency-Key": idempotencyKey() } }),
     onSettled: () => client.invalidateQueries({ queryKey: ["run", run.id] }),
   });
-  const reviewable = run.state === "awaiting_review";
+  const reviewable = run.state === "awaiting_review" && !act.isPending;
   const ended = ENDED_RUN_STATES.includes(run.state);
   return (
     <div className="mt-3 flex flex-wrap items-center gap-2">

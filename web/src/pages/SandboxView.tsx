@@ -49,7 +49,7 @@ export default function SandboxView({ id }: { id: string }) {
           ))}
         </div>
         <form className="flex items-end gap-2" onSubmit={(e) => { e.preventDefault(); if (command.trim()) { exec.mutate(command); setCommand(""); } }}>
-          <div className="flex-1"><TextInput label="Command" className="w-full font-mono" value={command} onChange={(e) => setCommand(e.target.value)} /></div>
+          <div className="flex-1"><TextInput label="Command to run" className="font-mono" autoComplete="off" value={command} onChange={(e) => setCommand(e.target.value)} /></div>
           <Button type="submit" variant="primary" disabled={exec.isPending}>Run</Button>
         </form>
       </Card>

@@ -44,6 +44,16 @@ export function describe(e: StreamEvent): string {
       return `diff of ${(p.files ?? []).length} file(s): +${p.additions} -${p.deletions}`;
     case "merge_request.opened":
       return `merge request ${p.url}`;
+    case "exec.accepted":
+    case "file.accepted":
+      return `accepted ${p.command_type ?? "command"} ${p.command_id ?? ""}`;
+    case "artifact.stored":
+      return `stored ${p.artifact?.name ?? p.artifact?.artifact_id} (${p.artifact?.size ?? "?"} bytes)`;
+    case "patch.proposed":
+      return `patch proposed: ${(p.files ?? []).join(", ")} (+${p.additions} -${p.deletions})${p.summary ? ` — ${p.summary}` : ""}`;
+    case "file.read":
+    case "file.written":
+      return `${e.type === "file.read" ? "read" : "wrote"} ${p.path}${p.error ? ` (${p.error})` : ` (${p.size} bytes)`}`;
     case "review.decided":
       return `${p.decision} by ${p.reviewer}${p.comment ? `: ${p.comment}` : ""}`;
     default:
