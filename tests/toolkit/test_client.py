@@ -74,6 +74,18 @@ def test_exec_answers_a_typed_result_and_streams_its_output(client, sandbox) -> 
     assert second[-1].type == "exec.finished"
 
 
+def test_an_async_exec_is_cancelled_and_its_end_follows_on_the_stream(client, sandbox) -> None:
+    accepted = client.exec_async(sandbox.id, "echo started; sleep 120")
+    for event in client.stream(sandbox.id):
+        if event.payload.get("command_id") != accepted.command_id:
+            continue
+        if event.type == "exec.output":
+            client.cancel_exec(sandbox.id, accepted.command_id)  # it is running: its output came
+        if event.type == "exec.finished":
+            assert event.payload["cancelled"] is True
+            break
+
+
 def test_the_backend_answers_output_past_the_inline_limit_whole(client, sandbox) -> None:
     """Past 1 MiB a command's output goes on to the artifact store: the backend joins the two."""
     size = 3 * 1024 * 1024 // 2
