@@ -122,7 +122,7 @@ async def owned_sandbox(
     return row
 
 
-UNPROJECTED_WAIT_S = 5.0
+UNPROJECTED_WAIT_S = 10.0
 UNPROJECTED_POLL_S = 0.01
 
 
