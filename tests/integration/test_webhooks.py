@@ -29,6 +29,7 @@ from tests.integration.test_runs_codex import FIX_SCRIPT
 from tests.issue_api import IssueApiStandIn, issue_api
 from tests.modelserver import ModelServer
 from tests.runs_support import CALC_FIXED, bare_repository, git, post, wait_state
+from tests.security.test_cross_tenant import INTEGRATION_ROUTES
 from tests.support import auth, wait_until
 
 CLIENT_SECRET = f"sentry-client-secret-{secrets.token_hex(16)}"
@@ -176,8 +177,10 @@ def test_integrations_are_tenant_scoped_and_never_show_a_secret(api, repos, tena
     shown = httpx.get(f"{api}/v1/integrations/{made['id']}", headers=auth(key)).json()
     assert shown == made
     assert [i["id"] for i in httpx.get(f"{api}/v1/integrations", headers=auth(key)).json()["items"]] == [made["id"]]
-    assert httpx.get(f"{api}/v1/integrations/{made['id']}", headers=auth(other_tenant[1])).status_code == 404
-    assert httpx.delete(f"{api}/v1/integrations/{made['id']}", headers=auth(other_tenant[1])).status_code == 404
+    for method, template in INTEGRATION_ROUTES:
+        r = httpx.request(method, api + template.format(integration_id=made["id"]), headers=auth(other_tenant[1]))
+        assert r.status_code == 404, (method, template, r.text)
+    assert httpx.get(f"{api}/v1/integrations", headers=auth(other_tenant[1])).json()["items"] == []
 
     glitch = create(api, key, integration_body(repos["calc"], kind="glitchtip", client_secret=None))
     path_secret = glitch["webhook_path"].rsplit("/", 1)[1]
