@@ -16,12 +16,13 @@ from astraforge.api.heartbeats import HeartbeatCoalescer
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
-from astraforge.api.routes import artifacts, health, runs, sandboxes, streams
+from astraforge.api.routes import artifacts, health, integrations, runs, sandboxes, streams, webhooks
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.egress_addresses import AddressPolicy
+from astraforge.secretbox import SecretBox
 
 LOG = logging.getLogger(__name__)
 
@@ -86,16 +87,20 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
+    app.state.secretbox = SecretBox.from_settings(settings)  # integration secrets, sealed at rest
     app.state.heartbeats = HeartbeatCoalescer()
     app.state.reservations = Reservations()  # quota admissions not yet projected
     app.state.uploads = UploadSlots()  # uploads in flight per tenant (each spools to disk)
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
+    webhooks.redact_access_log()
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    app.include_router(integrations.router)
+    app.include_router(webhooks.router)
     docs.install(app)
     web.install(app, settings.web_dist)  # last: its SPA fallback answers only what no route above does
     return app

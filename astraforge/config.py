@@ -185,6 +185,15 @@ class Settings(BaseSettings):
     s3_bucket: str = "astraforge-artifacts"
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    integration_key: SecretStr | None = None
+    """Key (64 hex characters) that encrypts integration secrets at rest (default outside production:
+    <state_dir>/secrets/integrations.key, generated on first use)."""
+    alert_api_timeout_s: float = Field(default=5.0, gt=0)
+    """How long an enrichment or comment call to a Sentry/GlitchTip API may take."""
+    alert_api_trusted_hosts: list[str] = Field(default_factory=list)
+    """``host:port`` of issue trackers the platform may call at a private or local address (an
+    on-premises GlitchTip). Any other integration API must resolve to public addresses only: an
+    integration's URL is a tenant's choice, and the platform's own services sit on private ones."""
 
     def database_dsn(self) -> str:
         """The connection string to use: ``database_url``, or the local stack's (its password read now).

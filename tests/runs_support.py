@@ -71,3 +71,10 @@ def stream_types(api_url: str, key: str, run_id: str) -> list[dict]:
     r = httpx.get(f"{api_url}/v1/streams/{run_id}/events", headers=auth(key), params={"limit": 1000}, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["items"]
+
+
+def stream_so_far(api_url: str, key: str, run_id: str) -> list[dict]:
+    """The run's records projected so far: none (not a 404) before its first one is projected, which
+    can come after POST /v1/requests answered (the answer is read from Kafka, not the projection)."""
+    r = httpx.get(f"{api_url}/v1/streams/{run_id}/events", headers=auth(key), params={"limit": 1000}, timeout=30)
+    return r.json()["items"] if r.status_code == 200 else []

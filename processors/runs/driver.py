@@ -21,6 +21,8 @@ import httpx
 from astraforge.artifacts import spool
 from astraforge.errors import AstraForgeError
 from astraforge.processors.runs import workspace
+from astraforge.processors.runs.executors.cli import AGENT as CLI_ACTOR
+from astraforge.processors.runs.executors.cli import SPEC_PATH, cli_env, cli_script
 from astraforge.processors.runs.executors.codex import AGENT as CODEX_ACTOR
 from astraforge.processors.runs.executors.codex import CodexTranslator, codex_invocation
 from astraforge.processors.runs.executors.script import SandboxCall, confined, step_call, step_paths
@@ -172,7 +174,7 @@ class Driver:
         st = self.st
         self.advance("provisioning", sandbox_id=st.sandbox_id)
         spec = RequestedSandbox(image=self.o.settings.sandbox_image, egress_allow=tuple(st.request["egress_allow"]))
-        if st.request["agent"] == "codex":  # its model, through the proxy: a grant only the platform makes
+        if st.request["agent"] in ("codex", "cli"):  # a model, through the proxy: a grant only the platform makes
             memory, upstream = self.o.settings.agent_memory_mb, self.o.settings.agent_model_upstream
             spec = replace(spec, limits={"memory_mb": memory}, platform_upstreams=(upstream,))
         done = ("sandbox.ready", "sandbox.failed", "sandbox.terminated")
@@ -225,6 +227,8 @@ class Driver:
         self.advance("running", sandbox_id=st.sandbox_id)
         if st.request["agent"] == "codex":
             return run_process(self, facts, self.codex_process())
+        if st.request["agent"] == "cli":
+            return run_process(self, facts, self.cli_process())
         if st.request["agent"] != "script":
             raise StepFailed(f"agent {st.request['agent']} is not available in this release")
         return self.script(facts)
@@ -246,6 +250,21 @@ class Driver:
             files=invocation.files,
             actor=CODEX_ACTOR,
             translator=CodexTranslator(f"{st.sandbox_id}-codex"),
+        )
+
+    def cli_process(self) -> AgentProcess:
+        """The request's coding CLI (its command template, the run's one shell step) on the spec."""
+        st, settings = self.st, self.o.settings
+        allowed = st.request["writable_paths"]
+        (step,) = st.request["steps"]
+        prompt = with_guidance(st.request["spec"], st.guidance, allowed)
+        return AgentProcess(
+            name="the coding CLI",
+            command_id=f"{st.sandbox_id}-cli",
+            argv=confined(["/bin/sh", "-c", cli_script(step["command"])], allowed),
+            env=cli_env(st.run_id, settings.agent_model_upstream),
+            files={SPEC_PATH: prompt.encode()},
+            actor=CLI_ACTOR,
         )
 
     def script(self, facts: StreamFacts) -> Envelope | None:
@@ -418,6 +437,8 @@ class Driver:
                 branch = f"astraforge/{st.run_id}"
                 title = st.request.get("title") or st.request["spec"].splitlines()[0][:72]
                 message = f"{title}\n\nAstraForge run {st.run_id}, attempt {st.attempt}.\n"
+                if st.request.get("issue_url"):  # a remediation run: the merge request links its issue
+                    message += f"Issue: {st.request['issue_url']}\n"
                 base = st.request.get("base_ref") or "main"
                 when, into = st.approved_at // 1_000_000, self.dir / "merge"
                 auth = self.git_env()

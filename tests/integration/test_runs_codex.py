@@ -1,7 +1,9 @@
-"""Codex runs end to end on real services: the real Codex binary in the run's docker sandbox, driven
-by the scripted model server on the operator's gateway address (reached through the egress proxy,
-its key added there), from POST /v1/requests to a branch in the local bare repository."""
+"""Codex (and any other coding CLI) runs end to end on real services: the real Codex binary in the
+run's docker sandbox, driven by the scripted model server on the operator's gateway address
+(reached through the egress proxy, its key added there), from POST /v1/requests to a branch in the
+local bare repository."""
 
+import shlex
 import subprocess
 import threading
 from collections import Counter
@@ -10,12 +12,13 @@ import httpx
 import pytest
 
 from astraforge.processors.runs.executors.codex import AGENT
-from tests.conftest import gateway_listener
+from tests.conftest import GATEWAY_SECRET, gateway_listener
 from tests.integration import test_runs_crash as crashes
+from tests.integration.test_codex import data_of, leaks
 from tests.integration.test_runs import orchestrator, repos, run_settings, runs_api  # noqa: F401 (fixtures)
 from tests.integration.test_runs_crash import crash  # noqa: F401 (a fixture)
 from tests.modelserver import ModelServer, Turn, apply_patch, exec_command, message
-from tests.runs_support import CALC_FIXED, git, post, stream_types, wait_state
+from tests.runs_support import CALC_FIXED, git, post, stream_so_far, stream_types, wait_state
 from tests.support import auth, cli_env, wait_until
 
 FIX = """*** Begin Patch
@@ -52,13 +55,34 @@ def codex_request(repo, **overrides) -> dict:
     return {**body, **overrides}
 
 
-def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenant) -> None:  # noqa: F811
+class RunKeySearch:
+    """On each model request, while Codex waits for the answer: the gateway's key is nowhere in the
+    run's sandbox (its processes' environments and command lines, its writable mounts)."""
+
+    def __init__(self, sandbox_processor) -> None:
+        self.sandbox_processor = sandbox_processor
+        self.sandbox_id: str | None = None
+        self.searched = 0
+
+    def __call__(self, _) -> None:
+        pid_ns = self.sandbox_processor.provider.handle(self.sandbox_id).peer.pid_ns
+        found, commands = leaks(pid_ns, GATEWAY_SECRET.encode())
+        assert not found, f"the gateway key is in the sandbox: {found}"
+        assert any("/usr/local/bin/codex exec" in c for c in commands), commands
+        self.searched += 1
+
+
+def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenant, sandbox_processor) -> None:  # noqa: F811
     _, key = tenant
-    with ModelServer(FIX_SCRIPT + NOTES_SCRIPT, listener=gateway_listener()) as server:
+    search = RunKeySearch(sandbox_processor)
+    with ModelServer(FIX_SCRIPT + NOTES_SCRIPT, listener=gateway_listener(), on_request=search) as server:
         r = post(f"{runs_api}/v1/requests", key, codex_request(repos["calc"]))
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
+        search.sandbox_id = f"sb-{run_id.removeprefix('run-')}-a1"
         run = wait_state(runs_api, key, run_id, ("awaiting_review",), timeout=300)
+        assert search.searched == len(FIX_SCRIPT)
+        search.sandbox_id = f"sb-{run_id.removeprefix('run-')}-a2"
         first_requests = len(server.script.model_requests)
         prompt = str(server.script.model_requests[0].body["input"])
 
@@ -94,6 +118,7 @@ def test_a_codex_run_from_request_to_branch(runs_api, run_settings, repos, tenan
         run = wait_state(runs_api, key, run_id, ("awaiting_review",), timeout=300, attempt=2)
         second_prompt = str(server.script.model_requests[first_requests].body["input"])
     assert not server.script.errors and len(server.script.model_requests) == len(FIX_SCRIPT + NOTES_SCRIPT)
+    assert search.searched == len(FIX_SCRIPT + NOTES_SCRIPT)
     assert SPEC in prompt and "calc.py, NOTES.md" in prompt  # the spec and the paths it may change
     assert "reviewer" not in prompt and "Also write NOTES.md saying what you fixed." in second_prompt
     assert sorted(run["attempts"][1]["patch"]["files"]) == ["NOTES.md", "calc.py"]
@@ -184,7 +209,7 @@ def test_kill_9_mid_codex_resumes_without_duplicates(crash, tenant) -> None:  # 
             assert asked.wait(240), "Codex never asked for its second turn"
             command = f"sb-{run_id.removeprefix('run-')}-a1-codex"
             wait_until(  # the driver recorded the first command Codex ran before it died
-                lambda: "tool.result" in [e["type"] for e in stream_types(url, key, run_id)],
+                lambda: "tool.result" in [e["type"] for e in stream_so_far(url, key, run_id)],
                 timeout=60,
                 what="the first command's record",
             )
@@ -207,3 +232,50 @@ def test_kill_9_mid_codex_resumes_without_duplicates(crash, tenant) -> None:  # 
     agent = Counter(e["type"] for e in records if e["actor"] == AGENT)
     assert agent == {"tool.called": 2, "tool.result": 2, "diff.produced": 1, "chat.message": 1, "agent.usage": 1}
     assert types["diff.captured"] == 2
+
+
+# a stand-in coding CLI: reads the spec on stdin, says what it read, fixes calc.py
+FIXER = shlex.quote(
+    f"import sys; s = sys.stdin.read(); print('spec:', s.splitlines()[0]); open('calc.py', 'w').write({CALC_FIXED!r})"
+)
+STDIN_TEMPLATE = f"python3 -B -c {FIXER}"
+FILE_TEMPLATE = f"head -1 {{spec_file}} > NOTES.md && python3 -B -c {FIXER} < {{spec_file}}"
+
+
+@pytest.mark.parametrize("template", [STDIN_TEMPLATE, FILE_TEMPLATE], ids=["stdin", "file"])
+def test_a_cli_agent_run_is_recorded_at_command_output_and_diff_level(
+    runs_api,  # noqa: F811
+    run_settings,  # noqa: F811
+    repos,  # noqa: F811
+    tenant,
+    template,
+    tmp_path,
+) -> None:
+    _, key = tenant
+    if template == STDIN_TEMPLATE:
+        body = codex_request(repos["calc"], agent="cli", command=template)
+        run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    else:  # through `astraforge run`, as a user would
+        spec = tmp_path / "spec.md"
+        spec.write_text(SPEC)
+        argv = [".venv/bin/astraforge", "run", "--spec", str(spec), "--repo", str(repos["calc"]), "--agent", "cli"]
+        argv += ["--command", template, "--test", "python -B -m unittest -v", "--api", runs_api]
+        env = {**cli_env(run_settings), "ASTRAFORGE_API_KEY": key}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "awaiting_review" in done.stderr, done.stdout + done.stderr
+        run_id = done.stderr.split("run ", 1)[1].split()[0]
+    run = wait_state(runs_api, key, run_id, ("awaiting_review",))
+    (attempt,) = run["attempts"]
+    files = ["NOTES.md", "calc.py"] if "spec_file" in template else ["calc.py"]
+    assert sorted(attempt["patch"]["files"]) == files and attempt["test_results"][0]["passed"] == 2
+    records = stream_types(runs_api, key, run_id)
+    command = f"sb-{run_id.removeprefix('run-')}-a1-cli"
+    started = [e for e in records if e["type"] == "exec.started" and e["payload"]["command_id"] == command]
+    assert len(started) == 1
+    output = b"".join(
+        data_of(e["payload"]) for e in records if e["type"] == "exec.output" and e["payload"]["command_id"] == command
+    )
+    assert output == f"spec: {SPEC}\n".encode()
+    assert [d["step"] for d in attempt["diffs"]] == [0]
+    if "spec_file" in template:
+        assert f"+{SPEC}\n" in attempt["diffs"][0]["patch"]

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from astraforge.processors.runs import workspace
 from astraforge.processors.runs.orchestrator import RunOrchestrator
-from astraforge.processors.runs.vcs import GitHub, GitLab, VcsError, make_provider, project_path
+from astraforge.processors.runs.vcs import GitHub, GitLab, VcsError, make_provider
 from tests.runs_support import CALC_FIXED, bare_repository, git, post, wait_state
 from tests.support import running_api
 from tests.vcs_standin import ForgeServer
@@ -107,12 +107,6 @@ def test_without_the_token_the_push_is_refused(tmp_path) -> None:
         assert GitHub(server.url + "/api/v3", "wrong").http.get("/repos/acme/calc/pulls").status_code == 401
         with pytest.raises(VcsError, match="401"):
             GitHub(server.url + "/api/v3", "wrong").open(f"{server.url}/acme/calc.git", "b", "main", "t", "b")
-
-
-@pytest.mark.parametrize("bad", ["/srv/calc.git", "https://user:pw@github.com/a/b.git", "https://github.com/b"])
-def test_a_repository_the_api_cannot_name_is_refused(bad) -> None:
-    with pytest.raises(VcsError):
-        project_path(bad)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ async iterators. An instance belongs to the event loop it is first used on (http
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 from astraforge_toolkit.calls import ApiCalls, Call
 from astraforge_toolkit.client import (
     DEFAULT_TIMEOUT_S,
+    NOT_FOUND_POLL_S,
     RETRIES,
     STREAM_READ_TIMEOUT_S,
     STREAM_RECONNECTS,
@@ -56,7 +58,9 @@ class AsyncAstraForgeClient(ApiCalls):
 
     async def _send(self, call: Call) -> Any:
         headers = {"Idempotency-Key": call.idempotency_key} if call.idempotency_key else {}
-        for attempt in range(RETRIES + 1):
+        grace_until = time.monotonic() + call.not_found_grace_s
+        attempt = 0
+        while True:
             last = attempt == RETRIES or not call.retryable
             try:
                 response = await self._http.request(
@@ -73,10 +77,13 @@ class AsyncAstraForgeClient(ApiCalls):
                 if last:
                     raise ApiUnavailable(0, "unreachable", f"{call.method} {call.path}: {e!r}") from e
             except AstraForgeError as e:
+                if e.status == 404 and time.monotonic() < grace_until:
+                    await asyncio.sleep(NOT_FOUND_POLL_S)
+                    continue
                 if last or not in_progress(e):
                     raise
             await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     async def stream(self, stream_id: str, *, after: int = -1) -> AsyncIterator[Event]:
         """As ``AstraForgeClient.stream``: replay then live, resumed by ``Last-Event-ID``."""

@@ -28,6 +28,9 @@ from astraforge_toolkit.types import (
 )
 
 EXEC_ANSWER_MARGIN_S = 60.0  # the API answers a command's timeout within 30 s of it
+# an artifact or a run is readable once its record is projected, milliseconds after the answer
+# that names it: a 404 that soon after is retried for this long
+PROJECTION_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class Call:
     content: bytes | None = None
     timeout: float | None = None  # None: the client's default
     idempotency_key: str | None = field(default=None)
+    # a 404 is retried for this long: the resource is named by a record the projection may not
+    # have written yet (an artifact is readable "milliseconds after the result that names it")
+    not_found_grace_s: float = 0.0
 
     @property
     def retryable(self) -> bool:
@@ -200,7 +206,9 @@ class ApiCalls:
 
     def artifact(self, artifact_id: str) -> bytes:
         """An artifact's bytes (a snapshot, an export, output past the inline limit)."""
-        return self._send(Call("GET", f"/v1/artifacts/{artifact_id}", _bytes, timeout=120))
+        return self._send(
+            Call("GET", f"/v1/artifacts/{artifact_id}", _bytes, timeout=120, not_found_grace_s=PROJECTION_GRACE_S)
+        )
 
     def delete_artifact(self, artifact_id: str) -> None:
         return self._send(Call("DELETE", f"/v1/artifacts/{artifact_id}", _none))
@@ -240,7 +248,7 @@ class ApiCalls:
 
     def get_run(self, run_id: str) -> Run:
         """The run; ``raw`` holds its attempts (diffs, tests, patch, review) and artifacts."""
-        return self._send(Call("GET", f"/v1/runs/{run_id}", _one(Run)))
+        return self._send(Call("GET", f"/v1/runs/{run_id}", _one(Run), not_found_grace_s=PROJECTION_GRACE_S))
 
     def list_runs(
         self, *, state: str | None = None, text: str | None = None, after: str | None = None, limit: int = 100

@@ -23,6 +23,7 @@ from astraforge_toolkit.types import Event
 
 DEFAULT_TIMEOUT_S = 60.0
 RETRIES = 3  # sends of a retryable call after a dropped connection (or 409 idempotency_in_progress)
+NOT_FOUND_POLL_S = 0.05
 STREAM_READ_TIMEOUT_S = 60.0  # the API pings an open stream every 15 s
 STREAM_RECONNECTS = 5  # reconnects in a row that brought nothing before a stream gives up
 
@@ -100,7 +101,9 @@ class AstraForgeClient(ApiCalls):
 
     def _send(self, call: Call) -> Any:
         headers = {"Idempotency-Key": call.idempotency_key} if call.idempotency_key else {}
-        for attempt in range(RETRIES + 1):
+        grace_until = time.monotonic() + call.not_found_grace_s
+        attempt = 0
+        while True:
             last = attempt == RETRIES or not call.retryable
             try:
                 response = self._http.request(
@@ -117,10 +120,13 @@ class AstraForgeClient(ApiCalls):
                 if last:
                     raise ApiUnavailable(0, "unreachable", f"{call.method} {call.path}: {e!r}") from e
             except AstraForgeError as e:
+                if e.status == 404 and time.monotonic() < grace_until:
+                    time.sleep(NOT_FOUND_POLL_S)
+                    continue
                 if last or not in_progress(e):
                     raise
             time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     # -- streams (SSE) ---------------------------------------------------------------------
     def stream(self, stream_id: str, *, after: int = -1) -> Iterator[Event]:
