@@ -281,7 +281,8 @@ def serve() -> None:
     hdr = '-H "Authorization: Bearer $KEY" -H "Content-Type: application/json"'
     console.print(
         f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
-        "First thing to try:\n"
+        + (f"The web UI is at {url}/ (sign in with an API key).\n" if settings.web_dist else "")
+        + "First thing to try:\n"
         "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
         f"  SB=$(curl -s {hdr} {url}/v1/sandboxes -d '{{}}' | jq -r .id)\n"
         f'  curl -s {hdr} {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
