@@ -15,7 +15,7 @@ from astraforge.api.commands import CommandService
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
-from astraforge.api.routes import artifacts, health, runs, sandboxes, streams
+from astraforge.api.routes import artifacts, conversations, health, leases, runs, sandboxes, streams
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
@@ -92,4 +92,6 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    app.include_router(conversations.router)
+    app.include_router(leases.router)
     return app

@@ -263,6 +263,7 @@ def serve() -> None:
     """Start the local stack, the projector, the processors and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
+    from astraforge.processors.conversations.processor import ConversationProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
@@ -271,7 +272,8 @@ def serve() -> None:
     projector = Projector(settings)
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
-    services = (projector, sandboxes, runs)
+    conversations = ConversationProcessor(settings)
+    services = (projector, sandboxes, runs, conversations)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
@@ -538,6 +540,20 @@ def processors_runs() -> None:
     orchestrator = RunOrchestrator(settings)
     with contextlib.suppress(KeyboardInterrupt):
         orchestrator.run()
+
+
+@processors.command("conversations")
+def processors_conversations() -> None:
+    """Run the conversation processor (hosted DeepAgents) in the foreground (Ctrl-C stops it; a
+    restarted one resumes the replies under way)."""
+    from astraforge.processors.conversations.processor import ConversationProcessor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    _prepare(settings)
+    processor = ConversationProcessor(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        processor.run()
 
 
 def main() -> None:
