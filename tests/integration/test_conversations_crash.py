@@ -1,17 +1,17 @@
 """kill -9 of the conversation processor mid-reply: the next one resumes the conversation from its
-records. The processors run as processes here, and alone in their group (this module has no
-in-thread processor)."""
+records. The killed one runs as a process; the next one in this process (this module has no other
+conversation processor in the group)."""
 
 import os
 import signal
 import subprocess
+import threading
 
-import httpx
-
+from astraforge.processors.conversations.processor import ConversationProcessor
 from tests.conftest import gateway_listener
 from tests.integration.test_conversations import create, ended, exec_in, post, records, turns
 from tests.modelserver import ModelServer, message, tool_call
-from tests.support import auth, cli_env, wait_until
+from tests.support import cli_env, wait_until
 
 
 def conversation_processor(settings) -> subprocess.Popen:
@@ -35,11 +35,11 @@ def test_kill_9_mid_tool_resumes_the_reply_without_running_the_tool_again(
     ]
     with ModelServer(script, listener=gateway_listener()) as model:
         first = conversation_processor(settings)
-        second = None
+        second, thread = None, None
         try:
-            cv = create(api_url, key)["id"]
+            conversation = create(api_url, key)
+            cv, sandbox_id = conversation["id"], conversation["sandbox_id"]
             post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "run it once"})
-            sandbox_id = httpx.get(f"{api_url}/v1/conversations/{cv}", headers=auth(key)).json()["sandbox_id"]
             wait_until(
                 lambda: any(e["type"] == "exec.started" for e in records(api_url, key, sandbox_id)),
                 timeout=120,
@@ -47,13 +47,18 @@ def test_kill_9_mid_tool_resumes_the_reply_without_running_the_tool_again(
             )
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
-            second = conversation_processor(settings)
+            # the next instance (in this process: it starts while the group waits out the dead one's session)
+            second = ConversationProcessor(settings)
+            thread = threading.Thread(target=second.run, daemon=True)
+            thread.start()
             stream = ended(api_url, key, cv, timeout=180)
         finally:
-            for p in (first, second):
-                if p is not None and p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-                    p.wait(timeout=30)
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+            if second is not None:
+                second.stop()
+                thread.join(timeout=30)
         assert len(model.requests) == 2
     types = [e["type"] for e in stream]
     assert types.count("reply.started") == 1 and types[-1] == "reply.completed", types
