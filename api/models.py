@@ -39,6 +39,20 @@ class EventsPublic(BaseModel):
     next_after: int | None = Field(description="Pass as `after` for the next page; null at the end.")
 
 
+class StreamDifference(BaseModel):
+    offset: int
+    problem: str
+
+
+class StreamVerification(BaseModel):
+    """``astraforge replay --verify``'s result: the stream in Kafka compared with the projection."""
+
+    stream_id: str
+    checked: int = Field(description="Records read from Kafka (up to the projection's stored position).")
+    ok: bool
+    differences: list[StreamDifference]
+
+
 class StreamPublic(BaseModel):
     stream_id: str
     partition: int
@@ -196,7 +210,7 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\0" in value
     if isinstance(value, dict):
-        return any(_has_nul(v) for v in value.values())
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
@@ -241,6 +255,13 @@ class RequestCreate(BaseModel):
     )
     egress_allow: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default_factory=list, max_length=64)
     model: str | None = Field(default=None, max_length=200, description="Model settings of a model-driven agent.")
+    command: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16 * 1024,
+        description="The cli agent's command template, run with /bin/sh in /workspace: `{spec_file}` is "
+        "replaced by the path of a file holding the spec; without it the spec comes on stdin.",
+    )
 
     @model_validator(mode="after")
     def _agent_fits(self) -> "RequestCreate":
@@ -252,6 +273,10 @@ class RequestCreate(BaseModel):
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
             raise ValueError("`steps` are for the script agent")
+        if (self.agent == "cli") != (self.command is not None):
+            raise ValueError("`command` goes with (and only with) the cli agent")
+        if self.model is not None and (not self.model.strip() or not self.model.isprintable()):
+            raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
             raise ValueError("not a repository")
         return self
@@ -442,3 +467,98 @@ class LeasePublic(BaseModel):
 
 class LeasesPublic(BaseModel):
     items: list[LeasePublic]
+
+
+class ProjectRouteIn(BaseModel):
+    """Where one Sentry/GlitchTip project's alerts go."""
+
+    model_config = {"extra": "forbid"}
+    repository: str = Field(min_length=1, max_length=2048, description="URL or local path, on the allowlist.")
+    base_branch: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")
+
+    @model_validator(mode="after")
+    def _a_repository(self) -> "ProjectRouteIn":
+        if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
+            raise ValueError("not a repository")
+        return self
+
+
+class IntegrationCreate(BaseModel):
+    """A Sentry or GlitchTip integration: alerts of its projects become remediation runs."""
+
+    model_config = {"extra": "forbid"}
+    kind: Literal["sentry", "glitchtip"]
+    name: str | None = Field(default=None, max_length=200)
+    client_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=512,
+        description="Sentry only: the integration's Client Secret (signs every webhook). Never returned.",
+    )
+    api_base_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="For enrichment and comments, e.g. https://sentry.io or https://app.glitchtip.com.",
+    )
+    api_token: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Bearer token (scopes event:read, event:write)."
+    )
+    organization: str | None = Field(
+        default=None, max_length=255, pattern=r"^[A-Za-z0-9._-]+$", description="Sentry organization slug."
+    )
+    projects: dict[Annotated[str, Field(min_length=1, max_length=255)], ProjectRouteIn] = Field(
+        min_length=1,
+        max_length=500,
+        description="Project slug, numeric id or (GlitchTip) name -> the repository its runs work on.",
+    )
+    agent: Literal["codex", "cli", "script"] = "script"
+    steps: list[ScriptStepIn] = Field(default_factory=list, max_length=200, description="The script agent's steps.")
+    test_command: str | None = Field(default=None, min_length=1, max_length=16 * 1024)
+    writable_paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=200
+    )
+    rate_limit_runs: int = Field(default=10, ge=1, le=10_000, description="New runs per project per window.")
+    rate_limit_window_s: int = Field(default=3600, ge=1, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "IntegrationCreate":
+        if _has_nul(self.model_dump()):
+            raise ValueError("text may not contain NUL characters")
+        if len(self.model_dump_json()) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the integration is larger than {MAX_REQUEST_BYTES} bytes")
+        if self.kind == "sentry" and not self.client_secret:
+            raise ValueError("a Sentry integration needs its `client_secret`")
+        if self.kind == "glitchtip" and self.client_secret:
+            raise ValueError("GlitchTip signs nothing: its webhook URL carries a generated secret instead")
+        if self.api_token and not self.api_base_url:
+            raise ValueError("`api_token` goes with `api_base_url`")
+        if self.agent == "script" and not self.steps:
+            raise ValueError("the script agent needs `steps`")
+        if self.agent != "script" and self.steps:
+            raise ValueError("`steps` are for the script agent")
+        return self
+
+
+class IntegrationPublic(BaseModel):
+    """An integration as it is shown: no secret, ever (``has_api_token`` says whether one is set)."""
+
+    id: str
+    kind: str
+    name: str | None
+    webhook_path: str | None = Field(description="Sentry: where to point the webhook; GlitchTip: shown once only.")
+    api_base_url: str | None
+    has_api_token: bool
+    organization: str | None
+    projects: dict[str, ProjectRouteIn]
+    agent: str
+    test_command: str | None
+    writable_paths: list[str]
+    rate_limit_runs: int
+    rate_limit_window_s: int
+    created_at: str
+
+
+class IntegrationsPublic(BaseModel):
+    items: list[IntegrationPublic]
+    next_after: str | None

@@ -20,3 +20,4 @@ After = Annotated[
         description="Page after this id (the previous page's `next_after`).",
     ),
 ]
+IntegrationId = Annotated[str, Path(pattern=ID_PATTERN, description="An integration id (`int-...`).")]

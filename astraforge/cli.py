@@ -263,6 +263,7 @@ def serve() -> None:
     """Start the local stack, the projector, the processors and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
+    from astraforge.processors.alerts.processor import AlertsProcessor
     from astraforge.processors.conversations.processor import ConversationProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
@@ -272,8 +273,9 @@ def serve() -> None:
     projector = Projector(settings)
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
-    conversations = ConversationProcessor(settings)
-    services = (projector, sandboxes, runs, conversations)
+    alerts = AlertsProcessor(settings)  # Sentry/GlitchTip alerts -> remediation runs
+    conversations = ConversationProcessor(settings)  # hosted DeepAgents
+    services = (projector, sandboxes, runs, alerts, conversations)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
@@ -347,6 +349,10 @@ def agent_run(
     writable: Annotated[list[str] | None, typer.Option(help="A path the agent may change (repeatable; dir/).")] = None,
     base: Annotated[str, typer.Option(help="Base branch.")] = "main",
     title: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="The model Codex asks the gateway for.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help="The cli agent's command template ({spec_file}, or the spec on stdin).")
+    ] = None,
     api: ApiUrl = None,
     key: ApiKey = None,
 ) -> None:
@@ -365,6 +371,8 @@ def agent_run(
         "writable_paths": writable or [],
         "base_branch": base,
         "title": title,
+        "model": model,
+        "command": command,
     }
     client = _client(api, key)
     try:
@@ -400,6 +408,10 @@ def _follow(client, run_id: str, attempt: int = 1) -> str:
                 console.print(
                     f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} -{p['deletions']}"
                 )
+            elif record.type == "tool.called" and p["name"] == "command":
+                console.print(f"  [dim]agent $[/] {json.loads(p['arguments_json']).get('command', '')[:160]}")
+            elif record.type == "chat.message" and p["role"] in ("agent", "error"):
+                console.print(f"  [cyan]{p['role']}:[/] {p['text'][:300]}", soft_wrap=True)
             elif record.type == "test.result":
                 console.print(f"  tests: {p['passed']} passed, {p['failed']} failed, {p['errors']} errors")
             elif record.type == "guardrail.violated":

@@ -1,5 +1,5 @@
 """PostgreSQL access: connections with a clear error, and the control tables (tenants, API keys,
-idempotency keys, file leases).
+idempotency keys, integrations, file leases).
 
 Control tables are not derived from Kafka (secrets' hashes, answers to idempotent requests), so they live in the
 ``public`` schema, apart from the rebuildable projection schema.
@@ -51,6 +51,20 @@ CREATE TABLE IF NOT EXISTS file_leases (
     expires_at  timestamptz NOT NULL,
     PRIMARY KEY (sandbox_id, path)
 );
+-- Sentry/GlitchTip integrations (astraforge.integrations): secrets sealed, the GlitchTip path secret
+-- only as its sha256; a deleted integration keeps its row (its alerts' records name it), not its secrets
+CREATE TABLE IF NOT EXISTS integrations (
+    integration_id     text        PRIMARY KEY,
+    tenant_id          text        NOT NULL,
+    kind               text        NOT NULL,
+    config             jsonb       NOT NULL,
+    secret_sealed      bytea,
+    api_token_sealed   bytea,
+    path_secret_sha256 bytea       UNIQUE,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    deleted_at         timestamptz
+);
+CREATE INDEX IF NOT EXISTS integrations_by_tenant ON integrations (tenant_id, integration_id);
 """
 
 

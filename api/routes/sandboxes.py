@@ -194,8 +194,12 @@ async def _control(
 
 
 @router.post("/{sandbox_id}/heartbeat", status_code=202, operation_id="heartbeatSandbox", responses=ERRORS)
-async def heartbeat(sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey):
-    """Extend the idle deadline."""
+async def heartbeat(
+    request: Request, sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Commands, idempotency: IdempotencyKey
+):
+    """Extend the idle deadline (at most one record per sandbox per second: the rest change nothing)."""
+    if sandbox["state"] not in SANDBOX_ENDED and not request.app.state.heartbeats.due(sandbox["sandbox_id"]):
+        return Response(status_code=202)
     return await _control(sandbox, tenant, commands, idempotency, "sandbox.heartbeat", None)
 
 

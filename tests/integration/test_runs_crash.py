@@ -16,7 +16,7 @@ from astraforge.db import connect
 from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from tests.conftest import make_settings
-from tests.runs_support import CALC_FIXED, bare_repository, git, post, stream_types, wait_state
+from tests.runs_support import CALC_FIXED, bare_repository, git, post, stream_so_far, stream_types, wait_state
 from tests.support import cli_env, running_api, running_projector, wait_until
 
 # holds the push at the point between "the branch is in the repository" and "the push returned"
@@ -92,7 +92,7 @@ def test_kill_9_mid_run_and_mid_merge_resumes_without_duplicates(crash, tenant) 
         wait_until(
             lambda: any(
                 e["type"] == "exec.started" and e["payload"]["command_id"] == slow_step
-                for e in stream_types(url, key, run_id)
+                for e in stream_so_far(url, key, run_id)
             ),
             timeout=120,
             what="the slow step",

@@ -1,0 +1,39 @@
+"""Server-sent events as the API sends them: ``id:`` (the record's offset), ``event:`` (its type),
+``data:`` (the record as JSON), a blank line ending each event; ``:`` lines are pings.
+
+The decoder only parses. Reconnecting with ``Last-Event-ID`` lives in the clients, which resume
+after the last ``id`` they handed out, so every record arrives once, in order, across drops.
+"""
+
+import json
+
+from astraforge_toolkit.types import Event
+
+
+class SseDecoder:
+    """Feed it lines (without their line ending); it returns an ``Event`` when one is complete."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, line: str) -> Event | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = value
+        return None
+
+    def _dispatch(self) -> Event | None:
+        data, self._data = self._data, []
+        if not data:
+            return None
+        event = Event.from_json(json.loads("\n".join(data)))
+        self._id = None
+        return event
