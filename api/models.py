@@ -388,7 +388,7 @@ class ConversationPublic(BaseModel):
     sandbox_id: str
     model: str
     title: str | None
-    state: str = Field(description="idle | replying")
+    state: str = Field(description="requested (the processor has not answered yet) | idle | replying")
     reply_id: str | None = Field(description="The reply under way, or the last one.")
     last_reply: str | None = Field(description="How the last reply ended: completed | failed | cancelled.")
     reason: str | None

@@ -41,14 +41,14 @@ from astraforge.api.models import (
 from astraforge.api.params import After
 from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import check_spec, requested_sandbox
-from astraforge.ids import from_micros, iso, new_id, now_micros
+from astraforge.ids import from_micros, iso, new_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.schemas import Envelope
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
-          422: {"model": ErrorBody}, 504: {"model": ErrorBody}}  # fmt: skip
-ANSWER_WAIT_S = 30.0
+          422: {"model": ErrorBody}}  # fmt: skip
+ANSWER_WAIT_S = 10.0  # as a run request: past it the answer says the command is on its way
 SANDBOX_WAIT_S = 60.0
 DETAIL_TYPES = ["chat.message", "tool.called", "tool.result", "subagent.called", "todo.updated",
                 "reply.started", "reply.completed", "reply.failed", "reply.cancelled"]  # fmt: skip
@@ -69,14 +69,14 @@ def _record(tenant: str, conversation_id: str, type_: str, payload: dict, sandbo
     )
 
 
-async def _ask(commands, tenant: str, record: Envelope, answer: Answer, claim: Claim | None = None) -> Envelope:
+async def _ask(commands, tenant: str, record: Envelope, answer: Answer, claim: Claim | None = None) -> Envelope | None:
+    """Append ``record`` (durably: the processor acts on it whenever it runs) and its answer, or None
+    if the processor did not answer within ``ANSWER_WAIT_S`` (the command stands; the stream shows
+    what follows, as for a run request)."""
     try:
         found = await commands.call(tenant, [record], {record.stream_id: answer}, ANSWER_WAIT_S, claim)
     except TimeoutError:
-        raise ApiError(
-            504, f"the conversation processor did not answer {record.type} in time; retry with the same key",
-            code="timeout",
-        ) from None  # fmt: skip
+        return None
     return found[record.stream_id][-1]
 
 
@@ -124,13 +124,13 @@ async def create_conversation(
         conversation_id = ids["conversation_id"]
         record = _record(tenant, conversation_id, "conversation.create", payload, sandbox_id)
         done = await _ask(commands, tenant, record, Answer(("conversation.created",), ("conversation.created",)), claim)
-        at = iso(from_micros(done.occurred_at))
+        at = iso(from_micros(done.occurred_at if done else record.occurred_at))
         return 201, ConversationPublic(
             id=conversation_id,
             sandbox_id=sandbox_id,
             model=body.model,
             title=body.title,
-            state="idle",
+            state="idle" if done else "requested",
             reply_id=None,
             last_reply=None,
             reason=None,
@@ -203,8 +203,9 @@ async def cancel_reply(
                     ("reply.cancelled", "reply.completed", "reply.failed"), "reply_id", reply_id)  # fmt: skip
     done = await _ask(commands, tenant, record, answer)
     public = ConversationPublic.from_row(conversation)
-    public.state, public.last_reply, public.reason = "idle", done.payload["state"], done.payload.get("reason")
-    public.updated_at = iso(from_micros(done.occurred_at or now_micros()))
+    if done is not None:  # else the cancel is on its way (the stream shows reply.cancelled)
+        public.state, public.last_reply, public.reason = "idle", done.payload["state"], done.payload.get("reason")
+        public.updated_at = iso(from_micros(done.occurred_at))
     return public
 
 

@@ -46,8 +46,11 @@ def turns(*items) -> Turn:
 
 
 def create(api_url: str, key: str, **body) -> dict:
+    """A new conversation, once the processor has taken it (a processor still starting answers later)."""
     r = post(f"{api_url}/v1/conversations", key, {"model": "stub-model", **body})
     assert r.status_code == 201, r.text
+    url = f"{api_url}/v1/conversations/{r.json()['id']}"
+    wait_until(lambda: httpx.get(url, headers=auth(key), timeout=30).status_code == 200, timeout=180, what=url)
     return r.json()
 
 
