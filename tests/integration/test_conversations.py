@@ -255,6 +255,9 @@ def test_two_conversations_on_one_sandbox_meet_a_file_lease(conversations, api_u
         assert [(x["path"], x["holder"]) for x in leases["items"]] == [(shared, f"conversation:{a['id']}")]
         r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", key, {"path": shared, "holder": "me"})
         assert r.status_code == 409 and r.json()["error"]["details"]["holder"] == f"conversation:{a['id']}"
+        upload = f"{api_url}/v1/sandboxes/{sandbox_id}/files/shared.txt"  # an API client's write (relative path)
+        r = httpx.put(upload, content=b"C was here\n", headers=auth(key), timeout=30)
+        assert r.status_code == 409 and f"leased by conversation:{a['id']}" in r.json()["error"]["message"]
         post(f"{api_url}/v1/conversations/{b['id']}/messages", key, {"text": "write it too"})
         b_stream = ended(api_url, key, b["id"])
         hold.set()
@@ -271,3 +274,7 @@ def test_two_conversations_on_one_sandbox_meet_a_file_lease(conversations, api_u
     assert after["items"] == []
     r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", key, {"path": shared, "holder": "me", "ttl_s": 30})
     assert r.status_code == 201 and r.json()["holder"].endswith("/me")
+    upload = f"{api_url}/v1/sandboxes/{sandbox_id}/files/shared.txt"
+    assert httpx.put(upload, content=b"x", headers=auth(key), timeout=30).status_code == 409  # not as "me"
+    mine = httpx.put(upload, content=b"mine\n", headers={**auth(key), "X-Lease-Holder": "me"}, timeout=30)
+    assert mine.status_code == 200, mine.text
