@@ -206,6 +206,9 @@ class ConversationProcessor:
             current = self._current(conversation_id, reply_id)
             if current is None:
                 return
+            if current.answered():  # resumed after its final message: only its end is missing
+                self._end(conversation_id, reply_id, "completed", None)
+                return
             base_url, api_key = self.model_endpoint()
             run = ReplyRun(
                 current,

@@ -72,6 +72,11 @@ class ConversationState:
                 return [c for c in m.get("tool_calls", []) if c["id"] not in answered]
         return []
 
+    def answered(self) -> bool:
+        """The reply under way has its final message (a model turn without tool calls) on the record."""
+        last = self.messages[-1] if self.messages else {}
+        return bool(self.reply and self.reply.turns and last.get("role") == "assistant" and not last.get("tool_calls"))
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["messages"], data["todos"], data["pending"] = list(self.messages), list(self.todos), list(self.pending)

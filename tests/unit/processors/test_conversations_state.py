@@ -55,7 +55,11 @@ def test_a_tool_call_without_result_is_closed_as_interrupted_never_run_again() -
         "chat.message", "cv-1", "t", ACTOR, {"message_id": "msg-1-reply:t0", "role": "assistant", "text": ""}
     )
     call = Envelope("tool.called", "cv-1", "t", ACTOR, {"call_id": "c1", "name": "execute", "arguments_json": "{}"})
-    st = fold(st, [turn, call])
+    assert not started().answered()
+    st = fold(st, [turn])
+    assert st.answered()  # a turn without tool calls is the final message: a resumed reply just ends
+    st = fold(st, [call])
+    assert not st.answered()
     assert [c["id"] for c in st.dangling_calls()] == ["c1"] and st.reply.turns == 1
     (closed,) = interrupted(st, ACTOR)
     assert closed.type == "tool.result" and closed.payload["output"] == INTERRUPTED and closed.payload["is_error"]
