@@ -48,8 +48,7 @@ from astraforge.schemas import Envelope
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
           422: {"model": ErrorBody}}  # fmt: skip
-ANSWER_WAIT_S = 10.0  # as a run request: past it the answer says the command is on its way
-SANDBOX_WAIT_S = 60.0
+ANSWER_WAIT_S = 3.0  # a running processor answers in milliseconds; past it the command is on its way
 DETAIL_TYPES = ["chat.message", "tool.called", "tool.result", "subagent.called", "todo.updated",
                 "reply.started", "reply.completed", "reply.failed", "reply.cancelled"]  # fmt: skip
 
@@ -109,9 +108,8 @@ async def create_conversation(
                     conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations
                 )
             spec = requested_sandbox(new_sandbox, profile, new_sandbox.image or settings.sandbox_image)
-            (made,) = await commands.create_sandboxes(tenant, spec, [sandbox_id], SANDBOX_WAIT_S, claim)
-            if made.state == "failed":
-                raise ApiError(409, f"the conversation's sandbox {sandbox_id} failed: {made.reason}")
+            # not awaited to be ready: the agent's first command waits for it (a failed one fails the reply)
+            await commands.create_sandboxes(tenant, spec, [sandbox_id], None, claim)
         payload = {
             "sandbox_id": sandbox_id,
             "model": body.model,
