@@ -264,6 +264,7 @@ def serve() -> None:
     import uvicorn
 
     from astraforge.processors.alerts.processor import AlertsProcessor
+    from astraforge.processors.conversations.processor import ConversationProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
@@ -273,7 +274,8 @@ def serve() -> None:
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
     alerts = AlertsProcessor(settings)  # Sentry/GlitchTip alerts -> remediation runs
-    services = (projector, sandboxes, runs, alerts)
+    conversations = ConversationProcessor(settings)  # hosted DeepAgents
+    services = (projector, sandboxes, runs, alerts, conversations)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
@@ -551,6 +553,20 @@ def processors_runs() -> None:
     orchestrator = RunOrchestrator(settings)
     with contextlib.suppress(KeyboardInterrupt):
         orchestrator.run()
+
+
+@processors.command("conversations")
+def processors_conversations() -> None:
+    """Run the conversation processor (hosted DeepAgents) in the foreground (Ctrl-C stops it; a
+    restarted one resumes the replies under way)."""
+    from astraforge.processors.conversations.processor import ConversationProcessor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    _prepare(settings)
+    processor = ConversationProcessor(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        processor.run()
 
 
 def main() -> None:
