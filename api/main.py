@@ -16,7 +16,17 @@ from astraforge.api.heartbeats import HeartbeatCoalescer
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
-from astraforge.api.routes import artifacts, health, integrations, runs, sandboxes, streams, webhooks
+from astraforge.api.routes import (
+    artifacts,
+    conversations,
+    health,
+    integrations,
+    leases,
+    runs,
+    sandboxes,
+    streams,
+    webhooks,
+)
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
@@ -101,6 +111,8 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    app.include_router(conversations.router)
+    app.include_router(leases.router)
     app.include_router(integrations.router)
     app.include_router(webhooks.router)
     docs.install(app)
