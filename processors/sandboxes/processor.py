@@ -60,7 +60,6 @@ from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
-from astraforge.processors.ownership import Ownership
 from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, Effects, exec_argv
 from astraforge.processors.sandboxes.reconcile import orphans
@@ -123,9 +122,10 @@ class SandboxProcessor:
         self.pools = WarmPools(settings, provider, self.stop_event.is_set)
         self.warm = self.pools.warm
         self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
-        self.ownership = Ownership(SUSPENDED_WAIT_S, lambda: self.runtime.lease.valid())
-        self.status = self.ownership.status  # partition -> "owned" | "suspended" (absent: not ours)
-        self.locks = self.ownership.locks
+        self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
+        self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
+        self.changed = threading.Condition()
+        self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
@@ -158,12 +158,16 @@ class SandboxProcessor:
     def owns(self, stream_id: str) -> bool:
         """Whether this instance owns the stream's partition now, provably (a moved one is the new
         owner's; one whose lease lapsed may be already): asked before every provider action."""
-        return self.ownership.may_write(self.partition_of(stream_id))
+        return self._may_write(self.partition_of(stream_id))
 
     def may_act(self, stream_id: str) -> bool:
         """Whether an effect queued for the stream may still start: the lease holds and the partition is
         ours or suspended by a rebalance under way (a lost one's effects are the new owner's)."""
-        return self.runtime.lease.valid() and self.ownership.held(self.partition_of(stream_id))
+        return self.runtime.lease.valid() and self.status.get(self.partition_of(stream_id)) in ("owned", "suspended")
+
+    def _may_write(self, partition: int) -> bool:
+        """Owned (assigned, recovered, not suspended) and within the lease: the fence."""
+        return self.status.get(partition) == "owned" and self.runtime.lease.valid()
 
     def _stamp(self, partition: int) -> int:
         """The timestamp for records written now for ``partition`` (``Runtime.stamp``); ``Fenced`` if not ours."""
@@ -202,6 +206,18 @@ class SandboxProcessor:
         self._persist(partition, touched, last + 1)
         return True
 
+    def _owned_now(self, partition: int) -> bool:
+        """Wait while a rebalance has the partition suspended, or while it is owned but the lease has
+        lapsed (a stalled process: its group decides whether it still owns it); True if it is ours."""
+        deadline = time.monotonic() + SUSPENDED_WAIT_S
+        with self.changed:
+            while time.monotonic() < deadline and (
+                self.status.get(partition) == "suspended"
+                or (self.status.get(partition) == "owned" and not self.runtime.lease.valid())
+            ):
+                self.changed.wait(0.1)
+            return self._may_write(partition)
+
     def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
         """Compute records from the sandbox's current state and write them, as its partition's owner.
         False (nothing written) if there was nothing to write or the partition is no longer ours."""
@@ -210,7 +226,7 @@ class SandboxProcessor:
             return False
         partition = self.partition_of(st.stream_id)
         lapsed = not self.runtime.lease.valid()  # a stalled instance waking up: say what became of its outcome
-        while self.ownership.owned_now(partition):
+        while self._owned_now(partition):
             with self.locks[partition]:
                 current = self.states.get(sandbox_id)
                 try:
@@ -235,7 +251,7 @@ class SandboxProcessor:
         Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
         and dropped once the stream's partition is gone: a command still running here after a rebalance
         gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
-        if not self.ownership.held(self.partition_of(event.stream_id)):
+        if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
             return
         try:
             stamp = self.runtime.stamp()
@@ -295,7 +311,7 @@ class SandboxProcessor:
         (``TRANSIENT``) to be retried."""
         partition = source.partition
         with self.locks[partition]:
-            if not self.ownership.may_write(partition):
+            if not self._may_write(partition):
                 raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
             self.cursor.in_order(source, value, self._handle_one)
 
@@ -369,10 +385,15 @@ class SandboxProcessor:
         await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
 
     def _suspend_now(self, partitions: frozenset[int]) -> None:
-        self.ownership.suspend(partitions)
+        with self.changed:
+            self.revocations += 1  # a take-over begun before this one is stale: it must not mark anything owned
+        for p in partitions:
+            with self.locks[p], self.changed:  # waits for a write under way
+                if self.status.get(p) == "owned":
+                    self.status[p] = "suspended"
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions, self.ownership.revocations, self.runtime.continued)
+        await asyncio.to_thread(self._take_over, partitions, self.revocations, self.runtime.continued)
 
     def _take_over(self, assigned: frozenset[int], revocations: int, continued: bool = True) -> None:
         """Own ``assigned``: drop the partitions lost, load the new ones, then mark them all owned, unless
@@ -389,10 +410,10 @@ class SandboxProcessor:
         owner), whatever the group's committed offset says."""
         with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
             began = time.monotonic()
-            if not continued:  # a generation passed without this instance: whatever it held is reloaded
-                for p in list(self.status):
-                    self._drop(p)
-            new, lost = self.ownership.changes(assigned)
+            held = set(self.status) if continued else set()
+            for p in set(self.status) - held:
+                self._drop(p)
+            new, lost = set(assigned) - held, held - set(assigned)
             for p in lost:
                 self._drop(p)
             loaded = folded = 0
@@ -400,7 +421,13 @@ class SandboxProcessor:
                 with self.locks[p]:
                     n, m = self._load(p)
                     loaded, folded = loaded + n, folded + m
-            if not self.ownership.own(assigned, revocations):  # stale
+            with self.changed:
+                stale = self.revocations != revocations
+                if not stale:
+                    for p in assigned:
+                        self.status[p] = "owned"
+                self.changed.notify_all()
+            if stale:
                 for p in new:
                     self._drop(p)
                 LOG.info("take-over of partitions %s abandoned: revoked while it loaded", sorted(assigned))
@@ -428,7 +455,7 @@ class SandboxProcessor:
             delay = RETRY_FIRST_S
             while not self.stop_event.is_set():
                 with self.locks[p]:
-                    if not self.ownership.may_write(p):
+                    if not self._may_write(p):
                         break  # revoked meanwhile (or the lease lapsed): the next take-over catches up
                     try:
                         handled = self.cursor.catch_up(p, self._handle_one)
@@ -442,15 +469,15 @@ class SandboxProcessor:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def _drop(self, partition: int) -> None:
-        self.ownership.drop(partition, lambda: self._forget(partition))
-
-    def _forget(self, partition: int) -> None:
-        self.cursor.forget(partition)
-        for sid, st in list(self.states.items()):
-            if self.partition_of(st.stream_id) == partition:
-                del self.states[sid]
-                self.egress.close(sid)
-                self.effects.forget(sid)
+        with self.locks[partition], self.changed:
+            self.status.pop(partition, None)
+            self.cursor.forget(partition)
+            self.changed.notify_all()
+            for sid, st in list(self.states.items()):
+                if self.partition_of(st.stream_id) == partition:
+                    del self.states[sid]
+                    self.egress.close(sid)
+                    self.effects.forget(sid)
 
     def _load(self, partition: int) -> tuple[int, int]:
         """This partition's states and cursor from the table, then the events written after its mark."""
@@ -499,7 +526,7 @@ class SandboxProcessor:
         """The periodic pass over the owned partitions (one ``list_ids``): the stop of every sandbox
         left ``stopping`` (its stop failed, e.g. the engine did not answer) is tried again, and the
         provider's orphans (a failed reap, a failed provision's rollback) are reaped."""
-        owned = {p for p in list(self.status) if self.ownership.may_write(p)}  # a stalled instance reaps nothing
+        owned = {p for p in list(self.status) if self._may_write(p)}  # a stalled instance reaps nothing
         if not owned:
             return
         present = self.provider.list_ids()
@@ -547,7 +574,7 @@ class SandboxProcessor:
         partition = self.partition_of(sandbox_id)
         with self.locks[partition]:
             st = self.states.get(sandbox_id)
-            return self.ownership.may_write(partition) and (st is None or st.state in ENDED)
+            return self._may_write(partition) and (st is None or st.state in ENDED)
 
     def _reap_orphan(self, runtime_id: str) -> None:
         with self.removal(runtime_id) as mine:
@@ -616,7 +643,7 @@ class SandboxProcessor:
         sandbox was written and folded by this instance under that lock, or read at its take-over."""
         for partition in [p for p, status in list(self.status.items()) if status == "owned"]:
             with self.locks[partition]:
-                if not self.ownership.may_write(partition):
+                if not self._may_write(partition):
                     continue
                 tp = TopicPartition(self.settings.events_topic, partition)
                 _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)
@@ -670,7 +697,10 @@ class SandboxProcessor:
                 except Exception:
                     LOG.exception("timer failed")
         finally:
-            self.ownership.release_all()  # from here nothing is written: the next owner closes what runs
+            for p in list(self.status):  # from here nothing is written: the next owner closes what runs
+                with self.locks[p], self.changed:
+                    self.status.pop(p, None)
+                    self.changed.notify_all()
             self.runtime.stop()
             self.egress.stop()
             for lane in self.lanes.values():
