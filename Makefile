@@ -4,25 +4,31 @@ VENV := .venv
 COSMIC_RAY := cosmic-ray==8.7.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test up down status lint format bench mutation
+.PHONY: install run test up down status lint format bench mutation web
 
-$(BIN)/astraforge: pyproject.toml
+$(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e './toolkit[deepagents]'
 	touch $@
 
 install: $(BIN)/astraforge
 
-## Start the local stack, the projector, the processors and the API (http://127.0.0.1:8000) in the foreground.
+## Start the local stack, the projector, the processors and the API (http://127.0.0.1:8000) in the foreground;
+## the web UI (built once, cached by a hash of web/'s sources) is served at /.
 run: install
-	$(BIN)/astraforge serve
+	dist="$$(bash deploy/local/web.sh build)" && ASTRAFORGE_WEB_DIST="$$dist" $(BIN)/astraforge serve
 
 ## Install, start what the tests need, run every suite.
 test: install up
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash deploy/local/web.sh unit
 	$(BIN)/pytest
+
+## Build the web UI (cached) and print where it is.
+web:
+	bash deploy/local/web.sh build
 
 up: install
 	$(BIN)/astraforge dev up
@@ -46,6 +52,7 @@ bench: install up
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/codex.py
+	$(BIN)/python bench/webhooks.py
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".
 mutation: install up

@@ -2,6 +2,8 @@
 that takes ``OwnedSandbox`` never sees another tenant's sandbox (404), one that takes
 ``OpenSandbox`` never sends a command to a sandbox that is stopping or ended (409)."""
 
+import asyncio
+import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,7 +14,7 @@ from astraforge.api.commands import CommandService
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
-from astraforge.api.params import ArtifactId, RunId, SandboxId
+from astraforge.api.params import ArtifactId, ConversationId, RunId, SandboxId
 from astraforge.config import Settings
 from astraforge.projections.queries import ProjectionQueries
 
@@ -99,12 +101,29 @@ def idempotent(
 IdempotencyKey = Annotated[Idempotent, Depends(idempotent)]
 
 
-async def owned_sandbox(sandbox_id: SandboxId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
-    """The tenant's sandbox (its projection row), or 404: another tenant's id is unknown here."""
-    row = await ProjectionQueries(settings.projection_schema).sandbox(conn, tenant, sandbox_id)
+async def owned_sandbox(
+    sandbox_id: SandboxId, tenant: CurrentTenant, conn: Conn, settings: AppSettings, request: Request
+) -> dict:
+    """The tenant's sandbox (its projection row), or 404: another tenant's id is unknown here.
+
+    A create answers from the processor's records, a few milliseconds before the projection
+    writes the row: a sandbox this API process admitted for the tenant and the projection does
+    not show yet is waited for (``UNPROJECTED_WAIT_S`` at most), so create-then-exec never 404s.
+    """
+    queries = ProjectionQueries(settings.projection_schema)
+    row = await queries.sandbox(conn, tenant, sandbox_id)
+    if row is None and sandbox_id in request.app.state.reservations.held.get(tenant, {}):
+        deadline = time.monotonic() + UNPROJECTED_WAIT_S
+        while row is None and time.monotonic() < deadline:
+            await asyncio.sleep(UNPROJECTED_POLL_S)
+            row = await queries.sandbox(conn, tenant, sandbox_id)
     if row is None:
         raise ApiError(404, f"sandbox {sandbox_id} not found")
     return row
+
+
+UNPROJECTED_WAIT_S = 10.0
+UNPROJECTED_POLL_S = 0.01
 
 
 OwnedSandbox = Annotated[dict, Depends(owned_sandbox)]
@@ -163,3 +182,16 @@ async def owned_run(run_id: RunId, tenant: CurrentTenant, conn: Conn, settings: 
 
 
 OwnedRun = Annotated[dict, Depends(owned_run)]
+
+
+async def owned_conversation(
+    conversation_id: ConversationId, tenant: CurrentTenant, conn: Conn, settings: AppSettings
+) -> dict:
+    """The tenant's conversation (its projection row), or 404: another tenant's id is unknown here."""
+    row = await ProjectionQueries(settings.projection_schema).conversation(conn, tenant, conversation_id)
+    if row is None:
+        raise ApiError(404, f"conversation {conversation_id} not found")
+    return row
+
+
+OwnedConversation = Annotated[dict, Depends(owned_conversation)]

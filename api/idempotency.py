@@ -112,7 +112,8 @@ class Replay(Exception):
     """The key was answered before: this is the answer."""
 
     def __init__(self, status: int, body: Any) -> None:
-        self.status, self.body = status, body
+        # an answer is an object, a list or null: a string is the JSON text ``finish`` keeps
+        self.status, self.body = status, json.loads(body) if isinstance(body, str) else body
 
 
 class IdempotencyStore:
@@ -211,11 +212,14 @@ class IdempotencyStore:
                 LOG.warning("could not renew the lease of an idempotency key", exc_info=True)
 
     async def finish(self, claim: Claim, status: int, body: Any) -> None:
+        """Keep the answer as its JSON text in a jsonb string: jsonb refuses a NUL character
+        (``\\u0000``) anywhere, and an answer may carry one (exec output of ``grep -Z``), while
+        the text holds it as a six-character escape. ``Replay`` reads both forms."""
         await claim.recorded()
         await self.execute(
             "UPDATE idempotency_keys SET state = 'done', status = %s, response = %s, lease_until = now()"
             " WHERE tenant_id = %s AND key = %s",
-            (status, Jsonb(body), claim.tenant, claim.key),
+            (status, Jsonb(json.dumps(body)), claim.tenant, claim.key),
         )
 
     async def release(self, claim: Claim) -> None:

@@ -9,18 +9,31 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from astraforge import __version__
-from astraforge.api import errors
+from astraforge.api import docs, errors, web
 from astraforge.api.auth import KeyVerifier
 from astraforge.api.commands import CommandService
+from astraforge.api.heartbeats import HeartbeatCoalescer
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
-from astraforge.api.routes import artifacts, health, runs, sandboxes, streams
+from astraforge.api.routes import (
+    artifacts,
+    conversations,
+    health,
+    integrations,
+    leases,
+    runs,
+    sandboxes,
+    streams,
+    webhooks,
+)
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
+from astraforge.producers.webhooks import RefusalBudget
 from astraforge.sandbox.egress_addresses import AddressPolicy
+from astraforge.secretbox import SecretBox
 
 LOG = logging.getLogger(__name__)
 
@@ -79,17 +92,29 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
         version=__version__,
         description="Sandboxes for AI coding agents; every record is an immutable Kafka event.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by api/docs.py (the defaults load a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
+    app.state.secretbox = SecretBox.from_settings(settings)  # integration secrets, sealed at rest
+    app.state.refusals = RefusalBudget()  # refused webhook deliveries recorded one by one, up to a rate
+    app.state.heartbeats = HeartbeatCoalescer()
     app.state.reservations = Reservations()  # quota admissions not yet projected
     app.state.uploads = UploadSlots()  # uploads in flight per tenant (each spools to disk)
     app.state.sse_ping_s = sse_ping_s
     errors.install(app)
+    webhooks.redact_access_log()
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    app.include_router(conversations.router)
+    app.include_router(leases.router)
+    app.include_router(integrations.router)
+    app.include_router(webhooks.router)
+    docs.install(app)
+    web.install(app, settings.web_dist)  # last: its SPA fallback answers only what no route above does
     return app

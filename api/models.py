@@ -39,6 +39,20 @@ class EventsPublic(BaseModel):
     next_after: int | None = Field(description="Pass as `after` for the next page; null at the end.")
 
 
+class StreamDifference(BaseModel):
+    offset: int
+    problem: str
+
+
+class StreamVerification(BaseModel):
+    """``astraforge replay --verify``'s result: the stream in Kafka compared with the projection."""
+
+    stream_id: str
+    checked: int = Field(description="Records read from Kafka (up to the projection's stored position).")
+    ok: bool
+    differences: list[StreamDifference]
+
+
 class StreamPublic(BaseModel):
     stream_id: str
     partition: int
@@ -196,7 +210,7 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\0" in value
     if isinstance(value, dict):
-        return any(_has_nul(v) for v in value.values())
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
@@ -241,6 +255,13 @@ class RequestCreate(BaseModel):
     )
     egress_allow: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(default_factory=list, max_length=64)
     model: str | None = Field(default=None, max_length=200, description="Model settings of a model-driven agent.")
+    command: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16 * 1024,
+        description="The cli agent's command template, run with /bin/sh in /workspace: `{spec_file}` is "
+        "replaced by the path of a file holding the spec; without it the spec comes on stdin.",
+    )
 
     @model_validator(mode="after")
     def _agent_fits(self) -> "RequestCreate":
@@ -252,6 +273,10 @@ class RequestCreate(BaseModel):
             raise ValueError("the script agent needs `steps`")
         if self.agent != "script" and self.steps:
             raise ValueError("`steps` are for the script agent")
+        if (self.agent == "cli") != (self.command is not None):
+            raise ValueError("`command` goes with (and only with) the cli agent")
+        if self.model is not None and (not self.model.strip() or not self.model.isprintable()):
+            raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
             raise ValueError("not a repository")
         return self
@@ -329,3 +354,211 @@ class ReviewCreate(BaseModel):
 class RunCancel(BaseModel):
     model_config = {"extra": "forbid"}
     reason: str | None = Field(default=None, max_length=2000)
+
+
+class ConversationCreate(BaseModel):
+    """A hosted DeepAgent conversation, bound to one of the tenant's sandboxes (``sandbox_id``) or to a
+    new one made with ``sandbox``'s settings. The model is asked through the platform's model gateway."""
+
+    model_config = {"extra": "forbid"}
+
+    sandbox_id: str | None = Field(default=None, pattern=ID_PATTERN, description="An existing sandbox of the tenant.")
+    sandbox: SandboxCreate | None = Field(default=None, description="A new sandbox (when no sandbox_id is given).")
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    system_prompt: str | None = Field(default=None, max_length=64 * 1024, pattern=NO_NUL)
+    tools: list[Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The deepagents tools the agent may use (ls, read_file, write_file, edit_file, glob, grep, "
+        "execute, write_todos, task); empty: all of them.",
+    )
+    title: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+
+    @model_validator(mode="after")
+    def _one_sandbox(self) -> "ConversationCreate":
+        if self.sandbox_id is not None and self.sandbox is not None:
+            raise ValueError("give sandbox_id (an existing sandbox) or sandbox (a new one), not both")
+        return self
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    sandbox_id: str
+    model: str
+    title: str | None
+    state: str = Field(description="requested (the processor has not answered yet) | idle | replying")
+    reply_id: str | None = Field(description="The reply under way, or the last one.")
+    last_reply: str | None = Field(description="How the last reply ended: completed | failed | cancelled.")
+    reason: str | None
+    created_at: str
+    updated_at: str
+    stream: str = Field(description="Where its records stream (SSE): chat.delta, chat.message, tool.called, ...")
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ConversationPublic":
+        return cls(
+            id=row["conversation_id"],
+            sandbox_id=row["sandbox_id"],
+            model=row["model"],
+            title=row["title"],
+            state=row["state"],
+            reply_id=row["reply_id"],
+            last_reply=row["last_reply"],
+            reason=row["reason"],
+            created_at=iso(row["created_at"]),
+            updated_at=iso(row["updated_at"]),
+            stream=f"/v1/streams/{row['conversation_id']}/events/sse",
+        )
+
+
+class ConversationsPublic(BaseModel):
+    items: list[ConversationPublic]
+    next_after: str | None
+
+
+class ConversationMessage(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    text: str = Field(min_length=1, max_length=256 * 1024, pattern=NO_NUL)
+
+
+class MessageAccepted(BaseModel):
+    """The message is on the record; the reply streams on the conversation's stream."""
+
+    conversation_id: str
+    message_id: str
+    reply_id: str
+    stream: str
+
+
+class ConversationDetail(ConversationPublic):
+    """The conversation with its messages, tool calls and results, and replies, as recorded."""
+
+    messages: list[dict[str, Any]]
+
+
+class ReplyCancel(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    reason: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
+
+
+class LeaseCreate(BaseModel):
+    """Take a file's lease in a shared sandbox (or extend your own)."""
+
+    model_config = {"extra": "forbid"}
+
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")
+    ttl_s: float = Field(default=60.0, gt=0, le=3600)
+    holder: str | None = Field(
+        default=None, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$", description="A name for the agent holding it."
+    )
+
+
+class LeasePublic(BaseModel):
+    sandbox_id: str
+    path: str
+    holder: str
+    acquired_at: str
+    expires_at: str
+
+
+class LeasesPublic(BaseModel):
+    items: list[LeasePublic]
+
+
+class ProjectRouteIn(BaseModel):
+    """Where one Sentry/GlitchTip project's alerts go."""
+
+    model_config = {"extra": "forbid"}
+    repository: str = Field(min_length=1, max_length=2048, description="URL or local path, on the allowlist.")
+    base_branch: str = Field(default="main", min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")
+
+    @model_validator(mode="after")
+    def _a_repository(self) -> "ProjectRouteIn":
+        if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
+            raise ValueError("not a repository")
+        return self
+
+
+class IntegrationCreate(BaseModel):
+    """A Sentry or GlitchTip integration: alerts of its projects become remediation runs."""
+
+    model_config = {"extra": "forbid"}
+    kind: Literal["sentry", "glitchtip"]
+    name: str | None = Field(default=None, max_length=200)
+    client_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=512,
+        description="Sentry only: the integration's Client Secret (signs every webhook). Never returned.",
+    )
+    api_base_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="For enrichment and comments, e.g. https://sentry.io or https://app.glitchtip.com.",
+    )
+    api_token: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Bearer token (scopes event:read, event:write)."
+    )
+    organization: str | None = Field(
+        default=None, max_length=255, pattern=r"^[A-Za-z0-9._-]+$", description="Sentry organization slug."
+    )
+    projects: dict[Annotated[str, Field(min_length=1, max_length=255)], ProjectRouteIn] = Field(
+        min_length=1,
+        max_length=500,
+        description="Project slug, numeric id or (GlitchTip) name -> the repository its runs work on.",
+    )
+    agent: Literal["codex", "cli", "script"] = "script"
+    steps: list[ScriptStepIn] = Field(default_factory=list, max_length=200, description="The script agent's steps.")
+    test_command: str | None = Field(default=None, min_length=1, max_length=16 * 1024)
+    writable_paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=200
+    )
+    rate_limit_runs: int = Field(default=10, ge=1, le=10_000, description="New runs per project per window.")
+    rate_limit_window_s: int = Field(default=3600, ge=1, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "IntegrationCreate":
+        if _has_nul(self.model_dump()):
+            raise ValueError("text may not contain NUL characters")
+        if len(self.model_dump_json()) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the integration is larger than {MAX_REQUEST_BYTES} bytes")
+        if self.kind == "sentry" and not self.client_secret:
+            raise ValueError("a Sentry integration needs its `client_secret`")
+        if self.kind == "glitchtip" and self.client_secret:
+            raise ValueError("GlitchTip signs nothing: its webhook URL carries a generated secret instead")
+        if self.api_token and not self.api_base_url:
+            raise ValueError("`api_token` goes with `api_base_url`")
+        if self.agent == "script" and not self.steps:
+            raise ValueError("the script agent needs `steps`")
+        if self.agent != "script" and self.steps:
+            raise ValueError("`steps` are for the script agent")
+        return self
+
+
+class IntegrationPublic(BaseModel):
+    """An integration as it is shown: no secret, ever (``has_api_token`` says whether one is set)."""
+
+    id: str
+    kind: str
+    name: str | None
+    webhook_path: str | None = Field(description="Sentry: where to point the webhook; GlitchTip: shown once only.")
+    api_base_url: str | None
+    has_api_token: bool
+    organization: str | None
+    projects: dict[str, ProjectRouteIn]
+    agent: str
+    test_command: str | None
+    writable_paths: list[str]
+    rate_limit_runs: int
+    rate_limit_window_s: int
+    created_at: str
+
+
+class IntegrationsPublic(BaseModel):
+    items: list[IntegrationPublic]
+    next_after: str | None

@@ -263,6 +263,8 @@ def serve() -> None:
     """Start the local stack, the projector, the processors and the API in the foreground (Ctrl-C stops them)."""
     import uvicorn
 
+    from astraforge.processors.alerts.processor import AlertsProcessor
+    from astraforge.processors.conversations.processor import ConversationProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
@@ -271,7 +273,9 @@ def serve() -> None:
     projector = Projector(settings)
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
-    services = (projector, sandboxes, runs)
+    alerts = AlertsProcessor(settings)  # Sentry/GlitchTip alerts -> remediation runs
+    conversations = ConversationProcessor(settings)  # hosted DeepAgents
+    services = (projector, sandboxes, runs, alerts, conversations)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
@@ -279,7 +283,8 @@ def serve() -> None:
     hdr = '-H "Authorization: Bearer $KEY" -H "Content-Type: application/json"'
     console.print(
         f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
-        "First thing to try:\n"
+        + (f"The web UI is at {url}/ (sign in with an API key).\n" if settings.web_dist else "")
+        + "First thing to try:\n"
         "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
         f"  SB=$(curl -s {hdr} {url}/v1/sandboxes -d '{{}}' | jq -r .id)\n"
         f'  curl -s {hdr} {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
@@ -345,6 +350,10 @@ def agent_run(
     writable: Annotated[list[str] | None, typer.Option(help="A path the agent may change (repeatable; dir/).")] = None,
     base: Annotated[str, typer.Option(help="Base branch.")] = "main",
     title: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="The model Codex asks the gateway for.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help="The cli agent's command template ({spec_file}, or the spec on stdin).")
+    ] = None,
     api: ApiUrl = None,
     key: ApiKey = None,
 ) -> None:
@@ -363,6 +372,8 @@ def agent_run(
         "writable_paths": writable or [],
         "base_branch": base,
         "title": title,
+        "model": model,
+        "command": command,
     }
     client = _client(api, key)
     try:
@@ -398,6 +409,10 @@ def _follow(client, run_id: str, attempt: int = 1) -> str:
                 console.print(
                     f"  diff after step {p['step'] + 1}: {len(p['files'])} file(s) +{p['additions']} -{p['deletions']}"
                 )
+            elif record.type == "tool.called" and p["name"] == "command":
+                console.print(f"  [dim]agent $[/] {json.loads(p['arguments_json']).get('command', '')[:160]}")
+            elif record.type == "chat.message" and p["role"] in ("agent", "error"):
+                console.print(f"  [cyan]{p['role']}:[/] {p['text'][:300]}", soft_wrap=True)
             elif record.type == "test.result":
                 console.print(f"  tests: {p['passed']} passed, {p['failed']} failed, {p['errors']} errors")
             elif record.type == "guardrail.violated":
@@ -538,6 +553,20 @@ def processors_runs() -> None:
     orchestrator = RunOrchestrator(settings)
     with contextlib.suppress(KeyboardInterrupt):
         orchestrator.run()
+
+
+@processors.command("conversations")
+def processors_conversations() -> None:
+    """Run the conversation processor (hosted DeepAgents) in the foreground (Ctrl-C stops it; a
+    restarted one resumes the replies under way)."""
+    from astraforge.processors.conversations.processor import ConversationProcessor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    _prepare(settings)
+    processor = ConversationProcessor(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        processor.run()
 
 
 def main() -> None:

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     """Local stack state (data dirs, logs, sockets)."""
     cache_dir: Path = DEFAULT_CACHE
     """Downloads and built images (Kafka jars, the sandbox rootfs)."""
+    web_dist: Path | None = None
+    """The built web UI (``deploy/local/web.sh build`` prints it; ``make run`` sets it); unset: no UI at ``/``."""
     sandbox_provider: Literal["auto", "docker", "bwrap"] = "auto"
     """`auto`: docker when its engine answers, else bubblewrap."""
     docker_host: str | None = None
@@ -130,6 +132,12 @@ class Settings(BaseSettings):
     """Denied egress attempts recorded one by one per sandbox and window; the rest become one summary."""
     egress_denial_window_s: float = Field(default=10.0, gt=0)
     """The window of ``egress_denials_recorded``."""
+    conversation_model_upstream: str = "model-gateway"
+    """The operator upstream (``egress_platform_upstreams``) hosted conversations ask their model at
+    (``http://<address>/v1``, OpenAI Chat Completions); its ``egress_credentials`` entry is the key."""
+    conversation_offload_bytes: int = Field(default=16 * 1024, ge=1024)
+    """A conversation's tool output above this is offloaded (artifact store + a file in the sandbox);
+    the agent sees its path and a preview."""
     warm_pools: list[WarmPool] = Field(default_factory=lambda: [WarmPool(size=2)])
     """Ready sandboxes kept waiting per image/profile; a create asking for exactly that claims one."""
     instance_id: str = socket.gethostname()
@@ -157,9 +165,22 @@ class Settings(BaseSettings):
     """Repositories a tenant's runs may use: tenant -> URL patterns (``fnmatch``, e.g.
     ``https://github.com/acme/*`` or ``/srv/git/*.git``); ``*`` applies to every tenant. A run on
     any other repository is refused (403 and a ``guardrail.violated`` record). Empty: no runs."""
-    vcs_provider: Literal["local"] = "local"
+    agent_model_upstream: str = "model-gateway"
+    """The platform upstream (``egress_platform_upstreams``) a model-driven agent's sandbox is granted:
+    Codex reaches its model as ``http://<name>/v1`` through the egress proxy, which adds the key
+    (``egress_credentials[<name>]``); the sandbox holds only a per-run placeholder."""
+    agent_default_model: str = Field(default="gpt-5.5", min_length=1, max_length=200)
+    """The model a Codex run asks for when its request names none."""
+    agent_memory_mb: int = Field(default=1024, ge=256)
+    """Memory of a Codex or CLI agent's sandbox (Codex alone holds a few hundred MiB)."""
+    vcs_provider: Literal["local", "github", "gitlab"] = "local"
     """Where an approved run's branch goes: ``local`` pushes it to the repository it was cloned from
-    (a local bare repository) and records the merge request there."""
+    (a local bare repository) and records the merge request there; ``github`` and ``gitlab`` push it
+    over https and open a pull/merge request through their REST API (``vcs_api_url``, ``vcs_token``)."""
+    vcs_api_url: str | None = None
+    """The provider's REST API (default https://api.github.com or https://gitlab.com/api/v4)."""
+    vcs_token: SecretStr | None = None
+    """The provider's token: sent in HTTP headers only (API and git), never in a URL or argv."""
     artifact_retention_days: int = Field(default=30, ge=0)
     """Artifacts older than this are deleted by the sweep (0 keeps them forever)."""
     artifact_store: Literal["local", "s3"] = "local"
@@ -170,6 +191,15 @@ class Settings(BaseSettings):
     s3_bucket: str = "astraforge-artifacts"
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    integration_key: SecretStr | None = None
+    """Key (64 hex characters) that encrypts integration secrets at rest (default outside production:
+    <state_dir>/secrets/integrations.key, generated on first use)."""
+    alert_api_timeout_s: float = Field(default=5.0, gt=0)
+    """How long an enrichment or comment call to a Sentry/GlitchTip API may take."""
+    alert_api_trusted_hosts: list[str] = Field(default_factory=list)
+    """``host:port`` of issue trackers the platform may call at a private or local address (an
+    on-premises GlitchTip). Any other integration API must resolve to public addresses only: an
+    integration's URL is a tenant's choice, and the platform's own services sit on private ones."""
 
     def database_dsn(self) -> str:
         """The connection string to use: ``database_url``, or the local stack's (its password read now).

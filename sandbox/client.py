@@ -92,6 +92,8 @@ class SupervisorResult:
     timed_out: bool = False
     cancelled: bool = False
     pid: int | None = None
+    resumed_at: int = 0  # attach: the byte offset the output served starts at
+    lost: int = 0  # attach: bytes between the offset asked for and ``resumed_at`` no longer kept
     chunks: list[tuple[str, bytes]] = field(default_factory=list)
     detached: list[DetachedProcess] = field(default_factory=list)
 
@@ -259,29 +261,24 @@ class SupervisorClient:
             "report_detached": report_detached,
             "stdin_size": stdin_size if stdin else 0,
         }
-        result, ended = SupervisorResult(exit_code=None, duration_ms=0.0), False
-        for kind, payload in self._frames(request, stdin, request["stdin_size"], concurrently=True):
-            if kind in (b"1", b"2"):
-                stream = "stdout" if kind == b"1" else "stderr"
-                if on_output:
-                    on_output(stream, payload)
-                else:
-                    result.chunks.append((stream, payload))
-            elif kind == b"s":
-                result.pid = json.loads(payload)["pid"]
-                if on_start:
-                    on_start(result.pid)
-            elif kind == b"D":
-                result.detached += [DetachedProcess(p["pid"], p["argv"]) for p in json.loads(payload)["processes"]]
-            elif kind == b"x":
-                done = json.loads(payload)
-                result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
-                result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
-                ended = True
-                break  # the last frame; what follows may be a reset (unread stdin), not an end of file
-        if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
-            raise SupervisorUnavailable("the supervisor went away before the command ended")
-        return result
+        frames = self._frames(request, stdin, request["stdin_size"], concurrently=True)
+        return _command_result(frames, on_output, on_start)
+
+    def attach(
+        self,
+        target_request_id: str,
+        offset: int,
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> SupervisorResult:
+        """Take over a command another connection started (its host went away), reading its output
+        from byte ``offset`` (both streams counted together, as produced) to its exit, as ``exec`` does.
+        ``SupervisorResult.resumed_at`` is where the output served starts: past ``offset`` when the
+        supervisor no longer kept those bytes (``lost``). ``SupervisorError``: ``not_found`` (the
+        supervisor does not know the command: it never ran there, was forgotten, or the supervisor
+        restarted; a protocol 1 supervisor answers ``bad_request``), ``taken_over`` (another host
+        attached meanwhile)."""
+        request = {"id": new_id(), "op": "attach", "target": target_request_id, "offset": offset}
+        return _command_result(self._frames(request), on_output, None)
 
     def cancel(self, target_request_id: str, timeout: float = CONTROL_TIMEOUT_S) -> dict:
         return self._result({"id": new_id(), "op": "cancel", "target": target_request_id}, timeout=timeout)
@@ -311,6 +308,46 @@ class SupervisorClient:
             elif kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
+
+
+def _command_result(
+    frames: Iterator[tuple[bytes, bytes]],
+    on_output: Callable[[str, bytes], None] | None,
+    on_start: Callable[[int], None] | None,
+) -> SupervisorResult:
+    """Read a command's frames (of ``exec`` or ``attach``) to its exit. The connection is closed when
+    this returns or raises (also when ``on_output`` raises: that detaches the host, the command goes on)."""
+    with contextlib.closing(frames):
+        return _read_command(frames, on_output, on_start)
+
+
+def _read_command(frames, on_output, on_start) -> SupervisorResult:
+    result, ended = SupervisorResult(exit_code=None, duration_ms=0.0), False
+    for kind, payload in frames:
+        if kind in (b"1", b"2"):
+            stream = "stdout" if kind == b"1" else "stderr"
+            if on_output:
+                on_output(stream, payload)
+            else:
+                result.chunks.append((stream, payload))
+        elif kind == b"s":
+            result.pid = json.loads(payload)["pid"]
+            if on_start:
+                on_start(result.pid)
+        elif kind == b"a":
+            attached = json.loads(payload)
+            result.pid, result.resumed_at, result.lost = attached["pid"], attached["offset"], attached["lost"]
+        elif kind == b"D":
+            result.detached += [DetachedProcess(p["pid"], p["argv"]) for p in json.loads(payload)["processes"]]
+        elif kind == b"x":
+            done = json.loads(payload)
+            result.exit_code, result.duration_ms = done["exit_code"], done["duration_ms"]
+            result.timed_out, result.cancelled = done["timed_out"], done["cancelled"]
+            ended = True
+            break  # the last frame; what follows may be a reset (unread stdin), not an end of file
+    if not ended:  # the supervisor died (or was killed) mid-command: say so, never a silent result
+        raise SupervisorUnavailable("the supervisor went away before the command ended")
+    return result
 
 
 def _read(reader: BinaryIO, size: int) -> bytes:

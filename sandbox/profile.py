@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from astraforge.errors import ValidationError
 
 HOME = "/home/sandbox"
+# every sandbox's environment (a spec's env is added on top). No bytecode files: an agent that edits a
+# module and re-runs within the same second at the same size would import the stale .pyc
+BASE_ENV = {"HOME": HOME, "PYTHONDONTWRITEBYTECODE": "1"}
 CONTROL_MOUNT = "/run/astraforge"
 SUPERVISOR_DIR = "/opt/astraforge"
 SUPERVISOR_PATH = f"{SUPERVISOR_DIR}/supervisor.py"

@@ -4,16 +4,27 @@ socket in the control directory the host mounts at /run/astraforge.
 Runs inside the sandbox with python3's standard library only (it is bind-mounted read-only into
 any image that has python3). One connection carries one request:
 
-    request   one JSON line: {"id": "...", "op": "exec" | "write" | "read" | "cancel" | "ping", ...}
+    request   one JSON line: {"id": "...", "op": "exec" | "attach" | "write" | "read" | "cancel" | "ping", ...}
               (``write`` is followed by exactly ``size`` raw bytes)
     response  frames: 1 byte kind + 4 bytes big-endian length + body
-              kinds: s started {pid} · 1 stdout bytes · 2 stderr bytes · d file bytes
-                     D detached {processes: [{pid, argv}]} (sent before x)
+              kinds: s started {pid} · a attached {pid, offset, lost} · 1 stdout bytes · 2 stderr bytes
+                     d file bytes · D detached {processes: [{pid, argv}]} (sent before x)
                      x exit {exit_code, duration_ms, timed_out, cancelled} · r result {...}
                      E error {code, message}; codes are a closed set (see ERROR_CODES)
 
 Request ids make retries safe: an exec id that is running or already ran is refused with
 ``duplicate``, never started twice. ``cancel`` and timeouts kill the command's whole process group.
+
+Protocol 2 (``ping`` answers ``protocol``; version 1 answered none): a command outlives the connection
+that started it. Its output is kept by byte offset (``CommandLog``: both streams in one sequence, the
+last LOG_BYTES); when the host goes away (its processor gave the sandbox's partition to another
+instance, or died) the command goes on, and ``attach`` {target, offset} serves the output from
+``offset`` (the bytes the host has recorded), then the exit, to whichever host asks next, also after
+the command ended (the last KEPT_ENDED ended commands are kept). ``a`` says where the output served
+starts and how many bytes were dropped before it (``lost``: more than LOG_BYTES came while no host was
+attached). One host reads a command at a time: the one attached before gets ``E taken_over``.
+A version 1 supervisor killed the command when its host went away and answers ``attach`` with
+``bad_request``. Only the host reaches this socket (below), so only the host can attach.
 
 Trust boundary: the agent's commands are hostile, and the supervisor is not one of them.
 - It starts as the sandbox's uid 0 (docker: the container's root; bwrap: root of a user namespace
@@ -40,6 +51,7 @@ The supervisor isolates nothing else itself; the sandbox around it does.
 """
 
 import argparse
+import collections
 import contextlib
 import ctypes
 import hashlib
@@ -54,10 +66,14 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 CHUNK = 64 * 1024
 FRAME_INTERVAL_S = 0.02  # a command's output is framed at most this often (or per CHUNK): see _Output
-ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_error", "spawn_failed")
+ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_error", "spawn_failed", "taken_over")
+PROTOCOL = 2  # 2: commands outlive their connection (``attach``); ping says which one a supervisor speaks
+LOG_BYTES = 1024 * 1024  # of a command's output kept for a host that re-attaches (see CommandLog)
+KEPT_ENDED = 16  # ended commands whose output and exit stay for a host that re-attaches
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
 EGRESS_PORT = 3128
@@ -67,6 +83,8 @@ SWITCH_CAPS = (1 << CAP_SETGID) | (1 << CAP_SETUID)  # inheritable: what setpriv
 KEPT_CAPS = SWITCH_CAPS | (1 << CAP_KILL)
 SETPRIV, ENV = "/usr/bin/setpriv", "/usr/bin/env"
 ROOT_ENV = {"PATH": "/usr/bin:/bin"}  # all setpriv sees: it runs as root, the command's environment is the agent's
+THREAD_STACK_BYTES = 512 * 1024  # the supervisor's threads recurse little (see main)
+M_ARENA_MAX = -8  # mallopt(3)
 MAX_ARGV_BYTES = 512  # of a detached process's command line, as reported (x pids: bounded records)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -75,6 +93,8 @@ _spawn_lock = threading.Lock()  # held while starting a command and while reapin
 _running: dict[str, subprocess.Popen] = {}
 _children: dict[int, subprocess.Popen] = {}  # commands started and not yet reaped, by pid
 _seen: set[str] = set()
+_logs: dict[str, "CommandLog"] = {}  # running commands' output, by request id
+_ended: collections.OrderedDict[str, "CommandLog"] = collections.OrderedDict()  # see _keep
 _cancelled: set[str] = set()
 _reported: set[tuple[int, str]] = set()  # (pid, start time) of detached processes already reported
 AGENT_UID = -1
@@ -422,6 +442,124 @@ def _feed_stdin(rfile, pipe, size: int) -> None:
                 pipe.close()
 
 
+class Attachment:
+    """One host connection reading a command's output: where it has read up to (``cursor``)."""
+
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor
+
+
+class CommandLog:
+    """A command's output by byte offset (both streams in one sequence, as produced) and, once it
+    ended, its exit: what a host reads, from any offset still kept, whether or not a host was
+    attached when it was produced.
+
+    Bounds: the last ``LOG_BYTES`` (+ one read) are kept. While a host is attached the command
+    waits for it once that host is ``LOG_BYTES`` behind (back-pressure, as when the output went
+    straight to the socket: nothing is lost). With no host attached (it went away: its processor
+    moved the command to another instance, or died) the command never waits: the oldest bytes are
+    dropped, and the host that attaches later is told how many it missed (``lost``). One host is
+    attached at a time: a new attachment takes the command over and the previous one is told so."""
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.cond = threading.Condition()
+        self.chunks: collections.deque[tuple[int, bytes, bytes]] = collections.deque()  # (offset, kind, data)
+        self.base = 0  # offset of the first byte kept
+        self.end = 0  # offset after the last byte produced
+        self.pid: int | None = None
+        self.detached: list[dict] = []  # processes it left behind (reported before its exit)
+        self.exit: dict | None = None  # the ``x`` frame's body, once it ended
+        self.attached: Attachment | None = None
+
+    def append(self, kind: bytes, data: bytes, deadline_passed: Callable[[], None]) -> None:
+        """Keep ``data``; wait while an attached host is LOG_BYTES behind (``deadline_passed`` is
+        called every half second meanwhile: the command's timeout still applies)."""
+        with self.cond:
+            while self.attached is not None and self.end - self.attached.cursor >= LOG_BYTES:
+                if not self.cond.wait(0.5):
+                    deadline_passed()
+            self.chunks.append((self.end, kind, data))
+            self.end += len(data)
+            floor = self.end - LOG_BYTES
+            if self.attached is not None:
+                floor = min(floor, self.attached.cursor)
+            while self.chunks and self.chunks[0][0] + len(self.chunks[0][2]) <= floor:
+                offset, _, old = self.chunks.popleft()
+                self.base = offset + len(old)
+            self.cond.notify_all()
+
+    def finish(self, detached: list[dict], exit_info: dict) -> None:
+        with self.cond:
+            self.detached, self.exit = detached, exit_info
+            self.cond.notify_all()
+
+    def attach(self, offset: int) -> tuple[Attachment, int, int]:
+        """Take the command over from ``offset``: (attachment, first offset served, bytes lost)."""
+        with self.cond:
+            if not 0 <= offset <= self.end:
+                raise RequestError("bad_request", f"offset {offset} is not within the output (0..{self.end})")
+            start = max(offset, self.base)
+            self.attached = Attachment(start)
+            self.cond.notify_all()  # the previous attachment learns it was taken over
+            return self.attached, start, start - offset
+
+    def detach(self, attachment: Attachment) -> None:
+        with self.cond:
+            if self.attached is attachment:
+                self.attached = None
+                self.cond.notify_all()
+
+    def serve(self, sock: socket.socket, attachment: Attachment) -> None:
+        """Frame the output from the attachment's cursor, then D and x once the command ended; an
+        ``E taken_over`` if another host attached meanwhile. Raises OSError if this host went away
+        (the caller detaches it; the command goes on)."""
+        output = _Output(sock)
+        while True:
+            with self.cond:
+                while (
+                    self.attached is attachment
+                    and attachment.cursor >= self.end
+                    and self.exit is None
+                    and output.wait() != 0
+                ):
+                    self.cond.wait(output.wait())
+                if self.attached is not attachment:
+                    taken = True
+                else:
+                    taken, parts = False, self._since(attachment.cursor)
+                    attachment.cursor = self.end
+                    ended = self.exit is not None
+                    self.cond.notify_all()  # a command waiting for this host's reading goes on
+            if taken:
+                output.flush()
+                raise RequestError("taken_over", f"another connection attached to {self.id}")
+            for kind, data in parts:
+                output.add(kind, data)
+            if output.wait() == 0:
+                output.flush()
+            if ended and not parts:
+                output.flush()
+                if self.detached:
+                    frame_json(sock, b"D", {"processes": self.detached})
+                frame_json(sock, b"x", self.exit)
+                return
+
+    def _since(self, cursor: int) -> list[tuple[bytes, bytes]]:
+        return [
+            (kind, data[max(0, cursor - offset) :]) for offset, kind, data in self.chunks if offset + len(data) > cursor
+        ]
+
+
+def _keep(log: CommandLog) -> None:
+    """An ended command's log stays for a host that re-attaches, the KEPT_ENDED most recent ones."""
+    with _lock:
+        _ended[log.id] = log
+        _logs.pop(log.id, None)
+        while len(_ended) > KEPT_ENDED:
+            _ended.popitem(last=False)
+
+
 def do_exec(sock: socket.socket, req: dict, rfile) -> None:
     rid = req["id"]
     stdin_size = req.get("stdin_size") or 0
@@ -452,20 +590,50 @@ def do_exec(sock: socket.socket, req: dict, rfile) -> None:
         if forwarder:
             forwarder.close()
         raise
+    log = CommandLog(rid)
+    log.pid = proc.pid
+    attachment, _, _ = log.attach(0)
     with _lock:
         _running[rid] = proc
+        _logs[rid] = log
     if stdin_size:
         threading.Thread(target=_feed_stdin, args=(rfile, proc.stdin, stdin_size), daemon=True).start()
+    deadline = started + float(req.get("timeout_s") or 600)
+    pump = threading.Thread(
+        target=_run_command,
+        args=(log, proc, deadline, started, forwarder, req.get("report_detached", True)),
+        name=f"command-{proc.pid}",
+        daemon=True,
+    )
+    pump.start()
+    _attached(sock, log, attachment, {"pid": proc.pid}, b"s")
+
+
+def _attached(sock: socket.socket, log: CommandLog, attachment: Attachment, first: dict, kind: bytes) -> None:
+    """Serve ``log`` to this connection; if the host goes away the command goes on, detached."""
     try:
-        frame_json(sock, b"s", {"pid": proc.pid})
-        timed_out = _stream_output(sock, proc, started + float(req.get("timeout_s") or 600))
-    except (BrokenPipeError, ConnectionResetError):
-        kill_group(proc)  # the host went away: do not leave the command running unobserved
-        proc.wait()
-        return
+        frame_json(sock, kind, first)
+        log.serve(sock, attachment)
+    except OSError:  # the host went away: the command keeps running for the next one to attach
+        log.detach(attachment)
+        raise
+
+
+def _run_command(
+    log: CommandLog,
+    proc: subprocess.Popen,
+    deadline: float,
+    started: float,
+    forwarder: Forwarder | None,
+    report_detached: bool,
+) -> None:
+    """Read the command's output into its log until it ends, whoever is attached (or nobody)."""
+    timed_out = False
+    try:
+        timed_out = _read_output(log, proc, deadline)
     finally:
         with _lock:
-            _running.pop(rid, None)
+            _running.pop(log.id, None)
         if forwarder:
             forwarder.close()
         proc.stdout.close()
@@ -474,25 +642,36 @@ def do_exec(sock: socket.socket, req: dict, rfile) -> None:
         _reaped(proc)
     kill_group(proc)  # reap anything the command left behind in its group
     # a platform command (a snapshot's tar) records nothing: what it would claim waits for an agent's
-    detached = left_behind(proc.pid) if req.get("report_detached", True) else []
-    if detached:
-        frame_json(sock, b"D", {"processes": detached})
+    detached = left_behind(proc.pid) if report_detached else []
     with _lock:
-        cancelled = rid in _cancelled
-    frame_json(
-        sock,
-        b"x",
-        {
-            "exit_code": proc.returncode,
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            "timed_out": timed_out,
-            "cancelled": cancelled,
-        },
-    )
+        cancelled = log.id in _cancelled
+    exit_info = {
+        "exit_code": proc.returncode,
+        "duration_ms": round((time.monotonic() - started) * 1000, 3),
+        "timed_out": timed_out,
+        "cancelled": cancelled,
+    }
+    log.finish(detached, exit_info)
+    _keep(log)
+
+
+def do_attach(sock: socket.socket, req: dict) -> None:
+    """Take over a command another connection started (running, or ended and still kept)."""
+    target, offset = req.get("target"), req.get("offset", 0)
+    if not isinstance(target, str) or not isinstance(offset, int) or isinstance(offset, bool):
+        raise RequestError("bad_request", "attach needs a string target and an integer offset")
+    with _lock:
+        log = _logs.get(target) or _ended.get(target)
+        if log is None:  # the host closes it as never run: a start of it still on its way must never run it
+            _seen.add(target)
+    if log is None:
+        raise RequestError("not_found", f"no command {target} running or kept here")
+    attachment, start, lost = log.attach(offset)
+    _attached(sock, log, attachment, {"pid": log.pid, "offset": start, "lost": lost}, b"a")
 
 
 class _Output:
-    """Output read from a command's pipes, framed at most once per ``FRAME_INTERVAL_S`` (or at once
+    """Output read from a command's log, framed at most once per ``FRAME_INTERVAL_S`` (or at once
     when a whole CHUNK is waiting): every frame becomes a record on the host, and a command writing
     one byte at a time made a record per byte. Within one interval, each stream's bytes go out
     together, in the order the streams first wrote (the interleaving is kept to that resolution)."""
@@ -523,18 +702,10 @@ class _Output:
         self.last = time.monotonic()
 
 
-def _stream_output(sock: socket.socket, proc: subprocess.Popen, deadline: float) -> bool:
-    """Frame the command's output until its pipes close, or until it has exited and its process
+def _read_output(log: CommandLog, proc: subprocess.Popen, deadline: float) -> bool:
+    """Read the command's pipes into its log until they close, or until it has exited and its process
     group is empty (whatever still holds a pipe then was detached: it is not waited for).
     True if the deadline passed (the group is killed)."""
-    output = _Output(sock)
-    try:
-        return _read_output(output, proc, deadline)
-    finally:
-        output.flush()
-
-
-def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bool:
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, b"1")
     sel.register(proc.stderr, selectors.EVENT_READ, b"2")
@@ -544,6 +715,14 @@ def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bo
     except (AttributeError, OSError):  # no pidfd here: the exit is noticed on the next poll
         pidfd = None
     open_pipes, signalled, exited = 2, False, False
+    timed_out = False
+
+    def check_deadline() -> None:
+        nonlocal timed_out
+        if not timed_out and time.monotonic() >= deadline:
+            timed_out = True
+            kill_group(proc)
+
     try:
         while open_pipes:
             remaining = deadline - time.monotonic()
@@ -551,10 +730,9 @@ def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bo
                 kill_group(proc)
                 return True
             if exited and not group_alive(proc.pid):
-                _drain(output, sel)
-                return False
-            due = output.wait()
-            for key, _ in sel.select(timeout=min(remaining, 0.05 if exited else 0.5, due if due is not None else 1)):
+                _drain(log, sel, check_deadline)
+                return timed_out
+            for key, _ in sel.select(timeout=min(remaining, 0.05 if exited else 0.5)):
                 if key.data is None:  # the pidfd: the command itself has exited
                     sel.unregister(key.fileobj)
                     signalled = True
@@ -564,9 +742,9 @@ def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bo
                     sel.unregister(key.fileobj)
                     open_pipes -= 1
                 else:
-                    output.add(key.data, data)
-            if output.wait() == 0:
-                output.flush()
+                    log.append(key.data, data, check_deadline)
+            if timed_out:
+                return True
             if not exited and (signalled or pidfd is None):
                 exited = _reaped(proc) is not None
         return False
@@ -576,7 +754,7 @@ def _read_output(output: _Output, proc: subprocess.Popen, deadline: float) -> bo
             os.close(pidfd)
 
 
-def _drain(output: _Output, sel: selectors.BaseSelector, max_chunks: int = 16) -> None:
+def _drain(log: CommandLog, sel: selectors.BaseSelector, check_deadline, max_chunks: int = 16) -> None:
     """What is already in the pipes after the command ended; a detached writer is not followed."""
     for _ in range(max_chunks):
         ready = [key for key, _ in sel.select(timeout=0) if key.data is not None]
@@ -585,7 +763,7 @@ def _drain(output: _Output, sel: selectors.BaseSelector, max_chunks: int = 16) -
         for key in ready:
             data = os.read(key.fd, CHUNK)
             if data:
-                output.add(key.data, data)
+                log.append(key.data, data, check_deadline)
             else:
                 sel.unregister(key.fileobj)
 
@@ -684,9 +862,11 @@ class Handler(socketserver.StreamRequestHandler):
                 raise RequestError("bad_request", "expected one JSON object line with string id and op")
             op = req["op"]
             if op == "ping":
-                frame_json(self.connection, b"r", {"pong": True, "pid": os.getpid()})
+                frame_json(self.connection, b"r", {"pong": True, "pid": os.getpid(), "protocol": PROTOCOL})
             elif op == "exec":
                 do_exec(self.connection, req, self.rfile)
+            elif op == "attach":
+                do_attach(self.connection, req)
             elif op == "cancel":
                 do_cancel(self.connection, req)
             elif op == "write":
@@ -715,6 +895,10 @@ def main() -> None:
     AGENT_UID = args.agent_uid
     EGRESS_SOCKET = os.path.join(os.path.dirname(args.socket), "egress.sock")
     lock_down(AGENT_UID)  # before any thread exists
+    # bwrap bounds each process's address space (RLIMIT_AS = the sandbox's memory): every thread's
+    # stack (8 MiB by default) and malloc arena (64 MiB) counts, and a command has two threads here
+    threading.stack_size(THREAD_STACK_BYTES)
+    _libc.mallopt(M_ARENA_MAX, 2)
     os.umask(0o022)
     if os.getpid() == 1:  # docker: orphans come to us; bwrap's own init reaps them otherwise
         # no lock may be taken in a signal handler (a nested one would deadlock): the C-level handler

@@ -48,8 +48,11 @@ def post(url: str, key: str, body: dict | None = None, **headers: str) -> httpx.
     return httpx.post(url, headers={**auth(key), **headers}, json=body, timeout=60)
 
 
-def wait_state(api_url: str, key: str, run_id: str, states: tuple[str, ...], timeout: float = 180) -> dict:
-    """The run once it reaches one of ``states`` (an ended run in another state fails at once)."""
+def wait_state(
+    api_url: str, key: str, run_id: str, states: tuple[str, ...], timeout: float = 180, attempt: int | None = None
+) -> dict:
+    """The run once it reaches one of ``states`` (in ``attempt`` if given; an ended run in another
+    state fails at once)."""
     seen: dict = {}
 
     def reached() -> bool:
@@ -58,7 +61,7 @@ def wait_state(api_url: str, key: str, run_id: str, states: tuple[str, ...], tim
             return False
         seen.update(r.json())
         assert seen["state"] in states or seen["state"] not in ENDED, seen
-        return seen["state"] in states
+        return seen["state"] in states and attempt in (None, seen["attempt"])
 
     wait_until(reached, timeout=timeout, interval=0.2, what=f"run {run_id} in {states}")
     return seen
@@ -68,3 +71,10 @@ def stream_types(api_url: str, key: str, run_id: str) -> list[dict]:
     r = httpx.get(f"{api_url}/v1/streams/{run_id}/events", headers=auth(key), params={"limit": 1000}, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()["items"]
+
+
+def stream_so_far(api_url: str, key: str, run_id: str) -> list[dict]:
+    """The run's records projected so far: none (not a 404) before its first one is projected, which
+    can come after POST /v1/requests answered (the answer is read from Kafka, not the projection)."""
+    r = httpx.get(f"{api_url}/v1/streams/{run_id}/events", headers=auth(key), params={"limit": 1000}, timeout=30)
+    return r.json()["items"] if r.status_code == 200 else []

@@ -51,10 +51,18 @@ def _run_create(body: RequestCreate) -> dict:
         "source": "api",
         "alert_id": None,
         "writable_paths": body.writable_paths,
-        "steps": [step.record() for step in body.steps],
+        "steps": [step.record() for step in body.steps] or _cli_step(body),
         "egress_allow": body.egress_allow,
         "model": body.model,
+        "issue_url": None,
     }
+
+
+def _cli_step(body: RequestCreate) -> list[dict]:
+    """The cli agent's command template, carried as the run's one shell step (``executors/cli.py``)."""
+    if body.command is None:
+        return []
+    return [{"kind": "shell", "command": body.command, "path": None, "content": None}]
 
 
 @router.post("/v1/requests", status_code=201, response_model=RunPublic, operation_id="createRequest", responses=ERRORS)
@@ -66,8 +74,10 @@ async def create_request(
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
-    if body.agent != "script":
-        raise ApiError(422, f"agent {body.agent} is not available in this release (use `script`)")
+    if body.agent == "codex" and settings.agent_model_upstream not in settings.egress_platform_upstreams:
+        upstream = settings.agent_model_upstream
+        detail = f"agent codex needs the model gateway: the platform upstream {upstream} is not configured"
+        raise ApiError(422, detail)
     try:  # the rules a sandbox create is held to: the run's sandbox is created with them
         check_rules(body.egress_allow, request.app.state.egress_policy, set(settings.egress_platform_upstreams))
     except ValueError as e:

@@ -17,9 +17,17 @@ from astraforge.api import frames
 from astraforge.api.deps import AppSettings, Conn, CurrentTenant, Live
 from astraforge.api.errors import ApiError
 from astraforge.api.live import Subscriber
-from astraforge.api.models import ErrorBody, EventPublic, EventsPublic, StreamPublic, StreamsPublic
+from astraforge.api.models import (
+    ErrorBody,
+    EventPublic,
+    EventsPublic,
+    StreamDifference,
+    StreamPublic,
+    StreamsPublic,
+    StreamVerification,
+)
 from astraforge.api.params import After, StreamId
-from astraforge.audit import stream_range
+from astraforge.audit import stream_range, verify
 from astraforge.config import Settings
 from astraforge.ids import iso
 from astraforge.kafka import Positioned, partition_for
@@ -67,6 +75,21 @@ async def list_events(
         rows = await q.events(page_conn, tenant, stream_id, after, limit)
     items = [EventPublic.from_row(r) for r in rows]
     return EventsPublic(items=items, next_after=items[-1].offset if len(items) == limit else None)
+
+
+@router.get("/{stream_id}/verify", response_model=StreamVerification, operation_id="verifyStream", responses=ERRORS)
+async def verify_stream(stream_id: StreamId, tenant: CurrentTenant, conn: Conn, settings: AppSettings):
+    """``replay --verify``: the stream read straight from Kafka, compared record by record with the
+    projection (what the API serves); ``ok`` is false on any difference."""
+    if await queries(settings).stream(conn, tenant, stream_id) is None:
+        raise ApiError(404, f"stream {stream_id} not found")
+    checked, diffs = await asyncio.to_thread(verify, settings, stream_id)
+    return StreamVerification(
+        stream_id=stream_id,
+        checked=checked,
+        ok=not diffs,
+        differences=[StreamDifference(offset=d.offset, problem=d.problem) for d in diffs],
+    )
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:

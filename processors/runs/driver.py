@@ -16,12 +16,19 @@ import shutil
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import httpx
+
 from astraforge.artifacts import spool
 from astraforge.errors import AstraForgeError
 from astraforge.processors.runs import workspace
-from astraforge.processors.runs.executors.script import SandboxCall, step_call, step_paths
-from astraforge.processors.runs.facts import RunCancelled, StreamFacts
+from astraforge.processors.runs.executors.cli import AGENT as CLI_ACTOR
+from astraforge.processors.runs.executors.cli import SPEC_PATH, cli_env, cli_script
+from astraforge.processors.runs.executors.codex import AGENT as CODEX_ACTOR
+from astraforge.processors.runs.executors.codex import CodexTranslator, codex_invocation
+from astraforge.processors.runs.executors.script import SandboxCall, confined, step_call, step_paths
+from astraforge.processors.runs.facts import RunCancelled, StepFailed, StreamFacts
 from astraforge.processors.runs.guardrails import forbidden
+from astraforge.processors.runs.session import AgentProcess, run_process, with_guidance
 from astraforge.processors.runs.state import ENDED, RunState, advance, event, fact, failed
 from astraforge.processors.runs.testing import TestCounts, from_junit, from_output
 from astraforge.schemas import Envelope
@@ -39,10 +46,6 @@ PROVISION_WAIT_S = 300.0
 COMMAND_WAIT_S = 900.0
 INLINE_PATCH_BYTES = 48 * 1024  # a bigger diff goes to the artifact store (records stay under 64 KiB)
 UNPACKED_BYTES = 4 * 1024**3  # bound on a workspace snapshot's unpacked size on the host (a tmpfs holds less)
-
-
-class StepFailed(AstraForgeError, RuntimeError):
-    """The attempt cannot go on; the message is the run's ``reason``."""
 
 
 class Driver:
@@ -80,8 +83,8 @@ class Driver:
     def advance(self, new_state: str, **extra) -> None:
         self.settle(lambda now: advance(now, self.attempt, new_state, ACTOR, **extra))
 
-    def record(self, type_: str, payload: dict) -> Envelope:
-        e = event(self.st, type_, payload, ACTOR, sandbox_id=self.st.sandbox_id)
+    def record(self, type_: str, payload: dict, actor: str = ACTOR) -> Envelope:
+        e = event(self.st, type_, payload, actor, sandbox_id=self.st.sandbox_id)
         self.settle(lambda now: fact(now, self.attempt, e))
         return e
 
@@ -171,6 +174,9 @@ class Driver:
         st = self.st
         self.advance("provisioning", sandbox_id=st.sandbox_id)
         spec = RequestedSandbox(image=self.o.settings.sandbox_image, egress_allow=tuple(st.request["egress_allow"]))
+        if st.request["agent"] in ("codex", "cli"):  # a model, through the proxy: a grant only the platform makes
+            memory, upstream = self.o.settings.agent_memory_mb, self.o.settings.agent_model_upstream
+            spec = replace(spec, limits={"memory_mb": memory}, platform_upstreams=(upstream,))
         done = ("sandbox.ready", "sandbox.failed", "sandbox.terminated")
 
         def match(e: Envelope) -> bool:
@@ -189,7 +195,7 @@ class Driver:
         self.advance("preparing", sandbox_id=st.sandbox_id)
         base = st.request.get("base_ref") or "main"
         try:
-            workspace.clone(st.repository, base, self.dir / "base")
+            workspace.clone(st.repository, base, self.dir / "base", self.git_env())
         except workspace.GitFailed as e:
             raise StepFailed(f"could not clone {st.repository} at {base}: {e}") from e
         source_id = f"{st.sandbox_id}-source"
@@ -216,11 +222,54 @@ class Driver:
             raise StepFailed(f"could not unpack the repository: {unpacked.payload.get('error') or 'tar failed'}")
 
     def agent(self, facts: StreamFacts) -> Envelope | None:
-        """The script agent's steps, each followed by ``diff.captured``; the last diff record."""
+        """Run the request's agent; the last ``diff.captured`` record."""
         st = self.st
+        self.advance("running", sandbox_id=st.sandbox_id)
+        if st.request["agent"] == "codex":
+            return run_process(self, facts, self.codex_process())
+        if st.request["agent"] == "cli":
+            return run_process(self, facts, self.cli_process())
         if st.request["agent"] != "script":
             raise StepFailed(f"agent {st.request['agent']} is not available in this release")
-        self.advance("running", sandbox_id=st.sandbox_id)
+        return self.script(facts)
+
+    def codex_process(self) -> AgentProcess:
+        """``codex exec --json`` on the spec (and the guidance of earlier attempts), confined to the
+        writable paths like a script step, its model the platform's gateway."""
+        st, settings = self.st, self.o.settings
+        allowed = st.request["writable_paths"]
+        prompt = with_guidance(st.request["spec"], st.guidance, allowed)
+        invocation = codex_invocation(
+            prompt, st.run_id, st.request.get("model") or settings.agent_default_model, settings.agent_model_upstream
+        )
+        return AgentProcess(
+            name="codex",
+            command_id=f"{st.sandbox_id}-codex",
+            argv=confined(invocation.argv, allowed),
+            env=invocation.env,
+            files=invocation.files,
+            actor=CODEX_ACTOR,
+            translator=CodexTranslator(f"{st.sandbox_id}-codex"),
+        )
+
+    def cli_process(self) -> AgentProcess:
+        """The request's coding CLI (its command template, the run's one shell step) on the spec."""
+        st, settings = self.st, self.o.settings
+        allowed = st.request["writable_paths"]
+        (step,) = st.request["steps"]
+        prompt = with_guidance(st.request["spec"], st.guidance, allowed)
+        return AgentProcess(
+            name="the coding CLI",
+            command_id=f"{st.sandbox_id}-cli",
+            argv=confined(["/bin/sh", "-c", cli_script(step["command"])], allowed),
+            env=cli_env(st.run_id, settings.agent_model_upstream),
+            files={SPEC_PATH: prompt.encode()},
+            actor=CLI_ACTOR,
+        )
+
+    def script(self, facts: StreamFacts) -> Envelope | None:
+        """The script agent's steps, each followed by ``diff.captured``; the last diff record."""
+        st = self.st
         allowed = st.request["writable_paths"]
         last = None
         for i, step in enumerate(st.request["steps"]):
@@ -259,18 +308,24 @@ class Driver:
             )
         raise StepFailed(f"blocked: step {step + 1} touched {', '.join(paths)} (outside the writable paths)")
 
-    def capture(self, facts: StreamFacts, step: int) -> Envelope:
-        """Snapshot /workspace (a sandbox command), diff it on the host against the base, record it."""
+    def capture(self, facts: StreamFacts, step: int, tries: int = 1) -> Envelope:
+        """Snapshot /workspace (a sandbox command), diff it on the host against the base, record it.
+        ``tries`` > 1 snapshots again after a failed one (ids ``-r<n>``, so a resumed driver reads
+        the same answers): an agent still at work can change a file while tar reads it."""
         st = self.st
         recorded = facts.find(
             lambda e: e.type == "diff.captured" and e.payload["attempt"] == self.attempt and e.payload["step"] == step
         )
         if recorded is not None:
             return recorded
-        snapshot = {"snapshot_id": f"{st.sandbox_id}-d{step}", "name": f"workspace after step {step + 1}.tgz"}
         answers = ("snapshot.created", "snapshot.failed")
-        done = self.call(facts, SandboxCall("sandbox.snapshot", snapshot), answers, "snapshot_id")
-        if done.type != "snapshot.created":
+        for n in range(tries):
+            snapshot_id = f"{st.sandbox_id}-d{step}" + (f"-r{n}" if n else "")
+            snapshot = {"snapshot_id": snapshot_id, "name": f"workspace after step {step + 1}.tgz"}
+            done = self.call(facts, SandboxCall("sandbox.snapshot", snapshot), answers, "snapshot_id")
+            if done.type == "snapshot.created":
+                break
+        else:
             raise StepFailed(f"could not capture the workspace after step {step + 1}: {done.payload['error']}")
         with self.o.artifacts.get_file(done.payload["artifact"]) as archive:
             workspace.unpack(archive, self.dir / "tree", self.o.settings.max_snapshot_entries, UNPACKED_BYTES)
@@ -376,6 +431,9 @@ class Driver:
         return self.o.artifacts.get(diff_payload["artifact"])
 
     # -- after approval ---------------------------------------------------------------------
+    def git_env(self) -> dict[str, str] | None:
+        return self.o.vcs.git_env() if self.o.vcs is not None else None
+
     def merge(self) -> None:
         """Push the approved patch as a branch and open the merge request, once."""
         try:
@@ -385,22 +443,24 @@ class Driver:
                 branch = f"astraforge/{st.run_id}"
                 title = st.request.get("title") or st.request["spec"].splitlines()[0][:72]
                 message = f"{title}\n\nAstraForge run {st.run_id}, attempt {st.attempt}.\n"
-                sha = workspace.commit_and_push(
-                    st.repository,
-                    st.request.get("base_ref") or "main",
-                    branch,
-                    patch,
-                    message,
-                    st.approved_at // 1_000_000,
-                    self.dir / "merge",
-                )
-                url = f"{workspace.source_url(st.repository)}#{branch}"
+                if st.request.get("issue_url"):  # a remediation run: the merge request links its issue
+                    message += f"Issue: {st.request['issue_url']}\n"
+                base = st.request.get("base_ref") or "main"
+                when, into = st.approved_at // 1_000_000, self.dir / "merge"
+                auth = self.git_env()
+                sha = workspace.commit_and_push(st.repository, base, branch, patch, message, when, into, auth)
+                if self.o.vcs is None:  # local: the branch in the source repository is the merge request
+                    provider, url, number = "local", f"{workspace.source_url(st.repository)}#{branch}", st.attempt
+                else:  # finds and reuses one an interrupted approval opened already
+                    body = f"{st.request['spec'][:60000]}\n\n---\nAstraForge run {st.run_id}, attempt {st.attempt}."
+                    mr = self.o.vcs.open(st.repository, branch, base, title, body)
+                    provider, url, number = self.o.vcs.name, mr.url, mr.number
                 opened = {
-                    "provider": "local",
+                    "provider": provider,
                     "url": url,
-                    "number": st.attempt,
+                    "number": number,
                     "branch": branch,
-                    "base": st.request.get("base_ref") or "main",
+                    "base": base,
                     "attempt": st.attempt,
                     "commit": sha,
                 }
@@ -410,7 +470,7 @@ class Driver:
             self.o.settle(
                 self.run_id, lambda now: advance(now, self.attempt, "merged", ACTOR, reason="merge request opened")
             )
-        except (AstraForgeError, OSError) as e:
+        except (AstraForgeError, OSError, httpx.HTTPError) as e:  # the provider refused, or was not reached
             LOG.warning("run %s: merge failed: %s", self.run_id, e)
             reason = f"merge failed: {e}"
             self.o.settle(self.run_id, lambda now: failed(now, self.attempt, reason, ACTOR))

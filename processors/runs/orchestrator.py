@@ -34,6 +34,7 @@ from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.ownership import Ownership
 from astraforge.processors.runs.driver import ACTOR, Driver
 from astraforge.processors.runs.state import DRIVEN, ENDED, RunEffect, RunState, decide, evolve
+from astraforge.processors.runs.vcs import make_provider
 from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope, default_codec
@@ -51,6 +52,8 @@ class RunOrchestrator:
         self.codec = default_codec()
         self.producer = EventProducer(settings)
         self.artifacts = artifacts or make_artifact_store(settings)
+        token = settings.vcs_token.get_secret_value() if settings.vcs_token else None
+        self.vcs = make_provider(settings.vcs_provider, settings.vcs_api_url, token)
         self.work_dir = work_dir or settings.state_dir / "runs"
         self.stop_event = threading.Event()
         self.states: dict[str, RunState] = {}

@@ -28,6 +28,8 @@ IDENTITY = ("AstraForge", "astraforge@localhost")
 # the clone's own hooks never run; a push runs the *target* repository's hooks (as its server would)
 PUSH = ["-c", "protocol.file.allow=always", "-c", "core.autocrlf=false", "-c", "core.symlinks=true"]
 SAFE = ["-c", "core.hooksPath=/dev/null", *PUSH]
+# left out of every captured diff (tests and tools write them; nobody merges them)
+CACHES = ("__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/")
 
 
 class GitFailed(AstraForgeError, RuntimeError):
@@ -85,8 +87,9 @@ def source_url(repository: str) -> str:
     return f"file://{Path(repository).resolve()}" if repository.startswith("/") else repository
 
 
-def clone(repository: str, branch: str, dest: Path) -> str:
-    """A fresh shallow clone of ``branch`` at ``dest`` (replacing whatever was there); its head sha."""
+def clone(repository: str, branch: str, dest: Path, auth_env: dict[str, str] | None = None) -> str:
+    """A fresh shallow clone of ``branch`` at ``dest`` (replacing whatever was there); its head sha.
+    ``auth_env``: the provider's credentials for git, as environment (``vcs.git_header_env``)."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     git(
@@ -100,6 +103,7 @@ def clone(repository: str, branch: str, dest: Path) -> str:
         "--",
         source_url(repository),
         str(dest),
+        env=auth_env,
     )
     return git("rev-parse", "HEAD", cwd=dest).decode().strip()
 
@@ -121,10 +125,17 @@ def unpack(snapshot: BinaryIO, dest: Path, max_entries: int, max_bytes: int) -> 
 
 
 def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
-    """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files."""
+    """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files.
+
+    Like ``git add --all`` in a checkout, a new file the repository ignores (``.gitignore``) is left out,
+    and so are the caches an agent's test runs leave behind (``CACHES``): what the diff shows is what
+    would merge. Tracked files always count, ignored or not; writes outside the run's writable paths,
+    ignored ones included, were already refused inside the sandbox (Landlock)."""
     index.unlink(missing_ok=True)
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("".join(f"{pattern}\n" for pattern in CACHES))
     env = {"GIT_INDEX_FILE": str(index), "GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(tree)}
-    git("add", "--all", "--force", "--", ".", cwd=tree, env=env)
+    git("add", "--all", "--", ".", cwd=tree, env=env)
     base = ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "HEAD"]
     patch = git(*base[:-1], "--binary", "HEAD", cwd=tree, env=env)
     files, binary, additions, deletions = [], [], 0, 0
@@ -141,11 +152,18 @@ def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
 
 
 def commit_and_push(
-    repository: str, branch: str, target: str, patch: bytes, message: str, when_s: int, dest: Path
+    repository: str,
+    branch: str,
+    target: str,
+    patch: bytes,
+    message: str,
+    when_s: int,
+    dest: Path,
+    auth_env: dict[str, str] | None = None,
 ) -> str:
     """Apply ``patch`` on a fresh clone of ``branch``, commit it deterministically, push it as
     ``target`` to the repository; the commit's sha."""
-    clone(repository, branch, dest)
+    clone(repository, branch, dest, auth_env)
     if patch:
         git("apply", "--index", "--binary", "--whitespace=nowarn", "-", cwd=dest, stdin=patch)
     name, email = IDENTITY
@@ -160,5 +178,6 @@ def commit_and_push(
     }
     git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", message, cwd=dest, env=env)
     sha = git("rev-parse", "HEAD", cwd=dest).decode().strip()
-    git("push", "--quiet", "--force", "--", source_url(repository), f"{sha}:refs/heads/{target}", cwd=dest, config=PUSH)
+    refspec = f"{sha}:refs/heads/{target}"
+    git("push", "--quiet", "--force", "--", source_url(repository), refspec, cwd=dest, env=auth_env, config=PUSH)
     return sha

@@ -12,14 +12,16 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from psycopg import sql
 
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
-from astraforge.errors import AstraForgeError
+from astraforge.errors import AstraForgeError, ValidationError
 from astraforge.processors.artifact_sweep import artifact_bytes
+from astraforge.processors.sandboxes.handoff import Detached, RecordedOutput, recorded_output
 from astraforge.processors.sandboxes.state import (
     ENDED,
     Effect,
@@ -32,11 +34,12 @@ from astraforge.processors.sandboxes.state import (
     provisioned,
     started,
 )
-from astraforge.sandbox.client import SupervisorError, SupervisorUnavailable
+from astraforge.sandbox.client import SupervisorError, SupervisorResult, SupervisorUnavailable
 from astraforge.sandbox.egress import parse_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxSpec
 from astraforge.sandbox.snapshots import RESTORE_COMMAND, SNAPSHOT_COMMAND, check_snapshot
+from astraforge.schemas import Envelope
 
 if TYPE_CHECKING:
     from astraforge.processors.sandboxes.processor import SandboxProcessor
@@ -45,6 +48,8 @@ LOG = logging.getLogger(__name__)
 ACTOR = "processor:sandboxes"
 MAX_RECORDED_OUTPUT = 1024 * 1024  # per command, as exec.output records; the rest goes to one artifact
 UNAVAILABLE = "unavailable: the sandbox is not running or its supervisor does not answer"
+INTERRUPTED = "the processor that ran it stopped or gave its partition away"
+DETACHED = object()  # what an exec effect returns when it let its command go (see ``Effects.run``)
 
 
 def exec_argv(payload: dict) -> list[str]:
@@ -60,6 +65,16 @@ def _command_id(effect: Effect) -> str | None:
         return None
     p = effect.command.payload
     return p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
+
+
+def public_reason(error: BaseException) -> str:
+    """What a tenant may read about a failed provision: a refusal of the request says why; an engine's or
+    library's text (host paths, socket names, daemon internals) stays in the processor log."""
+    if isinstance(error, ValidationError):
+        return str(error)
+    if isinstance(error, SupervisorUnavailable):
+        return "the sandbox's supervisor did not come up"
+    return f"the sandbox engine could not create it ({type(error).__name__}; details in the processor log)"
 
 
 class SnapshotTooLarge(ValueError):
@@ -94,14 +109,28 @@ class Effects:
                 return
             if work is not None:
                 self._working.add(work)
+        detached = False
         try:
-            getattr(self, effect.kind)(st, effect)
+            detached = getattr(self, effect.kind)(st, effect) is DETACHED
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
         finally:
             if work is not None:
                 with self._working_lock:
                     self._working.discard(work)
+        if detached:
+            self._reattach_if_ours(sandbox_id, work)
+
+    def _reattach_if_ours(self, sandbox_id: str, command_id: str) -> None:
+        """A command let go here whose partition is this instance's again (it was dropped and taken
+        back, e.g. reloaded after a missed generation): the take-over's re-attach found it still under
+        way here and left it; now nobody reads it, so re-attach."""
+        st = self.p.state(sandbox_id)
+        if st is None or command_id not in st.running or not self.p.owns(st.stream_id):
+            return
+        pending = next((p for p in st.pending if p.command_id == command_id), None)
+        if pending is not None:
+            self.p.dispatch(sandbox_id, [Effect("reattach", pending=pending)])
 
     def forget(self, sandbox_id: str) -> None:
         """The sandbox left this instance (ended past its grace, or its partition moved): drop what was
@@ -136,7 +165,7 @@ class Effects:
         runtime_id = runtime_id or st.sandbox_id
         try:
             if st.image not in self.settings.allowed_images:  # a record from before the API checked it
-                raise ValueError(f"image {st.image} is not allowed")
+                raise ValidationError(f"image {st.image} is not allowed")
             if details["warm_pool"] == "miss":
                 profile = SecurityProfile.with_overrides(st.profile)
                 handle = self.provider.create(SandboxSpec(runtime_id, image=st.image, profile=profile))
@@ -152,7 +181,9 @@ class Effects:
                 self.p.pools.forget(runtime_id)
             except Exception:  # still a fact below; the periodic reconcile reaps the orphan
                 LOG.exception("rollback of %s failed", st.sandbox_id)
-            failed = lifecycle(st, "failed", ACTOR, reason=f"provision failed: {e}", provider=self.provider.name)
+            LOG.error("provision of %s failed", st.sandbox_id, exc_info=e)
+            reason = f"provision failed: {public_reason(e)}"
+            failed = lifecycle(st, "failed", ACTOR, reason=reason, provider=self.provider.name)
             self.p.settle(st.sandbox_id, lambda now: [failed] if now.state not in ENDED else [])
             return
         name = self.provider.name
@@ -302,7 +333,67 @@ class Effects:
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
-        seq, recorded, truncated = 0, 0, False
+        handle = self.provider.handle(ready.runtime_id)
+
+        def run(on_output: Callable[[str, bytes], None]) -> SupervisorResult:
+            if handle is None:
+                raise SupervisorUnavailable("sandbox is gone")
+            # with egress the command gets a forwarder of its own: the proxy attributes by it
+            return handle.client.exec(
+                argv=argv,
+                cwd=p["cwd"],
+                env=p["env"],
+                timeout_s=p["timeout_s"],
+                request_id=cid,
+                on_output=on_output,
+                egress=ready.has_egress,
+            )
+
+        return self._record(st, cmd, cid, run, RecordedOutput())
+
+    def reattach(self, st: SandboxState, effect: Effect) -> None:
+        """Read on a command the previous owner of the partition started (it goes on in the sandbox):
+        its output from the byte offset the stream's records reach, then its exit, recorded as if this
+        instance had run it from the start (``handoff.py``)."""
+        pending = effect.pending
+        cid = pending.command_id
+        current = self.p.state(st.sandbox_id)
+        if current is None or cid not in current.running or cid not in current.started_offsets:
+            return  # finished or closed meanwhile
+        cmd = self.p.read_command(st.stream_id, pending.offset)
+        partition = self.p.partition_of(st.stream_id)
+        so_far = recorded_output(
+            self.settings, self.p.codec, partition, current.started_offsets[cid], st.sandbox_id, cid
+        )
+        handle = self.provider.handle(current.runtime_id)
+
+        def run(on_output: Callable[[str, bytes], None]) -> SupervisorResult:
+            if handle is None:
+                raise SupervisorUnavailable("sandbox is gone")
+            try:
+                return handle.client.attach(cid, so_far.size, on_output)
+            except SupervisorError as e:  # not_found; bad_request: a protocol 1 supervisor killed it
+                if e.code not in ("not_found", "bad_request"):
+                    raise
+                raise SupervisorError("interrupted", f"{INTERRUPTED}; the sandbox does not have it") from e
+
+        LOG.info("re-attaching to %s on %s from byte %d", cid, st.sandbox_id, so_far.size)
+        return self._record(current, cmd, cid, run, so_far)
+
+    def _record(
+        self,
+        st: SandboxState,
+        cmd: Envelope | None,
+        cid: str,
+        run: Callable[[Callable[[str, bytes], None]], SupervisorResult],
+        so_far: RecordedOutput,
+    ) -> object:
+        """Run (or read on) a command, recording its output and, once it ended, its ``exec.finished``.
+        Records nothing more once this instance has let the command go (``Detached``: returns
+        DETACHED) or another host took it over (``taken_over``): the partition's owner records it."""
+        partition = self.p.partition_of(st.stream_id)
+        epoch = self.p.epochs[partition]
+        seq, recorded, truncated = so_far.next_seq, so_far.size, False
         overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
         overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT
 
@@ -316,32 +407,28 @@ class Effects:
                 return
             recorded += len(data)
             payload = {"command_id": cid, "stream": stream, "seq": seq, "data": data, "artifact": None}
-            self.p.send(event(st, "exec.output", payload, ACTOR, cmd))
+            self.p.record_output(event(st, "exec.output", payload, ACTOR, cmd), epoch)
             seq += 1
 
-        handle = self.provider.handle(ready.runtime_id)
         try:
-            if handle is None:
-                raise SupervisorUnavailable("sandbox is gone")
-            # with egress the command gets a forwarder of its own: the proxy attributes by it
-            result = handle.client.exec(
-                argv=argv,
-                cwd=p["cwd"],
-                env=p["env"],
-                timeout_s=p["timeout_s"],
-                request_id=cid,
-                on_output=on_output,
-                egress=ready.has_egress,
-            )
+            result = run(on_output)
             done = finished_payload(
                 cid,
                 result.exit_code,
                 result.duration_ms,
                 timed_out=result.timed_out,
                 cancelled=result.cancelled,
-                truncated=truncated,
+                truncated=truncated or result.lost > 0,  # lost: not kept by the supervisor while detached
             )
+        except Detached:
+            LOG.info("command %s on %s let go: its partition moved (the new owner re-attaches)", cid, st.sandbox_id)
+            overflow.close()
+            return DETACHED
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
+            if isinstance(e, SupervisorError) and e.code == "taken_over":
+                LOG.info("command %s on %s taken over by another host", cid, st.sandbox_id)
+                overflow.close()
+                return
             # the client's own messages name host paths (the control dir): the tenant gets the gist
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
             LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
@@ -362,7 +449,9 @@ class Effects:
                 event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
                 event(st, "exec.output", payload, ACTOR, cmd),
             ]
-        self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before))
+        ours = lambda: self.p.epochs[partition] == epoch  # noqa: E731 (the partition was not dropped meanwhile)
+        self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before) if ours() else [])
+        return None if ours() else DETACHED
 
     def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
         try:

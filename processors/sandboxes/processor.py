@@ -33,11 +33,14 @@ command again under the same ids, and then a sandbox's ``recent`` ids (its last 
 commands, kept while it lives; an ended sandbox takes no command) drop it. Not covered: that
 re-append arriving after 256 later commands of the same sandbox runs it again.
 
-On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
-lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
-new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
-and their processes cancelled, accepted ones that never started run, half-done provisions complete,
-and the provider's orphans in its partitions are reaped.
+On a rebalance, partitions are first *suspended* (outcomes and a running command's output wait; the
+output already queued is flushed), then either kept (work goes on) or lost (a command still read
+here is let go, ``Detached``: this instance records nothing more for it). A new owner **recovers**
+each sandbox (``state.recover``): started commands are re-attached to (they go on in the sandbox;
+``handoff.py`` counts what the stream holds of their output, the supervisor serves the rest), accepted
+ones that never started run, half-done provisions complete, and the provider's orphans in its
+partitions are reaped. A command is closed as interrupted only when it cannot be read on (its sandbox
+is stopping or vanished, or its supervisor does not have it).
 """
 
 import asyncio
@@ -54,14 +57,15 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
-from astraforge.errors import DecodeError
+from astraforge.errors import DecodeError, DeliveryFailed
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
 from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
-from astraforge.processors.sandboxes.effects import ACTOR, Effects, exec_argv
+from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
+from astraforge.processors.sandboxes.handoff import Detached
 from astraforge.processors.sandboxes.reconcile import orphans
 from astraforge.processors.sandboxes.state import (
     ENDED,
@@ -93,7 +97,6 @@ MARK_INTERVAL_S = 5.0  # how often the table marks move past records that change
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a command whose handling failed transiently
 TRANSIENT = (KafkaException, OSError, TimeoutError)  # Kafka or the network away: retry; anything else is poison
-INTERRUPTED = "the processor that ran it stopped or gave its partition away"
 # control: the engine (stop, reap) and the egress proxy; cancel talks to the sandbox's supervisor, which the
 # sandbox can slow down (each call is bounded by CONTROL_TIMEOUT_S): it never holds a stop's thread
 LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision": "provision", "read": "files",
@@ -124,6 +127,8 @@ class SandboxProcessor:
         self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
         self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
         self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
+        self.output_locks = {p: threading.Lock() for p in range(settings.topic_partitions)}
+        self.epochs = dict.fromkeys(range(settings.topic_partitions), 0)  # counts each partition's drops
         self.changed = threading.Condition()
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
@@ -175,9 +180,9 @@ class SandboxProcessor:
             raise Fenced(f"partition {partition} is not owned now")
         return self.runtime.stamp()
 
-    def _fold(self, e: Envelope) -> str:
+    def _fold(self, e: Envelope, offset: int | None = None) -> str:
         sid = e.sandbox_id or e.stream_id
-        new = evolve(self.states.get(sid), e)
+        new = evolve(self.states.get(sid), e, offset)
         if new is None:
             self.states.pop(sid, None)
         else:
@@ -201,9 +206,9 @@ class SandboxProcessor:
         if not events:
             return False
         stamp = functools.partial(self._stamp, partition)
-        last = append_durably(self.producer, events, self.stop_event.is_set, stamp)[-1].offset
-        touched = {self._fold(e) for e in events}
-        self._persist(partition, touched, last + 1)
+        appended = append_durably(self.producer, events, self.stop_event.is_set, stamp)
+        touched = {self._fold(e, a.offset) for e, a in zip(events, appended, strict=True)}
+        self._persist(partition, touched, appended[-1].offset + 1)
         return True
 
     def _owned_now(self, partition: int) -> bool:
@@ -247,10 +252,10 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
-        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
-        and dropped once the stream's partition is gone: a command still running here after a rebalance
-        gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
+        """Queue a record that changes no state (egress decisions): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed), and dropped once the stream's
+        partition is gone. A command's output goes through ``record_output`` instead, which never drops:
+        the partition's next owner counts what was recorded to re-attach from there."""
         if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
             return
         try:
@@ -259,6 +264,35 @@ class SandboxProcessor:
             return
         self.producer.send(event, timestamp=stamp)
         self.producer.poll(0)
+
+    def record_output(self, event: Envelope, epoch: int) -> None:
+        """Queue a command's output record (it changes no state: ordered before the next ``settle``).
+        While a rebalance has the partition suspended (or the lease lapsed while it is owned) this
+        waits: nothing is recorded that the partition's next owner would not count when it
+        re-attaches (``handoff.py``); the supervisor keeps the output meanwhile. Raises ``Detached``
+        once the partition was dropped since ``epoch`` (``epochs``: also when this instance took it
+        back since, e.g. after a missed generation, and re-attached itself): the caller stops reading
+        the command and records nothing more."""
+        partition = self.partition_of(event.stream_id)
+        while True:
+            if self.epochs[partition] != epoch:
+                raise Detached(f"partition {partition} was given away since the command was read here")
+            if not self._owned_now(partition):
+                if self.status.get(partition) not in ("owned", "suspended"):
+                    raise Detached(f"partition {partition} is no longer ours")
+                continue  # a rebalance (or a lapsed lease) longer than the wait: still not given away
+            with self.output_locks[partition]:  # the suspension waits for a record being queued
+                if self.epochs[partition] != epoch:
+                    continue
+                if not self._may_write(partition):
+                    continue
+                try:
+                    stamp = self.runtime.stamp()
+                except Fenced:
+                    continue
+                self.producer.send(event, timestamp=stamp)
+            self.producer.poll(0)
+            return
 
     def read_command(self, stream_id: str, offset: int) -> Envelope | None:
         """The command at ``offset`` of the stream's partition of the commands topic."""
@@ -388,9 +422,15 @@ class SandboxProcessor:
         with self.changed:
             self.revocations += 1  # a take-over begun before this one is stale: it must not mark anything owned
         for p in partitions:
-            with self.locks[p], self.changed:  # waits for a write under way
+            with self.locks[p], self.output_locks[p], self.changed:  # waits for a write under way
                 if self.status.get(p) == "owned":
                     self.status[p] = "suspended"
+        # every output record queued before the suspension is in the stream before the next owner
+        # counts what it holds (``handoff.py``): none is queued after it
+        try:
+            self.producer.flush(self.settings.kafka_timeout_s)
+        except DeliveryFailed:  # Kafka away: one landing after the next owner counted is recorded twice
+            LOG.exception("output records not flushed at the revocation")
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
         await asyncio.to_thread(self._take_over, partitions, self.revocations, self.runtime.continued)
@@ -469,8 +509,9 @@ class SandboxProcessor:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def _drop(self, partition: int) -> None:
-        with self.locks[partition], self.changed:
+        with self.locks[partition], self.output_locks[partition], self.changed:
             self.status.pop(partition, None)
+            self.epochs[partition] += 1  # a command read here before lets go, even if the partition comes back
             self.cursor.forget(partition)
             self.changed.notify_all()
             for sid, st in list(self.states.items()):
@@ -499,7 +540,7 @@ class SandboxProcessor:
             except DecodeError:
                 continue
             if e.sandbox_id and e.type.startswith(RELEVANT):
-                touched.add(self._fold(e))
+                touched.add(self._fold(e, msg.offset()))
         now = now_micros()
         for sid in list(touched):  # ended long ago (a first start reading old history): never enters the table
             st = self.states.get(sid)
@@ -697,10 +738,12 @@ class SandboxProcessor:
                 except Exception:
                     LOG.exception("timer failed")
         finally:
-            for p in list(self.status):  # from here nothing is written: the next owner closes what runs
-                with self.locks[p], self.changed:
+            for p in list(self.status):  # from here nothing is written: the next owner re-attaches to what runs
+                with self.locks[p], self.output_locks[p], self.changed:
                     self.status.pop(p, None)
                     self.changed.notify_all()
+            with contextlib.suppress(DeliveryFailed):  # the output recorded so far lands before the hand-over
+                self.producer.flush(self.settings.kafka_timeout_s)
             self.runtime.stop()
             self.egress.stop()
             for lane in self.lanes.values():

@@ -51,6 +51,9 @@ class SandboxState:
     last_activity: int = 0
     ended_at: int = 0
     running: frozenset[str] = frozenset()
+    # events-topic offset of each running command's exec.started (its output follows): where a new owner
+    # of the partition counts the output recorded so far to re-attach (a state of an older release has none)
+    started_offsets: dict[str, int] = field(default_factory=dict)
     pending: tuple[Pending, ...] = ()
     recent: tuple[str, ...] = ()  # the last RECENT finished command ids, oldest first
     restore_snapshot: str | None = None
@@ -91,6 +94,7 @@ class SandboxState:
     def from_json(cls, data: dict[str, Any]) -> "SandboxState":
         data = dict(data)
         data["running"] = frozenset(data["running"])
+        data["started_offsets"] = {str(k): int(v) for k, v in (data.get("started_offsets") or {}).items()}
         data["pending"] = tuple(Pending(*p) for p in data["pending"])
         for name in ("recent", "egress_allow", "platform_upstreams"):
             data[name] = tuple(data[name])
@@ -102,7 +106,8 @@ class SandboxState:
 @dataclass(frozen=True)
 class Effect:
     """A side effect for the runtime: provision | exec | cancel | write | read | snapshot | stop | egress
-    | resume (run an accepted command again: ``pending`` names it)."""
+    | resume (run an accepted command again: ``pending`` names it) | reattach (read on a started command
+    that another owner ran: ``pending`` names it)."""
 
     kind: str
     command: Envelope | None = None
@@ -139,13 +144,15 @@ def _finish(state: SandboxState, command_id: str) -> SandboxState:
     return replace(
         state,
         running=state.running - {command_id},
+        started_offsets={k: v for k, v in state.started_offsets.items() if k != command_id},
         pending=tuple(p for p in state.pending if p.command_id != command_id),
         recent=(*[c for c in state.recent if c != command_id], command_id)[-RECENT:],
     )
 
 
-def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
-    """Fold one event of the sandbox's stream into its state."""
+def evolve(state: SandboxState | None, event: Envelope, offset: int | None = None) -> SandboxState | None:
+    """Fold one event of the sandbox's stream into its state; ``offset``: the event's offset in the
+    events topic, when known (an ``exec.started`` keeps it, see ``SandboxState.started_offsets``)."""
     p = event.payload
     if event.type == "sandbox.requested":
         return state if state is not None else requested_state(event)  # written once; a second one changes nothing
@@ -165,7 +172,10 @@ def evolve(state: SandboxState | None, event: Envelope) -> SandboxState | None:
         accepted = Pending(p["command_id"], p["command_type"], p["command_offset"])
         return replace(state, pending=(*state.pending, accepted), last_activity=event.occurred_at)
     if event.type == "exec.started":
-        return replace(state, running=state.running | {p["command_id"]}, last_activity=event.occurred_at)
+        offsets = state.started_offsets if offset is None else {**state.started_offsets, p["command_id"]: offset}
+        return replace(
+            state, running=state.running | {p["command_id"]}, started_offsets=offsets, last_activity=event.occurred_at
+        )
     if event.type in OUTCOMES:
         key = p.get("command_id") or p.get("request_id") or p.get("snapshot_id")
         return replace(_finish(state, key), last_activity=event.occurred_at)
@@ -219,7 +229,12 @@ def requested(command: Envelope, actor: str) -> Envelope:
 def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
     if state.seen(command_id):
         return Decision()  # redelivered: never run a command twice
-    accepted = {"command_id": command_id, "command_type": command.type, "command_offset": offset}
+    accepted = {
+        "command_id": command_id,
+        "command_type": command.type,
+        "command_offset": offset,
+        "requested_by": command.actor,  # on a shared sandbox, whose command this is
+    }
     return Decision(
         [event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)], [Effect(kind, command)]
     )
@@ -349,8 +364,12 @@ def recover(
 ) -> Decision:
     """What a new owner of the sandbox's partition does with what the previous one left open.
 
-    A command that had started is closed (``exec.finished`` with ``interrupted: <reason>``) and its
-    process cancelled: running it again could repeat its effects. One that was accepted but never
+    A command that had started goes on running in the sandbox (the supervisor keeps it when its host
+    goes away): the new owner *re-attaches* to it (``Effect("reattach")``) and records the rest of its
+    output and its exit, from where the stream's records of it end. Only when that cannot be (the
+    sandbox vanished or is stopping, or the command started under a release that did not keep where
+    its output begins) is it closed (``exec.finished`` with ``interrupted: <reason>``) and its process
+    cancelled: running it again could repeat its effects. One that was accepted but never
     started runs now, if the sandbox can still run it; if it is stopping, ended or vanished, it is
     closed as never run (every accepted command gets its answer). A half-done provision is completed,
     a stop finished, a sandbox that vanished is marked failed, and a live one gets its egress proxy back.
@@ -366,10 +385,15 @@ def recover(
     runnable = present or state.state in ("requested", "provisioning")
     can_run = runnable and state.state not in ENDED and state.state != "stopping"
     pending_ids = {p.command_id for p in state.pending}
+    attachable = present and state.state in ("ready", "busy")
+    reattached = 0
     for pending in state.pending:
-        if pending.command_id in running_here and present and state.state in ("ready", "busy"):
-            continue
-        if pending.command_id in state.running:
+        if pending.command_id in running_here and attachable:
+            continue  # this instance never let go of it (a reload after a missed generation): it goes on
+        if pending.command_id in state.running and attachable and pending.command_id in state.started_offsets:
+            effects.append(Effect("reattach", pending=pending))
+            reattached += 1
+        elif pending.command_id in state.running:
             events.append(closed(state, pending, interrupted, actor))
             effects.append(Effect("cancel", reason=pending.command_id))
         elif can_run:
@@ -380,8 +404,8 @@ def recover(
         events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
     if state.state in ENDED:
         return Decision(events)
-    if state.state == "busy" and present and not running_here & state.running:  # every running one is closed
-        events.append(lifecycle(state, "ready", actor))
+    if state.state == "busy" and present and not reattached and not running_here & state.running:
+        events.append(lifecycle(state, "ready", actor))  # every command that was running is closed
     if state.state in ("requested", "provisioning"):
         if state.state == "requested":
             events.append(lifecycle(state, "provisioning", actor, image=state.image))

@@ -42,7 +42,7 @@ from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
 from astraforge.sandbox.processes import ProcessRef
-from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
+from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
 from astraforge.sandbox.seccomp import NoSeccompFilter, filter_program
 
@@ -190,16 +190,13 @@ class BwrapProvider(SandboxProvider):
             "/workspace",
             "--clearenv",
             "--setenv",
-            "HOME",
-            HOME,
-            "--setenv",
             "PATH",
             PATH,
             "--setenv",
             "USER",
             "sandbox",
         ]
-        for key, value in spec.env.items():
+        for key, value in {**BASE_ENV, **spec.env}.items():
             argv += ["--setenv", key, value]
         return argv
 

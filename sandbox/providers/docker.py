@@ -27,7 +27,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import PeerIdentity
-from astraforge.sandbox.profile import CONTROL_MOUNT, HOME, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
+from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
 
 LABEL = "astraforge.sandbox_id"
@@ -95,7 +95,7 @@ class DockerProvider(SandboxProvider):
                     mem_limit=f"{p.ram_mb}m",  # processes' memory_mb + the tmpfs they may fill
                     memswap_limit=f"{p.ram_mb}m",
                     nano_cpus=int(p.cpus * 1e9),
-                    environment={"HOME": HOME, **spec.env},
+                    environment={**BASE_ENV, **spec.env},
                     working_dir="/workspace",
                     volumes=volumes,
                 )

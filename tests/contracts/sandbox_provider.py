@@ -47,6 +47,17 @@ class SandboxProviderContract:
         assert b"".join(d for s, d in seen if s == "stdout") == b"out\nhi\n"
         assert b"".join(d for s, d in seen if s == "stderr") == b"err\n"
 
+    def test_python_writes_no_bytecode(self, sandbox: SandboxHandle) -> None:
+        """A module edited and re-imported within the same second at the same size must not come back
+        stale from a .pyc: sandboxes run Python without bytecode files."""
+        out: list[bytes] = []
+        result = sandbox.client.exec(
+            shell="cd /tmp; echo 'X = 1' > m.py; python3 -c 'import m, sys; print(sys.dont_write_bytecode)' && ls -a",
+            on_output=lambda stream, data: out.append(data),
+        )
+        assert result.exit_code == 0
+        assert b"".join(out).startswith(b"True\n") and b"__pycache__" not in b"".join(out)
+
     def test_a_confined_step_writes_only_beneath_its_writable_directories(self, sandbox: SandboxHandle) -> None:
         """Runs' writable paths (``processors/runs/executors/confine.py``) hold in every provider."""
         from astraforge.processors.runs.executors.script import step_call
@@ -157,3 +168,110 @@ class SandboxProviderContract:
             os.rename(real, path)
             provider.stop(other_id)
         assert sandbox.client.ping()["pong"]
+
+
+class Detach(Exception):
+    """Raised from a host's output callback: the host goes away mid-command (its connection closes)."""
+
+
+def numbered(gates: int) -> str:
+    """A command printing ``1``.. in groups of three, waiting for the file ``gate<k>`` after group k."""
+    lines, n = [], 0
+    for k in range(1, gates + 1):
+        lines.append(" ".join(f"echo {n + i};" for i in (1, 2, 3)))
+        lines.append(f"while [ ! -e gate{k} ]; do sleep 0.02; done;")
+        n += 3
+    return " ".join([*lines, f"echo {n + 1}; exit 3"])
+
+
+class CommandHandoffContract:
+    """A command outlives its host's connection (supervisor protocol 2): another host re-attaches
+    from the byte offset it has recorded and reads the rest, and the exit, exactly once."""
+
+    def test_a_detached_command_goes_on_and_a_new_host_reads_on_from_its_offset(self, sandbox) -> None:
+        client = sandbox.client
+        assert client.ping()["protocol"] == 2
+        cid = f"handoff-{secrets.token_hex(3)}"
+        client.exec(shell="rm -f gate1 gate2")
+        seen = bytearray()
+
+        def first_host(stream: str, data: bytes) -> None:
+            seen.extend(data)
+            if seen.count(b"\n") >= 3:
+                raise Detach  # the first host goes away after reading 1..3
+
+        with pytest.raises(Detach):
+            client.exec(shell=numbered(2), request_id=cid, on_output=first_host)
+        assert bytes(seen) == b"1\n2\n3\n"
+        client.write("gate1", b"")  # 4..6 are produced with nobody attached
+        later = bytearray()
+
+        def second_host(stream: str, data: bytes) -> None:
+            later.extend(data)
+            if later.endswith(b"6\n"):
+                client.write("gate2", b"")
+
+        # it recorded only "1\n2\n" of what it read: the next host reads on from there
+        result = client.attach(cid, offset=4, on_output=second_host)
+        assert (bytes(later), result.exit_code, result.resumed_at, result.lost) == (b"3\n4\n5\n6\n7\n", 3, 4, 0)
+        again = client.attach(cid, offset=0)  # ended, and still kept: the whole output and the exit
+        assert (again.stdout, again.exit_code) == (b"1\n2\n3\n4\n5\n6\n7\n", 3)
+        with pytest.raises(SupervisorError, match="duplicate"):
+            client.exec(shell="echo again", request_id=cid)  # re-attaching never runs it again
+        never = f"never-{secrets.token_hex(3)}"
+        with pytest.raises(SupervisorError, match="not_found"):
+            client.attach(never, offset=0)
+        with pytest.raises(SupervisorError, match="duplicate"):  # closed as never run: a late start never runs it
+            client.exec(shell="echo late", request_id=never)
+
+    def test_a_second_host_takes_the_command_over_from_the_first(self, sandbox) -> None:
+        import threading
+
+        client = sandbox.client
+        cid = f"takeover-{secrets.token_hex(3)}"
+        client.exec(shell="rm -f gate1")
+        outcome: dict = {}
+        started = threading.Event()
+
+        def first_host() -> None:
+            try:
+                outcome["first"] = client.exec(shell=numbered(1), request_id=cid, on_start=lambda _: started.set())
+            except SupervisorError as e:
+                outcome["first"] = e.code
+
+        first = threading.Thread(target=first_host)
+        first.start()
+        assert started.wait(10)
+        later = bytearray()
+
+        def second_host(stream: str, data: bytes) -> None:
+            later.extend(data)
+            if later.endswith(b"3\n"):
+                client.write("gate1", b"")
+
+        result = client.attach(cid, offset=0, on_output=second_host)
+        first.join(10)
+        assert outcome["first"] == "taken_over", outcome
+        assert (bytes(later), result.exit_code) == (b"1\n2\n3\n4\n", 3)
+
+    def test_output_past_the_bound_while_detached_is_dropped_and_counted_never_blocking(self, sandbox) -> None:
+        client = sandbox.client
+        cid = f"bound-{secrets.token_hex(3)}"
+        size = 3 * 1024 * 1024
+
+        def go_away(pid: int) -> None:
+            raise Detach
+
+        with pytest.raises(Detach):
+            client.exec(shell=f"head -c {size} /dev/zero; touch bound-done", request_id=cid, on_start=go_away)
+        deadline = time.monotonic() + 30
+        while True:  # with nobody attached the command never waits for a reader: it ends
+            try:
+                client.read("bound-done")
+                break
+            except SupervisorError:
+                assert time.monotonic() < deadline, "a detached command blocked on its output"
+                time.sleep(0.05)
+        result = client.attach(cid, offset=0)
+        assert result.exit_code == 0 and result.lost > 0 and result.resumed_at == result.lost
+        assert result.lost + len(result.stdout) == size and len(result.stdout) >= 1024 * 1024

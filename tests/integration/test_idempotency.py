@@ -370,3 +370,15 @@ def test_a_retry_that_cannot_tell_whether_the_first_attempt_appended_still_acts_
     assert again.status_code == 200, again.text
     assert again.json() == first and runs(api_url, key, sandbox) == 1
     post(f"{api_url}/v1/sandboxes/{created['id']}/stop", key)
+
+
+def test_an_exec_whose_output_holds_a_nul_answers_and_replays_it(api_url, tenant, sandbox) -> None:
+    """PostgreSQL's jsonb refuses NUL, which ``grep -Z`` output carries: the answer kept under the
+    key held it and the exec answered 500 (deepagents' grep runs exactly that)."""
+    _, key = tenant
+    url, idem = f"{api_url}/v1/sandboxes/{sandbox}/exec", str(uuid.uuid4())
+    first = post(url, key, {"command": "printf 'a\\0b'"}, idem)
+    again = post(url, key, {"command": "printf 'a\\0b'"}, idem)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()["stdout"] == "a\0b" and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"

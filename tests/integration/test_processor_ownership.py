@@ -135,8 +135,8 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
 
 
 def test_a_command_still_running_after_its_partition_moved_writes_no_more_output(processor) -> None:
-    """A rebalance gives a sandbox away while a command runs on it here: the new owner closes the
-    command as interrupted, so nothing this instance still reads from it may follow in the stream."""
+    """A rebalance gives a sandbox away while a command runs on it here: the new owner re-attaches to
+    the command from what the stream holds, so nothing this instance still reads from it may follow."""
     s, provider = processor.settings, processor.provider
     sid = owned_ready_sandbox(processor)
     try:

@@ -1,5 +1,6 @@
 """kill -9 of the sandbox processor mid-exec and mid-provision: nothing leaks, nothing runs twice,
-the state converges, and the records say what happened.
+the state converges, and the records say what happened. The command running at the kill goes on in
+its sandbox and the next processor re-attaches to it: its output and exit are recorded once.
 
 Mid-provision is guaranteed, not hoped for: the sandbox's image holds its supervisor at start-up
 until the test releases it (``tests/gated_image.py``), so the real docker provider's create is
@@ -19,6 +20,8 @@ from astraforge.schemas import Envelope
 from astraforge.schemas.sandbox_spec import RequestedSandbox
 from tests.gated_image import GATED_IMAGE, build_gated_image, containers_of, release
 from tests.support import cli_env, wait_until
+
+GATED_COMMAND = "echo started; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo finished; exit 5"
 
 
 def records(settings, sandbox_id: str) -> list[Envelope]:
@@ -96,17 +99,22 @@ def _scenario(s, docker_provider, a: str, b: str, orphan: str) -> None:
     try:
         producer.append(create_command(a))
         wait_until(lambda: seen(s, a, "sandbox.ready"), timeout=60, what="sandbox a ready")
-        producer.append(exec_command(a, "long-1", "echo started; sleep 60"))
-        wait_until(lambda: seen(s, a, "exec.started", command_id="long-1"), timeout=30, what="exec started")
+        producer.append(exec_command(a, "long-1", GATED_COMMAND))
+        wait_until(lambda: seen(s, a, "exec.output", command_id="long-1"), timeout=30, what="exec running")
     finally:
-        kill9(first)  # mid-exec: the command runs for another minute
+        kill9(first)  # mid-exec: the command runs on in the sandbox until the test lets it end
 
     docker_provider.create(SandboxSpec(orphan))  # a sandbox no state owns (e.g. leaked by a crash)
     second = start(s)
     try:
-        wait_until(lambda: seen(s, a, "exec.finished", command_id="long-1"), timeout=60, what="interrupted exec closed")
+        docker_provider.handle(a).client.exec(argv=["touch", "/tmp/go"])  # before or after the re-attach: either
+        wait_until(lambda: seen(s, a, "exec.finished", command_id="long-1"), timeout=60, what="the exec collected")
         (finished,) = [e for e in records(s, a) if e.type == "exec.finished"]
-        assert finished.payload["exit_code"] is None and finished.payload["error"].startswith("interrupted:")
+        # the new owner re-attached to it (supervisor protocol 2): its output and exit, each once
+        assert (finished.payload["exit_code"], finished.payload["error"]) == (5, None), finished.payload
+        output = [e.payload for e in records(s, a) if e.type == "exec.output"]
+        assert [o["seq"] for o in output] == list(range(len(output)))
+        assert b"".join(o["data"] for o in output) == b"started\nfinished\n"
         wait_until(lambda: orphan not in docker_provider.list_ids(), timeout=30, what="orphan reaped")
         producer.append(exec_command(a, "after-1", "echo converged"))
         wait_until(lambda: seen(s, a, "exec.finished", command_id="after-1", exit_code=0), timeout=30, what="converged")

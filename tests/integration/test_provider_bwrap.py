@@ -5,10 +5,10 @@ import subprocess
 import pytest
 
 from astraforge.sandbox.processes import ProcessRef
-from tests.contracts.sandbox_provider import SandboxProviderContract
+from tests.contracts.sandbox_provider import CommandHandoffContract, SandboxProviderContract
 
 
-class TestBwrapProvider(SandboxProviderContract):
+class TestBwrapProvider(SandboxProviderContract, CommandHandoffContract):
     @pytest.fixture
     def provider(self, bwrap_provider):
         return bwrap_provider

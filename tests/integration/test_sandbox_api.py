@@ -289,3 +289,21 @@ def test_the_spec_travels_typed_from_the_request_to_the_processor(api_url, sandb
     assert state.profile == {"memory_mb": 320, "cpus": 0.5} and state.egress_allow == ("example.com",)
     assert state.idle_timeout_s == 120
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+
+
+def test_a_heartbeat_loop_records_one_heartbeat_per_second(api_url, sandbox_processor, tenant) -> None:
+    """A client beating in a tight loop gets 202 every time but writes one record per sandbox per second."""
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    started = time.monotonic()
+    assert all(post(f"{api_url}/v1/sandboxes/{sid}/heartbeat", key).status_code == 202 for _ in range(60))
+    elapsed = time.monotonic() - started
+
+    def heartbeats() -> list[dict]:
+        events = httpx.get(f"{api_url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}).json()
+        return [e for e in events["items"] if e["type"] == "sandbox.heartbeat.recorded"]
+
+    wait_until(heartbeats, timeout=30, what="the first heartbeat recorded")
+    post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
+    wait_until(lambda: httpx.get(f"{api_url}/v1/sandboxes/{sid}", headers=auth(key)).json()["state"] == "terminated")
+    assert 1 <= len(heartbeats()) <= int(elapsed) + 1

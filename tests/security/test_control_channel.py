@@ -99,6 +99,42 @@ def test_a_command_cannot_reach_the_supervisor_or_egress_socket(platform: Platfo
     stop(platform, key, sid)
 
 
+def test_a_command_cannot_attach_to_another_running_command(platform: Platform) -> None:
+    """Supervisor protocol 2 lets the host take a running command over (``attach``: its output from
+    any offset, and it detaches whoever read it before). Only the host may: an agent's command that
+    asks for it, through the supervisor's socket or the egress forwarder, gets neither the other
+    command's output nor its reader, which records it to the end, each byte once."""
+    key = platform.tenant_key()
+    sid = create(platform.api_url, key, egress_allow=["GET allowed.example"])["id"]
+    token = secrets.token_hex(8)
+    victim = f"echo {token}-1; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo {token}-2"
+    cid = run(platform, key, sid, victim, **{"async": True})["command_id"]
+    wait_until(
+        lambda: any(e["type"] == "exec.output" for e in events(platform, key, sid)), timeout=30, what="victim output"
+    )
+    upload(platform, key, sid, "attach.py", SCRIPTS / "attach_another_command.py")
+    attack = run(platform, key, sid, ["python3", "attach.py", cid])
+    lines = attack["stdout"].splitlines()
+    assert lines[0] == "supervisor.sock refused PermissionError", attack
+    assert lines[1].startswith("forwarder "), attack
+    assert token not in attack["stdout"] + attack["stderr"], "the agent read another command's output"
+    run(platform, key, sid, "touch /tmp/go")
+    wait_until(
+        lambda: any(
+            e["type"] == "exec.finished" and e["payload"]["command_id"] == cid for e in events(platform, key, sid)
+        ),
+        timeout=30,
+        what="the victim's end",
+    )
+    recorded = events(platform, key, sid)
+    (finished,) = [e["payload"] for e in recorded if e["type"] == "exec.finished" and e["payload"]["command_id"] == cid]
+    assert (finished["exit_code"], finished["error"]) == (0, None), finished
+    output = [e["payload"] for e in recorded if e["type"] == "exec.output" and e["payload"]["command_id"] == cid]
+    assert [o["seq"] for o in output] == list(range(len(output)))
+    assert "".join(o["data"] for o in output) == f"{token}-1\n{token}-2\n", output
+    stop(platform, key, sid)
+
+
 def test_a_detached_survivor_is_recorded_cannot_forge_results_and_dies_with_the_sandbox(platform: Platform) -> None:
     key = platform.tenant_key()
     sid = create(platform.api_url, key)["id"]

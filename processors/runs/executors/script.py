@@ -38,6 +38,14 @@ def confined_dirs(writable_paths: list[str]) -> list[str]:
     return sorted(set(dirs))
 
 
+def confined(argv: list[str], writable_paths: list[str]) -> list[str]:
+    """``argv`` run under ``confine.py``: every path outside ``writable_paths`` read-only to it and
+    to all it starts (unchanged when every path is writable)."""
+    if not writable_paths:
+        return argv
+    return ["python3", "-I", "-c", CONFINE, *confined_dirs(writable_paths), "--", *argv]
+
+
 def step_call(step: dict, command_id: str, guidance: tuple[str, ...], writable_paths: list[str]) -> SandboxCall:
     """The sandbox command of one step; ``ValueError`` for a step that names no valid action. A
     shell step with writable paths runs under ``confine.py``: other paths are read-only to it."""
@@ -45,20 +53,7 @@ def step_call(step: dict, command_id: str, guidance: tuple[str, ...], writable_p
         env = {"ASTRAFORGE_GUIDANCE": "\n".join(guidance)} if guidance else {}
         argv, shell = [], step["command"]
         if writable_paths:
-            argv, shell = (
-                [
-                    "python3",
-                    "-I",
-                    "-c",
-                    CONFINE,
-                    *confined_dirs(writable_paths),
-                    "--",
-                    "/bin/sh",
-                    "-c",
-                    step["command"],
-                ],
-                None,
-            )
+            argv, shell = confined(["/bin/sh", "-c", step["command"]], writable_paths), None
         return SandboxCall(
             "sandbox.exec",
             {

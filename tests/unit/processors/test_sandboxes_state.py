@@ -106,6 +106,29 @@ def test_recover_closes_started_commands_and_runs_accepted_ones() -> None:
     assert recover(replace(state, state="ready"), False, "p", "x").events[-1].type == "sandbox.failed"
 
 
+def test_a_new_owner_re_attaches_to_a_started_command_whose_output_start_is_known() -> None:
+    state = ready()
+    state = fold(state, decide(state, EXEC, 1, "p").events)
+    for e in started(state, "c1", ["true"], None, "p", EXEC):
+        state = evolve(state, e, offset=40)  # exec.started at offset 40 of the events topic, then busy
+    assert state.started_offsets == {"c1": 40} and state.state == "busy"
+    assert SandboxState.from_json(state.to_json()) == state
+    decision = recover(state, True, "p", "moved")
+    assert decision.events == []  # nothing closed, still busy: the command goes on
+    assert [(e.kind, e.pending and e.pending.command_id) for e in decision.effects] == [
+        ("egress", None),
+        ("reattach", "c1"),
+    ]
+    # a sandbox that vanished, or is stopping, has no command to re-attach to: closed as before
+    assert recover(state, False, "p", "moved").events[0].payload["error"] == "interrupted: moved"
+    stopping = recover(replace(state, state="stopping"), True, "p", "moved")
+    assert stopping.events[0].payload["error"] == "interrupted: moved"
+    done = fold(state, finished(state, finished_payload("c1", 0, 1.0), "p", EXEC))
+    assert done.started_offsets == {} and done.state == "ready"
+    older = {k: v for k, v in state.to_json().items() if k != "started_offsets"}  # a table value of a release before
+    assert SandboxState.from_json(older).started_offsets == {}
+
+
 def test_recover_leaves_the_commands_this_instance_still_runs_running() -> None:
     """A take-over that reloads a partition this instance held (a generation passed without it) finds
     its own running command still open: nobody closed it, so it goes on (no close, no cancel, the

@@ -1,0 +1,1 @@
+"""Alerts: Sentry/GlitchTip webhook intake records -> deduplicated, rate-limited remediation runs."""

@@ -1,0 +1,84 @@
+"""The issue tracker's API, for enrichment and answers: Sentry's REST API, or GlitchTip's
+Sentry-compatible one. Two calls: the issue's latest event (its stack trace), and a comment (Sentry
+issue comment / GlitchTip note) saying how the remediation run ended.
+
+The token travels in the Authorization header only; it is never logged or recorded, and an error
+names the call and the status, never the request. The base URL is a tenant's choice: unless the
+operator trusts its ``host:port``, every address it resolves to must be public (not loopback,
+private, link-local, this host or a platform service), or no call is made.
+
+Not protected: httpx resolves the name again to connect; a DNS answer that changes between the
+check and the connection (rebinding) is not caught.
+"""
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from astraforge.errors import AstraForgeError
+from astraforge.integrations import Integration
+from astraforge.sandbox.egress_addresses import AddressPolicy, resolve_now
+
+
+class IssueApiFailed(AstraForgeError, RuntimeError):
+    """The API did not answer, or answered with an error status."""
+
+
+class IssueApi:
+    def __init__(
+        self, integration: Integration, token: str, timeout_s: float, policy: AddressPolicy, trusted: list[str]
+    ) -> None:
+        self.integration = integration
+        self.policy = policy
+        self.trusted = trusted
+        self.client = httpx.Client(
+            base_url=integration.api_base_url or "",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout_s,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _issue_path(self, issue_id: str) -> str:
+        org = self.integration.organization
+        if self.integration.kind == "sentry" and org:
+            return f"/api/0/organizations/{org}/issues/{issue_id}"
+        return f"/api/0/issues/{issue_id}"
+
+    def latest_event(self, issue_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self._issue_path(issue_id)}/events/latest/")[1]
+
+    def comment(self, issue_id: str, text: str) -> int:
+        """Post ``text`` on the issue; the answer's status."""
+        body = {"text": text} if self.integration.kind == "sentry" else {"data": {"text": text}}
+        return self._call("POST", f"/api/0/issues/{issue_id}/comments/", body)[0]
+
+    def _check_address(self) -> None:
+        url = urlsplit(self.integration.api_base_url or "")
+        host = url.hostname or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if f"{host}:{port}" in self.trusted:
+            return
+        addresses = resolve_now(host)
+        if not addresses:
+            raise IssueApiFailed(f"{host} does not resolve")
+        for ip in addresses:
+            refusal = self.policy.refusal(ip)
+            if refusal:
+                raise IssueApiFailed(f"refused to call {host}: {refusal}")
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        self._check_address()
+        try:
+            r = self.client.request(method, path, json=body)
+        except httpx.HTTPError as e:
+            raise IssueApiFailed(f"{method} {path}: {type(e).__name__}") from None
+        if r.status_code >= 400:
+            raise IssueApiFailed(f"{method} {path}: HTTP {r.status_code}")
+        try:
+            return r.status_code, (r.json() if r.content else {})
+        except ValueError:
+            raise IssueApiFailed(f"{method} {path}: the answer is not JSON") from None

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { followStream } from "./follow";
+import type { StreamEvent } from "./types";
+
+const frame = (o: number) => `id: ${o}\nevent: chat.message\ndata: {"offset":${o},"type":"chat.message","payload":{}}\n\n`;
+
+/** A fake server that cuts the connection after two frames each time and replays from Last-Event-ID minus one. */
+function server(total: number) {
+  const seen: (string | null)[] = [];
+  const impl = (async (_url: string, init: RequestInit) => {
+    const last = (init.headers as Record<string, string>)["Last-Event-ID"];
+    seen.push(last ?? null);
+    const from = last === undefined ? 0 : Math.max(Number(last), 0); // overlaps one record on purpose
+    let o = from;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (o < Math.min(from + 3, total)) c.enqueue(new TextEncoder().encode(frame(o++)));
+        else if (from + 3 < total) c.error(new TypeError("network error")); // the cut, after what was sent
+        // else: stays open, like a live stream
+      },
+    });
+    return new Response(body, { status: 200 });
+  }) as unknown as typeof fetch;
+  return { impl, seen };
+}
+
+describe("followStream", () => {
+  it("resumes with Last-Event-ID after each drop: every record once, in order", async () => {
+    const { impl, seen } = server(10);
+    const got: number[] = [];
+    await new Promise<void>((done) => {
+      const stop = followStream("s", {
+        fetchImpl: impl,
+        backoffMs: () => 0,
+        onEvents: (b: StreamEvent[]) => {
+          got.push(...b.map((e) => e.offset));
+          if (got.length >= 10) { stop(); done(); }
+        },
+      });
+    });
+    expect(got).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(seen[0]).toBeNull();
+    expect(seen.slice(1)).toEqual(["2", "4", "6", "8"]);
+  });
+});
