@@ -29,7 +29,7 @@ from astraforge_toolkit.types import (
 
 EXEC_ANSWER_MARGIN_S = 60.0  # the API answers a command's timeout within 30 s of it
 # an artifact or a run is readable once its record is projected, milliseconds after the answer
-# that names it: a 404 that soon after is retried for this long
+# that names it: a 404 from a call on one is retried for this long (a 404 appended nothing)
 PROJECTION_GRACE_S = 5.0
 
 
@@ -259,14 +259,17 @@ class ApiCalls:
     def review_run(self, run_id: str, decision: str, *, comment: str | None = None, guidance: str | None = None) -> Run:
         """``decision``: approve, reject, or rerun (with ``guidance``) a run awaiting review."""
         body = _drop_none(decision=decision, comment=comment, guidance=guidance)
-        call = Call("POST", f"/v1/runs/{run_id}/review", _one(Run), json=body, idempotency_key=_key())
+        path = f"/v1/runs/{run_id}/review"
+        call = Call("POST", path, _one(Run), json=body, idempotency_key=_key(), not_found_grace_s=PROJECTION_GRACE_S)
         return self._send(call)
 
     def approve_run(self, run_id: str, *, comment: str | None = None) -> Run:
         return self.review_run(run_id, "approve", comment=comment)
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
-        return self._send(Call("POST", f"/v1/runs/{run_id}/cancel", _one(Run), json=_drop_none(reason=reason)))
+        body = _drop_none(reason=reason)
+        path = f"/v1/runs/{run_id}/cancel"  # a 404 appended nothing: safe to send again
+        return self._send(Call("POST", path, _one(Run), json=body, not_found_grace_s=PROJECTION_GRACE_S))
 
     # -- streams ---------------------------------------------------------------------------
     def events(self, stream_id: str, *, after: int = -1, limit: int = 100) -> Page[Event]:
