@@ -17,8 +17,10 @@ What the runtime gives a processor:
   (``astraforge.kafka.partition_for``), not by faust's murmur2, so writes name their partition:
   ``put``/``delete`` write the value and its changelog record to that partition, from any thread.
 - **Durable accept** (``append_durably``): records are appended and acknowledged before the handler returns,
-  and faust commits a record's offset only after its handler returned: a command is a fact before
-  it counts as consumed. Delivery is at-least-once; handlers are idempotent.
+  and only then does the processor's own cursor (``processors/cursor.py``) move past the command: a
+  command is a fact before it counts as handled. Faust's committed offset is not trusted for that
+  (it commits past records it never handed out: tests/scale/test_faust_commit.py); it only says
+  where reading starts. Delivery is at-least-once; handlers are idempotent.
 - **Dead letters** (``dead_letter``): an unusable record is copied, with why and where from, to the
   dead-letter topic, acknowledged, and then skipped.
 
@@ -55,7 +57,6 @@ import faust
 import mode.threads
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource
-from faust.types import TP
 
 from astraforge.config import Settings
 from astraforge.errors import AstraForgeError, ConfigError, DeliveryFailed
@@ -282,7 +283,6 @@ class Runtime:
         self.generation: int | None = None  # of the group, at the last assignment
         self.continued = False  # the last assignment came straight after the one before (no generation missed)
         self._assigned: frozenset[int] = frozenset()  # source partitions in the current assignment
-        self.assignments = 0  # assignments so far: the records of each are read again from the committed offsets
         self._owned: frozenset[int] = frozenset()  # ... whose tables are recovered and hooks have run
         self._on_assigned: list[Hook] = []
         self._on_revoked: list[Hook] = []
@@ -308,21 +308,6 @@ class Runtime:
     def assigned(self) -> frozenset[int]:
         """Source partitions of the current assignment (owned once their tables are recovered)."""
         return self._assigned
-
-    def leave_unacknowledged(self, message: Any) -> None:
-        """Give a record up without acknowledging it: its offset is not committed, and the partition's
-        next assignment reads it again from the committed offset. Faust waits, at every revocation,
-        until each record that started processing is acknowledged (forever, for one that never will
-        be: the instance never rejoins its group), so the record must leave that wait too. The caller
-        must not acknowledge a later record of the partition in this assignment: faust would commit
-        past this one."""
-        self.app.consumer._unacked_messages.discard(message)
-
-    async def rewind(self, partition: int, offset: int) -> None:
-        """Read the source partition again from ``offset`` (on the loop). A partition this instance keeps
-        across a rebalance resumes where it was, not at the committed offset: a record left
-        unacknowledged would otherwise never come back, and acknowledging the next ones commits past it."""
-        await self.app.consumer.seek(TP(self.source_topic, partition), offset)
 
     def on_assigned(self, hook: Hook) -> Hook:
         """Run ``hook(partitions)`` after each rebalance with every partition this instance now owns (on
@@ -367,7 +352,6 @@ class Runtime:
         # partitions kept across this rebalance are still ours only if no generation passed without us
         self.continued = self.generation is not None and generation == self.generation + 1
         self.generation = generation
-        self.assignments += 1
         self._assigned = frozenset(tp.partition for tp in assigned if tp.topic == self.source_topic)
         if not self._tables or not self._assigned:  # nothing to recover: owned at once
             await self._announce()

@@ -132,6 +132,11 @@ class Effects:
         if pending is not None:
             self.p.dispatch(sandbox_id, [Effect("reattach", pending=pending)])
 
+    def working(self) -> frozenset[str]:
+        """Ids of the accepted commands an effect of this instance runs (or waits to run) now."""
+        with self._working_lock:
+            return frozenset(self._working)
+
     def _wait_ready(self, sandbox_id: str, timeout: float = 60) -> SandboxState | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -21,21 +21,26 @@ their own. Every outcome is settled under the partition's lock against the curre
 while this instance owns it within its lease (``runtime.Lease``: a stalled instance that woke up
 writes and starts nothing).
 
-A command runs once however often it comes. *Redelivered* (the same record again: a crash before
-its offset committed, a reset of the group's offsets): the partition's ``@commands-<partition>``
-table entry is the offset below which every command was handled, so it is skipped, with no window
-in time or count. *Retried* by a client (a new record): the API's ``Idempotency-Key`` (24 h, in
-PostgreSQL) answers the retry without appending it again; only when the API instance died between
-Kafka's acknowledgement and recording it does a retry append the command again under the same ids,
-and then a sandbox's ``recent`` ids (its last 256 finished commands, kept while it lives; an ended
-sandbox takes no command) drop it. Not covered: that re-append arriving after 256 later commands
-of the same sandbox runs it again.
+A command runs once however often it comes. *Redelivered* (the same record again: a crash before its
+offset committed, a reset of the group's offsets): the partition's cursor (``processors/cursor.py``,
+the ``@commands-<partition>`` table entry) is the offset below which every command was handled, so
+it is skipped, with no window in time or count; a command *skipped* by faust (it commits past
+records it never handed out) is read from Kafka when a later one arrives, or at the partition's next
+take-over, which catches up from the cursor. *Retried* by a client (a new record): the API's
+``Idempotency-Key`` (24 h, in PostgreSQL) answers the retry without appending it again; only when
+the API instance died between Kafka's acknowledgement and recording it does a retry append the
+command again under the same ids, and then a sandbox's ``recent`` ids (its last 256 finished
+commands, kept while it lives; an ended sandbox takes no command) drop it. Not covered: that
+re-append arriving after 256 later commands of the same sandbox runs it again.
 
-On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
-lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
-new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
-and their processes cancelled, accepted ones that never started run, half-done provisions complete,
-and the provider's orphans in its partitions are reaped.
+On a rebalance, partitions are first *suspended* (outcomes and a running command's output wait; the
+output already queued is flushed), then either kept (work goes on) or lost (a command still read
+here is let go, ``Detached``: this instance records nothing more for it). A new owner **recovers**
+each sandbox (``state.recover``): started commands are re-attached to (they go on in the sandbox;
+``handoff.py`` counts what the stream holds of their output, the supervisor serves the rest), accepted
+ones that never started run, half-done provisions complete, and the provider's orphans in its
+partitions are reaped. A command is closed as interrupted only when it cannot be read on (its sandbox
+is stopping or vanished, or its supervisor does not have it).
 """
 
 import asyncio
@@ -56,6 +61,7 @@ from astraforge.errors import DecodeError, DeliveryFailed
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
 from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
@@ -124,8 +130,6 @@ class SandboxProcessor:
         self.output_locks = {p: threading.Lock() for p in range(settings.topic_partitions)}
         self.epochs = dict.fromkeys(range(settings.topic_partitions), 0)  # counts each partition's drops
         self.changed = threading.Condition()
-        self.abandoned: dict[int, int] = {}  # partition -> the assignment whose commands of it are left to the next
-        self.left_behind: dict[int, int] = {}  # partition -> the first command offset left unacknowledged
         self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
@@ -144,6 +148,7 @@ class SandboxProcessor:
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
         self.runtime = Runtime(settings, NAME, settings.commands_topic, copartitioned=[settings.events_topic])
         self.table = self.runtime.table(NAME)
+        self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
@@ -247,10 +252,10 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
-        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
-        and dropped once the stream's partition is gone: a command still running here after a rebalance
-        gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
+        """Queue a record that changes no state (egress decisions): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed), and dropped once the stream's
+        partition is gone. A command's output goes through ``record_output`` instead, which never drops:
+        the partition's next owner counts what was recorded to re-attach from there."""
         if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
             return
         try:
@@ -299,47 +304,26 @@ class SandboxProcessor:
 
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
-        """One command at a time, acknowledged by hand and only once handled: faust acknowledges an
-        event whose handler raised (its ``finally``), which would let a failed command's offset commit."""
-        async for record in stream.noack().events():
+        """One command at a time, each partition's in offset order from its cursor (``processors/
+        cursor.py``). Faust acknowledges each record after this body, handled or not: its commit only
+        says where reading starts; the cursor says what was handled, and a record left here (its
+        partition fenced while the group rebalances, or stopping) is read again from the cursor by
+        the partition's next take-over, on this instance or another."""
+        async for record in stream.events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
-            behind = self.left_behind.get(source.partition)
-            if behind is not None and source.offset > behind:
-                if self.abandoned.get(source.partition) != self.runtime.assignments:  # resumed past it: go back
-                    LOG.info(
-                        "partition %d resumed at %d, past the command left at %d: reading it again",
-                        source.partition,
-                        source.offset,
-                        behind,
-                    )
-                    await self.runtime.rewind(source.partition, behind)
-                self.runtime.leave_unacknowledged(message)
-                continue
-            if behind is not None:  # read again from where it was left
-                del self.left_behind[source.partition]
-            handled = False
             try:
-                handled = await self._handle_until_done(source, message.value)
-            except Exception:  # the loop never dies; an unacknowledged command is read again by its next owner
+                await self._handle_until_done(source, message.value)
+            except Exception:  # the loop never dies
                 LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
-                self.abandoned[source.partition] = self.runtime.assignments
-            if handled:
-                record.ack()
-            else:  # read again in the partition's next assignment; never holds up a revocation
-                self.runtime.leave_unacknowledged(message)
-                self.left_behind.setdefault(source.partition, source.offset)
 
     async def _handle_until_done(self, source: Source, value: bytes) -> bool:
-        """Handle a command, retrying transient failures (Kafka, the network) with a backoff: a command
-        is never skipped. False if it was left, unacknowledged, for the partition's next owner
-        (stopping, not ours, or fenced while the group rebalances): then so is every later command of
-        the partition until it is assigned again (it is read again from the last committed offset).
-        A partition of the current assignment whose take-over has not finished yet is waited for: faust
-        hands out its records while the tables recover, and a command left then while a later one is
-        acknowledged is committed past, never handled."""
+        """Handle a command, retrying transient failures (Kafka, the network, a lapsed lease) with a
+        backoff: a command is never skipped. False if it was left for the partition's next take-over
+        (stopping, not ours, or the group rebalances): every take-over catches up from the cursor, so
+        a record left here is handled there, before any later one."""
         delay = RETRY_FIRST_S
-        while self.abandoned.get(source.partition) != self.runtime.assignments:
+        while True:
             try:
                 await asyncio.to_thread(self.handle, source, value)
                 return True
@@ -349,14 +333,25 @@ class SandboxProcessor:
                 LOG.exception("command at %s[%d]@%d failed; retrying", source.topic, source.partition, source.offset)
             gone = source.partition not in self.runtime.assigned
             if self.stop_event.is_set() or gone or self.runtime.app.rebalancing:
-                self.abandoned[source.partition] = self.runtime.assignments
-                break
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
-        return False
 
     def handle(self, source: Source, value: bytes) -> None:
-        """Decide and append a command's records (durably), then dispatch its effects.
+        """Handle a delivered command as its partition's owner, after the commands before it that this
+        partition's cursor has not passed yet (``CommandCursor.in_order``); a command already passed
+        is skipped (redelivered: a crash before faust's commit, a reset of the group's offsets).
+        Raises ``Fenced`` unless the partition is owned within the lease, and a transient error
+        (``TRANSIENT``) to be retried."""
+        partition = source.partition
+        with self.locks[partition]:
+            if not self._may_write(partition):
+                raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
+            self.cursor.in_order(source, value, self._handle_one)
+
+    def _handle_one(self, source: Source, value: bytes) -> None:
+        """Decide and append a command's records (durably), then dispatch its effects (the caller holds
+        the partition's lock and owns it; the cursor moves past the command once this returns).
 
         A record that does not decode, and a command whose handling fails for any other reason than
         an unavailable Kafka or network (``TRANSIENT``: raised, and retried by the loop), is poison:
@@ -375,14 +370,8 @@ class SandboxProcessor:
             dead_letter(self.producer, source, value, reason, f"processor-{NAME}")
             return
         try:
-            with self.locks[partition]:
-                if not self._may_write(partition):
-                    raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
-                if source.offset < self._handled_up_to(partition):
-                    return  # redelivered (an offset reset, a commit lost in a crash): handled once already
-                decision = decide(self.states.get(sid), command, source.offset, ACTOR)
-                self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
-                self.runtime.put(self.table, partition, f"@commands-{partition}", source.offset + 1)
+            decision = decide(self.states.get(sid), command, source.offset, ACTOR)
+            self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
         except (*TRANSIENT, Fenced):
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
@@ -405,12 +394,6 @@ class SandboxProcessor:
             state = evolve(state, e)
         p = run.command.payload
         return started(state, p["command_id"], exec_argv(p), p["cwd"], ACTOR, run.command)
-
-    def _handled_up_to(self, partition: int) -> int:
-        """The commands-topic offset below which every command of the partition was handled (kept in the
-        table, so it survives restarts and moves with the partition): exact, with no window in time or
-        count, unlike a sandbox's ``recent`` command ids."""
-        return self.table.data.data.get(f"@commands-{partition}") or 0
 
     def dispatch(self, sandbox_id: str, effects: Iterable[Effect]) -> None:
         """Each effect on its lane: control, provision, files; a command (exec, resume) on a thread of its own."""
@@ -459,7 +442,12 @@ class SandboxProcessor:
 
         A partition held before counts as kept only if this assignment came straight after the one
         that gave it (``continued``): an instance the group dropped (stalled past its session) may get
-        a partition back that another owned meanwhile, so it reloads every partition."""
+        a partition back that another owned meanwhile, so it reloads every partition.
+
+        Last, every assigned partition catches up from its cursor: commands left unhandled by the
+        previous owner, or by this instance during the rebalance, are handled now, after the new
+        partitions' recovery (a command handled before it would count as left open by the previous
+        owner), whatever the group's committed offset says."""
         with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
             began = time.monotonic()
             held = set(self.status) if continued else set()
@@ -498,11 +486,33 @@ class SandboxProcessor:
                 "%(events_read)d events read after its marks, %(seconds).2fs",
                 took,
             )
+        self._catch_up(assigned)
+
+    def _catch_up(self, partitions: Iterable[int]) -> None:
+        """Handle each owned partition's commands from its cursor to its end (``CommandCursor.catch_up``),
+        retrying transient failures while the partition stays ours."""
+        for p in sorted(partitions):
+            delay = RETRY_FIRST_S
+            while not self.stop_event.is_set():
+                with self.locks[p]:
+                    if not self._may_write(p):
+                        break  # revoked meanwhile (or the lease lapsed): the next take-over catches up
+                    try:
+                        handled = self.cursor.catch_up(p, self._handle_one)
+                    except Exception:
+                        LOG.exception("catching up partition %d failed; retrying", p)
+                    else:
+                        if handled:
+                            LOG.info("partition %d: %d commands not handled before this take-over, handled", p, handled)
+                        break
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     def _drop(self, partition: int) -> None:
         with self.locks[partition], self.output_locks[partition], self.changed:
             self.status.pop(partition, None)
             self.epochs[partition] += 1  # a command read here before lets go, even if the partition comes back
+            self.cursor.forget(partition)
             self.changed.notify_all()
             for sid, st in list(self.states.items()):
                 if self.partition_of(st.stream_id) == partition:
@@ -510,7 +520,8 @@ class SandboxProcessor:
                     self.egress.close(sid)
 
     def _load(self, partition: int) -> tuple[int, int]:
-        """This partition's states from the table, then the events written after its mark."""
+        """This partition's states and cursor from the table, then the events written after its mark."""
+        self.cursor.load(partition)
         loaded = 0
         for key, value in list(self.table.data.data.items()):
             if key.startswith("@") or not isinstance(value, dict):
@@ -543,9 +554,10 @@ class SandboxProcessor:
         """Finish or close what the previous owner of ``partitions`` left open; reap their orphans."""
         partitions = set(partitions)
         present = self.provider.list_ids()
+        here = self.effects.working()  # a partition reloaded after a missed generation: what runs here goes on
         for st in list(self.states.values()):
             if self.partition_of(st.stream_id) in partitions:
-                decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED)
+                decision = recover(st, st.runtime_id in present, ACTOR, INTERRUPTED, here)
                 self.emit(st.sandbox_id, decision.events)
                 self.dispatch(st.sandbox_id, decision.effects)
         self._clean_up(present, partitions)
@@ -737,6 +749,7 @@ class SandboxProcessor:
             self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
             self.producer.close()
             self.watermarks.close()
+            self.cursor.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -229,7 +229,12 @@ def requested(command: Envelope, actor: str) -> Envelope:
 def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
     if state.seen(command_id):
         return Decision()  # redelivered: never run a command twice
-    accepted = {"command_id": command_id, "command_type": command.type, "command_offset": offset}
+    accepted = {
+        "command_id": command_id,
+        "command_type": command.type,
+        "command_offset": offset,
+        "requested_by": command.actor,  # on a shared sandbox, whose command this is
+    }
     return Decision(
         [event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)], [Effect(kind, command)]
     )
@@ -354,7 +359,9 @@ def closed(state: SandboxState, pending: Pending, error: str, actor: str) -> Env
     return event(state, kind, payload, actor)
 
 
-def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Decision:
+def recover(
+    state: SandboxState, present: bool, actor: str, reason: str, running_here: frozenset[str] = frozenset()
+) -> Decision:
     """What a new owner of the sandbox's partition does with what the previous one left open.
 
     A command that had started goes on running in the sandbox (the supervisor keeps it when its host
@@ -366,6 +373,11 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     started runs now, if the sandbox can still run it; if it is stopping, ended or vanished, it is
     closed as never run (every accepted command gets its answer). A half-done provision is completed,
     a stop finished, a sandbox that vanished is marked failed, and a live one gets its egress proxy back.
+
+    ``running_here``: commands an effect of this very instance still runs (a take-over that reloads
+    a partition it held, after the group went a generation without it). Nobody closed them (the state
+    says they run), so they go on and write their own outcome: closing them would interrupt a command
+    that is running correctly.
     """
     events: list[Envelope] = []
     effects: list[Effect] = []
@@ -376,6 +388,8 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
     attachable = present and state.state in ("ready", "busy")
     reattached = 0
     for pending in state.pending:
+        if pending.command_id in running_here and attachable:
+            continue  # this instance never let go of it (a reload after a missed generation): it goes on
         if pending.command_id in state.running and attachable and pending.command_id in state.started_offsets:
             effects.append(Effect("reattach", pending=pending))
             reattached += 1
@@ -390,8 +404,8 @@ def recover(state: SandboxState, present: bool, actor: str, reason: str) -> Deci
         events.append(event(state, "exec.finished", finished_payload(command_id, None, 0.0, error=interrupted), actor))
     if state.state in ENDED:
         return Decision(events)
-    if state.state == "busy" and present and not reattached:  # every command that was running is closed
-        events.append(lifecycle(state, "ready", actor))
+    if state.state == "busy" and present and not reattached and not running_here & state.running:
+        events.append(lifecycle(state, "ready", actor))  # every command that was running is closed
     if state.state in ("requested", "provisioning"):
         if state.state == "requested":
             events.append(lifecycle(state, "provisioning", actor, image=state.image))

@@ -30,6 +30,9 @@ REACHED_BY_NAME = {
     "do_GET": "http.server calls it",
     "do_POST": "http.server calls it",
     "log_message": "http.server calls it",
+    "wrap_model_call": "langchain calls an agent middleware's hook by name",
+    "upload_files": "deepagents' BaseSandbox builds write/edit on it",
+    "download_files": "deepagents' BaseSandbox builds its file reads on it",
 }
 CHECKED = {"function", "class", "method", "property", "import", "unreachable_code"}
 

@@ -129,6 +129,21 @@ def test_a_new_owner_re_attaches_to_a_started_command_whose_output_start_is_know
     assert SandboxState.from_json(older).started_offsets == {}
 
 
+def test_recover_leaves_the_commands_this_instance_still_runs_running() -> None:
+    """A take-over that reloads a partition this instance held (a generation passed without it) finds
+    its own running command still open: nobody closed it, so it goes on (no close, no cancel, the
+    sandbox stays busy); a command nobody here runs is closed as before."""
+    state = ready()
+    other = command("sandbox.exec", {**EXEC.payload, "command_id": "c2"})
+    state = fold(state, decide(state, EXEC, 1, "p").events + decide(state, other, 2, "p").events)
+    state = fold(state, started(state, "c1", ["true"], None, "p", EXEC))
+    state = fold(state, started(state, "c2", ["true"], None, "p", other))
+    decision = recover(state, True, "p", "moved", running_here=frozenset({"c1"}))
+    assert [(e.type, e.payload.get("command_id")) for e in decision.events] == [("exec.finished", "c2")]
+    assert [(e.kind, e.reason) for e in decision.effects] == [("egress", None), ("cancel", "c2")]
+    assert fold(state, decision.events).state == "busy"
+
+
 def test_state_survives_the_table_json() -> None:
     state = fold(ready(), decide(ready(), EXEC, 7, "p").events)
     assert SandboxState.from_json(state.to_json()) == state
