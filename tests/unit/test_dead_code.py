@@ -25,8 +25,6 @@ REACHED_BY_NAME = {
     "ConfiguredHeadTimeoutProtocol": "uvicorn imports it by the string astraforge.cli.HTTP",
     "provision": "Effects runs an effect as getattr(self, effect.kind)",
     "reattach": "Effects runs an effect as getattr(self, effect.kind)",
-    "upload_files": "deepagents' BaseSandbox calls it (toolkit SandboxBackend)",
-    "download_files": "deepagents' BaseSandbox calls it (toolkit SandboxBackend)",
     "do_GET": "http.server calls it",
     "do_POST": "http.server calls it",
     "log_message": "http.server calls it",
