@@ -67,6 +67,7 @@ class ConversationProcessor:
         self.states: dict[str, ConversationState] = {}
         self.ownership = Ownership()
         self.replies: dict[str, threading.Thread] = {}
+        self._kicking = threading.Lock()
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.table = self.runtime.table(NAME)
         self.runtime.on_revoked(self._suspend)
@@ -151,21 +152,21 @@ class ConversationProcessor:
     # -- replies ----------------------------------------------------------------------------
     def kick(self, conversation_id: str) -> None:
         """Start the next reply (or resume the one under way) unless one runs here already."""
-        if self.stop_event.is_set() or not self.owns(conversation_id):
-            return
-        running = self.replies.get(conversation_id)
-        if running is not None and running.is_alive():
-            return
-        self.settle(conversation_id, lambda now: next_reply(now, ACTOR))
-        st = self.states.get(conversation_id)
-        if st is None or st.reply is None:
-            return
-        thread = threading.Thread(
-            target=self._reply, args=(conversation_id, st.reply.reply_id), name=f"reply-{conversation_id[-8:]}"
-        )
-        thread.daemon = True
-        self.replies[conversation_id] = thread
-        thread.start()
+        with self._kicking:  # the partition loop and a reply that just ended may kick at once: one thread
+            if self.stop_event.is_set() or not self.owns(conversation_id):
+                return
+            running = self.replies.get(conversation_id)
+            if running is not None and running.is_alive():
+                return
+            self.settle(conversation_id, lambda now: next_reply(now, ACTOR))
+            st = self.states.get(conversation_id)
+            if st is None or st.reply is None:
+                return
+            name = f"reply-{conversation_id[-8:]}"
+            thread = threading.Thread(target=self._reply, args=(conversation_id, st.reply.reply_id), name=name)
+            thread.daemon = True
+            self.replies[conversation_id] = thread
+            thread.start()
 
     def _current(self, conversation_id: str, reply_id: str) -> ConversationState | None:
         st = self.states.get(conversation_id)
@@ -192,7 +193,7 @@ class ConversationProcessor:
         backend = None
         try:
             # a tool call a crash left without a result is not run again
-            self.settle(conversation_id, lambda now: interrupted(now, ACTOR) if stopped() is False else [])
+            self.settle(conversation_id, lambda now: [] if stopped() else interrupted(now, ACTOR))
             backend = RecordedSandbox(
                 self.settings,
                 self.artifacts,

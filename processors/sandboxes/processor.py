@@ -518,6 +518,7 @@ class SandboxProcessor:
                 if self.partition_of(st.stream_id) == partition:
                     del self.states[sid]
                     self.egress.close(sid)
+                    self.effects.forget(sid)
 
     def _load(self, partition: int) -> tuple[int, int]:
         """This partition's states and cursor from the table, then the events written after its mark."""
@@ -669,6 +670,7 @@ class SandboxProcessor:
                     with self.locks[partition]:
                         if self.states.get(st.sandbox_id) is st:
                             del self.states[st.sandbox_id]
+                            self.effects.forget(st.sandbox_id)
                             self._persist(partition, [st.sandbox_id], None)
                 continue
             decision = reap(st, now, ACTOR)

@@ -56,12 +56,15 @@ class Captured(logging.Handler):
 @pytest.fixture(scope="module", autouse=True)
 def captured_logs() -> Iterator[Captured]:
     handler, root = Captured(), logging.getLogger()
-    level = root.level
+    ours = [logging.getLogger(name) for name in ("astraforge", "uvicorn", "httpx")]  # not faust's chatter
+    levels = [logger.level for logger in ours]
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    for logger in ours:
+        logger.setLevel(logging.DEBUG)
     yield handler
     root.removeHandler(handler)
-    root.setLevel(level)
+    for logger, level in zip(ours, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ ID_PARAMS = (
     "{command_id}",
     "{run_id}",
     "{integration_id}",
+    "{conversation_id}",
 )
 # (method, path template) -> request body, for every route that takes an id
 ROUTES = {
@@ -35,6 +36,9 @@ ROUTES = {
     ("GET", "/v1/artifacts/{artifact_id}"): None,
     ("DELETE", "/v1/artifacts/{artifact_id}"): None,
     ("POST", "/v1/snapshots/{snapshot_id}/fork"): {"count": 1},
+    ("GET", "/v1/sandboxes/{sandbox_id}/leases"): None,
+    ("POST", "/v1/sandboxes/{sandbox_id}/leases"): {"path": "/workspace/secret.txt", "ttl_s": 3600},
+    ("DELETE", "/v1/sandboxes/{sandbox_id}/leases"): None,
 }
 
 # run routes: tests/integration/test_runs.py::test_another_tenant_gets_404_on_every_run_route (a run needs
@@ -49,6 +53,13 @@ RUN_ROUTES = {
 INTEGRATION_ROUTES = {
     ("GET", "/v1/integrations/{integration_id}"): None,
     ("DELETE", "/v1/integrations/{integration_id}"): None,
+}
+# conversation routes: tests/integration/test_conversations.py (a conversation needs its processor and a
+# model server, which that module sets up)
+CONVERSATION_ROUTES = {
+    ("GET", "/v1/conversations/{conversation_id}"): None,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): {"text": "hi"},
+    ("POST", "/v1/conversations/{conversation_id}/cancel"): None,
 }
 # no API key there: a delivery is authenticated by the integration's signature, not by a tenant
 # (tests/integration/test_webhooks.py::test_forged_unknown_malformed_and_installation_deliveries)
@@ -81,7 +92,8 @@ def victim(api_url, sandbox_processor, settings):
 def test_every_route_with_an_id_is_in_the_table(api_url) -> None:
     paths = httpx.get(f"{api_url}/openapi.json").json()["paths"]
     with_ids = {(m.upper(), p) for p, ops in paths.items() for m in ops if any(i in p for i in ID_PARAMS)}
-    assert with_ids == set(ROUTES) | set(RUN_ROUTES) | set(INTEGRATION_ROUTES) | set(WEBHOOK_ROUTES)
+    tables = (ROUTES, RUN_ROUTES, INTEGRATION_ROUTES, CONVERSATION_ROUTES, WEBHOOK_ROUTES)
+    assert with_ids == set().union(*tables)
 
 
 def test_another_tenant_gets_404_everywhere_and_changes_nothing(api_url, victim, other_tenant) -> None:

@@ -104,6 +104,10 @@ def test_files_upload_download_export(client, sandbox) -> None:
     exported = client.export(sandbox.id, "/workspace/sub/data.bin")
     assert exported.size == len(data)
     assert client.artifact(exported.artifact_id) == data
+    client.delete_artifact(exported.artifact_id)
+    for event in client.stream(sandbox.id):
+        if event.type == "artifact.deleted" and event.payload["artifact_id"] == exported.artifact_id:
+            break
     with pytest.raises(NotFound) as missing:
         client.download(sandbox.id, "/workspace/nope.txt")
     assert missing.value.code == "not_found" and isinstance(missing.value, LookupError)

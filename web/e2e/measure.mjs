@@ -61,12 +61,16 @@ const scrollWith = (stepRows) =>
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))];
 const wheel = await scrollWith(10);
 const jumps = await scrollWith(0);
+// the raw baseline: a static page whose 5,000 rows of the same text are all in the DOM, no script
+await page.goto(`${BASE}/assets/baseline-scroll.html`);
+const still = await scrollWith(10);
 console.log(JSON.stringify({
   fcpRunsListMs: median(result.runsList),
   firstPageRowsMs: median(result.runsRows),
   fcpBaselineMs: median(result.baseline),
   timelineLoadMs: loadMs,
   wheel: { p50: pct(wheel.frames, 0.5), p95: pct(wheel.frames, 0.95), max: pct(wheel.frames, 1), n: wheel.frames.length },
+  staticWheel: { p50: pct(still.frames, 0.5), p95: pct(still.frames, 0.95), max: pct(still.frames, 1), n: still.frames.length },
   jumps: { p50: pct(jumps.frames, 0.5), p95: pct(jumps.frames, 0.95), max: pct(jumps.frames, 1), n: jumps.frames.length },
   rowsInDomMax: Math.max(wheel.rows, jumps.rows),
 }));
