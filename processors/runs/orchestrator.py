@@ -248,10 +248,12 @@ class RunOrchestrator:
             if e.stream_id in self.states or e.type == "run.accepted":
                 touched.add(self._fold(e, msg.offset()))
         now = time.time() * 1_000_000
-        for run_id in list(touched):  # ended long ago (a first start reading old history): left out
-            st = self.states.get(run_id)
-            if st is not None and st.state in ENDED and now - st.ended_at > ENDED_GRACE_S * 1_000_000:
+        for run_id, st in list(self.states.items()):  # ended long ago (from the table or history): left out
+            if self.partition_of(run_id) != partition:
+                continue
+            if st.state in ENDED and now - st.ended_at > ENDED_GRACE_S * 1_000_000:
                 del self.states[run_id]
+                touched.add(run_id)  # its table entry goes too (a tombstone)
         self._persist(partition, touched, end)
 
     # -- lifecycle --------------------------------------------------------------------------

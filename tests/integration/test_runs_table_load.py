@@ -1,0 +1,31 @@
+"""What a new owner of a partition keeps from the runs table: live runs and runs ended within the
+grace period, not every run the partition ever had (start-up cost follows live state, not history)."""
+
+import time
+from dataclasses import replace
+
+from astraforge.processors.runs.orchestrator import ENDED_GRACE_S, RunOrchestrator
+from astraforge.processors.runs.state import RunState
+
+REQUEST = {"repo_url": "/r.git", "agent": "script"}
+
+
+def test_a_new_owner_drops_runs_from_the_table_that_ended_long_ago(fresh_settings, tmp_path) -> None:
+    """``_load`` used to drop long-ended runs only among those the events after the table's mark
+    touched: a run that ended before the mark stayed in memory and in the changelog for ever,
+    reloaded by every owner after every restart and rebalance."""
+    o = RunOrchestrator(fresh_settings, work_dir=tmp_path)
+    partition = o.partition_of("run-old")
+    same = [f"run-{i}" for i in range(200) if o.partition_of(f"run-{i}") == partition][:2]
+    now = time.time_ns() // 1000
+    old = RunState("run-old", "t", REQUEST, state="merged", ended_at=now - (ENDED_GRACE_S + 60) * 1_000_000)
+    recent = replace(old, run_id=same[0], ended_at=now - 60 * 1_000_000)
+    live = replace(old, run_id=same[1], state="running", ended_at=0)
+    for st in (old, recent, live):
+        o.table.data.data[st.run_id] = st.to_json()
+    o.table.data.data[f"@{partition}"] = 0  # the (empty) events topic was folded up to its start
+    try:
+        o._load(partition)
+    finally:
+        o.producer.close()
+    assert set(o.states) == {recent.run_id, live.run_id}
