@@ -29,3 +29,19 @@ def test_a_new_owner_drops_runs_from_the_table_that_ended_long_ago(fresh_setting
     finally:
         o.producer.close()
     assert set(o.states) == {recent.run_id, live.run_id}
+
+
+def test_an_owner_forgets_runs_that_ended_long_ago_while_it_keeps_the_partition(fresh_settings, tmp_path) -> None:
+    """Ended runs were dropped only when a partition was loaded: an instance that kept its
+    partitions for weeks held every run it had ever driven, in memory and in the changelog."""
+    o = RunOrchestrator(fresh_settings, work_dir=tmp_path)
+    try:
+        partition = o.partition_of("run-old")
+        o.ownership.own({partition})
+        now = time.time_ns() // 1000
+        old = RunState("run-old", "t", REQUEST, state="rejected", ended_at=now - (ENDED_GRACE_S + 60) * 1_000_000)
+        o.states = {"run-old": old, "run-live": replace(old, run_id="run-live", state="awaiting_review", ended_at=0)}
+        o.sweep()
+        assert set(o.states) == {"run-live"}
+    finally:
+        o.producer.close()
