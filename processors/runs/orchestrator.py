@@ -216,8 +216,13 @@ class RunOrchestrator:
             if self.partition_of(st.run_id) in new:
                 if st.state in DRIVEN:
                     self._start(st, "drive")
-                elif st.state == "approved":
+                    continue
+                if st.state == "approved":
                     self._start(st, "merge")
+                # past its agent: its sandbox is of no more use, and a previous owner killed between
+                # deciding that (cancel, reject, awaiting review) and stopping it left it running
+                # (a stop of a stopped sandbox is a no-op)
+                self.stop_sandbox(st, st.sandbox_id, "run attempt over")
         for p in sorted(assigned):  # commands left unhandled, whatever the group committed
             try:
                 self.ownership.write(p, lambda p=p: self.cursor.catch_up(p, self._handle_one))

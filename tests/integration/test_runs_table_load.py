@@ -4,6 +4,7 @@ grace period, not every run the partition ever had (start-up cost follows live s
 import time
 from dataclasses import replace
 
+from astraforge.kafka import read_range
 from astraforge.processors.runs.orchestrator import ENDED_GRACE_S, RunOrchestrator
 from astraforge.processors.runs.state import RunState
 
@@ -45,3 +46,25 @@ def test_an_owner_forgets_runs_that_ended_long_ago_while_it_keeps_the_partition(
         assert set(o.states) == {"run-live"}
     finally:
         o.producer.close()
+
+
+def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_settings, tmp_path) -> None:
+    """kill -9 between ``run.cancelled`` (or ``run.awaiting_review``) and the ``sandbox.stop`` that
+    follows it left the attempt's sandbox (and its agent's command) running until its TTL: the
+    next owner resumed only runs under way. It stops them (a stop of a stopped sandbox does nothing)."""
+    o = RunOrchestrator(fresh_settings, work_dir=tmp_path)
+    partition = o.partition_of("run-cancelled")
+    same = [f"run-{i}" for i in range(200) if o.partition_of(f"run-{i}") == partition][:1]
+    now = time.time_ns() // 1000
+    cancelled = RunState("run-cancelled", "t", REQUEST, state="cancelled", ended_at=now)
+    waiting = replace(cancelled, run_id=same[0], state="awaiting_review", ended_at=0)
+    for st in (cancelled, waiting):
+        o.table.data.data[st.run_id] = st.to_json()
+    o.table.data.data[f"@{partition}"] = 0
+    try:
+        o._take_over(frozenset({partition}))
+    finally:
+        o.producer.close()
+    commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
+    stops = [(e.type, e.sandbox_id) for e in (o.codec.decode(m.value()) for m in commands)]
+    assert sorted(stops) == sorted([("sandbox.stop", cancelled.sandbox_id), ("sandbox.stop", waiting.sandbox_id)])
