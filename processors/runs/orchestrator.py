@@ -281,7 +281,10 @@ class RunOrchestrator:
         self.runtime.start()
         try:
             while not self.stop_event.wait(SWEEP_S):
-                self.sweep()
+                try:
+                    self.sweep()
+                except Exception:  # forgetting old runs can wait for the next sweep; serving cannot
+                    LOG.exception("sweeping ended runs failed")
         finally:
             self.ownership.release_all()
             self.runtime.stop()
