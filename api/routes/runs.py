@@ -55,6 +55,7 @@ def _run_create(body: RequestCreate) -> dict:
         "egress_allow": body.egress_allow,
         "model": body.model,
         "issue_url": None,
+        "attachments": [a.model_dump() for a in body.attachments],
     }
 
 
