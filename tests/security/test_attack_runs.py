@@ -1,0 +1,35 @@
+"""Attacks on agent runs through the public API (issue 8): the agent's code is the attacker's, the
+host's git reads what it leaves in /workspace, a second tenant tries the run routes.
+
+The platform is test_runs.py's (its fixtures, one orchestrator for this module)."""
+
+from tests.integration.test_runs import orchestrator, repos, request, run_settings, runs_api  # noqa: F401
+from tests.runs_support import git, post, wait_state
+
+
+def test_a_nested_git_in_the_workspace_adds_no_gitlink_and_reads_no_host_repository(runs_api, repos, tenant) -> None:  # noqa: F811
+    """A ``.git`` file saying ``gitdir: <host repository>`` made the host's ``git add`` open that
+    repository and put its HEAD sha in the diff as a gitlink; a hand-made ``.git`` directory put a
+    commit nobody can review into the merge request. Both are dropped: only the plain files count."""
+    _, key = tenant
+    host = repos["calc"]
+    head = git("--git-dir", str(host), "rev-parse", "main")
+    fake = "1" * 40
+    step = (
+        f"mkdir -p vendor/peek vendor/fake/.git/objects vendor/fake/.git/refs"
+        f" && printf 'gitdir: {host}\\n' > vendor/peek/.git && echo {fake} > vendor/fake/.git/HEAD"
+        f" && echo kept > vendor/fake/kept.txt"
+    )
+    body = request(host, steps=[{"run": step}], writable_paths=["vendor/"], test_command=None)
+    r = post(f"{runs_api}/v1/requests", key, body)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    run = wait_state(runs_api, key, run_id, ("awaiting_review",))
+    final = run["attempts"][0]["diffs"][-1]
+    assert final["files"] == ["vendor/fake/kept.txt"], final
+    assert head not in final["patch"] and fake not in final["patch"] and "Subproject" not in final["patch"]
+
+    assert post(f"{runs_api}/v1/runs/{run_id}/review", key, {"decision": "approve"}).status_code == 202
+    wait_state(runs_api, key, run_id, ("merged",))
+    tree = git("--git-dir", str(host), "ls-tree", "-r", f"astraforge/{run_id}")
+    assert "160000" not in tree and "vendor/fake/kept.txt" in tree
