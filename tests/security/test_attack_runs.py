@@ -33,3 +33,13 @@ def test_a_nested_git_in_the_workspace_adds_no_gitlink_and_reads_no_host_reposit
     wait_state(runs_api, key, run_id, ("merged",))
     tree = git("--git-dir", str(host), "ls-tree", "-r", f"astraforge/{run_id}")
     assert "160000" not in tree and "vendor/fake/kept.txt" in tree
+
+
+def test_a_repository_path_walking_out_of_the_allowlist_is_refused(runs_api, repos, tenant) -> None:  # noqa: F811
+    """The allowlist ``<root>/allowed/*.git`` matched ``<root>/allowed/../elsewhere/calc.git``, and git
+    cloned (and, on approval, would push to) the repository off the allowlist."""
+    _, key = tenant
+    sneaky = f"{repos['pattern'].rsplit('/', 1)[0]}/../elsewhere/calc.git"
+    assert repos["other"].resolve() == (repos["calc"].parent / "../elsewhere/calc.git").resolve()
+    r = post(f"{runs_api}/v1/requests", key, request(sneaky))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "repository_not_allowed", r.text
