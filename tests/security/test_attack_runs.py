@@ -5,6 +5,7 @@ The platform is test_runs.py's (its fixtures, one orchestrator for this module).
 
 from tests.integration.test_runs import orchestrator, repos, request, run_settings, runs_api  # noqa: F401
 from tests.runs_support import git, post, wait_state
+from tests.support import wait_until
 
 
 def test_a_nested_git_in_the_workspace_adds_no_gitlink_and_reads_no_host_repository(runs_api, repos, tenant) -> None:  # noqa: F811
@@ -43,3 +44,20 @@ def test_a_repository_path_walking_out_of_the_allowlist_is_refused(runs_api, rep
     assert repos["other"].resolve() == (repos["calc"].parent / "../elsewhere/calc.git").resolve()
     r = post(f"{runs_api}/v1/requests", key, request(sneaky))
     assert r.status_code == 403 and r.json()["error"]["code"] == "repository_not_allowed", r.text
+
+
+def test_a_workspace_nested_1500_deep_fails_the_run_at_once(runs_api, repos, tenant, orchestrator) -> None:  # noqa: F811
+    """Each snapshot entry was resolved and realpath'd level by level (quadratic): a 33 KB snapshot
+    of a workspace 1,500 directories deep held the run's driver for minutes of host CPU per capture
+    (the run never left ``running``), and its tree broke ``shutil.rmtree`` (it recurses)."""
+    _, key = tenant
+    deep = "import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n"
+    steps = [{"write": "vendor/deep.py", "content": deep}, {"run": "cd vendor && python3 deep.py"}]
+    body = request(repos["calc"], steps=steps, writable_paths=["vendor/"], test_command=None)
+    r = post(f"{runs_api}/v1/requests", key, body)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    run = wait_state(runs_api, key, run_id, ("failed",), timeout=90)
+    assert "nests deeper than" in run["reason"], run["reason"]
+    left = orchestrator.work_dir / run_id
+    wait_until(lambda: not any(left.glob("*/*")), timeout=30, what="the run's host directories removed")
