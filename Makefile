@@ -52,6 +52,7 @@ bench: install up
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/codex.py
+	$(BIN)/python bench/webhooks.py
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".
 mutation: install up

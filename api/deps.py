@@ -14,7 +14,7 @@ from astraforge.api.commands import CommandService
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
-from astraforge.api.params import ArtifactId, RunId, SandboxId
+from astraforge.api.params import ArtifactId, ConversationId, RunId, SandboxId
 from astraforge.config import Settings
 from astraforge.projections.queries import ProjectionQueries
 
@@ -122,7 +122,7 @@ async def owned_sandbox(
     return row
 
 
-UNPROJECTED_WAIT_S = 5.0
+UNPROJECTED_WAIT_S = 10.0
 UNPROJECTED_POLL_S = 0.01
 
 
@@ -182,3 +182,16 @@ async def owned_run(run_id: RunId, tenant: CurrentTenant, conn: Conn, settings: 
 
 
 OwnedRun = Annotated[dict, Depends(owned_run)]
+
+
+async def owned_conversation(
+    conversation_id: ConversationId, tenant: CurrentTenant, conn: Conn, settings: AppSettings
+) -> dict:
+    """The tenant's conversation (its projection row), or 404: another tenant's id is unknown here."""
+    row = await ProjectionQueries(settings.projection_schema).conversation(conn, tenant, conversation_id)
+    if row is None:
+        raise ApiError(404, f"conversation {conversation_id} not found")
+    return row
+
+
+OwnedConversation = Annotated[dict, Depends(owned_conversation)]

@@ -16,11 +16,22 @@ from astraforge.api.heartbeats import HeartbeatCoalescer
 from astraforge.api.idempotency import IdempotencyStore
 from astraforge.api.live import LiveTail
 from astraforge.api.quotas import Reservations, UploadSlots
-from astraforge.api.routes import artifacts, health, integrations, runs, sandboxes, streams, webhooks
+from astraforge.api.routes import (
+    artifacts,
+    conversations,
+    health,
+    integrations,
+    leases,
+    runs,
+    sandboxes,
+    streams,
+    webhooks,
+)
 from astraforge.artifacts import make_artifact_store
 from astraforge.config import Settings, get_settings
 from astraforge.db import ensure_control_schema
 from astraforge.producers.kafka import EventProducer
+from astraforge.producers.webhooks import RefusalBudget
 from astraforge.sandbox.egress_addresses import AddressPolicy
 from astraforge.secretbox import SecretBox
 
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.state.egress_policy = AddressPolicy.from_settings(settings)  # for the egress rules' create check
     app.state.keys = KeyVerifier(settings.key_cache_ttl_s)
     app.state.secretbox = SecretBox.from_settings(settings)  # integration secrets, sealed at rest
+    app.state.refusals = RefusalBudget()  # refused webhook deliveries recorded one by one, up to a rate
     app.state.heartbeats = HeartbeatCoalescer()
     app.state.reservations = Reservations()  # quota admissions not yet projected
     app.state.uploads = UploadSlots()  # uploads in flight per tenant (each spools to disk)
@@ -99,6 +111,8 @@ def create_app(settings: Settings | None = None, sse_ping_s: float = 15.0) -> Fa
     app.include_router(sandboxes.router)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
+    app.include_router(conversations.router)
+    app.include_router(leases.router)
     app.include_router(integrations.router)
     app.include_router(webhooks.router)
     docs.install(app)

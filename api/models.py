@@ -356,6 +356,119 @@ class RunCancel(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class ConversationCreate(BaseModel):
+    """A hosted DeepAgent conversation, bound to one of the tenant's sandboxes (``sandbox_id``) or to a
+    new one made with ``sandbox``'s settings. The model is asked through the platform's model gateway."""
+
+    model_config = {"extra": "forbid"}
+
+    sandbox_id: str | None = Field(default=None, pattern=ID_PATTERN, description="An existing sandbox of the tenant.")
+    sandbox: SandboxCreate | None = Field(default=None, description="A new sandbox (when no sandbox_id is given).")
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    system_prompt: str | None = Field(default=None, max_length=64 * 1024, pattern=NO_NUL)
+    tools: list[Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The deepagents tools the agent may use (ls, read_file, write_file, edit_file, glob, grep, "
+        "execute, write_todos, task); empty: all of them.",
+    )
+    title: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+
+    @model_validator(mode="after")
+    def _one_sandbox(self) -> "ConversationCreate":
+        if self.sandbox_id is not None and self.sandbox is not None:
+            raise ValueError("give sandbox_id (an existing sandbox) or sandbox (a new one), not both")
+        return self
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    sandbox_id: str
+    model: str
+    title: str | None
+    state: str = Field(description="requested (the processor has not answered yet) | idle | replying")
+    reply_id: str | None = Field(description="The reply under way, or the last one.")
+    last_reply: str | None = Field(description="How the last reply ended: completed | failed | cancelled.")
+    reason: str | None
+    created_at: str
+    updated_at: str
+    stream: str = Field(description="Where its records stream (SSE): chat.delta, chat.message, tool.called, ...")
+
+    @classmethod
+    def from_row(cls, row: dict) -> "ConversationPublic":
+        return cls(
+            id=row["conversation_id"],
+            sandbox_id=row["sandbox_id"],
+            model=row["model"],
+            title=row["title"],
+            state=row["state"],
+            reply_id=row["reply_id"],
+            last_reply=row["last_reply"],
+            reason=row["reason"],
+            created_at=iso(row["created_at"]),
+            updated_at=iso(row["updated_at"]),
+            stream=f"/v1/streams/{row['conversation_id']}/events/sse",
+        )
+
+
+class ConversationsPublic(BaseModel):
+    items: list[ConversationPublic]
+    next_after: str | None
+
+
+class ConversationMessage(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    text: str = Field(min_length=1, max_length=256 * 1024, pattern=NO_NUL)
+
+
+class MessageAccepted(BaseModel):
+    """The message is on the record; the reply streams on the conversation's stream."""
+
+    conversation_id: str
+    message_id: str
+    reply_id: str
+    stream: str
+
+
+class ConversationDetail(ConversationPublic):
+    """The conversation with its messages, tool calls and results, and replies, as recorded."""
+
+    messages: list[dict[str, Any]]
+
+
+class ReplyCancel(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    reason: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
+
+
+class LeaseCreate(BaseModel):
+    """Take a file's lease in a shared sandbox (or extend your own)."""
+
+    model_config = {"extra": "forbid"}
+
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^/[^\x00]*$")
+    ttl_s: float = Field(default=60.0, gt=0, le=3600)
+    holder: str | None = Field(
+        default=None, max_length=200, pattern=r"^[A-Za-z0-9._:@-]+$", description="A name for the agent holding it."
+    )
+
+
+class LeasePublic(BaseModel):
+    sandbox_id: str
+    path: str
+    holder: str
+    acquired_at: str
+    expires_at: str
+
+
+class LeasesPublic(BaseModel):
+    items: list[LeasePublic]
+
+
 class ProjectRouteIn(BaseModel):
     """Where one Sentry/GlitchTip project's alerts go."""
 

@@ -10,6 +10,7 @@ from astraforge.ids import ID_PATTERN
 SandboxId = Annotated[str, Path(pattern=ID_PATTERN, description="A sandbox id (`sb-...`).")]
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id (`run-...`).")]
 StreamId = Annotated[str, Path(pattern=ID_PATTERN, description="A run id, or a sandbox id.")]
+ConversationId = Annotated[str, Path(pattern=ID_PATTERN, description="A conversation id (`cv-...`).")]
 ArtifactId = Annotated[str, Path(pattern=ID_PATTERN, description="An artifact (or snapshot) id.")]
 CommandId = Annotated[str, Path(pattern=ID_PATTERN, description="An exec's command id.")]
 After = Annotated[

@@ -264,6 +264,7 @@ def serve() -> None:
     import uvicorn
 
     from astraforge.processors.alerts.processor import AlertsProcessor
+    from astraforge.processors.conversations.processor import ConversationProcessor
     from astraforge.processors.runs.orchestrator import RunOrchestrator
     from astraforge.projections.postgres import Projector
 
@@ -273,7 +274,8 @@ def serve() -> None:
     sandboxes = _sandbox_processor(settings)
     runs = RunOrchestrator(settings)
     alerts = AlertsProcessor(settings)  # Sentry/GlitchTip alerts -> remediation runs
-    services = (projector, sandboxes, runs, alerts)
+    conversations = ConversationProcessor(settings)  # hosted DeepAgents
+    services = (projector, sandboxes, runs, alerts, conversations)
     workers = [threading.Thread(target=w.run, name=type(w).__name__, daemon=True) for w in services]
     for worker in workers:
         worker.start()
@@ -281,7 +283,8 @@ def serve() -> None:
     hdr = '-H "Authorization: Bearer $KEY" -H "Content-Type: application/json"'
     console.print(
         f"\n[bold green]AstraForge is up[/] at {url}  (OpenAPI: {url}/docs)\n"
-        "First thing to try:\n"
+        + (f"The web UI is at {url}/ (sign in with an API key).\n" if settings.web_dist else "")
+        + "First thing to try:\n"
         "  KEY=$(.venv/bin/astraforge keys create --tenant demo | tail -n 1)\n"
         f"  SB=$(curl -s {hdr} {url}/v1/sandboxes -d '{{}}' | jq -r .id)\n"
         f'  curl -s {hdr} {url}/v1/sandboxes/$SB/exec -d \'{{"command": "uname -a"}}\'\n'
@@ -550,6 +553,20 @@ def processors_runs() -> None:
     orchestrator = RunOrchestrator(settings)
     with contextlib.suppress(KeyboardInterrupt):
         orchestrator.run()
+
+
+@processors.command("conversations")
+def processors_conversations() -> None:
+    """Run the conversation processor (hosted DeepAgents) in the foreground (Ctrl-C stops it; a
+    restarted one resumes the replies under way)."""
+    from astraforge.processors.conversations.processor import ConversationProcessor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    _prepare(settings)
+    processor = ConversationProcessor(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        processor.run()
 
 
 def main() -> None:

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     """Denied egress attempts recorded one by one per sandbox and window; the rest become one summary."""
     egress_denial_window_s: float = Field(default=10.0, gt=0)
     """The window of ``egress_denials_recorded``."""
+    conversation_model_upstream: str = "model-gateway"
+    """The operator upstream (``egress_platform_upstreams``) hosted conversations ask their model at
+    (``http://<address>/v1``, OpenAI Chat Completions); its ``egress_credentials`` entry is the key."""
+    conversation_offload_bytes: int = Field(default=16 * 1024, ge=1024)
+    """A conversation's tool output above this is offloaded (artifact store + a file in the sandbox);
+    the agent sees its path and a preview."""
     warm_pools: list[WarmPool] = Field(default_factory=lambda: [WarmPool(size=2)])
     """Ready sandboxes kept waiting per image/profile; a create asking for exactly that claims one."""
     instance_id: str = socket.gethostname()

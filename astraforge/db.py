@@ -1,5 +1,5 @@
 """PostgreSQL access: connections with a clear error, and the control tables (tenants, API keys,
-idempotency keys, integrations).
+idempotency keys, integrations, file leases).
 
 Control tables are not derived from Kafka (secrets' hashes, answers to idempotent requests), so they live in the
 ``public`` schema, apart from the rebuildable projection schema.
@@ -40,6 +40,17 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
+-- File leases on shared sandboxes (astraforge.leases): one holder per file until expires_at, judged
+-- by this server's clock, shared by every API and processor instance
+CREATE TABLE IF NOT EXISTS file_leases (
+    tenant_id   text        NOT NULL,
+    sandbox_id  text        NOT NULL,
+    path        text        NOT NULL,
+    holder      text        NOT NULL,
+    acquired_at timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (sandbox_id, path)
+);
 -- Sentry/GlitchTip integrations (astraforge.integrations): secrets sealed, the GlitchTip path secret
 -- only as its sha256; a deleted integration keeps its row (its alerts' records name it), not its secrets
 CREATE TABLE IF NOT EXISTS integrations (

@@ -63,11 +63,14 @@ class CommandThreads:
     Starting a thread waits until it runs, which on a busy host cost more than the rest of a
     command's hand-over; an idle thread is handed the next command instead. Threads are daemons,
     as a thread per command was: a stopping processor does not wait for its long commands (the
-    next owner closes them). Unbounded: the tenants' exec quotas bound how many run at once.
+    next owner closes them). Unbounded: the tenants' exec quotas bound how many run at once. At
+    most ``keep_idle`` threads wait for a command; past that a thread ends with its command (a
+    burst of long commands does not leave its threads behind for the process's life).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keep_idle: int = 16) -> None:
         self.name = name
+        self.keep_idle = keep_idle
         self._lock = threading.Lock()
         self._idle: list[queue.SimpleQueue] = []
         self._count = 0
@@ -98,4 +101,6 @@ class CommandThreads:
             except Exception:  # the callers log their own failures; a thread must survive anything else
                 LOG.exception("%s: command failed", self.name)
             with self._lock:
+                if len(self._idle) >= self.keep_idle:
+                    return
                 self._idle.append(inbox)

@@ -1,12 +1,14 @@
 """Which source partitions one processor instance owns, and the lock under which it writes a stream.
 
 A processor decides and writes a stream's records under its partition's lock, and only while it
-owns the partition. During a rebalance a partition is first ``suspended`` (a write under way ends,
-new ones wait), then either owned again or gone. Writers that come from other threads (a driver, an
-effect) go through ``write``: it waits out a suspension and gives up once the partition is gone.
+owns the partition within its lease (``runtime.Lease``; a processor without fencing passes none).
+During a rebalance a partition is first ``suspended`` (a write under way ends, new ones wait), then
+either owned again or gone. Writers that come from other threads (a driver, an effect) go through
+``write`` (or ``owned_now``): it waits out a suspension, or a lapsed lease while the group decides,
+and gives up once the partition is gone. A take-over that loads partitions marks them owned only
+if no revocation began meanwhile (``own`` with the count it started from): a stale one owns nothing.
 
-The sandbox processor keeps its own copy of this logic for now (``processors/sandboxes/processor.py``);
-the run orchestrator uses this module.
+Used by the sandbox processor and the run orchestrator.
 """
 
 import threading
@@ -20,33 +22,49 @@ SUSPENDED_WAIT_S = 30.0
 
 
 class Ownership:
-    def __init__(self, suspended_wait_s: float = SUSPENDED_WAIT_S) -> None:
+    def __init__(self, suspended_wait_s: float = SUSPENDED_WAIT_S, lease: Callable[[], bool] = lambda: True) -> None:
         self.status: dict[int, str] = {}  # partition -> owned | suspended
         self.locks: dict[int, threading.RLock] = defaultdict(threading.RLock)
         self.changed = threading.Condition()
         self.suspended_wait_s = suspended_wait_s
+        self.lease = lease  # True while this instance provably is in its group's current generation
+        self.revocations = 0  # revocations so far: a take-over that saw another one begin is stale
 
     def owns(self, partition: int) -> bool:
         return self.status.get(partition) == "owned"
 
+    def may_write(self, partition: int) -> bool:
+        """Owned (assigned, loaded, not suspended) and within the lease: the fence."""
+        return self.owns(partition) and self.lease()
+
+    def held(self, partition: int) -> bool:
+        """Owned or suspended by a rebalance under way (not yet given away)."""
+        return self.status.get(partition) in ("owned", "suspended")
+
     def owned_now(self, partition: int) -> bool:
-        """Wait while a rebalance has the partition suspended; True if it is (still) ours."""
+        """Wait while a rebalance has the partition suspended, or while it is owned but the lease has
+        lapsed (a stalled process: its group decides whether it still owns it); True if it is ours."""
         deadline = time.monotonic() + self.suspended_wait_s
         with self.changed:
-            while self.status.get(partition) == "suspended" and time.monotonic() < deadline:
-                self.changed.wait(0.5)
-            return self.status.get(partition) == "owned"
+            while time.monotonic() < deadline and (
+                self.status.get(partition) == "suspended" or (self.owns(partition) and not self.lease())
+            ):
+                self.changed.wait(0.1)
+            return self.may_write(partition)
 
     def write(self, partition: int, work: Callable[[], T]) -> T | None:
         """``work()`` under the partition's lock while we own it; None if the partition is gone."""
         while self.owned_now(partition):
             with self.locks[partition]:
-                if self.status.get(partition) == "owned":
+                if self.may_write(partition):
                     return work()
         return None
 
     def suspend(self, partitions: Iterable[int]) -> None:
-        """A rebalance began: writes to these partitions wait (one under way finishes first)."""
+        """A rebalance began: writes to these partitions wait (one under way finishes first), and a
+        take-over begun before it is stale."""
+        with self.changed:
+            self.revocations += 1
         for p in partitions:
             with self.locks[p], self.changed:
                 if self.status.get(p) == "owned":
@@ -64,11 +82,16 @@ class Ownership:
             forget()
             self.changed.notify_all()
 
-    def own(self, partitions: Iterable[int]) -> None:
+    def own(self, partitions: Iterable[int], revocations: int | None = None) -> bool:
+        """Mark ``partitions`` owned, unless a revocation began since the take-over that loaded them
+        counted ``revocations``: then nothing is marked and False says the take-over is stale."""
         with self.changed:
+            self.changed.notify_all()
+            if revocations is not None and revocations != self.revocations:
+                return False
             for p in partitions:
                 self.status[p] = "owned"
-            self.changed.notify_all()
+            return True
 
     def release_all(self) -> None:
         """Stopping: nothing is written from here on (the next owner closes what runs)."""

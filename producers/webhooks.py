@@ -8,6 +8,9 @@ Refusals that name no integration go to the platform's own stream (``REFUSED_STR
 
 import hashlib
 import json
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +19,7 @@ from astraforge.producers import alert_payloads
 from astraforge.producers.alert_payloads import MalformedAlert
 from astraforge.schemas import Envelope
 
+LOG = logging.getLogger(__name__)
 REFUSED_STREAM = "webhooks-refused"
 PLATFORM_TENANT = "platform"
 MAX_BODY_BYTES = 1024 * 1024  # Sentry events are well under it; a bigger body is refused (413)
@@ -59,6 +63,32 @@ def refused(
         payload=payload,
     )
     return Refusal(status, reason, record)
+
+
+class RefusalBudget:
+    """How many refusals per stream and window are recorded one by one (per API process): anyone can
+    send a refused delivery, and the events topic keeps every record forever, so past the budget a
+    refusal is answered the same but only counted, and the count logged once the window ends."""
+
+    def __init__(self, per_window: int = 20, window_s: float = 10.0) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, int]] = {}  # stream -> (window start, refusals in it)
+
+    def admit(self, stream_id: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            start, seen = self._windows.get(stream_id, (now, 0))
+            if now - start >= self.window_s:
+                if seen > self.per_window:
+                    unrecorded = seen - self.per_window
+                    LOG.warning("%d refused webhook deliveries to %s were not recorded", unrecorded, stream_id)
+                start, seen = now, 0
+            if len(self._windows) > 10_000:
+                self._windows.clear()
+            self._windows[stream_id] = (start, seen + 1)
+            return seen < self.per_window
 
 
 def parse_json(body: bytes) -> Any:

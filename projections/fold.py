@@ -48,14 +48,58 @@ def _memory_mb(payload: dict) -> int:
         return SecurityProfile().ram_mb
 
 
-_FOLDED_TYPES = frozenset({"exec.started", "exec.finished", "artifact.stored", "snapshot.created", "artifact.deleted"})
+_FOLDED_TYPES = frozenset(
+    {"exec.started", "exec.finished", "artifact.stored", "snapshot.created", "artifact.deleted", "conversation.created"}
+)
+_REPLY_STATES = {
+    "reply.started": "replying",
+    "reply.completed": "idle",
+    "reply.failed": "idle",
+    "reply.cancelled": "idle",
+}
+
+
+def _conversation_rows(envelope: Envelope, offset: int) -> list[Upsert]:
+    p, when = envelope.payload, envelope.occurred_at
+    if envelope.type == "conversation.created":
+        row = {
+            "conversation_id": envelope.stream_id,
+            "tenant_id": envelope.tenant_id,
+            "sandbox_id": p["sandbox_id"],
+            "model": p["model"],
+            "title": p.get("title"),
+            "state": "idle",
+            "reply_id": None,
+            "last_reply": None,
+            "reason": None,
+            "created_at": when,
+            "updated_at": when,
+            "last_offset": offset,
+        }
+        return [Upsert("conversations", "conversation_id", row, ())]
+    if envelope.type not in _REPLY_STATES:
+        return []
+    ended = envelope.type != "reply.started"
+    row = {
+        "conversation_id": envelope.stream_id,
+        "tenant_id": envelope.tenant_id,
+        "state": _REPLY_STATES[envelope.type],
+        "reply_id": p["reply_id"],
+        "updated_at": when,
+        "last_offset": offset,
+    }
+    update = ["state", "reply_id", "updated_at", "last_offset"]
+    if ended:
+        row |= {"last_reply": p["state"], "reason": p.get("reason")}
+        update += ["last_reply", "reason"]
+    return [Upsert("conversations", "conversation_id", row, tuple(update), insert=False)]
 
 
 def folds(record_type: str) -> bool:
-    """Whether a record of this type can change runs, sandboxes, execs or artifacts (``fold`` of
-    any other type is ``[]``): the projector decodes only these into an ``Envelope``."""
+    """Whether a record of this type can change runs, sandboxes, execs, artifacts or conversations
+    (``fold`` of any other type is ``[]``): the projector decodes only these into an ``Envelope``."""
     kind = record_type.partition(".")[0]
-    return kind in ("run", "sandbox") or record_type in _FOLDED_TYPES
+    return kind in ("run", "sandbox", "reply") or record_type in _FOLDED_TYPES
 
 
 def fold(envelope: Envelope, offset: int) -> list[Upsert]:
@@ -119,6 +163,8 @@ def fold(envelope: Envelope, offset: int) -> list[Upsert]:
         ]
     if envelope.type in ("artifact.stored", "snapshot.created"):
         return [_artifact_row(envelope, p["artifact"], offset)]
+    if envelope.type == "conversation.created" or envelope.type in _REPLY_STATES:
+        return _conversation_rows(envelope, offset)
     if envelope.type == "artifact.deleted":
         row = {"artifact_id": p["artifact_id"], "tenant_id": envelope.tenant_id, "deleted_at": when}
         return [Upsert("artifacts", "artifact_id", row, ("deleted_at",), insert=False)]

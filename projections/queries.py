@@ -172,6 +172,27 @@ class ProjectionQueries:
         )
         return await cur.fetchall()
 
+    async def conversation(self, conn: Executor, tenant_id: str, conversation_id: str) -> dict | None:
+        cur = await conn.execute(
+            sql.SQL("SELECT * FROM {}.conversations WHERE conversation_id = %s AND tenant_id = %s").format(self.schema),
+            (conversation_id, tenant_id),
+        )
+        return await cur.fetchone()
+
+    async def conversations(
+        self, conn: Executor, tenant_id: str, after: str, limit: int, sandbox_id: str | None = None
+    ) -> list[dict]:
+        """A page of the tenant's conversations (those attached to ``sandbox_id`` only, if given)."""
+        match = sql.SQL("AND sandbox_id = %s") if sandbox_id is not None else sql.SQL("")
+        cur = await conn.execute(
+            sql.SQL(
+                "SELECT * FROM {}.conversations WHERE tenant_id = %s AND conversation_id > %s {}"
+                " ORDER BY conversation_id LIMIT %s"
+            ).format(self.schema, match),
+            (tenant_id, after, *((sandbox_id,) if sandbox_id is not None else ()), limit),
+        )
+        return await cur.fetchall()
+
     async def artifact(self, conn: Executor, tenant_id: str, artifact_id: str) -> dict | None:
         cur = await conn.execute(
             sql.SQL(

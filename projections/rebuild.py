@@ -12,7 +12,7 @@ from astraforge.config import Settings
 from astraforge.db import connect
 from astraforge.projections.postgres import Projector, ProjectorRunning, drop_schema, projector_lock
 
-TABLES = ("events", "streams", "runs", "sandboxes", "execs", "artifacts", "consumer_offsets")
+TABLES = ("events", "streams", "runs", "sandboxes", "execs", "artifacts", "conversations", "consumer_offsets")
 
 
 def rebuild(settings: Settings, into: str, progress: Callable[[Projector], None] | None = None) -> Projector:

@@ -113,6 +113,23 @@ DO $$ BEGIN
 END $$;
 CREATE INDEX IF NOT EXISTS artifacts_live_by_tenant ON {schema}.artifacts (tenant_id) WHERE deleted_at IS NULL;
 
+-- Hosted DeepAgent conversations (conversation.created, reply.*): idle or replying, and how the last reply ended.
+CREATE TABLE IF NOT EXISTS {schema}.conversations (
+    conversation_id text        PRIMARY KEY,
+    tenant_id       text        NOT NULL,
+    sandbox_id      text        NOT NULL,
+    model           text        NOT NULL,
+    title           text,
+    state           text        NOT NULL,  -- idle | replying
+    reply_id        text,                  -- the reply under way, or the last one
+    last_reply      text,                  -- completed | failed | cancelled
+    reason          text,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    last_offset     bigint      NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_tenant ON {schema}.conversations (tenant_id, conversation_id);
+
 -- Partitions a projector stopped at because a record there needs a newer schema (see postgres.py).
 CREATE TABLE IF NOT EXISTS {schema}.parked (
     topic     text    NOT NULL,

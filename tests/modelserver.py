@@ -18,6 +18,7 @@ It is a test fixture, never the platform's default model: it lives under tests/.
 import argparse
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -67,8 +68,13 @@ def fail(error: str) -> Item:
 
 @dataclass(frozen=True)
 class Turn:
+    """One answer. Streamed Chat Completions send a message's text in word-sized chunks (token
+    deltas); with ``pause``, the stream stops after its first text chunk until the event is set (a
+    test cancels, or kills the client's process, mid-reply), then goes on."""
+
     items: tuple[Item, ...]
     usage: dict[str, int] = field(default_factory=lambda: dict(USAGE))
+    pause: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -236,14 +242,33 @@ def chat_chunks(turn: Turn, model: str) -> Iterator[dict[str, Any]]:
     }
     msg = completion["choices"][0]["message"]
     yield {**common, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-    if msg["content"]:
-        yield {**common, "choices": [{"index": 0, "delta": {"content": msg["content"]}, "finish_reason": None}]}
+    for piece in _words(msg["content"] or ""):
+        yield {**common, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
     for index, call in enumerate(msg.get("tool_calls", [])):
         delta = {"tool_calls": [{"index": index, **call}]}
         yield {**common, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
     finish = completion["choices"][0]["finish_reason"]
     yield {**common, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
     yield {**common, "choices": [], "usage": completion["usage"]}
+
+
+def _paused(chunks: Iterator[dict[str, Any]], turn: Turn) -> Iterator[dict[str, Any]]:
+    """The chunks, holding after the first one with text until ``turn.pause`` is set."""
+    held = turn.pause is None
+    for chunk in chunks:
+        yield chunk
+        text = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+        if not held and text:
+            held = True
+            turn.pause.wait(600)
+
+
+def _words(text: str) -> list[str]:
+    """``text`` in pieces that join back to it: each word with the space before it."""
+    pieces = re.findall(r"\s*\S+", text)
+    if pieces and "".join(pieces) != text:
+        pieces[-1] += text[len("".join(pieces)) :]
+    return pieces or ([text] if text else [])
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -286,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(500, {"error": {"message": failed[0], "type": "server_error"}})
             if not body.get("stream"):
                 return self._json(200, chat_completion(turn, body.get("model", "")))
-            chunks = (f"data: {json.dumps(c)}\n\n" for c in chat_chunks(turn, body.get("model", "")))
+            chunks = (f"data: {json.dumps(c)}\n\n" for c in _paused(chat_chunks(turn, body.get("model", "")), turn))
             return self._sse(itertools.chain(chunks, ["data: [DONE]\n\n"]))
         self.script.requests.append(recorded)
         self._json(404, {"error": {"message": f"no route {self.path}"}})

@@ -48,6 +48,8 @@ class Forge:
     requests: list[Seen] = field(default_factory=list)
     pulls: list[dict] = field(default_factory=list)
     lagging_lists: int = 0  # the next N list calls miss what exists (a list that lags behind a create)
+    hold_creates: threading.Event | None = None  # a create waits for it (then opens the PR all the same)
+    create_arrived: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def branch_exists(self, project: str, branch: str) -> bool:
@@ -187,6 +189,9 @@ class Handler(BaseHTTPRequestHandler):
             errors = [{"resource": "PullRequest", "field": "head", "code": "invalid"}]
             return self._json(422, {"message": "Validation Failed", "errors": errors})
         label = f"{owner}:{head}"
+        if self.forge.hold_creates is not None:  # the client may be gone when it goes on: opened, never answered
+            self.forge.create_arrived.set()
+            self.forge.hold_creates.wait(120)
         with self.forge.lock:
             if any(
                 (p["json"]["state"], p["json"]["head"]["label"], p["json"]["base"]["ref"])

@@ -10,5 +10,5 @@ export default defineConfig({
   server: {
     proxy: { "/v1": "http://127.0.0.1:8000", "/health": "http://127.0.0.1:8000" },
   },
-  test: { environment: "jsdom", include: ["src/**/*.test.{ts,tsx}"] },
+  test: { environment: "node", include: ["src/**/*.test.{ts,tsx}"] },
 });

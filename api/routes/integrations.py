@@ -5,6 +5,7 @@ secrets must never reach Kafka. A secret is accepted once (the Sentry client sec
 once (the GlitchTip webhook path) and never shown again; the API token is never shown at all.
 """
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -95,7 +96,7 @@ async def create_integration(
         api_token_sealed=box.seal(body.api_token, f"{integration_id}:api_token") if body.api_token else None,
     )
     row = await (await conn.execute(store.INSERT, store.to_row(integration, path_secret))).fetchone()
-    return public(Integration(**{**integration.__dict__, "created_at": row["created_at"]}), path_secret)
+    return public(replace(integration, created_at=row["created_at"]), path_secret)
 
 
 @router.get("/v1/integrations", response_model=IntegrationsPublic, operation_id="listIntegrations", responses=ERRORS)

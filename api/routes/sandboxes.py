@@ -10,6 +10,7 @@ create command).
 """
 
 import hashlib
+import posixpath
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from astraforge import leases
 from astraforge.api.commands import command, new_sandbox_id
 from astraforge.api.deps import (
     SANDBOX_ENDED,
@@ -296,9 +298,12 @@ async def upload(
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
-    """Write the request body to `path` (relative paths are under /workspace)."""
+    """Write the request body to `path` (relative paths are under /workspace). A file another holder
+    has leased (`/leases`) answers 409 naming it; name yourself with `X-Lease-Holder` to write a file
+    you leased under that name."""
     sandbox_id = sandbox["sandbox_id"]
     ensure_open(sandbox)  # before reading a byte of the body
+    await check_lease(conn, tenant, sandbox_id, path, request.headers.get("x-lease-holder"))
     with request.app.state.uploads.take(tenant, settings.quota_concurrent_uploads):
         body, sha256 = await _body_within(request, settings.max_file_bytes)
 
@@ -330,6 +335,18 @@ async def upload(
 
 
 BINARY = "application/octet-stream"
+
+
+async def check_lease(conn: Conn, tenant: str, sandbox_id: str, path: str, holder: str | None) -> None:
+    """409 if someone other than the caller (``tenant:<id>[/<holder>]``) holds the file's lease."""
+    absolute = posixpath.normpath(path if path.startswith("/") else f"/workspace/{path}")
+    held = await (await conn.execute(leases.HELD, (sandbox_id, absolute))).fetchone()
+    caller = f"tenant:{tenant}" + (f"/{holder}" if holder else "")
+    if held is not None and held["holder"] != caller:
+        refused = leases.LeaseOutcome(False, leases.FileLease(sandbox_id, absolute, held["holder"], held["acquired_at"],
+                                                               held["expires_at"]))  # fmt: skip
+        raise ApiError(409, refused.refusal(), code="lease_held",
+                       details={"holder": held["holder"], "expires_at": iso(held["expires_at"])})  # fmt: skip
 
 
 @router.get(

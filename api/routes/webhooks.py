@@ -61,7 +61,8 @@ async def _body(request: Request) -> bytes | None:
 
 
 async def _refuse(request: Request, refusal: webhooks.Refusal) -> JSONResponse:
-    await run_in_threadpool(request.app.state.producer.append_many, [refusal.record])
+    if request.app.state.refusals.admit(refusal.record.stream_id):
+        await run_in_threadpool(request.app.state.producer.append_many, [refusal.record])
     return JSONResponse(error_body(refusal.status, refusal.reason), refusal.status)
 
 

@@ -308,18 +308,24 @@ class Driver:
             )
         raise StepFailed(f"blocked: step {step + 1} touched {', '.join(paths)} (outside the writable paths)")
 
-    def capture(self, facts: StreamFacts, step: int) -> Envelope:
-        """Snapshot /workspace (a sandbox command), diff it on the host against the base, record it."""
+    def capture(self, facts: StreamFacts, step: int, tries: int = 1) -> Envelope:
+        """Snapshot /workspace (a sandbox command), diff it on the host against the base, record it.
+        ``tries`` > 1 snapshots again after a failed one (ids ``-r<n>``, so a resumed driver reads
+        the same answers): an agent still at work can change a file while tar reads it."""
         st = self.st
         recorded = facts.find(
             lambda e: e.type == "diff.captured" and e.payload["attempt"] == self.attempt and e.payload["step"] == step
         )
         if recorded is not None:
             return recorded
-        snapshot = {"snapshot_id": f"{st.sandbox_id}-d{step}", "name": f"workspace after step {step + 1}.tgz"}
         answers = ("snapshot.created", "snapshot.failed")
-        done = self.call(facts, SandboxCall("sandbox.snapshot", snapshot), answers, "snapshot_id")
-        if done.type != "snapshot.created":
+        for n in range(tries):
+            snapshot_id = f"{st.sandbox_id}-d{step}" + (f"-r{n}" if n else "")
+            snapshot = {"snapshot_id": snapshot_id, "name": f"workspace after step {step + 1}.tgz"}
+            done = self.call(facts, SandboxCall("sandbox.snapshot", snapshot), answers, "snapshot_id")
+            if done.type == "snapshot.created":
+                break
+        else:
             raise StepFailed(f"could not capture the workspace after step {step + 1}: {done.payload['error']}")
         with self.o.artifacts.get_file(done.payload["artifact"]) as archive:
             workspace.unpack(archive, self.dir / "tree", self.o.settings.max_snapshot_entries, UNPACKED_BYTES)

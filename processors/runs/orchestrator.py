@@ -30,6 +30,7 @@ from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.kafka import read_range
+from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.ownership import Ownership
 from astraforge.processors.runs.driver import ACTOR, Driver
 from astraforge.processors.runs.state import DRIVEN, ENDED, RunEffect, RunState, decide, evolve
@@ -60,6 +61,7 @@ class RunOrchestrator:
         self.drivers: dict[tuple[str, int, str], threading.Thread] = {}
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.table = self.runtime.table(NAME)
+        self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
@@ -119,12 +121,25 @@ class RunOrchestrator:
 
     # -- the partition loop -----------------------------------------------------------------
     async def _consume(self, stream) -> None:
+        """Each partition's commands in offset order from its cursor (``processors/cursor.py``): a
+        record of a partition not owned now is left to the partition's next take-over, which
+        catches up from the cursor (faust's commit only says where reading starts)."""
         async for record in stream.events():
             message = record.message
             source = Source(message.topic, message.partition, message.offset, message.key)
-            await asyncio.to_thread(self.handle, source, message.value)
+            try:
+                await asyncio.to_thread(self.handle, source, message.value)
+            except Exception:  # the loop never dies: the cursor stays, the next take-over reads it again
+                LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
 
     def handle(self, source: Source, value: bytes) -> None:
+        """Handle a delivered command as its partition's owner, after the ones before it the cursor has
+        not passed yet; nothing if the partition is not ours (its next owner catches up)."""
+        self.ownership.write(source.partition, lambda: self.cursor.in_order(source, value, self._handle_one))
+
+    def _handle_one(self, source: Source, value: bytes) -> None:
+        """Decide a command and append its records (durably), then start its effects (the caller holds
+        the partition's lock and owns it)."""
         try:
             command = self.codec.decode(value)
         except DecodeError:
@@ -133,9 +148,8 @@ class RunOrchestrator:
             return
         partition = self.partition_of(command.stream_id)
         try:
-            with self.ownership.locks[partition]:
-                decision = decide(self.states.get(command.stream_id), command, ACTOR)
-                self._emit_locked(partition, decision.events)
+            decision = decide(self.states.get(command.stream_id), command, ACTOR)
+            self._emit_locked(partition, decision.events)
         except (ValueError, KeyError, TypeError) as e:
             LOG.exception("command %s on %s failed", command.type, command.stream_id)
             dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
@@ -203,13 +217,20 @@ class RunOrchestrator:
                     self._start(st, "drive")
                 elif st.state == "approved":
                     self._start(st, "merge")
+        for p in sorted(assigned):  # commands left unhandled, whatever the group committed
+            try:
+                self.ownership.write(p, lambda p=p: self.cursor.catch_up(p, self._handle_one))
+            except Exception:  # a later record of the partition reads them (CommandCursor.in_order)
+                LOG.exception("catching up partition %d failed", p)
 
     def _forget(self, partition: int) -> None:
+        self.cursor.forget(partition)
         for run_id in [r for r in self.states if self.partition_of(r) == partition]:
             del self.states[run_id]
 
     def _load(self, partition: int) -> None:
-        """This partition's runs from the table, then the events written after its mark."""
+        """This partition's runs and cursor from the table, then the events written after its mark."""
+        self.cursor.load(partition)
         for key, value in list(self.table.data.data.items()):
             if key.startswith("@") or not isinstance(value, dict):
                 continue
@@ -246,6 +267,7 @@ class RunOrchestrator:
                 thread.join(timeout=5)
             with contextlib.suppress(Exception):
                 self.producer.close()
+            self.cursor.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -7,8 +7,10 @@ chat, commands with their output, file changes, token usage); a file change is f
 a ``diff.captured`` of the workspace (the platform's own diff, checked against the run's writable
 paths; a change the agent claims outside them, which the sandbox refused, fails the run too), and
 the whole workspace is captured once more when the process ends (a shell command can change files
-without a file-change item). An agent without a translator (``cli``) is recorded at
-the exec's level: the command, its output records, and the diffs.
+without a file-change item). A snapshot taken while the agent writes can fail (tar: file changed
+as we read it): it is taken again, and a step that still has none is left to the diff at the end.
+An agent without a translator (``cli``) is recorded at the exec's level: the command, its output
+records, and the diffs.
 
 A resumed driver repeats nothing: the exec is sent again only if it has no answer (the sandbox
 processor runs a command id once), translated records already in the stream are not written again
@@ -16,6 +18,7 @@ processor runs a command id once), translated records already in the stream are 
 """
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +32,9 @@ from astraforge.schemas import Envelope
 if TYPE_CHECKING:
     from astraforge.processors.runs.driver import Driver
 
-OUTPUT_WAIT_S = 900.0  # the longest quiet stretch of an agent (its exec's own timeout ends it before)
+LOG = logging.getLogger(__name__)
+OUTPUT_WAIT_S = 900.0
+CAPTURE_TRIES = 3  # the longest quiet stretch of an agent (its exec's own timeout ends it before)
 
 
 @dataclass
@@ -103,7 +108,12 @@ def run_process(d: "Driver", facts: StreamFacts, process: AgentProcess) -> Envel
         for r in process.translator.feed(e.payload["data"]):
             if r.type == "diff.produced":
                 emit(r.type, {**r.payload, "attempt": d.attempt, "step": step})
-                captured(d.capture(facts, step))
+                try:  # taken while the agent works: a file it writes meanwhile can fail the snapshot
+                    diff = d.capture(facts, step, CAPTURE_TRIES)
+                except StepFailed as e:
+                    LOG.warning("%s: no diff after step %d (%s); the one at the end covers it", cid, step + 1, e)
+                else:
+                    captured(diff)
                 tried = forbidden(r.payload["files"], allowed)  # refused in the sandbox, yet an attempt
                 if tried:
                     d.blocked(step, tried, f"{process.name} tried to change files outside the run's writable paths")
@@ -112,7 +122,7 @@ def run_process(d: "Driver", facts: StreamFacts, process: AgentProcess) -> Envel
                 emit(r.type, r.payload)
     for r in process.translator.close() if process.translator else []:
         emit(r.type, r.payload if r.type != "diff.produced" else {**r.payload, "attempt": d.attempt, "step": step})
-    last = captured(d.capture(facts, step))
+    last = captured(d.capture(facts, step, CAPTURE_TRIES))
     p = finished.payload
     if p.get("error") or p["exit_code"] != 0:
         why = p.get("error") or f"exited {p['exit_code']}"

@@ -132,6 +132,11 @@ class Effects:
         if pending is not None:
             self.p.dispatch(sandbox_id, [Effect("reattach", pending=pending)])
 
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox left this instance (ended past its grace, or its partition moved): drop what was
+        kept about it (a stop failure recorded once per distinct failure)."""
+        self._stop_failures.pop(sandbox_id, None)
+
     def working(self) -> frozenset[str]:
         """Ids of the accepted commands an effect of this instance runs (or waits to run) now."""
         with self._working_lock:

@@ -33,11 +33,14 @@ command again under the same ids, and then a sandbox's ``recent`` ids (its last 
 commands, kept while it lives; an ended sandbox takes no command) drop it. Not covered: that
 re-append arriving after 256 later commands of the same sandbox runs it again.
 
-On a rebalance, partitions are first *suspended* (outcomes wait), then either kept (work goes on) or
-lost (work still running here is abandoned: its outcome is dropped, and the new owner closes it). A
-new owner **recovers** each sandbox (``state.recover``): started commands are closed as interrupted
-and their processes cancelled, accepted ones that never started run, half-done provisions complete,
-and the provider's orphans in its partitions are reaped.
+On a rebalance, partitions are first *suspended* (outcomes and a running command's output wait; the
+output already queued is flushed), then either kept (work goes on) or lost (a command still read
+here is let go, ``Detached``: this instance records nothing more for it). A new owner **recovers**
+each sandbox (``state.recover``): started commands are re-attached to (they go on in the sandbox;
+``handoff.py`` counts what the stream holds of their output, the supervisor serves the rest), accepted
+ones that never started run, half-done provisions complete, and the provider's orphans in its
+partitions are reaped. A command is closed as interrupted only when it cannot be read on (its sandbox
+is stopping or vanished, or its supervisor does not have it).
 """
 
 import asyncio
@@ -249,10 +252,10 @@ class SandboxProcessor:
         return self.settle(sandbox_id, lambda _: events)
 
     def send(self, event: Envelope) -> None:
-        """Queue a record that changes no state (output chunks): ordered before the next ``settle``.
-        Stamped with the lease like every write (dropped once it lapsed: the new owner closes the command),
-        and dropped once the stream's partition is gone: a command still running here after a rebalance
-        gave its sandbox away was closed as interrupted by the new owner, and its output must not follow."""
+        """Queue a record that changes no state (egress decisions): ordered before the next ``settle``.
+        Stamped with the lease like every write (dropped once it lapsed), and dropped once the stream's
+        partition is gone. A command's output goes through ``record_output`` instead, which never drops:
+        the partition's next owner counts what was recorded to re-attach from there."""
         if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
             return
         try:
@@ -515,6 +518,7 @@ class SandboxProcessor:
                 if self.partition_of(st.stream_id) == partition:
                     del self.states[sid]
                     self.egress.close(sid)
+                    self.effects.forget(sid)
 
     def _load(self, partition: int) -> tuple[int, int]:
         """This partition's states and cursor from the table, then the events written after its mark."""
@@ -666,6 +670,7 @@ class SandboxProcessor:
                     with self.locks[partition]:
                         if self.states.get(st.sandbox_id) is st:
                             del self.states[st.sandbox_id]
+                            self.effects.forget(st.sandbox_id)
                             self._persist(partition, [st.sandbox_id], None)
                 continue
             decision = reap(st, now, ACTOR)

@@ -229,7 +229,12 @@ def requested(command: Envelope, actor: str) -> Envelope:
 def _accept(state: SandboxState, command: Envelope, command_id: str, offset: int, kind: str, actor: str) -> Decision:
     if state.seen(command_id):
         return Decision()  # redelivered: never run a command twice
-    accepted = {"command_id": command_id, "command_type": command.type, "command_offset": offset}
+    accepted = {
+        "command_id": command_id,
+        "command_type": command.type,
+        "command_offset": offset,
+        "requested_by": command.actor,  # on a shared sandbox, whose command this is
+    }
     return Decision(
         [event(state, f"{ACCEPTED[command.type]}.accepted", accepted, actor, command)], [Effect(kind, command)]
     )

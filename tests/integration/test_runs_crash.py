@@ -8,6 +8,7 @@ import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,19 +28,14 @@ exec sleep 600
 """
 
 
-@pytest.fixture
-def crash(tmp_path_factory) -> Iterator[dict]:
-    """Fresh topics and schema per test (orchestrators come and go in this group), a sandbox
-    processor, a projector and the API; orchestrators are started by the test, as processes.
-    (Per test: with a group shared by both tests, the second test's first orchestrator sometimes
-    consumed nothing at all: an open finding of the runtime, see the branch report.)"""
+@contextmanager
+def crash_services(settings) -> Iterator[str]:
+    """Fresh topics and schema for ``settings``, a sandbox processor, a projector and the API (its
+    URL); orchestrators are started by the test, as processes."""
     from astraforge.processors.sandboxes import SandboxProcessor
     from astraforge.sandbox.providers import _local_docker
     from astraforge.sandbox.providers.docker import DockerProvider
 
-    root = tmp_path_factory.mktemp("crash")
-    repo = bare_repository(root / "repos")
-    settings = make_settings(repo_allowlist={"*": [f"{root}/repos/*.git"]}, warm_pools=[])
     ensure_topics(settings)
     provider = DockerProvider(settings.state_dir, _local_docker(settings), namespace=settings.topic_prefix)
     sandboxes = SandboxProcessor(settings, provider)
@@ -47,7 +43,7 @@ def crash(tmp_path_factory) -> Iterator[dict]:
     thread.start()
     try:
         with running_projector(settings), running_api(settings) as url:
-            yield {"settings": settings, "repo": repo, "url": url, "root": root}
+            yield url
     finally:
         sandboxes.stop()
         thread.join(timeout=10)
@@ -55,6 +51,19 @@ def crash(tmp_path_factory) -> Iterator[dict]:
             provider.stop(sandbox_id)
         with connect(settings, autocommit=True) as conn:
             drop_schema(conn, settings.projection_schema)
+
+
+@pytest.fixture
+def crash(tmp_path_factory) -> Iterator[dict]:
+    """Fresh topics and schema per test (orchestrators come and go in this group), a sandbox
+    processor, a projector and the API; orchestrators are started by the test, as processes.
+    (Per test: with a group shared by both tests, the second test's first orchestrator sometimes
+    consumed nothing at all: an open finding of the runtime, see the branch report.)"""
+    root = tmp_path_factory.mktemp("crash")
+    repo = bare_repository(root / "repos")
+    settings = make_settings(repo_allowlist={"*": [f"{root}/repos/*.git"]}, warm_pools=[])
+    with crash_services(settings) as url:
+        yield {"settings": settings, "repo": repo, "url": url, "root": root}
 
 
 def orchestrator(settings) -> subprocess.Popen:

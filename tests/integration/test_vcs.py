@@ -1,21 +1,23 @@
 """GitHub and GitLab merge requests against the stand-in (tests/vcs_standin.py): the branch pushed
 over smart HTTP with the token in a header only, the PR/MR opened through the REST API as documented,
-and an approval redone after a crash reuses the one it opened (never a second)."""
+and an approval redone after a crash reuses the one it opened (never a second) — on the providers
+themselves, and through a whole run whose orchestrator is killed -9 while GitHub opens its PR."""
 
 import os
 import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from astraforge.processors.runs import workspace
-from astraforge.processors.runs.orchestrator import RunOrchestrator
 from astraforge.processors.runs.vcs import GitHub, GitLab, VcsError, make_provider
-from tests.runs_support import CALC_FIXED, bare_repository, git, post, wait_state
-from tests.support import running_api
+from tests.conftest import make_settings
+from tests.integration import test_runs_crash as crashes
+from tests.integration.test_runs_crash import crash_services
+from tests.runs_support import CALC_FIXED, bare_repository, git, post, stream_types, wait_state
+from tests.support import wait_until
 from tests.vcs_standin import ForgeServer
 
 PATCH_TITLE = "Fix add()"
@@ -24,6 +26,7 @@ GIT_SPY = """#!/bin/sh
 printf '%s\\n' "$*" >> "{log}"
 exec /usr/bin/git "$@"
 """
+FIX_STEP = {"write": "calc.py", "content": CALC_FIXED}
 PROVIDERS = {"github": (GitHub, "x-access-token", "/api/v3"), "gitlab": (GitLab, "oauth2", "/api/v4")}
 
 
@@ -109,47 +112,47 @@ def test_without_the_token_the_push_is_refused(tmp_path) -> None:
             GitHub(server.url + "/api/v3", "wrong").open(f"{server.url}/acme/calc.git", "b", "main", "t", "b")
 
 
-@pytest.fixture(scope="module")
-def github_run(settings, sandbox_processor, projector, tmp_path_factory) -> Iterator[dict]:
-    """The orchestrator and API with the github provider pointed at the stand-in."""
-    root = tmp_path_factory.mktemp("github")
-    token = f"tok-{secrets.token_hex(12)}"
-    with forge(root, "github", token) as server:
-        run_settings = settings.model_copy(
-            update={
-                "repo_allowlist": {"*": [f"{server.url}/acme/*"]},
-                "vcs_provider": "github",
-                "vcs_api_url": f"{server.url}/api/v3",
-                "vcs_token": SecretStr(token),
-            }
-        )
-        o = RunOrchestrator(run_settings, work_dir=root / "work")
-        thread = threading.Thread(target=o.run, daemon=True)
-        thread.start()
-        try:
-            with running_api(run_settings) as url:
-                yield {"url": url, "server": server, "root": root}
-        finally:
-            o.stop()
-            thread.join(timeout=30)
-
-
-def test_an_approved_run_opens_a_github_pull_request(github_run, tenant) -> None:
+def test_kill_9_between_push_and_the_pull_request_record_opens_one(tmp_path, tenant) -> None:
+    """The orchestrator dies while GitHub opens the PR (pushed, opened, nothing recorded); the next
+    one redoes the approval: the same commit pushed again, the open PR found and recorded, no second."""
     _, key = tenant
-    url, server = github_run["url"], github_run["server"]
-    body = {
-        "spec": "Fix add() in calc.py",
-        "repository": f"{server.url}/acme/calc.git",
-        "steps": [{"write": "calc.py", "content": CALC_FIXED}],
-        "test_command": "python -m unittest",
-    }
-    run_id = post(f"{url}/v1/requests", key, body).json()["id"]
-    wait_state(url, key, run_id, ("awaiting_review",))
-    assert post(f"{url}/v1/runs/{run_id}/review", key, {"decision": "approve"}).status_code == 202
-    run = wait_state(url, key, run_id, ("merged",))
-    mr = run["attempts"][0]["merge_request"]
+    token = f"tok-{secrets.token_hex(12)}"
+    with forge(tmp_path, "github", token) as server:
+        settings = make_settings(
+            repo_allowlist={"*": [f"{server.url}/acme/*"]},
+            warm_pools=[],
+            vcs_provider="github",
+            vcs_api_url=f"{server.url}/api/v3",
+            vcs_token=SecretStr(token),
+        )
+        with crash_services(settings) as url:
+            body = {"spec": "Fix add()", "repository": f"{server.url}/acme/calc.git", "steps": [FIX_STEP]}
+            first = crashes.orchestrator(settings)
+            try:
+                run_id = post(f"{url}/v1/requests", key, body).json()["id"]
+                wait_state(url, key, run_id, ("awaiting_review",), timeout=180)
+                server.forge.hold_creates = threading.Event()
+                assert post(f"{url}/v1/runs/{run_id}/review", key, {"decision": "approve"}).status_code == 202
+                assert server.forge.create_arrived.wait(120), "the PR was never asked for"
+            finally:
+                first.kill()
+                first.wait()
+            server.forge.hold_creates.set()  # GitHub opens it; nobody hears the answer
+            wait_until(lambda: len(server.forge.pulls) == 1, timeout=30, what="the PR")
+            assert "merge_request.opened" not in [e["type"] for e in stream_types(url, key, run_id)]
+            second = crashes.orchestrator(settings)
+            try:
+                run = wait_state(url, key, run_id, ("merged",), timeout=180)
+            finally:
+                crashes.stop(second)
+            records = stream_types(url, key, run_id)
     (pull,) = [p["json"] for p in server.forge.pulls]
+    mr = run["attempts"][0]["merge_request"]
     assert (mr["provider"], mr["url"], mr["number"]) == ("github", pull["html_url"], 1)
-    assert pull["head"]["ref"] == f"astraforge/{run_id}" and pull["title"] == "Fix add() in calc.py"
-    bare = github_run["root"] / "forge/acme/calc.git"
+    assert pull["head"]["ref"] == f"astraforge/{run_id}" and pull["title"] == "Fix add()"
+    bare = tmp_path / "forge/acme/calc.git"
     assert git("--git-dir", str(bare), "show", f"astraforge/{run_id}:calc.py") + "\n" == CALC_FIXED
+    assert git("--git-dir", str(bare), "rev-list", "--count", f"main..astraforge/{run_id}") == "1"
+    assert [e["type"] for e in records].count("merge_request.opened") == 1
+    creates = [r for r in server.forge.requests if r.method == "POST" and r.path.endswith("/pulls")]
+    assert len(creates) == 1  # the second orchestrator found it, and asked for none

@@ -29,11 +29,13 @@ from tests.integration.test_runs_codex import FIX_SCRIPT
 from tests.issue_api import IssueApiStandIn, issue_api
 from tests.modelserver import ModelServer
 from tests.runs_support import CALC_FIXED, bare_repository, git, post, wait_state
+from tests.security.test_cross_tenant import INTEGRATION_ROUTES
 from tests.support import auth, wait_until
 
 CLIENT_SECRET = f"sentry-client-secret-{secrets.token_hex(16)}"
 API_TOKEN = f"sntrys_{secrets.token_hex(20)}"
 GLITCHTIP_TOKEN = f"glitchtip-token-{secrets.token_hex(16)}"
+DECISIONS = ("alert.run_started", "alert.attached", "alert.queued", "alert.ignored")
 PATH_SECRETS: list[str] = []  # every GlitchTip webhook secret this module was given
 
 
@@ -54,12 +56,15 @@ class Captured(logging.Handler):
 @pytest.fixture(scope="module", autouse=True)
 def captured_logs() -> Iterator[Captured]:
     handler, root = Captured(), logging.getLogger()
-    level = root.level
+    ours = [logging.getLogger(name) for name in ("astraforge", "uvicorn", "httpx")]  # not faust's chatter
+    levels = [logger.level for logger in ours]
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    for logger in ours:
+        logger.setLevel(logging.DEBUG)
     yield handler
     root.removeHandler(handler)
-    root.setLevel(level)
+    for logger, level in zip(ours, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +150,22 @@ def records(api: str, key: str, stream_id: str) -> list[dict]:
 
 
 def decisions(api: str, key: str, integration_id: str, n: int, timeout: float = 60) -> list[dict]:
-    """The integration's first ``n`` decision records (alert.run_started / attached / queued / ignored)."""
+    """The integration's first ``n`` decision records (alert.run_started / attached / queued / ignored),
+    read page by page as they come (each poll asks only for records after the last one seen)."""
     found: list[dict] = []
+    last = [-1]
 
     def enough() -> bool:
-        found[:] = [
-            e
-            for e in records(api, key, integration_id)
-            if e["type"].startswith("alert.")
-            and e["type"] not in ("alert.receive", "alert.received", "alert.commented")
-        ]
+        params = {"limit": 1000, **({"after": last[0]} if last[0] >= 0 else {})}
+        r = httpx.get(f"{api}/v1/streams/{integration_id}/events", headers=auth(key), params=params, timeout=30)
+        items = r.json()["items"] if r.status_code == 200 else []
+        if items:
+            last[0] = items[-1]["offset"]
+        found.extend(e for e in items if e["type"] in DECISIONS)
         return len(found) >= n
 
-    wait_until(enough, timeout=timeout, interval=0.2 if n < 10 else 1.0, what=f"{n} alert decisions")
-    return found
+    wait_until(enough, timeout=timeout, interval=0.2, what=f"{n} alert decisions")
+    return found[:n]
 
 
 def run_spec(api: str, key: str, run_id: str) -> str:
@@ -176,8 +183,10 @@ def test_integrations_are_tenant_scoped_and_never_show_a_secret(api, repos, tena
     shown = httpx.get(f"{api}/v1/integrations/{made['id']}", headers=auth(key)).json()
     assert shown == made
     assert [i["id"] for i in httpx.get(f"{api}/v1/integrations", headers=auth(key)).json()["items"]] == [made["id"]]
-    assert httpx.get(f"{api}/v1/integrations/{made['id']}", headers=auth(other_tenant[1])).status_code == 404
-    assert httpx.delete(f"{api}/v1/integrations/{made['id']}", headers=auth(other_tenant[1])).status_code == 404
+    for method, template in INTEGRATION_ROUTES:
+        r = httpx.request(method, api + template.format(integration_id=made["id"]), headers=auth(other_tenant[1]))
+        assert r.status_code == 404, (method, template, r.text)
+    assert httpx.get(f"{api}/v1/integrations", headers=auth(other_tenant[1])).json()["items"] == []
 
     glitch = create(api, key, integration_body(repos["calc"], kind="glitchtip", client_secret=None))
     path_secret = glitch["webhook_path"].rsplit("/", 1)[1]
@@ -260,7 +269,7 @@ def test_a_sentry_alert_becomes_a_run_a_merge_request_and_a_comment(api, repos, 
     wait_state(api, key, run_id, ("merged",))
     message = git("--git-dir", str(repos["calc"]), "log", "-1", "--format=%B", f"astraforge/{run_id}")
     assert "Issue: https://sentry.io/organizations/acme/issues/9001/" in message
-    wait_until(lambda: sentry_api.comments("9001"), timeout=30, what="the comment on the issue")
+    wait_until(lambda: sentry_api.comments("9001"), timeout=90, what="the comment on the issue")
     (comment,) = sentry_api.comments("9001")
     assert run_id in comment and f"#astraforge/{run_id}" in comment
     commented = [e for e in records(api, key, integration["id"]) if e["type"] == "alert.commented"]
@@ -303,7 +312,7 @@ def test_an_issue_alert_is_enriched_from_the_api(api, repos, tenant, sentry_api)
     (get,) = [r for r in sentry_api.requests if r["method"] == "GET" and "9002" in r["path"]]
     assert get["path"] == "/api/0/organizations/acme/issues/9002/events/latest/"
     post(f"{api}/v1/runs/{run_id}/cancel", key)
-    wait_until(lambda: sentry_api.comments("9002"), timeout=30, what="the comment on the cancelled run")
+    wait_until(lambda: sentry_api.comments("9002"), timeout=90, what="the comment on the cancelled run")
     assert "cancelled" in sentry_api.comments("9002")[0]
 
 
@@ -346,9 +355,9 @@ def test_forged_unknown_malformed_and_installation_deliveries(api, repos, tenant
     def refusals() -> list[dict]:
         return [e["payload"] for e in records(api, key, integration["id"]) if e["type"] == "webhook.refused"]
 
-    wait_until(lambda: len(refusals()) == 4, timeout=30, what="the refusals' records")
+    wait_until(lambda: len(refusals()) == 4, timeout=90, what="the refusals' records")
     assert [(p["status"], p["reason"]) for p in refusals()][:2] == [(401, "bad signature"), (401, "bad signature")]
-    assert refusals()[0]["body_bytes"] == len(body) and "9003" not in str(refusals())  # no body in the record
+    assert refusals()[0]["body_bytes"] == len(body) and "returned -1" not in str(refusals())  # no body in the record
     (ignored,) = decisions(api, key, integration["id"], 1)
     assert ignored["type"] == "alert.ignored" and "installation" in ignored["payload"]["reason"]
     assert httpx.get(f"{api}/v1/runs", headers=auth(key)).json()["items"] == []
@@ -374,7 +383,7 @@ def test_a_glitchtip_alert_is_enriched_and_answered_with_a_note(api, repos, tena
     (get,) = [r for r in glitchtip_api.requests if r["method"] == "GET"]
     assert get["path"] == "/api/0/issues/77/events/latest/"
     post(f"{api}/v1/runs/{run_id}/review", key, {"decision": "reject", "comment": "not this way"})
-    wait_until(lambda: glitchtip_api.comments("77"), timeout=30, what="the note on the issue")
+    wait_until(lambda: glitchtip_api.comments("77"), timeout=90, what="the note on the issue")
     assert "rejected" in glitchtip_api.comments("77")[0]
 
 

@@ -2,15 +2,13 @@
 
 Kill -9 of one instance in the middle of provisions and long commands: its partitions move to the
 others, every command is handled once in effect (one ``exec.accepted``, at most one ``exec.started``,
-one ``exec.finished``), every accepted command is finished or closed with a reason, and no container
+one ``exec.finished``), every running command is read on by the new owner to its end, and no container
 is provisioned twice or reaped wrongly (each sandbox keeps the container it was first given).
 Adding an instance under load loses nothing either.
 """
 
 import threading
 import time
-from collections import Counter
-from itertools import pairwise
 
 import pytest
 
@@ -102,11 +100,10 @@ def test_kill_9_of_one_of_two_instances_mid_provision_and_mid_exec(deployment) -
         print(f"failover after kill -9: {elapsed(killed)}s")
 
         finishes = {sid: wait_finished(s, sid, cid) for sid, cid in long.items()}
-        for sid, done in finishes.items():
-            if partition(s, sid) in owned["proc-a"]:  # its runner died with a: closed, with the reason
-                assert done.payload["exit_code"] is None and done.payload["error"].startswith("interrupted:"), done
-            else:  # b's own commands were never touched by the rebalance
-                assert done.payload["exit_code"] == 0 and done.payload["error"] is None, done
+        for sid, done in finishes.items():  # a's went on in their sandboxes: b re-attached and read them on
+            assert done.payload["exit_code"] == 0 and done.payload["error"] is None, done
+            output = [e.payload["data"] for e in records(s, sid) if e.type == "exec.output"]
+            assert b"".join(output) == b"started\nfinished\n", (sid, output)
         for sid in provisioning:
             wait_until(
                 lambda sid=sid: count(records(s, sid), "sandbox.ready"),
@@ -168,18 +165,14 @@ def test_instances_added_under_load_lose_nothing_and_a_third_survives_kill_9(dep
             w.join(timeout=180)
 
         assert not errors, errors[:3]
-        interrupted = Counter(r["sid"] for r in results if r["exit_code"] is None)
-        print(f"{len(results)} commands under load, {sum(interrupted.values())} closed as interrupted by a rebalance")
-        for r in results:  # each answer is its command's: a result, or closed with a reason
-            assert (r["exit_code"] == 0 and r["stdout"] == f"{r['n']}\n") or r["error"].startswith("interrupted:"), r
-        # Not zero, by design: a command still running on the old owner when its sandbox's partition
-        # moves is closed by the new owner as interrupted (one writer per stream: the old owner's
-        # outcome is dropped, and the command is not run again since it may have had effects). Each
-        # worker has one command in flight, so a handover interrupts at most one command per sandbox
-        # whose partition moved, and none where the partition stayed.
-        for sid, n in interrupted.items():
-            moves = sum(before[partition(s, sid)] != after[partition(s, sid)] for before, after in pairwise(owners))
-            assert n <= moves, f"{sid}: {n} interrupted, its partition moved {moves} times"
+        interrupted = sum(1 for r in results if r["exit_code"] is None)
+        print(f"{len(results)} commands under load, {interrupted} closed as interrupted by a rebalance")
+        # a command still running on the old owner when its sandbox's partition moves goes on: the new
+        # owner re-attaches to it (supervisor protocol 2), so each answer is its command's own result
+        moved = {sid for sid in sandboxes if len({o[partition(s, sid)] for o in owners}) > 1}
+        print(f"sandboxes whose partition moved under load: {len(moved)} of {len(sandboxes)}")
+        for r in results:
+            assert r["exit_code"] == 0 and r["stdout"] == f"{r['n']}\n", r
         assert_once_in_effect(s, sandboxes)
         after = containers(provider)
         assert all(after.get(sid) == first_containers[sid] for sid in sandboxes), "no sandbox re-provisioned"

@@ -9,7 +9,16 @@ import pytest
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, wait_until
 
-ID_PARAMS = ("{sandbox_id}", "{stream_id}", "{artifact_id}", "{snapshot_id}", "{command_id}", "{run_id}")
+ID_PARAMS = (
+    "{sandbox_id}",
+    "{stream_id}",
+    "{artifact_id}",
+    "{snapshot_id}",
+    "{command_id}",
+    "{run_id}",
+    "{integration_id}",
+    "{conversation_id}",
+)
 # (method, path template) -> request body, for every route that takes an id
 ROUTES = {
     ("GET", "/v1/sandboxes/{sandbox_id}"): None,
@@ -23,9 +32,13 @@ ROUTES = {
     ("POST", "/v1/sandboxes/{sandbox_id}/exec/{command_id}/cancel"): None,
     ("GET", "/v1/streams/{stream_id}/events"): None,
     ("GET", "/v1/streams/{stream_id}/events/sse"): None,
+    ("GET", "/v1/streams/{stream_id}/verify"): None,
     ("GET", "/v1/artifacts/{artifact_id}"): None,
     ("DELETE", "/v1/artifacts/{artifact_id}"): None,
     ("POST", "/v1/snapshots/{snapshot_id}/fork"): {"count": 1},
+    ("GET", "/v1/sandboxes/{sandbox_id}/leases"): None,
+    ("POST", "/v1/sandboxes/{sandbox_id}/leases"): {"path": "/workspace/secret.txt", "ttl_s": 3600},
+    ("DELETE", "/v1/sandboxes/{sandbox_id}/leases"): None,
 }
 
 # run routes: tests/integration/test_runs.py::test_another_tenant_gets_404_on_every_run_route (a run needs
@@ -35,6 +48,22 @@ RUN_ROUTES = {
     ("POST", "/v1/runs/{run_id}/review"): {"decision": "reject"},
     ("POST", "/v1/runs/{run_id}/cancel"): None,
 }
+
+# integration routes: tests/integration/test_webhooks.py::test_integrations_are_tenant_scoped_and_never_show_a_secret
+INTEGRATION_ROUTES = {
+    ("GET", "/v1/integrations/{integration_id}"): None,
+    ("DELETE", "/v1/integrations/{integration_id}"): None,
+}
+# conversation routes: tests/integration/test_conversations.py (a conversation needs its processor and a
+# model server, which that module sets up)
+CONVERSATION_ROUTES = {
+    ("GET", "/v1/conversations/{conversation_id}"): None,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): {"text": "hi"},
+    ("POST", "/v1/conversations/{conversation_id}/cancel"): None,
+}
+# no API key there: a delivery is authenticated by the integration's signature, not by a tenant
+# (tests/integration/test_webhooks.py::test_forged_unknown_malformed_and_installation_deliveries)
+WEBHOOK_ROUTES = {("POST", "/v1/webhooks/sentry/{integration_id}"): None}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +92,8 @@ def victim(api_url, sandbox_processor, settings):
 def test_every_route_with_an_id_is_in_the_table(api_url) -> None:
     paths = httpx.get(f"{api_url}/openapi.json").json()["paths"]
     with_ids = {(m.upper(), p) for p, ops in paths.items() for m in ops if any(i in p for i in ID_PARAMS)}
-    assert with_ids == set(ROUTES) | set(RUN_ROUTES)
+    tables = (ROUTES, RUN_ROUTES, INTEGRATION_ROUTES, CONVERSATION_ROUTES, WEBHOOK_ROUTES)
+    assert with_ids == set().union(*tables)
 
 
 def test_another_tenant_gets_404_everywhere_and_changes_nothing(api_url, victim, other_tenant) -> None:

@@ -18,6 +18,7 @@ from astraforge_toolkit import (
     Sandbox,
     Unauthorized,
 )
+from astraforge_toolkit.backend import SandboxBackend
 
 from tests.conftest import new_tenant
 from tests.support import wait_until
@@ -73,6 +74,27 @@ def test_exec_answers_a_typed_result_and_streams_its_output(client, sandbox) -> 
     assert second[-1].type == "exec.finished"
 
 
+def test_an_async_exec_is_cancelled_and_its_end_follows_on_the_stream(client, sandbox) -> None:
+    accepted = client.exec_async(sandbox.id, "echo started; sleep 120")
+    for event in client.stream(sandbox.id):
+        if event.payload.get("command_id") != accepted.command_id:
+            continue
+        if event.type == "exec.output":
+            client.cancel_exec(sandbox.id, accepted.command_id)  # it is running: its output came
+        if event.type == "exec.finished":
+            assert event.payload["cancelled"] is True
+            break
+
+
+def test_the_backend_answers_output_past_the_inline_limit_whole(client, sandbox) -> None:
+    """Past 1 MiB a command's output goes on to the artifact store: the backend joins the two."""
+    size = 3 * 1024 * 1024 // 2
+    script = f"import sys; sys.stdout.write(''.join(chr(65 + i % 26) for i in range({size})))"
+    response = SandboxBackend(client, sandbox.id).execute(f'python -c "{script}"')
+    assert response.exit_code == 0 and response.truncated is False
+    assert response.output == "".join(chr(65 + i % 26) for i in range(size))
+
+
 def test_files_upload_download_export(client, sandbox) -> None:
     data = bytes(range(256)) * 8
     written = client.upload(sandbox.id, "/workspace/sub/data.bin", data)
@@ -82,6 +104,10 @@ def test_files_upload_download_export(client, sandbox) -> None:
     exported = client.export(sandbox.id, "/workspace/sub/data.bin")
     assert exported.size == len(data)
     assert client.artifact(exported.artifact_id) == data
+    client.delete_artifact(exported.artifact_id)
+    for event in client.stream(sandbox.id):
+        if event.type == "artifact.deleted" and event.payload["artifact_id"] == exported.artifact_id:
+            break
     with pytest.raises(NotFound) as missing:
         client.download(sandbox.id, "/workspace/nope.txt")
     assert missing.value.code == "not_found" and isinstance(missing.value, LookupError)

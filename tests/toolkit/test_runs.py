@@ -66,3 +66,11 @@ def test_a_run_from_request_to_merge(runs_api, settings, repo) -> None:
         assert git("--git-dir", str(repo), "show", f"{branch}:calc.py") + "\n" == CALC_FIXED
         with pytest.raises(Conflict):
             client.approve_run(run.id)
+
+
+def test_a_run_cancelled_through_the_client(runs_api, settings, repo) -> None:
+    with AstraForgeClient(runs_api, new_tenant(settings)[1]) as client:
+        run = client.create_run("Wait", str(repo), agent="script", steps=[{"run": "sleep 120"}])
+        cancelled = client.cancel_run(run.id, reason="changed my mind")
+        assert cancelled.id == run.id
+        assert wait_for(client, run.id, "cancelled").reason == "changed my mind"

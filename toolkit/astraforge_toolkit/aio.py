@@ -25,6 +25,7 @@ from astraforge_toolkit.client import (
     StreamTracker,
     check,
     ends_command,
+    ends_reply,
     in_progress,
     of_command,
     settings_from_env,
@@ -132,5 +133,18 @@ class AsyncAstraForgeClient(ApiCalls):
                     yield event
                     if ends_command(event, accepted.command_id):
                         return
+        finally:
+            await stream.aclose()
+
+    async def converse(self, conversation_id: str, text: str) -> AsyncIterator[Event]:
+        """As ``AstraForgeClient.converse``: the reply's records until it ends."""
+        start = self._streams.start(conversation_id)
+        accepted = await self.send_message(conversation_id, text)
+        stream = self.stream(conversation_id, after=start)
+        try:
+            async for event in stream:
+                yield event
+                if ends_reply(event, accepted.reply_id):
+                    return
         finally:
             await stream.aclose()

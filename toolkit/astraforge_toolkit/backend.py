@@ -54,13 +54,14 @@ class SandboxBackend(BaseSandbox):
         return self.sandbox_id
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
-        """Run ``command`` with ``sh -c`` in /workspace; output past the API's inline limit is
-        fetched from the artifact store, so the agent sees all of it."""
+        """Run ``command`` with ``sh -c`` in /workspace. Output past the first MiB is in the
+        artifact store (the rest of it, as produced): it is fetched and appended, so the agent
+        sees all of it."""
         try:
             result = self.client.exec(self.sandbox_id, command, timeout=timeout or self.default_timeout)
             output = result.output
             if result.output_artifact:
-                output = self.client.artifact(result.output_artifact).decode("utf-8", errors="replace")
+                output += self.client.artifact(result.output_artifact).decode("utf-8", errors="replace")
         except AstraForgeError as e:
             return ExecuteResponse(output=f"Error: {e.code}: {e.message}", exit_code=None)
         if result.timed_out:

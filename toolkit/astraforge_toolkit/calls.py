@@ -17,10 +17,12 @@ import httpx
 
 from astraforge_toolkit.types import (
     ArtifactRef,
+    Conversation,
     Event,
     ExecAccepted,
     ExecResult,
     FileWritten,
+    MessageAccepted,
     Page,
     Run,
     Sandbox,
@@ -29,7 +31,7 @@ from astraforge_toolkit.types import (
 
 EXEC_ANSWER_MARGIN_S = 60.0  # the API answers a command's timeout within 30 s of it
 # an artifact or a run is readable once its record is projected, milliseconds after the answer
-# that names it: a 404 that soon after is retried for this long
+# that names it: a 404 from a call on one is retried for this long (a 404 appended nothing)
 PROJECTION_GRACE_S = 5.0
 
 
@@ -259,14 +261,76 @@ class ApiCalls:
     def review_run(self, run_id: str, decision: str, *, comment: str | None = None, guidance: str | None = None) -> Run:
         """``decision``: approve, reject, or rerun (with ``guidance``) a run awaiting review."""
         body = _drop_none(decision=decision, comment=comment, guidance=guidance)
-        call = Call("POST", f"/v1/runs/{run_id}/review", _one(Run), json=body, idempotency_key=_key())
+        path = f"/v1/runs/{run_id}/review"
+        call = Call("POST", path, _one(Run), json=body, idempotency_key=_key(), not_found_grace_s=PROJECTION_GRACE_S)
         return self._send(call)
 
     def approve_run(self, run_id: str, *, comment: str | None = None) -> Run:
         return self.review_run(run_id, "approve", comment=comment)
 
     def cancel_run(self, run_id: str, *, reason: str | None = None) -> Run:
-        return self._send(Call("POST", f"/v1/runs/{run_id}/cancel", _one(Run), json=_drop_none(reason=reason)))
+        body = _drop_none(reason=reason)
+        path = f"/v1/runs/{run_id}/cancel"  # a 404 appended nothing: safe to send again
+        return self._send(Call("POST", path, _one(Run), json=body, not_found_grace_s=PROJECTION_GRACE_S))
+
+    # -- conversations (hosted DeepAgents) ----------------------------------------------------
+    def create_conversation(
+        self,
+        model: str,
+        *,
+        sandbox_id: str | None = None,
+        sandbox: dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        tools: Sequence[str] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        title: str | None = None,
+    ) -> Conversation:
+        """A conversation bound to ``sandbox_id`` (or to a new sandbox made with ``sandbox``'s
+        create settings); ``tools`` limits the deepagents tools (empty: all)."""
+        body = _drop_none(
+            model=model,
+            sandbox_id=sandbox_id,
+            sandbox=sandbox,
+            system_prompt=system_prompt,
+            tools=list(tools) if tools is not None else None,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            title=title,
+        )
+        return self._send(
+            Call("POST", "/v1/conversations", _one(Conversation), json=body, timeout=120, idempotency_key=_key())
+        )
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        path = f"/v1/conversations/{conversation_id}"
+        return self._send(Call("GET", path, _one(Conversation), not_found_grace_s=PROJECTION_GRACE_S))
+
+    def list_conversations(
+        self, *, sandbox_id: str | None = None, after: str | None = None, limit: int = 100
+    ) -> Page[Conversation]:
+        params = _drop_none(sandbox_id=sandbox_id, after=after, limit=limit)
+        return self._send(Call("GET", "/v1/conversations", _page(Conversation), params))
+
+    def send_message(self, conversation_id: str, text: str) -> MessageAccepted:
+        """Post a user message; the reply streams on the conversation's stream (``converse``
+        sends and follows it)."""
+        path = f"/v1/conversations/{conversation_id}/messages"
+        call = Call(
+            "POST",
+            path,
+            _one(MessageAccepted),
+            json={"text": text},
+            idempotency_key=_key(),
+            not_found_grace_s=PROJECTION_GRACE_S,
+        )
+        return self._send(call)
+
+    def cancel_reply(self, conversation_id: str, *, reason: str | None = None) -> Conversation:
+        """Stop the reply under way, mid-stream (it ends ``reply.cancelled``); 409 ``Conflict``
+        when none is."""
+        path = f"/v1/conversations/{conversation_id}/cancel"
+        return self._send(Call("POST", path, _one(Conversation), json=_drop_none(reason=reason)))
 
     # -- streams ---------------------------------------------------------------------------
     def events(self, stream_id: str, *, after: int = -1, limit: int = 100) -> Page[Event]:

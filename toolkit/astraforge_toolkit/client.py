@@ -77,6 +77,13 @@ def of_command(event: Event, command_id: str) -> bool:
     return event.payload.get("command_id") == command_id
 
 
+REPLY_ENDS = ("reply.completed", "reply.failed", "reply.cancelled")
+
+
+def ends_reply(event: Event, reply_id: str) -> bool:
+    return event.type in REPLY_ENDS and event.payload.get("reply_id") == reply_id
+
+
 class AstraForgeClient(ApiCalls):
     """The AstraForge API over HTTP: sandboxes, exec, files, snapshots, runs, streams."""
 
@@ -177,3 +184,14 @@ class AstraForgeClient(ApiCalls):
                 yield event
                 if ends_command(event, accepted.command_id):
                     return
+
+    def converse(self, conversation_id: str, text: str) -> Iterator[Event]:
+        """Send ``text`` and yield the conversation's records as the reply happens (``chat.delta``
+        tokens, ``chat.message``, ``tool.called`` / ``tool.result``, ``todo.updated``...),
+        ending with the reply's ``reply.completed``, ``reply.failed`` or ``reply.cancelled``."""
+        start = self._streams.start(conversation_id)
+        accepted = self.send_message(conversation_id, text)
+        for event in self.stream(conversation_id, after=start):
+            yield event
+            if ends_reply(event, accepted.reply_id):
+                return

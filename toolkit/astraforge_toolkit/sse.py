@@ -11,11 +11,11 @@ from astraforge_toolkit.types import Event
 
 
 class SseDecoder:
-    """Feed it lines (without their line ending); it returns an ``Event`` when one is complete."""
+    """Feed it lines (without their line ending); it returns an ``Event`` when one is complete.
+    The record's offset is read from its data (the ``id:`` line carries the same number)."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
-        self._id: str | None = None
 
     def feed(self, line: str) -> Event | None:
         if not line:
@@ -26,14 +26,10 @@ class SseDecoder:
         value = value.removeprefix(" ")
         if name == "data":
             self._data.append(value)
-        elif name == "id":
-            self._id = value
         return None
 
     def _dispatch(self) -> Event | None:
         data, self._data = self._data, []
         if not data:
             return None
-        event = Event.from_json(json.loads("\n".join(data)))
-        self._id = None
-        return event
+        return Event.from_json(json.loads("\n".join(data)))

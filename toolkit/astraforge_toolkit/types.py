@@ -108,6 +108,34 @@ class Run(_FromJson):
 
 
 @dataclass(frozen=True)
+class Conversation(_FromJson):
+    """A hosted DeepAgent conversation bound to a sandbox (``state``: requested, idle, replying);
+    ``raw`` of ``get_conversation`` holds its messages, tool calls and results as recorded."""
+
+    id: str
+    sandbox_id: str
+    model: str
+    state: str
+    title: str | None = None
+    reply_id: str | None = None
+    last_reply: str | None = None
+    reason: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MessageAccepted(_FromJson):
+    """A user message on the record; its reply ``reply_id`` streams on the conversation's stream."""
+
+    conversation_id: str
+    message_id: str
+    reply_id: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Event(_FromJson):
     """One record of a stream; ``offset`` is its sequence number (the SSE ``id``)."""
 

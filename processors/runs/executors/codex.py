@@ -240,7 +240,15 @@ class CodexTranslator:
             records.append(
                 AgentRecord(
                     "tool.result",
-                    {"call_id": call_id, "output": output, "is_error": _failed(item), "truncated": truncated},
+                    {
+                        "call_id": call_id,
+                        "output": output,
+                        "is_error": _failed(item),
+                        "truncated": truncated,
+                        "artifact": None,  # v10 fields (offloaded outputs), at their defaults
+                        "path": None,
+                        "size": 0,
+                    },
                 )
             )
         return records

@@ -24,6 +24,7 @@ finally:
 s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
 try:
     s.sendall(request)
+    s.shutdown(socket.SHUT_WR)  # all it has to say: the other end answers and closes
     reply = b""
     while len(reply) < 4096 and (data := s.recv(4096)):
         reply += data

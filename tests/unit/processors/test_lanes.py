@@ -2,6 +2,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from astraforge.processors.lanes import CommandThreads, TenantLanes
+from tests.support import wait_until
 
 
 def test_a_tenant_past_its_share_waits_outside_the_pool_and_others_still_run() -> None:
@@ -49,3 +50,23 @@ def test_command_threads_reuse_an_idle_thread_and_never_queue_behind_a_running_c
     release.set()
     assert ran[0] == ran[1] == "test-command-1", "the idle thread ran the next command (no new thread)"
     assert ran[2] == "test-command-2", "a running command's thread is never shared"
+
+
+def test_command_threads_keep_only_a_few_idle_threads_after_a_burst() -> None:
+    threads = CommandThreads("test-burst", keep_idle=2)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def long() -> None:
+        started.release()
+        release.wait(10)
+
+    for _ in range(6):
+        threads.submit(long)
+    for _ in range(6):
+        assert started.acquire(timeout=5)
+    burst = {t for t in threading.enumerate() if t.name.startswith("test-burst")}
+    assert len(burst) == 6
+    release.set()
+    wait_until(lambda: sum(t.is_alive() for t in burst) == 2, timeout=5, what="the threads past two idle ones ended")
+    assert threads.idle == 2

@@ -36,3 +36,16 @@ def test_a_suspended_partition_given_back_is_written_again() -> None:
     assert result == ["written"]
     o.release_all()
     assert o.write(3, lambda: "never") is None
+
+
+def test_without_the_lease_nothing_is_written_and_a_stale_take_over_owns_nothing() -> None:
+    """The fence and the stale take-over, shared by both processors: an owned partition is not written
+    while the lease has lapsed, and a take-over overtaken by a revocation marks nothing owned."""
+    lease = {"valid": True}
+    o = Ownership(suspended_wait_s=0.3, lease=lambda: lease["valid"])
+    began = o.revocations
+    o.suspend([])  # a revocation begins while the take-over loads
+    assert not o.own([0], began) and not o.owns(0)
+    assert o.own([0], o.revocations) and o.may_write(0)
+    lease["valid"] = False  # stalled past the session: the group decides who owns it now
+    assert o.write(0, lambda: "late") is None and o.held(0) and not o.may_write(0)

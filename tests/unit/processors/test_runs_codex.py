@@ -62,6 +62,9 @@ def test_a_sandbox_session_becomes_commands_a_diff_messages_and_usage() -> None:
         "output": "def add(a, b):\n    return a - b\n",
         "is_error": False,
         "truncated": False,
+        "artifact": None,
+        "path": None,
+        "size": 0,
     }
     failed = records[3].payload  # exit code 1: an error, its traceback kept
     assert failed["is_error"] and "AssertionError" in failed["output"]

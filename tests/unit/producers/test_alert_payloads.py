@@ -7,6 +7,7 @@ import pytest
 from astraforge.api.routes.webhooks import RedactWebhookSecrets
 from astraforge.integrations import signature_matches
 from astraforge.producers.alert_payloads import MalformedAlert, glitchtip, rest_event, sentry
+from astraforge.producers.webhooks import RefusalBudget
 from astraforge.schemas import Envelope, default_codec
 from tests.alert_payloads import (
     body_bytes,
@@ -106,3 +107,9 @@ def test_the_access_log_never_shows_a_glitchtip_path_secret() -> None:
     )
     RedactWebhookSecrets().filter(record)
     assert "s3cr3t" not in record.getMessage() and "/v1/webhooks/glitchtip/<secret>" in record.getMessage()
+
+
+def test_refusals_are_recorded_one_by_one_up_to_a_budget_per_stream() -> None:
+    budget = RefusalBudget(per_window=3, window_s=3600)
+    assert [budget.admit("int-a") for _ in range(5)] == [True, True, True, False, False]
+    assert budget.admit("int-b")  # another stream has its own budget

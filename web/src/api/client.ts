@@ -14,7 +14,7 @@ export class ApiError extends Error {
 }
 
 export function getKey(): string | null {
-  return sessionStorage.getItem(KEY);
+  return globalThis.sessionStorage?.getItem(KEY) ?? null; // none outside a browser (unit tests)
 }
 
 export function setKey(key: string): void {

@@ -21,8 +21,10 @@ export class SseParser {
     this.buffer += chunk;
     const out: SseMessage[] = [];
     let start = 0;
+    // our server writes plain LF: then a line end is one indexOf, never a scan for a CR that is not there
+    const lfOnly = !this.buffer.includes("\r");
     for (;;) {
-      const nl = this.nextLineEnd(start);
+      const nl = lfOnly ? this.buffer.indexOf("\n", start) : this.nextLineEnd(start);
       if (nl < 0) break;
       const line = this.buffer.slice(start, nl);
       // a CR at the very end may be the first half of a CRLF still in flight: keep it

@@ -13,7 +13,7 @@ export function RunsList() {
   useEffect(() => setDraft(filters), [filters.state, filters.repository, filters.text]); // eslint-disable-line
   const runs = useInfiniteQuery({
     queryKey: ["runs", filters],
-    queryFn: ({ pageParam }) => api<Page<Run>>(`/v1/runs${query({ ...filters, limit: 500, after: pageParam })}`),
+    queryFn: ({ pageParam }) => api<Page<Run>>(`/v1/runs${query({ ...filters, limit: 100, after: pageParam })}`),
     initialPageParam: "",
     getNextPageParam: (last) => last.next_after ?? undefined,
     refetchInterval: 2000,

@@ -7,6 +7,8 @@ import type { StreamEvent } from "../api/types";
 
 export class TimelineStore {
   readonly records: StreamEvent[] = [];
+  /** The sum of the offsets held: with the count, a cheap check that nothing is missing or doubled. */
+  offsetSum = 0;
   private listeners = new Set<() => void>();
   private version = 0;
   private scheduled = false;
@@ -23,6 +25,7 @@ export class TimelineStore {
     for (const e of batch) {
       if (e.offset > this.lastOffset) {
         this.records.push(e);
+        this.offsetSum += e.offset;
         added++;
       }
     }

@@ -1,0 +1,1 @@
+"""Hosted DeepAgent conversations: state (pure), the recorded sandbox backend, the agent runner, the processor."""

@@ -1,0 +1,243 @@
+"""One reply of a hosted DeepAgent: deepagents' ``create_deep_agent`` over the recorded sandbox,
+streamed into records.
+
+The agent starts from the conversation's history as its records hold it (``ConversationState``), so
+a reply resumed by another processor continues where the records end. What the graph streams
+becomes records through ``Recorder`` (the processor writes them under the conversation's partition
+lock, and refuses them once the reply is no longer current: cancelled, or the partition moved):
+
+- each model token -> ``chat.delta``; each whole model turn -> ``chat.message`` (role assistant),
+  then ``tool.called`` per tool call (``subagent.called`` too for deepagents' ``task``), before any
+  of the calls runs;
+- each tool's result -> ``tool.result`` (output above ``RECORD_OUTPUT_BYTES`` goes to the artifact
+  store: the record carries its reference and a preview; an ``execute`` output the backend
+  offloaded carries the sandbox path the agent was given); a ``write_todos`` -> ``todo.updated``;
+- after each round of tools -> ``agent.checkpoint`` (the history, in the artifact store).
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from deepagents import create_deep_agent
+from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
+from langchain_openai import ChatOpenAI
+
+from astraforge.artifacts import ArtifactStore
+from astraforge.errors import AstraForgeError
+from astraforge.processors.conversations.backend import RecordedSandbox
+from astraforge.processors.conversations.state import ConversationState, tool_result
+
+LOG = logging.getLogger(__name__)
+RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
+PREVIEW_BYTES = 4 * 1024
+RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
+
+
+class ReplyStopped(AstraForgeError, RuntimeError):
+    """The reply is no longer this writer's: cancelled, ended, or its partition moved."""
+
+
+class Recorder(Protocol):
+    def __call__(self, type_: str, payload: dict[str, Any]) -> None:
+        """Write one record of the reply (raises ``ReplyStopped`` if the reply is no longer current)."""
+
+
+def history(st: ConversationState) -> list[BaseMessage]:
+    """The conversation's records as the messages the model sees."""
+    out: list[BaseMessage] = []
+    for m in st.messages:
+        if m["role"] == "user":
+            out.append(HumanMessage(content=m["content"], id=m["id"]))
+        elif m["role"] == "assistant":
+            calls = [{"id": c["id"], "name": c["name"], "args": _args(c["arguments_json"])} for c in m["tool_calls"]]
+            out.append(AIMessage(content=m["content"], tool_calls=calls, id=m["id"]))
+        else:
+            out.append(ToolMessage(content=m["content"], tool_call_id=m["tool_call_id"]))
+    return out
+
+
+def _args(arguments_json: str) -> dict:
+    try:
+        value = json.loads(arguments_json)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def chat_model(settings: dict[str, Any], base_url: str, api_key: str) -> ChatOpenAI:
+    """The conversation's model, asked through the platform's model gateway."""
+    options: dict[str, Any] = {}
+    if settings.get("temperature") is not None:
+        options["temperature"] = settings["temperature"]
+    if settings.get("max_tokens") is not None:
+        options["max_tokens"] = settings["max_tokens"]
+    return ChatOpenAI(
+        model=settings["model"], base_url=base_url, api_key=api_key, streaming=True, max_retries=1, **options
+    )
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return str(content)
+
+
+class ReplyRun:
+    """Runs one reply to its end, writing its records through ``record``."""
+
+    def __init__(
+        self,
+        st: ConversationState,
+        reply_id: str,
+        model: ChatOpenAI,
+        backend: RecordedSandbox,
+        artifacts: ArtifactStore,
+        record: Recorder,
+        current: Callable[[], ConversationState | None],
+    ) -> None:
+        self.st = st
+        self.reply_id = reply_id
+        self.model = model
+        self.backend = backend
+        self.artifacts = artifacts
+        self.record = record
+        self.current = current
+        self.turn = st.reply.turns if st.reply else 0
+        self.delta_index = 0
+        self.tool_names: dict[str, str] = {}
+        self.final_text = ""
+
+    def graph(self):
+        allowed = set(self.st.settings.get("tools") or [])
+        middleware: list[AgentMiddleware] = [TodoListMiddleware()]  # write_todos: the plan, as todo.updated records
+        if allowed:
+            middleware.append(_ToolFilter(allowed))
+        return create_deep_agent(
+            model=self.model,
+            backend=self.backend,
+            system_prompt=self.st.settings.get("system_prompt") or None,
+            middleware=middleware,
+        )
+
+    def run(self) -> str:
+        """Stream the agent from the history; the final assistant text."""
+        graph = self.graph()
+        state = {"messages": history(self.st), "todos": [dict(t) for t in self.st.todos]}
+        config = {"recursion_limit": RECURSION_LIMIT}
+        for mode, data in graph.stream(state, config=config, stream_mode=["messages", "updates"]):
+            if self._gone():
+                raise ReplyStopped("the reply was cancelled")
+            if mode == "messages":
+                self._token(*data)
+            else:
+                for node, update in (data or {}).items():
+                    self._update(node, update)
+        return self.final_text
+
+    def _gone(self) -> bool:
+        now = self.current()
+        return now is None or now.reply is None or now.reply.reply_id != self.reply_id
+
+    def _token(self, chunk: Any, metadata: dict) -> None:
+        if not isinstance(chunk, AIMessageChunk) or metadata.get("langgraph_node") != "model":
+            return
+        if "|" in str(metadata.get("langgraph_checkpoint_ns", "")):  # a sub-agent's own model turn
+            return
+        text = _text(chunk.content)
+        if text:
+            message_id = f"{self.reply_id}:t{self.turn}"
+            self.record("chat.delta", {"message_id": message_id, "index": self.delta_index, "delta": text})
+            self.delta_index += 1
+
+    def _update(self, node: str, update: Any) -> None:
+        if isinstance(update, list | tuple):  # parallel tool calls: one update per call (a Command's)
+            for part in update:
+                self._update(node, part)
+            return
+        if not isinstance(update, dict):
+            return
+        messages = update.get("messages") or []
+        if not isinstance(messages, list):
+            messages = [messages]
+        results = False
+        for m in messages:  # only the model's and the tools' own (middleware may rewrite the history)
+            if node == "model" and isinstance(m, AIMessage):
+                self._turn(m)
+            elif node == "tools" and isinstance(m, ToolMessage):
+                self._result(m)
+                results = True
+        if update.get("todos") is not None and node == "tools":
+            todos = [{"content": t["content"], "status": t["status"]} for t in update["todos"]]
+            call = next(
+                (m.tool_call_id for m in messages if isinstance(m, ToolMessage) and m.name == "write_todos"), ""
+            )
+            self.record("todo.updated", {"reply_id": self.reply_id, "call_id": call, "todos": todos})
+        if results:
+            self._checkpoint()
+
+    def _turn(self, m: AIMessage) -> None:
+        text = _text(m.content)
+        self.record("chat.message", {"message_id": f"{self.reply_id}:t{self.turn}", "role": "assistant", "text": text})
+        self.turn += 1
+        self.delta_index = 0
+        self.final_text = text
+        for call in m.tool_calls:
+            self.tool_names[call["id"]] = call["name"]
+            args = json.dumps(call.get("args") or {})
+            self.record("tool.called", {"call_id": call["id"], "name": call["name"], "arguments_json": args})
+            if call["name"] == "task":
+                a = call.get("args") or {}
+                self.record(
+                    "subagent.called",
+                    {
+                        "reply_id": self.reply_id,
+                        "call_id": call["id"],
+                        "subagent_type": str(a.get("subagent_type") or "general-purpose"),
+                        "description": str(a.get("description") or ""),
+                    },
+                )
+
+    def _result(self, m: ToolMessage) -> None:
+        output = _text(m.content)
+        is_error = getattr(m, "status", "success") == "error"
+        offload = next((o for path, o in self.backend.offloads.items() if path in output), None)
+        data = output.encode()
+        if offload is not None:
+            payload = tool_result(m.tool_call_id, output[:RECORD_OUTPUT_BYTES], is_error, False, offload.artifact,
+                                  offload.path, offload.size)  # fmt: skip
+        elif len(data) > RECORD_OUTPUT_BYTES:
+            ref = self.artifacts.put(self.st.tenant_id, data, "text/plain", f"{m.tool_call_id}.txt")
+            preview = data[:PREVIEW_BYTES].decode(errors="ignore")
+            text = f"{preview}\n[... {len(data)} bytes in all: artifact {ref['artifact_id']}]"
+            payload = tool_result(m.tool_call_id, text, is_error, True, ref, None, len(data))
+        else:
+            payload = tool_result(m.tool_call_id, output, is_error)
+        self.record("tool.result", payload)
+
+    def _checkpoint(self) -> None:
+        now = self.current()
+        if now is None:
+            return
+        body = json.dumps(messages_to_dict(history(now))).encode()
+        ref = self.artifacts.put(self.st.tenant_id, body, "application/json", f"{self.reply_id}-t{self.turn}.json")
+        self.record("agent.checkpoint", {"reply_id": self.reply_id, "messages": len(now.messages), "artifact": ref})
+
+
+class _ToolFilter(AgentMiddleware):
+    """Offers the model only the conversation's allowed tools (``tools`` of its settings)."""
+
+    def __init__(self, allowed: set[str]) -> None:
+        super().__init__()
+        self.allowed = allowed
+
+    def wrap_model_call(self, request, handler):
+        return handler(request.override(tools=[t for t in request.tools if _tool_name(t) in self.allowed]))
+
+
+def _tool_name(tool: Any) -> str:
+    return tool.get("name", "") if isinstance(tool, dict) else getattr(tool, "name", "")

@@ -1,0 +1,298 @@
+"""A deepagents sandbox backend that goes through the recorded sandbox path.
+
+``RecordedSandbox`` subclasses deepagents' ``BaseSandbox``: its three primitives (``execute``,
+``upload_files``, ``download_files``) append ``sandbox.exec`` / ``sandbox.file.write`` /
+``sandbox.file.read`` commands to the sandbox's stream, as the conversation (``actor``), and wait for
+the sandbox processor's answer records; read, ls, grep, glob and edit are deepagents' own, built on
+them. So every file write and command an agent makes is a command record naming the conversation
+and a fact the sandbox processor observed (``exec.accepted`` carries ``requested_by``).
+
+On a shared sandbox, ``write`` and ``edit`` first take the file's lease (``astraforge.leases``):
+another holder's lease turns the write into an error naming the holder, which the agent sees.
+
+Context offloading: an ``execute`` output above ``offload_bytes`` is stored whole in the artifact
+store and written into the sandbox (``/tmp/astraforge-outputs/<command>.txt``); the agent gets the
+path, the size and the first and last lines, and reads the rest with ``read_file`` when it needs to.
+``offloads`` remembers each (path -> artifact) so the reply's ``tool.result`` can reference it.
+
+When the toolkit's HTTP ``SandboxBackend`` lands, this is the same contract over the commands topic
+instead of the API (the processor holds no tenant API key).
+"""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import TopicPartition
+from deepagents.backends.protocol import (
+    EditResult,
+    ExecuteResponse,
+    FileDownloadResponse,
+    FileUploadResponse,
+    WriteResult,
+)
+from deepagents.backends.sandbox import BaseSandbox
+
+from astraforge import leases
+from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, spool
+from astraforge.config import Settings
+from astraforge.db import connect
+from astraforge.errors import AstraForgeError
+from astraforge.ids import new_id
+from astraforge.kafka import partition_for, reader
+from astraforge.processors.runs.facts import StreamFacts
+from astraforge.schemas import Envelope
+
+LOG = logging.getLogger(__name__)
+COMMAND_TIMEOUT_S = 600
+ANSWER_GRACE_S = 60.0  # past a command's own timeout, how long to wait for its answer record
+OUTPUT_DIR = "/tmp/astraforge-outputs"
+PREVIEW_BYTES = 2048  # of the head and of the tail of an offloaded output
+ERROR_CODES = {"not_found": "file_not_found", "forbidden_path": "permission_denied", "is_directory": "is_directory"}
+
+
+@dataclass(frozen=True)
+class Offload:
+    """A tool output kept out of the model's context: whole in the artifact store and in the sandbox."""
+
+    path: str
+    artifact: dict
+    size: int
+
+
+class RecordedSandbox(BaseSandbox):
+    """One conversation's view of its sandbox for one reply (not shared between threads' replies)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        artifacts: ArtifactStore,
+        append: Callable[[list[Envelope]], None],
+        tenant_id: str,
+        sandbox_id: str,
+        actor: str,
+        stopped: Callable[[], bool],
+        offload_bytes: int,
+        lease_ttl_s: float = leases.DEFAULT_TTL_S,
+    ) -> None:
+        self.settings = settings
+        self.artifacts = artifacts
+        self.append = append
+        self.tenant_id = tenant_id
+        self.sandbox_id = sandbox_id
+        self.actor = actor
+        self.stopped = stopped
+        self.offload_bytes = offload_bytes
+        self.lease_ttl_s = lease_ttl_s
+        self.offloads: dict[str, Offload] = {}
+        self.leased: set[str] = set()
+        self.lease_records: list[Envelope] = []  # lease.acquired / lease.refused, appended to the sandbox's stream
+        self._lock = threading.Lock()  # deepagents runs a turn's tool calls on a thread pool
+        self._facts = StreamFacts(settings, sandbox_id, _end_offset(settings, sandbox_id), stopped)
+
+    @property
+    def id(self) -> str:
+        return self.sandbox_id
+
+    # -- the recorded primitives ----------------------------------------------------------------
+    def _command(self, type_: str, payload: dict, answers: tuple[str, ...], key: str, timeout: float) -> list[Envelope]:
+        """Append one sandbox command as the conversation; the records answering it (final last)."""
+        ident = payload[key]
+        record = Envelope(
+            type=type_,
+            stream_id=self.sandbox_id,
+            tenant_id=self.tenant_id,
+            actor=self.actor,
+            sandbox_id=self.sandbox_id,
+            payload=payload,
+        )
+        self.append([record])
+        final = answers[-1]
+
+        def done(e: Envelope) -> bool:
+            return e.type == final and e.payload.get(key) == ident
+
+        with self._lock:  # one reader: the facts consumer is not thread-safe
+            self._facts.wait(done, timeout)
+            return [e for e in self._facts.seen if e.type in answers and e.payload.get(key) == ident]
+
+    def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
+        cid = f"{self.actor.split(':', 1)[-1]}-{new_id().replace('-', '')[-16:]}"
+        limit = timeout or COMMAND_TIMEOUT_S
+        payload = {
+            "command_id": cid,
+            "argv": [],
+            "shell": command,
+            "cwd": "/workspace",
+            "env": {},
+            "timeout_s": float(limit),
+            "async_": False,
+        }
+        try:
+            records = self._command("sandbox.exec", payload, ("exec.output", "exec.finished"), "command_id", limit + 60)
+        except AstraForgeError as e:
+            return ExecuteResponse(output=f"error: {e}", exit_code=None)
+        *outputs, finished = records
+        done = finished.payload
+        with spool() as whole:
+            for e in outputs:
+                whole.write(e.payload["data"])
+                if e.payload.get("artifact"):  # the part past the sandbox processor's recorded share
+                    for chunk in self.artifacts.iter_chunks(e.payload["artifact"]):
+                        whole.write(chunk)
+            size = whole.tell()
+            if done.get("error") and not size:
+                return ExecuteResponse(output=f"error: {done['error']}", exit_code=done.get("exit_code"))
+            if size > self.offload_bytes:
+                return self._offload(cid, whole, size, done)
+            whole.seek(0)
+            text = whole.read().decode(errors="replace")
+        return ExecuteResponse(output=text, exit_code=done.get("exit_code"), truncated=bool(done.get("truncated")))
+
+    def _offload(self, cid: str, whole, size: int, done: dict) -> ExecuteResponse:
+        """Keep a large output out of the model's context: stored, written into the sandbox, previewed."""
+        ref = self.artifacts.put_file(self.tenant_id, whole, "text/plain", f"{cid}.txt")
+        path = f"{OUTPUT_DIR}/{cid}.txt"
+        write = {"request_id": f"{cid}-offload", "path": path, "content": None, "artifact": ref, "mode": 0o644}
+        written = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
+        whole.seek(0)
+        head = whole.read(PREVIEW_BYTES).decode(errors="replace")
+        whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
+        tail = whole.read().decode(errors="replace")
+        where = path if not written.payload.get("error") else f"artifact {ref['artifact_id']} (not in the sandbox)"
+        self.offloads[path] = Offload(path, ref, size)
+        summary = (
+            f"[output offloaded: {size} bytes, exit code {done.get('exit_code')}; the whole output is at {where} "
+            f"(read it with read_file, in pages); first and last lines:]\n{head}\n[...]\n{tail}"
+        )
+        return ExecuteResponse(output=summary, exit_code=done.get("exit_code"), truncated=False)
+
+    def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        answers = []
+        for path, content in files:
+            rid = f"{self.actor.split(':', 1)[-1]}-w-{new_id().replace('-', '')[-16:]}"
+            artifact = None
+            if len(content) > MAX_INLINE_BYTES:
+                artifact = self.artifacts.put(self.tenant_id, content, name=path)
+            write = {
+                "request_id": rid,
+                "path": path,
+                "content": None if artifact else content,
+                "artifact": artifact,
+                "mode": 0o644,
+            }
+            try:
+                done = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
+                error = done.payload.get("error")
+            except AstraForgeError as e:
+                error = str(e)
+            answers.append(FileUploadResponse(path=path, error=_file_error(error)))
+        return answers
+
+    def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        answers = []
+        for path in paths:
+            rid = f"{self.actor.split(':', 1)[-1]}-r-{new_id().replace('-', '')[-16:]}"
+            try:
+                done = self._command(
+                    "sandbox.file.read", {"request_id": rid, "path": path}, ("file.read",), "request_id", ANSWER_GRACE_S
+                )[-1]
+            except AstraForgeError as e:
+                answers.append(FileDownloadResponse(path=path, content=None, error=str(e)))
+                continue
+            p = done.payload
+            if p.get("error"):
+                answers.append(FileDownloadResponse(path=path, content=None, error=_file_error(p["error"])))
+            elif p.get("artifact"):
+                answers.append(FileDownloadResponse(path=path, content=self.artifacts.get(p["artifact"]), error=None))
+            else:
+                answers.append(FileDownloadResponse(path=path, content=p.get("content") or b"", error=None))
+        return answers
+
+    # -- leases: the blackboard ----------------------------------------------------------------
+    def lease(self, path: str) -> str | None:
+        """Take (or extend) this conversation's lease on ``path``; the refusal to show the agent, or None."""
+        with connect(self.settings) as conn:
+            outcome = leases.acquire(conn, self.tenant_id, self.sandbox_id, path, self.actor, self.lease_ttl_s)
+        record_type = "lease.acquired" if outcome.granted else "lease.refused"
+        first = outcome.granted and path not in self.leased
+        if first or not outcome.granted:
+            payload = {
+                "path": path,
+                "holder": outcome.lease.holder,
+                "expires_at": outcome.lease.expires_micros,
+                "requested_by": self.actor,
+            }
+            self.append([self._sandbox_record(record_type, payload)])
+        if outcome.granted:
+            self.leased.add(path)
+            return None
+        return outcome.refusal()
+
+    def release_leases(self) -> None:
+        """Give up every lease this conversation holds here (its reply ended)."""
+        if not self.leased:
+            return
+        try:
+            with connect(self.settings) as conn:
+                released = leases.release_all(conn, self.sandbox_id, self.actor)
+        except AstraForgeError:
+            LOG.warning("could not release %s's leases; they expire on their own", self.actor)
+            return
+        records = [
+            self._sandbox_record(
+                "lease.released", {"path": p, "holder": self.actor, "expires_at": 0, "requested_by": self.actor}
+            )
+            for p in released
+        ]
+        if records:
+            self.append(records)
+        self.leased.clear()
+
+    def _sandbox_record(self, type_: str, payload: dict) -> Envelope:
+        return Envelope(
+            type=type_,
+            stream_id=self.sandbox_id,
+            tenant_id=self.tenant_id,
+            actor=self.actor,
+            sandbox_id=self.sandbox_id,
+            payload=payload,
+        )
+
+    def write(self, file_path: str, content: str) -> WriteResult:
+        refused = self.lease(file_path)
+        if refused:
+            return WriteResult(error=refused)
+        return super().write(file_path, content)
+
+    def edit(self, file_path: str, old_string: str, new_string: str, replace_all: bool = False) -> EditResult:
+        refused = self.lease(file_path)
+        if refused:
+            return EditResult(error=refused)
+        return super().edit(file_path, old_string, new_string, replace_all)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._facts.close()
+
+
+def _end_offset(settings: Settings, stream_id: str) -> int:
+    """Where the sandbox's partition of the events topic ends now: answers to commands sent from here
+    on come after it."""
+    consumer = reader(settings)
+    try:
+        partition = partition_for(stream_id, settings.topic_partitions)
+        _, high = consumer.get_watermark_offsets(
+            TopicPartition(settings.events_topic, partition), timeout=settings.kafka_timeout_s
+        )
+        return high
+    finally:
+        consumer.close()
+
+
+def _file_error(error: str | None) -> str | None:
+    if not error:
+        return None
+    return ERROR_CODES.get(error.partition(":")[0], error)

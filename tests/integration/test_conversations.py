@@ -1,0 +1,285 @@
+"""Hosted DeepAgent conversations end to end on real parts: the API, the conversation processor
+running real deepagents against the scripted model server (at the platform's model gateway), the
+sandbox processor (docker), Kafka, PostgreSQL and the projection.
+
+One conversation creates files, runs their tests and offloads a 3 MiB tool output, streamed and
+replayed over SSE; a reply is cancelled mid-stream; two conversations on one sandbox meet a file
+lease; another tenant sees none of it (404). (kill -9: test_conversations_crash.py.)
+"""
+
+import json
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from astraforge.processors.conversations.processor import ConversationProcessor
+from tests.conftest import GATEWAY_SECRET, gateway_listener
+from tests.modelserver import ModelServer, Turn, message, tool_call
+from tests.support import auth, wait_until
+
+BIG_OUTPUT = 3 * 1024 * 1024
+CALC = "def add(a, b):\n    return a + b\n"
+TEST_CALC = (
+    "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n"
+    "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n\nunittest.main()\n"
+)
+
+
+@pytest.fixture(scope="module")
+def conversations(settings, sandbox_processor) -> Iterator[ConversationProcessor]:
+    processor = ConversationProcessor(settings)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    yield processor
+    processor.stop()
+    thread.join(timeout=30)
+
+
+def post(url: str, key: str, body: dict | None = None, **headers: str) -> httpx.Response:
+    return httpx.post(url, json=body or {}, headers={**auth(key), **headers}, timeout=120)
+
+
+def turns(*items) -> Turn:
+    return Turn(tuple(items))
+
+
+def create(api_url: str, key: str, **body) -> dict:
+    """A new conversation, once the processor has taken it (a processor still starting answers later)."""
+    r = post(f"{api_url}/v1/conversations", key, {"model": "stub-model", **body})
+    assert r.status_code == 201, r.text
+    url = f"{api_url}/v1/conversations/{r.json()['id']}"
+    wait_until(lambda: httpx.get(url, headers=auth(key), timeout=30).status_code == 200, timeout=180, what=url)
+    return r.json()
+
+
+def records(api_url: str, key: str, stream_id: str) -> list[dict]:
+    out, after = [], -1
+    while True:
+        r = httpx.get(
+            f"{api_url}/v1/streams/{stream_id}/events", headers=auth(key), params={"after": after}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        page = r.json()
+        out += page["items"]
+        if page["next_after"] is None:
+            return out
+        after = page["next_after"]
+
+
+def ended(api_url: str, key: str, conversation_id: str, n: int = 1, timeout: float = 120) -> list[dict]:
+    """The stream once ``n`` replies have ended."""
+    ends = ("reply.completed", "reply.failed", "reply.cancelled")
+    wait_until(
+        lambda: sum(e["type"] in ends for e in records(api_url, key, conversation_id)) >= n,
+        timeout=timeout,
+        interval=0.2,
+        what=f"{n} replies of {conversation_id} ended",
+    )
+    return records(api_url, key, conversation_id)
+
+
+def sse(api_url: str, key: str, stream_id: str, until: str, last_event_id: str | None = None) -> list[dict]:
+    """The stream over SSE from the start (or after ``last_event_id``) up to the first ``until`` record."""
+    headers = {**auth(key), **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+    frames: list[dict] = []
+    with httpx.stream("GET", f"{api_url}/v1/streams/{stream_id}/events/sse", headers=headers, timeout=60) as r:
+        assert r.status_code == 200
+        event_id = None
+        for line in r.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                frames.append({**json.loads(line[5:]), "sse_id": event_id})
+                if frames[-1]["type"] == until:
+                    return frames
+    return frames
+
+
+def exec_in(api_url: str, key: str, sandbox_id: str, command: str) -> dict:
+    r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/exec", key, {"command": command})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
+    conversations, api_url, tenant, other_tenant
+) -> None:
+    _, key = tenant
+    _, other_key = other_tenant
+    big = f"head -c {BIG_OUTPUT} /dev/zero | tr '\\0' a | fold -w 99"
+    todos = [{"content": "write calc.py", "status": "in_progress"}, {"content": "test it", "status": "pending"}]
+    script = [
+        turns(tool_call("write_todos", {"todos": todos}),
+              tool_call("write_file", {"file_path": "/workspace/calc.py", "content": CALC})),
+        turns(tool_call("write_file", {"file_path": "/workspace/test_calc.py", "content": TEST_CALC})),
+        turns(tool_call("execute", {"command": "cd /workspace && python test_calc.py"})),
+        turns(tool_call("execute", {"command": big})),
+        turns(tool_call("task", {"description": "Count the files", "subagent_type": "general-purpose"})),
+        turns(message("Two files.")),  # the sub-agent's own turn
+        turns(message("Done: calc.py adds, its test passes, and the big output is saved.")),
+    ]  # fmt: skip
+    with ModelServer(script, listener=gateway_listener()) as model:
+        conv = create(api_url, key, title="calc", system_prompt="You fix small Python files.")
+        cv = conv["id"]
+        url = f"{api_url}/v1/conversations/{cv}/messages"
+        r = post(url, key, {"text": "Fix calc.py"}, **{"Idempotency-Key": "m1"})
+        assert r.status_code == 202, r.text
+        again = post(url, key, {"text": "Fix calc.py"}, **{"Idempotency-Key": "m1"})
+        assert again.json()["message_id"] == r.json()["message_id"]  # a retried post is one message
+        stream = ended(api_url, key, cv)
+
+    types = [e["type"] for e in stream]
+    assert types[0] == "conversation.created" and types[1] == "chat.message" and types[2] == "reply.started"
+    assert types.count("chat.message") == 1 + 6 and types[-1] == "reply.completed", types
+    called = [e["payload"] for e in stream if e["type"] == "tool.called"]
+    assert [c["name"] for c in called] == ["write_todos", "write_file", "write_file", "execute", "execute", "task"]
+    results = {e["payload"]["call_id"]: e["payload"] for e in stream if e["type"] == "tool.result"}
+    assert set(results) == {c["call_id"] for c in called}
+    test_run = results[called[3]["call_id"]]
+    assert not test_run["is_error"] and "OK" in test_run["output"], test_run
+    (todo,) = [e["payload"] for e in stream if e["type"] == "todo.updated"]
+    assert todo["todos"] == todos and todo["call_id"] == called[0]["call_id"]
+    assert any(e["type"] == "agent.checkpoint" for e in stream)
+    (sub,) = [e["payload"] for e in stream if e["type"] == "subagent.called"]
+    assert sub["subagent_type"] == "general-purpose" and sub["call_id"] == called[5]["call_id"]
+    assert results[sub["call_id"]]["output"] == "Two files."
+
+    # the several-MiB output: the record keeps a summary and references the whole, in the store and the sandbox
+    offloaded = results[called[4]["call_id"]]
+    assert offloaded["size"] == BIG_OUTPUT + BIG_OUTPUT // 99  # fold puts a newline between 99-byte lines
+    assert offloaded["artifact"]["size"] == offloaded["size"] and offloaded["path"].startswith(
+        "/tmp/astraforge-outputs/"
+    )
+    assert len(offloaded["output"]) < 8 * 1024 and offloaded["path"] in offloaded["output"]
+    sandbox_id = conv["sandbox_id"]
+    assert exec_in(api_url, key, sandbox_id, f"wc -c < {offloaded['path']}")["stdout"].strip() == str(offloaded["size"])
+    fifth = model.requests[4].body["messages"]  # what the model saw of it: the path and a preview, not 3 MiB
+    assert sum(len(json.dumps(m)) for m in fifth) < 64 * 1024 and offloaded["path"] in json.dumps(fifth[-1])
+    assert all(r.headers["authorization"] == f"Bearer {GATEWAY_SECRET}" for r in model.requests)
+
+    # the final message streamed as deltas that join to it
+    final = [e["payload"] for e in stream if e["type"] == "chat.message"][-1]
+    deltas = [
+        e["payload"] for e in stream if e["type"] == "chat.delta" and e["payload"]["message_id"] == final["message_id"]
+    ]
+    assert len(deltas) > 3 and "".join(d["delta"] for d in deltas) == final["text"]
+    assert final["text"].startswith("Done: calc.py adds")
+
+    # the files are in the sandbox, and each write and command is attributed to the conversation
+    assert exec_in(api_url, key, sandbox_id, "cat /workspace/calc.py")["stdout"] == CALC
+    sandbox_records = records(api_url, key, sandbox_id)
+    accepted = [e for e in sandbox_records if e["type"].endswith(".accepted")]
+    mine = [e for e in accepted if e["payload"]["requested_by"] == f"conversation:{cv}"]
+    assert {e["payload"]["command_type"] for e in mine} >= {"sandbox.exec", "sandbox.file.write"}
+    leased = [e["payload"] for e in sandbox_records if e["type"] == "lease.acquired"]
+    assert {p["path"] for p in leased} == {"/workspace/calc.py", "/workspace/test_calc.py"}
+    assert {p["holder"] for p in leased} == {f"conversation:{cv}"}
+
+    # replayed over SSE from the start, and resumed after any record by Last-Event-ID
+    replay = sse(api_url, key, cv, "reply.completed")
+    assert [f["type"] for f in replay] == types
+    middle = replay[len(replay) // 2]
+    rest = sse(api_url, key, cv, "reply.completed", last_event_id=middle["sse_id"])
+    assert [f["event_id"] for f in rest] == [f["event_id"] for f in replay[len(replay) // 2 + 1 :]]
+
+    shown = httpx.get(f"{api_url}/v1/conversations/{cv}", headers=auth(key), timeout=30).json()
+    assert shown["state"] == "idle" and shown["last_reply"] == "completed" and shown["sandbox_id"] == sandbox_id
+    listed = httpx.get(f"{api_url}/v1/conversations", headers=auth(key), timeout=30).json()["items"]
+    assert cv in [c["id"] for c in listed]
+
+    # another tenant: the conversation does not exist for it
+    for method, path in (
+        ("GET", f"/v1/conversations/{cv}"),
+        ("POST", f"/v1/conversations/{cv}/messages"),
+        ("POST", f"/v1/conversations/{cv}/cancel"),
+        ("GET", f"/v1/streams/{cv}/events"),
+        ("GET", f"/v1/sandboxes/{sandbox_id}/leases"),
+    ):
+        r = httpx.request(method, f"{api_url}{path}", headers=auth(other_key), json={"text": "hi"}, timeout=30)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+    assert cv not in [
+        c["id"] for c in httpx.get(f"{api_url}/v1/conversations", headers=auth(other_key)).json()["items"]
+    ]
+    r = post(f"{api_url}/v1/conversations", other_key, {"model": "m", "sandbox_id": sandbox_id})
+    assert r.status_code == 404  # nor can it attach to the tenant's sandbox
+
+
+def test_a_reply_is_cancelled_mid_stream_and_the_next_message_is_answered(conversations, api_url, tenant) -> None:
+    _, key = tenant
+    hold = threading.Event()
+    script = [
+        Turn((message("This reply will be cut off after its first word and never finish."),), pause=hold),
+        turns(message("Second reply, whole.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        cv = create(api_url, key)["id"]
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "Talk"})
+        wait_until(
+            lambda: any(e["type"] == "chat.delta" for e in records(api_url, key, cv)), timeout=60, what="first delta"
+        )
+        r = post(f"{api_url}/v1/conversations/{cv}/cancel", key, {"reason": "enough"})
+        assert r.status_code == 202, r.text
+        assert r.json()["last_reply"] == "cancelled" and r.json()["reason"] == "enough"
+        hold.set()  # the rest of the stream reaches a reply that is over: dropped
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "Again"})
+        stream = ended(api_url, key, cv, n=2)
+    first, second = stream[2]["payload"]["reply_id"], None
+    ends = [e for e in stream if e["type"].startswith("reply.") and e["type"] != "reply.started"]
+    assert [e["type"] for e in ends] == ["reply.cancelled", "reply.completed"]
+    assert ends[0]["payload"]["reply_id"] == first and ends[0]["payload"]["reason"] == "enough"
+    second = ends[1]["payload"]["reply_id"]
+    said = [e["payload"] for e in stream if e["type"] == "chat.message" and e["payload"]["role"] == "assistant"]
+    assert [m["message_id"].rsplit(":", 1)[0] for m in said] == [second]  # nothing of the cancelled one
+    cut = [e for e in stream if e["type"] == "chat.delta" and e["payload"]["message_id"].startswith(first)]
+    assert len(cut) == 1
+    r = post(f"{api_url}/v1/conversations/{cv}/cancel", key)
+    assert r.status_code == 409  # nothing under way now
+
+
+def test_two_conversations_on_one_sandbox_meet_a_file_lease(conversations, api_url, tenant) -> None:
+    _, key = tenant
+    hold = threading.Event()
+    shared = "/workspace/shared.txt"
+    script = [
+        turns(tool_call("write_file", {"file_path": shared, "content": "A was here\n"})),
+        Turn((message("A keeps the file while it talks."),), pause=hold),  # A holds the lease meanwhile
+        turns(tool_call("write_file", {"file_path": shared, "content": "B was here\n"})),
+        turns(message("B could not write it.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        a = create(api_url, key)
+        sandbox_id = a["sandbox_id"]
+        b = create(api_url, key, sandbox_id=sandbox_id)  # the blackboard: a second conversation, same sandbox
+        post(f"{api_url}/v1/conversations/{a['id']}/messages", key, {"text": "write it"})
+        wait_until(
+            lambda: any(e["type"] == "chat.delta" for e in records(api_url, key, a["id"])), timeout=60, what="A talks"
+        )
+        leases = httpx.get(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", headers=auth(key), timeout=30).json()
+        assert [(x["path"], x["holder"]) for x in leases["items"]] == [(shared, f"conversation:{a['id']}")]
+        r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", key, {"path": shared, "holder": "me"})
+        assert r.status_code == 409 and r.json()["error"]["details"]["holder"] == f"conversation:{a['id']}"
+        upload = f"{api_url}/v1/sandboxes/{sandbox_id}/files/shared.txt"  # an API client's write (relative path)
+        r = httpx.put(upload, content=b"C was here\n", headers=auth(key), timeout=30)
+        assert r.status_code == 409 and f"leased by conversation:{a['id']}" in r.json()["error"]["message"]
+        post(f"{api_url}/v1/conversations/{b['id']}/messages", key, {"text": "write it too"})
+        b_stream = ended(api_url, key, b["id"])
+        hold.set()
+        ended(api_url, key, a["id"])
+    (refused,) = [e["payload"] for e in b_stream if e["type"] == "tool.result"]
+    assert f"leased by conversation:{a['id']}" in refused["output"], refused
+    assert exec_in(api_url, key, sandbox_id, f"cat {shared}")["stdout"] == "A was here\n"
+    sandbox_records = records(api_url, key, sandbox_id)
+    (no,) = [e["payload"] for e in sandbox_records if e["type"] == "lease.refused" and e["actor"].startswith("conv")]
+    assert no["holder"] == f"conversation:{a['id']}" and no["requested_by"] == f"conversation:{b['id']}"
+    released = [e["payload"]["path"] for e in sandbox_records if e["type"] == "lease.released"]
+    assert shared in released  # A's reply ended: its lease went with it
+    after = httpx.get(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", headers=auth(key), timeout=30).json()
+    assert after["items"] == []
+    r = post(f"{api_url}/v1/sandboxes/{sandbox_id}/leases", key, {"path": shared, "holder": "me", "ttl_s": 30})
+    assert r.status_code == 201 and r.json()["holder"].endswith("/me")
+    upload = f"{api_url}/v1/sandboxes/{sandbox_id}/files/shared.txt"
+    assert httpx.put(upload, content=b"x", headers=auth(key), timeout=30).status_code == 409  # not as "me"
+    mine = httpx.put(upload, content=b"mine\n", headers={**auth(key), "X-Lease-Holder": "me"}, timeout=30)
+    assert mine.status_code == 200, mine.text
