@@ -121,8 +121,8 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
     common = {"resource": _text(resource, 100) or "unknown", "action": action, "delivery_id": delivery_id}
     if resource == "event_alert":
         event = _dict(data.get("event"), "data.event")
-        if event.get("issue_id") is None:
-            raise MalformedAlert("`data.event.issue_id` is missing")
+        if not _text(event.get("issue_id"), 100):  # an object or a list is no id (nor is "")
+            raise MalformedAlert("`data.event.issue_id` is missing or not a string or number")
         exc = event.get("exception") if isinstance(event.get("exception"), dict) else {}
         type_, value, frames = exception_of(exc.get("values"))
         meta = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
@@ -149,8 +149,8 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
         )
     if resource == "issue":
         issue = _dict(data.get("issue"), "data.issue")
-        if issue.get("id") is None:
-            raise MalformedAlert("`data.issue.id` is missing")
+        if not _text(issue.get("id"), 100):
+            raise MalformedAlert("`data.issue.id` is missing or not a string or number")
         meta = issue.get("metadata") if isinstance(issue.get("metadata"), dict) else {}
         project = issue.get("project") if isinstance(issue.get("project"), dict) else {}
         return alert(
