@@ -12,7 +12,7 @@ import pytest
 from tests.alert_payloads import event_alert, glitchtip_alert, sentry_headers
 from tests.conftest import new_tenant
 from tests.runs_support import bare_repository, post
-from tests.support import running_api
+from tests.support import auth, running_api
 
 CLIENT_SECRET = f"sentry-client-secret-{secrets.token_hex(16)}"
 DEEP = b"[" * 100_000 + b"]" * 100_000  # under the 1 MiB limit, far past json's nesting
@@ -83,3 +83,21 @@ def test_a_glitchtip_body_of_the_wrong_shape_is_400(hooks, name) -> None:
     assert r.status_code in (202, 400), (name, r.status_code, r.text)
     if name == "deeply nested":
         assert r.status_code == 400
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://tracker.example:99999", "http://u:p@tracker.example"])
+def test_an_integration_api_url_it_cannot_call_is_422(webhook_api, settings, url) -> None:
+    """``http://[::1`` and a port out of range passed the pattern, then raised ValueError in the
+    alerts processor at every enrichment and comment; credentials belong in ``api_token``."""
+    api, repo = webhook_api
+    body = {"kind": "glitchtip", "projects": {"p": {"repository": repo}}, "steps": [{"run": "true"}]}
+    r = post(f"{api}/v1/integrations", new_tenant(settings)[1], {**body, "api_base_url": url})
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("query", ["text=a%00b", "repository=%00"])
+def test_a_run_filter_with_nul_is_422(webhook_api, settings, projector, query) -> None:
+    """PostgreSQL text holds no NUL: the list query raised DataError, a 500."""
+    api, _ = webhook_api
+    r = httpx.get(f"{api}/v1/runs?{query}", headers=auth(new_tenant(settings)[1]))
+    assert r.status_code == 422, r.text
