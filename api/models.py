@@ -3,6 +3,7 @@
 import base64
 import binascii
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -510,6 +511,17 @@ class ProjectRouteIn(BaseModel):
         return self
 
 
+def _usable_url(url: str) -> bool:
+    """Whether httpx and the address check can use ``url``: ``http://[::1`` and ``http://h:99999``
+    passed the pattern and then raised ValueError in the alerts processor at every call."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and parts.username is None and parts.password is None
+
+
 class IntegrationCreate(BaseModel):
     """A Sentry or GlitchTip integration: alerts of its projects become remediation runs."""
 
@@ -558,6 +570,8 @@ class IntegrationCreate(BaseModel):
             raise ValueError("a Sentry integration needs its `client_secret`")
         if self.kind == "glitchtip" and self.client_secret:
             raise ValueError("GlitchTip signs nothing: its webhook URL carries a generated secret instead")
+        if self.api_base_url and not _usable_url(self.api_base_url):
+            raise ValueError("`api_base_url` needs a host, a port in range and no user:password@")
         if self.api_token and not self.api_base_url:
             raise ValueError("`api_token` goes with `api_base_url`")
         if self.agent == "script" and not self.steps:

@@ -16,6 +16,7 @@ from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, Idem
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import Claim
 from astraforge.api.models import (
+    NO_NUL,
     AttemptPublic,
     ErrorBody,
     RequestCreate,
@@ -117,8 +118,11 @@ async def list_runs(
     after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     state: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
-    repository: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
-    text: Annotated[str | None, Query(min_length=1, max_length=200, description="In the title or request.")] = None,
+    # PostgreSQL text holds no NUL: a filter with one was a 500 from the query
+    repository: Annotated[str | None, Query(min_length=1, max_length=2048, pattern=NO_NUL)] = None,
+    text: Annotated[
+        str | None, Query(min_length=1, max_length=200, pattern=NO_NUL, description="In the title or request.")
+    ] = None,
 ) -> RunsPublic:
     rows = await ProjectionQueries(settings.projection_schema).runs(conn, tenant, after, limit, state, repository, text)
     items = [RunPublic.from_row(r) for r in rows]
