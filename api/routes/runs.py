@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from astraforge.api.commands import new_run_id
 from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, IdempotencyKey, OwnedRun
 from astraforge.api.errors import ApiError
-from astraforge.api.idempotency import Claim
+from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import (
     NO_NUL,
     AttemptPublic,
@@ -27,10 +27,13 @@ from astraforge.api.models import (
     RunsPublic,
 )
 from astraforge.api.params import After
+from astraforge.api.quotas import admit_sandboxes
 from astraforge.ids import from_micros, iso, now_micros
 from astraforge.processors.runs.guardrails import repository_allowed
+from astraforge.processors.runs.state import attempt_sandbox_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
+from astraforge.sandbox.profile import SecurityProfile
 
 router = APIRouter(tags=["runs"])
 ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -73,6 +76,7 @@ async def create_request(
     request: Request,
     tenant: CurrentTenant,
     settings: AppSettings,
+    conn: Conn,
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
@@ -91,6 +95,11 @@ async def create_request(
             detail = f"repository {body.repository} is not on the tenant's allowlist"
             await commands.refuse(tenant, run_id, "repository", detail, body.repository)
             raise ApiError(403, detail, code="repository_not_allowed", details={"run_id": run_id})
+        if not resumed(claim):  # the run's sandbox counts against the tenant's quota like any other
+            memory = {"memory_mb": settings.agent_memory_mb} if body.agent in ("codex", "cli") else {}
+            ram_mb = SecurityProfile.with_overrides(memory).ram_mb
+            sandbox = attempt_sandbox_id(run_id, 1)
+            await admit_sandboxes(conn, settings, tenant, [sandbox], ram_mb, request.app.state.reservations)
         payload = _run_create(body)
         answer = await commands.run_command(tenant, run_id, "run.create", payload, ("run.requested",), progress=claim)
         at = iso(from_micros(answer.occurred_at if answer else now_micros()))

@@ -228,6 +228,20 @@ def test_attachments_reach_the_agent_outside_the_repository(runs_api, repos, ten
     assert written[-2:] == ["/home/sandbox/attachments/trace.log", "/home/sandbox/attachments/blob.bin"]
 
 
+def test_a_runs_sandbox_counts_against_the_tenants_quota(runs_api, run_settings, repos) -> None:
+    """Runs create sandboxes too: past the tenant's sandbox quota a request is refused with 429 (a tenant
+    could otherwise have as many sandboxes as it sent requests)."""
+    from astraforge.keys import create_key
+
+    key = create_key(run_settings, "quota-runs")
+    with running_api(run_settings.model_copy(update={"quota_sandboxes": 1})) as api:
+        first = post(f"{api}/v1/requests", key, request(repos["calc"]))
+        assert first.status_code == 201, first.text
+        second = post(f"{api}/v1/requests", key, request(repos["calc"]))
+        assert second.status_code == 429 and "sandboxes" in second.text
+    post(f"{runs_api}/v1/runs/{first.json()['id']}/cancel", key)
+
+
 def test_cancel_stops_the_agent_and_the_sandbox(runs_api, repos, tenant, sandbox_processor) -> None:
     _, key = tenant
     body = request(repos["calc"], steps=[{"run": "sleep 300"}], test_command=None)
