@@ -114,7 +114,10 @@ function Compose({ id, replying }: { id: string; replying: string | null }) {
   const cancel = useMutation({
     mutationFn: () => api(`/v1/conversations/${encodeURIComponent(id)}/cancel`, { method: "POST", json: { reason: "cancelled in the web UI" } }),
   });
-  useLayoutEffect(() => area.current?.scrollIntoView({ block: "nearest" }), [replying]);
+  useLayoutEffect(() => {
+    // a block, not an arrow expression: Chromium's scrollIntoView returns a promise, which React would call as the cleanup
+    area.current?.scrollIntoView({ block: "nearest" });
+  }, [replying]);
   const submit = (e: FormEvent) => {
     e.preventDefault();
     if (text.trim()) post.mutate(text);
