@@ -1,15 +1,9 @@
 import { useQuery } from "@tanstack/react-query";
 import { api } from "../api/client";
 import type { Integration, Page, StreamEvent } from "../api/types";
+import { alertRows, DECISIONS } from "../alerts/rows";
 import { Card, ErrorText, StateBadge } from "../components/ui";
 import { Link } from "../router";
-
-const DECISIONS: Record<string, string> = {
-  "alert.run_started": "run started",
-  "alert.attached": "attached to its run",
-  "alert.queued": "queued (rate limit)",
-  "alert.ignored": "ignored",
-};
 
 /** The tenant's integrations (never their secrets: the API shows none) and the alerts each received. */
 export default function Alerts() {
@@ -22,43 +16,6 @@ export default function Alerts() {
       {list.data?.items.map((i) => <IntegrationAlerts key={i.id} integration={i} />)}
     </div>
   );
-}
-
-interface AlertRow {
-  alertEventId: string;
-  at: string;
-  issue: string;
-  title: string;
-  project: string | null;
-  decision: string | null;
-  runId: string | null;
-  reason: string | null;
-}
-
-/** An integration's stream holds its alerts and the decisions on them; one row per alert. */
-function rows(records: StreamEvent[]): AlertRow[] {
-  const byAlert = new Map<string, AlertRow>();
-  for (const e of records) {
-    const p = e.payload ?? {};
-    if (e.type === "alert.received") {
-      byAlert.set(e.causation_id ?? e.event_id, {
-        alertEventId: e.causation_id ?? e.event_id,
-        at: e.occurred_at,
-        issue: String(p.alert_id ?? ""),
-        title: String(p.title ?? p.message ?? p.alert_id ?? ""),
-        project: p.project ?? null,
-        decision: null,
-        runId: null,
-        reason: null,
-      });
-    } else if (e.type in DECISIONS) {
-      const key = String(p.alert_event_id ?? e.causation_id);
-      const row = byAlert.get(key) ?? { alertEventId: key, at: e.occurred_at, issue: String(p.issue_id ?? ""), title: String(p.issue_id ?? ""), project: null, decision: null, runId: null, reason: null };
-      Object.assign(row, { decision: e.type, runId: p.run_id ?? row.runId, reason: p.reason ?? null, project: p.project ?? row.project });
-      byAlert.set(key, row);
-    }
-  }
-  return [...byAlert.values()].reverse();
 }
 
 async function allRecords(streamId: string): Promise<StreamEvent[]> {
@@ -79,7 +36,7 @@ function IntegrationAlerts({ integration: i }: { integration: Integration }) {
     queryFn: () => allRecords(i.id).catch((e) => (e?.status === 404 ? [] : Promise.reject(e))),
     refetchInterval: 3000,
   });
-  const list = alerts.data ? rows(alerts.data) : [];
+  const list = alerts.data ? alertRows(alerts.data) : [];
   return (
     <Card>
       <h2 className="text-lg font-semibold">{i.name} <span className="text-sm font-normal">({i.kind}, agent {i.agent})</span></h2>
