@@ -123,12 +123,14 @@ def test_chat_with_a_deepagent_streams_its_reply_shows_its_tool_call_and_the_fil
 ) -> None:
     """The new-conversation form, a message, the write_file call with its result, the reply's text
     while it streams (the model holds the turn after its first token until the browser has shown it:
-    the script prints STREAMING), the settled reply, and the file read back in the sandbox console."""
+    the script prints STREAMING), the settled reply, a second reply cancelled mid-stream, and the file
+    read back in the sandbox console."""
     _, key = tenant
-    hold = threading.Event()
+    hold, never = threading.Event(), threading.Event()
     script = [
         Turn((tool_call("write_file", {"file_path": "/workspace/calc.py", "content": CALC}),)),
         Turn((message("calc.py is written and adds two numbers."),), pause=hold),
+        Turn((message("One, two, three and so on for a long while."),), pause=never),  # cancelled in the page
     ]
     with (
         ModelServer(script, listener=gateway_listener()),
@@ -150,6 +152,7 @@ def test_chat_with_a_deepagent_streams_its_reply_shows_its_tool_call_and_the_fil
             node.wait(timeout=600)
         finally:
             hold.set()  # never leave the model server holding a turn
+            never.set()
             if node.poll() is None:
                 node.kill()
     output = "".join(lines)

@@ -2,7 +2,7 @@
 // sandbox; a message gets a reply driven by the scripted model server: the write_file tool call shows
 // with its result, the reply's text streams in (the model server holds the turn after its first
 // token until this script prints STREAMING, so the partial text is seen deterministically), and the
-// file the agent wrote is read back in the sandbox's console.
+// file the agent wrote is read back in the sandbox's console; a second reply is cancelled mid-stream.
 import { accessibilityProblems, artifacts, env, launch } from "./lib.mjs";
 
 const API = env("API_URL");
@@ -44,6 +44,13 @@ try {
   await tool.getByText("/workspace/calc.py").first().waitFor();
   problems.push(...(await accessibilityProblems(page)));
   await out.shot(page, "22-conversation-replied", { fullPage: true });
+  // a second reply, held by the model server after its first token, cancelled from the page
+  await page.getByLabel("Message", { exact: true }).fill("Now count to a thousand");
+  await page.getByRole("button", { name: "Send" }).click();
+  await transcript.locator('[data-kind="assistant"][data-streaming="true"]').waitFor({ timeout: 60_000 });
+  await page.getByRole("button", { name: "Cancel reply" }).click();
+  await transcript.locator('[data-kind="reply"][data-state="cancelled"]').waitFor({ timeout: 60_000 });
+  if (await transcript.locator('[data-streaming="true"]').count()) throw new Error("a cancelled turn still streams");
   // the file it wrote, read in its sandbox's console
   await page.locator('a[href^="/sandboxes/"]').first().click();
   const command = page.getByLabel("Command to run");
