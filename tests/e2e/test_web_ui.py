@@ -12,14 +12,21 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from astraforge.processors.alerts.processor import AlertsProcessor
+from astraforge.processors.conversations.processor import ConversationProcessor
 from astraforge.processors.runs.orchestrator import RunOrchestrator
+from tests.alert_payloads import body_bytes, event_alert, sentry_headers
+from tests.conftest import gateway_listener
+from tests.modelserver import ModelServer, Turn, message, tool_call
 from tests.runs_support import bare_repository
-from tests.support import running_api
+from tests.support import auth, running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_SH = ROOT / "deploy" / "local" / "web.sh"
+CALC = "def add(a, b):\n    return a + b\n"
 ARTIFACTS = Path(os.environ.get("ASTRAFORGE_TEST_ARTIFACTS", ROOT / "test-results")) / "web-e2e"
 
 
@@ -47,24 +54,33 @@ def repos(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def platform(settings, repos, projector, sandbox_processor, web_dist, tmp_path_factory) -> Iterator[str]:
-    """The API serving the built UI, with the orchestrator running runs on the session's sandboxes."""
+    """The API serving the built UI, with the orchestrator running runs on the session's sandboxes and
+    the alerts processor turning alerts into runs."""
     run_settings = settings.model_copy(update={"repo_allowlist": {"*": [repos["pattern"]]}, "web_dist": web_dist})
-    orchestrator = RunOrchestrator(run_settings, work_dir=tmp_path_factory.mktemp("runs-work"))
-    thread = threading.Thread(target=orchestrator.run, daemon=True)
-    thread.start()
+    services = [RunOrchestrator(run_settings, work_dir=tmp_path_factory.mktemp("runs-work")),
+                AlertsProcessor(run_settings, tick_s=0.3)]  # fmt: skip
+    threads = [threading.Thread(target=s.run, daemon=True) for s in services]
+    for thread in threads:
+        thread.start()
     try:
         with running_api(run_settings, sse_ping_s=1.0) as url:
             yield url
     finally:
-        orchestrator.stop()
-        thread.join(timeout=30)
+        for s in services:
+            s.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def node_env(chromium: str, **env: str) -> dict[str, str]:
+    return {**os.environ, "CHROMIUM": chromium, "ARTIFACTS": str(ARTIFACTS), **env}
 
 
 def run_script(script: str, chromium: str, **env: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
         ["node", f"e2e/{script}"],
         cwd=ROOT / "web",
-        env={**os.environ, "CHROMIUM": chromium, "ARTIFACTS": str(ARTIFACTS), **env},
+        env=node_env(chromium, **env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -90,3 +106,83 @@ def test_sandboxes_page_creates_a_sandbox_and_its_console_runs_a_command(platfor
     _, key = tenant
     done = run_script("sandboxes.mjs", chromium, API_URL=platform, API_KEY=key)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def conversations(settings, sandbox_processor) -> Iterator[ConversationProcessor]:
+    processor = ConversationProcessor(settings)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    yield processor
+    processor.stop()
+    thread.join(timeout=30)
+
+
+def test_chat_with_a_deepagent_streams_its_reply_shows_its_tool_call_and_the_file_it_wrote(
+    platform, conversations, tenant, chromium
+) -> None:
+    """The new-conversation form, a message, the write_file call with its result, the reply's text
+    while it streams (the model holds the turn after its first token until the browser has shown it:
+    the script prints STREAMING), the settled reply, a second reply cancelled mid-stream, and the file
+    read back in the sandbox console."""
+    _, key = tenant
+    hold, never = threading.Event(), threading.Event()
+    script = [
+        Turn((tool_call("write_file", {"file_path": "/workspace/calc.py", "content": CALC}),)),
+        Turn((message("calc.py is written and adds two numbers."),), pause=hold),
+        Turn((message("One, two, three and so on for a long while."),), pause=never),  # cancelled in the page
+    ]
+    with (
+        ModelServer(script, listener=gateway_listener()),
+        subprocess.Popen(
+            ["node", "e2e/conversation.mjs"],
+            cwd=ROOT / "web",
+            env=node_env(chromium, API_URL=platform, API_KEY=key),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as node,
+    ):
+        lines = []
+        try:
+            for line in node.stdout:
+                lines.append(line)
+                if line.strip() == "STREAMING":
+                    hold.set()
+            node.wait(timeout=600)
+        finally:
+            hold.set()  # never leave the model server holding a turn
+            never.set()
+            if node.poll() is None:
+                node.kill()
+    output = "".join(lines)
+    print(output)
+    assert hold.is_set() and "STREAMING\n" in lines, "the browser never showed the reply mid-stream"
+    assert node.returncode == 0, output[-4000:]
+    assert (ARTIFACTS / "21-conversation-streaming.png").stat().st_size > 0
+
+
+def test_alerts_page_shows_a_sentry_alert_and_opens_the_run_it_started(platform, repos, tenant, chromium) -> None:
+    """A signed Sentry alert delivered to an integration; the alerts page shows it decided "run
+    started" with a link that opens that run's view, and no secret of the integration on the page."""
+    _, key = tenant
+    secret = "sentry-client-secret-web-e2e-0123456789"
+    body = {
+        "kind": "sentry",
+        "name": "calc in production",
+        "client_secret": secret,
+        "organization": "acme",
+        "projects": {"calc-service": {"repository": str(repos["calc"])}},
+        "agent": "script",
+        "steps": [{"write": "calc.py", "content": CALC}],
+        "writable_paths": ["calc.py"],
+    }
+    made = httpx.post(f"{platform}/v1/integrations", json=body, headers=auth(key), timeout=30)
+    assert made.status_code == 201, made.text
+    alert = body_bytes(event_alert("4242"))
+    headers = sentry_headers(secret, alert, "event_alert")
+    sent = httpx.post(platform + made.json()["webhook_path"], content=alert, headers=headers, timeout=30)
+    assert sent.status_code == 202, sent.text
+    done = run_script("alerts.mjs", chromium, API_URL=platform, API_KEY=key, CLIENT_SECRET=secret)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (ARTIFACTS / "31-alerts.png").stat().st_size > 0

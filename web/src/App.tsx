@@ -11,6 +11,9 @@ const NewRun = lazy(() => import("./pages/NewRun"));
 const Sandboxes = lazy(() => import("./pages/Sandboxes"));
 const SandboxView = lazy(() => import("./pages/SandboxView"));
 const Audit = lazy(() => import("./pages/Audit"));
+const Conversations = lazy(() => import("./pages/Conversations"));
+const ConversationView = lazy(() => import("./pages/ConversationView"));
+const Alerts = lazy(() => import("./pages/Alerts"));
 
 function subscribeAuth(l: () => void) {
   window.addEventListener("astraforge:auth", l);
@@ -44,6 +47,9 @@ function Page({ path }: { path: string }) {
   if ((m = match("/runs/:id", path))) return <RunView id={m.id} />;
   if (path === "/sandboxes") return <Sandboxes />;
   if ((m = match("/sandboxes/:id", path))) return <SandboxView id={m.id} />;
+  if (path === "/conversations") return <Conversations />;
+  if ((m = match("/conversations/:id", path))) return <ConversationView id={m.id} />;
+  if (path === "/alerts") return <Alerts />;
   if (path === "/audit") return <Audit />;
   if ((m = match("/audit/:id", path))) return <Audit id={m.id} />;
   return <p>Nothing here. <Link href="/runs" className="underline">Runs</Link></p>;
@@ -55,6 +61,8 @@ function Header({ signedIn, path }: { signedIn: boolean; path: string }) {
     ["/runs", "Runs"],
     ["/runs/new", "New run"],
     ["/sandboxes", "Sandboxes"],
+    ["/conversations", "Conversations"],
+    ["/alerts", "Alerts"],
     ["/audit", "Audit"],
   ];
   return (

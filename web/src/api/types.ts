@@ -125,3 +125,29 @@ export const RUN_STATES = [
   "requested", "provisioning", "preparing", "running", "verifying", "awaiting_review",
   "approved", "merged", "rejected", "failed", "cancelled",
 ];
+
+export interface Conversation {
+  id: string;
+  sandbox_id: string;
+  model: string;
+  title: string | null;
+  state: string;
+  reply_id: string | null;
+  last_reply: string | null;
+  reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** An integration as the API shows it: its secrets never leave the server. */
+export interface Integration {
+  id: string;
+  kind: "sentry" | "glitchtip";
+  name: string;
+  webhook_path: string | null;
+  has_api_token: boolean;
+  organization: string | null;
+  projects: Record<string, { repository: string; base_branch: string }>;
+  agent: string;
+  created_at: string;
+}
