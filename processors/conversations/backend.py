@@ -217,6 +217,7 @@ class RecordedSandbox(BaseSandbox):
         with connect(self.settings) as conn:
             outcome = leases.acquire(conn, self.tenant_id, self.sandbox_id, path, self.actor, self.lease_ttl_s)
         record_type = "lease.acquired" if outcome.granted else "lease.refused"
+        path = outcome.lease.path  # the canonical spelling the lease is keyed by
         first = outcome.granted and path not in self.leased
         if first or not outcome.granted:
             payload = {
