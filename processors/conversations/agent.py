@@ -205,7 +205,7 @@ class ReplyRun:
     def _result(self, m: ToolMessage) -> None:
         output = _text(m.content)
         is_error = getattr(m, "status", "success") == "error"
-        offload = next((o for path, o in self.backend.offloads.items() if path in output), None)
+        offload = self.backend.take_offload(output)
         data = output.encode()
         if offload is not None:
             payload = tool_result(m.tool_call_id, output[:RECORD_OUTPUT_BYTES], is_error, False, offload.artifact,

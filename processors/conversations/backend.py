@@ -13,7 +13,8 @@ another holder's lease turns the write into an error naming the holder, which th
 Context offloading: an ``execute`` output above ``offload_bytes`` is stored whole in the artifact
 store and written into the sandbox (``/tmp/astraforge-outputs/<command>.txt``); the agent gets the
 path, the size and the first and last lines, and reads the rest with ``read_file`` when it needs to.
-``offloads`` remembers each (path -> artifact) so the reply's ``tool.result`` can reference it.
+``offloads`` remembers each (path -> artifact) until ``take_offload`` hands it to the reply's
+``tool.result`` of that very call, which references it.
 
 When the toolkit's HTTP ``SandboxBackend`` lands, this is the same contract over the commands topic
 instead of the API (the processor holds no tenant API key).
@@ -60,6 +61,7 @@ class Offload:
     path: str
     artifact: dict
     size: int
+    header: str  # the summary's first line, naming the path: the output the agent got starts with it
 
 
 class RecordedSandbox(BaseSandbox):
@@ -90,6 +92,7 @@ class RecordedSandbox(BaseSandbox):
         self.leased: set[str] = set()
         self.lease_records: list[Envelope] = []  # lease.acquired / lease.refused, appended to the sandbox's stream
         self._lock = threading.Lock()  # deepagents runs a turn's tool calls on a thread pool
+        self._offloads_lock = threading.Lock()
         self._facts = StreamFacts(settings, sandbox_id, _end_offset(settings, sandbox_id), stopped)
 
     @property
@@ -162,12 +165,23 @@ class RecordedSandbox(BaseSandbox):
         whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
         tail = whole.read().decode(errors="replace")
         where = path if not written.payload.get("error") else f"artifact {ref['artifact_id']} (not in the sandbox)"
-        self.offloads[path] = Offload(path, ref, size)
-        summary = (
+        header = (
             f"[output offloaded: {size} bytes, exit code {done.get('exit_code')}; the whole output is at {where} "
-            f"(read it with read_file, in pages); first and last lines:]\n{head}\n[...]\n{tail}"
+            f"(read it with read_file, in pages); first and last lines:]"
         )
+        with self._offloads_lock:
+            self.offloads[path] = Offload(path, ref, size, header)
+        summary = f"{header}\n{head}\n[...]\n{tail}"
         return ExecuteResponse(output=summary, exit_code=done.get("exit_code"), truncated=False)
+
+    def take_offload(self, output: str) -> Offload | None:
+        """The offload whose summary ``output`` is (a tool's whole answer starts with it), claimed once:
+        a later output that merely names the path (``find``, an error about it) is not that offload."""
+        with self._offloads_lock:
+            found = next((o for o in self.offloads.values() if output.startswith(o.header)), None)
+            if found is not None:
+                del self.offloads[found.path]
+            return found
 
     def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
         answers = []
