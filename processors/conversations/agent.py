@@ -13,6 +13,10 @@ lock, and refuses them once the reply is no longer current: cancelled, or the pa
   store: the record carries its reference and a preview; an ``execute`` output the backend
   offloaded carries the sandbox path the agent was given); a ``write_todos`` -> ``todo.updated``;
 - after each round of tools -> ``agent.checkpoint`` (the history, in the artifact store).
+
+Each artifact stored is also an ``artifact.stored`` record first, as the sandbox processor writes for
+its own: the tenant can then read (``GET /v1/artifacts/{id}``), list and delete what the records
+reference, and the bytes count against its quota.
 """
 
 import json
@@ -27,7 +31,7 @@ from langchain_openai import ChatOpenAI
 
 from astraforge.artifacts import ArtifactStore
 from astraforge.errors import AstraForgeError
-from astraforge.processors.conversations.backend import RecordedSandbox
+from astraforge.processors.conversations.backend import RecordedSandbox, stored
 from astraforge.processors.conversations.state import ConversationState, tool_result
 
 LOG = logging.getLogger(__name__)
@@ -212,6 +216,7 @@ class ReplyRun:
                                   offload.path, offload.size)  # fmt: skip
         elif len(data) > RECORD_OUTPUT_BYTES:
             ref = self.artifacts.put(self.st.tenant_id, data, "text/plain", f"{m.tool_call_id}.txt")
+            self.record("artifact.stored", stored(ref))
             preview = data[:PREVIEW_BYTES].decode(errors="ignore")
             text = f"{preview}\n[... {len(data)} bytes in all: artifact {ref['artifact_id']}]"
             payload = tool_result(m.tool_call_id, text, is_error, True, ref, None, len(data))
@@ -225,6 +230,7 @@ class ReplyRun:
             return
         body = json.dumps(messages_to_dict(history(now))).encode()
         ref = self.artifacts.put(self.st.tenant_id, body, "application/json", f"{self.reply_id}-t{self.turn}.json")
+        self.record("artifact.stored", stored(ref))
         self.record("agent.checkpoint", {"reply_id": self.reply_id, "messages": len(now.messages), "artifact": ref})
 
 

@@ -54,6 +54,12 @@ PREVIEW_BYTES = 2048  # of the head and of the tail of an offloaded output
 ERROR_CODES = {"not_found": "file_not_found", "forbidden_path": "permission_denied", "is_directory": "is_directory"}
 
 
+def stored(ref: dict) -> dict:
+    """The ``artifact.stored`` payload for bytes stored on the tenant's behalf (readable, listed,
+    counted against its quota and deletable once projected, like the sandbox processor's own)."""
+    return {"artifact": ref, "command_id": None}
+
+
 @dataclass(frozen=True)
 class Offload:
     """A tool output kept out of the model's context: whole in the artifact store and in the sandbox."""
@@ -157,6 +163,7 @@ class RecordedSandbox(BaseSandbox):
     def _offload(self, cid: str, whole, size: int, done: dict) -> ExecuteResponse:
         """Keep a large output out of the model's context: stored, written into the sandbox, previewed."""
         ref = self.artifacts.put_file(self.tenant_id, whole, "text/plain", f"{cid}.txt")
+        self.append([self._sandbox_record("artifact.stored", stored(ref))])
         path = f"{OUTPUT_DIR}/{cid}.txt"
         write = {"request_id": f"{cid}-offload", "path": path, "content": None, "artifact": ref, "mode": 0o644}
         written = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
@@ -190,6 +197,7 @@ class RecordedSandbox(BaseSandbox):
             artifact = None
             if len(content) > MAX_INLINE_BYTES:
                 artifact = self.artifacts.put(self.tenant_id, content, name=path)
+                self.append([self._sandbox_record("artifact.stored", stored(artifact))])
             write = {
                 "request_id": rid,
                 "path": path,

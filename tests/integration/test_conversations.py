@@ -155,6 +155,15 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
         "/tmp/astraforge-outputs/"
     )
     assert len(offloaded["output"]) < 8 * 1024 and offloaded["path"] in offloaded["output"]
+    for ref in (
+        offloaded["artifact"],
+        next(e for e in stream if e["type"] == "agent.checkpoint")["payload"]["artifact"],
+    ):
+        url = f"{api_url}/v1/artifacts/{ref['artifact_id']}"  # what a record references, the tenant can read
+        wait_until(
+            lambda url=url: httpx.get(url, headers=auth(key), timeout=60).status_code == 200, timeout=30, what=url
+        )
+        assert len(httpx.get(url, headers=auth(key), timeout=60).content) == ref["size"]
     found = results[called[5]["call_id"]]  # a later output that names the path is not the offload
     assert offloaded["path"] in found["output"] and found["artifact"] is None and found["path"] is None, found
     sandbox_id = conv["sandbox_id"]
