@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from deepagents import create_deep_agent
+from deepagents.backends.composite import CompositeBackend
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
 from langchain_openai import ChatOpenAI
@@ -37,6 +38,7 @@ from astraforge.processors.conversations.state import ConversationState, tool_re
 LOG = logging.getLogger(__name__)
 RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
 PREVIEW_BYTES = 4 * 1024
+AGENT_FILES = "/tmp/astraforge-agent"  # where deepagents' own middleware writes in the sandbox (summarised history)
 RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
 
 
@@ -123,7 +125,10 @@ class ReplyRun:
             middleware.append(_ToolFilter(allowed))
         return create_deep_agent(
             model=self.model,
-            backend=self.backend,
+            # deepagents offloads the history it summarises (and evicted tool results) under the
+            # backend's artifacts_root, "/" unless a CompositeBackend names one: the sandbox's root is
+            # read-only, so a long conversation's every reply failed once summarisation began
+            backend=CompositeBackend(self.backend, {}, artifacts_root=AGENT_FILES),
             system_prompt=self.st.settings.get("system_prompt") or None,
             middleware=middleware,
         )
