@@ -1,6 +1,9 @@
 """API shapes (kept apart from record payloads and projection tables)."""
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -239,6 +242,25 @@ class ScriptStepIn(BaseModel):
         return {"kind": "write", "command": None, "path": self.write, "content": self.content or ""}
 
 
+class AttachmentIn(BaseModel):
+    """A file handed to the agent with the spec (a log, a stack trace, a screenshot): the agent finds it
+    at ``~/attachments/<name>`` in its sandbox, outside the repository (it never enters the diff)."""
+
+    model_config = {"extra": "forbid"}
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="A file name (no directories).")
+    content: str = Field(max_length=MAX_REQUEST_BYTES, description="The text, or base64 with `encoding: base64`.")
+    encoding: Literal["text", "base64"] = "text"
+
+    @model_validator(mode="after")
+    def _decodes(self) -> "AttachmentIn":
+        if self.encoding == "base64":
+            try:
+                base64.b64decode(self.content, validate=True)
+            except binascii.Error as e:
+                raise ValueError(f"attachment {self.name}: not base64 ({e})") from None
+        return self
+
+
 class RequestCreate(BaseModel):
     """A request for work: it starts a run (``POST /v1/requests``)."""
 
@@ -262,6 +284,9 @@ class RequestCreate(BaseModel):
         description="The cli agent's command template, run with /bin/sh in /workspace: `{spec_file}` is "
         "replaced by the path of a file holding the spec; without it the spec comes on stdin.",
     )
+    attachments: list[AttachmentIn] = Field(
+        default_factory=list, max_length=20, description="Files for the agent, at `~/attachments/<name>`."
+    )
 
     @model_validator(mode="after")
     def _agent_fits(self) -> "RequestCreate":
@@ -279,6 +304,9 @@ class RequestCreate(BaseModel):
             raise ValueError("`model` is empty or holds a control character")
         if self.repository.startswith("-") or any(c in self.repository for c in "\n\r\0"):
             raise ValueError("not a repository")
+        names = [a.name for a in self.attachments]
+        if len(set(names)) != len(names):
+            raise ValueError("attachment names must be unique")
         return self
 
 
@@ -483,6 +511,17 @@ class ProjectRouteIn(BaseModel):
         return self
 
 
+def _usable_url(url: str) -> bool:
+    """Whether httpx and the address check can use ``url``: ``http://[::1`` and ``http://h:99999``
+    passed the pattern and then raised ValueError in the alerts processor at every call."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and parts.username is None and parts.password is None
+
+
 class IntegrationCreate(BaseModel):
     """A Sentry or GlitchTip integration: alerts of its projects become remediation runs."""
 
@@ -531,6 +570,8 @@ class IntegrationCreate(BaseModel):
             raise ValueError("a Sentry integration needs its `client_secret`")
         if self.kind == "glitchtip" and self.client_secret:
             raise ValueError("GlitchTip signs nothing: its webhook URL carries a generated secret instead")
+        if self.api_base_url and not _usable_url(self.api_base_url):
+            raise ValueError("`api_base_url` needs a host, a port in range and no user:password@")
         if self.api_token and not self.api_base_url:
             raise ValueError("`api_token` goes with `api_base_url`")
         if self.agent == "script" and not self.steps:

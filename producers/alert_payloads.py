@@ -34,6 +34,11 @@ def _dict(value: Any, what: str) -> dict:
     return value
 
 
+def _list(value: Any) -> list:
+    """``value`` if it is a list, else empty (a body's ``"frames": 5`` is no list to walk)."""
+    return value if isinstance(value, list) else []
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -93,7 +98,7 @@ def exception_of(values: Any) -> tuple[str | None, str | None, list[dict]]:
         return None, None, []
     main = values[-1]
     stack = main.get("stacktrace") if isinstance(main.get("stacktrace"), dict) else {}
-    frames = [frame(f) for f in stack.get("frames") or [] if isinstance(f, dict)][-MAX_FRAMES:]
+    frames = [frame(f) for f in _list(stack.get("frames")) if isinstance(f, dict)][-MAX_FRAMES:]
     return _text(main.get("type"), 500), _text(main.get("value")), frames
 
 
@@ -116,8 +121,8 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
     common = {"resource": _text(resource, 100) or "unknown", "action": action, "delivery_id": delivery_id}
     if resource == "event_alert":
         event = _dict(data.get("event"), "data.event")
-        if event.get("issue_id") is None:
-            raise MalformedAlert("`data.event.issue_id` is missing")
+        if not _text(event.get("issue_id"), 100):  # an object or a list is no id (nor is "")
+            raise MalformedAlert("`data.event.issue_id` is missing or not a string or number")
         exc = event.get("exception") if isinstance(event.get("exception"), dict) else {}
         type_, value, frames = exception_of(exc.get("values"))
         meta = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
@@ -131,7 +136,7 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
             project=url["project"] if url else None,
             project_id=_text(event.get("project"), 100),
             issue_url=_text(event.get("issue_url"), 1000),
-            fingerprint=_text(",".join(map(str, event.get("fingerprint") or [])), 500) or None,
+            fingerprint=_text(",".join(map(str, _list(event.get("fingerprint")))), 500) or None,
             level=_text(event.get("level"), 50),
             event_id=_text(event.get("event_id"), 100),
             exception_type=type_ or _text(meta.get("type"), 500),
@@ -144,8 +149,8 @@ def sentry(resource: str, body: Any, delivery_id: str | None) -> dict[str, Any]:
         )
     if resource == "issue":
         issue = _dict(data.get("issue"), "data.issue")
-        if issue.get("id") is None:
-            raise MalformedAlert("`data.issue.id` is missing")
+        if not _text(issue.get("id"), 100):
+            raise MalformedAlert("`data.issue.id` is missing or not a string or number")
         meta = issue.get("metadata") if isinstance(issue.get("metadata"), dict) else {}
         project = issue.get("project") if isinstance(issue.get("project"), dict) else {}
         return alert(
@@ -178,7 +183,7 @@ def glitchtip(body: Any) -> list[dict[str, Any]]:
         a = _dict(raw, "attachments[]")
         fields = {
             f.get("title"): _text(f.get("value"), 500)
-            for f in a.get("fields") or []
+            for f in _list(a.get("fields"))
             if isinstance(f, dict) and isinstance(f.get("title"), str)
         }
         link = _text(a.get("title_link"), 1000)
@@ -206,7 +211,7 @@ def rest_event(event: Any) -> dict[str, Any]:
     environment. Frames sit in ``entries[type=exception]`` (camelCase), or in ``exception`` (raw JSON)."""
     event = _dict(event, "event")
     values = None
-    for entry in event.get("entries") or []:
+    for entry in _list(event.get("entries")):
         if isinstance(entry, dict) and entry.get("type") == "exception" and isinstance(entry.get("data"), dict):
             values = entry["data"].get("values")
     if values is None and isinstance(event.get("exception"), dict):

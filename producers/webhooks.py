@@ -96,6 +96,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedAlert("the body is not JSON") from e
+    except RecursionError as e:  # ``[[[[...`` a few thousand deep: json's parser gives up
+        raise MalformedAlert("the body nests too deeply") from e
 
 
 def receive(integration: Integration, alerts: list[dict[str, Any]]) -> list[Envelope]:

@@ -22,6 +22,9 @@ class UnsafeSnapshot(ValidationError):
 
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+# deeper than any real tree; a workspace nested 1,500 deep cost minutes of host CPU per capture (the
+# data filter's realpath walks every level of every entry) and broke shutil.rmtree (it recurses)
+MAX_DEPTH = 256
 
 
 class _Workspace:
@@ -33,28 +36,35 @@ class _Workspace:
         self.links: dict[str, str] = {}  # resolved path (no leading ./) -> link target as written
 
     def resolve(self, path: str, follow_last: bool = True) -> str | None:
-        """The path's real place under the workspace root, or None if it leaves it (or loops)."""
+        """The path's real place under the workspace root, or None if it leaves it (or loops).
+        Linear in the path's length: each component's prefix is built from the last one's."""
         if path.startswith("/"):
             return None
-        todo, done, hops = [c for c in path.split("/") if c not in ("", ".")], [], 0
+        todo = [c for c in reversed(path.split("/")) if c not in ("", ".")]  # next component last
+        done: list[str] = []  # done[i]: the resolved path of the first i + 1 components
+        hops = 0
         while todo:
-            part = todo.pop(0)
+            part = todo.pop()
             if part == "..":
                 if not done:
                     return None
                 done.pop()
                 continue
-            done.append(part)
-            target = self.links.get("/".join(done))
+            here = f"{done[-1]}/{part}" if done else part
+            target = self.links.get(here)
             if target is not None and (todo or follow_last):
                 hops += 1
                 if hops > MAX_LINK_HOPS or target.startswith("/"):
                     return None
-                done.pop()
-                todo = [c for c in target.split("/") if c not in ("", ".")] + todo
-        return "/".join(done)
+                todo.extend(c for c in reversed(target.split("/")) if c not in ("", "."))
+                continue
+            done.append(here)
+        return done[-1] if done else ""
 
     def add(self, m: tarfile.TarInfo) -> None:
+        for name in (m.name, m.linkname):
+            if name.count("/") >= MAX_DEPTH and sum(c not in ("", ".") for c in name.split("/")) > MAX_DEPTH:
+                raise UnsafeSnapshot(f"entry {m.name[:100]!r} (shortened) nests deeper than {MAX_DEPTH} levels")
         where = self.resolve(m.name, follow_last=False)  # the entry itself is replaced, its parents are walked
         if where is None:
             raise UnsafeSnapshot(f"entry {m.name!r} leaves the workspace")

@@ -14,8 +14,9 @@ from fastapi import APIRouter, Query, Request, Response
 from astraforge.api.commands import new_run_id
 from astraforge.api.deps import AppSettings, Commands, Conn, CurrentTenant, IdempotencyKey, OwnedRun
 from astraforge.api.errors import ApiError
-from astraforge.api.idempotency import Claim
+from astraforge.api.idempotency import Claim, resumed
 from astraforge.api.models import (
+    NO_NUL,
     AttemptPublic,
     ErrorBody,
     RequestCreate,
@@ -26,10 +27,13 @@ from astraforge.api.models import (
     RunsPublic,
 )
 from astraforge.api.params import After
+from astraforge.api.quotas import admit_sandboxes
 from astraforge.ids import from_micros, iso, now_micros
 from astraforge.processors.runs.guardrails import repository_allowed
+from astraforge.processors.runs.state import attempt_sandbox_id
 from astraforge.projections.queries import ProjectionQueries
 from astraforge.sandbox.egress_rules import check_rules
+from astraforge.sandbox.profile import SecurityProfile
 
 router = APIRouter(tags=["runs"])
 ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
@@ -55,6 +59,7 @@ def _run_create(body: RequestCreate) -> dict:
         "egress_allow": body.egress_allow,
         "model": body.model,
         "issue_url": None,
+        "attachments": [a.model_dump() for a in body.attachments],
     }
 
 
@@ -71,6 +76,7 @@ async def create_request(
     request: Request,
     tenant: CurrentTenant,
     settings: AppSettings,
+    conn: Conn,
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
@@ -89,6 +95,11 @@ async def create_request(
             detail = f"repository {body.repository} is not on the tenant's allowlist"
             await commands.refuse(tenant, run_id, "repository", detail, body.repository)
             raise ApiError(403, detail, code="repository_not_allowed", details={"run_id": run_id})
+        if not resumed(claim):  # the run's sandbox counts against the tenant's quota like any other
+            memory = {"memory_mb": settings.agent_memory_mb} if body.agent in ("codex", "cli") else {}
+            ram_mb = SecurityProfile.with_overrides(memory).ram_mb
+            sandbox = attempt_sandbox_id(run_id, 1)
+            await admit_sandboxes(conn, settings, tenant, [sandbox], ram_mb, request.app.state.reservations)
         payload = _run_create(body)
         answer = await commands.run_command(tenant, run_id, "run.create", payload, ("run.requested",), progress=claim)
         at = iso(from_micros(answer.occurred_at if answer else now_micros()))
@@ -116,8 +127,11 @@ async def list_runs(
     after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     state: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
-    repository: Annotated[str | None, Query(min_length=1, max_length=2048)] = None,
-    text: Annotated[str | None, Query(min_length=1, max_length=200, description="In the title or request.")] = None,
+    # PostgreSQL text holds no NUL: a filter with one was a 500 from the query
+    repository: Annotated[str | None, Query(min_length=1, max_length=2048, pattern=NO_NUL)] = None,
+    text: Annotated[
+        str | None, Query(min_length=1, max_length=200, pattern=NO_NUL, description="In the title or request.")
+    ] = None,
 ) -> RunsPublic:
     rows = await ProjectionQueries(settings.projection_schema).runs(conn, tenant, after, limit, state, repository, text)
     items = [RunPublic.from_row(r) for r in rows]
@@ -195,8 +209,9 @@ async def review_run(
 async def cancel_run(
     run: OwnedRun, tenant: CurrentTenant, commands: Commands, body: RunCancel | None = None
 ) -> RunPublic:
-    """Cancel at any stage: the agent's command and the sandbox are stopped."""
-    if run["state"] in ENDED:
+    """Cancel at any stage before approval: the agent's command and the sandbox are stopped (409 once
+    approved: the merge under way ends the run)."""
+    if run["state"] in ENDED or run["state"] == "approved":  # approved: being merged, the merge ends it
         raise ApiError(409, f"run {run['run_id']} is {run['state']}")
     payload = {"reason": (body.reason if body else None) or f"cancelled by tenant:{tenant}", "guidance": None}
     done = await commands.run_command(tenant, run["run_id"], "run.cancel", payload, ("run.cancelled",))

@@ -80,5 +80,5 @@ class IssueApi:
             raise IssueApiFailed(f"{method} {path}: HTTP {r.status_code}")
         try:
             return r.status_code, (r.json() if r.content else {})
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
             raise IssueApiFailed(f"{method} {path}: the answer is not JSON") from None

@@ -139,7 +139,7 @@ class AlertsProcessor:
             integration.integration_id,
             alert,
             issue,
-            store.run_state(self.db, self.settings.projection_schema, issue.run_id),
+            store.run_state(self.db, self.settings.projection_schema, issue.run_id, at_us),
             project,
             store.starts(self.db, integration.integration_id, project, since) if project else [],
             at_us,

@@ -53,9 +53,12 @@ def derived_event_id(cause_event_id: str, type_: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{cause_event_id}/{type_}"))
 
 
+LOST = "lost"  # a run started long ago that never showed in the projection (``store.run_state``)
+
+
 def run_is_open(run_state: str | None) -> bool:
-    """``run_state`` as projected (None: not projected yet, so just started)."""
-    return run_state not in ENDED
+    """``run_state`` as projected (None: not projected yet, so just started; ``LOST``: never will be)."""
+    return run_state not in ENDED and run_state != LOST
 
 
 def window_full(starts_us: list[int], at_us: int, limit: int, window_s: int) -> bool:

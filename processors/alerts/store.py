@@ -10,7 +10,9 @@ from typing import Any
 from psycopg import Connection, sql
 from psycopg.types.json import Jsonb
 
-from astraforge.processors.alerts.state import IssueState
+from astraforge.processors.alerts.state import LOST, IssueState
+
+UNPROJECTED_LIMIT_S = 600  # a started run shows in the projection within seconds; past this it never will
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_issues (
@@ -73,13 +75,21 @@ def issue(conn: Connection, integration_id: str, issue_id: str) -> IssueState:
     return IssueState(row["run_id"], row["generation"], row["queued"]) if row else IssueState()
 
 
-def run_state(conn: Connection, projection: str, run_id: str | None) -> str | None:
+def run_state(conn: Connection, projection: str, run_id: str | None, at_us: int) -> str | None:
+    """The run's projected state; None while it may still show up; ``LOST`` once it was started longer
+    than ``UNPROJECTED_LIMIT_S`` ago and never did (its ``run.create`` never became a run: the issue
+    must not wait on it for ever)."""
     if run_id is None:
         return None
     row = conn.execute(
         sql.SQL("SELECT state FROM {}.runs WHERE run_id = %s").format(sql.Identifier(projection)), (run_id,)
     ).fetchone()
-    return row["state"] if row else None
+    if row:
+        return row["state"]
+    started = conn.execute("SELECT started_at FROM alert_run_starts WHERE run_id = %s", (run_id,)).fetchone()
+    if started and at_us - started["started_at"] > UNPROJECTED_LIMIT_S * 1_000_000:
+        return LOST
+    return None
 
 
 def starts(conn: Connection, integration_id: str, project: str, since_us: int) -> list[int]:

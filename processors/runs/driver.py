@@ -11,6 +11,7 @@ closed as interrupted, which fails the run with that reason). Records the driver
 ``state.advance``/``state.fact``, which write each one once.
 """
 
+import base64
 import logging
 import shutil
 from dataclasses import replace
@@ -31,6 +32,7 @@ from astraforge.processors.runs.guardrails import forbidden
 from astraforge.processors.runs.session import AgentProcess, run_process, with_guidance
 from astraforge.processors.runs.state import ENDED, RunState, advance, event, fact, failed
 from astraforge.processors.runs.testing import TestCounts, from_junit, from_output
+from astraforge.sandbox.profile import HOME
 from astraforge.schemas import Envelope
 from astraforge.schemas.sandbox_spec import RequestedSandbox
 
@@ -42,10 +44,23 @@ ACTOR = "processor:runs"
 SOURCE_TAR = "/tmp/astraforge-source.tar"
 JUNIT_XML = "/tmp/astraforge-junit.xml"
 UNPACK = f"tar -xf {SOURCE_TAR} -C /workspace && rm -f {SOURCE_TAR}"
+ATTACHMENTS_DIR = f"{HOME}/attachments"  # outside /workspace: read by the agent, never in a diff
 PROVISION_WAIT_S = 300.0
 COMMAND_WAIT_S = 900.0
 INLINE_PATCH_BYTES = 48 * 1024  # a bigger diff goes to the artifact store (records stay under 64 KiB)
 UNPACKED_BYTES = 4 * 1024**3  # bound on a workspace snapshot's unpacked size on the host (a tmpfs holds less)
+
+
+def attachment_bytes(attachment: dict) -> bytes:
+    """An ``astraforge.Attachment``'s file content (the API checked that base64 decodes)."""
+    if attachment.get("encoding") == "base64":
+        return base64.b64decode(attachment["content"])
+    return attachment["content"].encode()
+
+
+def attachment_paths(request: dict) -> list[str]:
+    """Where the agent finds the request's attachments in its sandbox."""
+    return [f"{ATTACHMENTS_DIR}/{a['name']}" for a in request.get("attachments") or []]
 
 
 class Driver:
@@ -220,6 +235,17 @@ class Driver:
         unpacked = self.exec(facts, f"{st.sandbox_id}-unpack", UNPACK)
         if unpacked.payload["exit_code"] != 0:
             raise StepFailed(f"could not unpack the repository: {unpacked.payload.get('error') or 'tar failed'}")
+        for i, attachment in enumerate(st.request.get("attachments") or []):
+            write = {
+                "request_id": f"{st.sandbox_id}-attachment{i}",
+                "path": f"{ATTACHMENTS_DIR}/{attachment['name']}",
+                "content": attachment_bytes(attachment),
+                "artifact": None,
+                "mode": 0o644,
+            }
+            written = self.call(facts, SandboxCall("sandbox.file.write", write), "file.written", "request_id")
+            if written.payload.get("error"):
+                raise StepFailed(f"could not copy attachment {attachment['name']} in: {written.payload['error']}")
 
     def agent(self, facts: StreamFacts) -> Envelope | None:
         """Run the request's agent; the last ``diff.captured`` record."""
@@ -238,7 +264,7 @@ class Driver:
         writable paths like a script step, its model the platform's gateway."""
         st, settings = self.st, self.o.settings
         allowed = st.request["writable_paths"]
-        prompt = with_guidance(st.request["spec"], st.guidance, allowed)
+        prompt = with_guidance(st.request["spec"], st.guidance, allowed, attachment_paths(st.request))
         invocation = codex_invocation(
             prompt, st.run_id, st.request.get("model") or settings.agent_default_model, settings.agent_model_upstream
         )
@@ -257,7 +283,7 @@ class Driver:
         st, settings = self.st, self.o.settings
         allowed = st.request["writable_paths"]
         (step,) = st.request["steps"]
-        prompt = with_guidance(st.request["spec"], st.guidance, allowed)
+        prompt = with_guidance(st.request["spec"], st.guidance, allowed, attachment_paths(st.request))
         return AgentProcess(
             name="the coding CLI",
             command_id=f"{st.sandbox_id}-cli",
@@ -470,9 +496,16 @@ class Driver:
             self.o.settle(
                 self.run_id, lambda now: advance(now, self.attempt, "merged", ACTOR, reason="merge request opened")
             )
-        except (AstraForgeError, OSError, httpx.HTTPError) as e:  # the provider refused, or was not reached
-            LOG.warning("run %s: merge failed: %s", self.run_id, e)
-            reason = f"merge failed: {e}"
+        except Exception as e:  # the provider refused or was not reached; anything else fails it too, not hangs
+            known = isinstance(e, AstraForgeError | OSError | httpx.HTTPError)
+            LOG.log(
+                logging.WARNING if known else logging.ERROR,
+                "run %s: merge failed: %s",
+                self.run_id,
+                e,
+                exc_info=not known,
+            )
+            reason = f"merge failed: {e}" if known else f"merge failed: internal error: {type(e).__name__}"
             self.o.settle(self.run_id, lambda now: failed(now, self.attempt, reason, ACTOR))
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -130,10 +130,14 @@ def run_process(d: "Driver", facts: StreamFacts, process: AgentProcess) -> Envel
     return last
 
 
-def with_guidance(spec: str, guidance: tuple[str, ...], writable_paths: list[str]) -> str:
-    """The prompt of an attempt: the spec, the reviewers' guidance of earlier attempts, the paths the
-    agent may change (it cannot change others: say so rather than let it find out)."""
+def with_guidance(
+    spec: str, guidance: tuple[str, ...], writable_paths: list[str], attachments: list[str] | None = None
+) -> str:
+    """The prompt of an attempt: the spec, the files attached to it, the reviewers' guidance of earlier
+    attempts, the paths the agent may change (it cannot change others: say so rather than let it find out)."""
     parts = [spec.rstrip()]
+    if attachments:
+        parts.append("Files attached to this request (outside the repository): " + ", ".join(attachments))
     if guidance:
         notes = "\n".join(f"- {g}" for g in guidance if g)
         parts.append(f"A reviewer looked at the earlier attempt(s) and asks:\n{notes}")

@@ -21,6 +21,12 @@ ORDER = ("requested", "provisioning", "preparing", "running", "verifying", "awai
 DRIVEN = frozenset(ORDER[:5])  # an attempt under way: a driver (re)starts it
 
 
+def attempt_sandbox_id(run_id: str, attempt: int) -> str:
+    """Deterministic per attempt: a resumed driver asks for the same sandbox, never a second one (and
+    the API admits it against the tenant's quota under this id before the run exists)."""
+    return f"sb-{run_id.removeprefix('run-')}-a{attempt}"
+
+
 @dataclass(frozen=True)
 class RunEffect:
     """A side effect for the orchestrator: drive (the current attempt) | stop (``sandbox_id``, for
@@ -57,8 +63,7 @@ class RunState:
 
     @property
     def sandbox_id(self) -> str:
-        """Deterministic per attempt: a resumed driver asks for the same sandbox, never a second one."""
-        return f"sb-{self.run_id.removeprefix('run-')}-a{self.attempt}"
+        return attempt_sandbox_id(self.run_id, self.attempt)
 
     @property
     def repository(self) -> str:
@@ -156,7 +161,7 @@ def decide(st: RunState | None, command: Envelope, actor: str) -> RunDecision:
     if st is None or st.state in ENDED:
         return RunDecision()
     p = command.payload
-    if command.type == "run.cancel":
+    if command.type == "run.cancel" and st.state != "approved":  # approved: the merge is under way, it ends the run
         reason = p.get("reason") or "cancelled"
         return RunDecision(
             [lifecycle(st, "cancelled", actor, command, reason=reason, sandbox_id=st.sandbox_id)],

@@ -4,7 +4,8 @@ left against it, commit and push an approved patch.
 The sandbox never sees a repository: it gets the base tree (``git archive``, no ``.git``, no remote,
 no token) and everything it gives back — a workspace snapshot — is untrusted: it is checked
 (``check_snapshot``) and unpacked with tarfile's ``data`` filter into a scratch directory, and git
-reads it as a work tree with hooks, external diff drivers and textconv off. Every git call runs
+reads it as a work tree with hooks, external diff drivers and textconv off, and with every ``.git``
+the sandbox left in it removed first (``drop_git_dirs``). Every git call runs
 without the user's or system's git config and never prompts.
 
 A redone step gives the same result: the diff of the same snapshot is the same diff, and the merge
@@ -124,6 +125,31 @@ def unpack(snapshot: BinaryIO, dest: Path, max_entries: int, max_bytes: int) -> 
         tar.extractall(dest, filter="data")
 
 
+def drop_git_dirs(tree: Path) -> list[str]:
+    """Remove every entry named ``.git`` (directory, file or link) from an unpacked workspace; their
+    paths, tree-relative, sorted.
+
+    Why: ``git add`` takes a directory holding a ``.git`` for a nested repository and records a
+    gitlink (``Subproject commit <sha>``) instead of its files. A sandbox could thus put a commit the
+    reviewer never sees into the merge request, or, with a ``.git`` file saying ``gitdir: <host
+    path>``, make the host's git open a host repository and copy its HEAD sha into the diff. No
+    ``.git`` is ever part of a commit, so dropping them changes nothing a reviewer should see."""
+    dropped, todo = [], [tree]
+    while todo:  # a stack, not recursion: a workspace can nest deeper than Python recurses
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.name == ".git":
+                    dropped.append(Path(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    todo.append(Path(entry.path))
+    for path in dropped:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return sorted(str(p.relative_to(tree)) for p in dropped)
+
+
 def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
     """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files.
 
@@ -131,6 +157,7 @@ def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
     and so are the caches an agent's test runs leave behind (``CACHES``): what the diff shows is what
     would merge. Tracked files always count, ignored or not; writes outside the run's writable paths,
     ignored ones included, were already refused inside the sandbox (Landlock)."""
+    drop_git_dirs(tree)
     index.unlink(missing_ok=True)
     (repo / ".git" / "info").mkdir(exist_ok=True)
     (repo / ".git" / "info" / "exclude").write_text("".join(f"{pattern}\n" for pattern in CACHES))

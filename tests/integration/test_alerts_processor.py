@@ -68,3 +68,21 @@ def test_an_alert_decided_again_after_a_lost_commit_decides_the_same(fresh_setti
     ]
     creates = [(e.stream_id, e.event_id) for e in creates if e.type == "run.create"]
     assert len(creates) == 2 and creates[0] == creates[1] and creates[0][0] == run_id
+
+
+def test_a_started_run_that_never_shows_up_stops_holding_its_issue(settings, projector) -> None:
+    """An issue's run whose ``run.create`` never became a run (dead-lettered, say) is ``LOST`` once it
+    is ten minutes old: later alerts start a new run instead of attaching to nothing for ever."""
+    from astraforge.processors.alerts import store
+    from astraforge.processors.alerts.state import LOST
+
+    run_id, now = f"run-{secrets.token_hex(8)}", 1_900_000_000_000_000
+    with connect(settings, autocommit=True) as conn:
+        store.ensure_schema(conn)
+        started = now - (store.UNPROJECTED_LIMIT_S - 1) * 1_000_000
+        conn.execute(
+            "INSERT INTO alert_run_starts (run_id, integration_id, project, started_at) VALUES (%s, 'i', 'p', %s)",
+            (run_id, started),
+        )
+        assert store.run_state(conn, settings.projection_schema, run_id, now) is None  # may still show up
+        assert store.run_state(conn, settings.projection_schema, run_id, now + 2_000_000) == LOST

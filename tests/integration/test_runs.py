@@ -190,10 +190,56 @@ def test_a_repository_off_the_allowlist_is_refused(runs_api, repos, tenant) -> N
         {"spec": "x", "repository": "/r.git", "steps": [{"run": "a"}], "egress_allow": ["model-gateway"]},
         {"spec": "x", "repository": "/r.git", "steps": [{"write": "a", "content": "y" * 500_000}] * 2},
         {"spec": "x", "repository": "/r.git", "steps": [{"write": "a", "content": "\u0000"}]},
+        {"spec": "x", "repository": "/r", "steps": [{"run": "a"}], "attachments": [{"name": "../a", "content": ""}]},
+        {"spec": "x", "repository": "/r", "steps": [{"run": "a"}], "attachments": [{"name": "a", "content": ""}] * 2},
+        {
+            "spec": "x",
+            "repository": "/r.git",
+            "steps": [{"run": "a"}],
+            "attachments": [{"name": "a", "content": "not base64!", "encoding": "base64"}],
+        },
     ],
 )
 def test_bad_requests_are_4xx(runs_api, tenant, body) -> None:
     assert post(f"{runs_api}/v1/requests", tenant[1], body).status_code == 422
+
+
+def test_attachments_reach_the_agent_outside_the_repository(runs_api, repos, tenant) -> None:
+    """A request's attachments are files in the agent's sandbox (~/attachments/<name>, text or base64):
+    the agent reads them; they never show up in the diff or the patch."""
+    _, key = tenant
+    body = request(
+        repos["calc"],
+        steps=[{"run": "cat ~/attachments/trace.log > NOTES.md && cat ~/attachments/blob.bin > data.bin"}],
+        writable_paths=["NOTES.md", "data.bin"],
+        test_command=None,
+        attachments=[
+            {"name": "trace.log", "content": "ZeroDivisionError in add()\n"},
+            {"name": "blob.bin", "content": "AAEC", "encoding": "base64"},
+        ],
+    )
+    run_id = post(f"{runs_api}/v1/requests", key, body).json()["id"]
+    run = wait_state(runs_api, key, run_id, ("awaiting_review", "failed"))
+    assert run["state"] == "awaiting_review", run["reason"]
+    (diff,) = run["attempts"][0]["diffs"]
+    assert sorted(diff["files"]) == ["NOTES.md", "data.bin"] and diff["binary_files"] == ["data.bin"]
+    assert "+ZeroDivisionError in add()" in diff["patch"] and "attachments" not in diff["patch"]
+    written = [e["payload"]["path"] for e in stream_types(runs_api, key, run_id) if e["type"] == "file.written"]
+    assert written[-2:] == ["/home/sandbox/attachments/trace.log", "/home/sandbox/attachments/blob.bin"]
+
+
+def test_a_runs_sandbox_counts_against_the_tenants_quota(runs_api, run_settings, repos) -> None:
+    """Runs create sandboxes too: past the tenant's sandbox quota a request is refused with 429 (a tenant
+    could otherwise have as many sandboxes as it sent requests)."""
+    from astraforge.keys import create_key
+
+    key = create_key(run_settings, "quota-runs")
+    with running_api(run_settings.model_copy(update={"quota_sandboxes": 1})) as api:
+        first = post(f"{api}/v1/requests", key, request(repos["calc"]))
+        assert first.status_code == 201, first.text
+        second = post(f"{api}/v1/requests", key, request(repos["calc"]))
+        assert second.status_code == 429 and "sandboxes" in second.text
+    post(f"{runs_api}/v1/runs/{first.json()['id']}/cancel", key)
 
 
 def test_cancel_stops_the_agent_and_the_sandbox(runs_api, repos, tenant, sandbox_processor) -> None:

@@ -1,6 +1,6 @@
 """The alert policy with plain values: dedupe by issue, the per-project rate limit, the queue."""
 
-from astraforge.processors.alerts.state import IssueState, decide, remediation_run_id, window_full
+from astraforge.processors.alerts.state import LOST, IssueState, decide, remediation_run_id, window_full
 from astraforge.producers.alert_payloads import alert
 
 HOUR = 3600
@@ -26,7 +26,7 @@ def test_an_alert_of_an_issue_with_an_open_run_attaches_to_it() -> None:
 
 def test_once_the_run_ended_the_next_alert_starts_the_next_generation() -> None:
     issue = IssueState(run_id="run-a", generation=1)
-    for state in ("merged", "rejected", "failed", "cancelled"):
+    for state in ("merged", "rejected", "failed", "cancelled", LOST):
         out = decide("int-1", an_alert(), issue, state, "calc", [], T, 2, HOUR)
         assert (out.kind, out.run_id) == ("start", remediation_run_id("int-1", "42", 2)), state
 

@@ -60,3 +60,21 @@ def test_confined_dirs_are_the_writable_directories_or_a_files_directory() -> No
 
     assert confined_dirs(["src/", "docs/a.md", "x/../../etc/"]) == ["/workspace/docs", "/workspace/src"]
     assert confined_dirs(["calc.py"]) == ["/workspace"] and confined_dirs([]) == []
+
+
+@pytest.mark.parametrize(
+    "repository",
+    [
+        "/srv/git/../private/x.git",
+        "/srv/git/./../x.git",
+        "/srv/git/%2e%2e/x.git",
+        "https://github.com/acme/../evil/api",
+        "https://github.com/acme/%2E%2E/evil/api",
+        "https://github.com/acme/..%2fevil/api",
+        "https://github.com/acme/..\\evil/api",
+    ],
+)
+def test_a_repository_path_that_walks_up_matches_no_pattern(repository) -> None:
+    """A pattern's ``*`` matches ``/`` and ``..`` too: ``/srv/git/*`` held ``/srv/git/../private``."""
+    allow = {"*": ["/srv/git/*", "https://github.com/acme/*"]}
+    assert not repository_allowed(allow, "acme", repository)
