@@ -18,6 +18,7 @@ Not protected: a lease guards the writes that ask for it (the agent's write/edit
 writes that name a holder); a shell command the agent runs can still touch any file.
 """
 
+import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,6 +83,15 @@ def _lease(sandbox_id: str, path: str, row: tuple) -> FileLease:
     return FileLease(sandbox_id, path, row[0], row[1], row[2])
 
 
+def canonical(path: str) -> str:
+    """The one spelling of a file's path a lease is keyed by: ``/workspace/./a``, ``/workspace//a``
+    and ``//workspace/a`` name the same file, so they must name the same lease (else a second holder
+    takes the file under another spelling). A relative path is under /workspace, as the file routes
+    read it."""
+    absolute = path if path.startswith("/") else f"/workspace/{path}"
+    return "/" + posixpath.normpath(absolute).lstrip("/")
+
+
 def _ttl(ttl_s: float) -> float:
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError(f"a lease lasts between 0 and {MAX_TTL_S:.0f} seconds, not {ttl_s}")
@@ -92,6 +102,7 @@ def acquire(
     conn: psycopg.Connection, tenant: str, sandbox_id: str, path: str, holder: str, ttl_s: float = DEFAULT_TTL_S
 ) -> LeaseOutcome:
     """Take (or extend) the lease on ``path`` for ``holder``; refused while another holder's lasts."""
+    path = canonical(path)
     params = {"tenant": tenant, "sandbox": sandbox_id, "path": path, "holder": holder, "ttl": _ttl(ttl_s)}
     for _ in range(3):  # the other holder's lease may expire (and be deleted) between the two statements
         with conn.transaction():
@@ -106,6 +117,7 @@ def acquire(
 
 def release(conn: psycopg.Connection, sandbox_id: str, path: str, holder: str) -> FileLease | None:
     """Give a lease up (only its holder can); the lease given up, or None if it held none."""
+    path = canonical(path)
     with conn.transaction():
         row = conn.execute(RELEASE, (sandbox_id, path, holder)).fetchone()
     return None if row is None else _lease(sandbox_id, path, _values(row))

@@ -13,6 +13,10 @@ lock, and refuses them once the reply is no longer current: cancelled, or the pa
   store: the record carries its reference and a preview; an ``execute`` output the backend
   offloaded carries the sandbox path the agent was given); a ``write_todos`` -> ``todo.updated``;
 - after each round of tools -> ``agent.checkpoint`` (the history, in the artifact store).
+
+Each artifact stored is also an ``artifact.stored`` record first, as the sandbox processor writes for
+its own: the tenant can then read (``GET /v1/artifacts/{id}``), list and delete what the records
+reference, and the bytes count against its quota.
 """
 
 import json
@@ -21,18 +25,20 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from deepagents import create_deep_agent
+from deepagents.backends.composite import CompositeBackend
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
 from langchain_openai import ChatOpenAI
 
 from astraforge.artifacts import ArtifactStore
 from astraforge.errors import AstraForgeError
-from astraforge.processors.conversations.backend import RecordedSandbox
+from astraforge.processors.conversations.backend import RecordedSandbox, stored
 from astraforge.processors.conversations.state import ConversationState, tool_result
 
 LOG = logging.getLogger(__name__)
 RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
 PREVIEW_BYTES = 4 * 1024
+AGENT_FILES = "/tmp/astraforge-agent"  # where deepagents' own middleware writes in the sandbox (summarised history)
 RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
 
 
@@ -119,7 +125,10 @@ class ReplyRun:
             middleware.append(_ToolFilter(allowed))
         return create_deep_agent(
             model=self.model,
-            backend=self.backend,
+            # deepagents offloads the history it summarises (and evicted tool results) under the
+            # backend's artifacts_root, "/" unless a CompositeBackend names one: the sandbox's root is
+            # read-only, so a long conversation's every reply failed once summarisation began
+            backend=CompositeBackend(self.backend, {}, artifacts_root=AGENT_FILES),
             system_prompt=self.st.settings.get("system_prompt") or None,
             middleware=middleware,
         )
@@ -205,13 +214,14 @@ class ReplyRun:
     def _result(self, m: ToolMessage) -> None:
         output = _text(m.content)
         is_error = getattr(m, "status", "success") == "error"
-        offload = next((o for path, o in self.backend.offloads.items() if path in output), None)
+        offload = self.backend.take_offload(output)
         data = output.encode()
         if offload is not None:
             payload = tool_result(m.tool_call_id, output[:RECORD_OUTPUT_BYTES], is_error, False, offload.artifact,
                                   offload.path, offload.size)  # fmt: skip
         elif len(data) > RECORD_OUTPUT_BYTES:
             ref = self.artifacts.put(self.st.tenant_id, data, "text/plain", f"{m.tool_call_id}.txt")
+            self.record("artifact.stored", stored(ref))
             preview = data[:PREVIEW_BYTES].decode(errors="ignore")
             text = f"{preview}\n[... {len(data)} bytes in all: artifact {ref['artifact_id']}]"
             payload = tool_result(m.tool_call_id, text, is_error, True, ref, None, len(data))
@@ -225,6 +235,7 @@ class ReplyRun:
             return
         body = json.dumps(messages_to_dict(history(now))).encode()
         ref = self.artifacts.put(self.st.tenant_id, body, "application/json", f"{self.reply_id}-t{self.turn}.json")
+        self.record("artifact.stored", stored(ref))
         self.record("agent.checkpoint", {"reply_id": self.reply_id, "messages": len(now.messages), "artifact": ref})
 
 

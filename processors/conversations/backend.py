@@ -13,7 +13,8 @@ another holder's lease turns the write into an error naming the holder, which th
 Context offloading: an ``execute`` output above ``offload_bytes`` is stored whole in the artifact
 store and written into the sandbox (``/tmp/astraforge-outputs/<command>.txt``); the agent gets the
 path, the size and the first and last lines, and reads the rest with ``read_file`` when it needs to.
-``offloads`` remembers each (path -> artifact) so the reply's ``tool.result`` can reference it.
+``offloads`` remembers each (path -> artifact) until ``take_offload`` hands it to the reply's
+``tool.result`` of that very call, which references it.
 
 When the toolkit's HTTP ``SandboxBackend`` lands, this is the same contract over the commands topic
 instead of the API (the processor holds no tenant API key).
@@ -53,6 +54,12 @@ PREVIEW_BYTES = 2048  # of the head and of the tail of an offloaded output
 ERROR_CODES = {"not_found": "file_not_found", "forbidden_path": "permission_denied", "is_directory": "is_directory"}
 
 
+def stored(ref: dict) -> dict:
+    """The ``artifact.stored`` payload for bytes stored on the tenant's behalf (readable, listed,
+    counted against its quota and deletable once projected, like the sandbox processor's own)."""
+    return {"artifact": ref, "command_id": None}
+
+
 @dataclass(frozen=True)
 class Offload:
     """A tool output kept out of the model's context: whole in the artifact store and in the sandbox."""
@@ -60,6 +67,7 @@ class Offload:
     path: str
     artifact: dict
     size: int
+    header: str  # the summary's first line, naming the path: the output the agent got starts with it
 
 
 class RecordedSandbox(BaseSandbox):
@@ -90,6 +98,7 @@ class RecordedSandbox(BaseSandbox):
         self.leased: set[str] = set()
         self.lease_records: list[Envelope] = []  # lease.acquired / lease.refused, appended to the sandbox's stream
         self._lock = threading.Lock()  # deepagents runs a turn's tool calls on a thread pool
+        self._offloads_lock = threading.Lock()
         self._facts = StreamFacts(settings, sandbox_id, _end_offset(settings, sandbox_id), stopped)
 
     @property
@@ -154,6 +163,7 @@ class RecordedSandbox(BaseSandbox):
     def _offload(self, cid: str, whole, size: int, done: dict) -> ExecuteResponse:
         """Keep a large output out of the model's context: stored, written into the sandbox, previewed."""
         ref = self.artifacts.put_file(self.tenant_id, whole, "text/plain", f"{cid}.txt")
+        self.append([self._sandbox_record("artifact.stored", stored(ref))])
         path = f"{OUTPUT_DIR}/{cid}.txt"
         write = {"request_id": f"{cid}-offload", "path": path, "content": None, "artifact": ref, "mode": 0o644}
         written = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
@@ -162,12 +172,23 @@ class RecordedSandbox(BaseSandbox):
         whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
         tail = whole.read().decode(errors="replace")
         where = path if not written.payload.get("error") else f"artifact {ref['artifact_id']} (not in the sandbox)"
-        self.offloads[path] = Offload(path, ref, size)
-        summary = (
+        header = (
             f"[output offloaded: {size} bytes, exit code {done.get('exit_code')}; the whole output is at {where} "
-            f"(read it with read_file, in pages); first and last lines:]\n{head}\n[...]\n{tail}"
+            f"(read it with read_file, in pages); first and last lines:]"
         )
+        with self._offloads_lock:
+            self.offloads[path] = Offload(path, ref, size, header)
+        summary = f"{header}\n{head}\n[...]\n{tail}"
         return ExecuteResponse(output=summary, exit_code=done.get("exit_code"), truncated=False)
+
+    def take_offload(self, output: str) -> Offload | None:
+        """The offload whose summary ``output`` is (a tool's whole answer starts with it), claimed once:
+        a later output that merely names the path (``find``, an error about it) is not that offload."""
+        with self._offloads_lock:
+            found = next((o for o in self.offloads.values() if output.startswith(o.header)), None)
+            if found is not None:
+                del self.offloads[found.path]
+            return found
 
     def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
         answers = []
@@ -176,6 +197,7 @@ class RecordedSandbox(BaseSandbox):
             artifact = None
             if len(content) > MAX_INLINE_BYTES:
                 artifact = self.artifacts.put(self.tenant_id, content, name=path)
+                self.append([self._sandbox_record("artifact.stored", stored(artifact))])
             write = {
                 "request_id": rid,
                 "path": path,
@@ -217,6 +239,7 @@ class RecordedSandbox(BaseSandbox):
         with connect(self.settings) as conn:
             outcome = leases.acquire(conn, self.tenant_id, self.sandbox_id, path, self.actor, self.lease_ttl_s)
         record_type = "lease.acquired" if outcome.granted else "lease.refused"
+        path = outcome.lease.path  # the canonical spelling the lease is keyed by
         first = outcome.granted and path not in self.leased
         if first or not outcome.granted:
             payload = {

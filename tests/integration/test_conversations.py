@@ -116,6 +116,7 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
         turns(tool_call("write_file", {"file_path": "/workspace/test_calc.py", "content": TEST_CALC})),
         turns(tool_call("execute", {"command": "cd /workspace && python test_calc.py"})),
         turns(tool_call("execute", {"command": big})),
+        turns(tool_call("execute", {"command": "find /tmp/astraforge-outputs -type f"})),  # names the path
         turns(tool_call("task", {"description": "Count the files", "subagent_type": "general-purpose"})),
         turns(message("Two files.")),  # the sub-agent's own turn
         turns(message("Done: calc.py adds, its test passes, and the big output is saved.")),
@@ -132,9 +133,10 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
 
     types = [e["type"] for e in stream]
     assert types[0] == "conversation.created" and types[1] == "chat.message" and types[2] == "reply.started"
-    assert types.count("chat.message") == 1 + 6 and types[-1] == "reply.completed", types
+    assert types.count("chat.message") == 1 + 7 and types[-1] == "reply.completed", types
     called = [e["payload"] for e in stream if e["type"] == "tool.called"]
-    assert [c["name"] for c in called] == ["write_todos", "write_file", "write_file", "execute", "execute", "task"]
+    names = ["write_todos", "write_file", "write_file", "execute", "execute", "execute", "task"]
+    assert [c["name"] for c in called] == names
     results = {e["payload"]["call_id"]: e["payload"] for e in stream if e["type"] == "tool.result"}
     assert set(results) == {c["call_id"] for c in called}
     test_run = results[called[3]["call_id"]]
@@ -143,7 +145,7 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
     assert todo["todos"] == todos and todo["call_id"] == called[0]["call_id"]
     assert any(e["type"] == "agent.checkpoint" for e in stream)
     (sub,) = [e["payload"] for e in stream if e["type"] == "subagent.called"]
-    assert sub["subagent_type"] == "general-purpose" and sub["call_id"] == called[5]["call_id"]
+    assert sub["subagent_type"] == "general-purpose" and sub["call_id"] == called[6]["call_id"]
     assert results[sub["call_id"]]["output"] == "Two files."
 
     # the several-MiB output: the record keeps a summary and references the whole, in the store and the sandbox
@@ -153,6 +155,17 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
         "/tmp/astraforge-outputs/"
     )
     assert len(offloaded["output"]) < 8 * 1024 and offloaded["path"] in offloaded["output"]
+    for ref in (
+        offloaded["artifact"],
+        next(e for e in stream if e["type"] == "agent.checkpoint")["payload"]["artifact"],
+    ):
+        url = f"{api_url}/v1/artifacts/{ref['artifact_id']}"  # what a record references, the tenant can read
+        wait_until(
+            lambda url=url: httpx.get(url, headers=auth(key), timeout=60).status_code == 200, timeout=30, what=url
+        )
+        assert len(httpx.get(url, headers=auth(key), timeout=60).content) == ref["size"]
+    found = results[called[5]["call_id"]]  # a later output that names the path is not the offload
+    assert offloaded["path"] in found["output"] and found["artifact"] is None and found["path"] is None, found
     sandbox_id = conv["sandbox_id"]
     assert exec_in(api_url, key, sandbox_id, f"wc -c < {offloaded['path']}")["stdout"].strip() == str(offloaded["size"])
     fifth = model.requests[4].body["messages"]  # what the model saw of it: the path and a preview, not 3 MiB

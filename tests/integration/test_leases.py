@@ -57,3 +57,18 @@ def test_a_lease_expires_and_then_goes_to_the_next_asker(settings) -> None:
         )
         (lease,) = leases.held(conn, "t", sandbox)
         assert lease.holder == "conversation:next"
+
+
+def test_one_file_spelled_two_ways_is_one_lease(settings) -> None:
+    """``/workspace/./a.txt`` and ``//workspace/a.txt`` are the file ``/workspace/a.txt``: a second
+    holder asking under another spelling is refused, not handed a second lease on the same file."""
+    sandbox = f"sb-{secrets.token_hex(6)}"
+    with connect(settings, autocommit=True) as conn:
+        first = leases.acquire(conn, "t", sandbox, "/workspace/./a.txt", "conversation:first", 30)
+        assert first.granted and first.lease.path == "/workspace/a.txt"
+        for spelling in ("/workspace/a.txt", "//workspace/a.txt", "/workspace/sub/../a.txt", "/workspace//a.txt"):
+            refused = leases.acquire(conn, "t", sandbox, spelling, "conversation:second", 30)
+            assert not refused.granted and refused.lease.holder == "conversation:first", spelling
+        assert [lease.path for lease in leases.held(conn, "t", sandbox)] == ["/workspace/a.txt"]
+        assert leases.release(conn, sandbox, "/workspace//a.txt", "conversation:first").holder == "conversation:first"
+        assert leases.held(conn, "t", sandbox) == []

@@ -36,8 +36,10 @@ def test_a_conversation_replies_as_a_stream_of_records(conversations, api_url, s
     script = [
         Turn((tool_call("write_file", {"file_path": "/workspace/note.md", "content": "# from the agent\n"}),)),
         Turn((message("Wrote note.md."),)),
+        Turn((message("Nothing more to do."),)),
     ]
-    with AstraForgeClient(api_url, new_tenant(settings)[1]) as client, ModelServer(script, gateway_listener()):
+    key = new_tenant(settings)[1]
+    with AstraForgeClient(api_url, key) as client, ModelServer(script, gateway_listener()):
         sandbox = client.create_sandbox()
         try:
             conversation = client.create_conversation("stub-model", sandbox_id=sandbox.id, title="notes")
@@ -55,5 +57,13 @@ def test_a_conversation_replies_as_a_stream_of_records(conversations, api_url, s
             wait_until(lambda: client.get_conversation(conversation.id).state == "idle", timeout=30)
             with pytest.raises(Conflict):  # no reply under way
                 client.cancel_reply(conversation.id)
+
+            # a client that never followed the conversation gets this reply's records, not the first one's
+            with AstraForgeClient(api_url, key) as fresh:
+                second = list(fresh.converse(conversation.id, "Anything else?"))
+            assert second[0].type == "reply.started" and second[-1].type == "reply.completed"
+            assert len({e.payload.get("reply_id") for e in second if e.type.startswith("reply.")}) == 1
+            said = [e.payload["text"] for e in second if e.type == "chat.message" and e.payload["role"] == "assistant"]
+            assert said == ["Nothing more to do."]
         finally:
             client.delete_sandbox(sandbox.id)

@@ -7,6 +7,7 @@ from astraforge_toolkit.backend import SandboxBackend
 from deepagents import create_deep_agent
 from langchain_openai import ChatOpenAI
 
+from astraforge.config import PROJECT_ROOT
 from tests.conftest import new_tenant
 from tests.modelserver import ModelServer, Turn, message, tool_call
 
@@ -43,3 +44,33 @@ def test_a_deep_agent_creates_a_file_and_runs_a_command(api_url, sandbox_process
                     break
         finally:
             client.delete_sandbox(sandbox.id)
+
+
+def readme_quick_start() -> str:
+    """The toolkit README's Python quick start, as written."""
+    text = (PROJECT_ROOT / "toolkit" / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_quick_start_runs_as_written(api_url, sandbox_processor, settings) -> None:
+    """The README's lines, given only what its text says to bring (``api_key``, ``model``), make an
+    agent whose file lands in a new sandbox."""
+    code = readme_quick_start()
+    assert "http://127.0.0.1:8000" in code
+    turns = [
+        Turn((tool_call("write_file", {"file_path": "/workspace/quick.txt", "content": "started\n"}),)),
+        Turn((message("Wrote quick.txt."),)),
+    ]
+    with ModelServer(turns) as model_server:
+        model = ChatOpenAI(model="scripted", base_url=f"http://127.0.0.1:{model_server.port}/v1", api_key="k")
+        scope = {"api_key": new_tenant(settings)[1], "model": model}
+        exec(compile(code.replace("http://127.0.0.1:8000", api_url), "README.md", "exec"), scope)
+        client = scope["client"]
+        (sandbox,) = client.list_sandboxes().items
+        try:
+            result = scope["agent"].invoke({"messages": [{"role": "user", "content": "Write quick.txt."}]})
+            assert result["messages"][-1].content == "Wrote quick.txt."
+            assert client.download(sandbox.id, "/workspace/quick.txt") == b"started\n"
+        finally:
+            client.delete_sandbox(sandbox.id)
+            client.close()

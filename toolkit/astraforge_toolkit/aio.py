@@ -22,6 +22,7 @@ from astraforge_toolkit.client import (
     RETRIES,
     STREAM_READ_TIMEOUT_S,
     STREAM_RECONNECTS,
+    ReplyFilter,
     StreamTracker,
     check,
     ends_command,
@@ -140,11 +141,13 @@ class AsyncAstraForgeClient(ApiCalls):
         """As ``AstraForgeClient.converse``: the reply's records until it ends."""
         start = self._streams.start(conversation_id)
         accepted = await self.send_message(conversation_id, text)
+        mine = ReplyFilter(accepted.reply_id)
         stream = self.stream(conversation_id, after=start)
         try:
             async for event in stream:
-                yield event
-                if ends_reply(event, accepted.reply_id):
-                    return
+                if mine(event):
+                    yield event
+                    if ends_reply(event, accepted.reply_id):
+                        return
         finally:
             await stream.aclose()

@@ -84,6 +84,22 @@ def ends_reply(event: Event, reply_id: str) -> bool:
     return event.type in REPLY_ENDS and event.payload.get("reply_id") == reply_id
 
 
+class ReplyFilter:
+    """Which records of a conversation's stream belong to one reply: from its ``reply.started`` on.
+    A follow starts at the highest offset this client has seen, which for a new client (or one that
+    never followed this conversation) is the stream's start: without this, the earlier replies'
+    tokens and messages would be handed out as this reply's."""
+
+    def __init__(self, reply_id: str) -> None:
+        self.reply_id = reply_id
+        self.started = False
+
+    def __call__(self, event: Event) -> bool:
+        if not self.started:
+            self.started = event.type == "reply.started" and event.payload.get("reply_id") == self.reply_id
+        return self.started
+
+
 class AstraForgeClient(ApiCalls):
     """The AstraForge API over HTTP: sandboxes, exec, files, snapshots, runs, streams."""
 
@@ -188,10 +204,13 @@ class AstraForgeClient(ApiCalls):
     def converse(self, conversation_id: str, text: str) -> Iterator[Event]:
         """Send ``text`` and yield the conversation's records as the reply happens (``chat.delta``
         tokens, ``chat.message``, ``tool.called`` / ``tool.result``, ``todo.updated``...),
-        ending with the reply's ``reply.completed``, ``reply.failed`` or ``reply.cancelled``."""
+        from its ``reply.started`` to its ``reply.completed``, ``reply.failed`` or ``reply.cancelled``
+        (records of earlier replies, or of one still ahead of it in the queue, are not its)."""
         start = self._streams.start(conversation_id)
         accepted = self.send_message(conversation_id, text)
+        mine = ReplyFilter(accepted.reply_id)
         for event in self.stream(conversation_id, after=start):
-            yield event
-            if ends_reply(event, accepted.reply_id):
-                return
+            if mine(event):
+                yield event
+                if ends_reply(event, accepted.reply_id):
+                    return
