@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from deepagents import create_deep_agent
+from deepagents.middleware.subagents import GENERAL_PURPOSE_SUBAGENT
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
 from langchain_openai import ChatOpenAI
@@ -115,13 +116,17 @@ class ReplyRun:
     def graph(self):
         allowed = set(self.st.settings.get("tools") or [])
         middleware: list[AgentMiddleware] = [TodoListMiddleware()]  # write_todos: the plan, as todo.updated records
+        subagents = None
         if allowed:
             middleware.append(_ToolFilter(allowed))
+            # deepagents' default sub-agent does not inherit our middleware: the same limit, spelled out
+            subagents = [{**GENERAL_PURPOSE_SUBAGENT, "middleware": [_ToolFilter(allowed)]}]
         return create_deep_agent(
             model=self.model,
             backend=self.backend,
             system_prompt=self.st.settings.get("system_prompt") or None,
             middleware=middleware,
+            subagents=subagents,
         )
 
     def run(self) -> str:
@@ -229,7 +234,9 @@ class ReplyRun:
 
 
 class _ToolFilter(AgentMiddleware):
-    """Offers the model only the conversation's allowed tools (``tools`` of its settings)."""
+    """Limits the agent to the conversation's allowed tools (``tools`` of its settings): only they are
+    offered to the model, and a call to any other (a model may name a tool it was not offered) is
+    answered with an error instead of running."""
 
     def __init__(self, allowed: set[str]) -> None:
         super().__init__()
@@ -237,6 +244,22 @@ class _ToolFilter(AgentMiddleware):
 
     def wrap_model_call(self, request, handler):
         return handler(request.override(tools=[t for t in request.tools if _tool_name(t) in self.allowed]))
+
+    def wrap_tool_call(self, request, handler):
+        refused = self._refusal(request.tool_call)
+        return refused if refused is not None else handler(request)
+
+    async def awrap_tool_call(self, request, handler):
+        refused = self._refusal(request.tool_call)
+        return refused if refused is not None else await handler(request)
+
+    def _refusal(self, call: dict[str, Any]) -> ToolMessage | None:
+        name = str(call.get("name", ""))
+        if name in self.allowed:
+            return None
+        allowed = ", ".join(sorted(self.allowed))
+        text = f"error: the tool {name} is not allowed in this conversation (allowed: {allowed})"
+        return ToolMessage(content=text, tool_call_id=call["id"], name=name, status="error")
 
 
 def _tool_name(tool: Any) -> str:

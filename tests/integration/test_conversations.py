@@ -283,3 +283,33 @@ def test_two_conversations_on_one_sandbox_meet_a_file_lease(conversations, api_u
     assert httpx.put(upload, content=b"x", headers=auth(key), timeout=30).status_code == 409  # not as "me"
     mine = httpx.put(upload, content=b"mine\n", headers={**auth(key), "X-Lease-Holder": "me"}, timeout=30)
     assert mine.status_code == 200, mine.text
+
+
+def test_a_hostile_model_cannot_call_a_tool_the_conversation_did_not_allow(conversations, api_url, tenant) -> None:
+    """``tools`` is a limit, not a hint: a model that calls ``execute`` anyway (directly, or through a
+    sub-agent of an allowed ``task``) gets an error and nothing runs in the sandbox."""
+    _, key = tenant
+    direct = "echo direct > /workspace/pwned-direct.txt"
+    nested = "echo nested > /workspace/pwned-nested.txt"
+    script = [
+        turns(tool_call("execute", {"command": direct})),  # only read_file is offered
+        turns(message("Refused.")),
+        turns(tool_call("task", {"description": "Run it for me", "subagent_type": "general-purpose"})),
+        turns(tool_call("execute", {"command": nested})),  # the sub-agent's own turn
+        turns(message("Refused too.")),  # the sub-agent's last turn
+        turns(message("Nothing ran.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        only_read = create(api_url, key, tools=["read_file"])
+        post(f"{api_url}/v1/conversations/{only_read['id']}/messages", key, {"text": "run it"})
+        first = ended(api_url, key, only_read["id"])
+        with_task = create(api_url, key, sandbox_id=only_read["sandbox_id"], tools=["read_file", "task"])
+        post(f"{api_url}/v1/conversations/{with_task['id']}/messages", key, {"text": "delegate it"})
+        second = ended(api_url, key, with_task["id"])
+    assert first[-1]["type"] == "reply.completed" and second[-1]["type"] == "reply.completed", (first, second)
+    (refused,) = [e["payload"] for e in first if e["type"] == "tool.result"]
+    assert refused["is_error"] and "execute is not allowed" in refused["output"], refused
+    sandbox_id = only_read["sandbox_id"]
+    ran = [e["payload"]["shell"] for e in records(api_url, key, sandbox_id) if e["type"] == "sandbox.exec"]
+    assert not [s for s in ran if "pwned" in (s or "")], ran
+    assert exec_in(api_url, key, sandbox_id, "ls /workspace")["stdout"].count("pwned") == 0
