@@ -18,6 +18,7 @@ Not protected: a lease guards the writes that ask for it (the agent's write/edit
 writes that name a holder); a shell command the agent runs can still touch any file.
 """
 
+import posixpath
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,7 @@ import psycopg
 
 DEFAULT_TTL_S = 60.0
 MAX_TTL_S = 3600.0
+WORKDIR = "/workspace"  # where a relative path is, as for the sandbox's file API
 
 ACQUIRE = """
 INSERT INTO file_leases AS l (tenant_id, sandbox_id, path, holder, acquired_at, expires_at)
@@ -78,6 +80,14 @@ class LeaseOutcome:
         )
 
 
+def canonical(path: str) -> str:
+    """The one spelling of a file's path a lease is keyed by: ``/workspace/./a//b.txt``,
+    ``//workspace/a/../a/b.txt`` and ``a/b.txt`` are all ``/workspace/a/b.txt`` (else a second holder
+    takes the same file under another spelling, and a write spelled differently misses the lease)."""
+    absolute = path if path.startswith("/") else f"{WORKDIR}/{path}"
+    return posixpath.normpath("/" + absolute.lstrip("/"))  # normpath keeps a leading "//"
+
+
 def _lease(sandbox_id: str, path: str, row: tuple) -> FileLease:
     return FileLease(sandbox_id, path, row[0], row[1], row[2])
 
@@ -92,6 +102,7 @@ def acquire(
     conn: psycopg.Connection, tenant: str, sandbox_id: str, path: str, holder: str, ttl_s: float = DEFAULT_TTL_S
 ) -> LeaseOutcome:
     """Take (or extend) the lease on ``path`` for ``holder``; refused while another holder's lasts."""
+    path = canonical(path)
     params = {"tenant": tenant, "sandbox": sandbox_id, "path": path, "holder": holder, "ttl": _ttl(ttl_s)}
     for _ in range(3):  # the other holder's lease may expire (and be deleted) between the two statements
         with conn.transaction():
@@ -106,6 +117,7 @@ def acquire(
 
 def release(conn: psycopg.Connection, sandbox_id: str, path: str, holder: str) -> FileLease | None:
     """Give a lease up (only its holder can); the lease given up, or None if it held none."""
+    path = canonical(path)
     with conn.transaction():
         row = conn.execute(RELEASE, (sandbox_id, path, holder)).fetchone()
     return None if row is None else _lease(sandbox_id, path, _values(row))

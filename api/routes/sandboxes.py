@@ -10,7 +10,6 @@ create command).
 """
 
 import hashlib
-import posixpath
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -339,7 +338,7 @@ BINARY = "application/octet-stream"
 
 async def check_lease(conn: Conn, tenant: str, sandbox_id: str, path: str, holder: str | None) -> None:
     """409 if someone other than the caller (``tenant:<id>[/<holder>]``) holds the file's lease."""
-    absolute = posixpath.normpath(path if path.startswith("/") else f"/workspace/{path}")
+    absolute = leases.canonical(path)
     held = await (await conn.execute(leases.HELD, (sandbox_id, absolute))).fetchone()
     caller = f"tenant:{tenant}" + (f"/{holder}" if holder else "")
     if held is not None and held["holder"] != caller:
