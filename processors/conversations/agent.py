@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from deepagents import create_deep_agent
+from deepagents.backends.composite import CompositeBackend
 from deepagents.middleware.subagents import GENERAL_PURPOSE_SUBAGENT
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
@@ -34,6 +35,9 @@ from astraforge.processors.conversations.state import ConversationState, tool_re
 LOG = logging.getLogger(__name__)
 RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
 PREVIEW_BYTES = 4 * 1024
+# where deepagents' middleware offloads the history it summarises and oversized tool results: its default
+# root (/conversation_history, /large_tool_results) is read-only in the sandbox, which failed the reply
+AGENT_FILES = "/tmp/astraforge-agent"
 RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
 
 
@@ -123,7 +127,7 @@ class ReplyRun:
             subagents = [{**GENERAL_PURPOSE_SUBAGENT, "middleware": [_ToolFilter(allowed)]}]
         return create_deep_agent(
             model=self.model,
-            backend=self.backend,
+            backend=CompositeBackend(default=self.backend, routes={}, artifacts_root=AGENT_FILES),
             system_prompt=self.st.settings.get("system_prompt") or None,
             middleware=middleware,
             subagents=subagents,
