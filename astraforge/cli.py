@@ -519,7 +519,7 @@ def runs_rerun(
 def runs_cancel(
     run_id: str, reason: Annotated[str | None, typer.Option()] = None, api: ApiUrl = None, key: ApiKey = None
 ) -> None:
-    """Cancel the run at any stage (its agent and sandbox are stopped)."""
+    """Cancel the run at any stage before approval (its agent and sandbox are stopped)."""
     try:
         run = _client(api, key).cancel(run_id, reason)
     except AstraForgeError as e:

@@ -195,8 +195,9 @@ async def review_run(
 async def cancel_run(
     run: OwnedRun, tenant: CurrentTenant, commands: Commands, body: RunCancel | None = None
 ) -> RunPublic:
-    """Cancel at any stage: the agent's command and the sandbox are stopped."""
-    if run["state"] in ENDED:
+    """Cancel at any stage before approval: the agent's command and the sandbox are stopped (409 once
+    approved: the merge under way ends the run)."""
+    if run["state"] in ENDED or run["state"] == "approved":  # approved: being merged, the merge ends it
         raise ApiError(409, f"run {run['run_id']} is {run['state']}")
     payload = {"reason": (body.reason if body else None) or f"cancelled by tenant:{tenant}", "guidance": None}
     done = await commands.run_command(tenant, run["run_id"], "run.cancel", payload, ("run.cancelled",))

@@ -470,9 +470,16 @@ class Driver:
             self.o.settle(
                 self.run_id, lambda now: advance(now, self.attempt, "merged", ACTOR, reason="merge request opened")
             )
-        except (AstraForgeError, OSError, httpx.HTTPError) as e:  # the provider refused, or was not reached
-            LOG.warning("run %s: merge failed: %s", self.run_id, e)
-            reason = f"merge failed: {e}"
+        except Exception as e:  # the provider refused or was not reached; anything else fails it too, not hangs
+            known = isinstance(e, AstraForgeError | OSError | httpx.HTTPError)
+            LOG.log(
+                logging.WARNING if known else logging.ERROR,
+                "run %s: merge failed: %s",
+                self.run_id,
+                e,
+                exc_info=not known,
+            )
+            reason = f"merge failed: {e}" if known else f"merge failed: internal error: {type(e).__name__}"
             self.o.settle(self.run_id, lambda now: failed(now, self.attempt, reason, ACTOR))
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -41,8 +41,14 @@ class StreamFacts:
         self.partition = TopicPartition(settings.events_topic, partition, start)
         self.consumer.assign([self.partition])
         self.position = start  # the next offset to read
+        self.caught_up = False
 
     def find(self, match: Callable[[Envelope], bool]) -> Envelope | None:
+        """The first record already in the stream that ``match``es: everything the stream held at
+        the first lookup is read before answering (a resumed driver must not miss an answer that is
+        there but not yet fetched, and send its command again)."""
+        if not self.caught_up:
+            self.catch_up()
         return next((e for e in self.seen if match(e)), None)
 
     def wait(self, match: Callable[[Envelope], bool], timeout: float) -> Envelope:
@@ -73,6 +79,7 @@ class StreamFacts:
             if time.monotonic() > deadline:
                 raise FactTimeout(f"could not read the run's records within {timeout:.0f}s")
             self._poll(0.2)
+        self.caught_up = True
 
     def _poll(self, timeout: float) -> None:
         for msg in poll_batch(self.consumer, 500, timeout=timeout):

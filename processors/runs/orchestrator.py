@@ -42,6 +42,7 @@ from astraforge.schemas import Envelope, default_codec
 LOG = logging.getLogger(__name__)
 NAME = "runs"
 ENDED_GRACE_S = 3600  # an ended run stays in the table this long (a late command finds it ended)
+SWEEP_S = 300.0  # how often an owner forgets the runs that ended more than ENDED_GRACE_S ago
 
 
 class RunOrchestrator:
@@ -215,8 +216,13 @@ class RunOrchestrator:
             if self.partition_of(st.run_id) in new:
                 if st.state in DRIVEN:
                     self._start(st, "drive")
-                elif st.state == "approved":
+                    continue
+                if st.state == "approved":
                     self._start(st, "merge")
+                # past its agent: its sandbox is of no more use, and a previous owner killed between
+                # deciding that (cancel, reject, awaiting review) and stopping it left it running
+                # (a stop of a stopped sandbox is a no-op)
+                self.stop_sandbox(st, st.sandbox_id, "run attempt over")
         for p in sorted(assigned):  # commands left unhandled, whatever the group committed
             try:
                 self.ownership.write(p, lambda p=p: self.cursor.catch_up(p, self._handle_one))
@@ -247,19 +253,38 @@ class RunOrchestrator:
                 continue
             if e.stream_id in self.states or e.type == "run.accepted":
                 touched.add(self._fold(e, msg.offset()))
+        self._persist(partition, touched | self._expired(partition), end)
+
+    def _expired(self, partition: int) -> set[str]:
+        """Drop the partition's runs that ended more than ``ENDED_GRACE_S`` ago; their ids (for
+        ``_persist`` to tombstone): memory and the changelog follow live runs, not history."""
         now = time.time() * 1_000_000
-        for run_id in list(touched):  # ended long ago (a first start reading old history): left out
-            st = self.states.get(run_id)
-            if st is not None and st.state in ENDED and now - st.ended_at > ENDED_GRACE_S * 1_000_000:
-                del self.states[run_id]
-        self._persist(partition, touched, end)
+        gone = {
+            run_id
+            for run_id, st in list(self.states.items())
+            if self.partition_of(run_id) == partition
+            and st.state in ENDED
+            and now - st.ended_at > ENDED_GRACE_S * 1_000_000
+        }
+        for run_id in gone:
+            del self.states[run_id]
+        return gone
+
+    def sweep(self) -> None:
+        """Forget the long-ended runs of every partition this instance owns (run every ``SWEEP_S``)."""
+        for partition in {self.partition_of(run_id) for run_id in list(self.states)}:
+            self.ownership.write(partition, lambda p=partition: self._persist(p, self._expired(p), None))
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
         """Serve until ``stop``: the faust app on its thread."""
         self.runtime.start()
         try:
-            self.stop_event.wait()
+            while not self.stop_event.wait(SWEEP_S):
+                try:
+                    self.sweep()
+                except Exception:  # forgetting old runs can wait for the next sweep; serving cannot
+                    LOG.exception("sweeping ended runs failed")
         finally:
             self.ownership.release_all()
             self.runtime.stop()

@@ -156,7 +156,7 @@ def decide(st: RunState | None, command: Envelope, actor: str) -> RunDecision:
     if st is None or st.state in ENDED:
         return RunDecision()
     p = command.payload
-    if command.type == "run.cancel":
+    if command.type == "run.cancel" and st.state != "approved":  # approved: the merge is under way, it ends the run
         reason = p.get("reason") or "cancelled"
         return RunDecision(
             [lifecycle(st, "cancelled", actor, command, reason=reason, sandbox_id=st.sandbox_id)],

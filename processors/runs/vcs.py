@@ -14,7 +14,7 @@ Facts: ../shared/notes/webhooks-and-vcs.md.
 """
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
@@ -69,6 +69,19 @@ def _error(response: httpx.Response, what: str) -> VcsError:
     return VcsError(f"{what}: {response.status_code} {response.text[:300]}")
 
 
+def _found(response: httpx.Response, url: str, number: str, what: str) -> list[OpenedMergeRequest]:
+    """The PR/MR(s) an answer describes (one object or a list), read as the API documents them; a
+    ``VcsError`` when it is not that JSON (a proxy's page, a truncated body): the provider failed."""
+    try:
+        body = response.json()
+        items = body if isinstance(body, list) else [body]
+        return [OpenedMergeRequest(str(item[url]), int(item[number])) for item in items]
+    except (ValueError, KeyError, TypeError) as e:
+        raise VcsError(
+            f"{what}: {response.status_code} is not the JSON the API documents: {response.text[:200]}"
+        ) from e
+
+
 class GitHub:
     """Pull requests through the GitHub REST API (``api_url`` https://api.github.com, or a GitHub
     Enterprise server's ``/api/v3``)."""
@@ -92,8 +105,8 @@ class GitHub:
         r = self.http.get(f"/repos/{path}/pulls", params={"head": f"{owner}:{branch}", "base": base, "state": "open"})
         if r.status_code != 200:
             raise _error(r, f"listing the pull requests of {path}")
-        found = r.json()
-        return OpenedMergeRequest(found[0]["html_url"], found[0]["number"], reused=True) if found else None
+        found = _found(r, "html_url", "number", f"listing the pull requests of {path}")
+        return replace(found[0], reused=True) if found else None
 
     def open(self, repository: str, branch: str, base: str, title: str, body: str) -> OpenedMergeRequest:
         path = project_path(repository)
@@ -102,7 +115,7 @@ class GitHub:
             return found
         r = self.http.post(f"/repos/{path}/pulls", json={"title": title, "head": branch, "base": base, "body": body})
         if r.status_code == 201:
-            return OpenedMergeRequest(r.json()["html_url"], r.json()["number"])
+            return _found(r, "html_url", "number", f"opening a pull request on {path}")[0]
         if r.status_code == 422 and "already exists" in r.text:  # opened meanwhile: reuse it
             found = self._find(path, branch, base)
             if found is not None:
@@ -128,8 +141,8 @@ class GitLab:
         r = self.http.get(f"/projects/{project}/merge_requests", params=params)
         if r.status_code != 200:
             raise _error(r, "listing the merge requests")
-        found = r.json()
-        return OpenedMergeRequest(found[0]["web_url"], found[0]["iid"], reused=True) if found else None
+        found = _found(r, "web_url", "iid", "listing the merge requests")
+        return replace(found[0], reused=True) if found else None
 
     def open(self, repository: str, branch: str, base: str, title: str, body: str) -> OpenedMergeRequest:
         project = quote(project_path(repository), safe="")  # namespace%2Fproject, as the API documents
@@ -139,7 +152,7 @@ class GitLab:
         payload = {"source_branch": branch, "target_branch": base, "title": title, "description": body}
         r = self.http.post(f"/projects/{project}/merge_requests", json=payload)
         if r.status_code == 201:
-            return OpenedMergeRequest(r.json()["web_url"], r.json()["iid"])
+            return _found(r, "web_url", "iid", f"opening a merge request on {project}")[0]
         if r.status_code == 409:  # an open one exists for this source and target: reuse it
             found = self._find(project, branch, base)
             if found is not None:

@@ -6,6 +6,7 @@ themselves, and through a whole run whose orchestrator is killed -9 while GitHub
 import os
 import secrets
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,40 @@ def test_kill_9_between_push_and_the_pull_request_record_opens_one(tmp_path, ten
     assert [e["type"] for e in records].count("merge_request.opened") == 1
     creates = [r for r in server.forge.requests if r.method == "POST" and r.path.endswith("/pulls")]
     assert len(creates) == 1  # the second orchestrator found it, and asked for none
+
+
+class _Garbled(BaseHTTPRequestHandler):
+    """An API behind a broken proxy: lists are empty, a create answers 201 with an HTML page."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._send(200, b"[]", "application/json")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(201, b"<html>created</html>", "text/html")
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_an_answer_that_is_not_the_documented_json_is_a_vcs_error(kind) -> None:
+    """A garbled answer used to raise ValueError/KeyError out of ``open``, which the merge driver
+    does not catch: its thread died and the run stayed ``approved`` with no reason, retried only
+    when its partition next moved. It is the provider failing, like any refusal."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        provider = PROVIDERS[kind][0](f"http://127.0.0.1:{server.server_port}{PROVIDERS[kind][2]}", "tok")
+        with pytest.raises(VcsError, match="not the JSON"):
+            provider.open("https://forge.example/acme/calc.git", "astraforge/run-1", "main", "t", "b")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,6 +1,6 @@
 """The run state machine with plain values: decide/evolve/advance/fact, no broker."""
 
-from astraforge.processors.runs.state import ENDED, RunState, advance, decide, evolve, fact, failed
+from astraforge.processors.runs.state import ENDED, RunDecision, RunState, advance, decide, evolve, fact, failed
 from astraforge.schemas import Envelope
 
 ACTOR = "processor:runs"
@@ -113,3 +113,17 @@ def test_cancel_ends_the_run_at_any_stage_and_later_facts_are_dropped() -> None:
 def test_state_round_trips_through_the_table() -> None:
     st = awaiting(created())
     assert RunState.from_json(st.to_json()) == st
+
+
+def test_an_approved_run_is_being_merged_and_cannot_be_cancelled() -> None:
+    """Cancel after approval used to end the run as cancelled while its merge driver went on: the
+    branch was pushed and the merge request opened, then both records were dropped (the run had
+    ended), leaving a merge request no run points at. The approval is the decision; the merge ends it."""
+    st = awaiting(created())
+    approve = command("run.approve", {"decision": "approve", "reviewer": "r", "comment": None, "attempt": 1})
+    st = fold(st, decide(st, approve, ACTOR).events)
+    assert decide(st, command("run.cancel", {"reason": "late"}), ACTOR) == RunDecision()
+    opened = Envelope(type="merge_request.opened", stream_id="run-1", tenant_id="t", actor=ACTOR, payload={"url": "u"})
+    assert fact(st, 1, opened) == [opened]
+    st = fold(st, [opened, *advance(fold(st, [opened]), 1, "merged", ACTOR)])
+    assert (st.state, st.merge_request) == ("merged", "u")

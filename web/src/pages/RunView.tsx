@@ -184,7 +184,7 @@ function Actions({ run }: { run: Run }) {
           </Dialog.Content>
         </Dialog.Portal>
       </Dialog.Root>
-      <Button disabled={ended || act.isPending} onClick={() => act.mutate({ path: "cancel", body: {} })}>Cancel run</Button>
+      <Button disabled={ended || run.state === "approved" || act.isPending} onClick={() => act.mutate({ path: "cancel", body: {} })}>Cancel run</Button>
       <ErrorText error={act.error} />
     </div>
   );
