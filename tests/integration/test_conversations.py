@@ -313,3 +313,27 @@ def test_a_hostile_model_cannot_call_a_tool_the_conversation_did_not_allow(conve
     ran = [e["payload"]["shell"] for e in records(api_url, key, sandbox_id) if e["type"] == "sandbox.exec"]
     assert not [s for s in ran if "pwned" in (s or "")], ran
     assert exec_in(api_url, key, sandbox_id, "ls /workspace")["stdout"].count("pwned") == 0
+
+
+def test_a_tool_call_larger_than_a_record_fails_its_reply_and_the_next_is_answered(
+    conversations, api_url, tenant
+) -> None:
+    """A hostile model's 2 MiB tool arguments cannot be one record: the reply fails with the reason,
+    nothing of it runs, and the conversation answers its next message."""
+    _, key = tenant
+    huge = "y" * (2 * 1024 * 1024)
+    script = [
+        turns(tool_call("write_file", {"file_path": "/workspace/huge.txt", "content": huge})),
+        turns(message("Should not be reached by the failed reply.")),
+        turns(message("Back to normal.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        conv = create(api_url, key)
+        cv = conv["id"]
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "write a huge file"})
+        first = ended(api_url, key, cv)
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "and now?"})
+        stream = ended(api_url, key, cv, n=2)
+    ends = [e for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
+    assert [e["type"] for e in ends] == ["reply.failed", "reply.completed"], first
+    assert exec_in(api_url, key, conv["sandbox_id"], "ls /workspace")["stdout"].count("huge") == 0
