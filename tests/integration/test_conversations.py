@@ -337,3 +337,35 @@ def test_a_tool_call_larger_than_a_record_fails_its_reply_and_the_next_is_answer
     ends = [e for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
     assert [e["type"] for e in ends] == ["reply.failed", "reply.completed"], first
     assert exec_in(api_url, key, conv["sandbox_id"], "ls /workspace")["stdout"].count("huge") == 0
+
+
+def test_many_messages_posted_at_once_are_each_answered_in_their_order(conversations, api_url, tenant) -> None:
+    """Eight clients post to one conversation at the same moment: every message is on the record
+    once, and the replies answer them one at a time in the order they were recorded."""
+    _, key = tenant
+    n = 8
+    script = [turns(message(f"reply {i}")) for i in range(n)]
+    with ModelServer(script, listener=gateway_listener()):
+        cv = create(api_url, key)["id"]
+        start, accepted = threading.Barrier(n), {}
+
+        def send(i: int) -> None:
+            start.wait()
+            r = post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": f"message {i}"})
+            accepted[i] = (r.status_code, r.json().get("message_id"))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stream = ended(api_url, key, cv, n=n, timeout=180)
+    assert sorted(code for code, _ in accepted.values()) == [202] * n
+    asked = [
+        e["payload"]["message_id"] for e in stream if e["type"] == "chat.message" and e["payload"]["role"] == "user"
+    ]
+    assert sorted(asked) == sorted(m for _, m in accepted.values())  # each once
+    answered = [e["payload"]["in_reply_to"] for e in stream if e["type"] == "reply.started"]
+    assert answered == asked
+    ends = [e["type"] for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
+    assert ends == ["reply.completed"] * n
