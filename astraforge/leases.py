@@ -92,15 +92,6 @@ def _lease(sandbox_id: str, path: str, row: tuple) -> FileLease:
     return FileLease(sandbox_id, path, row[0], row[1], row[2])
 
 
-def canonical(path: str) -> str:
-    """The one spelling of a file's path a lease is keyed by: ``/workspace/./a``, ``/workspace//a``
-    and ``//workspace/a`` name the same file, so they must name the same lease (else a second holder
-    takes the file under another spelling). A relative path is under /workspace, as the file routes
-    read it."""
-    absolute = path if path.startswith("/") else f"/workspace/{path}"
-    return "/" + posixpath.normpath(absolute).lstrip("/")
-
-
 def _ttl(ttl_s: float) -> float:
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError(f"a lease lasts between 0 and {MAX_TTL_S:.0f} seconds, not {ttl_s}")
