@@ -43,3 +43,36 @@ describe("followStream", () => {
     expect(seen.slice(1)).toEqual(["2", "4", "6", "8"]);
   });
 });
+
+describe("followStream delivery", () => {
+  it("never advances Last-Event-ID past records it did not deliver (a bad frame mid-chunk)", async () => {
+    // first connection: records 0 and 1 then a truncated frame for 2, all in one chunk; the resume must ask
+    // for what follows 1, so 0 and 1 are delivered once and 2 arrives whole on the second connection
+    const seen: (string | null)[] = [];
+    const impl = (async (_url: string, init: RequestInit) => {
+      const last = (init.headers as Record<string, string>)["Last-Event-ID"];
+      seen.push(last ?? null);
+      const text = last === undefined ? frame(0) + frame(1) + 'id: 2\ndata: {"offset":2,\n\n' : frame(Number(last) + 1);
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (!sent) { sent = true; c.enqueue(new TextEncoder().encode(text)); }
+        },
+      });
+      return new Response(body, { status: 200 });
+    }) as unknown as typeof fetch;
+    const got: number[] = [];
+    await new Promise<void>((done) => {
+      const stop = followStream("s", {
+        fetchImpl: impl,
+        backoffMs: () => 0,
+        onEvents: (b: StreamEvent[]) => {
+          got.push(...b.map((e) => e.offset));
+          if (got.length >= 3) { stop(); done(); }
+        },
+      });
+    });
+    expect(got).toEqual([0, 1, 2]);
+    expect(seen).toEqual([null, "1"]);
+  }, 2000);
+});

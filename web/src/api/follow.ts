@@ -4,7 +4,7 @@
  * sees every record exactly once and in order.
  */
 import { authHeaders } from "./client";
-import { SseParser } from "./sse";
+import { type SseMessage, SseParser } from "./sse";
 import type { StreamEvent } from "./types";
 
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "closed" | "error";
@@ -44,15 +44,28 @@ export function followStream(streamId: string, opts: FollowOptions): () => void 
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return "ended";
-      const batch: StreamEvent[] = [];
-      for (const m of parser.feed(value)) {
+      deliver(parser.feed(value));
+    }
+  }
+
+  /** Hands the new records of one chunk to the caller; `last` moves only past records delivered, so a
+   * frame that does not parse ends the connection and the resume asks for it again (no gap). */
+  function deliver(messages: SseMessage[]): void {
+    const batch: StreamEvent[] = [];
+    let through = last;
+    try {
+      for (const m of messages) {
         if (m.id === null) continue;
         const offset = Number(m.id);
-        if (!(offset > last)) continue; // already seen: a replay after reconnect overlaps nothing
+        if (!(offset > through)) continue; // already seen: a replay after reconnect overlaps nothing
         batch.push(JSON.parse(m.data) as StreamEvent);
-        last = offset;
+        through = offset;
       }
-      if (batch.length) opts.onEvents(batch);
+    } finally {
+      if (batch.length) {
+        opts.onEvents(batch);
+        last = through;
+      }
     }
   }
 
