@@ -76,3 +76,28 @@ describe("followStream delivery", () => {
     expect(seen).toEqual([null, "1"]);
   }, 2000);
 });
+
+describe("followStream stop", () => {
+  it("stops at once while waiting to reconnect, and fetches nothing more", async () => {
+    let fetches = 0;
+    const impl = (async () => {
+      fetches++;
+      throw new TypeError("network error");
+    }) as unknown as typeof fetch;
+    const states: string[] = [];
+    await new Promise<void>((done) => {
+      const stop = followStream("s", {
+        fetchImpl: impl,
+        backoffMs: () => 60_000,
+        onEvents: () => {},
+        onState: (s) => {
+          states.push(s);
+          if (s === "reconnecting") stop();
+          if (s === "closed") done();
+        },
+      });
+    });
+    expect(states).toEqual(["connecting", "reconnecting", "closed"]);
+    expect(fetches).toBe(1);
+  }, 2000);
+});

@@ -82,9 +82,23 @@ export function followStream(streamId: string, opts: FollowOptions): () => void 
       }
       if (controller.signal.aborted) break;
       opts.onState?.("reconnecting");
-      await new Promise((resolve) => setTimeout(resolve, backoff(attempt++)));
+      await pause(backoff(attempt++), controller.signal);
     }
     opts.onState?.("closed");
   })();
   return () => controller.abort();
+}
+
+/** Waits `ms`, or less if the follower is stopped meanwhile (a stopped page holds no timer, no closure). */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
 }
