@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { followStream } from "./follow";
+import { followStream, reconnectDelay } from "./follow";
 import type { StreamEvent } from "./types";
 
 const frame = (o: number) => `id: ${o}\nevent: chat.message\ndata: {"offset":${o},"type":"chat.message","payload":{}}\n\n`;
@@ -100,4 +100,11 @@ describe("followStream stop", () => {
     expect(states).toEqual(["connecting", "reconnecting", "closed"]);
     expect(fetches).toBe(1);
   }, 2000);
+});
+
+describe("reconnectDelay", () => {
+  it("grows to 5 s and spreads each delay over the upper half of its step", () => {
+    expect([0, 1, 2, 5, 30].map((n) => reconnectDelay(n, () => 1))).toEqual([250, 500, 1000, 5000, 5000]);
+    expect([0, 1, 2, 5, 30].map((n) => reconnectDelay(n, () => 0))).toEqual([125, 250, 500, 2500, 2500]);
+  });
 });

@@ -22,7 +22,7 @@ export interface FollowOptions {
 export function followStream(streamId: string, opts: FollowOptions): () => void {
   const controller = new AbortController();
   const fetchImpl = opts.fetchImpl ?? fetch.bind(globalThis);
-  const backoff = opts.backoffMs ?? ((n: number) => Math.min(250 * 2 ** n, 5000));
+  const backoff = opts.backoffMs ?? reconnectDelay;
   let last = opts.after ?? -1;
 
   async function once(): Promise<"ended" | "fatal"> {
@@ -101,4 +101,11 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     }
   });
+}
+
+/** Exponential to 5 s, each delay drawn from its upper half: after an API restart the open pages come
+ * back spread out, not all in the same millisecond. `random` is there for tests. */
+export function reconnectDelay(attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(250 * 2 ** attempt, 5000);
+  return ceiling / 2 + (ceiling / 2) * random();
 }
