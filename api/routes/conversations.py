@@ -24,6 +24,7 @@ from astraforge.api.deps import (
     IdempotencyKey,
     OwnedConversation,
     ensure_open,
+    owned_sandbox,
 )
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import Claim, resumed
@@ -91,12 +92,8 @@ async def create_conversation(
     commands: Commands,
     idempotency: IdempotencyKey,
 ) -> Response:
-    queries = ProjectionQueries(settings.projection_schema)
-    if body.sandbox_id is not None:
-        row = await queries.sandbox(conn, tenant, body.sandbox_id)
-        if row is None:
-            raise ApiError(404, f"sandbox {body.sandbox_id} not found")
-        ensure_open(row)
+    if body.sandbox_id is not None:  # as every sandbox route finds it (one just created is waited for)
+        ensure_open(await owned_sandbox(body.sandbox_id, tenant, conn, settings, request))
     new_sandbox = body.sandbox or SandboxCreate()
     profile = check_spec(new_sandbox, request) if body.sandbox_id is None else None
 
