@@ -186,3 +186,29 @@ def test_alerts_page_shows_a_sentry_alert_and_opens_the_run_it_started(platform,
     done = run_script("alerts.mjs", chromium, API_URL=platform, API_KEY=key, CLIENT_SECRET=secret)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (ARTIFACTS / "31-alerts.png").stat().st_size > 0
+
+
+def test_the_next_tenant_in_the_same_tab_sees_nothing_of_the_one_who_signed_out(
+    platform, repos, tenant, other_tenant, chromium
+) -> None:
+    """Sign-out removed the key but kept the tab's query cache: the next tenant to sign in was shown
+    the previous tenant's integrations (its runs, sandboxes...) until their own answer arrived, and
+    kept them on screen if it failed. The script holds B's request to catch that first paint."""
+    _, key = tenant
+    _, other_key = other_tenant
+    name = "tenant A's private integration"
+    body = {
+        "kind": "sentry",
+        "name": name,
+        "client_secret": "sentry-client-secret-signout-0123456789",
+        "organization": "acme",
+        "projects": {"calc-service": {"repository": str(repos["calc"])}},
+        "agent": "script",
+        "steps": [{"write": "calc.py", "content": CALC}],
+        "writable_paths": ["calc.py"],
+    }
+    made = httpx.post(f"{platform}/v1/integrations", json=body, headers=auth(key), timeout=30)
+    assert made.status_code == 201, made.text
+    done = run_script("signout.mjs", chromium, API_URL=platform, API_KEY=key, OTHER_API_KEY=other_key,
+                      INTEGRATION_NAME=name)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
