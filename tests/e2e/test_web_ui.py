@@ -212,3 +212,33 @@ def test_the_next_tenant_in_the_same_tab_sees_nothing_of_the_one_who_signed_out(
     done = run_script("signout.mjs", chromium, API_URL=platform, API_KEY=key, OTHER_API_KEY=other_key,
                       INTEGRATION_NAME=name)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_a_hostile_alert_title_runs_no_script_and_the_csp_blocks_inline_script(
+    platform, repos, tenant, chromium
+) -> None:
+    """Whoever can raise an error in production chooses the Sentry alert's title: markup in it is
+    shown as text on the alerts page, no handler runs, and the page's CSP blocks inline script."""
+    _, key = tenant
+    secret = "sentry-client-secret-web-xss-0123456789"
+    body = {
+        "kind": "sentry",
+        "name": "calc hostile",
+        "client_secret": secret,
+        "organization": "acme",
+        "projects": {"calc-service": {"repository": str(repos["calc"])}},
+        "agent": "script",
+        "steps": [{"write": "calc.py", "content": CALC}],
+        "writable_paths": ["calc.py"],
+    }
+    made = httpx.post(f"{platform}/v1/integrations", json=body, headers=auth(key), timeout=30)
+    assert made.status_code == 201, made.text
+    payload = "<img src=x onerror=\"window.__pwned='img';alert(1)\"><script>window.__pwned='script'</script>"
+    alert = event_alert("4343")
+    alert["data"]["event"]["title"] = payload
+    raw = body_bytes(alert)
+    headers = sentry_headers(secret, raw, "event_alert")
+    sent = httpx.post(platform + made.json()["webhook_path"], content=raw, headers=headers, timeout=30)
+    assert sent.status_code == 202, sent.text
+    done = run_script("xss.mjs", chromium, API_URL=platform, API_KEY=key)
+    assert done.returncode == 0, done.stderr[-4000:]
