@@ -384,6 +384,10 @@ class RunCancel(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+AgentTool = Literal["ls", "read_file", "write_file", "edit_file", "glob", "grep", "execute", "write_todos", "task"]
+"""The deepagents tools a conversation may allow (a name outside them would silently allow nothing)."""
+
+
 class ConversationCreate(BaseModel):
     """A hosted DeepAgent conversation, bound to one of the tenant's sandboxes (``sandbox_id``) or to a
     new one made with ``sandbox``'s settings. The model is asked through the platform's model gateway."""
@@ -396,7 +400,7 @@ class ConversationCreate(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     system_prompt: str | None = Field(default=None, max_length=64 * 1024, pattern=NO_NUL)
-    tools: list[Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]] = Field(
+    tools: list[AgentTool] = Field(
         default_factory=list,
         max_length=64,
         description="The deepagents tools the agent may use (ls, read_file, write_file, edit_file, glob, grep, "

@@ -26,6 +26,7 @@ import psycopg
 
 DEFAULT_TTL_S = 60.0
 MAX_TTL_S = 3600.0
+WORKDIR = "/workspace"  # where a relative path is, as for the sandbox's file API
 
 ACQUIRE = """
 INSERT INTO file_leases AS l (tenant_id, sandbox_id, path, holder, acquired_at, expires_at)
@@ -79,17 +80,16 @@ class LeaseOutcome:
         )
 
 
+def canonical(path: str) -> str:
+    """The one spelling of a file's path a lease is keyed by: ``/workspace/./a//b.txt``,
+    ``//workspace/a/../a/b.txt`` and ``a/b.txt`` are all ``/workspace/a/b.txt`` (else a second holder
+    takes the same file under another spelling, and a write spelled differently misses the lease)."""
+    absolute = path if path.startswith("/") else f"{WORKDIR}/{path}"
+    return posixpath.normpath("/" + absolute.lstrip("/"))  # normpath keeps a leading "//"
+
+
 def _lease(sandbox_id: str, path: str, row: tuple) -> FileLease:
     return FileLease(sandbox_id, path, row[0], row[1], row[2])
-
-
-def canonical(path: str) -> str:
-    """The one spelling of a file's path a lease is keyed by: ``/workspace/./a``, ``/workspace//a``
-    and ``//workspace/a`` name the same file, so they must name the same lease (else a second holder
-    takes the file under another spelling). A relative path is under /workspace, as the file routes
-    read it."""
-    absolute = path if path.startswith("/") else f"/workspace/{path}"
-    return "/" + posixpath.normpath(absolute).lstrip("/")
 
 
 def _ttl(ttl_s: float) -> float:

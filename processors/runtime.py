@@ -239,15 +239,11 @@ def credentials(settings: Settings) -> faust.SASLCredentials | None:
 
 def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop, **conf: Any) -> faust.App:
     """A faust app for one processor: our broker and credentials, in-memory tables restored from their
-    changelogs, one standby replica, no web server, offsets from the start of a new group; faust's data
-    directory (made even for in-memory tables) goes under the state dir, not the working directory."""
-    datadir = settings.state_dir / "processors"
-    datadir.mkdir(parents=True, exist_ok=True)
+    changelogs, one standby replica, no web server, offsets from the start of a new group."""
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap}",
         "broker_credentials": credentials(settings),
         "store": "memory://",
-        "datadir": datadir / "{conf.id}-data",
         "web_enabled": False,
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": 1,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from deepagents import create_deep_agent
 from deepagents.backends.composite import CompositeBackend
+from deepagents.middleware.subagents import GENERAL_PURPOSE_SUBAGENT
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
 from langchain_openai import ChatOpenAI
@@ -38,7 +39,9 @@ from astraforge.processors.conversations.state import ConversationState, tool_re
 LOG = logging.getLogger(__name__)
 RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
 PREVIEW_BYTES = 4 * 1024
-AGENT_FILES = "/tmp/astraforge-agent"  # where deepagents' own middleware writes in the sandbox (summarised history)
+# where deepagents' middleware offloads the history it summarises and oversized tool results: its default
+# root (/conversation_history, /large_tool_results) is read-only in the sandbox, which failed the reply
+AGENT_FILES = "/tmp/astraforge-agent"
 RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
 
 
@@ -121,16 +124,17 @@ class ReplyRun:
     def graph(self):
         allowed = set(self.st.settings.get("tools") or [])
         middleware: list[AgentMiddleware] = [TodoListMiddleware()]  # write_todos: the plan, as todo.updated records
+        subagents = None
         if allowed:
             middleware.append(_ToolFilter(allowed))
+            # deepagents' default sub-agent does not inherit our middleware: the same limit, spelled out
+            subagents = [{**GENERAL_PURPOSE_SUBAGENT, "middleware": [_ToolFilter(allowed)]}]
         return create_deep_agent(
             model=self.model,
-            # deepagents offloads the history it summarises (and evicted tool results) under the
-            # backend's artifacts_root, "/" unless a CompositeBackend names one: the sandbox's root is
-            # read-only, so a long conversation's every reply failed once summarisation began
-            backend=CompositeBackend(self.backend, {}, artifacts_root=AGENT_FILES),
+            backend=CompositeBackend(default=self.backend, routes={}, artifacts_root=AGENT_FILES),
             system_prompt=self.st.settings.get("system_prompt") or None,
             middleware=middleware,
+            subagents=subagents,
         )
 
     def run(self) -> str:
@@ -240,7 +244,9 @@ class ReplyRun:
 
 
 class _ToolFilter(AgentMiddleware):
-    """Offers the model only the conversation's allowed tools (``tools`` of its settings)."""
+    """Limits the agent to the conversation's allowed tools (``tools`` of its settings): only they are
+    offered to the model, and a call to any other (a model may name a tool it was not offered) is
+    answered with an error instead of running."""
 
     def __init__(self, allowed: set[str]) -> None:
         super().__init__()
@@ -248,6 +254,22 @@ class _ToolFilter(AgentMiddleware):
 
     def wrap_model_call(self, request, handler):
         return handler(request.override(tools=[t for t in request.tools if _tool_name(t) in self.allowed]))
+
+    def wrap_tool_call(self, request, handler):
+        refused = self._refusal(request.tool_call)
+        return refused if refused is not None else handler(request)
+
+    async def awrap_tool_call(self, request, handler):
+        refused = self._refusal(request.tool_call)
+        return refused if refused is not None else await handler(request)
+
+    def _refusal(self, call: dict[str, Any]) -> ToolMessage | None:
+        name = str(call.get("name", ""))
+        if name in self.allowed:
+            return None
+        allowed = ", ".join(sorted(self.allowed))
+        text = f"error: the tool {name} is not allowed in this conversation (allowed: {allowed})"
+        return ToolMessage(content=text, tool_call_id=call["id"], name=name, status="error")
 
 
 def _tool_name(tool: Any) -> str:

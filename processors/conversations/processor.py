@@ -26,6 +26,7 @@ Not provided: a sandbox command of a cancelled reply runs to its end (its result
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Iterable
@@ -55,6 +56,9 @@ NAME = "conversations"
 ACTOR = "processor:conversations"
 COMMANDS = frozenset({"conversation.create", "chat.post", "reply.cancel"})
 UNPERSISTED = frozenset({"chat.delta"})  # change no state: the table is not rewritten per token
+# a table value is one Kafka record (1 MiB at most: a larger one crashes faust's producer, and with it the
+# processor); a conversation's state past this goes to the artifact store, the table keeps its reference
+TABLE_VALUE_BYTES = 256 * 1024
 
 
 class ConversationProcessor:
@@ -96,9 +100,23 @@ class ConversationProcessor:
             if st is None:
                 self.runtime.delete(self.table, partition, conversation_id)
             else:
-                self.runtime.put(self.table, partition, conversation_id, st.to_json())
+                self.runtime.put(self.table, partition, conversation_id, self._table_value(st))
         if mark is not None:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
+
+    def _table_value(self, st: ConversationState) -> dict:
+        """The state as the table holds it: whole, or (past ``TABLE_VALUE_BYTES``) its artifact's reference."""
+        value = st.to_json()
+        body = json.dumps(value).encode()
+        if len(body) <= TABLE_VALUE_BYTES:
+            return value
+        ref = self.artifacts.put(st.tenant_id, body, "application/json", f"{st.conversation_id}-state.json")
+        return {"conversation_id": st.conversation_id, "state_artifact": ref}
+
+    def _from_table(self, value: dict) -> ConversationState:
+        if "state_artifact" in value:
+            return ConversationState.from_json(json.loads(self.artifacts.get(value["state_artifact"])))
+        return ConversationState.from_json(value)
 
     def append(self, events: list[Envelope]) -> None:
         """Append records to other streams (sandbox commands, leases), acknowledged."""
@@ -289,9 +307,8 @@ class ConversationProcessor:
         for key, value in list(self.table.data.data.items()):
             if key.startswith("@") or not isinstance(value, dict):
                 continue
-            st = ConversationState.from_json(value)
-            if self.partition_of(st.conversation_id) == partition:
-                self.states[key] = st
+            if self.partition_of(value["conversation_id"]) == partition:
+                self.states[key] = self._from_table(value)
         mark = self.table.data.data.get(f"@{partition}") or 0
         touched, end = set(), mark
         for msg in read_range(self.settings, self.settings.events_topic, partition, mark, None):

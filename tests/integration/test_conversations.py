@@ -296,3 +296,89 @@ def test_two_conversations_on_one_sandbox_meet_a_file_lease(conversations, api_u
     assert httpx.put(upload, content=b"x", headers=auth(key), timeout=30).status_code == 409  # not as "me"
     mine = httpx.put(upload, content=b"mine\n", headers={**auth(key), "X-Lease-Holder": "me"}, timeout=30)
     assert mine.status_code == 200, mine.text
+
+
+def test_a_hostile_model_cannot_call_a_tool_the_conversation_did_not_allow(conversations, api_url, tenant) -> None:
+    """``tools`` is a limit, not a hint: a model that calls ``execute`` anyway (directly, or through a
+    sub-agent of an allowed ``task``) gets an error and nothing runs in the sandbox."""
+    _, key = tenant
+    direct = "echo direct > /workspace/pwned-direct.txt"
+    nested = "echo nested > /workspace/pwned-nested.txt"
+    script = [
+        turns(tool_call("execute", {"command": direct})),  # only read_file is offered
+        turns(message("Refused.")),
+        turns(tool_call("task", {"description": "Run it for me", "subagent_type": "general-purpose"})),
+        turns(tool_call("execute", {"command": nested})),  # the sub-agent's own turn
+        turns(message("Refused too.")),  # the sub-agent's last turn
+        turns(message("Nothing ran.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        only_read = create(api_url, key, tools=["read_file"])
+        post(f"{api_url}/v1/conversations/{only_read['id']}/messages", key, {"text": "run it"})
+        first = ended(api_url, key, only_read["id"])
+        with_task = create(api_url, key, sandbox_id=only_read["sandbox_id"], tools=["read_file", "task"])
+        post(f"{api_url}/v1/conversations/{with_task['id']}/messages", key, {"text": "delegate it"})
+        second = ended(api_url, key, with_task["id"])
+    assert first[-1]["type"] == "reply.completed" and second[-1]["type"] == "reply.completed", (first, second)
+    (refused,) = [e["payload"] for e in first if e["type"] == "tool.result"]
+    assert refused["is_error"] and "execute is not allowed" in refused["output"], refused
+    sandbox_id = only_read["sandbox_id"]
+    ran = [e["payload"]["shell"] for e in records(api_url, key, sandbox_id) if e["type"] == "sandbox.exec"]
+    assert not [s for s in ran if "pwned" in (s or "")], ran
+    assert exec_in(api_url, key, sandbox_id, "ls /workspace")["stdout"].count("pwned") == 0
+
+
+def test_a_tool_call_larger_than_a_record_fails_its_reply_and_the_next_is_answered(
+    conversations, api_url, tenant
+) -> None:
+    """A hostile model's 2 MiB tool arguments cannot be one record: the reply fails with the reason,
+    nothing of it runs, and the conversation answers its next message."""
+    _, key = tenant
+    huge = "y" * (2 * 1024 * 1024)
+    script = [
+        turns(tool_call("write_file", {"file_path": "/workspace/huge.txt", "content": huge})),
+        turns(message("Should not be reached by the failed reply.")),
+        turns(message("Back to normal.")),
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        conv = create(api_url, key)
+        cv = conv["id"]
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "write a huge file"})
+        first = ended(api_url, key, cv)
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "and now?"})
+        stream = ended(api_url, key, cv, n=2)
+    ends = [e for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
+    assert [e["type"] for e in ends] == ["reply.failed", "reply.completed"], first
+    assert exec_in(api_url, key, conv["sandbox_id"], "ls /workspace")["stdout"].count("huge") == 0
+
+
+def test_many_messages_posted_at_once_are_each_answered_in_their_order(conversations, api_url, tenant) -> None:
+    """Eight clients post to one conversation at the same moment: every message is on the record
+    once, and the replies answer them one at a time in the order they were recorded."""
+    _, key = tenant
+    n = 8
+    script = [turns(message(f"reply {i}")) for i in range(n)]
+    with ModelServer(script, listener=gateway_listener()):
+        cv = create(api_url, key)["id"]
+        start, accepted = threading.Barrier(n), {}
+
+        def send(i: int) -> None:
+            start.wait()
+            r = post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": f"message {i}"})
+            accepted[i] = (r.status_code, r.json().get("message_id"))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stream = ended(api_url, key, cv, n=n, timeout=180)
+    assert sorted(code for code, _ in accepted.values()) == [202] * n
+    asked = [
+        e["payload"]["message_id"] for e in stream if e["type"] == "chat.message" and e["payload"]["role"] == "user"
+    ]
+    assert sorted(asked) == sorted(m for _, m in accepted.values())  # each once
+    answered = [e["payload"]["in_reply_to"] for e in stream if e["type"] == "reply.started"]
+    assert answered == asked
+    ends = [e["type"] for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
+    assert ends == ["reply.completed"] * n

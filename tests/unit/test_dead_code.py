@@ -29,6 +29,8 @@ REACHED_BY_NAME = {
     "do_POST": "http.server calls it",
     "log_message": "http.server calls it",
     "wrap_model_call": "langchain calls an agent middleware's hook by name",
+    "wrap_tool_call": "langchain calls an agent middleware's hook by name",
+    "awrap_tool_call": "langchain calls an agent middleware's async hook by name",
     "upload_files": "deepagents' BaseSandbox builds write/edit on it",
     "download_files": "deepagents' BaseSandbox builds its file reads on it",
 }

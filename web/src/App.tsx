@@ -40,18 +40,21 @@ export function App() {
   );
 }
 
-function Page({ path }: { path: string }) {
+/** The page for a path. A page about one thing (a run, a sandbox, a conversation) is keyed by its id:
+ * going from one to another (back, forward) mounts a fresh page, so no state of the first (its live
+ * run state, a selected record, a draft) shows on the second. */
+export function Page({ path }: { path: string }) {
   let m;
   if (path === "/" || path === "/runs") return <RunsList />;
   if (path === "/runs/new") return <NewRun />;
-  if ((m = match("/runs/:id", path))) return <RunView id={m.id} />;
+  if ((m = match("/runs/:id", path))) return <RunView key={m.id} id={m.id} />;
   if (path === "/sandboxes") return <Sandboxes />;
-  if ((m = match("/sandboxes/:id", path))) return <SandboxView id={m.id} />;
+  if ((m = match("/sandboxes/:id", path))) return <SandboxView key={m.id} id={m.id} />;
   if (path === "/conversations") return <Conversations />;
-  if ((m = match("/conversations/:id", path))) return <ConversationView id={m.id} />;
+  if ((m = match("/conversations/:id", path))) return <ConversationView key={m.id} id={m.id} />;
   if (path === "/alerts") return <Alerts />;
   if (path === "/audit") return <Audit />;
-  if ((m = match("/audit/:id", path))) return <Audit id={m.id} />;
+  if ((m = match("/audit/:id", path))) return <Audit key={m.id} id={m.id} />;
   return <p>Nothing here. <Link href="/runs" className="underline">Runs</Link></p>;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { followStream } from "./follow";
+import { followStream, reconnectDelay } from "./follow";
 import type { StreamEvent } from "./types";
 
 const frame = (o: number) => `id: ${o}\nevent: chat.message\ndata: {"offset":${o},"type":"chat.message","payload":{}}\n\n`;
@@ -41,5 +41,70 @@ describe("followStream", () => {
     expect(got).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(seen[0]).toBeNull();
     expect(seen.slice(1)).toEqual(["2", "4", "6", "8"]);
+  });
+});
+
+describe("followStream delivery", () => {
+  it("never advances Last-Event-ID past records it did not deliver (a bad frame mid-chunk)", async () => {
+    // first connection: records 0 and 1 then a truncated frame for 2, all in one chunk; the resume must ask
+    // for what follows 1, so 0 and 1 are delivered once and 2 arrives whole on the second connection
+    const seen: (string | null)[] = [];
+    const impl = (async (_url: string, init: RequestInit) => {
+      const last = (init.headers as Record<string, string>)["Last-Event-ID"];
+      seen.push(last ?? null);
+      const text = last === undefined ? frame(0) + frame(1) + 'id: 2\ndata: {"offset":2,\n\n' : frame(Number(last) + 1);
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (!sent) { sent = true; c.enqueue(new TextEncoder().encode(text)); }
+        },
+      });
+      return new Response(body, { status: 200 });
+    }) as unknown as typeof fetch;
+    const got: number[] = [];
+    await new Promise<void>((done) => {
+      const stop = followStream("s", {
+        fetchImpl: impl,
+        backoffMs: () => 0,
+        onEvents: (b: StreamEvent[]) => {
+          got.push(...b.map((e) => e.offset));
+          if (got.length >= 3) { stop(); done(); }
+        },
+      });
+    });
+    expect(got).toEqual([0, 1, 2]);
+    expect(seen).toEqual([null, "1"]);
+  }, 2000);
+});
+
+describe("followStream stop", () => {
+  it("stops at once while waiting to reconnect, and fetches nothing more", async () => {
+    let fetches = 0;
+    const impl = (async () => {
+      fetches++;
+      throw new TypeError("network error");
+    }) as unknown as typeof fetch;
+    const states: string[] = [];
+    await new Promise<void>((done) => {
+      const stop = followStream("s", {
+        fetchImpl: impl,
+        backoffMs: () => 60_000,
+        onEvents: () => {},
+        onState: (s) => {
+          states.push(s);
+          if (s === "reconnecting") stop();
+          if (s === "closed") done();
+        },
+      });
+    });
+    expect(states).toEqual(["connecting", "reconnecting", "closed"]);
+    expect(fetches).toBe(1);
+  }, 2000);
+});
+
+describe("reconnectDelay", () => {
+  it("grows to 5 s and spreads each delay over the upper half of its step", () => {
+    expect([0, 1, 2, 5, 30].map((n) => reconnectDelay(n, () => 1))).toEqual([250, 500, 1000, 5000, 5000]);
+    expect([0, 1, 2, 5, 30].map((n) => reconnectDelay(n, () => 0))).toEqual([125, 250, 500, 2500, 2500]);
   });
 });

@@ -4,7 +4,7 @@
  * sees every record exactly once and in order.
  */
 import { authHeaders } from "./client";
-import { SseParser } from "./sse";
+import { type SseMessage, SseParser } from "./sse";
 import type { StreamEvent } from "./types";
 
 export type ConnectionState = "connecting" | "live" | "reconnecting" | "closed" | "error";
@@ -22,7 +22,7 @@ export interface FollowOptions {
 export function followStream(streamId: string, opts: FollowOptions): () => void {
   const controller = new AbortController();
   const fetchImpl = opts.fetchImpl ?? fetch.bind(globalThis);
-  const backoff = opts.backoffMs ?? ((n: number) => Math.min(250 * 2 ** n, 5000));
+  const backoff = opts.backoffMs ?? reconnectDelay;
   let last = opts.after ?? -1;
 
   async function once(): Promise<"ended" | "fatal"> {
@@ -44,15 +44,28 @@ export function followStream(streamId: string, opts: FollowOptions): () => void 
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return "ended";
-      const batch: StreamEvent[] = [];
-      for (const m of parser.feed(value)) {
+      deliver(parser.feed(value));
+    }
+  }
+
+  /** Hands the new records of one chunk to the caller; `last` moves only past records delivered, so a
+   * frame that does not parse ends the connection and the resume asks for it again (no gap). */
+  function deliver(messages: SseMessage[]): void {
+    const batch: StreamEvent[] = [];
+    let through = last;
+    try {
+      for (const m of messages) {
         if (m.id === null) continue;
         const offset = Number(m.id);
-        if (!(offset > last)) continue; // already seen: a replay after reconnect overlaps nothing
+        if (!(offset > through)) continue; // already seen: a replay after reconnect overlaps nothing
         batch.push(JSON.parse(m.data) as StreamEvent);
-        last = offset;
+        through = offset;
       }
-      if (batch.length) opts.onEvents(batch);
+    } finally {
+      if (batch.length) {
+        opts.onEvents(batch);
+        last = through;
+      }
     }
   }
 
@@ -69,9 +82,30 @@ export function followStream(streamId: string, opts: FollowOptions): () => void 
       }
       if (controller.signal.aborted) break;
       opts.onState?.("reconnecting");
-      await new Promise((resolve) => setTimeout(resolve, backoff(attempt++)));
+      await pause(backoff(attempt++), controller.signal);
     }
     opts.onState?.("closed");
   })();
   return () => controller.abort();
+}
+
+/** Waits `ms`, or less if the follower is stopped meanwhile (a stopped page holds no timer, no closure). */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/** Exponential to 5 s, each delay drawn from its upper half: after an API restart the open pages come
+ * back spread out, not all in the same millisecond. `random` is there for tests. */
+export function reconnectDelay(attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(250 * 2 ** attempt, 5000);
+  return ceiling / 2 + (ceiling / 2) * random();
 }

@@ -52,3 +52,20 @@ describe("Transcript", () => {
     expect(t.replying).toBeNull();
   });
 });
+
+describe("Transcript, records written twice", () => {
+  it("folds a delta or a tool call recorded again (a redone step) in once", () => {
+    const records = [
+      rec("reply.started", { reply_id: "m2-reply", in_reply_to: "m2" }),
+      rec("chat.delta", { message_id: "m2-reply:t0", index: 0, delta: "Let me " }),
+      rec("tool.called", { call_id: "c9", name: "ls", arguments_json: "{}" }),
+      rec("chat.delta", { message_id: "m2-reply:t0", index: 0, delta: "Let me " }),
+      rec("chat.delta", { message_id: "m2-reply:t0", index: 1, delta: "look." }),
+      rec("tool.called", { call_id: "c9", name: "ls", arguments_json: "{}" }),
+    ];
+    const t = new Transcript();
+    t.apply(records);
+    expect(t.items.map((i) => i.key)).toEqual(["m:m2-reply:t0", "c:c9"]);
+    expect(t.items[0]).toMatchObject({ text: "Let me look.", streaming: true });
+  });
+});

@@ -26,6 +26,7 @@ export class Transcript {
   /** How many records of the stream have been folded in. */
   seen = 0;
   private byKey = new Map<string, Item>();
+  private deltaIndexes = new Map<string, Set<number>>();
 
   /** Folds in `records[this.seen..]`; returns whether anything visible changed. */
   apply(records: readonly StreamEvent[]): boolean {
@@ -34,6 +35,16 @@ export class Transcript {
     for (; this.seen < records.length; this.seen++) changed = this.one(records[this.seen]) || changed;
     if (changed || this.items.length !== before) this.items = [...this.items]; // a new array: React sees the change
     return changed;
+  }
+
+  /** Whether a delta of this message with this index was folded in already (indexes are per message). */
+  private seenBefore(key: string, index: unknown): boolean {
+    if (typeof index !== "number") return false;
+    let seen = this.deltaIndexes.get(key);
+    if (!seen) this.deltaIndexes.set(key, (seen = new Set()));
+    if (seen.has(index)) return true;
+    seen.add(index);
+    return false;
   }
 
   private add(item: Item): void {
@@ -58,6 +69,7 @@ export class Transcript {
         return true;
       }
       case "chat.delta": {
+        if (this.seenBefore(`m:${p.message_id}`, p.index)) return false; // a redone step sent it again
         const found = this.byKey.get(`m:${p.message_id}`);
         if (found?.kind === "assistant") {
           if (!found.streaming) return false; // the settled message already holds every delta
@@ -66,6 +78,7 @@ export class Transcript {
         return true;
       }
       case "tool.called":
+        if (this.byKey.has(`c:${p.call_id}`)) return false; // the same call recorded again after a redo
         this.add({ kind: "tool", key: `c:${p.call_id}`, name: String(p.name), args: String(p.arguments_json ?? "{}") });
         return true;
       case "subagent.called": {

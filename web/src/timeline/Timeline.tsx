@@ -8,7 +8,7 @@
 import { memo, useLayoutEffect, useMemo, useRef, useState } from "react";
 import type { ConnectionState } from "../api/follow";
 import type { StreamEvent } from "../api/types";
-import { describe, type Kind, kindOf } from "./describe";
+import { describe, type Kind, kindOf, oneLine } from "./describe";
 import type { TimelineStore } from "./store";
 
 const ROW = 24;
@@ -96,7 +96,6 @@ export function Timeline({ store, version, connection, height = 520 }: { store: 
 
 const Row = memo(function Row({ event, top, selected, onSelect }: { event: StreamEvent; top: number; selected: boolean; onSelect: (e: StreamEvent) => void }) {
   const kind = kindOf(event.type);
-  const text = describe(event);
   return (
     <button
       type="button"
@@ -110,7 +109,7 @@ const Row = memo(function Row({ event, top, selected, onSelect }: { event: Strea
       <span className="w-14 shrink-0 text-right text-slate-600 dark:text-slate-400">{event.offset}</span>
       <span className="w-20 shrink-0 text-slate-600 dark:text-slate-400">{event.occurred_at.slice(11, 23)}</span>
       <span className={`w-40 shrink-0 truncate font-semibold ${KIND_LOOK[kind]}`}>{event.type}</span>
-      <span className="min-w-0 flex-1 truncate whitespace-pre">{text.length > 500 ? text.slice(0, 500) : text.replace(/\n/g, "⏎ ")}</span>
+      <span className="min-w-0 flex-1 truncate whitespace-pre">{oneLine(describe(event))}</span>
     </button>
   );
 });

@@ -62,3 +62,9 @@ export function describe(e: StreamEvent): string {
       return JSON.stringify(p).slice(0, 300);
   }
 }
+
+/** A record's text as one timeline row: newlines shown as ⏎ (a row is one line high, so a raw newline
+ * would hide the rest) and at most `max` characters, so a huge output record costs the row nothing. */
+export function oneLine(text: string, max = 500): string {
+  return (text.length > max ? text.slice(0, max) : text).replace(/\r?\n/g, "⏎ ");
+}
