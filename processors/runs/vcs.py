@@ -75,11 +75,22 @@ def _found(response: httpx.Response, url: str, number: str, what: str) -> list[O
     try:
         body = response.json()
         items = body if isinstance(body, list) else [body]
-        return [OpenedMergeRequest(str(item[url]), int(item[number])) for item in items]
+        found = [OpenedMergeRequest(str(item[url]), int(item[number])) for item in items]
     except (ValueError, KeyError, TypeError) as e:
         raise VcsError(
             f"{what}: {response.status_code} is not the JSON the API documents: {response.text[:200]}"
         ) from e
+    for mr in found:
+        _web_link(mr.url, what)
+    return found
+
+
+def _web_link(url: str, what: str) -> None:
+    """The merge request's URL is recorded and shown to reviewers as a link: a forge (or whatever
+    answers as one) gets to name only an http(s) page, never ``javascript:`` or ``data:``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c in url for c in "\"'<> \t\r\n"):
+        raise VcsError(f"{what}: the merge request URL {url[:200]!r} is not an http(s) link")
 
 
 class GitHub:

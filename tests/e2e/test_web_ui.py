@@ -89,6 +89,23 @@ def run_script(script: str, chromium: str, **env: str) -> subprocess.CompletedPr
     return done
 
 
+def sentry_integration(platform: str, key: str, repos: dict, name: str, secret: str) -> dict:
+    """A Sentry integration of the tenant whose alerts start a script run fixing calc.py."""
+    body = {
+        "kind": "sentry",
+        "name": name,
+        "client_secret": secret,
+        "organization": "acme",
+        "projects": {"calc-service": {"repository": str(repos["calc"])}},
+        "agent": "script",
+        "steps": [{"write": "calc.py", "content": CALC}],
+        "writable_paths": ["calc.py"],
+    }
+    made = httpx.post(f"{platform}/v1/integrations", json=body, headers=auth(key), timeout=30)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
 def test_submit_watch_cut_the_network_approve_and_see_the_merge_request(platform, repos, tenant, chromium) -> None:
     """Keyboard sign-in, the new-run form, the live timeline and diff, a network cut while the run's
     second attempt appends records (the timeline resumes with Last-Event-ID: every record once),
@@ -167,22 +184,45 @@ def test_alerts_page_shows_a_sentry_alert_and_opens_the_run_it_started(platform,
     started" with a link that opens that run's view, and no secret of the integration on the page."""
     _, key = tenant
     secret = "sentry-client-secret-web-e2e-0123456789"
-    body = {
-        "kind": "sentry",
-        "name": "calc in production",
-        "client_secret": secret,
-        "organization": "acme",
-        "projects": {"calc-service": {"repository": str(repos["calc"])}},
-        "agent": "script",
-        "steps": [{"write": "calc.py", "content": CALC}],
-        "writable_paths": ["calc.py"],
-    }
-    made = httpx.post(f"{platform}/v1/integrations", json=body, headers=auth(key), timeout=30)
-    assert made.status_code == 201, made.text
+    made = sentry_integration(platform, key, repos, "calc in production", secret)
     alert = body_bytes(event_alert("4242"))
     headers = sentry_headers(secret, alert, "event_alert")
-    sent = httpx.post(platform + made.json()["webhook_path"], content=alert, headers=headers, timeout=30)
+    sent = httpx.post(platform + made["webhook_path"], content=alert, headers=headers, timeout=30)
     assert sent.status_code == 202, sent.text
     done = run_script("alerts.mjs", chromium, API_URL=platform, API_KEY=key, CLIENT_SECRET=secret)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (ARTIFACTS / "31-alerts.png").stat().st_size > 0
+
+
+def test_the_next_tenant_in_the_same_tab_sees_nothing_of_the_one_who_signed_out(
+    platform, repos, tenant, other_tenant, chromium
+) -> None:
+    """Sign-out removed the key but kept the tab's query cache: the next tenant to sign in was shown
+    the previous tenant's integrations (its runs, sandboxes...) until their own answer arrived, and
+    kept them on screen if it failed. The script holds B's request to catch that first paint."""
+    _, key = tenant
+    _, other_key = other_tenant
+    name = "tenant A's private integration"
+    sentry_integration(platform, key, repos, name, "sentry-client-secret-signout-0123456789")
+    done = run_script("signout.mjs", chromium, API_URL=platform, API_KEY=key, OTHER_API_KEY=other_key,
+                      INTEGRATION_NAME=name)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_a_hostile_alert_title_runs_no_script_and_the_csp_blocks_inline_script(
+    platform, repos, tenant, chromium
+) -> None:
+    """Whoever can raise an error in production chooses the Sentry alert's title: markup in it is
+    shown as text on the alerts page, no handler runs, and the page's CSP blocks inline script."""
+    _, key = tenant
+    secret = "sentry-client-secret-web-xss-0123456789"
+    made = sentry_integration(platform, key, repos, "calc hostile", secret)
+    payload = "<img src=x onerror=\"window.__pwned='img';alert(1)\"><script>window.__pwned='script'</script>"
+    alert = event_alert("4343")
+    alert["data"]["event"]["title"] = payload
+    raw = body_bytes(alert)
+    headers = sentry_headers(secret, raw, "event_alert")
+    sent = httpx.post(platform + made["webhook_path"], content=raw, headers=headers, timeout=30)
+    assert sent.status_code == 202, sent.text
+    done = run_script("xss.mjs", chromium, API_URL=platform, API_KEY=key)
+    assert done.returncode == 0, done.stderr[-4000:]

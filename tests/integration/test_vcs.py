@@ -3,6 +3,7 @@ over smart HTTP with the token in a header only, the PR/MR opened through the RE
 and an approval redone after a crash reuses the one it opened (never a second) — on the providers
 themselves, and through a whole run whose orchestrator is killed -9 while GitHub opens its PR."""
 
+import json
 import os
 import secrets
 import threading
@@ -190,6 +191,31 @@ def test_an_answer_that_is_not_the_documented_json_is_a_vcs_error(kind) -> None:
     try:
         provider = PROVIDERS[kind][0](f"http://127.0.0.1:{server.server_port}{PROVIDERS[kind][2]}", "tok")
         with pytest.raises(VcsError, match="not the JSON"):
+            provider.open("https://forge.example/acme/calc.git", "astraforge/run-1", "main", "t", "b")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _Hostile(_Garbled):
+    """A forge (or a man in the middle) that names a script as the merge request's page."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        script = "javascript:alert(document.domain)"
+        body = json.dumps({"html_url": script, "web_url": script, "number": 1, "iid": 1}).encode()
+        self._send(201, body, "application/json")
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab"])
+def test_a_merge_request_url_that_is_not_an_http_link_is_a_vcs_error(kind) -> None:
+    """The URL becomes the run view's "Merge request" link and the alert's answer: a ``javascript:``
+    URL from the forge used to be recorded as is, one click from running in the reviewer's page."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        provider = PROVIDERS[kind][0](f"http://127.0.0.1:{server.server_port}{PROVIDERS[kind][2]}", "tok")
+        with pytest.raises(VcsError, match="not an http"):
             provider.open("https://forge.example/acme/calc.git", "astraforge/run-1", "main", "t", "b")
     finally:
         server.shutdown()

@@ -1,6 +1,7 @@
 """The platform serves its own UI and docs: /docs with local assets only, the built web UI at `/`
 with a fallback that never shadows the API, and `replay --verify` over HTTP for the audit page."""
 
+import http.client
 import re
 from collections.abc import Iterator
 from urllib.parse import urljoin, urlparse
@@ -99,3 +100,31 @@ def test_verify_endpoint_gives_replay_verify_result(web_api, settings) -> None:
     _, other_key = new_tenant(settings)
     assert httpx.get(f"{url}/verify", headers=auth(other_key)).status_code == 404
     assert httpx.get(f"{url}/verify").status_code == 401
+
+
+def test_the_fallback_serves_no_file_outside_the_build_and_no_5xx_on_hostile_paths(web_api) -> None:
+    """Traversal (encoded or not, sent as is: no client normalising it), NUL bytes and very long
+    paths get the page or a 404, never a file outside the build, never a 5xx; /v1 spelled in
+    percent-escapes is still the API's."""
+    host = urlparse(web_api)
+    hostile = [
+        "/..%2f..%2fetc/passwd",
+        "/assets/../../etc/passwd",
+        "/assets/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/assets/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/assets/%5c..%5c..%5cetc/passwd",
+        "/assets/a%00.js",
+        "/%00",
+        "/" + "a" * 8000,
+        "/assets/" + "a/" * 3000,
+        "/docs-assets/..%2f..%2f..%2fetc%2fpasswd",
+    ]
+    for path in hostile:
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        assert r.status in (200, 404), (path[:80], r.status)
+        assert b"root:" not in body and (r.status == 404 or b'<div id="root">' in body), path[:80]
+    assert httpx.get(f"{web_api}/%76%31/runs").status_code == 401  # the API's, not the page

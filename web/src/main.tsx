@@ -7,6 +7,9 @@ import "./index.css";
 
 applyTheme(initialTheme());
 const client = new QueryClient({ defaultOptions: { queries: { retry: 1, refetchOnWindowFocus: false } } });
+// A signed-in key (or none) owns what the cache holds: on sign-in, sign-out or a key refused, drop it,
+// so the next tenant in this tab is never shown the last one's runs while its own answers load.
+window.addEventListener("astraforge:auth", () => client.clear());
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <QueryClientProvider client={client}>
