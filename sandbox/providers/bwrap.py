@@ -297,10 +297,11 @@ def _read_status(fd: int, proc: subprocess.Popen, timeout: float) -> dict | None
     or None if bwrap exits or stalls first."""
     buf = b""
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # not select(): a busy host process holds fds past FD_SETSIZE (1024)
+    poller.register(fd, select.POLLIN)
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([fd], [], [], 0.05)
-            if not ready:
+            if not poller.poll(50):
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:

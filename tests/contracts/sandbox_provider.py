@@ -36,6 +36,23 @@ class SandboxProviderContract:
         assert sandbox_id not in provider.list_ids()
         assert provider.handle(sandbox_id) is None
 
+    def test_a_host_process_holding_many_fds_still_creates_and_execs(self, provider: SandboxProvider) -> None:
+        """The host runs the API, the projector and every processor in one process: past 1,024 open fds
+        (FD_SETSIZE) a ``select()`` anywhere on the create or exec path fails every new sandbox."""
+        held = []
+        try:
+            while not held or held[-1] < 1100:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            sandbox_id = f"contract-{secrets.token_hex(4)}"
+            handle = provider.create(SandboxSpec(sandbox_id))
+            try:
+                assert handle.client.exec(shell="echo ok").exit_code == 0
+            finally:
+                provider.stop(sandbox_id)
+        finally:
+            for fd in held:
+                os.close(fd)
+
     def test_exec_streams_output_exit_code_and_env(self, sandbox: SandboxHandle) -> None:
         seen = []
         result = sandbox.client.exec(
