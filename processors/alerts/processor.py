@@ -348,7 +348,7 @@ class AlertsProcessor:
                 except Exception:
                     LOG.exception("alerts tick failed")
         finally:
-            self.runtime.stop()
+            self.runtime.close()
             with contextlib.suppress(Exception):
                 self.producer.close()
             with contextlib.suppress(Exception):

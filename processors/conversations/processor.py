@@ -329,7 +329,7 @@ class ConversationProcessor:
             self.stop_event.wait()
         finally:
             self.ownership.release_all()
-            self.runtime.stop()
+            self.runtime.close()
             for thread in list(self.replies.values()):
                 thread.join(timeout=5)
             with contextlib.suppress(Exception):

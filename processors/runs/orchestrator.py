@@ -287,7 +287,7 @@ class RunOrchestrator:
                     LOG.exception("sweeping ended runs failed")
         finally:
             self.ownership.release_all()
-            self.runtime.stop()
+            self.runtime.close()
             for thread in list(self.drivers.values()):
                 thread.join(timeout=5)
             with contextlib.suppress(Exception):

@@ -122,6 +122,7 @@ class SandboxProcessor:
         self.codec = self.producer.codec
         self.egress = EgressProxy.from_settings(settings, self._report_egress)
         self.stop_event = threading.Event()
+        self._closed = False
         self.pools = WarmPools(settings, provider, self.stop_event.is_set)
         self.warm = self.pools.warm
         self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
@@ -744,14 +745,22 @@ class SandboxProcessor:
                     self.changed.notify_all()
             with contextlib.suppress(DeliveryFailed):  # the output recorded so far lands before the hand-over
                 self.producer.flush(self.settings.kafka_timeout_s)
-            self.runtime.stop()
-            self.egress.stop()
-            for lane in self.lanes.values():
-                lane.shutdown(wait=False, cancel_futures=True)
-            self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
-            self.producer.close()
-            self.watermarks.close()
-            self.cursor.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release every client, loop and thread pool construction took (``run`` ends with it; a processor
+        built and never run — tests drive rebalance hooks by hand — must be closed too). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.runtime.close()
+        self.egress.stop()
+        for lane in self.lanes.values():
+            lane.shutdown(wait=False, cancel_futures=True)
+        self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
+        self.producer.close()
+        self.watermarks.close()
+        self.cursor.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -54,6 +54,7 @@ def test_an_alert_decided_again_after_a_lost_commit_decides_the_same(fresh_setti
         processor.handle(partition, 0, value)
     finally:
         processor.producer.close()
+        processor.runtime.close()
         processor.db.close()
 
     events = [codec.decode(m.value()) for m in read_range(settings, settings.events_topic, partition, 0, None)]

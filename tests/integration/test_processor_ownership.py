@@ -32,7 +32,7 @@ def processor(fresh_settings) -> Iterator[SandboxProcessor]:
     s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
     processor = SandboxProcessor(s, make_provider(s))
     yield processor
-    processor.producer.close()
+    processor.close()
 
 
 def test_a_revocation_while_a_take_over_loads_never_leaves_the_partition_owned(processor) -> None:

@@ -29,6 +29,7 @@ def test_a_new_owner_drops_runs_from_the_table_that_ended_long_ago(fresh_setting
         o._load(partition)
     finally:
         o.producer.close()
+        o.runtime.close()
     assert set(o.states) == {recent.run_id, live.run_id}
 
 
@@ -46,6 +47,7 @@ def test_an_owner_forgets_runs_that_ended_long_ago_while_it_keeps_the_partition(
         assert set(o.states) == {"run-live"}
     finally:
         o.producer.close()
+        o.runtime.close()
 
 
 def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_settings, tmp_path) -> None:
@@ -65,6 +67,7 @@ def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_set
         o._take_over(frozenset({partition}))
     finally:
         o.producer.close()
+        o.runtime.close()
     commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
     stops = [(e.type, e.sandbox_id) for e in (o.codec.decode(m.value()) for m in commands)]
     assert sorted(stops) == sorted([("sandbox.stop", cancelled.sandbox_id), ("sandbox.stop", waiting.sandbox_id)])
