@@ -54,6 +54,21 @@ DO $$ BEGIN
     ALTER TABLE {schema}.runs ADD COLUMN repository text, ADD COLUMN spec text;
   END IF;
 END $$;
+-- `/v1/runs?text=` (a substring of the title or the request, any case) through trigram indexes, not a
+-- scan. pg_trgm is a trusted extension: the database's owner (the app role) creates it. One creator at
+-- a time (concurrent CREATE EXTENSION IF NOT EXISTS can fail on a unique key); indexes only when missing
+-- (CREATE INDEX IF NOT EXISTS still locks the table against writes first). fastupdate off: a run row
+-- is written a few times in its life, and rows in GIN's pending list make the planner scan instead.
+SELECT pg_advisory_xact_lock(hashtext('astraforge.pg_trgm'));
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;
+DO $$ BEGIN
+  IF to_regclass('{schema}.runs_title_trgm') IS NULL THEN
+    CREATE INDEX runs_title_trgm ON {schema}.runs USING gin (title public.gin_trgm_ops) WITH (fastupdate = off);
+  END IF;
+  IF to_regclass('{schema}.runs_spec_trgm') IS NULL THEN
+    CREATE INDEX runs_spec_trgm ON {schema}.runs USING gin (spec public.gin_trgm_ops) WITH (fastupdate = off);
+  END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
     sandbox_id  text        PRIMARY KEY,
