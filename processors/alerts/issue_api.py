@@ -20,6 +20,8 @@ from astraforge.errors import AstraForgeError
 from astraforge.integrations import Integration
 from astraforge.sandbox.egress_addresses import AddressPolicy, resolve_now
 
+MAX_COMMENT_PAGES = 20  # an issue with more comments than this many pages is searched no further
+
 
 class IssueApiFailed(AstraForgeError, RuntimeError):
     """The API did not answer, or answered with an error status."""
@@ -56,6 +58,35 @@ class IssueApi:
         body = {"text": text} if self.integration.kind == "sentry" else {"data": {"text": text}}
         return self._call("POST", f"/api/0/issues/{issue_id}/comments/", body)[0]
 
+    def comment_once(self, issue_id: str, text: str, marker: str) -> int:
+        """Post ``text`` (which carries ``marker``, unique to what it answers) unless a comment on the
+        issue carries the marker already: a crash between an earlier post and its record posts
+        nothing the second time. The status of the post, or 200 when the comment was there."""
+        if marker not in text:
+            raise ValueError("the comment must carry its marker")
+        if any(marker in body for body in self.comment_texts(issue_id)):
+            return 200
+        return self.comment(issue_id, text)
+
+    def comment_texts(self, issue_id: str) -> list[str]:
+        """The texts of the issue's comments (Sentry: newest first, pages followed through the ``Link``
+        header's ``rel="next"`` while it says ``results="true"``), at most ``MAX_COMMENT_PAGES`` pages."""
+        texts, path, params = [], f"/api/0/issues/{issue_id}/comments/", None
+        for _ in range(MAX_COMMENT_PAGES):
+            r = self._request("GET", path, params=params)
+            page = _json(r, "GET", path)
+            if not isinstance(page, list):
+                raise IssueApiFailed(f"GET {path}: the answer is not a list of comments")
+            for item in page:
+                data = item.get("data") if isinstance(item, dict) else None
+                if isinstance(data, dict) and isinstance(data.get("text"), str):
+                    texts.append(data["text"])
+            following = r.links.get("next") or {}
+            if following.get("results") != "true" or not following.get("cursor"):
+                return texts
+            params = {"cursor": following["cursor"]}
+        return texts
+
     def _check_address(self) -> None:
         url = urlsplit(self.integration.api_base_url or "")
         host = url.hostname or ""
@@ -70,15 +101,23 @@ class IssueApi:
             if refusal:
                 raise IssueApiFailed(f"refused to call {host}: {refusal}")
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+    def _request(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> httpx.Response:
         self._check_address()
         try:
-            r = self.client.request(method, path, json=body)
+            r = self.client.request(method, path, json=body, params=params)
         except httpx.HTTPError as e:
             raise IssueApiFailed(f"{method} {path}: {type(e).__name__}") from None
         if r.status_code >= 400:
             raise IssueApiFailed(f"{method} {path}: HTTP {r.status_code}")
-        try:
-            return r.status_code, (r.json() if r.content else {})
-        except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
-            raise IssueApiFailed(f"{method} {path}: the answer is not JSON") from None
+        return r
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        r = self._request(method, path, body)
+        return r.status_code, _json(r, method, path)
+
+
+def _json(r: httpx.Response, method: str, path: str) -> Any:
+    try:
+        return r.json() if r.content else {}
+    except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
+        raise IssueApiFailed(f"{method} {path}: the answer is not JSON") from None
