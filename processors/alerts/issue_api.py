@@ -7,10 +7,13 @@ names the call and the status, never the request. The base URL is a tenant's cho
 operator trusts its ``host:port``, every address it resolves to must be public (not loopback,
 private, link-local, this host or a platform service), or no call is made.
 
-Not protected: httpx resolves the name again to connect; a DNS answer that changes between the
-check and the connection (rebinding) is not caught.
+The name is resolved once per call and the connection goes to the address that was checked (the
+URL's host in ``Host`` and, over TLS, in SNI and the certificate check): a DNS answer that changes
+between the check and the connection (rebinding) reaches nothing new. A trusted ``host:port`` is
+connected to by name.
 """
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +21,7 @@ import httpx
 
 from astraforge.errors import AstraForgeError
 from astraforge.integrations import Integration
-from astraforge.sandbox.egress_addresses import AddressPolicy, resolve_now
+from astraforge.sandbox.egress_addresses import Address, AddressPolicy, resolve_now
 
 MAX_COMMENT_PAGES = 20  # an issue with more comments than this many pages is searched no further
 
@@ -29,11 +32,18 @@ class IssueApiFailed(AstraForgeError, RuntimeError):
 
 class IssueApi:
     def __init__(
-        self, integration: Integration, token: str, timeout_s: float, policy: AddressPolicy, trusted: list[str]
+        self,
+        integration: Integration,
+        token: str,
+        timeout_s: float,
+        policy: AddressPolicy,
+        trusted: list[str],
+        resolve: Callable[[str], list[Address]] = resolve_now,
     ) -> None:
         self.integration = integration
         self.policy = policy
         self.trusted = trusted
+        self.resolve = resolve
         self.client = httpx.Client(
             base_url=integration.api_base_url or "",
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -87,24 +97,33 @@ class IssueApi:
             params = {"cursor": following["cursor"]}
         return texts
 
-    def _check_address(self) -> None:
+    def _checked_address(self) -> Address | None:
+        """The address to connect to: the API host's, resolved now and checked (every address it
+        resolves to must pass); None for a trusted ``host:port`` (connected to by name)."""
         url = urlsplit(self.integration.api_base_url or "")
         host = url.hostname or ""
         port = url.port or (443 if url.scheme == "https" else 80)
         if f"{host}:{port}" in self.trusted:
-            return
-        addresses = resolve_now(host)
+            return None
+        addresses = self.resolve(host)
         if not addresses:
             raise IssueApiFailed(f"{host} does not resolve")
         for ip in addresses:
             refusal = self.policy.refusal(ip)
             if refusal:
                 raise IssueApiFailed(f"refused to call {host}: {refusal}")
+        return addresses[0]
 
     def _request(self, method: str, path: str, body: dict | None = None, params: dict | None = None) -> httpx.Response:
-        self._check_address()
+        address = self._checked_address()
+        request = self.client.build_request(method, path, json=body, params=params)
+        if address is not None:  # to the checked address, not to whatever the name resolves to next
+            request.headers["Host"] = request.url.netloc.decode("ascii")
+            if request.url.scheme == "https":  # the certificate is still checked against the name
+                request.extensions = {**request.extensions, "sni_hostname": request.url.host}
+            request.url = request.url.copy_with(host=str(address))
         try:
-            r = self.client.request(method, path, json=body, params=params)
+            r = self.client.send(request)
         except httpx.HTTPError as e:
             raise IssueApiFailed(f"{method} {path}: {type(e).__name__}") from None
         if r.status_code >= 400:
