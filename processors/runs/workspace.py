@@ -163,7 +163,7 @@ def refresh(snapshot: BinaryIO, tree: Path, index: Path, max_entries: int, max_b
     with tarfile.open(fileobj=snapshot, mode="r:gz") as tar:
         for member in tar:
             name = os.path.normpath(member.name)
-            wanted.add(name)
+            wanted.update(_with_parents(name))  # a tar need not list a file's directories
             if name == ".":
                 continue
             if not _unchanged(tar, member, tree / name):
@@ -179,6 +179,11 @@ def refresh(snapshot: BinaryIO, tree: Path, index: Path, max_entries: int, max_b
                 _remove(path, keep_dir=False)
     mark.touch()
     return written
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _unchanged(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bool:
