@@ -43,7 +43,7 @@ from astraforge.db import connect
 from astraforge.errors import AstraForgeError
 from astraforge.ids import new_id
 from astraforge.kafka import partition_for, reader
-from astraforge.processors.runs.facts import StreamFacts
+from astraforge.processors.runs.facts import Answer, StreamFacts
 from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
@@ -118,14 +118,9 @@ class RecordedSandbox(BaseSandbox):
             payload=payload,
         )
         self.append([record])
-        final = answers[-1]
-
-        def done(e: Envelope) -> bool:
-            return e.type == final and e.payload.get(key) == ident
-
         with self._lock:  # one reader: the facts consumer is not thread-safe
-            self._facts.wait(done, timeout)
-            return [e for e in self._facts.seen if e.type in answers and e.payload.get(key) == ident]
+            self._facts.wait(Answer((answers[-1],), key, ident), timeout)
+            return self._facts.all(Answer(answers, key, ident))
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
         cid = f"{self.actor.split(':', 1)[-1]}-{new_id().replace('-', '')[-16:]}"
