@@ -1,0 +1,102 @@
+"""A lease holds against shell commands, attacked end to end through the public API on both providers.
+
+Actor A (``tenant:<id>/a``) leases ``/workspace/leased.py``; actor B (the same tenant's key without
+``X-Lease-Holder``: ``tenant:<id>``) runs commands through the exec endpoint that change the file every
+way a shell can. Guaranteed (``processors/sandboxes/lease_guard.py``): when B's command ends, the file
+holds A's bytes and mode again, B's answer says ``lease_violated`` naming the file and A, and a
+``lease.violated`` record names B. Not guaranteed: readers see B's bytes while B's command runs; a
+process B leaves running may change the file after the check; a file replaced by a directory, or one
+whose directory B swapped for a symlink, is reported but not put back.
+"""
+
+import httpx
+
+from tests.integration.test_sandbox_api import create, post
+from tests.support import auth, wait_until
+
+LEASED = "/workspace/leased.py"
+ORIGINAL = b"print('a')\n"
+ATTACKS = {
+    "redirect": "echo pwned > leased.py",
+    "append": "echo pwned >> /workspace/leased.py",
+    "rename over": "echo pwned > other.py && mv other.py leased.py",
+    "delete": "rm leased.py",
+    "symlink": "echo pwned > /tmp/evil && rm leased.py && ln -s /tmp/evil leased.py",
+    "hard link": "ln leased.py alias && echo pwned > alias",
+    "proc fd": "exec 3<>leased.py && echo pwned > /proc/self/fd/3",
+    "chmod": "chmod 0777 leased.py",
+}
+
+
+def _exec(url: str, key: str, sid: str, command: str, holder: str | None = None) -> dict:
+    headers = {"X-Lease-Holder": holder} if holder else {}
+    r = httpx.post(f"{url}/v1/sandboxes/{sid}/exec", headers={**auth(key), **headers}, json={"command": command},
+                   timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _events(url: str, key: str, sid: str, type_: str) -> list[dict]:
+    r = httpx.get(f"{url}/v1/streams/{sid}/events", headers=auth(key), params={"limit": 1000}, timeout=30)
+    return [e for e in r.json()["items"] if e["type"] == type_]
+
+
+def test_another_actors_command_cannot_keep_a_change_to_a_leased_file(platform) -> None:
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    lease = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": LEASED, "holder": "a", "ttl_s": 600})
+    assert lease.status_code == 201, lease.text
+    holder = lease.json()["holder"]
+    put = httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers={**auth(key), "X-Lease-Holder": "a"},
+                    content=ORIGINAL, timeout=30)  # fmt: skip
+    assert put.status_code == 200, put.text
+
+    for name, attack in ATTACKS.items():
+        result = _exec(url, key, sid, attack)
+        error = result["error"] or ""
+        assert error.startswith("lease_violated: ") and LEASED in error and holder in error, (name, result)
+        assert "undone" in error, (name, error)
+        state = _exec(url, key, sid, "stat -c '%F %a %h' leased.py && cat leased.py", holder="a")
+        assert state["stdout"] == "regular file 644 1\n" + ORIGINAL.decode(), (name, state)
+
+    violations = _events(url, key, sid, "lease.violated")
+    assert len(violations) == len(ATTACKS)
+    for record in violations:
+        p = record["payload"]
+        assert (p["path"], p["holder"], p["restored"]) == (LEASED, holder, True)
+        assert p["violator"] == holder.removesuffix("/a")  # B: the tenant's key, naming no holder
+    assert {v["payload"]["found"] for v in violations} >= {"changed", "deleted", "symlink"}
+
+    # the holder's own command changes it, and a command touching no leased file is answered as before
+    mine = _exec(url, key, sid, "echo mine > leased.py", holder="a")
+    assert mine["error"] is None and mine["exit_code"] == 0
+    plain = _exec(url, key, sid, "echo ok > notes.txt && cat leased.py")
+    assert plain["error"] is None and plain["stdout"] == "mine\n"
+
+
+def test_the_holders_write_during_anothers_command_is_kept(platform) -> None:
+    """A writes its leased file while B's command runs: B's check compares with A's new bytes, so A's
+    write stays and B is not blamed. The order is made deterministic: B's command waits for a file the
+    test creates after A's write."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    assert post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": LEASED, "holder": "a"}).status_code == 201
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=ORIGINAL).status_code == 200
+    wait = "touch /workspace/started && while [ ! -e /workspace/go ]; do sleep 0.05; done; echo done"
+    started = post(f"{url}/v1/sandboxes/{sid}/exec", key, {"command": wait, "async": True})
+    assert started.status_code == 200, started.text
+    cid = started.json()["command_id"]
+    present = lambda path: httpx.get(f"{url}/v1/sandboxes/{sid}/files{path}", headers=auth(key)).status_code == 200  # noqa: E731
+    wait_until(lambda: present("/started"), timeout=30, what="B's command to start")
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=b"v2\n").status_code == 200
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"").status_code == 200
+    wait_until(
+        lambda: any(e["payload"]["command_id"] == cid for e in _events(url, key, sid, "exec.finished")),
+        timeout=30,
+        what="B's command to end",
+    )
+    (finished,) = [e for e in _events(url, key, sid, "exec.finished") if e["payload"]["command_id"] == cid]
+    assert finished["payload"]["error"] is None and finished["payload"]["exit_code"] == 0
+    assert _events(url, key, sid, "lease.violated") == []
+    assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
