@@ -4,8 +4,10 @@ socket in the control directory the host mounts at /run/astraforge.
 Runs inside the sandbox with python3's standard library only (it is bind-mounted read-only into
 any image that has python3). One connection carries one request:
 
-    request   one JSON line: {"id": "...", "op": "exec" | "attach" | "write" | "read" | "cancel" | "ping", ...}
-              (``write`` is followed by exactly ``size`` raw bytes)
+    request   one JSON line: {"id": "...", "op": "exec" | "attach" | "write" | "read" | "cancel" | "ping"
+              | "fingerprint" | "unlink", ...} (``write`` is followed by exactly ``size`` raw bytes;
+              ``fingerprint``, ``unlink`` and ``write`` with ``exact`` serve the lease guard: they act
+              on the path itself, never following a symlink in its last component)
     response  frames: 1 byte kind + 4 bytes big-endian length + body
               kinds: s started {pid} · a attached {pid, offset, lost} · 1 stdout bytes · 2 stderr bytes
                      d file bytes · D detached {processes: [{pid, argv}]} (sent before x)
