@@ -515,12 +515,12 @@ class Effects:
 
     def write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            if p["artifact"] is None:
-                result = client.write(p["path"], p["content"] or b"", p["mode"])
-            else:
-                with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
-                    result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
-            self.guard.holder_wrote(client, st.sandbox_id, effect.command.actor)  # a holder's write is its own
+            with self.guard.writing(client, st.sandbox_id, effect.command.actor):  # a holder's write is its own
+                if p["artifact"] is None:
+                    result = client.write(p["path"], p["content"] or b"", p["mode"])
+                else:
+                    with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
+                        result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
             return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
 
         self._file(st, effect, "file.written", work)

@@ -10,23 +10,30 @@ changed is put back (written back whole, replacing whatever now sits at the path
 a file that did not exist is removed again), and the command's answer and a ``lease.violated`` record
 name the file, its holder, the command and its actor.
 
-Writes by the holder while B's command runs are the holder's: after a holder's file write or command
-ends, the files it holds are fingerprinted again and that is what B's check compares with.
+Writes by the holder while B's command runs are the holder's. A holder's file write (the file API,
+the agent's write tool) and B's checks take turns (one lock per sandbox): after the write, the
+files it holds are fingerprinted again and that is what B's check compares with. A holder's
+*command* cannot be told apart from B's by what it leaves, so a file whose holder ran a command
+while B's was watched is not put back nor blamed on B.
 
 Guaranteed (for a command that starts after the lease is in force, on a supervisor that speaks
 ``fingerprint``): when it ends, each file leased by someone else holds the content and mode it had
-before it started (or the holder's later writes through the platform), whatever the command did to
-the path; each change is reported to the command's caller and recorded against its actor.
+before it started (or the holder's later file writes), whatever the command did to the path, unless
+the holder ran a command meanwhile; each change is reported to the command's caller and recorded
+against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
-while a holder's own command also runs is taken as the holder's; a lease taken while the command runs
+while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
 guards from the next command on; files over ``max_file_bytes`` are detected, not restored; a command
 re-attached by a new partition owner, or run while PostgreSQL cannot be read, is not watched (logged).
 """
 
+import collections
 import contextlib
 import logging
 import threading
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -38,6 +45,7 @@ from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import SupervisorClient, SupervisorError, SupervisorUnavailable
 
 LOG = logging.getLogger(__name__)
+CHECK_LOCKS = 64  # striped by sandbox id: a holder's file write and the checks of that sandbox take turns
 OTHERS = (
     "SELECT path, holder FROM file_leases WHERE sandbox_id = %s AND holder <> %s AND expires_at > now() ORDER BY path"
 )
@@ -72,11 +80,13 @@ class Violation:
 
 @dataclass
 class Watch:
-    """The files one command of ``actor`` must leave as their holders have them."""
+    """The files one command of ``actor`` must leave as their holders have them, and who else ran
+    commands while it was watched (a change to a file they hold may be theirs)."""
 
     sandbox_id: str
     actor: str
     files: dict[str, Guarded] = field(default_factory=dict)
+    overlapped: set[str] = field(default_factory=set)
 
 
 def _verb(found: str) -> str:
@@ -105,7 +115,9 @@ class LeaseGuard:
         self._closed = False  # the processor stopped: no connection is opened again
         self._db_lock = threading.Lock()
         self._watches: dict[str, list[Watch]] = {}  # sandbox id -> the commands watched now
-        self._lock = threading.Lock()
+        self._active: dict[str, collections.Counter[str]] = {}  # sandbox id -> actors running commands
+        self._lock = threading.Lock()  # the two maps above
+        self._check_locks = [threading.Lock() for _ in range(CHECK_LOCKS)]
 
     def close(self) -> None:
         with self._db_lock, contextlib.suppress(Exception):
@@ -113,6 +125,9 @@ class LeaseGuard:
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
+
+    def _check_lock(self, sandbox_id: str) -> threading.Lock:
+        return self._check_locks[zlib.crc32(sandbox_id.encode()) % CHECK_LOCKS]
 
     def _others(self, sandbox_id: str, actor: str) -> list[tuple[str, str]]:
         """The files someone other than ``actor`` holds a lease on in the sandbox (one query on a kept
@@ -135,6 +150,26 @@ class LeaseGuard:
                         raise
         return []
 
+    # -- who runs commands now -------------------------------------------------------------------
+    def began(self, sandbox_id: str, actor: str) -> None:
+        """A command of ``actor`` starts: every command watched now overlaps it."""
+        with self._lock:
+            self._active.setdefault(sandbox_id, collections.Counter())[actor] += 1
+            for watch in self._watches.get(sandbox_id, []):
+                watch.overlapped.add(actor)
+
+    def ended(self, sandbox_id: str, actor: str) -> None:
+        with self._lock:
+            active = self._active.get(sandbox_id)
+            if active is None:
+                return
+            active[actor] -= 1
+            if active[actor] <= 0:
+                del active[actor]
+            if not active:
+                del self._active[sandbox_id]
+
+    # -- around a command ------------------------------------------------------------------------
     def before(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Watch | None:
         """Start watching the files other actors hold, for a command of ``actor`` about to start; None
         when there are none (or they cannot be watched: logged, the command runs unwatched)."""
@@ -145,17 +180,18 @@ class LeaseGuard:
             return None
         if not held:
             return None
-        watch = Watch(sandbox_id, actor)
-        try:
-            for path, holder in held:
-                watch.files[path] = Guarded(path, holder, {})
-            self._load(client, list(watch.files.values()))
-        except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            LOG.warning("leased files of %s not fingerprinted (%s): %s's command runs unwatched", sandbox_id, e, actor)
-            self._close(watch)
-            return None
-        with self._lock:
-            self._watches.setdefault(sandbox_id, []).append(watch)
+        watch = Watch(sandbox_id, actor, {path: Guarded(path, holder, {}) for path, holder in held})
+        with self._check_lock(sandbox_id):
+            try:
+                self._load(client, list(watch.files.values()))
+            except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                LOG.warning("leased files of %s not fingerprinted (%s): %s's command runs unwatched", sandbox_id, e,
+                            actor)  # fmt: skip
+                self._close(watch)
+                return None
+            with self._lock:
+                watch.overlapped.update(self._active.get(sandbox_id, ()))
+                self._watches.setdefault(sandbox_id, []).append(watch)
         return watch
 
     def _load(self, client: SupervisorClient, items: list[Guarded]) -> None:
@@ -175,31 +211,36 @@ class LeaseGuard:
             g.fingerprint = {**g.fingerprint, "sha256": read["sha256"], "size": read["size"]}
             g.content = content
 
-    def forget(self, watch: Watch) -> list[Guarded]:
-        """Stop watching (no check): the files as last loaded, for the caller to compare and close."""
+    def forget(self, watch: Watch) -> None:
+        """Stop watching (no check)."""
         with self._lock:
             watches = self._watches.get(watch.sandbox_id, [])
             if watch in watches:
                 watches.remove(watch)
             if not watches:
                 self._watches.pop(watch.sandbox_id, None)
-            return list(watch.files.values())
 
     def after(self, client: SupervisorClient | None, watch: Watch | None) -> list[Violation]:
         """Stop watching; each leased file the command left changed, put back as far as possible."""
         if watch is None:
             return []
-        files = self.forget(watch)
-        try:
-            if client is None:
-                raise SupervisorUnavailable("sandbox is gone")
-            now = client.fingerprint([g.path for g in files])
-            return [self._restore(client, g, now[g.path]) for g in files if not _same(g.fingerprint, now[g.path])]
-        except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            LOG.warning("leased files of %s not checked after %s's command: %s", watch.sandbox_id, watch.actor, e)
-            return []
-        finally:
-            self._close(watch)
+        with self._check_lock(watch.sandbox_id):
+            self.forget(watch)
+            try:
+                if client is None:
+                    raise SupervisorUnavailable("sandbox is gone")
+                now = client.fingerprint(list(watch.files))
+                changed = [g for g in watch.files.values() if not _same(g.fingerprint, now[g.path])]
+                theirs = [g for g in changed if g.holder in watch.overlapped]
+                for g in theirs:
+                    LOG.info("%s changed while %s's command and its holder %s's both ran: taken as the holder's",
+                             g.path, watch.actor, g.holder)  # fmt: skip
+                return [self._restore(client, g, now[g.path]) for g in changed if g not in theirs]
+            except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                LOG.warning("leased files of %s not checked after %s's command: %s", watch.sandbox_id, watch.actor, e)
+                return []
+            finally:
+                self._close(watch)
 
     def _restore(self, client: SupervisorClient, g: Guarded, now: dict) -> Violation:
         before = g.fingerprint
@@ -216,28 +257,22 @@ class LeaseGuard:
             LOG.warning("could not put back %s (leased by %s): %s", g.path, g.holder, e)
         return Violation(g.path, g.holder, _found(before, now), restored)
 
-    def holder_wrote(self, client: SupervisorClient | None, sandbox_id: str, actor: str) -> None:
-        """``actor`` changed files through the platform (a file write, a command): what it holds is its
-        content now, for every command being watched. Fresh copies are swapped in under the lock, so
-        a check ending meanwhile never reads a half-loaded one."""
-        with self._lock:
-            watches = self._watches.get(sandbox_id, [])
-            held = [(w, g.path) for w in watches for g in w.files.values() if g.holder == actor]
-        if not held or client is None:
-            return
-        fresh = [Guarded(path, actor, {}) for _, path in held]
-        try:
-            self._load(client, fresh)
-        except (SupervisorError, SupervisorUnavailable, OSError) as e:
-            LOG.warning("leased files of %s not fingerprinted again after %s wrote: %s", sandbox_id, actor, e)
-            for g in fresh:
-                g.close()
-            return
-        with self._lock:
-            for (watch, path), g in zip(held, fresh, strict=True):
-                if watch in self._watches.get(sandbox_id, []):
-                    watch.files[path], g = g, watch.files[path]
-                g.close()
+    # -- a holder's file write -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Iterator[None]:
+        """Around a file write of ``actor`` through the platform: no check of the sandbox runs during
+        it, and afterwards what ``actor`` holds is, for every command watched, as it wrote it."""
+        with self._check_lock(sandbox_id):
+            try:
+                yield
+            finally:
+                with self._lock:
+                    held = [g for w in self._watches.get(sandbox_id, []) for g in w.files.values() if g.holder == actor]
+                if held:
+                    try:
+                        self._load(client, held)
+                    except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                        LOG.warning("leased files of %s not fingerprinted after %s wrote: %s", sandbox_id, actor, e)
 
     @staticmethod
     def _close(watch: Watch) -> None:
@@ -254,22 +289,30 @@ class CommandCheck:
         self.actor = actor
         self.client: SupervisorClient | None = None
         self.watch: Watch | None = None
+        self.started = False
 
     def start(self, client: SupervisorClient) -> None:
         self.client = client
+        self.guard.began(self.sandbox_id, self.actor)
+        self.started = True
         self.watch = self.guard.before(client, self.sandbox_id, self.actor)
 
     def finish(self) -> list[Violation]:
-        """What the command did to others' leased files (put back); then, as a holder, its own
-        writes are what other commands being watched compare with."""
-        found = self.guard.after(self.client, self.watch)
-        self.watch = None
-        self.guard.holder_wrote(self.client, self.sandbox_id, self.actor)
-        return found
+        """What the command did to others' leased files (put back as their holders had them)."""
+        try:
+            return self.guard.after(self.client, self.watch)
+        finally:
+            self._end()
 
     def drop(self) -> None:
         """The command goes on unobserved here (its partition moved): stop watching, change nothing."""
         if self.watch is not None:
             self.guard.forget(self.watch)
             LeaseGuard._close(self.watch)
-            self.watch = None
+        self._end()
+
+    def _end(self) -> None:
+        self.watch = None
+        if self.started:
+            self.started = False
+            self.guard.ended(self.sandbox_id, self.actor)

@@ -59,13 +59,28 @@ def test_another_actors_command_cannot_keep_a_change_to_a_leased_file(platform) 
         state = _exec(url, key, sid, "stat -c '%F %a %h' leased.py && cat leased.py", holder="a")
         assert state["stdout"] == "regular file 644 1\n" + ORIGINAL.decode(), (name, state)
 
-    violations = _events(url, key, sid, "lease.violated")
-    assert len(violations) == len(ATTACKS)
+    violations = _events(url, key, sid, "lease.violated")[: len(ATTACKS)]
     for record in violations:
         p = record["payload"]
         assert (p["path"], p["holder"], p["restored"]) == (LEASED, holder, True)
         assert p["violator"] == holder.removesuffix("/a")  # B: the tenant's key, naming no holder
     assert {v["payload"]["found"] for v in violations} >= {"changed", "deleted", "symlink"}
+
+    # a leased file that did not exist yet: B's file is removed again
+    planned = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": "/workspace/planned.py", "holder": "a"})
+    assert planned.status_code == 201, planned.text
+    created = _exec(url, key, sid, "echo pwned > planned.py")
+    assert "planned.py is leased by" in created["error"] and "created it and the change was undone" in created["error"]
+    assert _exec(url, key, sid, "ls planned.py", holder="a")["exit_code"] != 0
+
+    # not guaranteed, but reported: a file turned into a directory cannot be put back
+    dir_attack = _exec(url, key, sid, "rm leased.py && mkdir leased.py")
+    assert "leased.py is leased by" in dir_attack["error"] and "could not be put back" in dir_attack["error"]
+    assert _events(url, key, sid, "lease.violated")[-1]["payload"]["restored"] is False
+    assert (
+        _exec(url, key, sid, f"rmdir leased.py && printf %s {ORIGINAL.decode()!r} > leased.py", holder="a")["error"]
+        is None
+    )
 
     # the holder's own command changes it, and a command touching no leased file is answered as before
     mine = _exec(url, key, sid, "echo mine > leased.py", holder="a")
@@ -75,9 +90,9 @@ def test_another_actors_command_cannot_keep_a_change_to_a_leased_file(platform) 
 
 
 def test_the_holders_write_during_anothers_command_is_kept(platform) -> None:
-    """A writes its leased file while B's command runs: B's check compares with A's new bytes, so A's
-    write stays and B is not blamed. The order is made deterministic: B's command waits for a file the
-    test creates after A's write."""
+    """A writes its leased file (and runs a command) while B's command runs: B's check compares with
+    A's new bytes, so A's write stays and B is not blamed. The order is made deterministic: B's
+    command waits for a file the test creates after A's write."""
     url, key = platform.api_url, platform.tenant_key()
     sid = create(url, key)["id"]
     assert post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": LEASED, "holder": "a"}).status_code == 201
@@ -90,6 +105,8 @@ def test_the_holders_write_during_anothers_command_is_kept(platform) -> None:
     present = lambda path: httpx.get(f"{url}/v1/sandboxes/{sid}/files{path}", headers=auth(key)).status_code == 200  # noqa: E731
     wait_until(lambda: present("/started"), timeout=30, what="B's command to start")
     assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=b"v2\n").status_code == 200
+    mine = _exec(url, key, sid, "cat leased.py > copy.py", holder="a")  # the holder runs a command meanwhile
+    assert mine["error"] is None
     assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"").status_code == 200
     wait_until(
         lambda: any(e["payload"]["command_id"] == cid for e in _events(url, key, sid, "exec.finished")),
