@@ -11,6 +11,9 @@ whose directory B swapped for a symlink, is reported but not put back.
 
 import httpx
 
+from astraforge.artifacts import make_artifact_store
+from astraforge.processors.conversations.backend import RecordedSandbox
+from astraforge.processors.runtime import append_durably
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth, wait_until
 
@@ -117,3 +120,33 @@ def test_the_holders_write_during_anothers_command_is_kept(platform) -> None:
     assert finished["payload"]["error"] is None and finished["payload"]["exit_code"] == 0
     assert _events(url, key, sid, "lease.violated") == []
     assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
+
+
+def test_a_conversations_agent_is_told_its_command_was_undone(settings, api_url, sandbox_processor, producer, tenant):
+    """A conversation's ``execute`` (its agent's shell tool) against a file an API client leased: the
+    agent's tool output ends with the ``lease_violated`` error naming file and holder; the file is the
+    holder's again and the record names the conversation."""
+    tenant_id, key = tenant
+    sid = create(api_url, key)["id"]
+    assert post(f"{api_url}/v1/sandboxes/{sid}/leases", key, {"path": LEASED, "holder": "a"}).status_code == 201
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    assert httpx.put(f"{api_url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=ORIGINAL).status_code == 200
+    backend = RecordedSandbox(
+        settings,
+        make_artifact_store(settings),
+        lambda events: append_durably(producer, events, lambda: False),
+        tenant_id,
+        sid,
+        "conversation:cv-b",
+        lambda: False,
+        offload_bytes=64 * 1024,
+    )
+    try:
+        out = backend.execute("echo pwned > leased.py; echo written")
+    finally:
+        backend.close()
+    assert out.output.startswith("written\n") and out.exit_code == 0
+    assert f"[error: lease_violated: {LEASED} is leased by tenant:{tenant_id}/a;" in out.output, out.output
+    assert httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == ORIGINAL
+    (violation,) = _events(api_url, key, sid, "lease.violated")
+    assert violation["payload"]["violator"] == "conversation:cv-b"
