@@ -75,7 +75,7 @@ class Violation:
 
     def message(self) -> str:
         undone = "the change was undone" if self.restored else "it could not be put back"
-        return f"{self.path} is leased by {self.holder}; this command {_verb(self.found)} it and {undone}"
+        return f"{self.path} is leased by {self.holder}; this command {_verb(self.found)} and {undone}"
 
 
 @dataclass
@@ -90,8 +90,9 @@ class Watch:
 
 
 def _verb(found: str) -> str:
-    return {"deleted": "deleted", "symlink": "replaced with a symlink", "redirected": "redirected a directory of",
-            "other": "replaced", "created": "created"}.get(found, "changed")  # fmt: skip
+    return {"deleted": "deleted it", "symlink": "replaced it with a symlink", "created": "created it",
+            "redirected": "made a directory on its path a symlink",
+            "other": "replaced it with something not a file"}.get(found, "changed it")  # fmt: skip
 
 
 def _same(a: dict, b: dict) -> bool:
