@@ -303,7 +303,7 @@ class SupervisorClient:
         return self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"]
 
     def unlink(self, path: str) -> None:
-        """Remove the file or symlink at an exact absolute path (a missing one is no error)."""
+        """Remove the file, symlink or empty directory at an exact absolute path (a missing one is no error)."""
         self._result({"id": new_id(), "op": "unlink", "path": path}, timeout=CONTROL_TIMEOUT_S)
 
     def read(self, path: str, limit: int | None = None) -> bytes:

@@ -878,8 +878,9 @@ def do_fingerprint(sock: socket.socket, req: dict) -> None:
 
 
 def do_unlink(sock: socket.socket, req: dict) -> None:
-    """Remove the file or symlink at an exact path (the last component is not followed): the lease
-    guard undoing a file another actor created. A directory is refused (``io_error``)."""
+    """Remove the file, symlink or empty directory at an exact path (the last component is not
+    followed): the lease guard clearing what another actor put at a leased path. A directory with
+    anything in it is refused (``io_error``)."""
     path = req.get("path")
     if not (isinstance(path, str) and path.startswith("/") and "\0" not in path):
         raise RequestError("bad_request", "unlink needs an absolute path")
@@ -892,6 +893,11 @@ def do_unlink(sock: socket.socket, req: dict) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except IsADirectoryError:
+            try:
+                os.rmdir(path)  # an empty one only
+            except OSError as e:
+                raise _io_error(e) from None
         except OSError as e:
             raise _io_error(e) from None
     frame_json(sock, b"r", {"path": path})

@@ -24,7 +24,8 @@ against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
 while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
-guards from the next command on; files over ``max_file_bytes`` are detected, not restored; a command
+guards from the next command on; files over ``max_file_bytes``, a file turned into a directory with
+something in it, and one reached through a directory swapped for a symlink are reported, not put back; a command
 re-attached by a new partition owner, or run while PostgreSQL cannot be read, is not watched (logged).
 """
 
@@ -251,6 +252,8 @@ class LeaseGuard:
                 client.unlink(g.path)
                 restored = True
             elif g.content is not None:
+                if now["kind"] == "other":  # a directory (an empty one goes), a FIFO: a write cannot replace it
+                    client.unlink(g.path)
                 g.content.seek(0)
                 client.write_file(g.path, g.content, before["size"], before.get("mode") or 0o644, exact=True)
                 restored = True

@@ -5,8 +5,8 @@ Actor A (``tenant:<id>/a``) leases ``/workspace/leased.py``; actor B (the same t
 way a shell can. Guaranteed (``processors/sandboxes/lease_guard.py``): when B's command ends, the file
 holds A's bytes and mode again, B's answer says ``lease_violated`` naming the file and A, and a
 ``lease.violated`` record names B. Not guaranteed: readers see B's bytes while B's command runs; a
-process B leaves running may change the file after the check; a file replaced by a directory, or one
-whose directory B swapped for a symlink, is reported but not put back.
+process B leaves running may change the file after the check; a file replaced by a directory with
+something in it, or one whose directory B swapped for a symlink, is reported but not put back.
 """
 
 import httpx
@@ -76,14 +76,15 @@ def test_another_actors_command_cannot_keep_a_change_to_a_leased_file(platform) 
     assert "planned.py is leased by" in created["error"] and "created it and the change was undone" in created["error"]
     assert _exec(url, key, sid, "ls planned.py", holder="a")["exit_code"] != 0
 
-    # not guaranteed, but reported: a file turned into a directory cannot be put back
-    dir_attack = _exec(url, key, sid, "rm leased.py && mkdir leased.py")
+    # a file turned into an (empty) directory is put back; one with something in it is reported only
+    emptied = _exec(url, key, sid, "rm leased.py && mkdir leased.py")
+    assert "replaced it with something not a file and the change was undone" in emptied["error"], emptied
+    assert _exec(url, key, sid, "cat leased.py", holder="a")["stdout"] == ORIGINAL.decode()
+    dir_attack = _exec(url, key, sid, "rm leased.py && mkdir leased.py && touch leased.py/x")
     assert "leased.py is leased by" in dir_attack["error"] and "could not be put back" in dir_attack["error"]
     assert _events(url, key, sid, "lease.violated")[-1]["payload"]["restored"] is False
-    assert (
-        _exec(url, key, sid, f"rmdir leased.py && printf %s {ORIGINAL.decode()!r} > leased.py", holder="a")["error"]
-        is None
-    )
+    mended = _exec(url, key, sid, f"rm -r leased.py && printf %s {ORIGINAL.decode()!r} > leased.py", holder="a")
+    assert mended["error"] is None and mended["exit_code"] == 0, mended
 
     # the holder's own command changes it, and a command touching no leased file is answered as before
     mine = _exec(url, key, sid, "echo mine > leased.py", holder="a")
