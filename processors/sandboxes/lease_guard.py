@@ -275,7 +275,7 @@ class LeaseGuard:
                 if held:
                     try:
                         self._load(client, held)
-                    except (SupervisorError, SupervisorUnavailable, OSError) as e:
+                    except Exception as e:  # never fail the write itself: it happened
                         LOG.warning("leased files of %s not fingerprinted after %s wrote: %s", sandbox_id, actor, e)
 
     @staticmethod
@@ -296,15 +296,23 @@ class CommandCheck:
         self.started = False
 
     def start(self, client: SupervisorClient) -> None:
+        """Never raises: a guard that fails leaves the command unwatched (logged), never unrun."""
         self.client = client
         self.guard.began(self.sandbox_id, self.actor)
         self.started = True
-        self.watch = self.guard.before(client, self.sandbox_id, self.actor)
+        try:
+            self.watch = self.guard.before(client, self.sandbox_id, self.actor)
+        except Exception:
+            LOG.exception("lease guard failed before %s's command on %s: unwatched", self.actor, self.sandbox_id)
 
     def finish(self) -> list[Violation]:
-        """What the command did to others' leased files (put back as their holders had them)."""
+        """What the command did to others' leased files (put back as their holders had them). Never
+        raises: the command's end is recorded whatever the guard meets."""
         try:
             return self.guard.after(self.client, self.watch)
+        except Exception:
+            LOG.exception("lease guard failed after %s's command on %s", self.actor, self.sandbox_id)
+            return []
         finally:
             self._end()
 
