@@ -140,7 +140,8 @@ class LeaseGuard:
             for attempt in (1, 2):
                 try:
                     if self._conn is None or self._conn.closed:
-                        self._conn = connect(self.settings, autocommit=True)
+                        # a database that hangs must not hold every command up: past 2 s, unwatched
+                        self._conn = connect(self.settings, autocommit=True, options="-c statement_timeout=2000")
                     rows = self._conn.execute(OTHERS, (sandbox_id, actor), prepare=True).fetchall()
                     return [(r["path"], r["holder"]) for r in rows]
                 except (psycopg.Error, AstraForgeError):
