@@ -223,6 +223,10 @@ class ReplyRun:
         if offload is not None:
             payload = tool_result(m.tool_call_id, output[:RECORD_OUTPUT_BYTES], is_error, False, offload.artifact,
                                   offload.path, offload.size)  # fmt: skip
+        elif len(data) > RECORD_OUTPUT_BYTES and not self.backend.has_room(len(data)):
+            preview = data[:PREVIEW_BYTES].decode(errors="ignore")
+            text = f"{preview}\n[... {len(data)} bytes in all: not kept, the tenant's artifact storage is full]"
+            payload = tool_result(m.tool_call_id, text, is_error, True, None, None, len(data))
         elif len(data) > RECORD_OUTPUT_BYTES:
             ref = self.artifacts.put(self.st.tenant_id, data, "text/plain", f"{m.tool_call_id}.txt")
             self.record("artifact.stored", stored(ref))
@@ -238,6 +242,9 @@ class ReplyRun:
         if now is None:
             return
         body = json.dumps(messages_to_dict(history(now))).encode()
+        if not self.backend.has_room(len(body)):  # a resume starts from the last one
+            LOG.warning("no checkpoint of %s: the tenant's artifact storage is full", self.reply_id)
+            return
         ref = self.artifacts.put(self.st.tenant_id, body, "application/json", f"{self.reply_id}-t{self.turn}.json")
         self.record("artifact.stored", stored(ref))
         self.record("agent.checkpoint", {"reply_id": self.reply_id, "messages": len(now.messages), "artifact": ref})

@@ -43,6 +43,7 @@ from astraforge.db import connect
 from astraforge.errors import AstraForgeError
 from astraforge.ids import new_id
 from astraforge.kafka import partition_for, reader
+from astraforge.processors.artifact_sweep import within_artifact_quota
 from astraforge.processors.runs.facts import Answer, StreamFacts
 from astraforge.schemas import Envelope
 
@@ -51,6 +52,7 @@ COMMAND_TIMEOUT_S = 600
 ANSWER_GRACE_S = 60.0  # past a command's own timeout, how long to wait for its answer record
 OUTPUT_DIR = "/tmp/astraforge-outputs"
 PREVIEW_BYTES = 2048  # of the head and of the tail of an offloaded output
+QUOTA_EXCEEDED = "quota_exceeded: the tenant's artifact storage is full"
 ERROR_CODES = {"not_found": "file_not_found", "forbidden_path": "permission_denied", "is_directory": "is_directory"}
 
 
@@ -153,19 +155,31 @@ class RecordedSandbox(BaseSandbox):
                 return self._offload(cid, whole, size, done)
             whole.seek(0)
             text = whole.read().decode(errors="replace")
+        if (done.get("error") or "").startswith("lease_violated"):  # what it did to others' files was undone
+            text += f"\n[error: {done['error']}]"
         return ExecuteResponse(output=text, exit_code=done.get("exit_code"), truncated=bool(done.get("truncated")))
 
+    def has_room(self, size: int) -> bool:
+        """Room for ``size`` more bytes of the tenant's artifacts (checked before anything is stored)."""
+        return within_artifact_quota(self.settings, self.tenant_id, size)
+
     def _offload(self, cid: str, whole, size: int, done: dict) -> ExecuteResponse:
-        """Keep a large output out of the model's context: stored, written into the sandbox, previewed."""
+        """Keep a large output out of the model's context: stored, written into the sandbox, previewed.
+        Past the tenant's artifact quota nothing is stored: the agent gets an error and the preview."""
+        if not self.has_room(size):
+            head, tail = _preview(whole, size)
+            error = (
+                f"error: quota_exceeded: the output ({size} bytes, exit code {done.get('exit_code')}) was not kept: "
+                f"the tenant's artifact storage is full; only its first and last lines follow]"
+            )
+            return ExecuteResponse(output=f"[{error}\n{head}\n[...]\n{tail}", exit_code=done.get("exit_code"),
+                                   truncated=True)  # fmt: skip
         ref = self.artifacts.put_file(self.tenant_id, whole, "text/plain", f"{cid}.txt")
         self.append([self._sandbox_record("artifact.stored", stored(ref))])
         path = f"{OUTPUT_DIR}/{cid}.txt"
         write = {"request_id": f"{cid}-offload", "path": path, "content": None, "artifact": ref, "mode": 0o644}
         written = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
-        whole.seek(0)
-        head = whole.read(PREVIEW_BYTES).decode(errors="replace")
-        whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
-        tail = whole.read().decode(errors="replace")
+        head, tail = _preview(whole, size)
         where = path if not written.payload.get("error") else f"artifact {ref['artifact_id']} (not in the sandbox)"
         header = (
             f"[output offloaded: {size} bytes, exit code {done.get('exit_code')}; the whole output is at {where} "
@@ -191,6 +205,9 @@ class RecordedSandbox(BaseSandbox):
             rid = f"{self.actor.split(':', 1)[-1]}-w-{new_id().replace('-', '')[-16:]}"
             artifact = None
             if len(content) > MAX_INLINE_BYTES:
+                if not self.has_room(len(content)):
+                    answers.append(FileUploadResponse(path=path, error=QUOTA_EXCEEDED))
+                    continue
                 artifact = self.artifacts.put(self.tenant_id, content, name=path)
                 self.append([self._sandbox_record("artifact.stored", stored(artifact))])
             write = {
@@ -308,6 +325,14 @@ def _end_offset(settings: Settings, stream_id: str) -> int:
         return high
     finally:
         consumer.close()
+
+
+def _preview(whole, size: int) -> tuple[str, str]:
+    """The first and last ``PREVIEW_BYTES`` of an output (the tail never repeats the head)."""
+    whole.seek(0)
+    head = whole.read(PREVIEW_BYTES).decode(errors="replace")
+    whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
+    return head, whole.read().decode(errors="replace")
 
 
 def _file_error(error: str | None) -> str | None:

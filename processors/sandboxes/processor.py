@@ -761,6 +761,7 @@ class SandboxProcessor:
         self.producer.close()
         self.watermarks.close()
         self.cursor.close()
+        self.effects.guard.close()
 
     def stop(self) -> None:
         self.stop_event.set()
