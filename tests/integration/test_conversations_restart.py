@@ -41,7 +41,7 @@ def test_a_conversation_larger_than_a_record_keeps_its_history_across_a_restart(
         try:
             post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "what did I send?"})
             stream = ended(api_url, key, cv, n=MESSAGES + 1, timeout=180)
-            history = [m["content"][:7] for m in processor.states[cv].messages if m["role"] == "user"]
+            history = [m["content"][:7] for m in processor.history(cv).messages if m["role"] == "user"]
         finally:
             processor.stop()
             thread.join(timeout=30)
