@@ -24,7 +24,8 @@ from typing import Any
 
 from astraforge.schemas import Envelope
 
-RECENT_USER_MESSAGES = 256  # user message ids a state remembers to recognise a redelivered chat.post
+RECENT_USER_MESSAGES = 32  # user message ids a state remembers to recognise a redelivered chat.post (the
+# commands a crash can redeliver are the few past the committed offset)
 REPLY_ENDS = {"reply.completed": "completed", "reply.failed": "failed", "reply.cancelled": "cancelled"}
 INTERRUPTED = (
     "interrupted: the platform restarted while this tool call ran, so its result was lost; it may or may not "
