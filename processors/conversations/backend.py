@@ -99,7 +99,7 @@ class RecordedSandbox(BaseSandbox):
         self.leased: set[str] = set()
         self.lease_records: list[Envelope] = []  # lease.acquired / lease.refused, appended to the sandbox's stream
         self._offloads_lock = threading.Lock()
-        self._answers = CommandAnswers(settings, sandbox_id, _end_offset(settings, sandbox_id), stopped)
+        self._answers = CommandAnswers(settings, sandbox_id, end_offset(settings, sandbox_id), stopped)
 
     @property
     def id(self) -> str:
@@ -358,7 +358,7 @@ class CommandAnswers:
         self.consumer.close()
 
 
-def _end_offset(settings: Settings, stream_id: str) -> int:
+def end_offset(settings: Settings, stream_id: str) -> int:
     """Where the sandbox's partition of the events topic ends now: answers to commands sent from here
     on come after it."""
     consumer = reader(settings)
