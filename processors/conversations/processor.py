@@ -200,8 +200,10 @@ class ConversationProcessor:
             if not self.settle(conversation_id, record):
                 return
             with self.ownership.locks[partition]:
-                if self.states[conversation_id].checkpoint == ref:
-                    self.segments[conversation_id] = after
+                now = self.states.get(conversation_id)
+                if now is None or now.checkpoint == ref:
+                    if now is not None:
+                        self.segments[conversation_id] = after
                     return
 
     def append(self, events: list[Envelope]) -> None:
