@@ -8,7 +8,7 @@ compact whatever the conversation's length; it lives in memory for the owned par
 changelog-backed faust table (key = conversation id, plus a ``@<partition>`` mark: the events-topic
 offset folded so far). The history itself is not in the table: it is the newest checkpoint
 (``checkpoints``, incremental in the artifact store) plus the records at the state's ``tail``, kept
-in memory once built (``history``). A new owner loads the table, folds the records after the mark
+in memory while a reply runs or a message waits (``history``), given back when the conversation idles. A new owner loads the table, folds the records after the mark
 and resumes every reply under way, rebuilding the histories it needs.
 
 Durable accept: ``conversation.created`` and the user's ``chat.message`` are acknowledged by Kafka
@@ -340,8 +340,18 @@ class ConversationProcessor:
                 with contextlib.suppress(Exception):
                     backend.release_leases()
                 backend.close()
+            self._idle(conversation_id)
             if not stopped() or self._current(conversation_id, reply_id) is None:
                 threading.Thread(target=self._next, args=(conversation_id,), daemon=True).start()
+
+    def _idle(self, conversation_id: str) -> None:
+        """A conversation with nothing under way or waiting gives its history back: memory holds the
+        histories of the replies running, and the next reply reads its checkpoint again."""
+        with self.ownership.locks[self.partition_of(conversation_id)]:
+            st = self.states.get(conversation_id)
+            if st is not None and st.reply is None and not st.pending:
+                self.histories.pop(conversation_id, None)
+                self.segments.pop(conversation_id, None)
 
     def _next(self, conversation_id: str) -> None:
         thread = self.replies.get(conversation_id)
