@@ -27,6 +27,8 @@ export class Transcript {
   seen = 0;
   private byKey = new Map<string, Item>();
   private deltaIndexes = new Map<string, Set<number>>();
+  /** Per model turn (`<reply>:t<n>`), the key of its newest attempt (`<reply>:t<n>.<k>` after a resume). */
+  private attempts = new Map<string, string>();
 
   /** Folds in `records[this.seen..]`; returns whether anything visible changed. */
   apply(records: readonly StreamEvent[]): boolean {
@@ -47,6 +49,21 @@ export class Transcript {
     return false;
   }
 
+  /**
+   * A turn cut off mid-stream (its processor died) is asked again under a new message id: the cut-off
+   * attempt's text, which never got its whole message, is dropped once a later attempt shows up.
+   */
+  private supersede(key: string): void {
+    const turn = key.replace(/\.\d+$/, "");
+    const before = this.attempts.get(turn);
+    this.attempts.set(turn, key);
+    if (before === undefined || before === key) return;
+    const old = this.byKey.get(before);
+    if (old?.kind !== "assistant") return;
+    this.items = this.items.filter((i) => i !== old);
+    this.byKey.delete(before);
+  }
+
   private add(item: Item): void {
     this.items.push(item);
     this.byKey.set(item.key, item);
@@ -61,6 +78,7 @@ export class Transcript {
           this.add({ kind: "user", key: `m:${p.message_id}`, text: String(p.text ?? "") });
           return true;
         }
+        this.supersede(`m:${p.message_id}`);
         const found = this.byKey.get(`m:${p.message_id}`);
         if (found?.kind === "assistant") {
           found.text = String(p.text ?? "");
@@ -70,6 +88,7 @@ export class Transcript {
       }
       case "chat.delta": {
         if (this.seenBefore(`m:${p.message_id}`, p.index)) return false; // a redone step sent it again
+        this.supersede(`m:${p.message_id}`);
         const found = this.byKey.get(`m:${p.message_id}`);
         if (found?.kind === "assistant") {
           if (!found.streaming) return false; // the settled message already holds every delta
