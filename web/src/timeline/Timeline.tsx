@@ -9,7 +9,7 @@
 import { memo, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import type { ConnectionState } from "../api/follow";
 import type { StreamEvent } from "../api/types";
-import { describe, type Kind } from "./describe";
+import { describe, type Kind, oneLine } from "./describe";
 import { kindFilter } from "./filter";
 import type { IndexEntry, TimelineStore } from "./store";
 
@@ -87,7 +87,7 @@ export function Timeline({ store, version, connection, height = 520 }: { store: 
         >
           <div style={{ height: total * ROW, position: "relative" }}>
             {visible.map((e, i) => (
-              <Row key={e.offset} entry={e} top={(first + i) * ROW} selected={selected === e.offset} onSelect={setSelected} />
+              <Row key={e.offset} {...e} top={(first + i) * ROW} selected={selected === e.offset} onSelect={setSelected} />
             ))}
           </div>
         </div>
@@ -97,7 +97,9 @@ export function Timeline({ store, version, connection, height = 520 }: { store: 
   );
 }
 
-const Row = memo(function Row({ entry, top, selected, onSelect }: { entry: IndexEntry; top: number; selected: boolean; onSelect: (offset: number) => void }) {
+/** One row; its props are plain values (an entry's fields), so a row already in view renders once. */
+const Row = memo(function Row(props: IndexEntry & { top: number; selected: boolean; onSelect: (offset: number) => void }) {
+  const { top, selected, onSelect, ...entry } = props;
   return (
     <button
       type="button"
@@ -111,7 +113,7 @@ const Row = memo(function Row({ entry, top, selected, onSelect }: { entry: Index
       <span className="w-14 shrink-0 text-right text-slate-600 dark:text-slate-400">{entry.offset}</span>
       <span className="w-20 shrink-0 text-slate-600 dark:text-slate-400">{entry.time}</span>
       <span className={`w-40 shrink-0 truncate font-semibold ${KIND_LOOK[entry.kind]}`}>{entry.type}</span>
-      <span className="min-w-0 flex-1 truncate whitespace-pre">{entry.label}</span>
+      <span className="min-w-0 flex-1 truncate whitespace-pre">{oneLine(entry.label)}</span>
     </button>
   );
 });

@@ -13,7 +13,7 @@ describe("FilteredIndex", () => {
     const store = new TimelineStore({ schedule: (fn) => fn() });
     store.append(Array.from({ length: 10_000 }, (_, i) => ev(i, i % 3 ? "exec.output" : "exec.started")));
     let calls = 0;
-    const view = new FilteredIndex(store, (e) => (calls++, e.kind !== "output"));
+    const view = new FilteredIndex(store, (s, i) => (calls++, s.kindAt(i) !== "output"));
     expect(view.update()).toBe(3334);
     expect(calls).toBe(10_000);
     expect(view.update()).toBe(3334); // a render with nothing new tests nothing

@@ -7,6 +7,9 @@
 import type { Kind } from "./describe";
 import type { IndexEntry, TimelineStore } from "./store";
 
+/** Tests the record at a position of the store. */
+export type Keeps = (store: TimelineStore, position: number) => boolean;
+
 export class FilteredIndex {
   /** Positions in the store of the entries that pass, in offset order. */
   readonly positions: number[] = [];
@@ -14,13 +17,13 @@ export class FilteredIndex {
 
   constructor(
     private readonly store: TimelineStore,
-    private readonly keeps: (entry: IndexEntry) => boolean,
+    private readonly keeps: Keeps,
   ) {}
 
   /** Tests the entries appended since the last call; returns how many rows pass in all. */
   update(): number {
     for (const n = this.store.count; this.scanned < n; this.scanned++)
-      if (this.keeps(this.store.entry(this.scanned))) this.positions.push(this.scanned);
+      if (this.keeps(this.store, this.scanned)) this.positions.push(this.scanned);
     return this.positions.length;
   }
 
@@ -32,5 +35,5 @@ export class FilteredIndex {
 
 /** The rows of a store with the hidden kinds left out (the whole store, unfiltered, when none is hidden). */
 export function kindFilter(store: TimelineStore, hidden: ReadonlySet<Kind>): FilteredIndex | null {
-  return hidden.size ? new FilteredIndex(store, (e) => !hidden.has(e.kind)) : null;
+  return hidden.size ? new FilteredIndex(store, (s, i) => !hidden.has(s.kindAt(i))) : null;
 }
