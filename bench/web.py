@@ -6,7 +6,9 @@ it, and frame times while scrolling against a static page of 5,000 rows of the s
 The JS heap the 100k-record timeline holds is read after a forced GC, against the same page before
 the stream is opened; `--dist` measures another build of the UI (e.g. one of main's, for a before/after).
 
-usage: python bench/web.py [--runs 1000] [--records 100000] [--dist <built web dir>]
+`--output-bytes` pads each record's output to that size (the platform records chunks up to 64 KiB).
+
+usage: python bench/web.py [--runs 1000] [--records 100000] [--output-bytes 0] [--dist <built web dir>]
 """
 
 import argparse
@@ -59,6 +61,14 @@ def frames(f: dict) -> str:
     return f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ms"
 
 
+def padded(envelope: Envelope, size: int) -> Envelope:
+    """The record with its output padded to `size` bytes (a bigger chunk, the same line first)."""
+    data = envelope.payload["data"]
+    if size > len(data):
+        envelope.payload["data"] = data.rstrip(b"\n").ljust(size - 1, b".") + b"\n"
+    return envelope
+
+
 def mb(n: float) -> str:
     return f"{n / 2**20:.1f} MB"
 
@@ -88,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--output-bytes", type=int, default=0, help="pad each record's output to this size")
     parser.add_argument("--dist", type=Path, help="a built UI to measure instead of this checkout's")
     args = parser.parse_args()
     chromium = web_sh("browser")
@@ -102,7 +113,7 @@ def main() -> None:
         for n in range(args.runs):
             producer.send(run_record(n, tenant))
         for n in range(args.records):
-            producer.send(record(n, tenant))
+            producer.send(padded(record(n, tenant), args.output_bytes))
         producer.flush()
         with services(settings) as running:
             wait_for_rows(settings, args.runs + args.records)
