@@ -6,6 +6,7 @@ platform, builds the UI (cached), installs Chromium when missing, runs the scrip
 it printed. Screenshots are saved under test-results/web-e2e/ (CI keeps them as artifacts).
 """
 
+import fcntl
 import os
 import subprocess
 import threading
@@ -37,8 +38,16 @@ def _web_sh(command: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def web_dist() -> Path:
-    return Path(_web_sh("build"))
+def web_dist() -> Iterator[Path]:
+    """The built UI, held as a server holds it (a shared flock on the directory, see web.sh): a build
+    made meanwhile by another checkout sharing the cache does not prune it from under the tests."""
+    dist = Path(_web_sh("build"))
+    fd = os.open(dist, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield dist
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(scope="module")
