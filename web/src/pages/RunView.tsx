@@ -1,9 +1,11 @@
 import * as Dialog from "@radix-ui/react-dialog";
 import * as Tabs from "@radix-ui/react-tabs";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { lazy, Suspense, useState } from "react";
+import { lazy, Suspense, useRef, useState } from "react";
+import { returnFocus } from "../a11y/focus";
 import { api, authHeaders, idempotencyKey } from "../api/client";
 import { ENDED_RUN_STATES, type ArtifactRef, type Attempt, type Run, type RunDetail, type StreamEvent } from "../api/types";
+import { ConfirmButton } from "../components/ConfirmButton";
 import { Button, Card, ErrorText, StateBadge, TextArea } from "../components/ui";
 import { Link } from "../router";
 import { Timeline } from "../timeline/Timeline";
@@ -156,6 +158,7 @@ function Actions({ run }: { run: Run }) {
   const client = useQueryClient();
   const [guidance, setGuidance] = useState("");
   const [open, setOpen] = useState(false);
+  const rerunButton = useRef<HTMLButtonElement>(null);
   const act = useMutation({
     mutationFn: ({ path, body }: { path: string; body: unknown }) =>
       api(`/v1/runs/${encodeURIComponent(run.id)}/${path}`, { method: "POST", json: body, headers: { "Idempotency-Key": idempotencyKey() } }),
@@ -166,12 +169,23 @@ function Actions({ run }: { run: Run }) {
   return (
     <div className="mt-3 flex flex-wrap items-center gap-2">
       <Button variant="primary" disabled={!reviewable || act.isPending} onClick={() => act.mutate({ path: "review", body: { decision: "approve" } })}>Approve</Button>
-      <Button variant="danger" disabled={!reviewable || act.isPending} onClick={() => act.mutate({ path: "review", body: { decision: "reject" } })}>Reject</Button>
+      <ConfirmButton
+        label="Reject"
+        variant="danger"
+        title="Reject this run?"
+        description="The run ends as rejected and its change is not merged. A rejected run cannot be reopened."
+        keepLabel="Keep reviewing"
+        disabled={!reviewable || act.isPending}
+        onConfirm={() => act.mutate({ path: "review", body: { decision: "reject" } })}
+      />
       <Dialog.Root open={open} onOpenChange={setOpen}>
-        <Dialog.Trigger asChild><Button disabled={!reviewable}>Rerun with guidance…</Button></Dialog.Trigger>
+        <Dialog.Trigger asChild><Button ref={rerunButton} disabled={!reviewable}>Rerun with guidance…</Button></Dialog.Trigger>
         <Dialog.Portal>
           <Dialog.Overlay className="fixed inset-0 bg-black/50" />
-          <Dialog.Content className="fixed left-1/2 top-1/3 w-[32rem] max-w-[95vw] -translate-x-1/2 rounded-lg bg-white p-4 text-slate-900 shadow-xl dark:bg-slate-900 dark:text-slate-100">
+          <Dialog.Content
+            // back to the button that opened it; to the run's heading when a rerun just disabled it
+            onCloseAutoFocus={(e) => { e.preventDefault(); returnFocus(rerunButton.current); }}
+            className="fixed left-1/2 top-1/3 w-[32rem] max-w-[95vw] -translate-x-1/2 rounded-lg bg-white p-4 text-slate-900 shadow-xl dark:bg-slate-900 dark:text-slate-100">
             <Dialog.Title className="text-lg font-bold">Rerun with guidance</Dialog.Title>
             <Dialog.Description className="mb-3 text-sm">The agent starts a new attempt in this run with your guidance.</Dialog.Description>
             <form onSubmit={(e) => { e.preventDefault(); act.mutate({ path: "review", body: { decision: "rerun", guidance, comment: guidance } }); setOpen(false); }} className="flex flex-col gap-3">
@@ -184,7 +198,14 @@ function Actions({ run }: { run: Run }) {
           </Dialog.Content>
         </Dialog.Portal>
       </Dialog.Root>
-      <Button disabled={ended || run.state === "approved" || act.isPending} onClick={() => act.mutate({ path: "cancel", body: {} })}>Cancel run</Button>
+      <ConfirmButton
+        label="Cancel run"
+        title="Cancel this run?"
+        description="The agent is stopped, its sandbox ends and the run ends as cancelled. It cannot be resumed."
+        keepLabel="Keep the run"
+        disabled={ended || run.state === "approved" || act.isPending}
+        onConfirm={() => act.mutate({ path: "cancel", body: {} })}
+      />
       <ErrorText error={act.error} />
     </div>
   );

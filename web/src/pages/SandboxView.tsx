@@ -2,6 +2,7 @@ import { useMutation, useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, idempotencyKey } from "../api/client";
 import type { ExecResult, Sandbox } from "../api/types";
+import { ConfirmButton } from "../components/ConfirmButton";
 import { Button, Card, ErrorText, StateBadge, TextInput } from "../components/ui";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
@@ -32,7 +33,16 @@ export default function SandboxView({ id }: { id: string }) {
         <div className="flex items-center gap-3">
           <h1 className="font-mono text-lg font-bold">{id}</h1>
           {sandbox.data && <StateBadge state={sandbox.data.state} />}
-          <Button className="ml-auto" onClick={() => stop.mutate()} disabled={stop.isPending}>Stop</Button>
+          <ConfirmButton
+            className="ml-auto"
+            label="Stop"
+            confirmLabel="Stop sandbox"
+            title="Stop this sandbox?"
+            description="Its processes are killed and its workspace is gone. A stopped sandbox cannot be started again."
+            keepLabel="Keep it running"
+            disabled={stop.isPending}
+            onConfirm={() => stop.mutate()}
+          />
         </div>
         <ErrorText error={sandbox.error ?? stop.error} />
       </Card>

@@ -1,0 +1,21 @@
+/** Where keyboard focus goes when something it was on goes away (a dialog closes, the page changes):
+ * never left on <body>, where a keyboard user has to start again from the top of the page. */
+
+/** The page's main heading (made focusable by script, not by Tab), else <main> itself. */
+export function pageTarget(doc: Document = document): HTMLElement | null {
+  const main = doc.getElementById("main");
+  const heading = main?.querySelector<HTMLElement>("h1");
+  if (heading) {
+    if (!heading.hasAttribute("tabindex")) heading.tabIndex = -1;
+    return heading;
+  }
+  return main;
+}
+
+/** Focus `preferred` (the button that opened a dialog); when it cannot take focus (it went disabled
+ * or away while the dialog was open), the page's main heading. */
+export function returnFocus(preferred: HTMLElement | null | undefined, doc: Document = document): void {
+  preferred?.focus();
+  if (preferred && doc.activeElement === preferred) return;
+  pageTarget(doc)?.focus();
+}
