@@ -10,6 +10,7 @@ import { Button, Card, ErrorText, StateBadge, TextArea } from "../components/ui"
 import { Link } from "../router";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
+import { visible } from "../text/visible";
 
 const DiffView = lazy(() => import("../diff/DiffView"));
 const tab = "rounded-t border-b-2 border-transparent px-3 py-1.5 text-sm data-[state=active]:border-sky-700 data-[state=active]:font-semibold focus-visible:outline-2 focus-visible:outline-sky-600 dark:data-[state=active]:border-sky-400";
@@ -39,9 +40,9 @@ export default function RunView({ id }: { id: string }) {
       <Card>
         <div className="flex flex-wrap items-start gap-3">
           <div className="min-w-0 flex-1">
-            <h1 className="text-xl font-bold">{r?.title || id}</h1>
+            <h1 className="text-xl font-bold [overflow-wrap:anywhere]">{visible(r?.title || id)}</h1>
             <p className="font-mono text-xs text-slate-700 dark:text-slate-300">{id} · {r?.repository} · attempt {r?.attempt}</p>
-            {r?.reason && <p className="text-sm">Reason: {r.reason}</p>}
+            {r?.reason && <p className="text-sm [overflow-wrap:anywhere]">Reason: {visible(r.reason)}</p>}
           </div>
           {r && <StateBadge state={r.state} />}
         </div>
@@ -64,7 +65,7 @@ export default function RunView({ id }: { id: string }) {
         <Tabs.Content value="changes" className="pt-3"><Changes attempt={attempt} /></Tabs.Content>
         <Tabs.Content value="tests" className="pt-3"><Tests attempt={attempt} /></Tabs.Content>
         <Tabs.Content value="artifacts" className="pt-3"><Artifacts items={r?.artifacts ?? []} /></Tabs.Content>
-        <Tabs.Content value="request" className="pt-3"><pre className="whitespace-pre-wrap text-sm">{r?.spec}</pre>
+        <Tabs.Content value="request" className="pt-3"><pre className="whitespace-pre-wrap text-sm [overflow-wrap:anywhere]">{visible(r?.spec ?? "")}</pre>
           <p className="mt-2 text-sm"><Link className="underline" href={`/audit/${id}`}>Audit this stream</Link></p>
         </Tabs.Content>
       </Tabs.Root>
@@ -135,7 +136,7 @@ function Artifacts({ items }: { items: ArtifactRef[] }) {
       {items.map((a) => (
         <li key={a.artifact_id} className="flex gap-3">
           <Button onClick={() => download(a)}>Download</Button>
-          <span className="font-mono">{a.name ?? a.artifact_id}</span>
+          <span className="font-mono [overflow-wrap:anywhere]">{visible(a.name ?? a.artifact_id)}</span>
           <span>{a.size.toLocaleString()} bytes</span>
           <span className="text-slate-600 dark:text-slate-300">{a.content_type}</span>
         </li>

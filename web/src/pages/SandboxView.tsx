@@ -6,6 +6,7 @@ import { ConfirmButton } from "../components/ConfirmButton";
 import { Button, Card, ErrorText, StateBadge, TextInput } from "../components/ui";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
+import { visible } from "../text/visible";
 
 interface Entry {
   command: string;
@@ -51,8 +52,8 @@ export default function SandboxView({ id }: { id: string }) {
         <div role="log" aria-label="Console output" className="mb-3 max-h-96 overflow-auto rounded bg-slate-950 p-2 font-mono text-xs text-slate-100">
           {history.map((e, i) => (
             <div key={i} className="mb-2">
-              <div className="text-sky-300">$ {e.command}</div>
-              {e.result && <pre className="whitespace-pre-wrap">{e.result.output}</pre>}
+              <div className="text-sky-300">$ {visible(e.command)}</div>
+              {e.result && <pre className="whitespace-pre-wrap [overflow-wrap:anywhere]">{visible(e.result.output)}</pre>}
               {e.result && <div className="text-slate-300">exit {e.result.exit_code ?? "?"} · {Math.round(e.result.duration_ms)} ms</div>}
               {e.error && <div className="text-red-300">{e.error}</div>}
             </div>

@@ -10,6 +10,7 @@ import type { ConnectionState } from "../api/follow";
 import type { StreamEvent } from "../api/types";
 import { describe, type Kind, kindOf, oneLine } from "./describe";
 import type { TimelineStore } from "./store";
+import { visible } from "../text/visible";
 
 const ROW = 24;
 const OVERSCAN = 10;
@@ -125,7 +126,7 @@ function Detail({ event, onClose, height }: { event: StreamEvent; onClose: () =>
       <pre className="whitespace-pre-wrap break-all font-mono">{describe(event)}</pre>
       <details className="mt-2">
         <summary className="cursor-pointer">Payload</summary>
-        <pre className="whitespace-pre-wrap break-all font-mono">{JSON.stringify(event.payload, null, 2)}</pre>
+        <pre className="whitespace-pre-wrap break-all font-mono">{visible(JSON.stringify(event.payload, null, 2))}</pre>
       </details>
     </aside>
   );
