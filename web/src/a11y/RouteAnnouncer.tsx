@@ -5,9 +5,9 @@
  * says its name in a polite live region; the document's title follows.
  */
 import { useEffect, useRef, useState } from "react";
-import { pageTarget } from "./focus";
+import { pageTarget, shownHeading } from "./focus";
 
-const WAIT_FOR_HEADING_MS = 10_000; // pages load lazily; a heading that comes later than this is not waited for
+const WAIT_FOR_HEADING_MS = 5_000; // pages load lazily; a heading that comes (or changes) later is not waited for
 
 export function RouteAnnouncer({ page }: { page: string }) {
   const [message, setMessage] = useState("");
@@ -17,28 +17,32 @@ export function RouteAnnouncer({ page }: { page: string }) {
     first.current = false;
     const main = document.getElementById("main");
     if (!main) return;
-    const heading = () => main.querySelector("h1");
     // the first page of a load is announced by the browser itself; focus stays where it starts
     if (!initial) main.focus({ preventScroll: true });
-    const settle = (): boolean => {
-      const h1 = heading();
-      if (!h1) return false;
+    // the heading may come after the page's code loads and change once its data does (a run's id,
+    // then its title): watched for a while, focused once, announced with the name it settles on
+    let focusedOnce = false;
+    let announced = "";
+    const settle = () => {
+      const h1 = shownHeading(main);
+      if (!h1) return;
       const name = h1.textContent?.trim() ?? "";
       document.title = name ? `${name} · AstraForge` : "AstraForge";
-      if (initial) return true;
+      if (initial) return;
       // only if the user has not moved on meanwhile
-      if (document.activeElement === main || document.activeElement === document.body) pageTarget()?.focus({ preventScroll: true });
-      setMessage(name ? `${name} page` : "Page loaded");
-      return true;
+      if (!focusedOnce && (document.activeElement === main || document.activeElement === document.body)) pageTarget()?.focus({ preventScroll: true });
+      focusedOnce = true;
+      if (name !== announced) setMessage(name ? `${name} page` : "Page loaded");
+      announced = name;
     };
-    if (settle()) return;
-    const watch = new MutationObserver(() => settle() && stop());
+    settle();
+    const watch = new MutationObserver(settle);
     const timer = setTimeout(() => stop(), WAIT_FOR_HEADING_MS);
     const stop = () => {
       watch.disconnect();
       clearTimeout(timer);
     };
-    watch.observe(main, { childList: true, subtree: true });
+    watch.observe(main, { childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["style"] });
     return stop;
   }, [page]);
   return (

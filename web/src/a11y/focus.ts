@@ -1,10 +1,16 @@
 /** Where keyboard focus goes when something it was on goes away (a dialog closes, the page changes):
  * never left on <body>, where a keyboard user has to start again from the top of the page. */
 
+/** The main heading on screen: not one Suspense keeps hidden (display: none) while the next page loads. */
+export function shownHeading(main: HTMLElement | null): HTMLElement | null {
+  for (const h of main?.querySelectorAll<HTMLElement>("h1") ?? []) if (h.getClientRects().length) return h;
+  return null;
+}
+
 /** The page's main heading (made focusable by script, not by Tab), else <main> itself. */
 export function pageTarget(doc: Document = document): HTMLElement | null {
   const main = doc.getElementById("main");
-  const heading = main?.querySelector<HTMLElement>("h1");
+  const heading = shownHeading(main);
   if (heading) {
     if (!heading.hasAttribute("tabindex")) heading.tabIndex = -1;
     return heading;
