@@ -85,6 +85,7 @@ try {
   await tab("Approve", { back: true });
   await press("Enter");
   await page.locator('[data-state="merged"]').first().waitFor({ timeout: 120_000 });
+  await until("focus on the page after the approval disabled its button", async () => (await focused(page)).tag === "h1", 10_000);
   await out.shot(page, "62-keyboard-approved");
 
   // a sandbox: created, a command in its console, stopped after a confirmation
@@ -124,6 +125,8 @@ try {
   await page.keyboard.type("Say hello to the keyboard");
   await tab("Send");
   await press("Enter");
+  // Send is disabled while the box is empty: focus goes back to the box for the next message
+  await until("focus back on the message box after sending", async () => (await focused(page)).name === "Message", 10_000);
   await page.getByTestId("transcript").locator('[data-kind="assistant"][data-streaming="false"]').getByText(REPLY).waitFor({ timeout: 180_000 });
   await out.shot(page, "64-keyboard-conversation");
 

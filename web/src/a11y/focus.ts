@@ -25,3 +25,10 @@ export function returnFocus(preferred: HTMLElement | null | undefined, doc: Docu
   if (preferred && doc.activeElement === preferred) return;
   pageTarget(doc)?.focus();
 }
+
+/** After an action disabled or removed the control that had focus (Approve, once approved): the page's
+ * heading, so the next Tab starts from the page, not from the top of the document. */
+export function keepFocusOnPage(doc: Document = document): void {
+  const active = doc.activeElement as HTMLElement | null;
+  if (!active || active === doc.body || !active.isConnected || (active as HTMLButtonElement).disabled) pageTarget(doc)?.focus();
+}

@@ -110,7 +110,10 @@ function Compose({ id, replying }: { id: string; replying: string | null }) {
   const post = useMutation({
     mutationFn: (body: string) =>
       api(`/v1/conversations/${encodeURIComponent(id)}/messages`, { method: "POST", json: { text: body }, headers: { "Idempotency-Key": idempotencyKey() } }),
-    onSuccess: () => setText(""),
+    onSuccess: () => {
+      setText("");
+      area.current?.querySelector("textarea")?.focus(); // Send is disabled while the box is empty: the next message
+    },
   });
   const cancel = useMutation({
     mutationFn: () => api(`/v1/conversations/${encodeURIComponent(id)}/cancel`, { method: "POST", json: { reason: "cancelled in the web UI" } }),

@@ -1,8 +1,8 @@
 import * as Dialog from "@radix-ui/react-dialog";
 import * as Tabs from "@radix-ui/react-tabs";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { lazy, Suspense, useRef, useState } from "react";
-import { returnFocus } from "../a11y/focus";
+import { lazy, Suspense, useEffect, useRef, useState } from "react";
+import { keepFocusOnPage, returnFocus } from "../a11y/focus";
 import { api, authHeaders, idempotencyKey } from "../api/client";
 import { ENDED_RUN_STATES, type ArtifactRef, type Attempt, type Run, type RunDetail, type StreamEvent } from "../api/types";
 import { ConfirmButton } from "../components/ConfirmButton";
@@ -167,6 +167,12 @@ function Actions({ run }: { run: Run }) {
   });
   const reviewable = run.state === "awaiting_review" && !act.isPending;
   const ended = ENDED_RUN_STATES.includes(run.state);
+  // the button pressed goes disabled (pending, then approved...): focus stays on the page, not <body>
+  const mounted = useRef(false);
+  useEffect(() => {
+    if (mounted.current) keepFocusOnPage();
+    mounted.current = true;
+  }, [reviewable, ended]);
   return (
     <div className="mt-3 flex flex-wrap items-center gap-2">
       <Button variant="primary" disabled={!reviewable || act.isPending} onClick={() => act.mutate({ path: "review", body: { decision: "approve" } })}>Approve</Button>
