@@ -243,8 +243,8 @@ def test_everything_by_keyboard_alone_with_visible_focus_confirmations_and_focus
     platform, repos, conversations, tenant, chromium
 ) -> None:
     """Tab, Shift+Tab, Enter, Space, Escape and arrows only: sign in, the runs list, a run (both diff
-    layouts, the rerun dialog closed with focus back on its button, a reject declined in its
-    confirmation, approval), a sandbox (a console command, Stop confirmed), a conversation (a message
+    layouts, the rerun dialog closed with focus back on its button, a reject and a cancel
+    declined in their confirmations, approval), a sandbox (a console command, Stop confirmed), a conversation (a message
     and its reply). Every Tab stop draws a focus indicator; every page change focuses and announces
     its heading."""
     _, key = tenant

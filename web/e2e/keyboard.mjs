@@ -1,6 +1,6 @@
 // End to end with the keyboard alone (Tab, Shift+Tab, Enter, Space, Escape, arrows; no click, no
 // element.focus()): sign in, the runs list, a run (its diff in both layouts, the rerun dialog opened
-// and closed with focus back on its button, a reject asked and declined, approval), a sandbox (a
+// and closed with focus back on its button, a reject and a cancel asked and declined, approval), a sandbox (a
 // command in the console, Stop confirmed), a conversation (a message and its reply). Every element
 // focus stops on draws a focus indicator; a page change moves focus to its heading and announces it.
 import { artifacts, env, focused, launch, tabTo, until } from "./lib.mjs";
@@ -80,6 +80,15 @@ try {
   await page.getByRole("alertdialog").waitFor({ state: "detached" });
   await until("focus back on Reject", async () => (await focused(page)).name === "Reject", 5_000);
   if ((await page.locator('[data-state]').first().getAttribute("data-state")) !== "awaiting_review") throw new Error("the declined reject changed the run");
+
+  // cancelling the run asks first too; Escape keeps it
+  await tab("Cancel run");
+  await press("Enter");
+  await page.getByRole("alertdialog", { name: "Cancel this run?" }).waitFor();
+  await expectFocus("opening the cancel confirmation", (f) => f.inDialog && f.name === "Keep the run");
+  await press("Escape");
+  await page.getByRole("alertdialog").waitFor({ state: "detached" });
+  await until("focus back on Cancel run", async () => (await focused(page)).name === "Cancel run", 5_000);
 
   // approve
   await tab("Approve", { back: true });
