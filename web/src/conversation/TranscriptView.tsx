@@ -4,6 +4,7 @@
  * entry of a long conversation.
  */
 import { memo } from "react";
+import { visible } from "../text/visible";
 import type { Item } from "./transcript";
 
 export function TranscriptView({ items }: { items: readonly Item[] }) {
@@ -20,24 +21,24 @@ const bubble = "rounded-lg border px-3 py-2 text-sm whitespace-pre-wrap break-wo
 export const Entry = memo(function Entry({ item }: { item: Item }) {
   switch (item.kind) {
     case "user":
-      return <div data-kind="user" className={`${bubble} ml-auto max-w-[80%] border-sky-300 bg-sky-50 dark:border-sky-800 dark:bg-sky-950`}>{item.text}</div>;
+      return <div data-kind="user" className={`${bubble} ml-auto max-w-[80%] border-sky-300 bg-sky-50 dark:border-sky-800 dark:bg-sky-950`}>{visible(item.text)}</div>;
     case "assistant":
       return (
         <div data-kind="assistant" data-streaming={item.streaming} aria-busy={item.streaming} className={`${bubble} max-w-[80%] border-slate-300 bg-white dark:border-slate-700 dark:bg-slate-900`}>
-          {item.text}{item.streaming && <span aria-hidden="true"> ▍</span>}
+          {visible(item.text)}{item.streaming && <span aria-hidden="true"> ▍</span>}
         </div>
       );
     case "tool":
       return (
         <details data-kind="tool" data-tool={item.name} className="max-w-[90%] rounded border border-slate-300 bg-white px-3 py-1 text-xs dark:border-slate-700 dark:bg-slate-900">
           <summary className="cursor-pointer font-mono">
-            {item.subagent ? `sub-agent ${item.subagent.type}: ${item.subagent.description}` : `${item.name}(${summarise(item.args)})`}
+            {visible(item.subagent ? `sub-agent ${item.subagent.type}: ${item.subagent.description}` : `${item.name}(${summarise(item.args)})`)}
             {" — "}{item.result ? (item.result.isError ? "error" : "done") : "running…"}
           </summary>
-          <pre className="mt-1 whitespace-pre-wrap break-all font-mono">{pretty(item.args)}</pre>
+          <pre className="mt-1 whitespace-pre-wrap break-all font-mono">{visible(pretty(item.args))}</pre>
           {item.result && (
             <pre data-testid="tool-result" className={`mt-1 max-h-64 overflow-auto whitespace-pre-wrap break-all border-t border-slate-200 pt-1 font-mono dark:border-slate-700 ${item.result.isError ? "text-red-700 dark:text-red-300" : ""}`}>
-              {item.result.output}{item.result.path ? `\n(whole output saved at ${item.result.path})` : ""}
+              {visible(item.result.output + (item.result.path ? `\n(whole output saved at ${item.result.path})` : ""))}
             </pre>
           )}
         </details>
@@ -46,7 +47,7 @@ export const Entry = memo(function Entry({ item }: { item: Item }) {
       return (
         <div data-kind="todos" className="max-w-[90%] rounded border border-amber-300 bg-amber-50 px-3 py-2 text-xs text-slate-900 dark:border-amber-800 dark:bg-amber-950 dark:text-slate-100">
           <p className="font-semibold">Todo list</p>
-          <ul>{item.todos.map((t, i) => <li key={i}>[{t.status === "completed" ? "x" : t.status === "in_progress" ? "~" : " "}] {t.content}</li>)}</ul>
+          <ul>{item.todos.map((t, i) => <li key={i}>[{t.status === "completed" ? "x" : t.status === "in_progress" ? "~" : " "}] {visible(t.content)}</li>)}</ul>
         </div>
       );
     case "reply":

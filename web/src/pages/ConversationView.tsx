@@ -8,6 +8,7 @@ import { TranscriptView } from "../conversation/TranscriptView";
 import { Link } from "../router";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
+import { visible } from "../text/visible";
 
 /**
  * A DeepAgent conversation, live: its records arrive over the same resumable SSE follower as a run's
@@ -26,7 +27,7 @@ export default function ConversationView({ id }: { id: string }) {
       <Card>
         <div className="flex flex-wrap items-start gap-3">
           <div className="min-w-0 flex-1">
-            <h1 className="text-xl font-bold">{c?.title || id}</h1>
+            <h1 className="text-xl font-bold [overflow-wrap:anywhere]">{visible(c?.title || id)}</h1>
             <p className="font-mono text-xs text-slate-700 dark:text-slate-300">
               {id} · {c?.model} · sandbox {c && <Link className="underline" href={`/sandboxes/${c.sandbox_id}`}>{c.sandbox_id}</Link>}
             </p>
@@ -50,7 +51,10 @@ function Compose({ id, replying }: { id: string; replying: string | null }) {
   const post = useMutation({
     mutationFn: (body: string) =>
       api(`/v1/conversations/${encodeURIComponent(id)}/messages`, { method: "POST", json: { text: body }, headers: { "Idempotency-Key": idempotencyKey() } }),
-    onSuccess: () => setText(""),
+    onSuccess: () => {
+      setText("");
+      area.current?.querySelector("textarea")?.focus(); // Send is disabled while the box is empty: the next message
+    },
   });
   const cancel = useMutation({
     mutationFn: () => api(`/v1/conversations/${encodeURIComponent(id)}/cancel`, { method: "POST", json: { reason: "cancelled in the web UI" } }),

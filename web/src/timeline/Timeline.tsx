@@ -9,6 +9,7 @@
 import { memo, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 import type { ConnectionState } from "../api/follow";
 import type { StreamEvent } from "../api/types";
+import { visible } from "../text/visible";
 import { describe, type Kind, oneLine } from "./describe";
 import { kindFilter } from "./filter";
 import type { IndexEntry, TimelineStore } from "./store";
@@ -155,7 +156,7 @@ function Detail({ store, offset, onClose, height }: { store: TimelineStore; offs
           <pre className="whitespace-pre-wrap break-all font-mono">{describe(event)}</pre>
           <details className="mt-2">
             <summary className="cursor-pointer">Payload</summary>
-            <pre className="whitespace-pre-wrap break-all font-mono">{JSON.stringify(event.payload, null, 2)}</pre>
+            <pre className="whitespace-pre-wrap break-all font-mono">{visible(JSON.stringify(event.payload, null, 2))}</pre>
           </details>
         </>
       )}
