@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from astraforge import leases
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
 from astraforge.errors import ValidationError
@@ -515,7 +516,8 @@ class Effects:
 
     def write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            with self.guard.writing(client, st.sandbox_id, effect.command.actor):  # a holder's write is its own
+            written = leases.canonical(p["path"])  # as leases name it; a holder's write of it is its own
+            with self.guard.writing(client, st.sandbox_id, effect.command.actor, written):
                 if p["artifact"] is None:
                     result = client.write(p["path"], p["content"] or b"", p["mode"])
                 else:

@@ -151,3 +151,35 @@ def test_a_conversations_agent_is_told_its_command_was_undone(settings, api_url,
     assert httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == ORIGINAL
     (violation,) = _events(api_url, key, sid, "lease.violated")
     assert violation["payload"]["violator"] == "conversation:cv-b"
+
+
+def test_the_holders_write_to_one_file_does_not_adopt_anothers_change_to_another(platform) -> None:
+    """A holds two files; B's command changes the second, then A writes the first while B's command
+    still runs: A's write is kept, and B's change to the second file is still undone and blamed on B
+    (the write re-reads the file it wrote only, not everything its writer holds)."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    for path in (LEASED, "/workspace/second.py"):
+        assert post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": path, "holder": "a"}).status_code == 201
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    for name in ("leased.py", "second.py"):
+        assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/{name}", headers=a, content=ORIGINAL).status_code == 200
+    wait = "echo pwned > second.py && touch started && while [ ! -e go ]; do sleep 0.05; done"
+    started = post(f"{url}/v1/sandboxes/{sid}/exec", key, {"command": wait, "async": True})
+    assert started.status_code == 200, started.text
+    cid = started.json()["command_id"]
+    present = lambda path: httpx.get(f"{url}/v1/sandboxes/{sid}/files{path}", headers=auth(key)).status_code == 200  # noqa: E731
+    wait_until(lambda: present("/started"), timeout=30, what="B's command to change second.py")
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=b"v2\n").status_code == 200
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"").status_code == 200
+    wait_until(
+        lambda: any(e["payload"]["command_id"] == cid for e in _events(url, key, sid, "exec.finished")),
+        timeout=30,
+        what="B's command to end",
+    )
+    (finished,) = [e for e in _events(url, key, sid, "exec.finished") if e["payload"]["command_id"] == cid]
+    assert "/workspace/second.py is leased by" in (finished["payload"]["error"] or ""), finished["payload"]
+    (violation,) = _events(url, key, sid, "lease.violated")
+    assert (violation["payload"]["path"], violation["payload"]["restored"]) == ("/workspace/second.py", True)
+    assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/second.py", headers=auth(key)).content == ORIGINAL
+    assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
