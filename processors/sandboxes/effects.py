@@ -444,6 +444,11 @@ class Effects:
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
             LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
             result, done = None, finished_payload(cid, None, 0.0, error=error, truncated=truncated)
+        except BaseException:  # unforeseen (the output's producer, a bug): the guard lets go of the command
+            overflow.close()
+            if check:
+                check.drop()  # else its actor counts as running for good: its leased files go unguarded
+            raise
         before = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
             event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
             for d in (result.detached if result else [])
