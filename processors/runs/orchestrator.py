@@ -308,12 +308,17 @@ class RunOrchestrator:
                     LOG.exception("sweeping ended runs failed")
         finally:
             self.ownership.release_all()
-            self.runtime.close()
-            for thread in list(self.drivers.values()):
-                thread.join(timeout=5)
-            with contextlib.suppress(Exception):
-                self.producer.close()
-            self.cursor.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release what construction took (``run`` ends with it; an orchestrator built and never run must
+        be closed too: its loop and clients are the host process's fds)."""
+        self.runtime.close()
+        for thread in list(self.drivers.values()):
+            thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.producer.close()
+        self.cursor.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -28,8 +28,7 @@ def test_a_new_owner_drops_runs_from_the_table_that_ended_long_ago(fresh_setting
     try:
         o._load(partition)
     finally:
-        o.producer.close()
-        o.runtime.close()
+        o.close()
     assert set(o.states) == {recent.run_id, live.run_id}
 
 
@@ -46,8 +45,7 @@ def test_an_owner_forgets_runs_that_ended_long_ago_while_it_keeps_the_partition(
         o.sweep()
         assert set(o.states) == {"run-live"}
     finally:
-        o.producer.close()
-        o.runtime.close()
+        o.close()
 
 
 def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_settings, tmp_path) -> None:
@@ -66,8 +64,7 @@ def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_set
     try:
         o._take_over(frozenset({partition}))
     finally:
-        o.producer.close()
-        o.runtime.close()
+        o.close()
     commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
     stops = [(e.type, e.sandbox_id) for e in (o.codec.decode(m.value()) for m in commands)]
     assert sorted(stops) == sorted([("sandbox.stop", cancelled.sandbox_id), ("sandbox.stop", waiting.sandbox_id)])
@@ -88,7 +85,7 @@ def test_a_new_owner_stops_earlier_attempts_sandboxes_once(fresh_settings, tmp_p
         for thread in list(o.drivers.values()):
             thread.join(timeout=30)
     finally:
-        o.producer.close()
+        o.close()
     assert o.states[rerun.run_id].stopped_through == 2
     second = RunOrchestrator(fresh_settings, work_dir=tmp_path)  # the next owner, from the changelog's view
     second.table.data.data.update({rerun.run_id: o.states[rerun.run_id].to_json(), f"@{partition}": 0})
@@ -98,7 +95,7 @@ def test_a_new_owner_stops_earlier_attempts_sandboxes_once(fresh_settings, tmp_p
         for thread in list(second.drivers.values()):
             thread.join(timeout=30)
     finally:
-        second.producer.close()
+        second.close()
     commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
     stops = [e.sandbox_id for e in (o.codec.decode(m.value()) for m in commands) if e.type == "sandbox.stop"]
     assert stops == [attempt_sandbox_id(rerun.run_id, 2)]  # not attempt 1 (stopped before), not the current one
