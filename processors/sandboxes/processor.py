@@ -61,6 +61,7 @@ from astraforge.errors import DecodeError, DeliveryFailed
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.catch_up import CatchUp
 from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
 from astraforge.processors.ownership import Ownership
@@ -145,6 +146,7 @@ class SandboxProcessor:
         self.ownership = Ownership(SUSPENDED_WAIT_S, self.runtime.lease.valid)  # owned partitions, their locks
         self.table = self.runtime.table(NAME)
         self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
+        self.catch_up = CatchUp(NAME, self.ownership, self.cursor, self._handle_one, self.stop_event)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
@@ -419,10 +421,11 @@ class SandboxProcessor:
         that gave it (``continued``): an instance the group dropped (stalled past its session) may get
         a partition back that another owned meanwhile, so it reloads every partition.
 
-        Last, every assigned partition catches up from its cursor: commands left unhandled by the
-        previous owner, or by this instance during the rebalance, are handled now, after the new
-        partitions' recovery (a command handled before it would count as left open by the previous
-        owner), whatever the group's committed offset says."""
+        Last, every assigned partition catches up from its cursor, on a thread of its own (``CatchUp``:
+        a backlog does not hold the rebalance hook): commands left unhandled by the previous owner,
+        or by this instance during the rebalance, are handled after the new partitions' recovery (a
+        command handled before it would count as left open by the previous owner) and before any
+        newer record of theirs, whatever the group's committed offset says."""
         with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
             began = time.monotonic()
             new, lost = self.ownership.changes(assigned, continued)
@@ -452,27 +455,7 @@ class SandboxProcessor:
                 "%(events_read)d events read after its marks, %(seconds).2fs",
                 took,
             )
-        self._catch_up(assigned)
-
-    def _catch_up(self, partitions: Iterable[int]) -> None:
-        """Handle each owned partition's commands from its cursor to its end (``CommandCursor.catch_up``),
-        retrying transient failures while the partition stays ours."""
-        for p in sorted(partitions):
-            delay = RETRY_FIRST_S
-            while not self.stop_event.is_set():
-                with self.ownership.locks[p]:
-                    if not self.ownership.may_write(p):
-                        break  # revoked meanwhile (or the lease lapsed): the next take-over catches up
-                    try:
-                        handled = self.cursor.catch_up(p, self._handle_one)
-                    except Exception:
-                        LOG.exception("catching up partition %d failed; retrying", p)
-                    else:
-                        if handled:
-                            LOG.info("partition %d: %d commands not handled before this take-over, handled", p, handled)
-                        break
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        self.catch_up.start(assigned)
 
     def _drop(self, partition: int) -> None:
         """The partition is gone (its epoch moves on: a command read here before lets go, even if the
@@ -713,6 +696,7 @@ class SandboxProcessor:
             for lane in self.lanes.values():
                 lane.shutdown(wait=False, cancel_futures=True)
             self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
+            self.catch_up.wait(self.settings.kafka_timeout_s)  # a batch under way ends before its reader closes
             self.producer.close()
             self.watermarks.close()
             self.cursor.close()

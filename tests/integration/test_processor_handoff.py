@@ -34,6 +34,7 @@ def two(fresh_settings) -> Iterator[tuple[SandboxProcessor, SandboxProcessor]]:
     yield old, new
     for p in (old, new):
         p.stop_event.set()
+        p.catch_up.wait(60)
         p.producer.close()
 
 
@@ -74,7 +75,7 @@ def start_numbered(old: SandboxProcessor, sid: str, cid: str) -> threading.Threa
 def take_over(new: SandboxProcessor) -> None:
     new.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
     asyncio.run(new._assigned(frozenset({0})))
-    assert new.ownership.status == {0: "owned"}
+    assert new.ownership.status == {0: "owned"} and new.catch_up.wait(60)
 
 
 def test_a_command_runs_on_through_a_rebalance_every_line_recorded_once(two) -> None:

@@ -32,6 +32,8 @@ def processor(fresh_settings) -> Iterator[SandboxProcessor]:
     s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
     processor = SandboxProcessor(s, make_provider(s))
     yield processor
+    processor.stop_event.set()  # a take-over's catch-up (on a thread of its own) ends before what it uses closes
+    processor.catch_up.wait(60)
     processor.producer.close()
 
 
