@@ -241,7 +241,12 @@ class BwrapProvider(SandboxProvider):
                 finally:
                     for fd in (write_fd, args_fd, seccomp_fd):
                         os.close(fd)
-                status = _read_status(read_fd, proc, timeout=10)
+                try:
+                    status = _read_status(read_fd, proc, timeout=10)
+                except BaseException:
+                    proc.kill()  # never leave a half-started sandbox (nor an unreaped child) behind
+                    proc.wait()
+                    raise
             finally:
                 holder.kill()  # the namespace lives on in the sandbox's processes
                 holder.wait()
