@@ -2,7 +2,7 @@
 
 import threading
 
-from astraforge.processors.ownership import Ownership
+from astraforge.processors.ownership import Ownership, PerPartition
 
 
 def test_a_write_waits_out_a_suspension_and_gives_up_once_the_partition_is_gone() -> None:
@@ -79,17 +79,20 @@ def test_after_a_missed_generation_every_partition_held_is_lost_and_every_one_as
 
 
 def test_threads_asking_for_a_partitions_lock_at_once_get_the_same_one() -> None:
-    o = Ownership()
-    barrier = threading.Barrier(8)
+    """Two threads both inside the factory at once (forced by a barrier): a ``defaultdict`` stores
+    the second lock over the first and each thread holds its own; ``PerPartition`` hands both the one
+    stored."""
+    both_inside = threading.Barrier(2, timeout=5)
+
+    def new_lock() -> threading.Lock:
+        both_inside.wait()
+        return threading.Lock()
+
+    locks = PerPartition(new_lock)
     got: list[object] = []
-
-    def ask() -> None:
-        barrier.wait()
-        got.append(o.locks[7])
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: got.append(locks[7])) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(5)
-    assert len(got) == 8 and len({id(lock) for lock in got}) == 1
+    assert len(got) == 2 and got[0] is got[1] is locks[7]
