@@ -9,11 +9,13 @@ long hook risks the group session. So the hook only starts a ``CatchUp``.
 Order and once-only come from the cursor, not from timing: every record is handled under its
 partition's lock through ``CommandCursor``, which skips what lies below its position and, for a
 record faust delivers meanwhile, first handles the records before it (``in_order``). The catch-up
-holds the lock for one batch at a time, so a delivered record or a revocation waits for a batch,
-not the whole backlog. It ends for a partition at the partition's end, once the partition is not
-writable (suspended, gone, the lease lapsed: the next take-over, or the next delivered record,
-goes on from the cursor), or once the partition was dropped since the take-over began (its epoch
-moved: a later take-over runs its own).
+holds the lock for one batch at a time, so a delivered record waits for a batch, not the whole
+backlog. It ends for a partition at the partition's end, once the partition is not writable
+(suspended, gone, the lease lapsed), once a revocation began since the catch-up started (a
+revocation counts itself before it waits for the lock, and Python's locks are not fair: without
+the count the catch-up could take the lock back batch after batch), or once the partition was
+dropped since (its epoch moved). What is left stays at the cursor: the next take-over, which runs
+a catch-up of its own, or the next delivered record goes on from there.
 """
 
 import logging
@@ -45,7 +47,10 @@ class CatchUp:
     def start(self, partitions: Iterable[int]) -> threading.Thread:
         """Catch ``partitions`` up on a new thread (called by the on-assigned hook, after recovery)."""
         epochs = {p: self.ownership.epoch(p) for p in sorted(partitions)}
-        thread = threading.Thread(target=self._run, args=(epochs,), name=f"{self.name}-catch-up", daemon=True)
+        revocations = self.ownership.revocations
+        thread = threading.Thread(
+            target=self._run, args=(epochs, revocations), name=f"{self.name}-catch-up", daemon=True
+        )
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
@@ -59,19 +64,21 @@ class CatchUp:
             thread.join(timeout)
         return not any(t.is_alive() for t in threads)
 
-    def _run(self, epochs: dict[int, int]) -> None:
+    def _run(self, epochs: dict[int, int], revocations: int) -> None:
         for partition, epoch in epochs.items():
-            handled = self.partition(partition, epoch)
+            handled = self.partition(partition, epoch, revocations)
             if handled:
                 LOG.info("%s[%d]: %d commands left before the take-over handled", self.name, partition, handled)
 
-    def partition(self, partition: int, epoch: int) -> int:
+    def partition(self, partition: int, epoch: int, revocations: int) -> int:
         """Handle the partition's commands from its cursor to its end, a batch per hold of its lock,
-        retrying a failed batch while the partition stays ours. Returns how many were handled."""
-        handled, delay = 0, RETRY_FIRST_S
+        retrying a failed batch while the partition stays ours and no revocation began since the
+        count ``revocations``. Returns how many were handled."""
+        handled, delay, owner = 0, RETRY_FIRST_S, self.ownership
         while not self.stop.is_set():
-            with self.ownership.locks[partition]:
-                if self.ownership.epoch(partition) != epoch or not self.ownership.may_write(partition):
+            with owner.locks[partition]:
+                revoked = owner.revocations != revocations or owner.epoch(partition) != epoch
+                if revoked or not owner.may_write(partition):
                     return handled
                 try:
                     n = self.cursor.catch_up(partition, self.handle, limit=BATCH)
