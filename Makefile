@@ -17,7 +17,7 @@ install: $(BIN)/astraforge
 ## Start the local stack, the projector, the processors and the API (http://127.0.0.1:8000) in the foreground;
 ## the web UI (built once, cached by a hash of web/'s sources) is served at /.
 run: install
-	dist="$$(bash deploy/local/web.sh build)" && ASTRAFORGE_WEB_DIST="$$dist" $(BIN)/astraforge serve
+	dist="$$(bash deploy/local/web.sh build)" && ASTRAFORGE_WEB_DIST="$$dist" flock -so "$$dist" $(BIN)/astraforge serve
 
 ## Install, start what the tests need, run every suite.
 test: install up

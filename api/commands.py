@@ -67,13 +67,14 @@ class Answer:
         return e.type in self.types and (self.key is None or e.payload.get(self.key) == self.value)
 
 
-def command(tenant: str, sandbox_id: str, type_: str, payload: dict) -> Envelope:
-    """A record the tenant's API call appends to a sandbox's stream."""
+def command(tenant: str, sandbox_id: str, type_: str, payload: dict, actor: str | None = None) -> Envelope:
+    """A record the tenant's API call appends to a sandbox's stream (as ``actor``: the tenant, or a
+    lease holder it named, ``tenant:<id>/<holder>``)."""
     return Envelope(
         type=type_,
         stream_id=sandbox_id,
         tenant_id=tenant,
-        actor=f"tenant:{tenant}",
+        actor=actor or f"tenant:{tenant}",
         sandbox_id=sandbox_id,
         payload=payload,
     )

@@ -14,8 +14,10 @@ the owner's answer for every write. Every grant, refusal and release is also a r
 sandbox's stream (``lease.acquired`` / ``lease.refused`` / ``lease.released``), so the audit log shows
 who held what; the table is the lock, the records are the history.
 
-Not protected: a lease guards the writes that ask for it (the agent's write/edit tools and API
-writes that name a holder); a shell command the agent runs can still touch any file.
+Writes that ask for a lease (the agent's write/edit tools, API uploads naming a holder) are refused
+while another holder's lasts; a shell command cannot ask, so the sandbox processor checks around it
+instead and puts back what it changed (``processors/sandboxes/lease_guard.py`` says what that
+guarantees and what not).
 """
 
 import posixpath

@@ -3,6 +3,7 @@ Kafka -> API), next to raw docker measured in the same run.
 
   cold create:  POST /v1/sandboxes (answers once sandbox.ready is on the stream)  vs  hardened `docker run -d`
   exec:         POST /v1/sandboxes/{id}/exec `true`, every byte recorded       vs  `docker exec` (CLI, docker-py)
+                (also with a file another holder leased: the lease guard's fingerprints around it)
   idle:         N idle sandboxes, memory per sandbox (cgroup usage)
 
   live:         with --live N: N cold creates from 8 clients (creates/s), then exec with N live vs 1
@@ -120,6 +121,9 @@ def main() -> None:
         rows.append(("raw docker exec true (CLI)", *ms(cli_exec), "1.00"))
         rows.append(("raw docker exec true (docker-py)", *ms(py_exec), f"{pct(py_exec, 50) / pct(cli_exec, 50):.2f}"))
         rows.append(("exec true via API (recorded)", *ms(api_exec), f"{pct(api_exec, 50) / pct(cli_exec, 50):.2f}"))
+        guarded = _guarded_execs(http, sandboxes[0], args.execs)
+        rows.append(("exec true via API, a file leased by another", *ms(guarded),
+                     f"{pct(guarded, 50) / pct(cli_exec, 50):.2f}"))  # fmt: skip
         stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
 
         if args.live:
@@ -154,6 +158,22 @@ def main() -> None:
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 c.remove(force=True)  # whatever the processor had not stopped yet (and its warm pool)
         drop(settings)
+
+
+def _guarded_execs(http: httpx.Client, sandbox_id: str, n: int) -> list[float]:
+    """Exec round trips of a caller who does not hold a 4 KiB file another holder leased: the lease
+    guard fingerprints it before and after each command (processors/sandboxes/lease_guard.py)."""
+    http.put(f"/v1/sandboxes/{sandbox_id}/files/leased.txt", content=b"x" * 4096).raise_for_status()
+    lease = {"path": "/workspace/leased.txt", "holder": "other", "ttl_s": 3600}
+    http.post(f"/v1/sandboxes/{sandbox_id}/leases", json=lease).raise_for_status()
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = http.post(f"/v1/sandboxes/{sandbox_id}/exec", json={"command": ["true"]})
+        samples.append(time.perf_counter() - t)
+        assert r.json()["exit_code"] == 0 and r.json()["error"] is None, r.text
+    http.delete(f"/v1/sandboxes/{sandbox_id}/leases", params={"path": lease["path"], "holder": "other"})
+    return samples
 
 
 def _healthy(url: str) -> bool:

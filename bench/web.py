@@ -3,7 +3,12 @@ runs list with 1,000 runs against a static page holding the same table served by
 and a 100,000-record timeline (the audit view of one stream): its load against a raw SSE read of
 it, and frame times while scrolling against a static page of 5,000 rows of the same text.
 
-usage: python bench/web.py [--runs 1000] [--records 100000]
+The JS heap the 100k-record timeline holds is read after a forced GC, against the same page before
+the stream is opened; `--dist` measures another build of the UI (e.g. one of main's, for a before/after).
+
+`--output-bytes` pads each record's output to that size (the platform records chunks up to 64 KiB).
+
+usage: python bench/web.py [--runs 1000] [--records 100000] [--output-bytes 0] [--dist <built web dir>]
 """
 
 import argparse
@@ -56,6 +61,18 @@ def frames(f: dict) -> str:
     return f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ms"
 
 
+def padded(envelope: Envelope, size: int) -> Envelope:
+    """The record with its output padded to `size` bytes (a bigger chunk, the same line first)."""
+    data = envelope.payload["data"]
+    if size > len(data):
+        envelope.payload["data"] = data.rstrip(b"\n").ljust(size - 1, b".") + b"\n"
+    return envelope
+
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
 def with_baseline(dist: Path, runs: int, into: Path) -> Path:
     """A copy of the built UI plus assets/baseline.html: the runs table as static HTML, no script."""
     shutil.copytree(dist, into, dirs_exist_ok=True)
@@ -81,11 +98,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--output-bytes", type=int, default=0, help="pad each record's output to this size")
+    parser.add_argument("--dist", type=Path, help="a built UI to measure instead of this checkout's")
     args = parser.parse_args()
     chromium = web_sh("browser")
     workdir = Path(tempfile.mkdtemp(prefix="bench-web-"))
     settings = bench_settings()
-    settings = settings.model_copy(update={"web_dist": with_baseline(Path(web_sh("build")), args.runs, workdir)})
+    dist = args.dist or Path(web_sh("build"))
+    settings = settings.model_copy(update={"web_dist": with_baseline(dist, args.runs, workdir)})
     tenant = "bench"
     key = create_key(settings, tenant)
     try:
@@ -93,7 +113,7 @@ def main() -> None:
         for n in range(args.runs):
             producer.send(run_record(n, tenant))
         for n in range(args.records):
-            producer.send(record(n, tenant))
+            producer.send(padded(record(n, tenant), args.output_bytes))
         producer.flush()
         with services(settings) as running:
             wait_for_rows(settings, args.runs + args.records)
@@ -110,6 +130,7 @@ def main() -> None:
         load = m["timelineLoadMs"] / 1000
         wheel, jumps, still = m["wheel"], m["jumps"], m["staticWheel"]
         static = f"{frames(still)} static"
+        held, empty = m["heapHeldBytes"], m["heapEmptyBytes"]
         rows = [
             ("measure", "value", "baseline", "ratio"),
             (f"FCP, runs list ({args.runs:,} runs)", f"{fcp:.0f} ms", f"{base:.0f} ms static", f"{fcp / base:.2f}"),
@@ -118,6 +139,8 @@ def main() -> None:
             ("scroll 10 rows a frame: p50/p95/max", frames(wheel), static, f"{wheel['p50'] / still['p50']:.2f} (p50)"),
             ("scroll the run in 300 frames: same", frames(jumps), static, f"{jumps['p50'] / still['p50']:.2f} (p50)"),
             ("timeline rows in the DOM (most at once)", str(m["rowsInDomMax"]), f"{args.records:,} records", "-"),
+            (f"JS heap, {args.records:,} held", mb(held), f"{mb(empty)} without them", f"+{mb(held - empty)}"),
+            ("oldest record shown whole (after the scrolls)", f"{m['oldRecordMs']:.0f} ms", "-", "-"),
         ]
         print("web UI in headless Chromium; API and projector as their own processes")
         print(table(rows))

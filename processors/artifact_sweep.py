@@ -8,10 +8,11 @@ of that key for as long (a put of the same bytes whose row is not projected yet 
 Keys whose last deletion is older than ``LOOKBACK`` were handled by earlier sweeps and are not
 looked at again. Idempotent: a sweep may run on any instance, any number of times.
 
-Also here, the quota check for bytes the processor stores on a tenant's behalf (exec output past
-the records' share), which the API cannot see coming.
+Also here, the quota check for bytes a processor stores on a tenant's behalf (exec output past the
+records' share, a conversation's offloaded outputs and checkpoints), which the API cannot see coming.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,9 +21,11 @@ from psycopg import sql
 from astraforge.artifacts import ArtifactStore
 from astraforge.config import Settings
 from astraforge.db import connect
+from astraforge.errors import AstraForgeError
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope
 
+LOG = logging.getLogger(__name__)
 ACTOR = "processor:artifact-sweep"
 GRACE = timedelta(minutes=10)
 LOOKBACK = timedelta(days=7)  # ~168 hourly sweeps have seen a key deleted longer ago
@@ -87,3 +90,14 @@ def artifact_bytes(settings: Settings, tenant_id: str) -> int:
             (tenant_id,),
         ).fetchone()
     return row["n"]
+
+
+def within_artifact_quota(settings: Settings, tenant_id: str, size: int) -> bool:
+    """Room for ``size`` more bytes of the tenant's artifacts (the check the artifacts API makes).
+    An unreachable projection answers yes (logged): what a processor stores is bounded by its own
+    limits (``max_output_bytes``), and refusing would lose the work it holds."""
+    try:
+        return artifact_bytes(settings, tenant_id) + size <= settings.quota_artifact_bytes
+    except AstraForgeError:
+        LOG.warning("artifact quota of %s unknown; storing %d bytes", tenant_id, size)
+        return True

@@ -287,9 +287,12 @@ class Runtime:
         self._started = threading.Event()
         self._stopped = threading.Event()
         self._stop_requested = asyncio.Event()
-        self.app.on_partitions_assigned.connect(self._assignment)
-        self.app.on_partitions_revoked.connect(self._revocation)
-        self.app.on_rebalance_complete.connect(self._rebalance_complete)
+        # weakly: mode keeps a signal's per-sender receivers in a dict its clones share for the life of
+        # the process, so a strong receiver kept this runtime, its processor and every client they hold
+        # (the test process reached 1,024 fds) long after they were dropped
+        self.app.on_partitions_assigned.connect(self._assignment, weak=True)
+        self.app.on_partitions_revoked.connect(self._revocation, weak=True)
+        self.app.on_rebalance_complete.connect(self._rebalance_complete, weak=True)
 
     # -- ownership ----------------------------------------------------------------------------
     @property
@@ -391,7 +394,12 @@ class Runtime:
             "delete.retention.ms": str(3_600_000),
         }
         table = self.app.Table(
-            name, partitions=self.settings.topic_partitions, key_type=str, extra_topic_configs=changelog, **options
+            name,
+            partitions=self.settings.topic_partitions,
+            key_type=str,
+            extra_topic_configs=changelog,
+            loop=self.loop,  # the app's own: bound late, a read from a plain thread made a loop never closed
+            **options,
         )
         self._tables.append(table)
         return table
@@ -464,6 +472,13 @@ class Runtime:
 
     async def _wait_stopped(self) -> None:
         await self._stop_requested.wait()
+
+    def close(self) -> None:
+        """Stop if started, and release the event loop construction made (a runtime that never ran holds
+        one too: its selector and self-pipe are fds of the host process)."""
+        self.stop()
+        if self._thread is None and not self.loop.is_closed():
+            self.loop.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Leave the group (partitions move at once, not after a session timeout) and stop the loop."""

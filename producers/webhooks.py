@@ -11,7 +11,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from astraforge.integrations import Integration
@@ -54,6 +55,7 @@ def refused(
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "body_bytes": len(body),
         "remote": remote,
+        "unrecorded_before": 0,
     }
     record = Envelope(
         type="webhook.refused",
@@ -65,30 +67,71 @@ def refused(
     return Refusal(status, reason, record)
 
 
+def to_record(refusal: Refusal, unrecorded_before: int) -> Envelope:
+    """The refusal's record, carrying how many of its stream's refusals were not recorded before it."""
+    return replace(refusal.record, payload={**refusal.record.payload, "unrecorded_before": unrecorded_before})
+
+
 class RefusalBudget:
-    """How many refusals per stream and window are recorded one by one (per API process): anyone can
-    send a refused delivery, and the events topic keeps every record forever, so past the budget a
-    refusal is answered the same but only counted, and the count logged once the window ends."""
+    """Which refused deliveries are recorded one by one (per API process). Anyone can send a refused
+    delivery and the events topic keeps every record forever, so a refusal is recorded only while
+    three fixed windows all have room: its stream's (an integration, or the platform's stream for
+    unknown ones), its source address's, and everyone's. Past that it is answered the same but only
+    counted: ``dropped`` (all) and, per stream, carried on that stream's next record
+    (``unrecorded_before``). A flood of bad deliveries thus adds at most ``overall`` records per
+    window, however many addresses or integration ids it rotates through; the windows' table is
+    bounded too (expired entries are pruned; past ``max_keys`` live ones, new keys are not admitted)."""
 
-    def __init__(self, per_window: int = 20, window_s: float = 10.0) -> None:
-        self.per_window = per_window
+    def __init__(
+        self,
+        per_stream: int = 20,
+        per_remote: int = 50,
+        overall: int = 200,
+        window_s: float = 10.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = {"stream": per_stream, "remote": per_remote, "overall": overall}
         self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[float, int]] = {}  # stream -> (window start, refusals in it)
+        self._windows: dict[tuple[str, str], tuple[float, int]] = {}  # (kind, key) -> (window start, admitted)
+        self._unrecorded: dict[str, int] = {}  # stream -> refusals dropped since its last record
+        self.dropped = 0
 
-    def admit(self, stream_id: str) -> bool:
-        now = time.monotonic()
+    def admit(self, stream_id: str, remote: str | None = None) -> int | None:
+        """None: do not record this refusal (it is counted). Otherwise record it, carrying the number
+        of the stream's refusals that were not recorded since its last record."""
+        now = self.clock()
+        keys = [("stream", stream_id), ("remote", remote or "?"), ("overall", "*")]
         with self._lock:
-            start, seen = self._windows.get(stream_id, (now, 0))
-            if now - start >= self.window_s:
-                if seen > self.per_window:
-                    unrecorded = seen - self.per_window
-                    LOG.warning("%d refused webhook deliveries to %s were not recorded", unrecorded, stream_id)
-                start, seen = now, 0
-            if len(self._windows) > 10_000:
-                self._windows.clear()
-            self._windows[stream_id] = (start, seen + 1)
-            return seen < self.per_window
+            counts = [self._count(key, now) for key in keys]
+            if None in counts or any(n >= self.limits[k[0]] for k, n in zip(keys, counts, strict=True)):
+                self.dropped += 1
+                if stream_id in self._unrecorded or len(self._unrecorded) < self.max_keys:
+                    self._unrecorded[stream_id] = self._unrecorded.get(stream_id, 0) + 1
+                return None
+            for key, n in zip(keys, counts, strict=True):
+                start = self._windows[key][0] if key in self._windows else now
+                self._windows[key] = (start, n + 1)
+            return self._unrecorded.pop(stream_id, 0)
+
+    def _count(self, key: tuple[str, str], now: float) -> int | None:
+        """Refusals admitted in ``key``'s current window (a new window starts at 0); None when the
+        table is full of live windows and ``key`` has none (not admitted: the table stays bounded)."""
+        found = self._windows.get(key)
+        if found is not None and now - found[0] < self.window_s:
+            return found[1]
+        if found is not None:
+            del self._windows[key]
+            return 0
+        if len(self._windows) >= self.max_keys:
+            for k in [k for k, (start, _) in self._windows.items() if now - start >= self.window_s]:
+                del self._windows[k]
+            if len(self._windows) >= self.max_keys:
+                return None
+        return 0
 
 
 def parse_json(body: bytes) -> Any:

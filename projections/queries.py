@@ -33,6 +33,13 @@ async def _in_offset_order(conn: AsyncConnection) -> AsyncIterator[None]:
         yield
 
 
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern matching any value that contains ``text`` literally (its ``%``, ``_`` and ``\\``
+    escaped with LIKE's default escape character)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 class Executor(Protocol):
     """A psycopg AsyncConnection, or anything that runs one statement the same way
     (the API's ``StatementConnection``)."""
@@ -156,14 +163,9 @@ class ProjectionQueries:
         if repository is not None:
             filters.append(sql.SQL("AND repository = %s"))
             params.append(repository)
-        if text is not None:
-            filters.append(
-                sql.SQL(
-                    "AND (strpos(lower(coalesce(title, '')), lower(%s)) > 0"
-                    " OR strpos(lower(coalesce(spec, '')), lower(%s)) > 0)"
-                )
-            )
-            params += [text, text]
+        if text is not None:  # ILIKE on the columns themselves: their trigram indexes answer it
+            filters.append(sql.SQL("AND (title ILIKE %s OR spec ILIKE %s)"))
+            params += [contains_pattern(text)] * 2
         cur = await conn.execute(
             sql.SQL("SELECT * FROM {}.runs WHERE tenant_id = %s AND run_id > %s {} ORDER BY run_id LIMIT %s").format(
                 self.schema, sql.SQL(" ").join(filters)

@@ -54,6 +54,35 @@ DO $$ BEGIN
     ALTER TABLE {schema}.runs ADD COLUMN repository text, ADD COLUMN spec text;
   END IF;
 END $$;
+-- `/v1/runs?text=` (a substring of the title or the request, any case) through trigram indexes, not a
+-- scan. pg_trgm is a trusted extension: the database's owner (the app role of the local stack) creates
+-- it; where the role may not (or the extension is not installed), the filter still works, by a scan.
+-- One creator at a time (concurrent CREATE EXTENSION IF NOT EXISTS can fail on a unique key); indexes
+-- only when missing (CREATE INDEX IF NOT EXISTS still locks the table against writes first).
+-- fastupdate off: a run row is written a few times in its life, and rows waiting in GIN's pending
+-- list make the planner scan instead.
+SELECT pg_advisory_xact_lock(hashtext('astraforge.pg_trgm'));
+DO $$
+DECLARE trgm text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+    BEGIN
+      CREATE EXTENSION pg_trgm WITH SCHEMA public;
+    EXCEPTION WHEN insufficient_privilege OR undefined_file THEN
+      RAISE WARNING 'pg_trgm is not available (%): /v1/runs?text= scans the tenant''s runs', SQLERRM;
+    END;
+  END IF;
+  SELECT n.nspname INTO trgm FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+   WHERE e.extname = 'pg_trgm';
+  IF trgm IS NOT NULL AND to_regclass('{schema}.runs_title_trgm') IS NULL THEN
+    EXECUTE format('CREATE INDEX runs_title_trgm ON {schema}.runs USING gin (title %I.gin_trgm_ops) '
+                   'WITH (fastupdate = off)', trgm);
+  END IF;
+  IF trgm IS NOT NULL AND to_regclass('{schema}.runs_spec_trgm') IS NULL THEN
+    EXECUTE format('CREATE INDEX runs_spec_trgm ON {schema}.runs USING gin (spec %I.gin_trgm_ops) '
+                   'WITH (fastupdate = off)', trgm);
+  END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS {schema}.sandboxes (
     sandbox_id  text        PRIMARY KEY,

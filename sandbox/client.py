@@ -30,6 +30,7 @@ from astraforge.ids import new_id
 
 HEADER = struct.Struct(">cI")
 CONTROL_TIMEOUT_S = 5.0  # a control call (ping, cancel) waits this long for its answer: a hung supervisor
+FINGERPRINT_TIMEOUT_S = 60.0  # hashing files the sandbox may have grown large
 # (stopped, or starved by the agent) must not hold the processor's control lane
 BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
@@ -286,9 +287,24 @@ class SupervisorClient:
     def write(self, path: str, data: bytes, mode: int = 0o644) -> dict:
         return self.write_file(path, io.BytesIO(data), len(data), mode)
 
-    def write_file(self, path: str, source: BinaryIO, size: int, mode: int = 0o644) -> dict:
-        """Write ``size`` bytes read from ``source`` (streamed, atomically replaced in the sandbox)."""
-        return self._result({"id": new_id(), "op": "write", "path": path, "size": size, "mode": mode}, source, size)
+    def write_file(self, path: str, source: BinaryIO, size: int, mode: int = 0o644, exact: bool = False) -> dict:
+        """Write ``size`` bytes read from ``source`` (streamed, atomically replaced in the sandbox).
+        ``exact``: replace the absolute path's last component itself, even a symlink, instead of
+        following it (the lease guard putting a holder's file back)."""
+        request = {"id": new_id(), "op": "write", "path": path, "size": size, "mode": mode}
+        if exact:
+            request["exact"] = True
+        return self._result(request, source, size)
+
+    def fingerprint(self, paths: list[str]) -> dict[str, dict]:
+        """What is at each absolute path itself (no symlink followed): {path: {kind, sha256, size}},
+        kind file | symlink | missing | redirected | other."""
+        request = {"id": new_id(), "op": "fingerprint", "paths": paths}
+        return self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"]
+
+    def unlink(self, path: str) -> None:
+        """Remove the file, symlink or empty directory at an exact absolute path (a missing one is no error)."""
+        self._result({"id": new_id(), "op": "unlink", "path": path}, timeout=CONTROL_TIMEOUT_S)
 
     def read(self, path: str, limit: int | None = None) -> bytes:
         sink = io.BytesIO()

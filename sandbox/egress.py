@@ -229,6 +229,12 @@ class EgressProxy:
         async def close_all() -> None:
             for sandbox_id in list(self.sandboxes):
                 self._close(sandbox_id)
+            # the connections still open end here, through their own ``finally`` (each closes its
+            # sockets): left pending, they died with the loop and left their sockets to the collector
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         if self._thread is None:
             self.loop.close()

@@ -4,8 +4,10 @@ socket in the control directory the host mounts at /run/astraforge.
 Runs inside the sandbox with python3's standard library only (it is bind-mounted read-only into
 any image that has python3). One connection carries one request:
 
-    request   one JSON line: {"id": "...", "op": "exec" | "attach" | "write" | "read" | "cancel" | "ping", ...}
-              (``write`` is followed by exactly ``size`` raw bytes)
+    request   one JSON line: {"id": "...", "op": "exec" | "attach" | "write" | "read" | "cancel" | "ping"
+              | "fingerprint" | "unlink", ...} (``write`` is followed by exactly ``size`` raw bytes;
+              ``fingerprint``, ``unlink`` and ``write`` with ``exact`` serve the lease guard: they act
+              on the path itself, never following a symlink in its last component)
     response  frames: 1 byte kind + 4 bytes big-endian length + body
               kinds: s started {pid} · a attached {pid, offset, lost} · 1 stdout bytes · 2 stderr bytes
                      d file bytes · D detached {processes: [{pid, argv}]} (sent before x)
@@ -830,8 +832,16 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
         raise RequestError("bad_request", "write needs a non-negative integer size")
     digest = hashlib.sha256()
     with as_agent():
-        path = resolve(req.get("path"), for_write=True)
-        parent, name = os.path.split(path)
+        if req.get("exact"):  # replace the last component itself, even a symlink (the lease guard restoring a file)
+            path = os.path.normpath(str(req.get("path") or ""))
+            parent, name = os.path.split(path)
+            if not path.startswith("/") or "\0" in path or os.path.realpath(parent) != parent:
+                raise RequestError("forbidden_path", f"{req.get('path')} is not a direct absolute path")
+            if not _under(parent, WRITABLE_ROOTS):
+                raise RequestError("forbidden_path", f"{path} is outside the writable roots {WRITABLE_ROOTS}")
+        else:
+            path = resolve(req.get("path"), for_write=True)
+            parent, name = os.path.split(path)
         tmp = f"{name}.af-{req['id']}.tmp"
         try:
             os.makedirs(parent, exist_ok=True)
@@ -864,6 +874,77 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
                 os.unlink(tmp, dir_fd=dir_fd)
             os.close(dir_fd)
     frame_json(sock, b"r", {"path": path, "size": size, "sha256": digest.hexdigest()})
+
+
+def _fingerprint(path: str) -> dict:
+    """What is at ``path`` itself (a symlink is not followed, nor a directory on the way to it):
+    kind file | symlink | missing | redirected (a directory on the way is a symlink) | other, and a
+    sha256 of the file's bytes or the link's target."""
+    parent = os.path.dirname(path)
+    if os.path.realpath(parent) != parent:
+        return {"kind": "redirected", "sha256": "", "size": 0}
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {"kind": "missing", "sha256": "", "size": 0}
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path).encode(errors="surrogateescape")
+        return {"kind": "symlink", "sha256": hashlib.sha256(target).hexdigest(), "size": len(target)}
+    if not stat.S_ISREG(st.st_mode):
+        return {"kind": "other", "sha256": "", "size": 0}
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between lstat and open
+            return {"kind": "other", "sha256": "", "size": 0}
+        while data := src.read(CHUNK):
+            digest.update(data)
+            size += len(data)
+    return {"kind": "file", "sha256": digest.hexdigest(), "size": size, "mode": st.st_mode & 0o777}
+
+
+def do_fingerprint(sock: socket.socket, req: dict) -> None:
+    """Fingerprints of absolute paths, as the agent sees them (the lease guard compares them around
+    a command): one ``r`` {files: {path: {kind, sha256, size}}}."""
+    paths = req.get("paths")
+    if not (isinstance(paths, list) and all(isinstance(p, str) and p.startswith("/") and "\0" not in p for p in paths)):
+        raise RequestError("bad_request", "fingerprint needs a list of absolute paths")
+    files = {}
+    with as_agent():
+        for path in paths:
+            if _under(os.path.realpath(path), ("/proc",)):
+                raise RequestError("forbidden_path", f"{path} resolves into /proc")
+            try:
+                files[path] = _fingerprint(os.path.normpath(path))
+            except OSError as e:
+                raise _io_error(e) from None
+    frame_json(sock, b"r", {"files": files})
+
+
+def do_unlink(sock: socket.socket, req: dict) -> None:
+    """Remove the file, symlink or empty directory at an exact path (the last component is not
+    followed): the lease guard clearing what another actor put at a leased path. A directory with
+    anything in it is refused (``io_error``)."""
+    path = req.get("path")
+    if not (isinstance(path, str) and path.startswith("/") and "\0" not in path):
+        raise RequestError("bad_request", "unlink needs an absolute path")
+    path = os.path.normpath(path)
+    with as_agent():
+        parent = os.path.dirname(path)
+        if os.path.realpath(parent) != parent or not _under(parent, WRITABLE_ROOTS):
+            raise RequestError("forbidden_path", f"{path} is not under a writable root by a direct path")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            try:
+                os.rmdir(path)  # an empty one only
+            except OSError as e:
+                raise _io_error(e) from None
+        except OSError as e:
+            raise _io_error(e) from None
+    frame_json(sock, b"r", {"path": path})
 
 
 def do_read(sock: socket.socket, req: dict) -> None:
@@ -917,6 +998,10 @@ class Handler(socketserver.StreamRequestHandler):
                 do_write(self.connection, req, self.rfile)
             elif op == "read":
                 do_read(self.connection, req)
+            elif op == "fingerprint":
+                do_fingerprint(self.connection, req)
+            elif op == "unlink":
+                do_unlink(self.connection, req)
             else:
                 raise RequestError("bad_request", f"unknown op {op!r}")
         except RequestError as e:

@@ -1,7 +1,9 @@
-"""A stand-in for the Sentry REST API and GlitchTip's Sentry-compatible one: the two calls the
-alerts processor makes (an issue's latest event; a comment on the issue), checked as documented
-(Bearer token; Sentry's comment body ``{"text"}``, GlitchTip's ``{"data": {"text"}}``). It keeps
-every request it saw for the tests to assert on."""
+"""A stand-in for the Sentry REST API and GlitchTip's Sentry-compatible one: the calls the alerts
+processor makes (an issue's latest event; an issue's comments, listed and posted), checked as
+documented (Bearer token; Sentry's comment body ``{"text"}``, GlitchTip's ``{"data": {"text"}}``;
+comments listed newest first as ``{"id", "type": "note", "data": {"text"}}``, paginated with
+Sentry's ``Link`` header: ``rel="next"; results="true|false"; cursor="..."``). It keeps every
+request it saw for the tests to assert on."""
 
 import json
 import re
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from tests.alert_payloads import rest_latest_event
 
@@ -23,9 +26,14 @@ class IssueApiStandIn:
     token: str
     kind: str  # sentry | glitchtip
     requests: list[dict] = field(default_factory=list)
+    page_size: int = 100  # Sentry's default page
 
     def comments(self, issue_id: str) -> list[str]:
         return [r["text"] for r in self.requests if r.get("comment_on") == issue_id]
+
+    def add_comment(self, issue_id: str, text: str) -> None:
+        """A comment somebody else wrote on the issue."""
+        self.requests.append({"method": "POST", "path": "(elsewhere)", "comment_on": issue_id, "text": text})
 
 
 def _handler(api: IssueApiStandIn) -> type[BaseHTTPRequestHandler]:
@@ -51,10 +59,36 @@ def _handler(api: IssueApiStandIn) -> type[BaseHTTPRequestHandler]:
             api.requests.append({"method": "GET", "path": self.path})
             if not self._authorized():
                 return
+            url = urlsplit(self.path)
+            listed = COMMENTS.match(url.path)
+            if listed:
+                return self._comment_page(url, listed["issue"])
             found = LATEST.match(self.path)
             if not found:
                 return self._answer(404, {"detail": "Not found."})
             self._answer(200, rest_latest_event(found["issue"]))
+
+        def _comment_page(self, url, issue_id: str) -> None:
+            texts = list(reversed(api.comments(issue_id)))  # newest first
+            cursor = (parse_qs(url.query).get("cursor") or ["0:0:0"])[0]
+            start = int(cursor.split(":")[1])
+            page = texts[start : start + api.page_size]
+            following = start + api.page_size
+            more = "true" if following < len(texts) else "false"
+            base = f"{api.url}{url.path}"
+            link = (
+                f'<{base}?cursor=0:{start}:1>; rel="previous"; results="{"true" if start else "false"}"; '
+                f'cursor="0:{start}:1", <{base}?cursor=0:{following}:0>; rel="next"; results="{more}"; '
+                f'cursor="0:{following}:0"'
+            )
+            body = [{"id": str(start + i), "type": "note", "data": {"text": t}} for i, t in enumerate(page)]
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Link", link)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -10,6 +10,7 @@ create command).
 """
 
 import hashlib
+import re
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -228,8 +229,12 @@ async def exec_command(
     idempotency: IdempotencyKey,
 ) -> Response:
     """Run a command. Sync answers with the whole result; async answers with a command id whose
-    output follows on the sandbox's stream (`/v1/streams/{sandbox_id}/events/sse`)."""
+    output follows on the sandbox's stream (`/v1/streams/{sandbox_id}/events/sse`). A file someone
+    else has leased (`/leases`) that the command changes is put back when it ends, and the answer's
+    `error` names it and its holder (`lease_violated: ...`); name yourself with `X-Lease-Holder` to
+    change files you leased under that name."""
     sandbox_id = sandbox["sandbox_id"]
+    actor = lease_caller(tenant, request)
     argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
     if not argv and not shell:
         raise ApiError(422, "command must not be empty")
@@ -250,6 +255,7 @@ async def exec_command(
                 "timeout_s": body.timeout_sec,
                 "async_": body.run_async,
             },
+            actor,
         )
         if not resumed(claim):
             ensure_open(sandbox)
@@ -302,7 +308,8 @@ async def upload(
     you leased under that name."""
     sandbox_id = sandbox["sandbox_id"]
     ensure_open(sandbox)  # before reading a byte of the body
-    await check_lease(conn, tenant, sandbox_id, path, request.headers.get("x-lease-holder"))
+    actor = lease_caller(tenant, request)
+    await check_lease(conn, tenant, sandbox_id, path, actor)
     with request.app.state.uploads.take(tenant, settings.quota_concurrent_uploads):
         body, sha256 = await _body_within(request, settings.max_file_bytes)
 
@@ -325,7 +332,7 @@ async def upload(
                 else:
                     body.seek(0)
                     payload["content"] = body.read()
-            record = command(tenant, sandbox_id, "sandbox.file.write", payload)
+            record = command(tenant, sandbox_id, "sandbox.file.write", payload, actor)
             done = await commands.file_op(record, "file.written", stored, claim)
             return 200, FileResult(path=done.payload["path"], size=done.payload["size"], sha256=done.payload["sha256"])
 
@@ -336,11 +343,24 @@ async def upload(
 BINARY = "application/octet-stream"
 
 
-async def check_lease(conn: Conn, tenant: str, sandbox_id: str, path: str, holder: str | None) -> None:
+HOLDER_NAME = re.compile(r"[A-Za-z0-9._:@-]{1,200}")
+
+
+def lease_caller(tenant: str, request: Request) -> str:
+    """Who the caller is to leases (and the records it appends): ``tenant:<id>``, or
+    ``tenant:<id>/<holder>`` with an ``X-Lease-Holder`` header (as the lease routes name holders)."""
+    holder = request.headers.get("x-lease-holder")
+    if holder is None:
+        return f"tenant:{tenant}"
+    if not HOLDER_NAME.fullmatch(holder):
+        raise ApiError(422, "X-Lease-Holder must be 1-200 characters of A-Z a-z 0-9 . _ : @ -")
+    return f"tenant:{tenant}/{holder}"
+
+
+async def check_lease(conn: Conn, tenant: str, sandbox_id: str, path: str, caller: str) -> None:
     """409 if someone other than the caller (``tenant:<id>[/<holder>]``) holds the file's lease."""
     absolute = leases.canonical(path)
     held = await (await conn.execute(leases.HELD, (sandbox_id, absolute))).fetchone()
-    caller = f"tenant:{tenant}" + (f"/{holder}" if holder else "")
     if held is not None and held["holder"] != caller:
         refused = leases.LeaseOutcome(False, leases.FileLease(sandbox_id, absolute, held["holder"], held["acquired_at"],
                                                                held["expires_at"]))  # fmt: skip

@@ -61,8 +61,9 @@ async def _body(request: Request) -> bytes | None:
 
 
 async def _refuse(request: Request, refusal: webhooks.Refusal) -> JSONResponse:
-    if request.app.state.refusals.admit(refusal.record.stream_id):
-        await run_in_threadpool(request.app.state.producer.append_many, [refusal.record])
+    unrecorded = request.app.state.refusals.admit(refusal.record.stream_id, _remote(request))
+    if unrecorded is not None:  # else over the budget: answered the same, counted (``RefusalBudget``)
+        await run_in_threadpool(request.app.state.producer.append_many, [webhooks.to_record(refusal, unrecorded)])
     return JSONResponse(error_body(refusal.status, refusal.reason), refusal.status)
 
 

@@ -8,8 +8,9 @@ a redelivered alert is skipped, one redone after a crash before that commit deci
 (records carry derived event ids; the run id is derived too, and the orchestrator accepts it once).
 
 A tick (every ``tick_s``) starts queued alerts once their project's rate window has room and posts
-each ended run's outcome back to its issue (at least once: a crash between the post and its record
-posts it again).
+each ended run's outcome back to its issue, once in effect: the comment carries a marker unique to
+the run, and a comment the issue already holds with it (a crash between the post and its record) is
+not posted again.
 
 Not provided: an alert that arrives while its issue's run has just ended but is not yet projected
 attaches to that run (the projection lags by milliseconds); enrichment and comments wait on the
@@ -45,6 +46,11 @@ from astraforge.secretbox import SecretBox, SecretUnreadable
 LOG = logging.getLogger(__name__)
 NAME = "alerts"
 ACTOR = "processor:alerts"
+
+
+def comment_marker(run_id: str) -> str:
+    """The line that makes a run's comment findable on its issue (``IssueApi.comment_once``)."""
+    return f"[astraforge:{run_id}]"
 
 
 class AlertsProcessor:
@@ -301,9 +307,10 @@ class AlertsProcessor:
                 if api is None:
                     error = "no API configured to answer on"
                 else:
-                    text = self._outcome_text(row)
+                    marker = comment_marker(row["run_id"])
+                    text = f"{self._outcome_text(row)}\n\n{marker}"
                     try:
-                        status = api.comment(row["issue_id"], text)
+                        status = api.comment_once(row["issue_id"], text, marker)
                     except IssueApiFailed as e:
                         error = str(e)
                     finally:
@@ -348,7 +355,7 @@ class AlertsProcessor:
                 except Exception:
                     LOG.exception("alerts tick failed")
         finally:
-            self.runtime.stop()
+            self.runtime.close()
             with contextlib.suppress(Exception):
                 self.producer.close()
             with contextlib.suppress(Exception):

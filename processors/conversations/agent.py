@@ -6,13 +6,15 @@ a reply resumed by another processor continues where the records end. What the g
 becomes records through ``Recorder`` (the processor writes them under the conversation's partition
 lock, and refuses them once the reply is no longer current: cancelled, or the partition moved):
 
-- each model token -> ``chat.delta``; each whole model turn -> ``chat.message`` (role assistant),
+- each whole model turn -> ``chat.message`` (role assistant),
   then ``tool.called`` per tool call (``subagent.called`` too for deepagents' ``task``), before any
   of the calls runs;
 - each tool's result -> ``tool.result`` (output above ``RECORD_OUTPUT_BYTES`` goes to the artifact
   store: the record carries its reference and a preview; an ``execute`` output the backend
   offloaded carries the sandbox path the agent was given); a ``write_todos`` -> ``todo.updated``;
-- after each round of tools -> ``agent.checkpoint`` (the history, in the artifact store).
+- each model token -> into a ``chat.delta`` batch (``DeltaBatcher``: ~20 ms or 32 tokens per record);
+- after each round of tools, and before the reply completes -> ``agent.checkpoint`` (the history,
+  incrementally in the artifact store: ``checkpoints``).
 
 Each artifact stored is also an ``artifact.stored`` record first, as the sandbox processor writes for
 its own: the tenant can then read (``GET /v1/artifacts/{id}``), list and delete what the records
@@ -21,20 +23,21 @@ reference, and the bytes count against its quota.
 
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from deepagents import create_deep_agent
 from deepagents.backends.composite import CompositeBackend
 from deepagents.middleware.subagents import GENERAL_PURPOSE_SUBAGENT
 from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage, messages_to_dict
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
 from astraforge.artifacts import ArtifactStore
 from astraforge.errors import AstraForgeError
 from astraforge.processors.conversations.backend import RecordedSandbox, stored
-from astraforge.processors.conversations.state import ConversationState, tool_result
+from astraforge.processors.conversations.state import ConversationState, tool_result, turn_message_id
 
 LOG = logging.getLogger(__name__)
 RECORD_OUTPUT_BYTES = 32 * 1024  # a tool result's output kept in its record; the whole of a larger one is an artifact
@@ -43,6 +46,10 @@ PREVIEW_BYTES = 4 * 1024
 # root (/conversation_history, /large_tool_results) is read-only in the sandbox, which failed the reply
 AGENT_FILES = "/tmp/astraforge-agent"
 RECURSION_LIMIT = 200  # graph steps in one reply (each model turn and each round of tools is one or two)
+# tokens go out in batches: one acknowledged append per DELTA_TOKENS tokens, or DELTA_WAIT_S after a
+# batch's first token, whichever comes first (an append per token cost a broker round trip each)
+DELTA_TOKENS = 32
+DELTA_WAIT_S = 0.02
 
 
 class ReplyStopped(AstraForgeError, RuntimeError):
@@ -54,10 +61,10 @@ class Recorder(Protocol):
         """Write one record of the reply (raises ``ReplyStopped`` if the reply is no longer current)."""
 
 
-def history(st: ConversationState) -> list[BaseMessage]:
-    """The conversation's records as the messages the model sees."""
+def history(messages: Sequence[dict[str, Any]]) -> list[BaseMessage]:
+    """The conversation's history (``state.History.messages``) as the messages the model sees."""
     out: list[BaseMessage] = []
-    for m in st.messages:
+    for m in messages:
         if m["role"] == "user":
             out.append(HumanMessage(content=m["content"], id=m["id"]))
         elif m["role"] == "assistant":
@@ -102,24 +109,29 @@ class ReplyRun:
     def __init__(
         self,
         st: ConversationState,
-        reply_id: str,
+        messages: Sequence[dict[str, Any]],
         model: ChatOpenAI,
         backend: RecordedSandbox,
         artifacts: ArtifactStore,
         record: Recorder,
         current: Callable[[], ConversationState | None],
+        checkpoint: Callable[[], None],
     ) -> None:
+        assert st.reply is not None
         self.st = st
-        self.reply_id = reply_id
+        self.messages = messages
+        self.reply_id = st.reply.reply_id
         self.model = model
         self.backend = backend
         self.artifacts = artifacts
         self.record = record
         self.current = current
-        self.turn = st.reply.turns if st.reply else 0
-        self.delta_index = 0
+        self.checkpoint = checkpoint
+        self.turn = st.reply.turns
+        self.message_id = turn_message_id(st.reply)  # a new id if this turn was cut off mid-stream
         self.tool_names: dict[str, str] = {}
         self.final_text = ""
+        self.deltas = DeltaBatcher(self.record)
 
     def graph(self):
         allowed = set(self.st.settings.get("tools") or [])
@@ -140,16 +152,20 @@ class ReplyRun:
     def run(self) -> str:
         """Stream the agent from the history; the final assistant text."""
         graph = self.graph()
-        state = {"messages": history(self.st), "todos": [dict(t) for t in self.st.todos]}
+        state = {"messages": history(self.messages), "todos": [dict(t) for t in self.st.todos]}
         config = {"recursion_limit": RECURSION_LIMIT}
-        for mode, data in graph.stream(state, config=config, stream_mode=["messages", "updates"]):
-            if self._gone():
-                raise ReplyStopped("the reply was cancelled")
-            if mode == "messages":
-                self._token(*data)
-            else:
-                for node, update in (data or {}).items():
-                    self._update(node, update)
+        try:
+            for mode, data in graph.stream(state, config=config, stream_mode=["messages", "updates"]):
+                if self._gone():
+                    raise ReplyStopped("the reply was cancelled")
+                if mode == "messages":
+                    self._token(*data)
+                else:
+                    for node, update in (data or {}).items():
+                        self._update(node, update)
+            self.deltas.flush()
+        finally:
+            self.deltas.close()
         return self.final_text
 
     def _gone(self) -> bool:
@@ -163,9 +179,7 @@ class ReplyRun:
             return
         text = _text(chunk.content)
         if text:
-            message_id = f"{self.reply_id}:t{self.turn}"
-            self.record("chat.delta", {"message_id": message_id, "index": self.delta_index, "delta": text})
-            self.delta_index += 1
+            self.deltas.add(self.message_id, text)
 
     def _update(self, node: str, update: Any) -> None:
         if isinstance(update, list | tuple):  # parallel tool calls: one update per call (a Command's)
@@ -195,9 +209,10 @@ class ReplyRun:
 
     def _turn(self, m: AIMessage) -> None:
         text = _text(m.content)
-        self.record("chat.message", {"message_id": f"{self.reply_id}:t{self.turn}", "role": "assistant", "text": text})
+        self.deltas.flush()  # every delta of the turn before its whole message
+        self.record("chat.message", {"message_id": self.message_id, "role": "assistant", "text": text})
         self.turn += 1
-        self.delta_index = 0
+        self.message_id = f"{self.reply_id}:t{self.turn}"
         self.final_text = text
         for call in m.tool_calls:
             self.tool_names[call["id"]] = call["name"]
@@ -223,6 +238,10 @@ class ReplyRun:
         if offload is not None:
             payload = tool_result(m.tool_call_id, output[:RECORD_OUTPUT_BYTES], is_error, False, offload.artifact,
                                   offload.path, offload.size)  # fmt: skip
+        elif len(data) > RECORD_OUTPUT_BYTES and not self.backend.has_room(len(data)):
+            preview = data[:PREVIEW_BYTES].decode(errors="ignore")
+            text = f"{preview}\n[... {len(data)} bytes in all: not kept, the tenant's artifact storage is full]"
+            payload = tool_result(m.tool_call_id, text, is_error, True, None, None, len(data))
         elif len(data) > RECORD_OUTPUT_BYTES:
             ref = self.artifacts.put(self.st.tenant_id, data, "text/plain", f"{m.tool_call_id}.txt")
             self.record("artifact.stored", stored(ref))
@@ -234,13 +253,73 @@ class ReplyRun:
         self.record("tool.result", payload)
 
     def _checkpoint(self) -> None:
-        now = self.current()
-        if now is None:
+        self.checkpoint()
+
+
+class DeltaBatcher:
+    """A turn's tokens as ``chat.delta`` records: each record joins the tokens that came within
+    ``DELTA_WAIT_S`` of its first (at most ``DELTA_TOKENS``); indexes count records per message id
+    from 0, and joined in index order they are the text. A record that fails on the timer's thread
+    (the reply was cancelled) is raised by the next ``add`` or ``flush``."""
+
+    def __init__(self, record: Recorder, tokens: int = DELTA_TOKENS, wait_s: float = DELTA_WAIT_S) -> None:
+        self.record = record
+        self.tokens, self.wait_s = tokens, wait_s
+        self.lock = threading.Lock()
+        self.message_id = ""
+        self.index = 0
+        self.pieces: list[str] = []
+        self.timer: threading.Timer | None = None
+        self.failed: BaseException | None = None
+
+    def add(self, message_id: str, text: str) -> None:
+        with self.lock:
+            self._raise()
+            if message_id != self.message_id:
+                self._flush()
+                self.message_id, self.index = message_id, 0
+            self.pieces.append(text)
+            if len(self.pieces) >= self.tokens:
+                self._flush()
+            elif self.timer is None:
+                self.timer = threading.Timer(self.wait_s, self._due)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._raise()
+            self._flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.pieces = []
+
+    def _due(self) -> None:
+        with self.lock:
+            self.timer = None
+            try:
+                self._flush()
+            except BaseException as e:  # raised on the reply's thread at its next write
+                self.failed = e
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.pieces:
             return
-        body = json.dumps(messages_to_dict(history(now))).encode()
-        ref = self.artifacts.put(self.st.tenant_id, body, "application/json", f"{self.reply_id}-t{self.turn}.json")
-        self.record("artifact.stored", stored(ref))
-        self.record("agent.checkpoint", {"reply_id": self.reply_id, "messages": len(now.messages), "artifact": ref})
+        text, self.pieces = "".join(self.pieces), []
+        self.record("chat.delta", {"message_id": self.message_id, "index": self.index, "delta": text})
+        self.index += 1
+
+    def _raise(self) -> None:
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
 
 
 class _ToolFilter(AgentMiddleware):

@@ -23,6 +23,7 @@ instead of the API (the processor holds no tenant API key).
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,17 +41,19 @@ from astraforge import leases
 from astraforge.artifacts import MAX_INLINE_BYTES, ArtifactStore, spool
 from astraforge.config import Settings
 from astraforge.db import connect
-from astraforge.errors import AstraForgeError
+from astraforge.errors import AstraForgeError, DecodeError
 from astraforge.ids import new_id
-from astraforge.kafka import partition_for, reader
-from astraforge.processors.runs.facts import StreamFacts
-from astraforge.schemas import Envelope
+from astraforge.kafka import partition_for, poll_batch, reader
+from astraforge.processors.artifact_sweep import within_artifact_quota
+from astraforge.processors.runs.facts import FactTimeout, RunCancelled
+from astraforge.schemas import Envelope, default_codec
 
 LOG = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 600
 ANSWER_GRACE_S = 60.0  # past a command's own timeout, how long to wait for its answer record
 OUTPUT_DIR = "/tmp/astraforge-outputs"
 PREVIEW_BYTES = 2048  # of the head and of the tail of an offloaded output
+QUOTA_EXCEEDED = "quota_exceeded: the tenant's artifact storage is full"
 ERROR_CODES = {"not_found": "file_not_found", "forbidden_path": "permission_denied", "is_directory": "is_directory"}
 
 
@@ -97,9 +100,8 @@ class RecordedSandbox(BaseSandbox):
         self.offloads: dict[str, Offload] = {}
         self.leased: set[str] = set()
         self.lease_records: list[Envelope] = []  # lease.acquired / lease.refused, appended to the sandbox's stream
-        self._lock = threading.Lock()  # deepagents runs a turn's tool calls on a thread pool
         self._offloads_lock = threading.Lock()
-        self._facts = StreamFacts(settings, sandbox_id, _end_offset(settings, sandbox_id), stopped)
+        self._answers = CommandAnswers(settings, sandbox_id, end_offset(settings, sandbox_id), stopped)
 
     @property
     def id(self) -> str:
@@ -117,15 +119,12 @@ class RecordedSandbox(BaseSandbox):
             sandbox_id=self.sandbox_id,
             payload=payload,
         )
-        self.append([record])
-        final = answers[-1]
-
-        def done(e: Envelope) -> bool:
-            return e.type == final and e.payload.get(key) == ident
-
-        with self._lock:  # one reader: the facts consumer is not thread-safe
-            self._facts.wait(done, timeout)
-            return [e for e in self._facts.seen if e.type in answers and e.payload.get(key) == ident]
+        self._answers.expect(ident)
+        try:
+            self.append([record])
+            return self._answers.wait(ident, key, answers, timeout)
+        finally:
+            self._answers.forget(ident)
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
         cid = f"{self.actor.split(':', 1)[-1]}-{new_id().replace('-', '')[-16:]}"
@@ -158,19 +157,31 @@ class RecordedSandbox(BaseSandbox):
                 return self._offload(cid, whole, size, done)
             whole.seek(0)
             text = whole.read().decode(errors="replace")
+        if (done.get("error") or "").startswith("lease_violated"):  # what it did to others' files was undone
+            text += f"\n[error: {done['error']}]"
         return ExecuteResponse(output=text, exit_code=done.get("exit_code"), truncated=bool(done.get("truncated")))
 
+    def has_room(self, size: int) -> bool:
+        """Room for ``size`` more bytes of the tenant's artifacts (checked before anything is stored)."""
+        return within_artifact_quota(self.settings, self.tenant_id, size)
+
     def _offload(self, cid: str, whole, size: int, done: dict) -> ExecuteResponse:
-        """Keep a large output out of the model's context: stored, written into the sandbox, previewed."""
+        """Keep a large output out of the model's context: stored, written into the sandbox, previewed.
+        Past the tenant's artifact quota nothing is stored: the agent gets an error and the preview."""
+        if not self.has_room(size):
+            head, tail = _preview(whole, size)
+            error = (
+                f"error: quota_exceeded: the output ({size} bytes, exit code {done.get('exit_code')}) was not kept: "
+                f"the tenant's artifact storage is full; only its first and last lines follow]"
+            )
+            return ExecuteResponse(output=f"[{error}\n{head}\n[...]\n{tail}", exit_code=done.get("exit_code"),
+                                   truncated=True)  # fmt: skip
         ref = self.artifacts.put_file(self.tenant_id, whole, "text/plain", f"{cid}.txt")
         self.append([self._sandbox_record("artifact.stored", stored(ref))])
         path = f"{OUTPUT_DIR}/{cid}.txt"
         write = {"request_id": f"{cid}-offload", "path": path, "content": None, "artifact": ref, "mode": 0o644}
         written = self._command("sandbox.file.write", write, ("file.written",), "request_id", ANSWER_GRACE_S)[-1]
-        whole.seek(0)
-        head = whole.read(PREVIEW_BYTES).decode(errors="replace")
-        whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
-        tail = whole.read().decode(errors="replace")
+        head, tail = _preview(whole, size)
         where = path if not written.payload.get("error") else f"artifact {ref['artifact_id']} (not in the sandbox)"
         header = (
             f"[output offloaded: {size} bytes, exit code {done.get('exit_code')}; the whole output is at {where} "
@@ -196,6 +207,9 @@ class RecordedSandbox(BaseSandbox):
             rid = f"{self.actor.split(':', 1)[-1]}-w-{new_id().replace('-', '')[-16:]}"
             artifact = None
             if len(content) > MAX_INLINE_BYTES:
+                if not self.has_room(len(content)):
+                    answers.append(FileUploadResponse(path=path, error=QUOTA_EXCEEDED))
+                    continue
                 artifact = self.artifacts.put(self.tenant_id, content, name=path)
                 self.append([self._sandbox_record("artifact.stored", stored(artifact))])
             write = {
@@ -298,10 +312,70 @@ class RecordedSandbox(BaseSandbox):
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._facts.close()
+            self._answers.close()
 
 
-def _end_offset(settings: Settings, stream_id: str) -> int:
+class CommandAnswers:
+    """The answers to the commands one backend sends, read from the sandbox's partition once, from
+    where it ended when the backend was made. Only records that name a command the backend waits
+    for (``expect``) are kept, by id; everything else (other agents' output, other streams) passes
+    by: a reply's life costs one pass over what the partition receives, never a rescan."""
+
+    def __init__(self, settings: Settings, sandbox_id: str, start: int, stopped: Callable[[], bool]) -> None:
+        self.sandbox_id = sandbox_id
+        self.key = sandbox_id.encode()
+        self.stopped = stopped
+        self.codec = default_codec()
+        self.consumer = reader(settings, **{"enable.partition.eof": False})
+        partition = partition_for(sandbox_id, settings.topic_partitions)
+        self.consumer.assign([TopicPartition(settings.events_topic, partition, start)])
+        self.kept: dict[str, list[Envelope]] = {}  # command or request id -> its answers so far
+        self.ids = threading.Lock()
+        self.reading = threading.Lock()  # one poll at a time (the consumer is not thread-safe)
+
+    def expect(self, ident: str) -> None:
+        """Keep the answers naming ``ident`` (before its command is appended)."""
+        with self.ids:
+            self.kept.setdefault(ident, [])
+
+    def forget(self, ident: str) -> None:
+        with self.ids:
+            self.kept.pop(ident, None)
+
+    def wait(self, ident: str, key: str, answers: tuple[str, ...], timeout: float) -> list[Envelope]:
+        """The answers of types ``answers`` naming ``ident`` (under ``key``), once the last type came."""
+        deadline = time.monotonic() + timeout
+        final = answers[-1]
+        while True:
+            with self.ids:
+                mine = [e for e in self.kept.get(ident, []) if e.type in answers and e.payload.get(key) == ident]
+            if mine and mine[-1].type == final:
+                return mine
+            if self.stopped():
+                raise RunCancelled("the reply was stopped")
+            if time.monotonic() > deadline:
+                raise FactTimeout(f"no answer within {timeout:.0f}s")
+            with self.reading:  # deepagents runs a turn's tool calls on a thread pool: they take turns
+                self._poll(0.2)
+
+    def _poll(self, timeout: float) -> None:
+        for msg in poll_batch(self.consumer, 500, timeout=timeout):
+            if msg.error() or msg.key() != self.key:
+                continue
+            try:
+                e = self.codec.decode(msg.value())
+            except DecodeError:
+                continue
+            ident = e.payload.get("command_id") or e.payload.get("request_id") if isinstance(e.payload, dict) else None
+            with self.ids:
+                if ident in self.kept:
+                    self.kept[ident].append(e)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def end_offset(settings: Settings, stream_id: str) -> int:
     """Where the sandbox's partition of the events topic ends now: answers to commands sent from here
     on come after it."""
     consumer = reader(settings)
@@ -313,6 +387,14 @@ def _end_offset(settings: Settings, stream_id: str) -> int:
         return high
     finally:
         consumer.close()
+
+
+def _preview(whole, size: int) -> tuple[str, str]:
+    """The first and last ``PREVIEW_BYTES`` of an output (the tail never repeats the head)."""
+    whole.seek(0)
+    head = whole.read(PREVIEW_BYTES).decode(errors="replace")
+    whole.seek(max(PREVIEW_BYTES, size - PREVIEW_BYTES))
+    return head, whole.read().decode(errors="replace")
 
 
 def _file_error(error: str | None) -> str | None:

@@ -2,11 +2,15 @@
 
 Shaped like the run orchestrator (``processors/runs/orchestrator.py``): every instance joins the
 ``conversations`` consumer group of the commands topic and acts only on conversations of the
-partitions it owns. Per-conversation state (``state.ConversationState``: settings, the history the
-model sees, todos, the reply under way, the messages waiting) lives in memory for the owned
-partitions and in a changelog-backed faust table (key = conversation id, plus a ``@<partition>``
-mark: the events-topic offset folded so far); a new owner loads the table, folds the records after
-the mark and resumes every reply under way.
+partitions it owns. Per-conversation state (``state.ConversationState``: settings, todos, the reply
+under way, the messages waiting, the newest checkpoint and the offsets of the records after it) is
+compact whatever the conversation's length; it lives in memory for the owned partitions and in a
+changelog-backed faust table (key = conversation id, plus a ``@<partition>`` mark: the events-topic
+offset folded so far). The history itself is not in the table: it is the newest checkpoint
+(``checkpoints``, incremental in the artifact store) plus the records at the state's ``tail``, kept
+in memory while a reply runs or a message waits (``history``), given back when the conversation
+idles. A new owner loads the table, folds the records after the mark and resumes every reply under
+way, rebuilding the histories it needs.
 
 Durable accept: ``conversation.created`` and the user's ``chat.message`` are acknowledged by Kafka
 before the command's offset commits. Replies run on threads of their own (one per conversation at a
@@ -26,7 +30,6 @@ Not provided: a sandbox command of a cancelled reply runs to its end (its result
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Iterable
@@ -35,13 +38,16 @@ from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import AstraForgeError, DecodeError
 from astraforge.kafka import read_range
+from astraforge.processors.artifact_sweep import within_artifact_quota
+from astraforge.processors.conversations import checkpoints
 from astraforge.processors.conversations.agent import ReplyRun, ReplyStopped, chat_model
-from astraforge.processors.conversations.backend import RecordedSandbox
+from astraforge.processors.conversations.backend import RecordedSandbox, stored
 from astraforge.processors.conversations.state import (
     ConversationState,
+    History,
     decide,
     event,
-    evolve,
+    fold,
     interrupted,
     next_reply,
     reply_record,
@@ -56,9 +62,7 @@ NAME = "conversations"
 ACTOR = "processor:conversations"
 COMMANDS = frozenset({"conversation.create", "chat.post", "reply.cancel"})
 UNPERSISTED = frozenset({"chat.delta"})  # change no state: the table is not rewritten per token
-# a table value is one Kafka record (1 MiB at most: a larger one crashes faust's producer, and with it the
-# processor); a conversation's state past this goes to the artifact store, the table keeps its reference
-TABLE_VALUE_BYTES = 256 * 1024
+CHECKPOINT_TRIES = 3  # a checkpoint that a user message overtook is written again (then left to the next step)
 
 
 class ConversationProcessor:
@@ -69,6 +73,9 @@ class ConversationProcessor:
         self.artifacts = artifacts or make_artifact_store(settings)
         self.stop_event = threading.Event()
         self.states: dict[str, ConversationState] = {}
+        # the histories in memory (rebuilt on demand from the newest checkpoint and the state's tail)
+        self.histories: dict[str, History] = {}
+        self.segments: dict[str, list[checkpoints.Segment]] = {}  # the newest checkpoint's, per conversation
         self.ownership = Ownership()
         self.replies: dict[str, threading.Thread] = {}
         self._kicking = threading.Lock()
@@ -88,11 +95,17 @@ class ConversationProcessor:
     def owns(self, stream_id: str) -> bool:
         return self.ownership.owns(self.partition_of(stream_id))
 
-    def _fold(self, e: Envelope) -> str:
-        new = evolve(self.states.get(e.stream_id), e)
+    def _fold(self, e: Envelope, offset: int) -> str:
+        cid = e.stream_id
+        before = self.states.get(cid)
+        new, history = fold(before, self.histories.get(cid), e, offset)
         if new is not None:
-            self.states[e.stream_id] = new
-        return e.stream_id
+            self.states[cid] = new
+            if before is None:  # a new conversation: its history is known (empty)
+                self.histories[cid] = History()
+            elif history is not None:
+                self.histories[cid] = history
+        return cid
 
     def _persist(self, partition: int, ids: Iterable[str], mark: int | None) -> None:
         for conversation_id in ids:
@@ -100,23 +113,103 @@ class ConversationProcessor:
             if st is None:
                 self.runtime.delete(self.table, partition, conversation_id)
             else:
-                self.runtime.put(self.table, partition, conversation_id, self._table_value(st))
+                self.runtime.put(self.table, partition, conversation_id, st.to_json())
         if mark is not None:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 
-    def _table_value(self, st: ConversationState) -> dict:
-        """The state as the table holds it: whole, or (past ``TABLE_VALUE_BYTES``) its artifact's reference."""
-        value = st.to_json()
-        body = json.dumps(value).encode()
-        if len(body) <= TABLE_VALUE_BYTES:
-            return value
-        ref = self.artifacts.put(st.tenant_id, body, "application/json", f"{st.conversation_id}-state.json")
-        return {"conversation_id": st.conversation_id, "state_artifact": ref}
+    # -- the history: in memory, or rebuilt from the newest checkpoint and the records after it ------
+    def history(self, conversation_id: str) -> History | None:
+        """The conversation's history (None if it is not this instance's), rebuilt if not in memory."""
+        partition = self.partition_of(conversation_id)
+        for _ in range(CHECKPOINT_TRIES):
+            with self.ownership.locks[partition]:
+                st = self.states.get(conversation_id)
+                if st is None or conversation_id in self.histories:
+                    return self.histories.get(conversation_id) if st is not None else None
+            history, segments = self._rebuild(st)  # I/O outside the lock: the partition loop goes on
+            with self.ownership.locks[partition]:
+                now = self.states.get(conversation_id)
+                if now is not None and (now.checkpoint, now.tail) == (st.checkpoint, st.tail):
+                    self.histories[conversation_id], self.segments[conversation_id] = history, segments
+                    return history
+        with self.ownership.locks[partition]:  # the records keep coming: rebuild holding the lock
+            st = self.states.get(conversation_id)
+            if st is None:
+                return None
+            self.histories[conversation_id], self.segments[conversation_id] = self._rebuild(st)
+            return self.histories[conversation_id]
 
-    def _from_table(self, value: dict) -> ConversationState:
-        if "state_artifact" in value:
-            return ConversationState.from_json(json.loads(self.artifacts.get(value["state_artifact"])))
-        return ConversationState.from_json(value)
+    def _rebuild(self, st: ConversationState) -> tuple[History, list[checkpoints.Segment]]:
+        """The history as the newest checkpoint and the records at the state's ``tail`` hold it; from
+        the whole stream if the checkpoint cannot be read (the tenant deleted it, or it predates them)."""
+        try:
+            messages, segments = checkpoints.read(self.artifacts, st.checkpoint) if st.checkpoint else ([], [])
+        except checkpoints.CheckpointUnreadable as e:
+            LOG.warning("%s: %s; folding its history from its records", st.conversation_id, e)
+            return self._refold(st.conversation_id)[1], []
+        history = History(tuple(messages))
+        wanted = set(st.tail)
+        if wanted:
+            for offset, e in self._records(st.conversation_id, min(wanted), max(wanted) + 1):
+                if offset in wanted:
+                    history = history.apply(e)
+        return history, segments
+
+    def _refold(self, conversation_id: str) -> tuple[ConversationState | None, History]:
+        """The state and history folded from the conversation's every record (the fallback)."""
+        st, history = None, History()
+        for offset, e in self._records(conversation_id, 0, None):
+            st, history = fold(st, history, e, offset)
+        return st, history
+
+    def _records(self, conversation_id: str, start: int, end: int | None) -> Iterable[tuple[int, Envelope]]:
+        """The conversation's records in ``[start, end)`` of its partition of the events topic."""
+        key = conversation_id.encode()
+        partition = self.partition_of(conversation_id)
+        for msg in read_range(self.settings, self.settings.events_topic, partition, start, end):
+            if msg.key() != key:
+                continue
+            try:
+                yield msg.offset(), self.codec.decode(msg.value())
+            except DecodeError:
+                continue
+
+    def checkpoint(self, conversation_id: str, reply_id: str) -> None:
+        """Write the history as a checkpoint (incremental: ``checkpoints.write``) and record it, while
+        ``reply_id`` is current; written again if a record of the history came between."""
+        partition = self.partition_of(conversation_id)
+        for _ in range(CHECKPOINT_TRIES):
+            history = self.history(conversation_id)
+            with self.ownership.locks[partition]:
+                st = self.states.get(conversation_id)
+                if st is None or history is None or st.reply is None or st.reply.reply_id != reply_id:
+                    return
+                segments = list(self.segments.get(conversation_id, []))
+                if st.checkpoint is not None and set(st.tail) <= set(st.posted.values()):
+                    return  # nothing of the history recorded since the newest checkpoint
+                history = self.histories.get(conversation_id, history)
+            if not within_artifact_quota(self.settings, st.tenant_id, 1):  # a resume starts from the last one
+                LOG.warning("no checkpoint of %s: the tenant's artifact storage is full", reply_id)
+                return
+            name = f"{reply_id}-t{st.reply.turns}.json"
+            ref, after = checkpoints.write(self.artifacts, st.tenant_id, name, segments, history.messages)
+
+            def record(now: ConversationState, st=st, ref=ref) -> list[Envelope]:
+                records = [event(now, "artifact.stored", stored(ref), ACTOR)]  # what the store holds is listed
+                current = now.reply is not None and now.reply.reply_id == reply_id
+                if current and (now.checkpoint, now.tail) == (st.checkpoint, st.tail):
+                    payload = {"reply_id": reply_id, "messages": now.size, "artifact": ref}
+                    records.append(event(now, "agent.checkpoint", payload, ACTOR))
+                return records
+
+            if not self.settle(conversation_id, record):
+                return
+            with self.ownership.locks[partition]:
+                now = self.states.get(conversation_id)
+                if now is None or now.checkpoint == ref:
+                    if now is not None:
+                        self.segments[conversation_id] = after
+                    return
 
     def append(self, events: list[Envelope]) -> None:
         """Append records to other streams (sandbox commands, leases), acknowledged."""
@@ -126,7 +219,7 @@ class ConversationProcessor:
         if not events:
             return False
         appended = append_durably(self.producer, events, self.stop_event.is_set)
-        touched = {self._fold(e) for e in events}
+        touched = {self._fold(e, a.offset) for e, a in zip(events, appended, strict=True)}
         if any(e.type not in UNPERSISTED for e in events):
             self._persist(partition, touched, appended[-1].offset + 1)
         return True
@@ -222,24 +315,26 @@ class ConversationProcessor:
                 stopped,
                 self.settings.conversation_offload_bytes,
             )
+            history = self.history(conversation_id)
             current = self._current(conversation_id, reply_id)
-            if current is None:
+            if current is None or history is None:
                 return
             if current.answered():  # resumed after its final message: only its end is missing
-                self._end(conversation_id, reply_id, "completed", None)
+                self._complete(conversation_id, reply_id)
                 return
             base_url, api_key = self.model_endpoint()
             run = ReplyRun(
                 current,
-                reply_id,
+                history.messages,
                 chat_model(current.settings, base_url, api_key),
                 backend,
                 self.artifacts,
                 record,
                 lambda: self.states.get(conversation_id),
+                lambda: self.checkpoint(conversation_id, reply_id),
             )
             run.run()
-            self._end(conversation_id, reply_id, "completed", None)
+            self._complete(conversation_id, reply_id)
         except ReplyStopped:
             LOG.info("reply %s stopped", reply_id)
         except Exception as e:  # whatever it was, the reply fails with it rather than hang
@@ -250,14 +345,29 @@ class ConversationProcessor:
                 with contextlib.suppress(Exception):
                     backend.release_leases()
                 backend.close()
+            self._idle(conversation_id)
             if not stopped() or self._current(conversation_id, reply_id) is None:
                 threading.Thread(target=self._next, args=(conversation_id,), daemon=True).start()
+
+    def _idle(self, conversation_id: str) -> None:
+        """A conversation with nothing under way or waiting gives its history back: memory holds the
+        histories of the replies running, and the next reply reads its checkpoint again."""
+        with self.ownership.locks[self.partition_of(conversation_id)]:
+            st = self.states.get(conversation_id)
+            if st is not None and st.reply is None and not st.pending:
+                self.histories.pop(conversation_id, None)
+                self.segments.pop(conversation_id, None)
 
     def _next(self, conversation_id: str) -> None:
         thread = self.replies.get(conversation_id)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         self.kick(conversation_id)
+
+    def _complete(self, conversation_id: str, reply_id: str) -> None:
+        """The reply's history checkpointed (a resume, or the next reply, reads it), then its end."""
+        self.checkpoint(conversation_id, reply_id)
+        self._end(conversation_id, reply_id, "completed", None)
 
     def _end(self, conversation_id: str, reply_id: str, end: str, reason: str | None) -> None:
         def write(now: ConversationState) -> list[Envelope]:
@@ -301,24 +411,37 @@ class ConversationProcessor:
     def _forget(self, partition: int) -> None:
         for conversation_id in [c for c in self.states if self.partition_of(c) == partition]:
             del self.states[conversation_id]
+            self.histories.pop(conversation_id, None)
+            self.segments.pop(conversation_id, None)
 
     def _load(self, partition: int) -> None:
-        """This partition's conversations from the table, then the records written after its mark."""
+        """This partition's conversations from the table, then the records written after its mark.
+        Histories are not loaded: a reply rebuilds its conversation's (``history``)."""
+        legacy = []
         for key, value in list(self.table.data.data.items()):
             if key.startswith("@") or not isinstance(value, dict):
                 continue
             if self.partition_of(value["conversation_id"]) == partition:
-                self.states[key] = self._from_table(value)
+                if "messages" in value or "state_artifact" in value:  # a whole state, as kept before checkpoints
+                    legacy.append(key)
+                else:
+                    self.states[key] = ConversationState.from_json(value)
+        for conversation_id in legacy:
+            st, history = self._refold(conversation_id)
+            if st is not None:
+                self.states[conversation_id], self.histories[conversation_id] = st, history
         mark = self.table.data.data.get(f"@{partition}") or 0
-        touched, end = set(), mark
+        touched, end = set(legacy), mark
         for msg in read_range(self.settings, self.settings.events_topic, partition, mark, None):
             end = msg.offset() + 1
             try:
                 e = self.codec.decode(msg.value())
             except DecodeError:
                 continue
+            if e.stream_id in legacy:
+                continue  # folded whole already
             if e.stream_id in self.states or e.type == "conversation.created":
-                touched.add(self._fold(e))
+                touched.add(self._fold(e, msg.offset()))
         self._persist(partition, touched, end)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -329,7 +452,7 @@ class ConversationProcessor:
             self.stop_event.wait()
         finally:
             self.ownership.release_all()
-            self.runtime.stop()
+            self.runtime.close()
             for thread in list(self.replies.values()):
                 thread.join(timeout=5)
             with contextlib.suppress(Exception):

@@ -27,7 +27,7 @@ from astraforge.processors.runs.executors.cli import SPEC_PATH, cli_env, cli_scr
 from astraforge.processors.runs.executors.codex import AGENT as CODEX_ACTOR
 from astraforge.processors.runs.executors.codex import CodexTranslator, codex_invocation
 from astraforge.processors.runs.executors.script import SandboxCall, confined, step_call, step_paths
-from astraforge.processors.runs.facts import RunCancelled, StepFailed, StreamFacts
+from astraforge.processors.runs.facts import Answer, RunCancelled, StepFailed, StreamFacts
 from astraforge.processors.runs.guardrails import forbidden
 from astraforge.processors.runs.session import AgentProcess, run_process, with_guidance
 from astraforge.processors.runs.state import ENDED, RunState, advance, event, fact, failed
@@ -123,12 +123,8 @@ class Driver:
     def call(self, facts: StreamFacts, call: SandboxCall, answer: str | tuple[str, ...], key: str) -> Envelope:
         """Send ``call`` unless the run's records already answer it; its answer (an ``answer`` record
         whose ``key`` is the call's id)."""
-        ident = call.payload[key]
         answers = (answer,) if isinstance(answer, str) else answer
-
-        def match(e: Envelope) -> bool:
-            return e.type in answers and e.payload.get(key) == ident
-
+        match = Answer(answers, key, call.payload[key])
         done = facts.find(match)
         if done is None:
             self.sandbox_command(call.type, call.payload)
@@ -192,11 +188,7 @@ class Driver:
         if st.request["agent"] in ("codex", "cli"):  # a model, through the proxy: a grant only the platform makes
             memory, upstream = self.o.settings.agent_memory_mb, self.o.settings.agent_model_upstream
             spec = replace(spec, limits={"memory_mb": memory}, platform_upstreams=(upstream,))
-        done = ("sandbox.ready", "sandbox.failed", "sandbox.terminated")
-
-        def match(e: Envelope) -> bool:
-            return e.sandbox_id == st.sandbox_id and e.type in done
-
+        match = Answer(("sandbox.ready", "sandbox.failed", "sandbox.terminated"), "sandbox_id", st.sandbox_id)
         outcome = facts.find(match)
         if outcome is None:
             self.sandbox_command("sandbox.create", spec.create_payload())
@@ -209,6 +201,7 @@ class Driver:
         st = self.st
         self.advance("preparing", sandbox_id=st.sandbox_id)
         base = st.request.get("base_ref") or "main"
+        workspace.forget_tree(self.dir / "tree", self.dir / "index")  # they describe an earlier clone
         try:
             workspace.clone(st.repository, base, self.dir / "base", self.git_env())
         except workspace.GitFailed as e:
@@ -217,9 +210,9 @@ class Driver:
         with spool() as tar:
             workspace.archive(self.dir / "base", tar)
             ref = self.o.artifacts.put_file(st.tenant_id, tar, "application/x-tar", "source.tar", source_id)
-        copied = facts.find(lambda e: e.type == "artifact.stored" and e.payload["artifact"]["artifact_id"] == source_id)
+        copied = facts.find(Answer(("artifact.stored",), "artifact_id", source_id))
         if copied is None:  # what went into the sandbox, on the record
-            facts.seen.append(self.record("artifact.stored", {"artifact": ref, "command_id": None}))
+            facts.add(self.record("artifact.stored", {"artifact": ref, "command_id": None}))
         elif copied.payload["artifact"]["sha256"] != ref["sha256"]:  # a resumed driver's clone is another tree
             raise StepFailed(f"{base} of {st.repository} moved while the run was interrupted: rerun it")
         write = {
@@ -339,9 +332,7 @@ class Driver:
         ``tries`` > 1 snapshots again after a failed one (ids ``-r<n>``, so a resumed driver reads
         the same answers): an agent still at work can change a file while tar reads it."""
         st = self.st
-        recorded = facts.find(
-            lambda e: e.type == "diff.captured" and e.payload["attempt"] == self.attempt and e.payload["step"] == step
-        )
+        recorded = facts.find(Answer(("diff.captured",), "diff_id", f"{st.sandbox_id}-d{step}"))
         if recorded is not None:
             return recorded
         answers = ("snapshot.created", "snapshot.failed")
@@ -354,7 +345,8 @@ class Driver:
         else:
             raise StepFailed(f"could not capture the workspace after step {step + 1}: {done.payload['error']}")
         with self.o.artifacts.get_file(done.payload["artifact"]) as archive:
-            workspace.unpack(archive, self.dir / "tree", self.o.settings.max_snapshot_entries, UNPACKED_BYTES)
+            entries = self.o.settings.max_snapshot_entries
+            workspace.refresh(archive, self.dir / "tree", self.dir / "index", entries, UNPACKED_BYTES)
         captured = workspace.diff(self.dir / "base", self.dir / "tree", self.dir / "index")
         inline = len(captured.patch) <= INLINE_PATCH_BYTES and _is_text(captured.patch)
         ref = None
@@ -374,7 +366,7 @@ class Driver:
             "binary_files": captured.binary_files,
         }
         e = self.record("diff.captured", payload)
-        facts.seen.append(e)  # what later steps (and a resumed driver) read back
+        facts.add(e)  # what later steps (and a resumed driver) read back
         return e
 
     def verify(self, facts: StreamFacts) -> None:
@@ -386,9 +378,7 @@ class Driver:
         env = {"PYTEST_ADDOPTS": f"--junitxml={JUNIT_XML}", "ASTRAFORGE_JUNIT_XML": JUNIT_XML}
         cid = f"{st.sandbox_id}-test"
         done = self.exec(facts, cid, command, env)
-        output = b"".join(
-            e.payload["data"] for e in facts.seen if e.type == "exec.output" and e.payload["command_id"] == cid
-        )
+        output = b"".join(e.payload["data"] for e in facts.all(Answer(("exec.output",), "command_id", cid)))
         read = self.call(
             facts,
             SandboxCall("sandbox.file.read", {"request_id": f"{cid}-report", "path": JUNIT_XML}),

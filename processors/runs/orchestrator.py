@@ -165,7 +165,9 @@ class RunOrchestrator:
             if st is None or self.stop_event.is_set():
                 return
             if effect.kind == "stop":
-                self.stop_sandbox(st, effect.sandbox_id or st.sandbox_id, effect.reason or "run over")
+                sandbox_id = effect.sandbox_id or st.sandbox_id
+                self.stop_sandbox(st, sandbox_id, effect.reason or "run over")
+                self._stopped(st.run_id, [sandbox_id])
             else:
                 self._start(st, effect.kind)
 
@@ -198,6 +200,24 @@ class RunOrchestrator:
             ]
         )
 
+    def _stopped(self, run_id: str, sandbox_ids: list[str]) -> None:
+        """Remember (in the table) that these sandboxes' stops are appended: the next owner does not
+        send them again. A crash before this only means they are sent twice (a no-op)."""
+        if not sandbox_ids:
+            return
+        partition = self.partition_of(run_id)
+
+        def mark() -> None:
+            st = self.states.get(run_id)
+            if st is None:
+                return
+            for sandbox_id in sandbox_ids:
+                st = st.with_stopped(sandbox_id)
+            self.states[run_id] = st
+            self._persist(partition, [run_id], None)
+
+        self.ownership.write(partition, mark)
+
     # -- ownership --------------------------------------------------------------------------
     async def _suspend(self, partitions: frozenset[int]) -> None:
         await asyncio.to_thread(self.ownership.suspend, partitions)
@@ -216,15 +236,16 @@ class RunOrchestrator:
         self.ownership.own(assigned)
         for st in list(self.states.values()):  # resume what the previous owner left under way
             if self.partition_of(st.run_id) in new:
+                # a previous owner killed between deciding an attempt is over (rerun, cancel, reject,
+                # awaiting review) and stopping its sandbox left it running: stop those first
+                over = st.sandboxes_to_stop()
+                for sandbox_id in over:
+                    self.stop_sandbox(st, sandbox_id, "run attempt over")
+                self._stopped(st.run_id, over)
                 if st.state in DRIVEN:
                     self._start(st, "drive")
-                    continue
-                if st.state == "approved":
+                elif st.state == "approved":
                     self._start(st, "merge")
-                # past its agent: its sandbox is of no more use, and a previous owner killed between
-                # deciding that (cancel, reject, awaiting review) and stopping it left it running
-                # (a stop of a stopped sandbox is a no-op)
-                self.stop_sandbox(st, st.sandbox_id, "run attempt over")
         self.catch_up.start(assigned)  # commands left unhandled, whatever the group committed (after the hook)
 
     def _forget(self, partition: int) -> None:
@@ -285,7 +306,7 @@ class RunOrchestrator:
                     LOG.exception("sweeping ended runs failed")
         finally:
             self.ownership.release_all()
-            self.runtime.stop()
+            self.runtime.close()
             for thread in list(self.drivers.values()):
                 thread.join(timeout=5)
             self.catch_up.wait(self.settings.kafka_timeout_s)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from astraforge.processors.runs.executors.codex import CodexTranslator
 from astraforge.processors.runs.executors.script import SandboxCall
-from astraforge.processors.runs.facts import StepFailed, StreamFacts
+from astraforge.processors.runs.facts import Answer, StepFailed, StreamFacts
 from astraforge.processors.runs.guardrails import forbidden
 from astraforge.schemas import Envelope
 
@@ -82,10 +82,8 @@ def run_process(d: "Driver", facts: StreamFacts, process: AgentProcess) -> Envel
             d.blocked(diff.payload["step"], outside, f"{process.name} changed files outside the run's writable paths")
         return diff
 
-    def ours(e: Envelope) -> bool:
-        return e.type in ("exec.output", "exec.finished") and e.payload.get("command_id") == cid
-
-    if facts.find(lambda e: e.type == "exec.finished" and e.payload["command_id"] == cid) is None:
+    ours = Answer(("exec.output", "exec.finished"), "command_id", cid)
+    if facts.find(Answer(("exec.finished",), "command_id", cid)) is None:
         run = {
             "command_id": cid,
             "argv": process.argv,

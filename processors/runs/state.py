@@ -60,10 +60,27 @@ class RunState:
     reason: str | None = None
     created_at: int = 0
     ended_at: int = 0
+    stopped_through: int = 0  # attempts 1..this had their sandbox's stop appended (not a fold of records)
 
     @property
     def sandbox_id(self) -> str:
         return attempt_sandbox_id(self.run_id, self.attempt)
+
+    def sandboxes_to_stop(self) -> list[str]:
+        """The sandboxes of this run's attempts that are over and whose stop was not appended yet: every
+        earlier attempt's, and the current one's once the run is past its agent (awaiting review or
+        later). A crash between deciding that (rerun, cancel, review) and stopping the sandbox left
+        it running to its TTL; the next owner stops what this lists (a second stop is a no-op)."""
+        over = self.attempt - 1 if self.state in DRIVEN else self.attempt
+        return [attempt_sandbox_id(self.run_id, a) for a in range(self.stopped_through + 1, over + 1)]
+
+    def with_stopped(self, sandbox_id: str) -> "RunState":
+        """The state once ``sandbox_id``'s stop is appended: ``stopped_through`` moves past it when it is
+        the next attempt's in line (an attempt's stop never hides an earlier one still to send)."""
+        for a in range(self.stopped_through + 1, self.attempt + 1):
+            if attempt_sandbox_id(self.run_id, a) == sandbox_id:
+                return replace(self, stopped_through=a) if a == self.stopped_through + 1 else self
+        return self
 
     @property
     def repository(self) -> str:

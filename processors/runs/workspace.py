@@ -15,6 +15,7 @@ commit (same sha) and a redone push changes nothing.
 
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -125,6 +126,99 @@ def unpack(snapshot: BinaryIO, dest: Path, max_entries: int, max_bytes: int) -> 
         tar.extractall(dest, filter="data")
 
 
+def _synced_mark(tree: Path) -> Path:
+    """Beside the tree (never in it: the tree is diffed): present only while ``tree`` holds a whole
+    snapshot and the index beside it describes the current clone."""
+    return tree.with_name(f"{tree.name}.synced")
+
+
+def forget_tree(tree: Path, index: Path) -> None:
+    """The kept tree and index are no longer trusted (a new clone, a crash mid-sync): the next
+    ``refresh`` unpacks the whole snapshot and the next ``diff`` rebuilds the index."""
+    _synced_mark(tree).unlink(missing_ok=True)
+    index.unlink(missing_ok=True)
+
+
+def refresh(snapshot: BinaryIO, tree: Path, index: Path, max_entries: int, max_bytes: int) -> int:
+    """Make ``tree`` hold exactly the (untrusted) workspace snapshot; the number of entries written.
+
+    A tree left by the previous step of the same attempt is brought up to date in place: an entry
+    whose type, content, exec bit or link target is unchanged is not touched, so its stat data stays
+    what git's index recorded and ``diff`` hashes only what changed (each step used to unpack every
+    file and hash it again). Without a whole earlier tree (first step, a crash mid-sync, a new
+    clone) it is unpacked from scratch and the index dropped. Checked like ``unpack``."""
+    mark = _synced_mark(tree)
+    if not mark.exists() or not tree.is_dir():
+        forget_tree(tree, index)
+        unpack(snapshot, tree, max_entries, max_bytes)
+        snapshot.seek(0)
+        with tarfile.open(fileobj=snapshot, mode="r:gz") as tar:
+            written = sum(1 for _ in tar)
+        mark.touch()
+        return written
+    check_snapshot(snapshot, max_entries, max_bytes)
+    snapshot.seek(0)
+    mark.unlink()  # half-synced until the end: a crash in between makes the next step start over
+    written, wanted = 0, {"."}
+    with tarfile.open(fileobj=snapshot, mode="r:gz") as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            wanted.update(_with_parents(name))  # a tar need not list a file's directories
+            if name == ".":
+                continue
+            if not _unchanged(tar, member, tree / name):
+                _remove(tree / name, keep_dir=member.isdir())
+                tar.extract(member, tree, filter="data")
+                if member.isfile():  # a rewritten file's times must differ from what the index holds
+                    os.utime(tree / name)
+                written += 1
+    for root, dirs, files in os.walk(tree, topdown=False):
+        for entry in (*files, *dirs):
+            path = Path(root) / entry
+            if os.path.normpath(path.relative_to(tree)) not in wanted:
+                _remove(path, keep_dir=False)
+    mark.touch()
+    return written
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _unchanged(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bool:
+    """Whether ``path`` already is what ``member`` would extract (as far as git can tell)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    if member.isdir():
+        return stat.S_ISDIR(st.st_mode)
+    if member.issym():
+        return stat.S_ISLNK(st.st_mode) and os.readlink(path) == member.linkname
+    if not member.isfile() or not stat.S_ISREG(st.st_mode) or st.st_size != member.size:
+        return False
+    if bool(st.st_mode & 0o100) != bool(member.mode & 0o100):
+        return False
+    source = tar.extractfile(member)
+    with source, open(path, "rb") as kept:
+        while True:
+            a, b = source.read(1 << 20), kept.read(1 << 20)
+            if a != b:
+                return False
+            if not a:
+                return True
+
+
+def _remove(path: Path, keep_dir: bool) -> None:
+    """Whatever is at ``path`` (a link itself, never what it points to); a directory stays if ``keep_dir``."""
+    if path.is_dir() and not path.is_symlink():
+        if not keep_dir:
+            shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
 def drop_git_dirs(tree: Path) -> list[str]:
     """Remove every entry named ``.git`` (directory, file or link) from an unpacked workspace; their
     paths, tree-relative, sorted.
@@ -152,16 +246,19 @@ def drop_git_dirs(tree: Path) -> list[str]:
 
 def diff(repo: Path, tree: Path, index: Path) -> CapturedDiff:
     """``tree`` (an unpacked workspace) against the clone's head: new, changed, deleted and binary files.
+    ``index`` is git's index for it, kept between steps (``refresh`` drops it when the tree is new):
+    git hashes again only the files whose stat data changed.
 
     Like ``git add --all`` in a checkout, a new file the repository ignores (``.gitignore``) is left out,
     and so are the caches an agent's test runs leave behind (``CACHES``): what the diff shows is what
     would merge. Tracked files always count, ignored or not; writes outside the run's writable paths,
     ignored ones included, were already refused inside the sandbox (Landlock)."""
     drop_git_dirs(tree)
-    index.unlink(missing_ok=True)
     (repo / ".git" / "info").mkdir(exist_ok=True)
     (repo / ".git" / "info" / "exclude").write_text("".join(f"{pattern}\n" for pattern in CACHES))
     env = {"GIT_INDEX_FILE": str(index), "GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(tree)}
+    if not index.exists():  # start from the head's entries: a tracked file the repository ignores stays tracked
+        git("read-tree", "HEAD", cwd=tree, env=env)
     git("add", "--all", "--", ".", cwd=tree, env=env)
     base = ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", "HEAD"]
     patch = git(*base[:-1], "--binary", "HEAD", cwd=tree, env=env)

@@ -19,9 +19,10 @@ from psycopg import sql
 
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
-from astraforge.errors import AstraForgeError, ValidationError
-from astraforge.processors.artifact_sweep import artifact_bytes
+from astraforge.errors import ValidationError
+from astraforge.processors.artifact_sweep import within_artifact_quota
 from astraforge.processors.sandboxes.handoff import Detached, RecordedOutput, recorded_output
+from astraforge.processors.sandboxes.lease_guard import CommandCheck, LeaseGuard, Violation
 from astraforge.processors.sandboxes.state import (
     ENDED,
     Effect,
@@ -87,6 +88,7 @@ class Effects:
         self.settings = processor.settings
         self.provider = processor.provider
         self.artifacts = processor.artifacts
+        self.guard = LeaseGuard(processor.settings)  # leased files hold against others' commands
         self._stop_failures: dict[str, str] = {}  # sandbox id -> the stop failure last recorded
         self._working: set[str] = set()  # ids of the accepted commands an effect of this instance runs now
         self._working_lock = threading.Lock()
@@ -334,10 +336,12 @@ class Effects:
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
         handle = self.provider.handle(ready.runtime_id)
+        check = CommandCheck(self.guard, st.sandbox_id, cmd.actor)
 
         def run(on_output: Callable[[str, bytes], None]) -> SupervisorResult:
             if handle is None:
                 raise SupervisorUnavailable("sandbox is gone")
+            check.start(handle.client)  # others' leased files, as their holders left them
             # with egress the command gets a forwarder of its own: the proxy attributes by it
             return handle.client.exec(
                 argv=argv,
@@ -349,7 +353,7 @@ class Effects:
                 egress=ready.has_egress,
             )
 
-        return self._record(st, cmd, cid, run, RecordedOutput())
+        return self._record(st, cmd, cid, run, RecordedOutput(), check)
 
     def reattach(self, st: SandboxState, effect: Effect) -> None:
         """Read on a command the previous owner of the partition started (it goes on in the sandbox):
@@ -387,10 +391,12 @@ class Effects:
         cid: str,
         run: Callable[[Callable[[str, bytes], None]], SupervisorResult],
         so_far: RecordedOutput,
+        check: CommandCheck | None = None,
     ) -> object:
         """Run (or read on) a command, recording its output and, once it ended, its ``exec.finished``.
         Records nothing more once this instance has let the command go (``Detached``: returns
-        DETACHED) or another host took it over (``taken_over``): the partition's owner records it."""
+        DETACHED) or another host took it over (``taken_over``): the partition's owner records it.
+        ``check``: the lease guard around it; what it found and put back is recorded with the end."""
         partition = self.p.partition_of(st.stream_id)
         epoch = self.p.ownership.epoch(partition)
         seq, recorded, truncated = so_far.next_seq, so_far.size, False
@@ -423,11 +429,15 @@ class Effects:
         except Detached:
             LOG.info("command %s on %s let go: its partition moved (the new owner re-attaches)", cid, st.sandbox_id)
             overflow.close()
+            if check:
+                check.drop()
             return DETACHED
         except (SupervisorError, SupervisorUnavailable, OSError) as e:
             if isinstance(e, SupervisorError) and e.code == "taken_over":
                 LOG.info("command %s on %s taken over by another host", cid, st.sandbox_id)
                 overflow.close()
+                if check:
+                    check.drop()
                 return
             # the client's own messages name host paths (the control dir): the tenant gets the gist
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
@@ -437,6 +447,8 @@ class Effects:
             event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
             for d in (result.detached if result else [])
         ]
+        if check:
+            before += self._violations(st, cmd, cid, check.finish(), done)
         ref = None
         with overflow:
             if overflow.tell() and self._within_artifact_quota(st.tenant_id, overflow.tell()):
@@ -453,12 +465,24 @@ class Effects:
         self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before) if ours() else [])
         return None if ours() else DETACHED
 
+    def _violations(
+        self, st: SandboxState, cmd: Envelope | None, cid: str, found: list[Violation], done: dict
+    ) -> list[Envelope]:
+        """``lease.violated`` records for what the command did to others' leased files; its answer's
+        ``error`` names each file and holder."""
+        if not found:
+            return []
+        said = "lease_violated: " + "; ".join(v.message() for v in found)
+        done["error"] = f"{done['error']}; {said}" if done.get("error") else said
+        violator = cmd.actor if cmd else ""
+        return [
+            event(st, "lease.violated", {"path": v.path, "holder": v.holder, "violator": violator,
+                                         "command_id": cid, "found": v.found, "restored": v.restored}, ACTOR, cmd)
+            for v in found
+        ]  # fmt: skip
+
     def _within_artifact_quota(self, tenant_id: str, size: int) -> bool:
-        try:
-            return artifact_bytes(self.settings, tenant_id) + size <= self.settings.quota_artifact_bytes
-        except AstraForgeError:  # the projection is unreachable: store it (bounded by max_output_bytes)
-            LOG.warning("artifact quota of %s unknown; storing %d bytes of output", tenant_id, size)
-            return True
+        return within_artifact_quota(self.settings, tenant_id, size)
 
     def _file(self, st: SandboxState, effect: Effect, kind: str, work) -> None:
         cmd = effect.command
@@ -491,11 +515,12 @@ class Effects:
 
     def write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            if p["artifact"] is None:
-                result = client.write(p["path"], p["content"] or b"", p["mode"])
-            else:
-                with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
-                    result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
+            with self.guard.writing(client, st.sandbox_id, effect.command.actor):  # a holder's write is its own
+                if p["artifact"] is None:
+                    result = client.write(p["path"], p["content"] or b"", p["mode"])
+                else:
+                    with self.artifacts.get_file(p["artifact"]) as source:  # streamed from the store
+                        result = client.write_file(p["path"], source, p["artifact"]["size"], p["mode"])
             return {"path": result["path"], "size": result["size"], "sha256": result["sha256"]}
 
         self._file(st, effect, "file.written", work)

@@ -124,6 +124,7 @@ class SandboxProcessor:
         self.codec = self.producer.codec
         self.egress = EgressProxy.from_settings(settings, self._report_egress)
         self.stop_event = threading.Event()
+        self._closed = False
         self.pools = WarmPools(settings, provider, self.stop_event.is_set)
         self.warm = self.pools.warm
         self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
@@ -691,15 +692,25 @@ class SandboxProcessor:
             self.ownership.release_all()  # from here nothing is written: the next owner re-attaches to what runs
             with contextlib.suppress(DeliveryFailed):  # the output recorded so far lands before the hand-over
                 self.producer.flush(self.settings.kafka_timeout_s)
-            self.runtime.stop()
-            self.egress.stop()
-            for lane in self.lanes.values():
-                lane.shutdown(wait=False, cancel_futures=True)
-            self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
-            self.catch_up.wait(self.settings.kafka_timeout_s)  # a batch under way ends before its reader closes
-            self.producer.close()
-            self.watermarks.close()
-            self.cursor.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release every client, loop and thread pool construction took (``run`` ends with it; a processor
+        built and never run — tests drive rebalance hooks by hand — must be closed too). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_event.set()  # a take-over's catch-up (on a thread of its own) ends at its next batch
+        self.runtime.close()
+        self.egress.stop()
+        for lane in self.lanes.values():
+            lane.shutdown(wait=False, cancel_futures=True)
+        self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
+        self.catch_up.wait(self.settings.kafka_timeout_s)  # a batch under way ends before its reader closes
+        self.producer.close()
+        self.watermarks.close()
+        self.cursor.close()
+        self.effects.guard.close()
 
     def stop(self) -> None:
         self.stop_event.set()

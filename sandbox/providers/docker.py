@@ -22,6 +22,8 @@ the host. The one exception is the engine's overlay root: its super options (low
 workdir) name the engine's layer directories on the host; only the engine can change that.
 """
 
+import functools
+
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
@@ -41,17 +43,26 @@ class DockerUnavailable(AstraForgeError, ConnectionError):
     """No Docker engine answers."""
 
 
+@functools.cache
+def engine(docker_host: str | None) -> docker.DockerClient:
+    """One client per engine per process (its connection pool is thread-safe): a client per provider
+    left a pool of open sockets behind each provider the process dropped. ``DockerUnavailable`` (not
+    cached) when no engine answers."""
+    try:
+        client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
+        client.ping()
+    except DockerException as e:
+        raise DockerUnavailable(f"no Docker engine at {docker_host or 'DOCKER_HOST'}: {e}") from e
+    return client
+
+
 class DockerProvider(SandboxProvider):
     name = "docker"
 
     def __init__(self, state_dir, docker_host: str | None = None, namespace: str = "astraforge") -> None:
         super().__init__(state_dir)
         self.namespace = namespace
-        try:
-            self.client = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
-            self.client.ping()
-        except DockerException as e:
-            raise DockerUnavailable(f"no Docker engine at {docker_host or 'DOCKER_HOST'}: {e}") from e
+        self.client = engine(docker_host)
         self.etc_dir = self.shared_files(ETC_FILES)
 
     @staticmethod

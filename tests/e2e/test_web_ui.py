@@ -6,9 +6,11 @@ platform, builds the UI (cached), installs Chromium when missing, runs the scrip
 it printed. Screenshots are saved under test-results/web-e2e/ (CI keeps them as artifacts).
 """
 
+import fcntl
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from astraforge.processors.runs.orchestrator import RunOrchestrator
 from tests.alert_payloads import body_bytes, event_alert, sentry_headers
 from tests.conftest import gateway_listener
 from tests.modelserver import ModelServer, Turn, message, tool_call
-from tests.runs_support import bare_repository
+from tests.runs_support import bare_repository, post, wait_state
 from tests.support import auth, running_api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +39,16 @@ def _web_sh(command: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def web_dist() -> Path:
-    return Path(_web_sh("build"))
+def web_dist() -> Iterator[Path]:
+    """The built UI, held as a server holds it (a shared flock on the directory, see web.sh): a build
+    made meanwhile by another checkout sharing the cache does not prune it from under the tests."""
+    dist = Path(_web_sh("build"))
+    fd = os.open(dist, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield dist
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(scope="module")
@@ -225,4 +235,78 @@ def test_a_hostile_alert_title_runs_no_script_and_the_csp_blocks_inline_script(
     sent = httpx.post(platform + made["webhook_path"], content=raw, headers=headers, timeout=30)
     assert sent.status_code == 202, sent.text
     done = run_script("xss.mjs", chromium, API_URL=platform, API_KEY=key)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def script_run(platform: str, key: str, repo: Path, title: str, steps: list[dict], spec: str = "Fix add().") -> str:
+    """A script-agent run submitted through the API; its id once it awaits review."""
+    body = {"title": title, "spec": spec, "repository": str(repo), "agent": "script", "steps": steps}
+    made = post(f"{platform}/v1/requests", key, body, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert made.status_code in (200, 201, 202), made.text
+    run_id = made.json()["id"]
+    wait_state(platform, key, run_id, ("awaiting_review",))
+    return run_id
+
+
+def test_everything_by_keyboard_alone_with_visible_focus_confirmations_and_focus_on_page_changes(
+    platform, repos, conversations, tenant, chromium
+) -> None:
+    """Tab, Shift+Tab, Enter, Space, Escape and arrows only: sign in, the runs list, a run (both diff
+    layouts, the rerun dialog closed with focus back on its button, a reject and a cancel
+    declined in their confirmations, approval), a sandbox (a console command, Stop confirmed), a conversation (a message
+    and its reply). Every Tab stop draws a focus indicator; every page change focuses and announces
+    its heading."""
+    _, key = tenant
+    title = "Keyboard only fix"
+    run_id = script_run(platform, key, repos["calc"], title, [{"write": "calc.py", "content": CALC}])
+    reply = "Hello, keyboard."
+    with ModelServer([Turn((message(reply),))], listener=gateway_listener()):
+        done = run_script("keyboard.mjs", chromium, API_URL=platform, API_KEY=key, RUN_ID=run_id, RUN_TITLE=title,
+                          REPLY=reply)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (ARTIFACTS / "64-keyboard-conversation.png").stat().st_size > 0
+
+
+MARKUP = (
+    "<img src=x onerror=\"window.__pwned='img'\"><script>window.__pwned='script'</script>"
+    "<a href=\"javascript:window.__pwned='link'\">link</a>"
+)
+RTL, ANSI = "\u202e", "\x1b[31mred\x1b[0m"
+LONG = "A" * 3000  # one word, no place to break
+
+
+def test_hostile_agent_and_tenant_content_is_shown_as_text_and_runs_no_script(
+    platform, repos, conversations, tenant, chromium
+) -> None:
+    """Markup, javascript: links, a right-to-left override, ANSI escapes and a 3,000-character word,
+    put through the public API where agents and tenants write what the UI shows: a run's title and
+    request, its commands and their output, a file it wrote named like an <img> tag with such content
+    (the highlighted diff), a sandbox console's command and output, a conversation's title, messages,
+    tool call and result. Every page shows it as text with the invisible characters marked, runs no
+    script and is no wider than the window."""
+    _, key = tenant
+    hostile = f"{MARKUP} {ANSI} {RTL}evil {LONG}\n"
+    steps = [
+        {
+            "write": f"<img src=x onerror=window.__pwned=1>{RTL}gnp.js",
+            "content": f"const s = '{MARKUP}';\n// {ANSI} {RTL}x\n",
+        },
+        {"write": "hostile.txt", "content": hostile},
+        {"run": "echo '<img src=x onerror=window.__pwned=2>' && cat hostile.txt"},
+    ]
+    run_id = script_run(platform, key, repos["calc"], f"{MARKUP} {RTL}title", steps, spec=hostile)
+    sandbox = post(f"{platform}/v1/sandboxes", key, {}, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert sandbox.status_code in (200, 201, 202), sandbox.text
+    tool_args = {"file_path": f"/workspace/{MARKUP[:40]}{RTL}.txt", "content": hostile}
+    script = [Turn((tool_call("write_file", tool_args),)), Turn((message(f"Done: {MARKUP} {RTL}gnp.exe"),))]
+    with ModelServer(script, listener=gateway_listener()):
+        made = post(f"{platform}/v1/conversations", key, {"model": "stub-model", "title": f"{MARKUP} {RTL}chat"},
+                    **{"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+        assert made.status_code in (200, 201, 202), made.text
+        conversation_id = made.json()["id"]
+        sent = post(f"{platform}/v1/conversations/{conversation_id}/messages", key, {"text": hostile},
+                    **{"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+        assert sent.status_code in (200, 201, 202), sent.text
+        done = run_script("hostile.mjs", chromium, API_URL=platform, API_KEY=key, RUN_ID=run_id,
+                          SANDBOX_ID=sandbox.json()["id"], CONVERSATION_ID=conversation_id)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]

@@ -177,7 +177,10 @@ def test_a_conversation_writes_files_runs_tests_and_offloads_a_large_output(
     deltas = [
         e["payload"] for e in stream if e["type"] == "chat.delta" and e["payload"]["message_id"] == final["message_id"]
     ]
-    assert len(deltas) > 3 and "".join(d["delta"] for d in deltas) == final["text"]
+    assert "".join(d["delta"] for d in deltas) == final["text"] and [d["index"] for d in deltas] == list(
+        range(len(deltas))
+    )
+    assert len(deltas) < len(final["text"].split())  # tokens batched: not one acknowledged append per token
     assert final["text"].startswith("Done: calc.py adds")
 
     # the files are in the sandbox, and each write and command is attributed to the conversation

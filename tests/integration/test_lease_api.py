@@ -33,3 +33,17 @@ def test_a_lease_holds_a_file_under_every_spelling_of_its_path(
     released = httpx.delete(leases, headers=auth(key), params={"path": "/workspace/notes/./a.txt", "holder": "a"})
     assert released.status_code == 204, released.text
     assert httpx.get(leases, headers=auth(key), timeout=30).json()["items"] == []
+
+
+def test_a_holder_name_that_is_not_one_is_refused(api_url, sandbox_processor, tenant) -> None:
+    """``X-Lease-Holder`` names the record's actor (``tenant:<id>/<name>``): a name the lease routes
+    would refuse is a 422 on exec and upload too, before anything runs or is written."""
+    _, key = tenant
+    sid = create(api_url, key)["id"]
+    bad = {**auth(key), "X-Lease-Holder": "a/../b c"}
+    ran = httpx.post(f"{api_url}/v1/sandboxes/{sid}/exec", headers=bad, json={"command": "touch ran"}, timeout=30)
+    assert ran.status_code == 422 and "X-Lease-Holder" in ran.json()["error"]["message"], ran.text
+    put = httpx.put(f"{api_url}/v1/sandboxes/{sid}/files/put.txt", headers=bad, content=b"x", timeout=30)
+    assert put.status_code == 422, put.text
+    listing = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "ls"})
+    assert listing.json()["stdout"] == "", listing.text

@@ -42,7 +42,7 @@ def test_a_dead_letter_waits_for_its_own_delivery_not_the_producers_queue(settin
         assert headers(letter)["source.offset"] == "4242" and headers(letter)["reason"]
         assert len(processor.producer._producer) >= 1, "the backlog was not waited for"
     finally:
-        processor.producer.close()
+        processor.close()
 
 
 class FailingAppends:

@@ -34,8 +34,7 @@ def two(fresh_settings) -> Iterator[tuple[SandboxProcessor, SandboxProcessor]]:
     yield old, new
     for p in (old, new):
         p.stop_event.set()
-        p.catch_up.wait(60)
-        p.producer.close()
+        p.close()
 
 
 def output_of(s, sid: str, cid: str) -> tuple[list[int], bytes]:

@@ -32,9 +32,7 @@ def processor(fresh_settings) -> Iterator[SandboxProcessor]:
     s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
     processor = SandboxProcessor(s, make_provider(s))
     yield processor
-    processor.stop_event.set()  # a take-over's catch-up (on a thread of its own) ends before what it uses closes
-    processor.catch_up.wait(60)
-    processor.producer.close()
+    processor.close()
 
 
 def test_a_revocation_while_a_take_over_loads_never_leaves_the_partition_owned(processor) -> None:

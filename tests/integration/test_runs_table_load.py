@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from astraforge.kafka import read_range
 from astraforge.processors.runs.orchestrator import ENDED_GRACE_S, RunOrchestrator
-from astraforge.processors.runs.state import RunState
+from astraforge.processors.runs.state import RunState, attempt_sandbox_id
 
 REQUEST = {"repo_url": "/r.git", "agent": "script"}
 
@@ -29,6 +29,7 @@ def test_a_new_owner_drops_runs_from_the_table_that_ended_long_ago(fresh_setting
         o._load(partition)
     finally:
         o.producer.close()
+        o.runtime.close()
     assert set(o.states) == {recent.run_id, live.run_id}
 
 
@@ -46,6 +47,7 @@ def test_an_owner_forgets_runs_that_ended_long_ago_while_it_keeps_the_partition(
         assert set(o.states) == {"run-live"}
     finally:
         o.producer.close()
+        o.runtime.close()
 
 
 def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_settings, tmp_path) -> None:
@@ -66,6 +68,38 @@ def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_set
     finally:
         o.catch_up.wait(60)  # the take-over's catch-up (on a thread of its own) reads the commands topic
         o.producer.close()
+        o.runtime.close()
     commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
     stops = [(e.type, e.sandbox_id) for e in (o.codec.decode(m.value()) for m in commands)]
     assert sorted(stops) == sorted([("sandbox.stop", cancelled.sandbox_id), ("sandbox.stop", waiting.sandbox_id)])
+
+
+def test_a_new_owner_stops_earlier_attempts_sandboxes_once(fresh_settings, tmp_path) -> None:
+    """kill -9 between a rerun's records (attempt 2 requested) and the ``sandbox.stop`` of attempt 1
+    left attempt 1's sandbox running until its TTL: the next owner only drove attempt 2. It stops
+    every earlier attempt's sandbox, and remembers that it did: the owner after it sends none again."""
+    o = RunOrchestrator(fresh_settings, work_dir=tmp_path)
+    partition = o.partition_of("run-rerun")
+    rerun = RunState("run-rerun", "t", REQUEST, state="requested", attempt=3, stopped_through=1)
+    o.table.data.data[rerun.run_id] = rerun.to_json()
+    o.table.data.data[f"@{partition}"] = 0
+    o.stop_event.set()  # the resumed attempt's driver stops at once: this test is about the stops
+    try:
+        o._take_over(frozenset({partition}))
+        for thread in list(o.drivers.values()):
+            thread.join(timeout=30)
+    finally:
+        o.producer.close()
+    assert o.states[rerun.run_id].stopped_through == 2
+    second = RunOrchestrator(fresh_settings, work_dir=tmp_path)  # the next owner, from the changelog's view
+    second.table.data.data.update({rerun.run_id: o.states[rerun.run_id].to_json(), f"@{partition}": 0})
+    second.stop_event.set()
+    try:
+        second._take_over(frozenset({partition}))
+        for thread in list(second.drivers.values()):
+            thread.join(timeout=30)
+    finally:
+        second.producer.close()
+    commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
+    stops = [e.sandbox_id for e in (o.codec.decode(m.value()) for m in commands) if e.type == "sandbox.stop"]
+    assert stops == [attempt_sandbox_id(rerun.run_id, 2)]  # not attempt 1 (stopped before), not the current one

@@ -105,9 +105,7 @@ def test_a_provision_stopped_after_its_warm_claim_completes_in_the_claimed_conta
         assert sid not in provider.list_ids(), "provisioned twice: a cold container beside the claimed one"
     finally:
         processor.lanes["provision"].shutdown(wait=True)
-        processor.stop_event.set()
-        processor.catch_up.wait(60)
-        processor.producer.close()
+        processor.close()
         for runtime_id in (warm, sid):
             provider.stop(runtime_id)
             dead.forget(runtime_id)

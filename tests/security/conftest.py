@@ -32,10 +32,16 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-def bwrap_platform(bwrap_provider) -> Iterator[Platform]:
+def bwrap_platform(settings) -> Iterator[Platform]:
+    """Its provider has a namespace of its own: the processor reaps the orphans of its namespace every
+    30 s, and the sandboxes other tests create straight on the session's ``bwrap_provider`` are
+    orphans to it (a CI run under load lost the escape suite's sandbox to it mid-module)."""
+    from astraforge.sandbox.providers.bwrap import BwrapProvider
+
     s = make_settings(warm_pools=[])
     ensure_topics(s)
     ensure_control_schema(s)
+    bwrap_provider = BwrapProvider(s.state_dir, settings.cache_dir / "rootfs-bookworm", namespace=s.topic_prefix)
     processor = SandboxProcessor(s, bwrap_provider)
     with running_projector(s), running_api(s, sse_ping_s=1.0) as url:
         thread = threading.Thread(target=processor.run, daemon=True)

@@ -170,3 +170,43 @@ export async function accessibilityProblems(page) {
     return problems;
   });
 }
+
+/** What has focus, seen from the page: its tag, role, accessible name (roughly) and whether a focus
+ * indicator is drawn (an outline or a ring box-shadow in its computed style). */
+export async function focused(page) {
+  return page.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return { tag: "body", name: "", visible: false, interactive: false };
+    const style = getComputedStyle(el);
+    const outline = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 1;
+    const ring = style.boxShadow && style.boxShadow !== "none";
+    const label = el.getAttribute("aria-label") || (el.labels && el.labels[0]?.textContent) || el.textContent || "";
+    const interactive = el.matches("a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex='-1']), [role=tab], [role=radio]");
+    return {
+      tag: el.tagName.toLowerCase(),
+      role: el.getAttribute("role") ?? "",
+      type: el.getAttribute("type") ?? "",
+      name: label.replace(/\s+/g, " ").trim(),
+      visible: Boolean(outline || ring),
+      interactive,
+      inDialog: Boolean(el.closest("[role=dialog], [role=alertdialog]")),
+      html: el.outerHTML.slice(0, 120),
+    };
+  });
+}
+
+/**
+ * Keyboard only: presses Tab (Shift+Tab with `back`) until the focused element's name matches, at most
+ * `max` times. Every element focus stops on must show a focus indicator; those that do not are
+ * collected in `unringed`.
+ */
+export async function tabTo(page, name, { back = false, max = 80, unringed = [] } = {}) {
+  const wanted = name instanceof RegExp ? name : new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press(back ? "Shift+Tab" : "Tab");
+    const f = await focused(page);
+    if (f.interactive && !f.visible) unringed.push(f.html);
+    if (wanted.test(f.name)) return f;
+  }
+  throw new Error(`keyboard: ${max} ${back ? "Shift+Tab" : "Tab"} presses never reached ${wanted}`);
+}

@@ -1,6 +1,8 @@
 // Browser-side measurements for bench/web.py (never a pass/fail test): first contentful paint of
 // the runs list and of a static page with the same table (the raw baseline), and the 100k-record
-// timeline: time until every record is held, then frame times while scrolling through it.
+// timeline: time until every record is held, the JS heap it takes (after a forced GC, against the
+// same page before the stream is opened), frame times while scrolling through it, and the time to
+// show the oldest record whole (fetched: the timeline keeps only the newest records' payloads).
 import { env, launch } from "./lib.mjs";
 
 const BASE = env("BASE_URL");
@@ -34,10 +36,24 @@ for (let i = 0; i < ROUNDS; i++) {
 }
 
 const page = await context.newPage();
+/** Bytes of JS heap in use after a full garbage collection (CDP, as DevTools' memory panel reads it). */
+const heapUsed = async () => {
+  const cdp = await context.newCDPSession(page);
+  try {
+    await cdp.send("HeapProfiler.collectGarbage");
+    return (await cdp.send("Runtime.getHeapUsage")).usedSize;
+  } finally {
+    await cdp.detach();
+  }
+};
+await page.goto(`${BASE}/audit`);
+await page.getByRole("heading", { name: "Audit" }).waitFor();
+const heapEmpty = await heapUsed();
 const started = Date.now();
 await page.goto(`${BASE}/audit/${STREAM}`);
 await page.waitForFunction((n) => Number(document.querySelector("[data-testid=timeline-count]")?.dataset.count) === n, N, { timeout: 600_000, polling: 200 });
 const loadMs = Date.now() - started;
+const heapHeld = await heapUsed();
 // two ways through the list: wheel-like steps (10 rows a frame) and jumps (the whole run in 300 frames,
 // a scrollbar drag: every frame shows rows never shown before)
 const scrollWith = (stepRows) =>
@@ -61,6 +77,14 @@ const scrollWith = (stepRows) =>
 const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))];
 const wheel = await scrollWith(10);
 const jumps = await scrollWith(0);
+// the oldest record, whole: its payload was dropped long ago, so selecting it fetches it
+await page.evaluate(() => { document.querySelector("[role=log][aria-label=Timeline]").scrollTop = 0; });
+const first = page.locator("[role=log][aria-label=Timeline] [data-offset]").first();
+const firstOffset = await first.getAttribute("data-offset");
+const asked = Date.now();
+await first.click();
+await page.locator(`aside[aria-label="Record ${firstOffset}"] details pre`).waitFor({ state: "attached" });
+const oldRecordMs = Date.now() - asked;
 // the raw baseline: a static page whose 5,000 rows of the same text are all in the DOM, no script
 await page.goto(`${BASE}/assets/baseline-scroll.html`);
 const still = await scrollWith(10);
@@ -69,6 +93,9 @@ console.log(JSON.stringify({
   firstPageRowsMs: median(result.runsRows),
   fcpBaselineMs: median(result.baseline),
   timelineLoadMs: loadMs,
+  heapEmptyBytes: heapEmpty,
+  heapHeldBytes: heapHeld,
+  oldRecordMs,
   wheel: { p50: pct(wheel.frames, 0.5), p95: pct(wheel.frames, 0.95), max: pct(wheel.frames, 1), n: wheel.frames.length },
   staticWheel: { p50: pct(still.frames, 0.5), p95: pct(still.frames, 0.95), max: pct(still.frames, 1), n: still.frames.length },
   jumps: { p50: pct(jumps.frames, 0.5), p95: pct(jumps.frames, 0.95), max: pct(jumps.frames, 1), n: jumps.frames.length },

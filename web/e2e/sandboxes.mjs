@@ -25,6 +25,13 @@ try {
   const problems = await accessibilityProblems(page);
   await out.shot(page, "11-sandbox-console");
   await page.getByRole("button", { name: "Stop" }).click();
+  // it asks first: declining keeps the sandbox, confirming stops it
+  const confirm = page.getByRole("alertdialog", { name: "Stop this sandbox?" });
+  await confirm.getByRole("button", { name: "Keep it running" }).click();
+  await confirm.waitFor({ state: "detached" });
+  if ((await page.locator("[data-state]").first().getAttribute("data-state")) !== "ready") throw new Error("declining the stop changed the sandbox");
+  await page.getByRole("button", { name: "Stop" }).click();
+  await confirm.getByRole("button", { name: "Stop sandbox" }).click();
   await page.locator('[data-state="terminated"]').first().waitFor({ timeout: 60_000 });
   await page.getByRole("link", { name: "Sandboxes" }).click();
   await page.getByRole("table", { name: "Sandboxes" }).waitFor();

@@ -1,4 +1,6 @@
 import { lazy, Suspense, useState, useSyncExternalStore } from "react";
+import { pageTarget } from "./a11y/focus";
+import { RouteAnnouncer } from "./a11y/RouteAnnouncer";
 import { clearKey, getKey } from "./api/client";
 import { Button } from "./components/ui";
 import { SignIn } from "./pages/SignIn";
@@ -25,9 +27,19 @@ export function App() {
   const { path } = useLocation();
   return (
     <div className="min-h-screen bg-slate-50 text-slate-900 dark:bg-slate-950 dark:text-slate-100">
-      <a href="#main" className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:bg-white focus:p-2 dark:focus:bg-slate-900">Skip to content</a>
+      <a
+        href="#main"
+        onClick={(e) => {
+          e.preventDefault(); // no #main in the URL; focus (not only the scroll position) moves
+          pageTarget()?.focus();
+        }}
+        className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-10 focus:bg-white focus:p-2 dark:focus:bg-slate-900"
+      >
+        Skip to content
+      </a>
       <Header signedIn={!!key} path={path} />
-      <main id="main" className="mx-auto max-w-7xl p-4">
+      <RouteAnnouncer page={`${key ? "in" : "out"}:${path}`} />
+      <main id="main" tabIndex={-1} className="mx-auto max-w-7xl p-4 focus:outline-none">
         {key ? (
           <Suspense fallback={<p>Loading…</p>}>
             <Page path={path} />

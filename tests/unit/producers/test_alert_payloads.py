@@ -110,6 +110,48 @@ def test_the_access_log_never_shows_a_glitchtip_path_secret() -> None:
 
 
 def test_refusals_are_recorded_one_by_one_up_to_a_budget_per_stream() -> None:
-    budget = RefusalBudget(per_window=3, window_s=3600)
-    assert [budget.admit("int-a") for _ in range(5)] == [True, True, True, False, False]
-    assert budget.admit("int-b")  # another stream has its own budget
+    budget = RefusalBudget(per_stream=3, window_s=3600)
+    assert [budget.admit("int-a", "1.2.3.4") for _ in range(5)] == [0, 0, 0, None, None]
+    assert budget.admit("int-b", "1.2.3.4") == 0  # another stream has its own budget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_flood_of_refusals_adds_a_bounded_number_of_records_and_counts_the_rest() -> None:
+    """Refusals were budgeted per stream only, and the windows' table was cleared whenever it held
+    10,000 streams: a flood rotating integration ids (or one integration from many addresses) was
+    recorded without bound. Now per stream, per address and overall, with the table bounded; what
+    is not recorded is counted, and each stream's next record says how many of its own it missed."""
+    clock = Clock()
+    budget = RefusalBudget(per_stream=20, per_remote=50, overall=200, window_s=10.0, max_keys=1000, clock=clock)
+    streams = ["webhooks-refused", *[f"int-{i}" for i in range(30)]]
+    recorded: dict[str, int] = {}
+    carried: dict[str, int] = {}
+    windows, per_window = 5, 20_000
+    for w in range(windows):
+        admitted = 0
+        for i in range(per_window):  # every refusal from its own address (IPv6 makes that cheap)
+            stream = streams[i % len(streams)]
+            unrecorded = budget.admit(stream, f"2001:db8::{w}:{i}")
+            if unrecorded is not None:
+                admitted += 1
+                recorded[stream] = recorded.get(stream, 0) + 1
+                carried[stream] = carried.get(stream, 0) + unrecorded
+        assert admitted <= 200  # the overall budget, whatever the addresses and ids
+        assert len(budget._windows) <= 1000
+        clock.now += 10.0
+    total = windows * per_window
+    assert sum(recorded.values()) <= 200 * windows
+    assert budget.dropped == total - sum(recorded.values())
+    # every dropped refusal is either carried on a later record of its stream or still pending
+    assert sum(carried.values()) + sum(budget._unrecorded.values()) == budget.dropped
+
+    one = RefusalBudget(per_stream=20, per_remote=5, overall=200, window_s=10.0, clock=clock)
+    flood = [one.admit(f"int-{i}", "203.0.113.9") for i in range(100)]  # one address, many integrations
+    assert sum(n is not None for n in flood) == 5

@@ -14,6 +14,12 @@ export interface StreamEvent {
   payload: Record<string, any>;
 }
 
+/** A page of a stream's records (GET /v1/streams/{id}/events). */
+export interface EventsPage {
+  items: StreamEvent[];
+  next_after: number | null;
+}
+
 export interface Run {
   id: string;
   state: string;

@@ -1,10 +1,11 @@
 /** Small shared pieces: buttons, fields, badges. Focus rings and labels everywhere (keyboard first). */
-import type { ButtonHTMLAttributes, InputHTMLAttributes, ReactNode, SelectHTMLAttributes, TextareaHTMLAttributes } from "react";
+import type { ComponentPropsWithRef, InputHTMLAttributes, ReactNode, SelectHTMLAttributes, TextareaHTMLAttributes } from "react";
 import { useId } from "react";
 
 const ring = "focus-visible:outline-2 focus-visible:outline-offset-2 focus-visible:outline-sky-600";
 
-export function Button({ variant = "default", className = "", ...rest }: ButtonHTMLAttributes<HTMLButtonElement> & { variant?: "default" | "primary" | "danger" }) {
+/** A button; `ref` passes through (React 19), so Radix triggers can return focus to it. */
+export function Button({ variant = "default", className = "", ...rest }: ComponentPropsWithRef<"button"> & { variant?: "default" | "primary" | "danger" }) {
   const look = {
     default: "border border-slate-400 bg-white text-slate-900 hover:bg-slate-100 dark:border-slate-500 dark:bg-slate-800 dark:text-slate-100 dark:hover:bg-slate-700",
     primary: "bg-sky-700 text-white hover:bg-sky-800 dark:bg-sky-600 dark:hover:bg-sky-500 dark:text-slate-950",

@@ -69,3 +69,21 @@ describe("Transcript, records written twice", () => {
     expect(t.items[0]).toMatchObject({ text: "Let me look.", streaming: true });
   });
 });
+
+describe("Transcript, a turn resumed after a crash", () => {
+  it("drops the cut-off attempt's text once the turn is asked again under a new id", () => {
+    const t = new Transcript();
+    t.apply([
+      rec("reply.started", { reply_id: "m3-reply", in_reply_to: "m3" }),
+      rec("chat.delta", { message_id: "m3-reply:t0", index: 0, delta: "Half a sen" }),
+      rec("chat.delta", { message_id: "m3-reply:t0.1", index: 0, delta: "A whole " }),
+      rec("chat.delta", { message_id: "m3-reply:t0.1", index: 1, delta: "sentence." }),
+      rec("chat.message", { message_id: "m3-reply:t0.1", role: "assistant", text: "A whole sentence." }),
+      rec("chat.delta", { message_id: "m3-reply:t1", index: 0, delta: "Next turn." }),
+    ]);
+    expect(t.items.map((i) => [i.key, i.kind === "assistant" ? i.text : ""])).toEqual([
+      ["m:m3-reply:t0.1", "A whole sentence."],
+      ["m:m3-reply:t1", "Next turn."],
+    ]);
+  });
+});

@@ -1,8 +1,10 @@
 /**
  * A conversation's records folded into what a reader sees: user and assistant messages (an assistant
  * turn grows delta by delta until its chat.message settles it), tool calls paired with their results,
- * sub-agent calls, todo lists and how each reply ended. Folding is incremental (`apply` takes the
- * records past the ones already seen), so a streaming reply costs work per new record, not per record held.
+ * sub-agent calls, todo lists and how each reply ended. Folding is incremental (`apply` takes each new
+ * batch of records), so a streaming reply costs work per new record, not per record held. Items are
+ * never changed in place: a change replaces the item with a new object, so a view memoised on the
+ * item (React.memo) re-renders only the message that received deltas, not every entry per token batch.
  */
 import type { StreamEvent } from "../api/types";
 
@@ -23,18 +25,46 @@ export class Transcript {
   items: Item[] = [];
   /** The reply under way (its id), or null when the agent is idle. */
   replying: string | null = null;
-  /** How many records of the stream have been folded in. */
-  seen = 0;
+  /** The last offset folded in (a batch overlapping it after a reconnect folds nothing twice). */
+  lastOffset = -1;
   private byKey = new Map<string, Item>();
+  private positions = new Map<string, number>();
+  /** Keys of the assistant items still streaming (a reply's end settles them). */
+  private streaming = new Set<string>();
   private deltaIndexes = new Map<string, Set<number>>();
+  /** Per model turn (`<reply>:t<n>`), the key of its newest attempt (`<reply>:t<n>.<k>` after a resume). */
+  private attempts = new Map<string, string>();
+  /** `items` is copied once per batch that changes it, on the first change. */
+  private copied = false;
 
-  /** Folds in `records[this.seen..]`; returns whether anything visible changed. */
-  apply(records: readonly StreamEvent[]): boolean {
-    const before = this.items.length;
+  /** Folds in the records of `batch` past the last offset folded; returns whether anything visible changed. */
+  apply(batch: readonly StreamEvent[]): boolean {
     let changed = false;
-    for (; this.seen < records.length; this.seen++) changed = this.one(records[this.seen]) || changed;
-    if (changed || this.items.length !== before) this.items = [...this.items]; // a new array: React sees the change
+    this.copied = false;
+    for (const e of batch) {
+      if (e.offset <= this.lastOffset) continue;
+      this.lastOffset = e.offset;
+      changed = this.one(e) || changed;
+    }
     return changed;
+  }
+
+  /** A new items array for this batch (React sees the change), made once per batch. */
+  private writable(): Item[] {
+    if (!this.copied) {
+      this.items = [...this.items];
+      this.copied = true;
+    }
+    return this.items;
+  }
+
+  /** Replaces an item by a changed copy: the other items keep their identity. */
+  private update<T extends Item>(item: T, change: Partial<T>): T {
+    const next: T = { ...item, ...change };
+    this.writable()[this.positions.get(item.key)!] = next;
+    this.byKey.set(item.key, next);
+    if (!(next.kind === "assistant" && (next as Item & { kind: "assistant" }).streaming)) this.streaming.delete(next.key);
+    return next;
   }
 
   /** Whether a delta of this message with this index was folded in already (indexes are per message). */
@@ -47,9 +77,30 @@ export class Transcript {
     return false;
   }
 
+  /**
+   * A turn cut off mid-stream (its processor died) is asked again under a new message id: the cut-off
+   * attempt's text, which never got its whole message, is dropped once a later attempt shows up.
+   */
+  private supersede(key: string): void {
+    const turn = key.replace(/\.\d+$/, "");
+    const before = this.attempts.get(turn);
+    this.attempts.set(turn, key);
+    if (before === undefined || before === key) return;
+    const old = this.byKey.get(before);
+    if (old?.kind !== "assistant") return;
+    const items = this.writable();
+    items.splice(this.positions.get(before)!, 1); // rare (a resume): the positions after it are redone
+    this.byKey.delete(before);
+    this.positions.delete(before);
+    this.streaming.delete(before);
+    items.forEach((item, i) => this.positions.set(item.key, i));
+  }
+
   private add(item: Item): void {
-    this.items.push(item);
+    this.positions.set(item.key, this.items.length);
+    this.writable().push(item);
     this.byKey.set(item.key, item);
+    if (item.kind === "assistant" && item.streaming) this.streaming.add(item.key);
   }
 
   private one(e: StreamEvent): boolean {
@@ -61,19 +112,19 @@ export class Transcript {
           this.add({ kind: "user", key: `m:${p.message_id}`, text: String(p.text ?? "") });
           return true;
         }
+        this.supersede(`m:${p.message_id}`);
         const found = this.byKey.get(`m:${p.message_id}`);
-        if (found?.kind === "assistant") {
-          found.text = String(p.text ?? "");
-          found.streaming = false;
-        } else if (p.text) this.add({ kind: "assistant", key: `m:${p.message_id}`, text: String(p.text), streaming: false });
+        if (found?.kind === "assistant") this.update(found, { text: String(p.text ?? ""), streaming: false });
+        else if (p.text) this.add({ kind: "assistant", key: `m:${p.message_id}`, text: String(p.text), streaming: false });
         return true;
       }
       case "chat.delta": {
         if (this.seenBefore(`m:${p.message_id}`, p.index)) return false; // a redone step sent it again
+        this.supersede(`m:${p.message_id}`);
         const found = this.byKey.get(`m:${p.message_id}`);
         if (found?.kind === "assistant") {
           if (!found.streaming) return false; // the settled message already holds every delta
-          found.text += String(p.delta ?? "");
+          this.update(found, { text: found.text + String(p.delta ?? "") });
         } else this.add({ kind: "assistant", key: `m:${p.message_id}`, text: String(p.delta ?? ""), streaming: true });
         return true;
       }
@@ -84,13 +135,13 @@ export class Transcript {
       case "subagent.called": {
         const call = this.byKey.get(`c:${p.call_id}`);
         if (call?.kind !== "tool") return false;
-        call.subagent = { type: String(p.subagent_type), description: String(p.description ?? "") };
+        this.update(call, { subagent: { type: String(p.subagent_type), description: String(p.description ?? "") } });
         return true;
       }
       case "tool.result": {
         const call = this.byKey.get(`c:${p.call_id}`);
         const result = { output: String(p.output ?? ""), isError: !!p.is_error, path: p.path ?? undefined };
-        if (call?.kind === "tool") call.result = result;
+        if (call?.kind === "tool") this.update(call, { result });
         else this.add({ kind: "tool", key: `c:${p.call_id}`, name: String(p.name ?? "tool"), args: "{}", result });
         return true;
       }
@@ -103,7 +154,7 @@ export class Transcript {
       default:
         if (e.type in ENDS) {
           if (this.replying === p.reply_id) this.replying = null;
-          for (const item of this.items) if (item.kind === "assistant") item.streaming = false; // a cancelled turn stops growing
+          for (const key of [...this.streaming]) this.update(this.byKey.get(key) as Item & { kind: "assistant" }, { streaming: false }); // a cancelled turn stops growing
           this.add({ kind: "reply", key: `r:${e.offset}`, state: ENDS[e.type], reason: p.reason ?? null });
           return true;
         }

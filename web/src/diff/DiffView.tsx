@@ -3,6 +3,7 @@ import * as ToggleGroup from "@radix-ui/react-toggle-group";
 import { useMemo, useState } from "react";
 import { highlightLine, languageOf } from "./highlight";
 import { type DiffLine, type FileDiff, fileName, parsePatch, splitRows } from "./parse";
+import { visible } from "../text/visible";
 
 type Mode = "unified" | "split";
 
@@ -30,7 +31,7 @@ export default function DiffView({ patch }: { patch: string }) {
 }
 
 function FileSection({ file, mode }: { file: FileDiff; mode: Mode }) {
-  const name = fileName(file);
+  const name = visible(fileName(file));
   const lang = languageOf(name);
   const status = file.oldPath === null ? "added" : file.newPath === null ? "deleted" : "modified";
   return (
@@ -70,13 +71,14 @@ function FileSection({ file, mode }: { file: FileDiff; mode: Mode }) {
 }
 
 function Code({ line, lang }: { line: DiffLine; lang: string | null }) {
-  const html = highlightLine(line.text, lang);
+  const text = visible(line.text);
+  const html = highlightLine(text, lang);
   const sign = line.kind === "add" ? "+" : line.kind === "del" ? "-" : " ";
   return (
     <td className={`whitespace-pre px-2 ${LOOK[line.kind]}`} data-kind={line.kind}>
       <span aria-hidden="true" className="select-none">{sign}</span>
       <span className="sr-only">{line.kind === "add" ? "added: " : line.kind === "del" ? "removed: " : ""}</span>
-      {html === null ? line.text : <span dangerouslySetInnerHTML={{ __html: html }} />}
+      {html === null ? text : <span dangerouslySetInnerHTML={{ __html: html }} />}
     </td>
   );
 }

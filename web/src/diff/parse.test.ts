@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parsePatch, splitRows } from "./parse";
+import { gitPath, parsePatch, splitRows } from "./parse";
 
 const PATCH = `diff --git a/calc.py b/calc.py
 index 1..2 100644
@@ -40,5 +40,23 @@ describe("parsePatch", () => {
   it("pairs deletions with the additions after them side by side", () => {
     const rows = splitRows(parsePatch(PATCH)[0].hunks[0]);
     expect(rows.map((r) => [r.left?.oldNo ?? null, r.right?.newNo ?? null])).toEqual([[1, 1], [2, 2], [3, 3]]);
+  });
+});
+
+describe("gitPath", () => {
+  it("undoes git's quoting of names with non-ASCII or control characters, and drops the prefix", () => {
+    expect(gitPath('"b/<img src=x onerror=alert(1)>\\342\\200\\256gnp.js"', "b/")).toBe("<img src=x onerror=alert(1)>\u202Egnp.js");
+    expect(gitPath('"a/say \\"hi\\"\\tthere\\\\.txt"', "a/")).toBe('say "hi"\tthere\\.txt');
+    expect(gitPath('"b/caf\\303\\251.md"', "b/")).toBe("café.md");
+  });
+
+  it("takes plain names as they are, without the tab git adds after a name with a space", () => {
+    expect(gitPath("b/my file.txt\t", "b/")).toBe("my file.txt");
+    expect(gitPath("b/calc.py", "b/")).toBe("calc.py");
+  });
+
+  it("reads a quoted name in a whole patch", () => {
+    const patch = 'diff --git "a/\\342\\200\\256x.js" "b/\\342\\200\\256x.js"\nnew file mode 100644\n--- /dev/null\n+++ "b/\\342\\200\\256x.js"\n@@ -0,0 +1 @@\n+1\n';
+    expect(parsePatch(patch).map((f) => [f.oldPath, f.newPath])).toEqual([[null, "\u202Ex.js"]]);
   });
 });

@@ -23,6 +23,36 @@ export function fileName(f: FileDiff): string {
   return f.newPath ?? f.oldPath ?? "?";
 }
 
+const ESCAPES: Record<string, number> = { a: 7, b: 8, t: 9, n: 10, v: 11, f: 12, r: 13, '"': 34, "\\": 92 };
+
+/**
+ * A path as git writes it in a `---`/`+++` line: without its `a/`/`b/` prefix, the tab git adds after
+ * a name with a space, and git's C-style quoting (a name with a quote, a backslash, a control or a
+ * non-ASCII character: `"b/\342\200\256gnp.js"` is `\u202Egnp.js`) undone, UTF-8 decoded.
+ */
+export function gitPath(raw: string, prefix: string): string {
+  let path = raw.replace(/\t$/, "");
+  if (path.length >= 2 && path.startsWith('"') && path.endsWith('"')) {
+    const bytes: number[] = [];
+    const body = path.slice(1, -1);
+    for (let i = 0; i < body.length; i++) {
+      const c = body[i];
+      if (c !== "\\" || i + 1 >= body.length) {
+        bytes.push(...new TextEncoder().encode(c));
+        continue;
+      }
+      const next = body[++i];
+      const octal = /^[0-7]{3}/.exec(body.slice(i, i + 3));
+      if (octal) {
+        bytes.push(parseInt(octal[0], 8) & 0xff);
+        i += 2;
+      } else bytes.push(ESCAPES[next] ?? next.charCodeAt(0));
+    }
+    path = new TextDecoder().decode(new Uint8Array(bytes));
+  }
+  return path.startsWith(prefix) ? path.slice(prefix.length) : path;
+}
+
 export function parsePatch(patch: string): FileDiff[] {
   const files: FileDiff[] = [];
   let file: FileDiff | null = null;
@@ -49,9 +79,9 @@ export function parsePatch(patch: string): FileDiff[] {
       else if (line.startsWith(" ")) hunk.lines.push({ kind: "context", text: line.slice(1), oldNo: oldNo++, newNo: newNo++ });
       // "\ No newline at end of file" and the trailing empty line carry no content
     } else if (line.startsWith("--- ")) {
-      file.oldPath = line === "--- /dev/null" ? null : line.replace(/^--- (a\/)?/, "");
+      file.oldPath = line === "--- /dev/null" ? null : gitPath(line.slice(4), "a/");
     } else if (line.startsWith("+++ ")) {
-      file.newPath = line === "+++ /dev/null" ? null : line.replace(/^\+\+\+ (b\/)?/, "");
+      file.newPath = line === "+++ /dev/null" ? null : gitPath(line.slice(4), "b/");
     } else if (line.startsWith("Binary files") || line === "GIT binary patch") {
       file.binary = true;
     }

@@ -4,6 +4,7 @@ import type { Integration, Page, StreamEvent } from "../api/types";
 import { alertRows, DECISIONS } from "../alerts/rows";
 import { Card, ErrorText, StateBadge } from "../components/ui";
 import { Link } from "../router";
+import { visible } from "../text/visible";
 
 /** The tenant's integrations (never their secrets: the API shows none) and the alerts each received. */
 export default function Alerts() {
@@ -52,7 +53,7 @@ function IntegrationAlerts({ integration: i }: { integration: Integration }) {
             {list.map((a) => (
               <tr key={a.alertEventId} data-decision={a.decision ?? "pending"} className="border-t border-slate-200 dark:border-slate-800">
                 <td className="p-2"><time dateTime={a.at}>{new Date(a.at).toLocaleString()}</time></td>
-                <td className="p-2">{a.title}{a.title !== a.issue && <span className="ml-1 font-mono text-xs">({a.issue})</span>}</td>
+                <td className="p-2 [overflow-wrap:anywhere]">{visible(a.title)}{a.title !== a.issue && <span className="ml-1 font-mono text-xs">({a.issue})</span>}</td>
                 <td className="p-2">{a.project ?? "—"}</td>
                 <td className="p-2">{a.decision ? <StateBadge state={DECISIONS[a.decision]} /> : "pending"}{a.reason && <span className="ml-1 text-xs">{a.reason}</span>}</td>
                 <td className="p-2 font-mono">{a.runId ? <Link className="text-sky-800 underline dark:text-sky-300" href={`/runs/${a.runId}`}>{a.runId}</Link> : "—"}</td>

@@ -4,6 +4,7 @@ import { api, idempotencyKey } from "../api/client";
 import type { Conversation, Page, Sandbox } from "../api/types";
 import { Button, Card, ErrorText, Select, StateBadge, TextArea, TextInput } from "../components/ui";
 import { Link, navigate } from "../router";
+import { visible } from "../text/visible";
 
 /** The tenant's DeepAgent conversations, and a form to start one on a new or an existing sandbox. */
 export default function Conversations() {
@@ -19,7 +20,7 @@ export default function Conversations() {
           <tbody>
             {list.data.items.map((c) => (
               <tr key={c.id} className="border-t border-slate-200 dark:border-slate-800">
-                <td className="p-2"><Link className="text-sky-800 underline dark:text-sky-300" href={`/conversations/${c.id}`}>{c.title || c.id}</Link></td>
+                <td className="p-2"><Link className="text-sky-800 underline dark:text-sky-300" href={`/conversations/${c.id}`}>{visible(c.title || c.id)}</Link></td>
                 <td className="p-2"><StateBadge state={c.state} /></td>
                 <td className="p-2">{c.model}</td>
                 <td className="p-2 font-mono"><Link className="underline" href={`/sandboxes/${c.sandbox_id}`}>{c.sandbox_id}</Link></td>

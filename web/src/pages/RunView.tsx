@@ -1,13 +1,16 @@
 import * as Dialog from "@radix-ui/react-dialog";
 import * as Tabs from "@radix-ui/react-tabs";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
-import { lazy, Suspense, useState } from "react";
+import { lazy, Suspense, useEffect, useRef, useState } from "react";
+import { keepFocusOnPage, returnFocus } from "../a11y/focus";
 import { api, authHeaders, idempotencyKey } from "../api/client";
 import { ENDED_RUN_STATES, type ArtifactRef, type Attempt, type Run, type RunDetail, type StreamEvent } from "../api/types";
+import { ConfirmButton } from "../components/ConfirmButton";
 import { Button, Card, ErrorText, StateBadge, TextArea } from "../components/ui";
 import { Link } from "../router";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
+import { visible } from "../text/visible";
 
 const DiffView = lazy(() => import("../diff/DiffView"));
 const tab = "rounded-t border-b-2 border-transparent px-3 py-1.5 text-sm data-[state=active]:border-sky-700 data-[state=active]:font-semibold focus-visible:outline-2 focus-visible:outline-sky-600 dark:data-[state=active]:border-sky-400";
@@ -37,9 +40,9 @@ export default function RunView({ id }: { id: string }) {
       <Card>
         <div className="flex flex-wrap items-start gap-3">
           <div className="min-w-0 flex-1">
-            <h1 className="text-xl font-bold">{r?.title || id}</h1>
+            <h1 className="text-xl font-bold [overflow-wrap:anywhere]">{visible(r?.title || id)}</h1>
             <p className="font-mono text-xs text-slate-700 dark:text-slate-300">{id} · {r?.repository} · attempt {r?.attempt}</p>
-            {r?.reason && <p className="text-sm">Reason: {r.reason}</p>}
+            {r?.reason && <p className="text-sm [overflow-wrap:anywhere]">Reason: {visible(r.reason)}</p>}
           </div>
           {r && <StateBadge state={r.state} />}
         </div>
@@ -62,7 +65,7 @@ export default function RunView({ id }: { id: string }) {
         <Tabs.Content value="changes" className="pt-3"><Changes attempt={attempt} /></Tabs.Content>
         <Tabs.Content value="tests" className="pt-3"><Tests attempt={attempt} /></Tabs.Content>
         <Tabs.Content value="artifacts" className="pt-3"><Artifacts items={r?.artifacts ?? []} /></Tabs.Content>
-        <Tabs.Content value="request" className="pt-3"><pre className="whitespace-pre-wrap text-sm">{r?.spec}</pre>
+        <Tabs.Content value="request" className="pt-3"><pre className="whitespace-pre-wrap text-sm [overflow-wrap:anywhere]">{visible(r?.spec ?? "")}</pre>
           <p className="mt-2 text-sm"><Link className="underline" href={`/audit/${id}`}>Audit this stream</Link></p>
         </Tabs.Content>
       </Tabs.Root>
@@ -133,7 +136,7 @@ function Artifacts({ items }: { items: ArtifactRef[] }) {
       {items.map((a) => (
         <li key={a.artifact_id} className="flex gap-3">
           <Button onClick={() => download(a)}>Download</Button>
-          <span className="font-mono">{a.name ?? a.artifact_id}</span>
+          <span className="font-mono [overflow-wrap:anywhere]">{visible(a.name ?? a.artifact_id)}</span>
           <span>{a.size.toLocaleString()} bytes</span>
           <span className="text-slate-600 dark:text-slate-300">{a.content_type}</span>
         </li>
@@ -156,6 +159,7 @@ function Actions({ run }: { run: Run }) {
   const client = useQueryClient();
   const [guidance, setGuidance] = useState("");
   const [open, setOpen] = useState(false);
+  const rerunButton = useRef<HTMLButtonElement>(null);
   const act = useMutation({
     mutationFn: ({ path, body }: { path: string; body: unknown }) =>
       api(`/v1/runs/${encodeURIComponent(run.id)}/${path}`, { method: "POST", json: body, headers: { "Idempotency-Key": idempotencyKey() } }),
@@ -163,15 +167,32 @@ function Actions({ run }: { run: Run }) {
   });
   const reviewable = run.state === "awaiting_review" && !act.isPending;
   const ended = ENDED_RUN_STATES.includes(run.state);
+  // the button pressed goes disabled (pending, then approved...): focus stays on the page, not <body>
+  const mounted = useRef(false);
+  useEffect(() => {
+    if (mounted.current) keepFocusOnPage();
+    mounted.current = true;
+  }, [reviewable, ended]);
   return (
     <div className="mt-3 flex flex-wrap items-center gap-2">
       <Button variant="primary" disabled={!reviewable || act.isPending} onClick={() => act.mutate({ path: "review", body: { decision: "approve" } })}>Approve</Button>
-      <Button variant="danger" disabled={!reviewable || act.isPending} onClick={() => act.mutate({ path: "review", body: { decision: "reject" } })}>Reject</Button>
+      <ConfirmButton
+        label="Reject"
+        variant="danger"
+        title="Reject this run?"
+        description="The run ends as rejected and its change is not merged. A rejected run cannot be reopened."
+        keepLabel="Keep reviewing"
+        disabled={!reviewable || act.isPending}
+        onConfirm={() => act.mutate({ path: "review", body: { decision: "reject" } })}
+      />
       <Dialog.Root open={open} onOpenChange={setOpen}>
-        <Dialog.Trigger asChild><Button disabled={!reviewable}>Rerun with guidance…</Button></Dialog.Trigger>
+        <Dialog.Trigger asChild><Button ref={rerunButton} disabled={!reviewable}>Rerun with guidance…</Button></Dialog.Trigger>
         <Dialog.Portal>
           <Dialog.Overlay className="fixed inset-0 bg-black/50" />
-          <Dialog.Content className="fixed left-1/2 top-1/3 w-[32rem] max-w-[95vw] -translate-x-1/2 rounded-lg bg-white p-4 text-slate-900 shadow-xl dark:bg-slate-900 dark:text-slate-100">
+          <Dialog.Content
+            // back to the button that opened it; to the run's heading when a rerun just disabled it
+            onCloseAutoFocus={(e) => { e.preventDefault(); returnFocus(rerunButton.current); }}
+            className="fixed left-1/2 top-1/3 w-[32rem] max-w-[95vw] -translate-x-1/2 rounded-lg bg-white p-4 text-slate-900 shadow-xl dark:bg-slate-900 dark:text-slate-100">
             <Dialog.Title className="text-lg font-bold">Rerun with guidance</Dialog.Title>
             <Dialog.Description className="mb-3 text-sm">The agent starts a new attempt in this run with your guidance.</Dialog.Description>
             <form onSubmit={(e) => { e.preventDefault(); act.mutate({ path: "review", body: { decision: "rerun", guidance, comment: guidance } }); setOpen(false); }} className="flex flex-col gap-3">
@@ -184,7 +205,14 @@ function Actions({ run }: { run: Run }) {
           </Dialog.Content>
         </Dialog.Portal>
       </Dialog.Root>
-      <Button disabled={ended || run.state === "approved" || act.isPending} onClick={() => act.mutate({ path: "cancel", body: {} })}>Cancel run</Button>
+      <ConfirmButton
+        label="Cancel run"
+        title="Cancel this run?"
+        description="The agent is stopped, its sandbox ends and the run ends as cancelled. It cannot be resumed."
+        keepLabel="Keep the run"
+        disabled={ended || run.state === "approved" || act.isPending}
+        onConfirm={() => act.mutate({ path: "cancel", body: {} })}
+      />
       <ErrorText error={act.error} />
     </div>
   );

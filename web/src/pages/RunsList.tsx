@@ -4,6 +4,7 @@ import { api, query } from "../api/client";
 import { RUN_STATES, type Page, type Run } from "../api/types";
 import { Button, ErrorText, Select, StateBadge, TextInput } from "../components/ui";
 import { Link, navigate, useLocation } from "../router";
+import { visible } from "../text/visible";
 
 /** The tenant's runs, filtered by state, repository and text; states refresh every two seconds. */
 export function RunsList() {
@@ -57,7 +58,7 @@ export function RunsList() {
           <tbody>
             {items.map((r) => (
               <tr key={r.id} data-run={r.id} className="border-b border-slate-200 dark:border-slate-800">
-                <td className="p-2"><Link href={`/runs/${r.id}`} className="font-medium text-sky-800 underline dark:text-sky-300">{r.title || r.id}</Link></td>
+                <td className="p-2"><Link href={`/runs/${r.id}`} className="font-medium text-sky-800 underline [overflow-wrap:anywhere] dark:text-sky-300">{visible(r.title || r.id)}</Link></td>
                 <td className="p-2"><StateBadge state={r.state} /></td>
                 <td className="max-w-xs truncate p-2 font-mono text-xs" title={r.repository ?? ""}>{r.repository}</td>
                 <td className="p-2">{r.attempt}</td>

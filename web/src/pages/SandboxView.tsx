@@ -2,9 +2,11 @@ import { useMutation, useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, idempotencyKey } from "../api/client";
 import type { ExecResult, Sandbox } from "../api/types";
+import { ConfirmButton } from "../components/ConfirmButton";
 import { Button, Card, ErrorText, StateBadge, TextInput } from "../components/ui";
 import { Timeline } from "../timeline/Timeline";
 import { useTimeline } from "../timeline/useTimeline";
+import { visible } from "../text/visible";
 
 interface Entry {
   command: string;
@@ -32,7 +34,16 @@ export default function SandboxView({ id }: { id: string }) {
         <div className="flex items-center gap-3">
           <h1 className="font-mono text-lg font-bold">{id}</h1>
           {sandbox.data && <StateBadge state={sandbox.data.state} />}
-          <Button className="ml-auto" onClick={() => stop.mutate()} disabled={stop.isPending}>Stop</Button>
+          <ConfirmButton
+            className="ml-auto"
+            label="Stop"
+            confirmLabel="Stop sandbox"
+            title="Stop this sandbox?"
+            description="Its processes are killed and its workspace is gone. A stopped sandbox cannot be started again."
+            keepLabel="Keep it running"
+            disabled={stop.isPending}
+            onConfirm={() => stop.mutate()}
+          />
         </div>
         <ErrorText error={sandbox.error ?? stop.error} />
       </Card>
@@ -41,8 +52,8 @@ export default function SandboxView({ id }: { id: string }) {
         <div role="log" aria-label="Console output" className="mb-3 max-h-96 overflow-auto rounded bg-slate-950 p-2 font-mono text-xs text-slate-100">
           {history.map((e, i) => (
             <div key={i} className="mb-2">
-              <div className="text-sky-300">$ {e.command}</div>
-              {e.result && <pre className="whitespace-pre-wrap">{e.result.output}</pre>}
+              <div className="text-sky-300">$ {visible(e.command)}</div>
+              {e.result && <pre className="whitespace-pre-wrap [overflow-wrap:anywhere]">{visible(e.result.output)}</pre>}
               {e.result && <div className="text-slate-300">exit {e.result.exit_code ?? "?"} · {Math.round(e.result.duration_ms)} ms</div>}
               {e.error && <div className="text-red-300">{e.error}</div>}
             </div>

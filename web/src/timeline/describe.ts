@@ -1,5 +1,6 @@
 /** One line of text per record for the timeline, and the kind it is filed under. */
 import type { StreamEvent } from "../api/types";
+import { visible } from "../text/visible";
 
 export type Kind = "command" | "output" | "chat" | "egress" | "test" | "state" | "diff" | "other";
 
@@ -21,7 +22,12 @@ function text(value: unknown): string {
   return value == null ? "" : JSON.stringify(value);
 }
 
+/** A record as text, invisible characters made visible (see text/visible.ts). */
 export function describe(e: StreamEvent): string {
+  return visible(describeRaw(e));
+}
+
+function describeRaw(e: StreamEvent): string {
   const p = e.payload ?? {};
   switch (e.type) {
     case "exec.started":
