@@ -96,11 +96,13 @@ class CommandCursor:
         self.advance(partition, source.offset)
         return True
 
-    def catch_up(self, partition: int, handle: Handler) -> int:
-        """Handle every record from the position to the partition's current end (a take-over: the
-        records left by the previous owner, or by this instance before a rebalance, whatever the
-        group's committed offset says). Returns how many were handled."""
-        return self._handle_range(partition, self.position(partition), None, handle)
+    def catch_up(self, partition: int, handle: Handler, limit: int | None = None) -> int:
+        """Handle every record from the position to the partition's current end, or the next ``limit``
+        of them (a take-over: the records left by the previous owner, or by this instance before a
+        rebalance, whatever the group's committed offset says; ``processors/catch_up.py``). Returns
+        how many were handled: fewer than ``limit`` once the end is reached."""
+        start = self.position(partition)
+        return self._handle_range(partition, start, None if limit is None else start + limit, handle)
 
     def _handle_range(self, partition: int, start: int, end: int | None, handle: Handler) -> int:
         handled = 0

@@ -15,7 +15,8 @@ any image that has python3). One connection carries one request:
                      E error {code, message}; codes are a closed set (see ERROR_CODES)
 
 Request ids make retries safe: an exec id that is running or already ran is refused with
-``duplicate``, never started twice. ``cancel`` and timeouts kill the command's whole process group.
+``duplicate``, never started twice (in bounded memory: ``RequestIds`` says how). ``cancel`` and
+timeouts kill the command's whole process group.
 
 Protocol 2 (``ping`` answers ``protocol``; version 1 answered none): a command outlives the connection
 that started it. Its output is kept by byte offset (``CommandLog``: both streams in one sequence, the
@@ -76,6 +77,7 @@ ERROR_CODES = ("bad_request", "duplicate", "not_found", "forbidden_path", "io_er
 PROTOCOL = 2  # 2: commands outlive their connection (``attach``); ping says which one a supervisor speaks
 LOG_BYTES = 1024 * 1024  # of a command's output kept for a host that re-attaches (see CommandLog)
 KEPT_ENDED = 16  # ended commands whose output and exit stay for a host that re-attaches
+KEPT_IDS = 4096  # exec ids remembered one by one (see RequestIds)
 WRITABLE_ROOTS = ("/workspace", "/tmp", os.environ.get("HOME", "/home/sandbox"))
 HEADER = struct.Struct(">cI")
 EGRESS_PORT = 3128
@@ -94,7 +96,6 @@ _lock = threading.Lock()
 _spawn_lock = threading.Lock()  # held while starting a command and while reaping/scanning processes
 _running: dict[str, subprocess.Popen] = {}
 _children: dict[int, subprocess.Popen] = {}  # commands started and not yet reaped, by pid
-_seen: set[str] = set()
 _logs: dict[str, "CommandLog"] = {}  # running commands' output, by request id
 _ended: collections.OrderedDict[str, "CommandLog"] = collections.OrderedDict()  # see _keep
 _cancelled: set[str] = set()
@@ -102,6 +103,49 @@ _reported: set[tuple[int, str]] = set()  # (pid, start time) of detached process
 AGENT_UID = -1
 EGRESS_SOCKET = "/run/astraforge/egress.sock"
 PROC_DEV = os.stat("/proc").st_dev
+
+
+class RequestIds:
+    """The exec ids this supervisor has taken (started, or closed as never run by an ``attach`` that
+    found nothing), so that one comes to run at most once, in memory bounded for the sandbox's life.
+
+    The threat is a command redelivered inside the platform (a crash before its offset committed, a
+    new owner starting a command it believes never started): the duplicate arrives soon after the
+    original, with few others between. So the last ``KEPT_IDS`` ids are kept one by one, and below
+    them a floor: the platform mints ids as UUIDv7 (``astraforge.ids.new_id``: time first, so the
+    canonical text sorts by time), and a UUIDv7 id that sorts at or below the newest-minted id ever
+    forgotten is refused as well: it was minted before ids already let go, so it may be one of them.
+    Not covered: an id that is not a lower-case UUIDv7 (a caller's own) is remembered only while it
+    is among the last ``KEPT_IDS``; and a fresh UUIDv7 held back while ``KEPT_IDS`` ids minted after
+    it started is refused (the safe side). Not the threat: a host replaying ids on purpose (only the
+    host reaches this socket)."""
+
+    def __init__(self, kept: int = KEPT_IDS) -> None:
+        self.kept = kept
+        self.recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.floor = ""  # the newest-minted UUIDv7 forgotten so far ("" sorts below every id)
+
+    def take(self, request_id: str) -> bool:
+        """Note ``request_id`` as taken; False if it was (or, below the floor, may have been) before."""
+        if request_id in self.recent or (_is_uuid7(request_id) and request_id <= self.floor):
+            return False
+        self.recent[request_id] = None
+        while len(self.recent) > self.kept:
+            old, _ = self.recent.popitem(last=False)
+            if _is_uuid7(old) and old > self.floor:
+                self.floor = old
+        return True
+
+
+def _is_uuid7(value: str) -> bool:
+    """A lower-case canonical UUIDv7 (version 7, RFC variant), whose text sorts by its time."""
+    if len(value) != 36 or value[14] != "7" or value[19] not in "89ab":
+        return False
+    parts = value.split("-")
+    return [len(x) for x in parts] == [8, 4, 4, 4, 12] and all(c in "0123456789abcdef" for x in parts for c in x)
+
+
+_taken = RequestIds()
 
 
 class RequestError(Exception):
@@ -575,9 +619,8 @@ def do_exec(sock: socket.socket, req: dict, rfile) -> None:
         raise RequestError("bad_request", "argv must be a list of strings")
     cwd = _check_cwd(req.get("cwd") or "/workspace")
     with _lock:
-        if rid in _seen:
+        if not _taken.take(rid):
             raise RequestError("duplicate", f"request {rid} was already started")
-        _seen.add(rid)
     env = {**os.environ, **{str(k): str(v) for k, v in (req.get("env") or {}).items()}}
     forwarder = Forwarder(rid) if req.get("egress") else None
     if forwarder:
@@ -647,6 +690,7 @@ def _run_command(
     detached = left_behind(proc.pid) if report_detached else []
     with _lock:
         cancelled = log.id in _cancelled
+        _cancelled.discard(log.id)  # its id stays taken (``_taken``); the mark is of no more use
     exit_info = {
         "exit_code": proc.returncode,
         "duration_ms": round((time.monotonic() - started) * 1000, 3),
@@ -665,7 +709,7 @@ def do_attach(sock: socket.socket, req: dict) -> None:
     with _lock:
         log = _logs.get(target) or _ended.get(target)
         if log is None:  # the host closes it as never run: a start of it still on its way must never run it
-            _seen.add(target)
+            _taken.take(target)
     if log is None:
         raise RequestError("not_found", f"no command {target} running or kept here")
     attachment, start, lost = log.attach(offset)

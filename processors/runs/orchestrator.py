@@ -30,6 +30,7 @@ from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import DecodeError
 from astraforge.kafka import read_range
+from astraforge.processors.catch_up import CatchUp
 from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.ownership import Ownership
 from astraforge.processors.runs.driver import ACTOR, Driver
@@ -63,6 +64,7 @@ class RunOrchestrator:
         self.runtime = Runtime(settings, NAME, settings.commands_topic)
         self.table = self.runtime.table(NAME)
         self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
+        self.catch_up = CatchUp(NAME, self.ownership, self.cursor, self._handle_one, self.stop_event)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
@@ -244,11 +246,7 @@ class RunOrchestrator:
                     self._start(st, "drive")
                 elif st.state == "approved":
                     self._start(st, "merge")
-        for p in sorted(assigned):  # commands left unhandled, whatever the group committed
-            try:
-                self.ownership.write(p, lambda p=p: self.cursor.catch_up(p, self._handle_one))
-            except Exception:  # a later record of the partition reads them (CommandCursor.in_order)
-                LOG.exception("catching up partition %d failed", p)
+        self.catch_up.start(assigned)  # commands left unhandled, whatever the group committed (after the hook)
 
     def _forget(self, partition: int) -> None:
         self.cursor.forget(partition)
@@ -316,6 +314,7 @@ class RunOrchestrator:
         self.runtime.close()
         for thread in list(self.drivers.values()):
             thread.join(timeout=5)
+        self.catch_up.wait(self.settings.kafka_timeout_s)
         with contextlib.suppress(Exception):
             self.producer.close()
         self.cursor.close()

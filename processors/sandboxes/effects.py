@@ -399,7 +399,7 @@ class Effects:
         DETACHED) or another host took it over (``taken_over``): the partition's owner records it.
         ``check``: the lease guard around it; what it found and put back is recorded with the end."""
         partition = self.p.partition_of(st.stream_id)
-        epoch = self.p.epochs[partition]
+        epoch = self.p.ownership.epoch(partition)
         seq, recorded, truncated = so_far.next_seq, so_far.size, False
         overflow = spool()  # both streams, as produced, past MAX_RECORDED_OUTPUT (on disk past 1 MiB)
         overflow_limit = self.settings.max_output_bytes - MAX_RECORDED_OUTPUT
@@ -467,7 +467,7 @@ class Effects:
                 event(st, "artifact.stored", {"artifact": ref, "command_id": cid}, ACTOR, cmd),
                 event(st, "exec.output", payload, ACTOR, cmd),
             ]
-        ours = lambda: self.p.epochs[partition] == epoch  # noqa: E731 (the partition was not dropped meanwhile)
+        ours = lambda: self.p.ownership.epoch(partition) == epoch  # noqa: E731 (the partition was not dropped meanwhile)
         self.p.settle(st.sandbox_id, lambda now: finished(now, done, ACTOR, cmd, before) if ours() else [])
         return None if ours() else DETACHED
 

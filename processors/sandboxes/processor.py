@@ -61,8 +61,10 @@ from astraforge.errors import DecodeError, DeliveryFailed
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
+from astraforge.processors.catch_up import CatchUp
 from astraforge.processors.cursor import CommandCursor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
+from astraforge.processors.ownership import Ownership
 from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
 from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
 from astraforge.processors.sandboxes.handoff import Detached
@@ -126,12 +128,6 @@ class SandboxProcessor:
         self.pools = WarmPools(settings, provider, self.stop_event.is_set)
         self.warm = self.pools.warm
         self.states: dict[str, SandboxState] = {}  # live (and recently ended) sandboxes of owned partitions
-        self.status: dict[int, str] = {}  # partition -> "owned" | "suspended" (absent: not ours)
-        self.locks = {p: threading.RLock() for p in range(settings.topic_partitions)}
-        self.output_locks = {p: threading.Lock() for p in range(settings.topic_partitions)}
-        self.epochs = dict.fromkeys(range(settings.topic_partitions), 0)  # counts each partition's drops
-        self.changed = threading.Condition()
-        self.revocations = 0  # counts revocations: a take-over that saw another one begin is stale
         self.taking_over = threading.Lock()
         self.watermarks = reader(settings)  # where each events partition ends (``advance_marks``)
         self.takeovers: list[dict] = []  # per rebalance that brought partitions: what start-up cost
@@ -148,8 +144,10 @@ class SandboxProcessor:
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
         self.runtime = Runtime(settings, NAME, settings.commands_topic, copartitioned=[settings.events_topic])
+        self.ownership = Ownership(SUSPENDED_WAIT_S, self.runtime.lease.valid)  # owned partitions, their locks
         self.table = self.runtime.table(NAME)
         self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
+        self.catch_up = CatchUp(NAME, self.ownership, self.cursor, self._handle_one, self.stop_event)
         self.runtime.on_revoked(self._suspend)
         self.runtime.on_assigned(self._assigned)
         self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
@@ -164,20 +162,16 @@ class SandboxProcessor:
     def owns(self, stream_id: str) -> bool:
         """Whether this instance owns the stream's partition now, provably (a moved one is the new
         owner's; one whose lease lapsed may be already): asked before every provider action."""
-        return self._may_write(self.partition_of(stream_id))
+        return self.ownership.may_write(self.partition_of(stream_id))
 
     def may_act(self, stream_id: str) -> bool:
         """Whether an effect queued for the stream may still start: the lease holds and the partition is
         ours or suspended by a rebalance under way (a lost one's effects are the new owner's)."""
-        return self.runtime.lease.valid() and self.status.get(self.partition_of(stream_id)) in ("owned", "suspended")
-
-    def _may_write(self, partition: int) -> bool:
-        """Owned (assigned, recovered, not suspended) and within the lease: the fence."""
-        return self.status.get(partition) == "owned" and self.runtime.lease.valid()
+        return self.runtime.lease.valid() and self.ownership.held(self.partition_of(stream_id))
 
     def _stamp(self, partition: int) -> int:
         """The timestamp for records written now for ``partition`` (``Runtime.stamp``); ``Fenced`` if not ours."""
-        if self.status.get(partition) != "owned":
+        if not self.ownership.owns(partition):
             raise Fenced(f"partition {partition} is not owned now")
         return self.runtime.stamp()
 
@@ -212,18 +206,6 @@ class SandboxProcessor:
         self._persist(partition, touched, appended[-1].offset + 1)
         return True
 
-    def _owned_now(self, partition: int) -> bool:
-        """Wait while a rebalance has the partition suspended, or while it is owned but the lease has
-        lapsed (a stalled process: its group decides whether it still owns it); True if it is ours."""
-        deadline = time.monotonic() + SUSPENDED_WAIT_S
-        with self.changed:
-            while time.monotonic() < deadline and (
-                self.status.get(partition) == "suspended"
-                or (self.status.get(partition) == "owned" and not self.runtime.lease.valid())
-            ):
-                self.changed.wait(0.1)
-            return self._may_write(partition)
-
     def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
         """Compute records from the sandbox's current state and write them, as its partition's owner.
         False (nothing written) if there was nothing to write or the partition is no longer ours."""
@@ -232,8 +214,8 @@ class SandboxProcessor:
             return False
         partition = self.partition_of(st.stream_id)
         lapsed = not self.runtime.lease.valid()  # a stalled instance waking up: say what became of its outcome
-        while self._owned_now(partition):
-            with self.locks[partition]:
+        while self.ownership.owned_now(partition):
+            with self.ownership.locks[partition]:
                 current = self.states.get(sandbox_id)
                 try:
                     written = current is not None and self._emit_locked(partition, decide_events(current))
@@ -257,7 +239,7 @@ class SandboxProcessor:
         Stamped with the lease like every write (dropped once it lapsed), and dropped once the stream's
         partition is gone. A command's output goes through ``record_output`` instead, which never drops:
         the partition's next owner counts what was recorded to re-attach from there."""
-        if self.status.get(self.partition_of(event.stream_id)) not in ("owned", "suspended"):
+        if not self.ownership.held(self.partition_of(event.stream_id)):
             return
         try:
             stamp = self.runtime.stamp()
@@ -274,18 +256,16 @@ class SandboxProcessor:
         once the partition was dropped since ``epoch`` (``epochs``: also when this instance took it
         back since, e.g. after a missed generation, and re-attached itself): the caller stops reading
         the command and records nothing more."""
-        partition = self.partition_of(event.stream_id)
+        partition, owner = self.partition_of(event.stream_id), self.ownership
         while True:
-            if self.epochs[partition] != epoch:
+            if owner.epoch(partition) != epoch:
                 raise Detached(f"partition {partition} was given away since the command was read here")
-            if not self._owned_now(partition):
-                if self.status.get(partition) not in ("owned", "suspended"):
+            if not owner.owned_now(partition):
+                if not owner.held(partition):
                     raise Detached(f"partition {partition} is no longer ours")
                 continue  # a rebalance (or a lapsed lease) longer than the wait: still not given away
-            with self.output_locks[partition]:  # the suspension waits for a record being queued
-                if self.epochs[partition] != epoch:
-                    continue
-                if not self._may_write(partition):
+            with owner.output_locks[partition]:  # the suspension waits for a record being queued
+                if owner.epoch(partition) != epoch or not owner.may_write(partition):
                     continue
                 try:
                     stamp = self.runtime.stamp()
@@ -345,8 +325,8 @@ class SandboxProcessor:
         Raises ``Fenced`` unless the partition is owned within the lease, and a transient error
         (``TRANSIENT``) to be retried."""
         partition = source.partition
-        with self.locks[partition]:
-            if not self._may_write(partition):
+        with self.ownership.locks[partition]:
+            if not self.ownership.may_write(partition):
                 raise Fenced(f"partition {partition} is not provably ours (suspended, or the lease lapsed)")
             self.cursor.in_order(source, value, self._handle_one)
 
@@ -420,12 +400,9 @@ class SandboxProcessor:
         await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
 
     def _suspend_now(self, partitions: frozenset[int]) -> None:
-        with self.changed:
-            self.revocations += 1  # a take-over begun before this one is stale: it must not mark anything owned
-        for p in partitions:
-            with self.locks[p], self.output_locks[p], self.changed:  # waits for a write under way
-                if self.status.get(p) == "owned":
-                    self.status[p] = "suspended"
+        # a write under way (or an output record being queued) ends first; a take-over begun before
+        # this one is stale: it must not mark anything owned
+        self.ownership.suspend(partitions)
         # every output record queued before the suspension is in the stream before the next owner
         # counts what it holds (``handoff.py``): none is queued after it
         try:
@@ -434,7 +411,7 @@ class SandboxProcessor:
             LOG.exception("output records not flushed at the revocation")
 
     async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions, self.revocations, self.runtime.continued)
+        await asyncio.to_thread(self._take_over, partitions, self.ownership.revocations, self.runtime.continued)
 
     def _take_over(self, assigned: frozenset[int], revocations: int, continued: bool = True) -> None:
         """Own ``assigned``: drop the partitions lost, load the new ones, then mark them all owned, unless
@@ -445,30 +422,22 @@ class SandboxProcessor:
         that gave it (``continued``): an instance the group dropped (stalled past its session) may get
         a partition back that another owned meanwhile, so it reloads every partition.
 
-        Last, every assigned partition catches up from its cursor: commands left unhandled by the
-        previous owner, or by this instance during the rebalance, are handled now, after the new
-        partitions' recovery (a command handled before it would count as left open by the previous
-        owner), whatever the group's committed offset says."""
+        Last, every assigned partition catches up from its cursor, on a thread of its own (``CatchUp``:
+        a backlog does not hold the rebalance hook): commands left unhandled by the previous owner,
+        or by this instance during the rebalance, are handled after the new partitions' recovery (a
+        command handled before it would count as left open by the previous owner) and before any
+        newer record of theirs, whatever the group's committed offset says."""
         with self.taking_over:  # one take-over at a time: a stale one finishes before the next begins
             began = time.monotonic()
-            held = set(self.status) if continued else set()
-            for p in set(self.status) - held:
-                self._drop(p)
-            new, lost = set(assigned) - held, held - set(assigned)
+            new, lost = self.ownership.changes(assigned, continued)
             for p in lost:
                 self._drop(p)
             loaded = folded = 0
             for p in sorted(new):
-                with self.locks[p]:
+                with self.ownership.locks[p]:
                     n, m = self._load(p)
                     loaded, folded = loaded + n, folded + m
-            with self.changed:
-                stale = self.revocations != revocations
-                if not stale:
-                    for p in assigned:
-                        self.status[p] = "owned"
-                self.changed.notify_all()
-            if stale:
+            if not self.ownership.own(assigned, revocations):
                 for p in new:
                     self._drop(p)
                 LOG.info("take-over of partitions %s abandoned: revoked while it loaded", sorted(assigned))
@@ -487,39 +456,20 @@ class SandboxProcessor:
                 "%(events_read)d events read after its marks, %(seconds).2fs",
                 took,
             )
-        self._catch_up(assigned)
-
-    def _catch_up(self, partitions: Iterable[int]) -> None:
-        """Handle each owned partition's commands from its cursor to its end (``CommandCursor.catch_up``),
-        retrying transient failures while the partition stays ours."""
-        for p in sorted(partitions):
-            delay = RETRY_FIRST_S
-            while not self.stop_event.is_set():
-                with self.locks[p]:
-                    if not self._may_write(p):
-                        break  # revoked meanwhile (or the lease lapsed): the next take-over catches up
-                    try:
-                        handled = self.cursor.catch_up(p, self._handle_one)
-                    except Exception:
-                        LOG.exception("catching up partition %d failed; retrying", p)
-                    else:
-                        if handled:
-                            LOG.info("partition %d: %d commands not handled before this take-over, handled", p, handled)
-                        break
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        self.catch_up.start(assigned)
 
     def _drop(self, partition: int) -> None:
-        with self.locks[partition], self.output_locks[partition], self.changed:
-            self.status.pop(partition, None)
-            self.epochs[partition] += 1  # a command read here before lets go, even if the partition comes back
-            self.cursor.forget(partition)
-            self.changed.notify_all()
-            for sid, st in list(self.states.items()):
-                if self.partition_of(st.stream_id) == partition:
-                    del self.states[sid]
-                    self.egress.close(sid)
-                    self.effects.forget(sid)
+        """The partition is gone (its epoch moves on: a command read here before lets go, even if the
+        partition comes back): its states, cursor and egress rules go with it."""
+        self.ownership.drop(partition, lambda: self._forget(partition))
+
+    def _forget(self, partition: int) -> None:
+        self.cursor.forget(partition)
+        for sid, st in list(self.states.items()):
+            if self.partition_of(st.stream_id) == partition:
+                del self.states[sid]
+                self.egress.close(sid)
+                self.effects.forget(sid)
 
     def _load(self, partition: int) -> tuple[int, int]:
         """This partition's states and cursor from the table, then the events written after its mark."""
@@ -568,7 +518,7 @@ class SandboxProcessor:
         """The periodic pass over the owned partitions (one ``list_ids``): the stop of every sandbox
         left ``stopping`` (its stop failed, e.g. the engine did not answer) is tried again, and the
         provider's orphans (a failed reap, a failed provision's rollback) are reaped."""
-        owned = {p for p in list(self.status) if self._may_write(p)}  # a stalled instance reaps nothing
+        owned = {p for p in list(self.ownership.status) if self.ownership.may_write(p)}  # a stalled one reaps nothing
         if not owned:
             return
         present = self.provider.list_ids()
@@ -614,9 +564,9 @@ class SandboxProcessor:
         if sandbox_id is None:
             return True
         partition = self.partition_of(sandbox_id)
-        with self.locks[partition]:
+        with self.ownership.locks[partition]:
             st = self.states.get(sandbox_id)
-            return self._may_write(partition) and (st is None or st.state in ENDED)
+            return self.ownership.may_write(partition) and (st is None or st.state in ENDED)
 
     def _reap_orphan(self, runtime_id: str) -> None:
         with self.removal(runtime_id) as mine:
@@ -664,11 +614,11 @@ class SandboxProcessor:
         now = now_micros()
         for st in list(self.states.values()):
             partition = self.partition_of(st.stream_id)
-            if self.status.get(partition) != "owned":
+            if not self.ownership.owns(partition):
                 continue
             if st.state in ENDED:
                 if now - st.ended_at > self.ended_grace_s * 1_000_000:
-                    with self.locks[partition]:
+                    with self.ownership.locks[partition]:
                         if self.states.get(st.sandbox_id) is st:
                             del self.states[st.sandbox_id]
                             self.effects.forget(st.sandbox_id)
@@ -683,9 +633,9 @@ class SandboxProcessor:
         only what came after (not every chat, output or other processor's record since the last sandbox
         command). Sound under the partition's lock: every record before the end that can change a
         sandbox was written and folded by this instance under that lock, or read at its take-over."""
-        for partition in [p for p, status in list(self.status.items()) if status == "owned"]:
-            with self.locks[partition]:
-                if not self._may_write(partition):
+        for partition in [p for p in list(self.ownership.status) if self.ownership.owns(p)]:
+            with self.ownership.locks[partition]:
+                if not self.ownership.may_write(partition):
                     continue
                 tp = TopicPartition(self.settings.events_topic, partition)
                 _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)
@@ -739,10 +689,7 @@ class SandboxProcessor:
                 except Exception:
                     LOG.exception("timer failed")
         finally:
-            for p in list(self.status):  # from here nothing is written: the next owner re-attaches to what runs
-                with self.locks[p], self.output_locks[p], self.changed:
-                    self.status.pop(p, None)
-                    self.changed.notify_all()
+            self.ownership.release_all()  # from here nothing is written: the next owner re-attaches to what runs
             with contextlib.suppress(DeliveryFailed):  # the output recorded so far lands before the hand-over
                 self.producer.flush(self.settings.kafka_timeout_s)
             self.close()
@@ -753,11 +700,13 @@ class SandboxProcessor:
         if self._closed:
             return
         self._closed = True
+        self.stop_event.set()  # a take-over's catch-up (on a thread of its own) ends at its next batch
         self.runtime.close()
         self.egress.stop()
         for lane in self.lanes.values():
             lane.shutdown(wait=False, cancel_futures=True)
         self.pools.wait_refilled()  # a refill under way finishes its one create: nothing appears after
+        self.catch_up.wait(self.settings.kafka_timeout_s)  # a batch under way ends before its reader closes
         self.producer.close()
         self.watermarks.close()
         self.cursor.close()

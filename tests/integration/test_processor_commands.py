@@ -74,7 +74,7 @@ def running_processor(fresh_settings) -> Iterator[SandboxProcessor]:
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     owns_all = {p: "owned" for p in range(s.topic_partitions)}
-    wait_until(lambda: processor.status == owns_all, timeout=60, what="the processor owns every partition")
+    wait_until(lambda: processor.ownership.status == owns_all, timeout=60, what="the processor owns every partition")
     yield processor
     processor.stop()
     thread.join(timeout=60)
@@ -128,7 +128,7 @@ def test_the_processor_refuses_topics_that_are_not_co_partitioned(docker_provide
         processor = SandboxProcessor(s, docker_provider)
         with pytest.raises(ConfigError, match=rf"topic {s.events_topic} has 2 partitions but .* is 3"):
             processor.run()
-        assert not processor.runtime.owned and not processor.status
+        assert not processor.runtime.owned and not processor.ownership.status
     finally:
         admin.delete_topics(list(wrong))
 
@@ -171,7 +171,7 @@ def test_a_command_redelivered_long_after_it_was_handled_is_not_run_again(fresh_
     thread = threading.Thread(target=second.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: second.status.get(partition) == "owned", timeout=60, what="the second instance owns it")
+        wait_until(lambda: second.ownership.owns(partition), timeout=60, what="the second instance owns it")
         second.handle(Source(s.commands_topic, partition, old.offset(), old.key()), old.value())  # delivered again
         assert [e.type for e in records(s, sid)].count("sandbox.requested") == 1, "the ended sandbox came back"
         assert second.state(sid) is None and sid not in provider.list_ids()

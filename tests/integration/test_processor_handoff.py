@@ -74,7 +74,7 @@ def start_numbered(old: SandboxProcessor, sid: str, cid: str) -> threading.Threa
 def take_over(new: SandboxProcessor) -> None:
     new.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
     asyncio.run(new._assigned(frozenset({0})))
-    assert new.status == {0: "owned"}
+    assert new.ownership.status == {0: "owned"} and new.catch_up.wait(60)
 
 
 def test_a_command_runs_on_through_a_rebalance_every_line_recorded_once(two) -> None:
@@ -132,8 +132,8 @@ def test_a_take_over_that_reloads_a_kept_partition_reads_its_own_running_command
     try:
         runner = start_numbered(old, sid, "c-kept")
         old._suspend_now(frozenset({0}))
-        old._take_over(frozenset({0}), old.revocations, continued=False)
-        assert old.status == {0: "owned"}
+        old._take_over(frozenset({0}), old.ownership.revocations, continued=False)
+        assert old.ownership.status == {0: "owned"}
         at_reload = len(lines(output_of(s, sid, "c-kept")[1]))
         wait_until(
             lambda: len(lines(output_of(s, sid, "c-kept")[1])) >= at_reload + 5,

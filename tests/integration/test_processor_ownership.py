@@ -45,11 +45,11 @@ def test_a_revocation_while_a_take_over_loads_never_leaves_the_partition_owned(p
 
     processor._load = load_then_revoke
     asyncio.run(processor._assigned(frozenset({0})))
-    assert processor.status.get(0) != "owned", "a stale take-over marked a revoked partition owned"
+    assert not processor.ownership.owns(0), "a stale take-over marked a revoked partition owned"
 
     processor._load = load  # the rebalance ends with the partition assigned again: now it is owned
     asyncio.run(processor._assigned(frozenset({0})))
-    assert processor.status == {0: "owned"}
+    assert processor.ownership.status == {0: "owned"}
 
 
 def owned_ready_sandbox(processor: SandboxProcessor) -> str:
@@ -63,7 +63,7 @@ def owned_ready_sandbox(processor: SandboxProcessor) -> str:
     EventProducer(s).append_many([*decision.events, *ready])
     processor.runtime.lease.renew(time.monotonic(), time.time())  # as an acknowledged heartbeat does
     asyncio.run(processor._assigned(frozenset({0})))
-    assert processor.state(sid).state == "ready" and processor.status == {0: "owned"}
+    assert processor.state(sid).state == "ready" and processor.ownership.status == {0: "owned"}
     return sid
 
 
@@ -86,7 +86,7 @@ def test_a_periodic_reconcile_overtaken_by_a_rebalance_reaps_no_container_of_the
         processor._clean_up = rebalance_then_clean_up
         processor.reconcile_owned()
         processor.lanes["control"].shutdown(wait=True)  # every reap it queued has run
-        assert processor.status == {} and processor.state(sid) is None
+        assert processor.ownership.status == {} and processor.state(sid) is None
         assert sid in provider.list_ids(), "reaped the container of a sandbox whose partition moved away"
     finally:
         provider.stop(sid)
@@ -102,7 +102,7 @@ def test_the_table_mark_follows_records_that_change_no_sandbox(fresh_settings) -
     thread = threading.Thread(target=first.run, daemon=True)
     thread.start()
     owns_all = {p: "owned" for p in range(s.topic_partitions)}
-    wait_until(lambda: first.status == owns_all, timeout=60, what="the first instance owns every partition")
+    wait_until(lambda: first.ownership.status == owns_all, timeout=60, what="the first instance owns every partition")
     producer = EventProducer(s)  # after its take-over: only the marks' own movement can pass these
     for i in range(HISTORY):
         producer.send(chat(f"conversation-{i % 7}", "acme", f"message {i}"))

@@ -64,6 +64,7 @@ def test_a_new_owner_stops_the_sandbox_of_a_run_that_is_past_its_agent(fresh_set
     try:
         o._take_over(frozenset({partition}))
     finally:
+        o.catch_up.wait(60)  # the take-over's catch-up (on a thread of its own) reads the commands topic
         o.close()
     commands = read_range(fresh_settings, fresh_settings.commands_topic, partition, 0, None)
     stops = [(e.type, e.sandbox_id) for e in (o.codec.decode(m.value()) for m in commands)]

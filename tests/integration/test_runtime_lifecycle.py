@@ -19,7 +19,7 @@ def test_faust_threads_never_keep_the_process_alive(fresh_settings) -> None:
     thread = threading.Thread(target=processor.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: processor.status, timeout=90, what="partitions owned")
+        wait_until(lambda: processor.ownership.status, timeout=90, what="partitions owned")
         workers = [t for t in threading.enumerate() if isinstance(t, mode.threads.WorkerThread)]
         assert workers, "faust runs its consumer on a mode worker thread"
         assert all(t.daemon for t in workers), [t.name for t in workers if not t.daemon]

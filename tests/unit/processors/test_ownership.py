@@ -2,7 +2,7 @@
 
 import threading
 
-from astraforge.processors.ownership import Ownership
+from astraforge.processors.ownership import Ownership, PerPartition
 
 
 def test_a_write_waits_out_a_suspension_and_gives_up_once_the_partition_is_gone() -> None:
@@ -49,3 +49,50 @@ def test_without_the_lease_nothing_is_written_and_a_stale_take_over_owns_nothing
     assert o.own([0], o.revocations) and o.may_write(0)
     lease["valid"] = False  # stalled past the session: the group decides who owns it now
     assert o.write(0, lambda: "late") is None and o.held(0) and not o.may_write(0)
+
+
+def test_a_suspension_waits_for_an_output_record_being_queued_and_a_drop_moves_the_epoch() -> None:
+    """What the sandbox processor's hand-over needs: a record queued under the output lock lands before
+    the suspension (so the next owner counts it), and a command that noted the epoch learns the
+    partition was given away even once it is owned again."""
+    o = Ownership(suspended_wait_s=5)
+    o.own([0])
+    began = o.epoch(0)
+    queued, suspended = threading.Event(), threading.Event()
+    with o.output_locks[0]:
+        suspender = threading.Thread(target=lambda: (o.suspend([0]), suspended.set()))
+        suspender.start()
+        assert not suspended.wait(0.2) and o.owns(0)  # the record being queued goes first
+        queued.set()
+    suspender.join(5)
+    assert queued.is_set() and suspended.is_set() and o.held(0) and not o.owns(0)
+    o.drop(0)
+    o.own([0])
+    assert o.owns(0) and o.epoch(0) == began + 1
+
+
+def test_after_a_missed_generation_every_partition_held_is_lost_and_every_one_assigned_is_new() -> None:
+    o = Ownership()
+    o.own([0, 1])
+    assert o.changes([1, 2]) == ({2}, {0})
+    assert o.changes([1, 2], continued=False) == ({1, 2}, {0, 1})
+
+
+def test_threads_asking_for_a_partitions_lock_at_once_get_the_same_one() -> None:
+    """Two threads both inside the factory at once (forced by a barrier): a ``defaultdict`` stores
+    the second lock over the first and each thread holds its own; ``PerPartition`` hands both the one
+    stored."""
+    both_inside = threading.Barrier(2, timeout=5)
+
+    def new_lock() -> threading.Lock:
+        both_inside.wait()
+        return threading.Lock()
+
+    locks = PerPartition(new_lock)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(locks[7])) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(got) == 2 and got[0] is got[1] is locks[7]
