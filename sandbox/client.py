@@ -296,10 +296,13 @@ class SupervisorClient:
             request["exact"] = True
         return self._result(request, source, size)
 
-    def fingerprint(self, paths: list[str]) -> dict[str, dict]:
+    def fingerprint(self, paths: list[str], max_bytes: int | None = None) -> dict[str, dict]:
         """What is at each absolute path itself (no symlink followed): {path: {kind, sha256, size}},
-        kind file | symlink | missing | redirected | other."""
+        kind file | symlink | missing | redirected | other. A file over ``max_bytes`` is not hashed
+        (its ``sha256`` is a ``large:`` signature of inode, size and ctime)."""
         request = {"id": new_id(), "op": "fingerprint", "paths": paths}
+        if max_bytes is not None:
+            request["max_bytes"] = max_bytes
         return self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"]
 
     def unlink(self, path: str) -> None:

@@ -832,10 +832,14 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
     frame_json(sock, b"r", {"path": path, "size": size, "sha256": digest.hexdigest()})
 
 
-def _fingerprint(path: str) -> dict:
+def _fingerprint(path: str, max_bytes: int | None = None) -> dict:
     """What is at ``path`` itself (a symlink is not followed, nor a directory on the way to it):
     kind file | symlink | missing | redirected (a directory on the way is a symlink) | other, and a
-    sha256 of the file's bytes or the link's target."""
+    sha256 of the file's bytes or the link's target. A file over ``max_bytes`` (or growing past it
+    while read) is not hashed: the agent can make a sparse terabyte in a moment, and hashing it
+    would hold the check past its timeout. It gets a ``large:`` signature of its inode, size and
+    ctime instead (ctime moves with every write and no agent can set it), as a file no restore
+    could put back anyway."""
     parent = os.path.dirname(path)
     if os.path.realpath(parent) != parent:
         return {"kind": "redirected", "sha256": "", "size": 0}
@@ -851,27 +855,34 @@ def _fingerprint(path: str) -> dict:
     digest, size = hashlib.sha256(), 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between lstat and open
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between lstat and open
             return {"kind": "other", "sha256": "", "size": 0}
-        while data := src.read(CHUNK):
+        while (max_bytes is None or size <= max_bytes) and (data := src.read(CHUNK)):
             digest.update(data)
             size += len(data)
+        if max_bytes is not None and max(size, st.st_size) > max_bytes:
+            st = os.fstat(fd)
+            signature = f"large:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_ctime_ns}"
+            return {"kind": "file", "sha256": signature, "size": st.st_size, "mode": st.st_mode & 0o777}
     return {"kind": "file", "sha256": digest.hexdigest(), "size": size, "mode": st.st_mode & 0o777}
 
 
 def do_fingerprint(sock: socket.socket, req: dict) -> None:
     """Fingerprints of absolute paths, as the agent sees them (the lease guard compares them around
     a command): one ``r`` {files: {path: {kind, sha256, size}}}."""
-    paths = req.get("paths")
+    paths, max_bytes = req.get("paths"), req.get("max_bytes")
     if not (isinstance(paths, list) and all(isinstance(p, str) and p.startswith("/") and "\0" not in p for p in paths)):
         raise RequestError("bad_request", "fingerprint needs a list of absolute paths")
+    if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes >= 0):
+        raise RequestError("bad_request", "max_bytes must be a non-negative integer")
     files = {}
     with as_agent():
         for path in paths:
             if _under(os.path.realpath(path), ("/proc",)):
                 raise RequestError("forbidden_path", f"{path} resolves into /proc")
             try:
-                files[path] = _fingerprint(os.path.normpath(path))
+                files[path] = _fingerprint(os.path.normpath(path), max_bytes)
             except OSError as e:
                 raise _io_error(e) from None
     frame_json(sock, b"r", {"files": files})

@@ -24,7 +24,9 @@ against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
 while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
-guards from the next command on; files over ``max_file_bytes``, a file turned into a directory with
+guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
+in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
+inode, size and ctime), a file turned into a directory with
 something in it, and one reached through a directory swapped for a symlink are reported, not put back; a command
 re-attached by a new partition owner, or run while PostgreSQL cannot be read, is not watched (logged).
 """
@@ -199,7 +201,7 @@ class LeaseGuard:
 
     def _load(self, client: SupervisorClient, items: list[Guarded]) -> None:
         """Fingerprint ``items`` and keep each regular file's bytes (within ``max_file_bytes``)."""
-        prints = client.fingerprint([g.path for g in items])
+        prints = client.fingerprint([g.path for g in items], self.settings.max_file_bytes)
         for g in items:
             g.close()
             g.fingerprint = prints[g.path]
@@ -232,7 +234,7 @@ class LeaseGuard:
             try:
                 if client is None:
                     raise SupervisorUnavailable("sandbox is gone")
-                now = client.fingerprint(list(watch.files))
+                now = client.fingerprint(list(watch.files), self.settings.max_file_bytes)
                 changed = [g for g in watch.files.values() if not _same(g.fingerprint, now[g.path])]
                 theirs = [g for g in changed if g.holder in watch.overlapped]
                 for g in theirs:

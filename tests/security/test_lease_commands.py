@@ -151,3 +151,26 @@ def test_a_conversations_agent_is_told_its_command_was_undone(settings, api_url,
     assert httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == ORIGINAL
     (violation,) = _events(api_url, key, sid, "lease.violated")
     assert violation["payload"]["violator"] == "conversation:cv-b"
+
+
+def test_a_leased_file_grown_huge_cannot_stall_the_check(platform) -> None:
+    """B changes one leased file and makes another a sparse terabyte: the check after B's command
+    must not hash the terabyte (it gave up after its timeout and left both changes unreported and in
+    place). Both files are put back and both changes reported."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    try:
+        for name in ("first.py", "second.py"):
+            lease = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": f"/workspace/{name}", "holder": "a"})
+            assert lease.status_code == 201, lease.text
+            put = httpx.put(f"{url}/v1/sandboxes/{sid}/files/{name}", headers=a, content=ORIGINAL, timeout=30)
+            assert put.status_code == 200, put.text
+        result = _exec(url, key, sid, "echo pwned > first.py && truncate -s 1T second.py")
+        error = result["error"] or ""
+        assert "first.py is leased by" in error and "second.py is leased by" in error, result
+        for name in ("first.py", "second.py"):
+            state = _exec(url, key, sid, f"stat -c %s {name} && cat {name}", holder="a")
+            assert state["stdout"] == f"{len(ORIGINAL)}\n{ORIGINAL.decode()}", (name, state)
+    finally:
+        httpx.delete(f"{url}/v1/sandboxes/{sid}", headers=auth(key), timeout=30)
