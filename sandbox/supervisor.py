@@ -56,6 +56,7 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -834,7 +835,8 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
 
 def _fingerprint(path: str, max_bytes: int | None = None) -> dict:
     """What is at ``path`` itself (a symlink is not followed, nor a directory on the way to it):
-    kind file | symlink | missing | redirected (a directory on the way is a symlink) | other, and a
+    kind file | symlink | missing | redirected (a directory on the way is a symlink) | other |
+    unreachable (``_fingerprint_one``: the agent's identity cannot look there), and a
     sha256 of the file's bytes or the link's target. A file over ``max_bytes`` (or growing past it
     while read) is not hashed: the agent can make a sparse terabyte in a moment, and hashing it
     would hold the check past its timeout. It gets a ``large:`` signature of its inode, size and
@@ -879,13 +881,22 @@ def do_fingerprint(sock: socket.socket, req: dict) -> None:
     files = {}
     with as_agent():
         for path in paths:
-            if _under(os.path.realpath(path), ("/proc",)):
-                raise RequestError("forbidden_path", f"{path} resolves into /proc")
-            try:
-                files[path] = _fingerprint(os.path.normpath(path), max_bytes)
-            except OSError as e:
-                raise _io_error(e) from None
+            files[path] = _fingerprint_one(os.path.normpath(path), max_bytes)
     frame_json(sock, b"r", {"files": files})
+
+
+def _fingerprint_one(path: str, max_bytes: int | None) -> dict:
+    """One path's fingerprint; what the agent made unreachable is a kind of its own, never an error:
+    one failing path (a directory made a file, its permission taken away, a symlink into /proc at
+    the path) failed the whole check before, and left the command's changes unreported."""
+    if _under(os.path.realpath(os.path.dirname(path)), ("/proc",)):  # the path itself is not followed
+        return {"kind": "unreachable", "sha256": "proc", "size": 0}
+    try:
+        return _fingerprint(path, max_bytes)
+    except NotADirectoryError:  # a directory on the way is a file now: nothing is at the path
+        return {"kind": "missing", "sha256": "", "size": 0}
+    except OSError as e:
+        return {"kind": "unreachable", "sha256": errno.errorcode.get(e.errno, str(e.errno)), "size": 0}
 
 
 def do_unlink(sock: socket.socket, req: dict) -> None:

@@ -26,7 +26,7 @@ process the command leaves running (``exec.detached``) may change it after the c
 while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
 guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
 in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
-inode, size and ctime), a file turned into a directory with
+inode, size and ctime), a path the command made unreachable (its directory's permission taken away), a file turned into a directory with
 something in it, and one reached through a directory swapped for a symlink are reported, not put back; a command
 re-attached by a new partition owner, or run while PostgreSQL cannot be read, is not watched (logged).
 """
@@ -94,7 +94,7 @@ class Watch:
 
 def _verb(found: str) -> str:
     return {"deleted": "deleted it", "symlink": "replaced it with a symlink", "created": "created it",
-            "redirected": "made a directory on its path a symlink",
+            "redirected": "made a directory on its path a symlink", "unreachable": "made it unreachable",
             "other": "replaced it with something not a file"}.get(found, "changed it")  # fmt: skip
 
 

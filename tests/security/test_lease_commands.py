@@ -174,3 +174,44 @@ def test_a_leased_file_grown_huge_cannot_stall_the_check(platform) -> None:
             assert state["stdout"] == f"{len(ORIGINAL)}\n{ORIGINAL.decode()}", (name, state)
     finally:
         httpx.delete(f"{url}/v1/sandboxes/{sid}", headers=auth(key), timeout=30)
+
+
+def test_a_leased_path_made_unreachable_is_still_checked(platform) -> None:
+    """B turns the leased file's directory into a file (or takes its own search permission away):
+    fingerprinting that path fails (ENOTDIR, EACCES), and that one failure left the whole check
+    undone, the change unreported, and B's next command unwatched. Each path is judged alone: the
+    change is reported, and B's next command is watched."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    try:
+        for path in ("/workspace/src/a.py", "/workspace/b.py"):
+            lease = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": path, "holder": "a"})
+            assert lease.status_code == 201, lease.text
+            put = httpx.put(
+                f"{url}/v1/sandboxes/{sid}/files{path.removeprefix('/workspace')}",
+                headers=a,
+                content=ORIGINAL,
+                timeout=30,
+            )
+            assert put.status_code == 200, put.text
+
+        gone = _exec(url, key, sid, "echo pwned > b.py && rm -r src && touch src")
+        assert "src/a.py is leased by" in (gone["error"] or "") and "b.py is leased by" in gone["error"], gone
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+        back = _exec(url, key, sid, "rm src && mkdir src && echo pwned > src/a.py && echo pwned > b.py")
+        assert "src/a.py is leased by" in (back["error"] or "") and "b.py is leased by" in back["error"], back
+        assert _exec(url, key, sid, "cat b.py; ls src", holder="a")["stdout"] == ORIGINAL.decode()
+
+        hidden = _exec(url, key, sid, "echo pwned > b.py && chmod 0 /workspace/src")
+        assert "src/a.py is leased by" in (hidden["error"] or "") and "b.py is leased by" in hidden["error"], hidden
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+        shown = _exec(url, key, sid, "chmod 755 /workspace/src && echo pwned > b.py")
+        assert "b.py is leased by" in (shown["error"] or ""), shown
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+
+        proc = _exec(url, key, sid, "echo pwned > b.py && rm -f src/a.py && ln -s /proc/self/environ src/a.py")
+        assert "src/a.py is leased by" in (proc["error"] or "") and "b.py is leased by" in proc["error"], proc
+        assert _exec(url, key, sid, "cat b.py; ls src", holder="a")["stdout"] == ORIGINAL.decode()
+    finally:
+        httpx.delete(f"{url}/v1/sandboxes/{sid}", headers=auth(key), timeout=30)
