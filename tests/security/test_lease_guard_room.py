@@ -1,0 +1,49 @@
+"""The lease guard keeps a copy of every leased file for every watched command, to put it back: one
+tenant's leases on many large files, times its concurrent commands (32), filled the processor's disk
+(64 MiB a file, none of it shared). The copies kept at once are bounded per processor
+(``lease_guard_kept_bytes``); a file past the bound is still checked and its change reported, not put back.
+
+Real parts: a bwrap sandbox's supervisor and PostgreSQL's lease table (the guard is driven directly:
+the bound is the processor's, smaller here than a test could fill through the API).
+"""
+
+import secrets
+
+from astraforge import leases
+from astraforge.db import connect
+from astraforge.processors.sandboxes.lease_guard import LeaseGuard
+from astraforge.sandbox.providers.base import SandboxSpec
+from tests.conftest import make_settings
+
+FILE = 4096
+FILES = [f"/workspace/f{i}.txt" for i in range(4)]
+
+
+def test_the_copies_kept_at_once_are_bounded(bwrap_provider) -> None:
+    settings = make_settings(max_file_bytes=2 * FILE, lease_guard_kept_bytes=3 * FILE)
+    sid = f"sb-{secrets.token_hex(16)}"
+    handle = bwrap_provider.create(SandboxSpec(sid))
+    guard = LeaseGuard(settings)
+    try:
+        client = handle.client
+        with connect(settings, autocommit=True) as conn:
+            for path in FILES:
+                client.write(path, b"a" * FILE)
+                assert leases.acquire(conn, "t-room", sid, path, "a", 600).granted
+        first, second = guard.before(client, sid, "b"), guard.before(client, sid, "c")
+        change = " && ".join(f"echo pwned > {path}" for path in FILES)
+        assert client.exec(shell=change, cwd="/workspace").exit_code == 0
+
+        # the second command's watch found no room: every change reported, none put back
+        assert sorted(v.restored for v in guard.after(client, second)) == [False] * 4
+        assert sorted(v.restored for v in guard.after(client, first)) == [False, True, True, True]
+        # both ended: their room is free again
+        third = guard.before(client, sid, "b")
+        assert client.exec(shell=change.replace("pwned", "again"), cwd="/workspace").exit_code == 0
+        assert sorted(v.restored for v in guard.after(client, third)) == [False, True, True, True]
+        assert guard._kept == 0
+    finally:
+        guard.close()
+        bwrap_provider.stop(sid)
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
