@@ -31,6 +31,9 @@ from astraforge.ids import new_id
 HEADER = struct.Struct(">cI")
 CONTROL_TIMEOUT_S = 5.0  # a control call (ping, cancel) waits this long for its answer: a hung supervisor
 FINGERPRINT_TIMEOUT_S = 60.0  # hashing files the sandbox may have grown large
+# the supervisor reads one request line of at most 1 MiB: leased paths past it (up to 4,096 characters
+# each, as many as a tenant leases) made the request unreadable, and the guard's whole check with it
+FINGERPRINT_BATCH_CHARS = 256 * 1024
 # (stopped, or starved by the agent) must not hold the processor's control lane
 BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
@@ -300,10 +303,13 @@ class SupervisorClient:
         """What is at each absolute path itself (no symlink followed): {path: {kind, sha256, size}},
         kind file | symlink | missing | redirected | other. A file over ``max_bytes`` is not hashed
         (its ``sha256`` is a ``large:`` signature of inode, size and ctime)."""
-        request = {"id": new_id(), "op": "fingerprint", "paths": paths}
-        if max_bytes is not None:
-            request["max_bytes"] = max_bytes
-        return self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"]
+        files: dict[str, dict] = {}
+        for batch in _batches(paths, FINGERPRINT_BATCH_CHARS):
+            request = {"id": new_id(), "op": "fingerprint", "paths": batch}
+            if max_bytes is not None:
+                request["max_bytes"] = max_bytes
+            files.update(self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"])
+        return files
 
     def unlink(self, path: str) -> None:
         """Remove the file, symlink or empty directory at an exact absolute path (a missing one is no error)."""
@@ -327,6 +333,21 @@ class SupervisorClient:
             elif kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
+
+
+def _batches(paths: list[str], max_chars: int) -> Iterator[list[str]]:
+    """``paths`` in order, in lists whose JSON stays within about ``max_chars`` (at least one each)."""
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        length = len(json.dumps(path)) + 2
+        if batch and size + length > max_chars:
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += length
+    if batch:
+        yield batch
 
 
 def _command_result(

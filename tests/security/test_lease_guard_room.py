@@ -47,3 +47,32 @@ def test_the_copies_kept_at_once_are_bounded(bwrap_provider) -> None:
         bwrap_provider.stop(sid)
         with connect(settings, autocommit=True) as conn:
             conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
+
+
+def test_leases_past_one_request_line_are_still_watched(bwrap_provider) -> None:
+    """The supervisor reads a request line of at most 1 MiB: leased paths whose names add up past it
+    (500 leases of 2,500-character paths) made the fingerprint request unreadable, and every command
+    of every other actor in the sandbox ran unwatched. The paths are fingerprinted in batches."""
+    settings = make_settings()
+    sid = f"sb-{secrets.token_hex(16)}"
+    handle = bwrap_provider.create(SandboxSpec(sid))
+    guard = LeaseGuard(settings)
+    long = "/workspace/" + "/".join(["d" * 250] * 10)
+    paths = [f"{long}/{i}.txt" for i in range(500)] + ["/workspace/leased.py"]
+    try:
+        client = handle.client
+        client.write("/workspace/leased.py", b"mine\n")
+        with connect(settings, autocommit=True) as conn:
+            for path in paths:
+                assert leases.acquire(conn, "t-room", sid, path, "a", 600).granted
+        watch = guard.before(client, sid, "b")
+        assert watch is not None and len(watch.files) == len(paths)
+        assert client.exec(shell="echo pwned > leased.py", cwd="/workspace").exit_code == 0
+        (violation,) = guard.after(client, watch)
+        assert (violation.path, violation.restored) == ("/workspace/leased.py", True)
+        assert client.read("/workspace/leased.py") == b"mine\n"
+    finally:
+        guard.close()
+        bwrap_provider.stop(sid)
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
