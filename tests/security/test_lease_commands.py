@@ -28,6 +28,7 @@ ATTACKS = {
     "hard link": "ln leased.py alias && echo pwned > alias",
     "proc fd": "exec 3<>leased.py && echo pwned > /proc/self/fd/3",
     "chmod": "chmod 0777 leased.py",
+    "fifo": "rm leased.py && mkfifo leased.py",
 }
 
 
