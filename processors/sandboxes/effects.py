@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from astraforge import leases
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
 from astraforge.errors import ValidationError
@@ -443,6 +444,11 @@ class Effects:
             error = str(e) if isinstance(e, SupervisorError) else UNAVAILABLE
             LOG.warning("exec %s on %s: %s", cid, st.sandbox_id, e)
             result, done = None, finished_payload(cid, None, 0.0, error=error, truncated=truncated)
+        except BaseException:  # unforeseen (the output's producer, a bug): the guard lets go of the command
+            overflow.close()
+            if check:
+                check.drop()  # else its actor counts as running for good: its leased files go unguarded
+            raise
         before = [  # what the command left running, as the supervisor saw it: it dies with the sandbox
             event(st, "exec.detached", {"command_id": cid, "pid": d.pid, "argv": d.argv}, ACTOR, cmd)
             for d in (result.detached if result else [])
@@ -515,7 +521,8 @@ class Effects:
 
     def write(self, st: SandboxState, effect: Effect) -> None:
         def work(client, p):
-            with self.guard.writing(client, st.sandbox_id, effect.command.actor):  # a holder's write is its own
+            written = leases.canonical(p["path"])  # as leases name it; a holder's write of it is its own
+            with self.guard.writing(client, st.sandbox_id, effect.command.actor, written):
                 if p["artifact"] is None:
                     result = client.write(p["path"], p["content"] or b"", p["mode"])
                 else:

@@ -12,7 +12,7 @@ name the file, its holder, the command and its actor.
 
 Writes by the holder while B's command runs are the holder's. A holder's file write (the file API,
 the agent's write tool) and B's checks take turns (one lock per sandbox): after the write, the
-files it holds are fingerprinted again and that is what B's check compares with. A holder's
+file it wrote is fingerprinted again and that is what B's check compares with. A holder's
 *command* cannot be told apart from B's by what it leaves, so a file whose holder ran a command
 while B's was watched is not put back nor blamed on B.
 
@@ -290,15 +290,22 @@ class LeaseGuard:
 
     # -- a holder's file write -------------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Iterator[None]:
-        """Around a file write of ``actor`` through the platform: no check of the sandbox runs during
-        it, and afterwards what ``actor`` holds is, for every command watched, as it wrote it."""
+    def writing(self, client: SupervisorClient, sandbox_id: str, actor: str, path: str) -> Iterator[None]:
+        """Around a file write of ``actor`` to ``path`` (canonical) through the platform: no check of the
+        sandbox runs during it, and afterwards, if ``actor`` holds ``path``, every command watched
+        compares it with what ``actor`` wrote. Only that file: another file ``actor`` holds that a
+        watched command changed meanwhile stays that command's change (put back when it ends)."""
         with self._check_lock(sandbox_id):
             try:
                 yield
             finally:
                 with self._lock:
-                    held = [g for w in self._watches.get(sandbox_id, []) for g in w.files.values() if g.holder == actor]
+                    held = [
+                        g
+                        for w in self._watches.get(sandbox_id, [])
+                        for g in w.files.values()
+                        if g.holder == actor and g.path == path
+                    ]
                 if held:
                     try:
                         self._load(client, held)

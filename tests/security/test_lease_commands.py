@@ -45,6 +45,26 @@ def _events(url: str, key: str, sid: str, type_: str) -> list[dict]:
     return [e for e in r.json()["items"] if e["type"] == type_]
 
 
+def _started(url: str, key: str, sid: str, command: str) -> str:
+    """Start B's ``command`` asynchronously; its command id once it created ``/workspace/started``
+    (the command does that first and then waits for ``/workspace/go``: the test orders what comes between)."""
+    wait = f"{command} && touch /workspace/started && while [ ! -e /workspace/go ]; do sleep 0.05; done"
+    started = post(f"{url}/v1/sandboxes/{sid}/exec", key, {"command": wait, "async": True})
+    assert started.status_code == 200, started.text
+    present = lambda: httpx.get(f"{url}/v1/sandboxes/{sid}/files/started", headers=auth(key)).status_code == 200  # noqa: E731
+    wait_until(present, timeout=30, what="B's command to start")
+    return started.json()["command_id"]
+
+
+def _finished(url: str, key: str, sid: str, cid: str) -> dict:
+    """Let B's command (``_started``) go on and end; its ``exec.finished`` payload."""
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"").status_code == 200
+    mine = lambda: [e for e in _events(url, key, sid, "exec.finished") if e["payload"]["command_id"] == cid]  # noqa: E731
+    wait_until(lambda: bool(mine()), timeout=30, what="B's command to end")
+    (finished,) = mine()
+    return finished["payload"]
+
+
 def test_another_actors_command_cannot_keep_a_change_to_a_leased_file(platform) -> None:
     url, key = platform.api_url, platform.tenant_key()
     sid = create(url, key)["id"]
@@ -103,23 +123,12 @@ def test_the_holders_write_during_anothers_command_is_kept(platform) -> None:
     assert post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": LEASED, "holder": "a"}).status_code == 201
     a = {**auth(key), "X-Lease-Holder": "a"}
     assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=ORIGINAL).status_code == 200
-    wait = "touch /workspace/started && while [ ! -e /workspace/go ]; do sleep 0.05; done; echo done"
-    started = post(f"{url}/v1/sandboxes/{sid}/exec", key, {"command": wait, "async": True})
-    assert started.status_code == 200, started.text
-    cid = started.json()["command_id"]
-    present = lambda path: httpx.get(f"{url}/v1/sandboxes/{sid}/files{path}", headers=auth(key)).status_code == 200  # noqa: E731
-    wait_until(lambda: present("/started"), timeout=30, what="B's command to start")
+    cid = _started(url, key, sid, "true")
     assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=b"v2\n").status_code == 200
     mine = _exec(url, key, sid, "cat leased.py > copy.py", holder="a")  # the holder runs a command meanwhile
     assert mine["error"] is None
-    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/go", headers=auth(key), content=b"").status_code == 200
-    wait_until(
-        lambda: any(e["payload"]["command_id"] == cid for e in _events(url, key, sid, "exec.finished")),
-        timeout=30,
-        what="B's command to end",
-    )
-    (finished,) = [e for e in _events(url, key, sid, "exec.finished") if e["payload"]["command_id"] == cid]
-    assert finished["payload"]["error"] is None and finished["payload"]["exit_code"] == 0
+    finished = _finished(url, key, sid, cid)
+    assert finished["error"] is None and finished["exit_code"] == 0
     assert _events(url, key, sid, "lease.violated") == []
     assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
 
@@ -152,6 +161,27 @@ def test_a_conversations_agent_is_told_its_command_was_undone(settings, api_url,
     assert httpx.get(f"{api_url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == ORIGINAL
     (violation,) = _events(api_url, key, sid, "lease.violated")
     assert violation["payload"]["violator"] == "conversation:cv-b"
+
+
+def test_the_holders_write_to_one_file_does_not_adopt_anothers_change_to_another(platform) -> None:
+    """A holds two files; B's command changes the second, then A writes the first while B's command
+    still runs: A's write is kept, and B's change to the second file is still undone and blamed on B
+    (the write re-reads the file it wrote only, not everything its writer holds)."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    for path in (LEASED, "/workspace/second.py"):
+        assert post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": path, "holder": "a"}).status_code == 201
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    for name in ("leased.py", "second.py"):
+        assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/{name}", headers=a, content=ORIGINAL).status_code == 200
+    cid = _started(url, key, sid, "echo pwned > second.py")
+    assert httpx.put(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=a, content=b"v2\n").status_code == 200
+    finished = _finished(url, key, sid, cid)
+    assert "/workspace/second.py is leased by" in (finished["error"] or ""), finished
+    (violation,) = _events(url, key, sid, "lease.violated")
+    assert (violation["payload"]["path"], violation["payload"]["restored"]) == ("/workspace/second.py", True)
+    assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/second.py", headers=auth(key)).content == ORIGINAL
+    assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
 
 
 def test_a_leased_file_grown_huge_cannot_stall_the_check(platform) -> None:
