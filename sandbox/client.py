@@ -320,11 +320,15 @@ class SupervisorClient:
         self.read_into(path, sink, limit)
         return sink.getvalue()
 
-    def read_into(self, path: str, sink: BinaryIO, limit: int | None = None) -> dict:
+    def read_into(self, path: str, sink: BinaryIO, limit: int | None = None, exact: bool = False) -> dict:
         """Stream a sandbox file into ``sink``; past ``limit`` bytes the read stops with ``too_large``
-        (the file is the sandbox's: it can be as big as its disk, or still growing)."""
+        (the file is the sandbox's: it can be as big as its disk, or still growing). ``exact``: the
+        file at the absolute path itself, no symlink followed (the lease guard keeping a holder's bytes)."""
         size = 0
-        for kind, payload in self._frames({"id": new_id(), "op": "read", "path": path}):
+        request = {"id": new_id(), "op": "read", "path": path}
+        if exact:
+            request["exact"] = True
+        for kind, payload in self._frames(request):
             if kind == b"d":
                 size += len(payload)
                 if limit is not None and size > limit:

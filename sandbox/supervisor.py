@@ -926,9 +926,22 @@ def do_unlink(sock: socket.socket, req: dict) -> None:
 
 
 def do_read(sock: socket.socket, req: dict) -> None:
+    """A file's bytes; ``exact``: the file at the absolute path itself, no symlink followed anywhere on
+    it (the lease guard keeping a holder's bytes: resolving the path first let a command swap a
+    symlink in between its fingerprint and this read, and have its own bytes kept as the holder's)."""
     digest, size = hashlib.sha256(), 0
     with as_agent():
-        path = resolve(req.get("path"), for_write=False)
+        exact = bool(req.get("exact"))
+        if exact:
+            path = os.path.normpath(str(req.get("path") or ""))
+            if (
+                not path.startswith("/")
+                or "\0" in path
+                or os.path.realpath(os.path.dirname(path)) != os.path.dirname(path)
+            ):
+                raise RequestError("forbidden_path", f"{req.get('path')} is not a direct absolute path")
+        else:
+            path = resolve(req.get("path"), for_write=False)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
         except FileNotFoundError:
@@ -937,6 +950,8 @@ def do_read(sock: socket.socket, req: dict) -> None:
             raise _io_error(e) from None
         with os.fdopen(fd, "rb") as src:
             st = os.fstat(fd)
+            if exact and os.readlink(f"/proc/self/fd/{fd}") != path:  # a directory on the way was swapped
+                raise RequestError("forbidden_path", f"{req.get('path')} moved while it was opened")
             if st.st_dev == PROC_DEV:
                 raise RequestError("forbidden_path", f"{req.get('path')} resolves into /proc")
             if not stat.S_ISREG(st.st_mode):

@@ -216,7 +216,7 @@ class LeaseGuard:
                 continue
             g.kept, content = size, spool()
             try:
-                read = client.read_into(g.path, content, size)  # grown since: not kept
+                read = client.read_into(g.path, content, size, exact=True)  # grown since: not kept
             except (SupervisorError, OSError):
                 content.close()
                 self._drop(g)

@@ -76,3 +76,39 @@ def test_leases_past_one_request_line_are_still_watched(bwrap_provider) -> None:
         bwrap_provider.stop(sid)
         with connect(settings, autocommit=True) as conn:
             conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
+
+
+def test_a_symlink_swapped_in_after_the_fingerprint_is_not_kept_as_the_holders(bwrap_provider) -> None:
+    """The guard fingerprints a leased file, then reads its bytes to keep. The read resolved the path:
+    a command that swaps in a symlink to its own file between the two had its bytes kept as the
+    holder's, then left a plain copy of them at the path, and the check saw no change. The read is
+    of the path itself now (no symlink followed): the swap is seen, and the change reported. The
+    interleaving is made deterministic: the swap runs as the fingerprint returns."""
+    settings = make_settings()
+    sid = f"sb-{secrets.token_hex(16)}"
+    handle = bwrap_provider.create(SandboxSpec(sid))
+    guard = LeaseGuard(settings)
+    try:
+        client = handle.client
+        client.write("/workspace/leased.py", b"mine\n")
+        client.write("/tmp/evil", b"evil\n")
+        with connect(settings, autocommit=True) as conn:
+            assert leases.acquire(conn, "t-room", sid, "/workspace/leased.py", "a", 600).granted
+        fingerprint = client.fingerprint
+
+        def fingerprint_then_swap(paths: list[str], max_bytes: int | None = None) -> dict:
+            prints = fingerprint(paths, max_bytes)
+            assert client.exec(shell="ln -s /tmp/evil new && mv -T new leased.py", cwd="/workspace").exit_code == 0
+            return prints
+
+        client.fingerprint = fingerprint_then_swap
+        watch = guard.before(client, sid, "b")
+        client.fingerprint = fingerprint
+        assert client.exec(shell="rm leased.py && cp /tmp/evil leased.py", cwd="/workspace").exit_code == 0
+        (violation,) = guard.after(client, watch)
+        assert violation.path == "/workspace/leased.py"
+    finally:
+        guard.close()
+        bwrap_provider.stop(sid)
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
