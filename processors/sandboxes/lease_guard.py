@@ -221,7 +221,11 @@ class LeaseGuard:
                 content.close()
                 self._drop(g)
                 continue
-            g.fingerprint = {**g.fingerprint, "sha256": read["sha256"], "size": read["size"]}
+            if read["sha256"] != g.fingerprint["sha256"]:  # changed between the two: whose bytes is unknown
+                LOG.warning("%s changed while it was kept: a change is reported, not put back", g.path)
+                content.close()
+                self._drop(g)
+                continue
             g.content = content
 
     def _reserve(self, size: int) -> bool:

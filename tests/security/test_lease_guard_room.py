@@ -9,6 +9,8 @@ the bound is the processor's, smaller here than a test could fill through the AP
 
 import secrets
 
+import pytest
+
 from astraforge import leases
 from astraforge.db import connect
 from astraforge.processors.sandboxes.lease_guard import LeaseGuard
@@ -78,12 +80,16 @@ def test_leases_past_one_request_line_are_still_watched(bwrap_provider) -> None:
             conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
 
 
-def test_a_symlink_swapped_in_after_the_fingerprint_is_not_kept_as_the_holders(bwrap_provider) -> None:
-    """The guard fingerprints a leased file, then reads its bytes to keep. The read resolved the path:
-    a command that swaps in a symlink to its own file between the two had its bytes kept as the
-    holder's, then left a plain copy of them at the path, and the check saw no change. The read is
-    of the path itself now (no symlink followed): the swap is seen, and the change reported. The
-    interleaving is made deterministic: the swap runs as the fingerprint returns."""
+SWAPS = {"symlink": "ln -s /tmp/evil new", "rename": "cp /tmp/evil new"}
+
+
+@pytest.mark.parametrize("swap", SWAPS)
+def test_a_file_swapped_in_after_the_fingerprint_is_not_kept_as_the_holders(bwrap_provider, swap) -> None:
+    """The guard fingerprints a leased file, then reads its bytes to keep, and took the read's hash as
+    the holder's: a command that swaps in its own file (or a symlink to it) between the two had its
+    bytes kept as the holder's, then left a plain copy of them at the path, and the check saw no
+    change. The read is of the path itself (no symlink followed) and must match the fingerprint: the
+    change is reported. The interleaving is made deterministic: the swap runs as the fingerprint returns."""
     settings = make_settings()
     sid = f"sb-{secrets.token_hex(16)}"
     handle = bwrap_provider.create(SandboxSpec(sid))
@@ -98,7 +104,7 @@ def test_a_symlink_swapped_in_after_the_fingerprint_is_not_kept_as_the_holders(b
 
         def fingerprint_then_swap(paths: list[str], max_bytes: int | None = None) -> dict:
             prints = fingerprint(paths, max_bytes)
-            assert client.exec(shell="ln -s /tmp/evil new && mv -T new leased.py", cwd="/workspace").exit_code == 0
+            assert client.exec(shell=f"{SWAPS[swap]} && mv -T new leased.py", cwd="/workspace").exit_code == 0
             return prints
 
         client.fingerprint = fingerprint_then_swap
