@@ -799,7 +799,7 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
         else:
             path = resolve(req.get("path"), for_write=True)
             parent, name = os.path.split(path)
-        tmp = f"{name}.af-{req['id']}.tmp"
+        tmp = f".af-{req['id']}.tmp"  # not after the name: a name near NAME_MAX made it too long
         try:
             os.makedirs(parent, exist_ok=True)
             dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

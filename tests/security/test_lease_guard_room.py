@@ -118,3 +118,28 @@ def test_a_file_swapped_in_after_the_fingerprint_is_not_kept_as_the_holders(bwra
         bwrap_provider.stop(sid)
         with connect(settings, autocommit=True) as conn:
             conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
+
+
+def test_a_leased_file_with_a_long_name_is_put_back(bwrap_provider) -> None:
+    """A name of 250 characters is a valid file name, but the write's temporary file beside it was
+    named after it (``<name>.af-<id>.tmp``, past NAME_MAX): such a leased file was never put back
+    (nor could the file API write it)."""
+    settings = make_settings()
+    sid = f"sb-{secrets.token_hex(16)}"
+    handle = bwrap_provider.create(SandboxSpec(sid))
+    guard = LeaseGuard(settings)
+    path = "/workspace/" + "n" * 250
+    try:
+        client = handle.client
+        client.write(path, b"mine\n")
+        with connect(settings, autocommit=True) as conn:
+            assert leases.acquire(conn, "t-room", sid, path, "a", 600).granted
+        watch = guard.before(client, sid, "b")
+        assert client.exec(shell=f"echo pwned > {path}").exit_code == 0
+        (violation,) = guard.after(client, watch)
+        assert violation.restored and client.read(path) == b"mine\n"
+    finally:
+        guard.close()
+        bwrap_provider.stop(sid)
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))
