@@ -34,6 +34,10 @@ FINGERPRINT_TIMEOUT_S = 60.0  # hashing files the sandbox may have grown large
 # the supervisor reads one request line of at most 1 MiB: leased paths past it (up to 4,096 characters
 # each, as many as a tenant leases) made the request unreadable, and the guard's whole check with it
 FINGERPRINT_BATCH_CHARS = 256 * 1024
+# and each hashes up to max_bytes (64 MiB) per file: a command can grow every leased file to that in a
+# moment (sparse), and a thousand of them in one request held it past FINGERPRINT_TIMEOUT_S (~75 s
+# here at 0.86 GB/s), the whole check given up; 32 of them take ~2.5 s
+FINGERPRINT_BATCH_PATHS = 32
 # (stopped, or starved by the agent) must not hold the processor's control lane
 BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
@@ -304,7 +308,7 @@ class SupervisorClient:
         kind file | symlink | missing | redirected | other. A file over ``max_bytes`` is not hashed
         (its ``sha256`` is a ``large:`` signature of inode, size and ctime)."""
         files: dict[str, dict] = {}
-        for batch in _batches(paths, FINGERPRINT_BATCH_CHARS):
+        for batch in _batches(paths, FINGERPRINT_BATCH_CHARS, FINGERPRINT_BATCH_PATHS):
             request = {"id": new_id(), "op": "fingerprint", "paths": batch}
             if max_bytes is not None:
                 request["max_bytes"] = max_bytes
@@ -339,13 +343,14 @@ class SupervisorClient:
         raise SupervisorUnavailable("supervisor sent no result")
 
 
-def _batches(paths: list[str], max_chars: int) -> Iterator[list[str]]:
-    """``paths`` in order, in lists whose JSON stays within about ``max_chars`` (at least one each)."""
+def _batches(paths: list[str], max_chars: int, max_paths: int) -> Iterator[list[str]]:
+    """``paths`` in order, in lists of at most ``max_paths`` whose JSON stays within about ``max_chars``
+    (at least one path each)."""
     batch: list[str] = []
     size = 0
     for path in paths:
         length = len(json.dumps(path)) + 2
-        if batch and size + length > max_chars:
+        if batch and (size + length > max_chars or len(batch) >= max_paths):
             yield batch
             batch, size = [], 0
         batch.append(path)
