@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     """Commands one tenant may have running at once (async ones included)."""
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest file an upload may carry (refused with 413 while the body streams in)."""
+    lease_guard_kept_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
+    """Bytes of leased files one sandbox processor keeps at once, to put them back after another
+    actor's command (every watched command keeps its own copy); a file past it is checked, and a
+    change reported, but not put back."""
     max_output_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     """Output stored per command (the first MiB as records, the rest as one artifact); past it the
     output is dropped and the result says truncated."""

@@ -26,8 +26,13 @@ from datetime import datetime
 
 import psycopg
 
+from astraforge.errors import AstraForgeError
+
 DEFAULT_TTL_S = 60.0
 MAX_TTL_S = 3600.0
+# leases in force in one sandbox: every other actor's command fingerprints each of them (and keeps
+# its bytes) before it starts and again when it ends, so their number is a cost on every command
+MAX_LEASES = 1000
 WORKDIR = "/workspace"  # where a relative path is, as for the sandbox's file API
 
 ACQUIRE = """
@@ -40,6 +45,7 @@ ON CONFLICT (sandbox_id, path) DO UPDATE
  WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
 RETURNING holder, acquired_at, expires_at
 """
+OTHERS_IN_FORCE = "SELECT count(*) FROM file_leases WHERE sandbox_id = %s AND path <> %s AND expires_at > now()"
 HELD = (
     "SELECT holder, acquired_at, expires_at FROM file_leases WHERE sandbox_id = %s AND path = %s AND expires_at > now()"
 )
@@ -82,6 +88,10 @@ class LeaseOutcome:
         )
 
 
+class TooManyLeases(AstraForgeError):
+    """The sandbox has ``MAX_LEASES`` leases in force already (the API answers 429)."""
+
+
 def canonical(path: str) -> str:
     """The one spelling of a file's path a lease is keyed by: ``/workspace/./a//b.txt``,
     ``//workspace/a/../a/b.txt`` and ``a/b.txt`` are all ``/workspace/a/b.txt`` (else a second holder
@@ -103,11 +113,18 @@ def _ttl(ttl_s: float) -> float:
 def acquire(
     conn: psycopg.Connection, tenant: str, sandbox_id: str, path: str, holder: str, ttl_s: float = DEFAULT_TTL_S
 ) -> LeaseOutcome:
-    """Take (or extend) the lease on ``path`` for ``holder``; refused while another holder's lasts."""
+    """Take (or extend) the lease on ``path`` for ``holder``; refused while another holder's lasts.
+    ``TooManyLeases`` past ``MAX_LEASES`` in the sandbox (two takers at once may both get the last
+    place: the bound is approximate by the number of concurrent takers)."""
     path = canonical(path)
     params = {"tenant": tenant, "sandbox": sandbox_id, "path": path, "holder": holder, "ttl": _ttl(ttl_s)}
     for _ in range(3):  # the other holder's lease may expire (and be deleted) between the two statements
         with conn.transaction():
+            others = _values(conn.execute(OTHERS_IN_FORCE, (sandbox_id, path)).fetchone())[0]
+            if others >= MAX_LEASES:
+                raise TooManyLeases(
+                    f"too_many_leases: {sandbox_id} has {others} leases in force (at most {MAX_LEASES})"
+                )
             row = conn.execute(ACQUIRE, params, prepare=False).fetchone()
             if row is not None:
                 return LeaseOutcome(True, _lease(sandbox_id, path, _values(row)))

@@ -31,6 +31,13 @@ from astraforge.ids import new_id
 HEADER = struct.Struct(">cI")
 CONTROL_TIMEOUT_S = 5.0  # a control call (ping, cancel) waits this long for its answer: a hung supervisor
 FINGERPRINT_TIMEOUT_S = 60.0  # hashing files the sandbox may have grown large
+# the supervisor reads one request line of at most 1 MiB: leased paths past it (up to 4,096 characters
+# each, as many as a tenant leases) made the request unreadable, and the guard's whole check with it
+FINGERPRINT_BATCH_CHARS = 256 * 1024
+# and each hashes up to max_bytes (64 MiB) per file: a command can grow every leased file to that in a
+# moment (sparse), and a thousand of them in one request held it past FINGERPRINT_TIMEOUT_S (~75 s
+# here at 0.86 GB/s), the whole check given up; 32 of them take ~2.5 s
+FINGERPRINT_BATCH_PATHS = 32
 # (stopped, or starved by the agent) must not hold the processor's control lane
 BODY_CHUNK = 1024 * 1024  # a file body crosses the socket in pieces this size, never whole in memory
 
@@ -296,11 +303,17 @@ class SupervisorClient:
             request["exact"] = True
         return self._result(request, source, size)
 
-    def fingerprint(self, paths: list[str]) -> dict[str, dict]:
+    def fingerprint(self, paths: list[str], max_bytes: int | None = None) -> dict[str, dict]:
         """What is at each absolute path itself (no symlink followed): {path: {kind, sha256, size}},
-        kind file | symlink | missing | redirected | other."""
-        request = {"id": new_id(), "op": "fingerprint", "paths": paths}
-        return self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"]
+        kind file | symlink | missing | redirected | other. A file over ``max_bytes`` is not hashed
+        (its ``sha256`` is a ``large:`` signature of inode, size and ctime)."""
+        files: dict[str, dict] = {}
+        for batch in _batches(paths, FINGERPRINT_BATCH_CHARS, FINGERPRINT_BATCH_PATHS):
+            request = {"id": new_id(), "op": "fingerprint", "paths": batch}
+            if max_bytes is not None:
+                request["max_bytes"] = max_bytes
+            files.update(self._result(request, timeout=FINGERPRINT_TIMEOUT_S)["files"])
+        return files
 
     def unlink(self, path: str) -> None:
         """Remove the file, symlink or empty directory at an exact absolute path (a missing one is no error)."""
@@ -311,11 +324,15 @@ class SupervisorClient:
         self.read_into(path, sink, limit)
         return sink.getvalue()
 
-    def read_into(self, path: str, sink: BinaryIO, limit: int | None = None) -> dict:
+    def read_into(self, path: str, sink: BinaryIO, limit: int | None = None, exact: bool = False) -> dict:
         """Stream a sandbox file into ``sink``; past ``limit`` bytes the read stops with ``too_large``
-        (the file is the sandbox's: it can be as big as its disk, or still growing)."""
+        (the file is the sandbox's: it can be as big as its disk, or still growing). ``exact``: the
+        file at the absolute path itself, no symlink followed (the lease guard keeping a holder's bytes)."""
         size = 0
-        for kind, payload in self._frames({"id": new_id(), "op": "read", "path": path}):
+        request = {"id": new_id(), "op": "read", "path": path}
+        if exact:
+            request["exact"] = True
+        for kind, payload in self._frames(request):
             if kind == b"d":
                 size += len(payload)
                 if limit is not None and size > limit:
@@ -324,6 +341,22 @@ class SupervisorClient:
             elif kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
+
+
+def _batches(paths: list[str], max_chars: int, max_paths: int) -> Iterator[list[str]]:
+    """``paths`` in order, in lists of at most ``max_paths`` whose JSON stays within about ``max_chars``
+    (at least one path each)."""
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        length = len(json.dumps(path)) + 2
+        if batch and (size + length > max_chars or len(batch) >= max_paths):
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += length
+    if batch:
+        yield batch
 
 
 def _command_result(

@@ -57,6 +57,7 @@ import argparse
 import collections
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -842,7 +843,7 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
         else:
             path = resolve(req.get("path"), for_write=True)
             parent, name = os.path.split(path)
-        tmp = f"{name}.af-{req['id']}.tmp"
+        tmp = f".af-{req['id']}.tmp"  # not after the name: a name near NAME_MAX made it too long
         try:
             os.makedirs(parent, exist_ok=True)
             dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -876,10 +877,15 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
     frame_json(sock, b"r", {"path": path, "size": size, "sha256": digest.hexdigest()})
 
 
-def _fingerprint(path: str) -> dict:
+def _fingerprint(path: str, max_bytes: int | None = None) -> dict:
     """What is at ``path`` itself (a symlink is not followed, nor a directory on the way to it):
-    kind file | symlink | missing | redirected (a directory on the way is a symlink) | other, and a
-    sha256 of the file's bytes or the link's target."""
+    kind file | symlink | missing | redirected (a directory on the way is a symlink) | other |
+    unreachable (``_fingerprint_one``: the agent's identity cannot look there), and a
+    sha256 of the file's bytes or the link's target. A file over ``max_bytes`` (or growing past it
+    while read) is not hashed: the agent can make a sparse terabyte in a moment, and hashing it
+    would hold the check past its timeout. It gets a ``large:`` signature of its inode, size and
+    ctime instead (ctime moves with every write and no agent can set it), as a file no restore
+    could put back anyway."""
     parent = os.path.dirname(path)
     if os.path.realpath(parent) != parent:
         return {"kind": "redirected", "sha256": "", "size": 0}
@@ -895,30 +901,46 @@ def _fingerprint(path: str) -> dict:
     digest, size = hashlib.sha256(), 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between lstat and open
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between lstat and open
             return {"kind": "other", "sha256": "", "size": 0}
-        while data := src.read(CHUNK):
+        while (max_bytes is None or size <= max_bytes) and (data := src.read(CHUNK)):
             digest.update(data)
             size += len(data)
+        if max_bytes is not None and max(size, st.st_size) > max_bytes:
+            st = os.fstat(fd)
+            signature = f"large:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_ctime_ns}"
+            return {"kind": "file", "sha256": signature, "size": st.st_size, "mode": st.st_mode & 0o777}
     return {"kind": "file", "sha256": digest.hexdigest(), "size": size, "mode": st.st_mode & 0o777}
 
 
 def do_fingerprint(sock: socket.socket, req: dict) -> None:
     """Fingerprints of absolute paths, as the agent sees them (the lease guard compares them around
     a command): one ``r`` {files: {path: {kind, sha256, size}}}."""
-    paths = req.get("paths")
+    paths, max_bytes = req.get("paths"), req.get("max_bytes")
     if not (isinstance(paths, list) and all(isinstance(p, str) and p.startswith("/") and "\0" not in p for p in paths)):
         raise RequestError("bad_request", "fingerprint needs a list of absolute paths")
+    if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes >= 0):
+        raise RequestError("bad_request", "max_bytes must be a non-negative integer")
     files = {}
     with as_agent():
         for path in paths:
-            if _under(os.path.realpath(path), ("/proc",)):
-                raise RequestError("forbidden_path", f"{path} resolves into /proc")
-            try:
-                files[path] = _fingerprint(os.path.normpath(path))
-            except OSError as e:
-                raise _io_error(e) from None
+            files[path] = _fingerprint_one(os.path.normpath(path), max_bytes)
     frame_json(sock, b"r", {"files": files})
+
+
+def _fingerprint_one(path: str, max_bytes: int | None) -> dict:
+    """One path's fingerprint; what the agent made unreachable is a kind of its own, never an error:
+    one failing path (a directory made a file, its permission taken away, a symlink into /proc at
+    the path) failed the whole check before, and left the command's changes unreported."""
+    if _under(os.path.realpath(os.path.dirname(path)), ("/proc",)):  # the path itself is not followed
+        return {"kind": "unreachable", "sha256": "proc", "size": 0}
+    try:
+        return _fingerprint(path, max_bytes)
+    except NotADirectoryError:  # a directory on the way is a file now: nothing is at the path
+        return {"kind": "missing", "sha256": "", "size": 0}
+    except OSError as e:
+        return {"kind": "unreachable", "sha256": errno.errorcode.get(e.errno, str(e.errno)), "size": 0}
 
 
 def do_unlink(sock: socket.socket, req: dict) -> None:
@@ -948,9 +970,22 @@ def do_unlink(sock: socket.socket, req: dict) -> None:
 
 
 def do_read(sock: socket.socket, req: dict) -> None:
+    """A file's bytes; ``exact``: the file at the absolute path itself, no symlink followed anywhere on
+    it (the lease guard keeping a holder's bytes: resolving the path first let a command swap a
+    symlink in between its fingerprint and this read, and have its own bytes kept as the holder's)."""
     digest, size = hashlib.sha256(), 0
     with as_agent():
-        path = resolve(req.get("path"), for_write=False)
+        exact = bool(req.get("exact"))
+        if exact:
+            path = os.path.normpath(str(req.get("path") or ""))
+            if (
+                not path.startswith("/")
+                or "\0" in path
+                or os.path.realpath(os.path.dirname(path)) != os.path.dirname(path)
+            ):
+                raise RequestError("forbidden_path", f"{req.get('path')} is not a direct absolute path")
+        else:
+            path = resolve(req.get("path"), for_write=False)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
         except FileNotFoundError:
@@ -959,6 +994,8 @@ def do_read(sock: socket.socket, req: dict) -> None:
             raise _io_error(e) from None
         with os.fdopen(fd, "rb") as src:
             st = os.fstat(fd)
+            if exact and os.readlink(f"/proc/self/fd/{fd}") != path:  # a directory on the way was swapped
+                raise RequestError("forbidden_path", f"{req.get('path')} moved while it was opened")
             if st.st_dev == PROC_DEV:
                 raise RequestError("forbidden_path", f"{req.get('path')} resolves into /proc")
             if not stat.S_ISREG(st.st_mode):

@@ -54,7 +54,11 @@ async def list_leases(sandbox: OwnedSandbox, tenant: CurrentTenant, settings: Ap
 
 
 @router.post(
-    "/{sandbox_id}/leases", status_code=201, response_model=LeasePublic, operation_id="takeLease", responses=ERRORS
+    "/{sandbox_id}/leases",
+    status_code=201,
+    response_model=LeasePublic,
+    operation_id="takeLease",
+    responses={**ERRORS, 429: {"model": ErrorBody}},
 )
 async def take_lease(
     body: LeaseCreate, sandbox: OpenSandbox, tenant: CurrentTenant, settings: AppSettings, commands: Commands
@@ -66,7 +70,10 @@ async def take_lease(
     def take(conn: psycopg.Connection) -> leases.LeaseOutcome:
         return leases.acquire(conn, tenant, sandbox_id, body.path, holder, body.ttl_s)
 
-    outcome = await run_in_threadpool(_in_db, settings, take)
+    try:
+        outcome = await run_in_threadpool(_in_db, settings, take)
+    except leases.TooManyLeases as e:
+        raise ApiError(429, str(e), code="too_many_leases") from None
     kind = "lease.acquired" if outcome.granted else "lease.refused"
     await commands.append([_record(tenant, sandbox_id, kind, outcome.lease, holder)])
     if not outcome.granted:

@@ -250,8 +250,11 @@ class RecordedSandbox(BaseSandbox):
     # -- leases: the blackboard ----------------------------------------------------------------
     def lease(self, path: str) -> str | None:
         """Take (or extend) this conversation's lease on ``path``; the refusal to show the agent, or None."""
-        with connect(self.settings) as conn:
-            outcome = leases.acquire(conn, self.tenant_id, self.sandbox_id, path, self.actor, self.lease_ttl_s)
+        try:
+            with connect(self.settings) as conn:
+                outcome = leases.acquire(conn, self.tenant_id, self.sandbox_id, path, self.actor, self.lease_ttl_s)
+        except leases.TooManyLeases as e:
+            return str(e)
         record_type = "lease.acquired" if outcome.granted else "lease.refused"
         path = outcome.lease.path  # the canonical spelling the lease is keyed by
         first = outcome.granted and path not in self.leased

@@ -24,8 +24,12 @@ against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
 while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
-guards from the next command on; files over ``max_file_bytes``, a file turned into a directory with
-something in it, and one reached through a directory swapped for a symlink are reported, not put back; a command
+guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
+in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
+inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
+commands keep at once), a path the command made unreachable (its directory's permission taken away),
+a file turned into a directory with something in it, and one reached through a directory swapped for
+a symlink are reported, not put back; a command
 re-attached by a new partition owner, or run while PostgreSQL cannot be read, is not watched (logged).
 """
 
@@ -59,12 +63,8 @@ class Guarded:
     path: str
     holder: str
     fingerprint: dict
-    content: object | None = None  # a spool with the bytes, or None (not a file, or too large)
-
-    def close(self) -> None:
-        if self.content is not None:
-            self.content.close()
-            self.content = None
+    content: object | None = None  # a spool with the bytes, or None (not a file, too large, no room)
+    kept: int = 0  # bytes of the processor's ``lease_guard_kept_bytes`` this copy takes
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Watch:
 
 def _verb(found: str) -> str:
     return {"deleted": "deleted it", "symlink": "replaced it with a symlink", "created": "created it",
-            "redirected": "made a directory on its path a symlink",
+            "redirected": "made a directory on its path a symlink", "unreachable": "made it unreachable",
             "other": "replaced it with something not a file"}.get(found, "changed it")  # fmt: skip
 
 
@@ -118,7 +118,8 @@ class LeaseGuard:
         self._db_lock = threading.Lock()
         self._watches: dict[str, list[Watch]] = {}  # sandbox id -> the commands watched now
         self._active: dict[str, collections.Counter[str]] = {}  # sandbox id -> actors running commands
-        self._lock = threading.Lock()  # the two maps above
+        self._kept = 0  # bytes kept by all watches (within settings.lease_guard_kept_bytes)
+        self._lock = threading.Lock()  # the two maps above and _kept
         self._check_locks = [threading.Lock() for _ in range(CHECK_LOCKS)]
 
     def close(self) -> None:
@@ -198,21 +199,50 @@ class LeaseGuard:
         return watch
 
     def _load(self, client: SupervisorClient, items: list[Guarded]) -> None:
-        """Fingerprint ``items`` and keep each regular file's bytes (within ``max_file_bytes``)."""
-        prints = client.fingerprint([g.path for g in items])
+        """Fingerprint ``items`` and keep each regular file's bytes (within ``max_file_bytes``, and
+        while the processor's ``lease_guard_kept_bytes`` has room: every watched command keeps its own
+        copy, and one tenant's leases on many large files, times its concurrent commands, filled the
+        processor's disk)."""
+        prints = client.fingerprint([g.path for g in items], self.settings.max_file_bytes)
         for g in items:
-            g.close()
+            self._drop(g)
             g.fingerprint = prints[g.path]
-            if g.fingerprint["kind"] != "file" or g.fingerprint["size"] > self.settings.max_file_bytes:
+            size = g.fingerprint["size"]
+            if g.fingerprint["kind"] != "file" or size > self.settings.max_file_bytes:
                 continue
-            content = spool()
+            if not self._reserve(size):
+                LOG.warning("no room to keep %s (%d bytes) of %s: a change is reported, not put back", g.path,
+                            size, g.holder)  # fmt: skip
+                continue
+            g.kept, content = size, spool()
             try:
-                read = client.read_into(g.path, content, self.settings.max_file_bytes)
+                read = client.read_into(g.path, content, size, exact=True)  # grown since: not kept
             except (SupervisorError, OSError):
                 content.close()
+                self._drop(g)
                 continue
-            g.fingerprint = {**g.fingerprint, "sha256": read["sha256"], "size": read["size"]}
+            if read["sha256"] != g.fingerprint["sha256"]:  # changed between the two: whose bytes is unknown
+                LOG.warning("%s changed while it was kept: a change is reported, not put back", g.path)
+                content.close()
+                self._drop(g)
+                continue
             g.content = content
+
+    def _reserve(self, size: int) -> bool:
+        with self._lock:
+            if self._kept + size > self.settings.lease_guard_kept_bytes:
+                return False
+            self._kept += size
+            return True
+
+    def _drop(self, g: Guarded) -> None:
+        """Let go of the bytes kept of ``g`` (and their room)."""
+        if g.content is not None:
+            g.content.close()
+            g.content = None
+        with self._lock:
+            self._kept -= g.kept
+            g.kept = 0
 
     def forget(self, watch: Watch) -> None:
         """Stop watching (no check)."""
@@ -232,7 +262,7 @@ class LeaseGuard:
             try:
                 if client is None:
                     raise SupervisorUnavailable("sandbox is gone")
-                now = client.fingerprint(list(watch.files))
+                now = client.fingerprint(list(watch.files), self.settings.max_file_bytes)
                 changed = [g for g in watch.files.values() if not _same(g.fingerprint, now[g.path])]
                 theirs = [g for g in changed if g.holder in watch.overlapped]
                 for g in theirs:
@@ -286,10 +316,9 @@ class LeaseGuard:
                     except Exception as e:  # never fail the write itself: it happened
                         LOG.warning("leased files of %s not fingerprinted after %s wrote: %s", sandbox_id, actor, e)
 
-    @staticmethod
-    def _close(watch: Watch) -> None:
+    def _close(self, watch: Watch) -> None:
         for g in watch.files.values():
-            g.close()
+            self._drop(g)
 
 
 class CommandCheck:
@@ -328,7 +357,7 @@ class CommandCheck:
         """The command goes on unobserved here (its partition moved): stop watching, change nothing."""
         if self.watch is not None:
             self.guard.forget(self.watch)
-            LeaseGuard._close(self.watch)
+            self.guard._close(self.watch)
         self._end()
 
     def _end(self) -> None:

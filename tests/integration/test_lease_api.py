@@ -3,6 +3,8 @@ second tenant reaching for the first one's sandbox."""
 
 import httpx
 
+from astraforge import leases as lease_store
+from astraforge.db import connect
 from tests.integration.test_sandbox_api import create, post
 from tests.support import auth
 
@@ -47,3 +49,26 @@ def test_a_holder_name_that_is_not_one_is_refused(api_url, sandbox_processor, te
     assert put.status_code == 422, put.text
     listing = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "ls"})
     assert listing.json()["stdout"] == "", listing.text
+
+
+def test_a_sandbox_holds_a_bounded_number_of_leases(settings, api_url, sandbox_processor, tenant) -> None:
+    """Every lease is fingerprinted (and its file kept) around every other actor's command, so their
+    number is a cost on each command: past ``MAX_LEASES`` in force, a new one is 429 (the rows are
+    put in place directly: a thousand POSTs would only be slower); extending one held still works."""
+    tenant_id, key = tenant
+    sid = create(api_url, key)["id"]
+    rows = [(tenant_id, sid, f"/workspace/f{i}", f"tenant:{tenant_id}/a") for i in range(lease_store.MAX_LEASES)]
+    with connect(settings, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO file_leases (tenant_id, sandbox_id, path, holder, acquired_at, expires_at)"
+            " VALUES (%s, %s, %s, %s, now(), now() + interval '10 minutes')",
+            rows,
+        )
+    try:
+        leases = f"{api_url}/v1/sandboxes/{sid}/leases"
+        refused = post(leases, key, {"path": "/workspace/one-more", "holder": "a"})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_leases", refused.text
+        assert post(leases, key, {"path": "/workspace/f7", "holder": "a"}).status_code == 201
+    finally:
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("DELETE FROM file_leases WHERE sandbox_id = %s", (sid,))

@@ -28,6 +28,7 @@ ATTACKS = {
     "hard link": "ln leased.py alias && echo pwned > alias",
     "proc fd": "exec 3<>leased.py && echo pwned > /proc/self/fd/3",
     "chmod": "chmod 0777 leased.py",
+    "fifo": "rm leased.py && mkfifo leased.py",
 }
 
 
@@ -181,3 +182,67 @@ def test_the_holders_write_to_one_file_does_not_adopt_anothers_change_to_another
     assert (violation["payload"]["path"], violation["payload"]["restored"]) == ("/workspace/second.py", True)
     assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/second.py", headers=auth(key)).content == ORIGINAL
     assert httpx.get(f"{url}/v1/sandboxes/{sid}/files/leased.py", headers=auth(key)).content == b"v2\n"
+
+
+def test_a_leased_file_grown_huge_cannot_stall_the_check(platform) -> None:
+    """B changes one leased file and makes another a sparse terabyte: the check after B's command
+    must not hash the terabyte (it gave up after its timeout and left both changes unreported and in
+    place). Both files are put back and both changes reported."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    try:
+        for name in ("first.py", "second.py"):
+            lease = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": f"/workspace/{name}", "holder": "a"})
+            assert lease.status_code == 201, lease.text
+            put = httpx.put(f"{url}/v1/sandboxes/{sid}/files/{name}", headers=a, content=ORIGINAL, timeout=30)
+            assert put.status_code == 200, put.text
+        result = _exec(url, key, sid, "echo pwned > first.py && truncate -s 1T second.py")
+        error = result["error"] or ""
+        assert "first.py is leased by" in error and "second.py is leased by" in error, result
+        for name in ("first.py", "second.py"):
+            state = _exec(url, key, sid, f"stat -c %s {name} && cat {name}", holder="a")
+            assert state["stdout"] == f"{len(ORIGINAL)}\n{ORIGINAL.decode()}", (name, state)
+    finally:
+        httpx.delete(f"{url}/v1/sandboxes/{sid}", headers=auth(key), timeout=30)
+
+
+def test_a_leased_path_made_unreachable_is_still_checked(platform) -> None:
+    """B turns the leased file's directory into a file (or takes its own search permission away):
+    fingerprinting that path fails (ENOTDIR, EACCES), and that one failure left the whole check
+    undone, the change unreported, and B's next command unwatched. Each path is judged alone: the
+    change is reported, and B's next command is watched."""
+    url, key = platform.api_url, platform.tenant_key()
+    sid = create(url, key)["id"]
+    a = {**auth(key), "X-Lease-Holder": "a"}
+    try:
+        for path in ("/workspace/src/a.py", "/workspace/b.py"):
+            lease = post(f"{url}/v1/sandboxes/{sid}/leases", key, {"path": path, "holder": "a"})
+            assert lease.status_code == 201, lease.text
+            put = httpx.put(
+                f"{url}/v1/sandboxes/{sid}/files{path.removeprefix('/workspace')}",
+                headers=a,
+                content=ORIGINAL,
+                timeout=30,
+            )
+            assert put.status_code == 200, put.text
+
+        gone = _exec(url, key, sid, "echo pwned > b.py && rm -r src && touch src")
+        assert "src/a.py is leased by" in (gone["error"] or "") and "b.py is leased by" in gone["error"], gone
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+        back = _exec(url, key, sid, "rm src && mkdir src && echo pwned > src/a.py && echo pwned > b.py")
+        assert "src/a.py is leased by" in (back["error"] or "") and "b.py is leased by" in back["error"], back
+        assert _exec(url, key, sid, "cat b.py; ls src", holder="a")["stdout"] == ORIGINAL.decode()
+
+        hidden = _exec(url, key, sid, "echo pwned > b.py && chmod 0 /workspace/src")
+        assert "src/a.py is leased by" in (hidden["error"] or "") and "b.py is leased by" in hidden["error"], hidden
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+        shown = _exec(url, key, sid, "chmod 755 /workspace/src && echo pwned > b.py")
+        assert "b.py is leased by" in (shown["error"] or ""), shown
+        assert _exec(url, key, sid, "cat b.py", holder="a")["stdout"] == ORIGINAL.decode()
+
+        proc = _exec(url, key, sid, "echo pwned > b.py && rm -f src/a.py && ln -s /proc/self/environ src/a.py")
+        assert "src/a.py is leased by" in (proc["error"] or "") and "b.py is leased by" in proc["error"], proc
+        assert _exec(url, key, sid, "cat b.py; ls src", holder="a")["stdout"] == ORIGINAL.decode()
+    finally:
+        httpx.delete(f"{url}/v1/sandboxes/{sid}", headers=auth(key), timeout=30)
