@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from astraforge.api.main import create_app
 from astraforge.api.server import server_config
@@ -36,6 +37,16 @@ def free_port() -> int:
 def running_api(settings: Settings, sse_ping_s: float = 15.0, graceful_s: float | None = None) -> Iterator[str]:
     """The real app on a free loopback port, in a thread; yields its base URL. On exit it waits
     for requests in flight, for at most ``graceful_s`` (then they are cancelled) if given."""
+    with running_app(settings, sse_ping_s, graceful_s) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_app(
+    settings: Settings, sse_ping_s: float = 15.0, graceful_s: float | None = None
+) -> Iterator[tuple[str, FastAPI]]:
+    """``running_api``, also yielding the app (a test that must know what the API holds, e.g. its upload
+    slots, asks it rather than racing it)."""
     port = free_port()
     app = create_app(settings, sse_ping_s=sse_ping_s)
     config = server_config(
@@ -47,7 +58,7 @@ def running_api(settings: Settings, sse_ping_s: float = 15.0, graceful_s: float 
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: server.started, timeout=30, what="uvicorn start")
     try:
-        yield url
+        yield url, app
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -355,11 +355,15 @@ class AlertsProcessor:
                 except Exception:
                     LOG.exception("alerts tick failed")
         finally:
-            self.runtime.close()
-            with contextlib.suppress(Exception):
-                self.producer.close()
-            with contextlib.suppress(Exception):
-                self.db.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release what construction took (``run`` ends with it; one built and never run is closed too)."""
+        self.runtime.close()
+        with contextlib.suppress(Exception):
+            self.producer.close()
+        with contextlib.suppress(Exception):
+            self.db.close()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -65,9 +65,7 @@ def test_an_alert_decided_again_after_a_lost_commit_decides_the_same(fresh_setti
             conn.execute("DELETE FROM alert_run_starts WHERE integration_id = %s", (integration_id,))
         processor.handle(partition, 0, value)
     finally:
-        processor.producer.close()
-        processor.runtime.close()
-        processor.db.close()
+        processor.close()
 
     events = [codec.decode(m.value()) for m in read_range(settings, settings.events_topic, partition, 0, None)]
     decided = [(e.type, e.event_id) for e in events if e.stream_id == integration_id]
@@ -138,8 +136,7 @@ def test_a_comment_posted_before_a_crash_is_not_posted_again(fresh_settings, tmp
             processor._answer(owned)
             processor._answer(owned)  # and once recorded, nothing is asked at all
         finally:
-            processor.producer.close()
-            processor.db.close()
+            processor.close()
             with connect(settings, autocommit=True) as conn:
                 drop_schema(conn, settings.projection_schema)
     assert comment_marker(run_id) in posted and "ended failed: tests failed" in posted

@@ -19,7 +19,7 @@ from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from tests.conftest import make_settings, new_tenant
 from tests.integration.test_sandbox_api import create, post
-from tests.support import auth, running_api, running_projector, wait_until
+from tests.support import auth, running_api, running_app, running_projector, wait_until
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -248,7 +248,7 @@ def test_a_tenant_cannot_spool_unbounded_uploads_at_once(
     can weigh it, and nothing bounded how many one tenant had in flight: slow bodies sent at once
     held as many spools. Past ``quota_concurrent_uploads`` a tenant's next one is a 429; another
     tenant's upload is unaffected."""
-    _, key = tenant
+    tenant_id, key = tenant
     _, other = other_tenant
     release = threading.Event()
 
@@ -257,7 +257,7 @@ def test_a_tenant_cannot_spool_unbounded_uploads_at_once(
         release.wait(60)
         yield b"y"
 
-    with running_api(settings.model_copy(update={"quota_concurrent_uploads": 2})) as url:
+    with running_app(settings.model_copy(update={"quota_concurrent_uploads": 2})) as (url, app):
         sid, other_sid = create(url, key)["id"], create(url, other)["id"]
 
         def upload(name: str, who: str = key, sandbox: str = sid, body=b"z") -> int:
@@ -266,8 +266,9 @@ def test_a_tenant_cannot_spool_unbounded_uploads_at_once(
 
         with ThreadPoolExecutor(2) as pool:
             slow = [pool.submit(upload, f"slow{n}", body=slow_body()) for n in range(2)]
-            try:
-                wait_until(lambda: upload("third") == 429, timeout=30, what="a third upload refused")
+            try:  # the API's own count: a probe sent before both held their slot would take one itself
+                wait_until(lambda: app.state.uploads.used[tenant_id] == 2, timeout=30, what="both slow uploads in")
+                assert upload("third") == 429, "a third upload at once is refused"
                 assert upload("theirs", other, other_sid) == 200, "another tenant's upload is not held up"
             finally:
                 release.set()
