@@ -142,6 +142,9 @@ class _Sandbox:
     connections: int = 0
     flush: asyncio.TimerHandle | None = None
     server: asyncio.AbstractServer | None = field(default=None, repr=False)
+    # its connections' tasks, ended when the sandbox stops (a connection whose sandbox went away could
+    # wait forever: collected mid-await, its sockets were reported by the garbage collector)
+    tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ class EgressProxy:
         self.limits = limits or EgressLimits()
         self.loop = asyncio.new_event_loop()
         self.sandboxes: dict[str, _Sandbox] = {}
+        self._tasks: set[asyncio.Task] = set()  # every open connection's task (the loop holds them weakly)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -256,15 +260,19 @@ class EgressProxy:
         future = asyncio.run_coroutine_threadsafe(self._serve(sandbox, socket_path), self.loop)
         future.result(timeout=10)
 
-    def close(self, sandbox_id: str) -> None:
-        self.loop.call_soon_threadsafe(self._close, sandbox_id)
+    def close(self, sandbox_id: str, end_connections: bool = False) -> None:
+        """Stop serving the sandbox's proxy socket. Its open connections go on (a partition handed to
+        another instance keeps its sandboxes' traffic) unless ``end_connections`` (the sandbox stops)."""
+        self.loop.call_soon_threadsafe(self._close, sandbox_id, end_connections)
 
-    def _close(self, sandbox_id: str) -> None:
+    def _close(self, sandbox_id: str, end_connections: bool = True) -> None:
         sandbox = self.sandboxes.pop(sandbox_id, None)
         if sandbox:
             self._flush(sandbox)
             if sandbox.server:
                 sandbox.server.close()
+            for task in list(sandbox.tasks) if end_connections else ():  # their finally closes their sockets
+                task.cancel()
 
     async def _serve(self, sandbox: _Sandbox, socket_path: Path) -> None:
         old = self.sandboxes.pop(sandbox.sandbox_id, None)
@@ -281,6 +289,20 @@ class EgressProxy:
 
     # -- one client connection --------------------------------------------------------------
     async def _handle(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        sandbox.tasks.add(task)
+        self._tasks.add(task)  # held by the proxy too: a closed sandbox's record is dropped, its connections are not
+        try:
+            await self._connection(sandbox, reader, writer)
+        except asyncio.CancelledError:
+            pass  # ours (the sandbox stopped, or the proxy): a cancelled result would be logged as an error
+        finally:
+            sandbox.tasks.discard(task)
+            self._tasks.discard(task)
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+    async def _connection(self, sandbox: _Sandbox, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(self.limits.header_timeout_s):
                 command_id = await _proxy_user(reader)
@@ -300,8 +322,6 @@ class EgressProxy:
             LOG.exception("egress connection of %s failed", sandbox.sandbox_id)
         finally:
             sandbox.connections -= 1
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
 
     async def _requests(self, sandbox: _Sandbox, reader, writer, command_id: str | None) -> None:
         first = True

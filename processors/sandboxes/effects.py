@@ -247,7 +247,7 @@ class Effects:
         with self.p.removal(current.runtime_id) as mine:
             if not mine:  # another stop of it is under way
                 return
-            self.p.egress.close(st.sandbox_id)
+            self.p.egress.close(st.sandbox_id, end_connections=True)
             try:
                 self.provider.stop(current.runtime_id)
             except Exception as e:

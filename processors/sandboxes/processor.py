@@ -672,7 +672,11 @@ class SandboxProcessor:
         """Serve until ``stop``: the faust app on its thread, the idle/TTL timer and the table marks on
         this one, the periodic reconcile and the artifact sweep on theirs. Refuses to start
         (``ConfigError``) on topics that are not co-partitioned."""
-        check_partitions(self.settings, self.runtime.copartitioned)
+        try:
+            check_partitions(self.settings, self.runtime.copartitioned)
+        except BaseException:
+            self.close()  # refused before it ran: what construction took goes now
+            raise
         self.egress.start()
         self.runtime.start()
         self.refill_soon()
