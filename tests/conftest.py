@@ -162,3 +162,18 @@ def sandbox_processor(settings: Settings, docker_provider):
     thread.join(timeout=10)
     for sandbox_id in docker_provider.list_ids():  # this session's namespace only
         docker_provider.stop(sandbox_id)
+
+
+@pytest.fixture(scope="module")
+def conversations(settings: Settings, sandbox_processor):
+    """A conversation processor over the session's sandbox processor, in a thread for the module."""
+    import threading
+
+    from astraforge.processors.conversations.processor import ConversationProcessor
+
+    processor = ConversationProcessor(settings)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    yield processor
+    processor.stop()
+    thread.join(timeout=30)

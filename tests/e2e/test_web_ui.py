@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from astraforge.processors.alerts.processor import AlertsProcessor
-from astraforge.processors.conversations.processor import ConversationProcessor
 from astraforge.processors.runs.orchestrator import RunOrchestrator
 from tests.alert_payloads import body_bytes, event_alert, sentry_headers
 from tests.conftest import gateway_listener
@@ -133,16 +132,6 @@ def test_sandboxes_page_creates_a_sandbox_and_its_console_runs_a_command(platfor
     _, key = tenant
     done = run_script("sandboxes.mjs", chromium, API_URL=platform, API_KEY=key)
     assert done.returncode == 0, done.stderr[-4000:]
-
-
-@pytest.fixture(scope="module")
-def conversations(settings, sandbox_processor) -> Iterator[ConversationProcessor]:
-    processor = ConversationProcessor(settings)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
-    yield processor
-    processor.stop()
-    thread.join(timeout=30)
 
 
 def test_chat_with_a_deepagent_streams_its_reply_shows_its_tool_call_and_the_file_it_wrote(

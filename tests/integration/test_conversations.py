@@ -9,12 +9,9 @@ lease; another tenant sees none of it (404). (kill -9: test_conversations_crash.
 
 import json
 import threading
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from astraforge.processors.conversations.processor import ConversationProcessor
 from tests.conftest import GATEWAY_SECRET, gateway_listener
 from tests.modelserver import ModelServer, Turn, message, tool_call
 from tests.support import auth, wait_until
@@ -25,16 +22,6 @@ TEST_CALC = (
     "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n"
     "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n\nunittest.main()\n"
 )
-
-
-@pytest.fixture(scope="module")
-def conversations(settings, sandbox_processor) -> Iterator[ConversationProcessor]:
-    processor = ConversationProcessor(settings)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
-    yield processor
-    processor.stop()
-    thread.join(timeout=30)
 
 
 def post(url: str, key: str, body: dict | None = None, **headers: str) -> httpx.Response:

@@ -2,26 +2,12 @@
 follow its reply as it streams (the conversation processor runs real deepagents against the
 scripted model server at the platform's model gateway)."""
 
-import threading
-from collections.abc import Iterator
-
 import pytest
 from astraforge_toolkit import AstraForgeClient, Conflict, Conversation, NotFound
 
-from astraforge.processors.conversations.processor import ConversationProcessor
 from tests.conftest import gateway_listener, new_tenant
 from tests.modelserver import ModelServer, Turn, message, tool_call
 from tests.support import wait_until
-
-
-@pytest.fixture(scope="module")
-def conversations(settings, sandbox_processor) -> Iterator[ConversationProcessor]:
-    processor = ConversationProcessor(settings)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
-    yield processor
-    processor.stop()
-    thread.join(timeout=30)
 
 
 def taken(client: AstraForgeClient, conversation_id: str) -> bool:
