@@ -1,14 +1,18 @@
 """Live-tail latency: time from `producer.send` to the event arriving at an SSE client, at a given
 rate, next to a raw confluent-kafka consumer reading the same records in the same run.
 
+The producer, the raw consumer and the SSE client each run in their own process: in one process
+their threads took turns on one GIL, and each reader's clock stopped while another parsed (the
+raw consumer's p99 counted the SSE client's parsing, and the other way round).
+
 usage: python bench/sse_latency.py [--rate 2000] [--seconds 10]
 """
 
 import argparse
+import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +25,13 @@ import httpx
 from confluent_kafka import TopicPartition
 from httpx_sse import connect_sse
 
+from astraforge.config import Settings
 from astraforge.db import connect
 from astraforge.kafka import high_watermarks, partition_for, poll_batch, reader
 from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import create_schema
-from astraforge.schemas import Envelope
+from astraforge.schemas import Envelope, default_codec
 from bench.common import bench_settings, cpu_seconds, drop, pct, table
 from tests.support import auth, free_port, wait_until
 
@@ -76,6 +81,43 @@ def _up(url: str) -> bool:
         return False
 
 
+def raw_consumer(env: dict[str, str], total: int, ready, results) -> None:
+    """Reads the stream's partition with a plain consumer; puts ``("raw", latencies)``."""
+    os.environ.update(env)
+    settings = Settings()
+    codec = default_codec()
+    consumer = reader(settings, **{"enable.partition.eof": False})
+    partition = partition_for(STREAM, settings.topic_partitions)
+    start = high_watermarks(consumer, settings.events_topic, 5)[partition]
+    consumer.assign([TopicPartition(settings.events_topic, partition, start)])
+    ready.wait()
+    lat: list[float] = []
+    while len(lat) < total:
+        for msg in poll_batch(consumer, 500, timeout=0.1):
+            if not msg.error():
+                lat.append(latency_ms(codec.decode(msg.value()).payload["text"]))
+    consumer.close()
+    results.put(("raw", lat))
+
+
+def sse_client(url: str, key: str, total: int, ready, results) -> None:
+    """Reads the stream over SSE from the API; puts ``("sse", latencies)``."""
+    lat: list[float] = []
+    with (
+        httpx.Client(timeout=httpx.Timeout(30, read=60)) as client,
+        connect_sse(client, "GET", f"{url}/v1/streams/{STREAM}/events/sse", headers=auth(key)) as source,
+    ):
+        events = source.iter_sse()
+        next(e for e in events if e.data)  # the replayed first record
+        ready.wait()
+        for event in events:
+            if event.data:
+                lat.append(latency_ms(event.json()["payload"]["text"]))
+                if len(lat) == total:
+                    break
+    results.put(("sse", lat))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=2000)
@@ -89,43 +131,17 @@ def main() -> None:
         create_schema(conn, settings.projection_schema)
     producer = EventProducer(settings)
     producer.append(stamped(-1, tenant))  # the stream exists before the clients connect
-    sse_lat: list[float] = []
-    raw_lat: list[float] = []
-    ready = threading.Barrier(3)
-
-    def raw_consumer() -> None:
-        consumer = reader(settings, **{"enable.partition.eof": False})
-        partition = partition_for(STREAM, settings.topic_partitions)
-        start = high_watermarks(consumer, settings.events_topic, 5)[partition]
-        consumer.assign([TopicPartition(settings.events_topic, partition, start)])
-        ready.wait()
-        codec = producer.codec
-        while len(raw_lat) < total:
-            for msg in poll_batch(consumer, 500, timeout=0.1):
-                if not msg.error():
-                    raw_lat.append(latency_ms(codec.decode(msg.value()).payload["text"]))
-        consumer.close()
-
-    def sse_client(url: str) -> None:
-        with (
-            httpx.Client(timeout=httpx.Timeout(30, read=60)) as client,
-            connect_sse(client, "GET", f"{url}/v1/streams/{STREAM}/events/sse", headers=auth(key)) as source,
-        ):
-            events = source.iter_sse()
-            next(e for e in events if e.data)  # the replayed first record
-            ready.wait()
-            for event in events:
-                if event.data:
-                    sse_lat.append(latency_ms(event.json()["payload"]["text"]))
-                    if len(sse_lat) == total:
-                        return
-
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process that runs librdkafka threads
+    ready = spawn.Barrier(3)
+    results = spawn.Queue()
     try:
         with services(settings) as running:
-            url = running.url
-            threads = [threading.Thread(target=raw_consumer), threading.Thread(target=sse_client, args=(url,))]
-            for t in threads:
-                t.start()
+            readers = [
+                spawn.Process(target=raw_consumer, args=(settings.as_env(), total, ready, results)),
+                spawn.Process(target=sse_client, args=(running.url, key, total, ready, results)),
+            ]
+            for proc in readers:
+                proc.start()
             ready.wait()
             api_cpu = cpu_seconds(running.api_pid)
             interval = 1 / args.rate
@@ -137,9 +153,11 @@ def main() -> None:
                 producer.send(stamped(n, tenant))
                 producer.poll(0)
             producer.flush()
-            for t in threads:
-                t.join(timeout=120)
+            latencies = dict(results.get(timeout=120) for _ in readers)
+            for proc in readers:
+                proc.join(timeout=30)
             api_cpu = cpu_seconds(running.api_pid) - api_cpu
+        raw_lat, sse_lat = latencies["raw"], latencies["sse"]
         rows = [("path", "p50 ms", "p99 ms", "max ms", "events")]
         for name, values in (("raw Kafka consumer", raw_lat), ("AstraForge SSE (API live tail)", sse_lat)):
             rows.append(
