@@ -51,6 +51,7 @@ def latency_ms(text: str) -> float:
 class Services:
     url: str
     api_pid: int
+    projector_pid: int
 
 
 @contextmanager
@@ -67,7 +68,7 @@ def services(settings) -> Iterator[Services]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _up(url), timeout=60, what="API")
-        yield Services(url, procs[1].pid)
+        yield Services(url, procs[1].pid, procs[0].pid)
     finally:
         for proc in procs:
             proc.terminate()
@@ -143,7 +144,7 @@ def main() -> None:
             for proc in readers:
                 proc.start()
             ready.wait()
-            api_cpu = cpu_seconds(running.api_pid)
+            api_cpu, projector_cpu = cpu_seconds(running.api_pid), cpu_seconds(running.projector_pid)
             interval = 1 / args.rate
             started = time.perf_counter()
             for n in range(total):
@@ -157,6 +158,7 @@ def main() -> None:
             for proc in readers:
                 proc.join(timeout=30)
             api_cpu = cpu_seconds(running.api_pid) - api_cpu
+            projector_cpu = cpu_seconds(running.projector_pid) - projector_cpu
         raw_lat, sse_lat = latencies["raw"], latencies["sse"]
         rows = [("path", "p50 ms", "p99 ms", "max ms", "events")]
         for name, values in (("raw Kafka consumer", raw_lat), ("AstraForge SSE (API live tail)", sse_lat)):
@@ -169,6 +171,9 @@ def main() -> None:
         print(table(rows))
         print(f"SSE / raw p99 ratio: {pct(sse_lat, 99) / pct(raw_lat, 99):.2f}")
         print(f"API CPU per live event: {api_cpu / total * 1e6:.1f} µs (live tail, SSE frames, its idle polls)")
+        print(
+            f"projector CPU per event: {projector_cpu / total * 1e6:.1f} µs (it shares the 2 cores with the live path)"
+        )
     finally:
         drop(settings)
 
