@@ -9,9 +9,8 @@ frames are built by PostgreSQL (``ProjectionQueries.event_frames``) in the same 
 import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
-from astraforge.api.models import iso
 from astraforge.audit import record_json
-from astraforge.ids import from_micros
+from astraforge.ids import iso_micros
 from astraforge.kafka import Positioned
 from astraforge.schemas import Codec
 
@@ -37,7 +36,7 @@ def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -
         fields
     )
     try:
-        when = iso(from_micros(occurred_at))
+        when = iso_micros(occurred_at)
     except ValueError:
         return None
     data = (

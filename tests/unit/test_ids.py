@@ -1,7 +1,9 @@
 import time
 import uuid
 
-from astraforge.ids import new_id
+import pytest
+
+from astraforge.ids import from_micros, iso, iso_micros, new_id
 
 
 def test_new_ids_are_canonical_uuid7_increasing_in_a_process() -> None:
@@ -23,3 +25,22 @@ def test_ids_at_ingest_rate_keep_the_clocks_time() -> None:
     after_ms = time.time_ns() // 1_000_000
     assert [u.int for u in ids] == sorted(u.int for u in ids)
     assert max(u.int >> 80 for u in ids) <= after_ms + 20
+
+
+SECOND = 1_000_000
+MAX_MICROS = 253402300799999999  # 9999-12-31T23:59:59.999999Z
+MIN_MICROS = -62135596800000000  # 0001-01-01T00:00:00Z
+
+
+def test_iso_micros_writes_what_iso_of_from_micros_writes() -> None:
+    """The live tail's cached path and the datetime path agree, within one second (cache hits), across
+    second boundaries either way, before the epoch and at the years 1 and 9999."""
+    values = [1764510000123456, 1764510000999999, 1764510001000000, 1764510000000000, 0, 1, -1, -SECOND]
+    values += [-SECOND - 1, SECOND - 1, MAX_MICROS, MAX_MICROS - 1, MIN_MICROS, MIN_MICROS + 1]
+    assert [iso_micros(v) for v in values] == [iso(from_micros(v)) for v in values]
+
+
+@pytest.mark.parametrize("micros", [MAX_MICROS + 1, MIN_MICROS - 1])
+def test_iso_micros_refuses_what_from_micros_refuses(micros: int) -> None:
+    with pytest.raises(ValueError, match="outside years 1-9999"):
+        iso_micros(micros)
