@@ -97,19 +97,20 @@ def to_json(value: Any) -> Any:
 class Codec:
     """Encodes and decodes envelopes against one ``SchemaRegistry``.
 
-    Records of the current schema go through code compiled from it (``schemas.compiled``); a value
-    or body that code does not take, and every older writer schema, go through fastavro. With
-    ``compiled=False`` everything does (the reference, for comparisons).
+    Records of the current schema go through code compiled from it (``schemas.compiled``: C when
+    built, ``accelerated=False`` for its generated Python); a value or body that code does not take,
+    and every older writer schema, go through fastavro. With ``compiled=False`` everything does (the
+    reference, for comparisons).
     """
 
-    def __init__(self, registry: SchemaRegistry, compiled: bool = True) -> None:
+    def __init__(self, registry: SchemaRegistry, compiled: bool = True, accelerated: bool | None = None) -> None:
         self.registry = registry
         self._header = MARKER + registry.fingerprint
         self._version = registry.version
-        self._write = envelope_writer(registry.current) if compiled else None
         current = registry.writers[registry.fingerprint]
-        self._read = envelope_reader(current) if compiled else None
-        self._read_json = envelope_json_reader(current, JSON_FIELDS) if compiled else None
+        self._write = envelope_writer(registry.current, accelerated) if compiled else None
+        self._read = envelope_reader(current, accelerated) if compiled else None
+        self._read_json = envelope_json_reader(current, JSON_FIELDS, accelerated) if compiled else None
         self._payload_names = {name: t.payload for name, t in registry.types.items()}
 
     def topic_kind(self, record_type: str) -> str:
