@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -286,7 +287,7 @@ static PyObject *write_envelope(PyObject *self, PyObject *const *args, Py_ssize_
 typedef struct {
     const unsigned char *data;
     Py_ssize_t pos, len;
-    int json;  /* values JSON-safe: bytes through json_bytes, text with NUL refused */
+    int json;  /* values JSON-safe: bytes through json_bytes; text with NUL, NaN and infinity refused */
 } Reader;
 
 static int read_long(Reader *r, long long *out) {
@@ -417,6 +418,10 @@ static PyObject *read_value(PyObject *op, Reader *r) {
         double x = PyFloat_Unpack8((const char *)r->data + r->pos, 1);
         if (x == -1.0 && PyErr_Occurred())
             return NULL;
+        if (r->json && !isfinite(x)) {
+            unhandled();  /* JSON has no NaN or infinity: the full path decides */
+            return NULL;
+        }
         r->pos += 8;
         return PyFloat_FromDouble(x);
     }

@@ -19,6 +19,7 @@ code is the fallback where it is not (no C compiler) and the reference the tests
 import base64
 import functools
 import logging
+import math
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -120,6 +121,7 @@ class _Source:
             "_read_double": _read_double,
             "_read_bool": _read_bool,
             "json_bytes": json_bytes,
+            "isfinite": math.isfinite,
             "_DOUBLE": _DOUBLE,
             "INT_MIN": INT_MIN,
             "INT_MAX": INT_MAX,
@@ -396,7 +398,8 @@ class _Readers(_Source):
 
 class _JsonReaders(_Readers):
     """Readers whose values are JSON-safe as ``codec.to_json`` makes them: bytes become text (or
-    ``{"base64": ...}``); text holding NUL raises ``Unhandled`` (``to_json`` takes that path)."""
+    ``{"base64": ...}``); text holding NUL raises ``Unhandled`` (``to_json`` takes that path), and
+    so does a NaN or infinite double (JSON has none: the full path decides what becomes of it)."""
 
     def value(self, schema: Any, v: str) -> list[str]:
         kind = _kind(self.resolve(schema))
@@ -405,6 +408,8 @@ class _JsonReaders(_Readers):
             return [*lines, f"{v} = json_bytes({v})"]
         if kind == "string":
             return [*lines, f"if '\\x00' in {v}:", "    raise Unhandled"]
+        if kind == "double":
+            return [*lines, f"if not isfinite({v}):", "    raise Unhandled"]
         return lines
 
     def fields(self, schema: dict, names: Sequence[str]) -> str:

@@ -2,6 +2,8 @@
 what it does not take, it refuses (the codec then asks fastavro)."""
 
 import io
+import json
+import math
 import random
 import struct
 from collections.abc import Callable
@@ -208,9 +210,15 @@ def test_a_missing_field_without_default_is_left_to_fastavro(fast: FastPath) -> 
 
 
 def full_path_fields(fast: FastPath, data: bytes) -> tuple:
-    """What ``decode_json_fields`` must equal: the full decode, then ``payload_json_text``."""
+    """What ``decode_json_fields`` must equal: the full decode, its payload as a JSON value (the
+    text is orjson's on one side and json's on the other: the projection stores the value)."""
     e = fast.codec.decode(data)
-    return tuple(e.payload_json_text() if n == "payload" else getattr(e, n) for n in JSON_FIELDS)
+    return tuple(json.loads(e.payload_json_text()) if n == "payload" else getattr(e, n) for n in JSON_FIELDS)
+
+
+def parsed(fields: tuple) -> tuple:
+    """``decode_json_fields``' tuple with its payload parsed (UTF-8 JSON bytes)."""
+    return (*fields[:-1], json.loads(fields[-1]))
 
 
 @pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
@@ -219,7 +227,7 @@ def test_json_fields_are_what_the_full_decode_gives(fast: FastPath, record_type:
         data = fast.codec.encode(envelope)
         fields = fast.codec.decode_json_fields(data)
         if fields is not None:  # generated text with NUL is left to the full path
-            assert fields == full_path_fields(fast, data)
+            assert parsed(fields) == full_path_fields(fast, data)
 
 
 def test_json_fields_of_binary_and_text_output(fast: FastPath) -> None:
@@ -227,7 +235,7 @@ def test_json_fields_of_binary_and_text_output(fast: FastPath) -> None:
     for data in (b'plain \xc3\xa9 text "quoted"\n', b"\xff\xfe binary", b"nul \x00 inside", b""):
         envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload={**base, "data": data})
         encoded = fast.codec.encode(envelope)
-        assert fast.codec.decode_json_fields(encoded) == full_path_fields(fast, encoded)
+        assert parsed(fast.codec.decode_json_fields(encoded)) == full_path_fields(fast, encoded)
 
 
 @pytest.mark.parametrize(
@@ -259,3 +267,23 @@ def test_json_fields_refuse_what_decode_would_refuse_or_resolve(fast: FastPath) 
     wrong_type = mismatched.replace(b"chat.message", b"exec.outputx"[:12])  # ExecOutput body under another type
     for bad in (None, b"", data[:-1], data + b"\x00", old_writer, wrong_type, b"\xc3\x02" + data[2:]):
         assert fast.codec.decode_json_fields(bad) is None
+
+
+def finished(duration_ms: float) -> Envelope:
+    payload = {"command_id": "c", "exit_code": 0, "duration_ms": duration_ms, "timed_out": False}
+    payload |= {"cancelled": False, "truncated": False, "error": None}
+    return Envelope(type="exec.finished", stream_id="s", tenant_id="t", actor="a", payload=payload)
+
+
+@pytest.mark.parametrize("duration_ms", [math.nan, math.inf, -math.inf])
+def test_json_fields_leave_a_double_json_cannot_hold_to_the_full_path(fast: FastPath, duration_ms: float) -> None:
+    data = fast.codec.encode(finished(duration_ms))
+    assert fast.codec.decode_json_fields(data) is None
+    decoded = fast.codec.decode(data).payload["duration_ms"]  # the full path still reads it
+    assert decoded == duration_ms or (math.isnan(decoded) and math.isnan(duration_ms))
+
+
+def test_json_fields_carry_doubles_as_their_values(fast: FastPath) -> None:
+    for duration_ms in (1e16, 1e-7, -0.0, 0.1 + 0.2, 2.5):
+        data = fast.codec.encode(finished(duration_ms))
+        assert json.loads(fast.codec.decode_json_fields(data)[-1])["duration_ms"] == duration_ms
