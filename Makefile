@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test up down status lint format bench mutation web
 
-$(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml schemas/_avrofast.c
+$(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml astraforge/_native.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]' -e './toolkit[deepagents]'

@@ -11,7 +11,7 @@ error are fastavro's (``tests/unit/schemas/test_compiled.py`` compares them).
 Not handled here (always fastavro): schema resolution (older writer schemas), tuple notation in
 a nested union, unions other than ``[null, X]`` and the envelope's payload union, fixed and float.
 
-The same work is done ~5x faster by ``_avrofast`` (C, built at install) from a *program* — the
+The same work is done ~5x faster by ``astraforge._native`` (C, built at install) from a *program* — the
 schema as nested tuples (``_Programs``) — when that extension is importable; the generated Python
 code is the fallback where it is not (no C compiler) and the reference the tests hold it to.
 """
@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 try:
-    from astraforge.schemas import _avrofast
+    from astraforge import _native
 except ImportError:  # pragma: no cover - built by every install that has a C compiler
-    _avrofast = None
-    logging.getLogger(__name__).warning("astraforge.schemas._avrofast not built: the codec runs in Python")
+    _native = None
+    logging.getLogger(__name__).warning("astraforge._native not built: the codec and ids run in Python")
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -440,7 +440,7 @@ def _named_types(schema: Any, named: dict[str, dict]) -> dict[str, dict]:
     return named
 
 
-# -- programs for _avrofast ----------------------------------------------------------------------
+# -- programs for _native ----------------------------------------------------------------------
 OP_NULL, OP_BOOLEAN, OP_INT, OP_LONG, OP_DOUBLE, OP_STRING, OP_BYTES = range(7)
 OP_ENUM, OP_ARRAY, OP_MAP, OP_OPTIONAL, OP_RECORD, OP_RECORDS, OP_UNHANDLED = range(7, 14)
 FROM_ATTRIBUTE, FROM_VERSION, FROM_PAYLOAD = range(3)
@@ -451,7 +451,7 @@ _SIMPLE = {
 
 
 class _Programs:
-    """A schema as the nested tuples ``_avrofast`` runs (its header comment gives the shapes), with
+    """A schema as the nested tuples ``_native`` runs (its header comment gives the shapes), with
     exactly the choices the generated code makes: what it takes for ``writing``, and otherwise what
     it reads. A record that refers to itself becomes ``OP_UNHANDLED`` there (tuples hold no cycles):
     such values go to fastavro."""
@@ -511,16 +511,16 @@ class _Programs:
 
 
 def _configured() -> Any:
-    _avrofast.configure(Unhandled, json_bytes)
-    return _avrofast
+    _native.configure(Unhandled, json_bytes)
+    return _native
 
 
 def _accelerated(accelerated: bool | None) -> Any:
     """The C extension when it is wanted and built; ``None`` for the generated Python code."""
-    if accelerated is False or (accelerated is None and _avrofast is None):
+    if accelerated is False or (accelerated is None and _native is None):
         return None
-    if _avrofast is None:
-        raise RuntimeError("astraforge.schemas._avrofast is not built (reinstall with a C compiler)")
+    if _native is None:
+        raise RuntimeError("astraforge._native is not built (reinstall with a C compiler)")
     return _configured()
 
 

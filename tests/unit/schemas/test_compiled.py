@@ -17,7 +17,7 @@ from fastavro.utils import gen_data
 from astraforge.errors import ValidationError
 from astraforge.schemas import Envelope, default_codec
 from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER, Codec
-from astraforge.schemas.compiled import Unhandled, _avrofast, envelope_reader, envelope_writer
+from astraforge.schemas.compiled import Unhandled, _native, envelope_reader, envelope_writer
 
 CODEC = default_codec()
 CURRENT = CODEC.registry.current
@@ -54,8 +54,8 @@ def fast(request: pytest.FixtureRequest) -> FastPath:
 
 
 def test_the_c_extension_is_built_and_is_what_the_codec_uses() -> None:
-    assert _avrofast is not None, "astraforge.schemas._avrofast did not build: `make install` needs a C compiler"
-    assert CODEC._write.func is _avrofast.write_envelope
+    assert _native is not None, "astraforge._native did not build: `make install` needs a C compiler"
+    assert CODEC._write.func is _native.write_envelope
 
 
 def record_name(record_type: str) -> str:
