@@ -3,6 +3,7 @@
 import os
 import secrets
 import statistics
+from pathlib import Path
 
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -39,3 +40,20 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of_command(name: str) -> float:
+    """CPU seconds used so far by every process whose command is ``name`` (e.g. the PostgreSQL
+    server's processes, the Kafka broker's ``java``): where an end-to-end path's CPU went besides
+    our own processes (host-wide: anything else using them at the time counts too)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if comm == name:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total

@@ -22,7 +22,7 @@ from astraforge.kafka import client_config
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import Projector
 from astraforge.schemas import Envelope, default_codec
-from bench.common import bench_settings, cpu_seconds, drop, table
+from bench.common import bench_settings, cpu_of_command, cpu_seconds, drop, table
 
 
 def event(n: int) -> Envelope:
@@ -71,6 +71,7 @@ def main() -> None:
             producer = EventProducer(settings, **{"linger.ms": 5})
             warm_up(producer._producer, f"{settings.topic_prefix}.commands", values[0])
             projector_cpu, producer_cpu = cpu_seconds(projector.pid), time.process_time()
+            postgres_cpu, kafka_cpu = cpu_of_command("postgres"), cpu_of_command("java")
             started = time.perf_counter()
             for i in range(n):
                 producer.send(event(i))
@@ -80,6 +81,7 @@ def main() -> None:
             wait_for_rows(settings, n)
             done = time.perf_counter()
             projector_cpu = cpu_seconds(projector.pid) - projector_cpu
+            postgres_cpu, kafka_cpu = cpu_of_command("postgres") - postgres_cpu, cpu_of_command("java") - kafka_cpu
         finally:
             projector.terminate()
             projector.wait()
@@ -114,6 +116,10 @@ def main() -> None:
         ]
         print(f"ingest, {n:,} events of ~{len(values[0][1])} bytes, {settings.topic_partitions} partitions")
         print(table(rows))
+        print(
+            f"end to end, CPU µs per event: producer {us(producer_cpu)}, projector {us(projector_cpu)}, "
+            f"PostgreSQL {us(postgres_cpu)}, Kafka broker {us(kafka_cpu)} (host-wide; {os.cpu_count()} cores)"
+        )
     finally:
         drop(settings)
         drop(settings.model_copy(update={"projection_schema": f"{settings.projection_schema}_alone"}))
