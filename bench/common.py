@@ -1,5 +1,6 @@
 """Shared bench helpers: isolated settings (own topics + schema), percentiles, a results table."""
 
+import json
 import os
 import secrets
 import statistics
@@ -57,3 +58,12 @@ def cpu_of_command(name: str) -> float:
             fields = text.rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def report(measure: str, value: float) -> None:
+    """Keep a measure for ``bench/budgets.py`` (``make bench`` prints every budget against the
+    measures at its end); a bench run on its own reports nowhere."""
+    results = os.environ.get("ASTRAFORGE_BENCH_RESULTS")
+    if results:
+        with open(results, "a") as f:
+            f.write(json.dumps({"measure": measure, "value": value}) + "\n")

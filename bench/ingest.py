@@ -22,7 +22,7 @@ from astraforge.kafka import client_config
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import Projector
 from astraforge.schemas import Envelope, default_codec
-from bench.common import bench_settings, cpu_of_command, cpu_seconds, drop, table
+from bench.common import bench_settings, cpu_of_command, cpu_seconds, drop, report, table
 
 
 def event(n: int) -> Envelope:
@@ -114,6 +114,8 @@ def main() -> None:
                 f"projector {us(projector_cpu)}",
             ),
         ]
+        report("ingest.raw_per_s", raw_rate)
+        report("ingest.e2e_per_s", e2e_rate)
         print(f"ingest, {n:,} events of ~{len(values[0][1])} bytes, {settings.topic_partitions} partitions")
         print(table(rows))
         print(
