@@ -32,7 +32,7 @@ from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.projections.postgres import create_schema
 from astraforge.schemas import Envelope, default_codec
-from bench.common import bench_settings, cpu_seconds, drop, pct, table
+from bench.common import bench_settings, cpu_seconds, drop, pct, report, table
 from tests.support import auth, free_port, wait_until
 
 STREAM = "latency"
@@ -170,6 +170,8 @@ def main() -> None:
         )
         print(table(rows))
         print(f"SSE / raw p99 ratio: {pct(sse_lat, 99) / pct(raw_lat, 99):.2f}")
+        report("sse.p99_ms", pct(sse_lat, 99))
+        report("sse.raw_p99_ms", pct(raw_lat, 99))
         print(f"API CPU per live event: {api_cpu / total * 1e6:.1f} µs (live tail, SSE frames, its idle polls)")
         print(
             f"projector CPU per event: {projector_cpu / total * 1e6:.1f} µs (it shares the 2 cores with the live path)"
