@@ -131,8 +131,11 @@ up() {
   fi
   log "starting broker on 127.0.0.1:$KAFKA_PORT"
   KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}"
+  # GC flags: KAFKA_GC_OPTS overrides them (e.g. a second broker on other ports for experiments;
+  # add -Xlog:gc:file=... to see its pauses)
+  KAFKA_GC_OPTS="${KAFKA_GC_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20}"
   # shellcheck disable=SC2086
-  start_service "$PIDFILE" "$DIR/kafka.log" 90 ready -- java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  start_service "$PIDFILE" "$DIR/kafka.log" 90 ready -- java $KAFKA_HEAP_OPTS $KAFKA_GC_OPTS \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$AF_ROOT/deploy/local/kafka/log4j2.yaml" \
     -cp "$cp" kafka.Kafka "$DIR/server.properties"
   ensure_app_user "$admin"
