@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from astraforge.api import frames
 from astraforge.config import Settings
 from astraforge.errors import KafkaUnavailable
-from astraforge.kafka import Positioned, ReaderPool, high_watermarks, poll_batch, reader
+from astraforge.kafka import Positioned, ReaderPool, high_watermarks, poll_batch, tailer
 from astraforge.schemas import Codec, default_codec
 
 LOG = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class LiveTail:
                 self._stop.wait(1)
 
     def _tail(self) -> None:
-        consumer = reader(self.settings, **{"enable.partition.eof": False})
+        consumer = tailer(self.settings)
         try:
             marks = high_watermarks(consumer, self.topic, self.settings.kafka_timeout_s)
             with self._lock:

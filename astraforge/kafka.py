@@ -80,6 +80,17 @@ def reader(settings: Settings, **extra: Any) -> Consumer:
     )
 
 
+def tailer(settings: Settings, **extra: Any) -> Consumer:
+    """A ``reader`` that follows partitions for good (no end-of-partition events).
+
+    The broker answers its fetch the moment a record lands (``fetch.min.bytes`` 1), so a long
+    ``fetch.wait.max.ms`` costs no latency (append to consumed p50 1.0 ms at 10 and at 500); it
+    only sets how often an idle consumer asks. At 10 ms each idle follower cost the broker ~26 ms
+    of CPU per second (10 of them a quarter of a core), at 500 ms ~2.6.
+    """
+    return reader(settings, **{"enable.partition.eof": False, "fetch.wait.max.ms": 500, **extra})
+
+
 def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
     """Wait up to ``timeout`` for the first record, then take whatever else is already fetched.
 
