@@ -1,6 +1,7 @@
 """The compiled fast path writes the bytes fastavro writes and reads the values fastavro reads;
 what it does not take, it refuses (the codec then asks fastavro)."""
 
+import contextlib
 import io
 import json
 import math
@@ -134,6 +135,25 @@ def test_long_values_take_multi_byte_lengths(fast: FastPath) -> None:
     body = fastavro_bytes(envelope)
     assert compiled_bytes(fast, envelope) == body
     assert fast.read(body, 0) == (fastavro_datum(body), len(body))
+
+
+LONG_RECORD = {"type": "record", "name": "t.Long", "fields": [{"name": "n", "type": "long"}]}
+
+
+@pytest.mark.parametrize(
+    "varint",
+    [
+        bytes([0xFF] * 9 + [0x01]),  # -2**63: the last byte holds bit 63 only
+        bytes([0xFE] * 9 + [0x01]),
+        bytes([0xFF] * 9 + [0x7F]),  # bits past the 64th: fastavro drops them
+        bytes([0xFE] * 9 + [0x03]),
+    ],
+)
+def test_a_ten_byte_long_is_refused_or_read_as_fastavro_reads_it(fast: FastPath, varint: bytes) -> None:
+    read = envelope_reader(LONG_RECORD, fast.accelerated)
+    expected = schemaless_reader(io.BytesIO(varint), parse_schema(LONG_RECORD))
+    with contextlib.suppress(Unhandled):  # refusing is fine: the codec then asks fastavro
+        assert read(varint, 0) == (expected, len(varint))
 
 
 @pytest.mark.parametrize(
