@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -57,6 +58,13 @@ def fast(request: pytest.FixtureRequest) -> FastPath:
 def test_the_c_extension_is_built_and_is_what_the_codec_uses() -> None:
     assert _native is not None, "astraforge._native did not build: `make install` needs a C compiler"
     assert CODEC._write.func is _native.write_envelope
+
+
+def test_the_c_extension_is_not_older_than_its_source() -> None:
+    """The build is optional: one that failed (a new compiler warning, -Werror) kept the extension
+    built before, and the tests ran that one. ``make install`` removes it before building."""
+    source = Path(_native.__file__).with_name("_native.c")
+    assert Path(_native.__file__).stat().st_mtime >= source.stat().st_mtime, "stale build: run `make install`"
 
 
 def record_name(record_type: str) -> str:
