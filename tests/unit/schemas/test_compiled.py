@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import gen_data
 
+from astraforge.api import frames
 from astraforge.errors import ValidationError
+from astraforge.kafka import Positioned
 from astraforge.schemas import Envelope, default_codec
 from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER, Codec
 from astraforge.schemas.compiled import Unhandled, _native, envelope_reader, envelope_writer
@@ -309,6 +312,16 @@ def test_json_fields_leave_a_double_json_cannot_hold_to_the_full_path(fast: Fast
     assert fast.codec.decode_json_fields(data) is None
     decoded = fast.codec.decode(data).payload["duration_ms"]  # the full path still reads it
     assert decoded == duration_ms or (math.isnan(decoded) and math.isnan(duration_ms))
+
+
+@pytest.mark.parametrize("duration_ms", [math.nan, math.inf, -math.inf])
+def test_the_full_path_writes_a_double_json_cannot_hold_as_the_live_frame_shows_it(duration_ms: float) -> None:
+    """null, as orjson writes the SSE frame: json wrote ``NaN``, which jsonb refuses (dead-lettered)."""
+    e = finished(duration_ms)
+    frame = frames.from_record(Positioned(0, 0, e))
+    shown = orjson.loads(frame.split("data: ", 1)[1])["payload"]
+    assert orjson.loads(e.payload_json_text()) == shown
+    assert shown["duration_ms"] is None
 
 
 def test_json_fields_carry_doubles_as_their_values(fast: FastPath) -> None:
