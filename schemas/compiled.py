@@ -526,17 +526,26 @@ def _accelerated(accelerated: bool | None) -> Any:
     return _configured()
 
 
+def _payload_records(resolve: Callable[[Any], Any], field: dict) -> list[dict]:
+    """The envelope's payload union, a record per branch in branch order (else ``ValueError``)."""
+    union = resolve(field["type"])
+    if _kind(union) != "union" or not all(_kind(resolve(b)) == "record" for b in union):
+        raise ValueError("the payload must be a union of records")
+    return [resolve(b) for b in union]
+
+
+def _read_program(schema: dict) -> tuple | None:
+    return _Programs(_named_types(schema, {}), writing=False).record(schema)
+
+
 def _envelope_program(schema: dict) -> tuple:
     programs = _Programs(_named_types(schema, {}), writing=True)
     fields, table = [], {}
     for field in schema["fields"]:
         name = field["name"]
         if name == "payload":
-            union = programs.resolve(field["type"])
-            if _kind(union) != "union" or not all(_kind(programs.resolve(b)) == "record" for b in union):
-                raise ValueError("the payload must be a union of records")
-            for i, branch in enumerate(union):
-                program = programs.record(programs.resolve(branch))
+            for i, record in enumerate(_payload_records(programs.resolve, field)):
+                program = programs.record(record)
                 if program is not None:  # a branch left out raises Unhandled: fastavro writes it
                     table[program[0]] = (zigzag(i), program)
             fields.append((name, FROM_PAYLOAD, None))
@@ -559,12 +568,8 @@ def envelope_writer(schema: dict, accelerated: bool | None = None) -> Callable[[
     for field in schema["fields"]:
         name = field["name"]
         if name == "payload":
-            union = src.resolve(field["type"])
-            if _kind(union) != "union" or not all(_kind(src.resolve(b)) == "record" for b in union):
-                raise ValueError("the payload must be a union of records")
             table = src.const({})
-            for i, branch in enumerate(union):
-                record = src.resolve(branch)
+            for i, record in enumerate(_payload_records(src.resolve, field)):
                 src.tail.append(f"{table}[{record['name']!r}] = ({zigzag(i)!r}, {src.record(record)})")
             body += [
                 f"branch = {table}.get(record)",
@@ -586,7 +591,7 @@ def envelope_reader(schema: dict, accelerated: bool | None = None) -> Callable[[
     ``return_record_name=True, return_record_name_override=True`` (the payload as ``(name, dict)``)."""
     fast = _accelerated(accelerated)
     if fast is not None:
-        record = _Programs(_named_types(schema, {}), writing=False).record(schema)
+        record = _read_program(schema)
         if record is not None:
             return functools.partial(fast.read_record, record, False)
     src = _Readers(_named_types(schema, {}))
@@ -602,7 +607,7 @@ def envelope_json_reader(
     For consumers that turn a record straight into text or rows (the projector's COPY)."""
     fast = _accelerated(accelerated)
     if fast is not None:
-        record = _Programs(_named_types(schema, {}), writing=False).record(schema)
+        record = _read_program(schema)
         if record is not None:
             order = tuple(next(i for i, f in enumerate(schema["fields"]) if f["name"] == n) for n in names)
             return functools.partial(fast.read_fields, record, order)
