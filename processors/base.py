@@ -48,7 +48,11 @@ class CommandProcessor:
         self.codec = self.producer.codec
         self.stop_event = threading.Event()
         self.runtime = Runtime(settings, self.name, settings.commands_topic, copartitioned)
+        self._wire()
         self.runtime.app.agent(self.runtime.topic, name=f"{self.name}-commands")(self._consume)
+
+    def _wire(self) -> None:
+        """Build what the partition loop needs, before the loop is registered with the app."""
 
     async def _consume(self, stream) -> None:
         async for record in stream.events():
@@ -83,10 +87,13 @@ class PartitionedProcessor(CommandProcessor):
         suspended_wait_s: float = SUSPENDED_WAIT_S,
         fenced: bool = False,
     ) -> None:
+        self._suspended_wait_s, self._fenced = suspended_wait_s, fenced
         super().__init__(settings, copartitioned)
+
+    def _wire(self) -> None:
         self.states: dict[str, Any] = {}
         # fenced: writes also need the runtime's lease (``runtime.Lease``), not only the assignment
-        self.ownership = Ownership(suspended_wait_s, self.runtime.lease.valid) if fenced else Ownership()
+        self.ownership = Ownership(self._suspended_wait_s, self.runtime.lease.valid) if self._fenced else Ownership()
         self.table = self.runtime.table(self.name)
         self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
         self.catch_up = CatchUp(self.name, self.ownership, self.cursor, self._handle_one, self.stop_event)

@@ -202,7 +202,8 @@ class ConversationProcessor(PartitionedProcessor):
         """A reply the command starts is kicked off this thread: ``kick`` takes ``_kicking`` before a
         partition's lock, and this runs under one."""
         if decision.start_reply and not self.stop_event.is_set():
-            self.kicks.submit(self.kick, command.stream_id)
+            with contextlib.suppress(RuntimeError):  # closing: the next owner starts it
+                self.kicks.submit(self.kick, command.stream_id)
 
     # -- replies ----------------------------------------------------------------------------
     def kick(self, conversation_id: str) -> None:
