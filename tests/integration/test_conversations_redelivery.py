@@ -10,6 +10,7 @@ processor the real record again, as faust would."""
 from astraforge.kafka import read_range
 from astraforge.processors.conversations.state import RECENT_USER_MESSAGES
 from astraforge.processors.runtime import Source
+from astraforge.schemas import default_codec
 from tests.conftest import gateway_listener
 from tests.integration.test_conversations import create, ended, post, records
 from tests.modelserver import ModelServer
@@ -19,8 +20,6 @@ NEWER = 40
 
 def command_record(settings, conversation_id: str, message_id: str) -> tuple[Source, bytes]:
     """The ``chat.post`` the API appended for ``message_id``, as faust hands it to the processor."""
-    from astraforge.schemas import default_codec
-
     codec = default_codec()
     for partition in range(settings.topic_partitions):
         for msg in read_range(settings, settings.commands_topic, partition, 0, None):
@@ -44,6 +43,8 @@ def test_a_chat_post_redelivered_after_40_newer_messages_is_posted_once(conversa
         first = sent[0].json()["message_id"]
         conversations.handle(*command_record(conversations.settings, cv, first))  # redelivered
         stream = records(api_url, key, cv)
-    users = [e["payload"]["message_id"] for e in stream if e["type"] == "chat.message" and e["payload"]["role"] == "user"]
+    users = [
+        e["payload"]["message_id"] for e in stream if e["type"] == "chat.message" and e["payload"]["role"] == "user"
+    ]
     assert users.count(first) == 1, f"{first} was posted {users.count(first)} times"
     assert sorted(users) == sorted(r.json()["message_id"] for r in sent)
