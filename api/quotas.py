@@ -42,12 +42,29 @@ class Reservations:
     async def pending(self, conn: Executor, settings: Settings, tenant: str) -> dict[str, int]:
         """What is held and not yet projected (call under the tenant's lock, before reading usage:
         a row projected in between counts twice for a moment, never zero times)."""
+        held = self.current(tenant)
+        if held:
+            self.projected(
+                tenant, await ProjectionQueries(settings.projection_schema).projected(conn, tenant, list(held))
+            )
+        return self.counts(tenant)
+
+    def current(self, tenant: str) -> dict[str, "_Held"]:
+        """The tenant's holds, less the ones past ``HOLD_S``."""
         held, now = self.held[tenant], time.monotonic()
         for key in [k for k, h in held.items() if h.until < now]:
             del held[key]
-        if held:
-            for key in await ProjectionQueries(settings.projection_schema).projected(conn, tenant, list(held)):
-                held.pop(key, None)
+        return held
+
+    def projected(self, tenant: str, ids: list[str]) -> None:
+        """These held ids are projected now: the projection counts them from here on."""
+        held = self.held[tenant]
+        for key in ids:
+            held.pop(key, None)
+
+    def counts(self, tenant: str) -> dict[str, int]:
+        """What the tenant's holds add to the projection's usage."""
+        held = self.held[tenant]
         sandboxes = [h for h in held.values() if h.kind == "sandbox"]
         return {
             "sandboxes": len(sandboxes),
@@ -118,7 +135,12 @@ async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, 
 async def admit_exec(conn: Executor, settings: Settings, tenant: str, command_id: str, held: Reservations) -> None:
     """Room for one more running command (held until projected), or a 429 naming the limit."""
     async with held.locks[tenant]:
-        usage = await _usage(conn, settings, tenant, held)
-        if usage["execs"] + 1 > settings.quota_concurrent_execs:
-            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, usage["execs"])
+        # one statement on the exec path (running commands and which holds are projected), not
+        # ``_usage``'s two with its sums over the tenant's sandboxes and artifacts
+        ids = list(held.current(tenant))
+        found = await ProjectionQueries(settings.projection_schema).exec_usage(conn, tenant, ids)
+        held.projected(tenant, found["projected"])
+        execs = found["execs"] + held.counts(tenant)["execs"]
+        if execs + 1 > settings.quota_concurrent_execs:
+            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, execs)
         held.hold(tenant, [command_id], "exec")

@@ -86,6 +86,7 @@ class DaemonWorkerThread(mode.threads.WorkerThread):
 mode.threads.ServiceThread.Worker = DaemonWorkerThread
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
 LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
+WRITE_BATCH_S = 0.05  # table writes made within this window go to their changelogs together (``put``)
 WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
 
 
@@ -283,6 +284,9 @@ class Runtime:
         self._on_assigned: list[Hook] = []
         self._on_revoked: list[Hook] = []
         self._tables: list[faust.Table] = []
+        self._writes: dict[tuple[int, int, str], tuple[faust.Table, int, str, Any]] = {}  # table writes not sent yet
+        self._writes_lock = threading.Lock()
+        self._batch_due = False  # a send of ``_writes`` is scheduled on the loop
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopped = threading.Event()
@@ -405,12 +409,42 @@ class Runtime:
         return table
 
     def put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
-        """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once)."""
-        self.call_soon(self._put, table, partition, key, value)
+        """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once).
+
+        Writes are sent in batches, at most ``WRITE_BATCH_S`` after they are made, and a key written
+        again before its batch went out is sent once, with its last value (in the order of the
+        last writes, so a mark still follows the states it covers). ``value`` may be a function of
+        no arguments: it is called once, when the batch goes out (a state's JSON is built once per
+        batch, on the loop, not on every write). A table is a cache of durable facts (the events
+        topic, the cursor's commands): a write lost in a crash is redone by the next owner's
+        catch-up, so a batch window loses nothing a write sent at once would keep."""
+        self._queue_write(table, partition, key, value)
 
     def delete(self, table: faust.Table, partition: int, key: str) -> None:
-        """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once)."""
-        self.call_soon(self._put, table, partition, key, None)
+        """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once; batched
+        as ``put``)."""
+        self._queue_write(table, partition, key, None)
+
+    def _queue_write(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        slot = (id(table), partition, key)
+        with self._writes_lock:
+            self._writes.pop(slot, None)  # moved to the end: sent in the order of the last writes
+            self._writes[slot] = (table, partition, key, value)
+            first = not self._batch_due
+            self._batch_due = True
+        if first:
+            self.call_soon(self._send_batch_later)
+
+    def _send_batch_later(self) -> None:
+        self.loop.call_later(WRITE_BATCH_S, self._send_writes)
+
+    def _send_writes(self) -> None:
+        """Send the writes queued so far (on the loop)."""
+        with self._writes_lock:
+            writes, self._writes = self._writes, {}
+            self._batch_due = False
+        for table, partition, key, value in writes.values():
+            self._put(table, partition, key, value() if callable(value) else value)
 
     def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
         if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth
@@ -427,8 +461,10 @@ class Runtime:
             store._key_partition[key] = partition
 
     async def flush(self) -> None:
-        """Wait until every table write so far is in its changelog (on the loop)."""
-        await asyncio.sleep(0)  # let writes scheduled from other threads reach the producer first
+        """Wait until every table write so far is in its changelog (on the loop): the batch waiting
+        for its window goes out now."""
+        await asyncio.sleep(0)  # let writes scheduled from other threads reach the queue first
+        self._send_writes()
         await self.app.producer.flush()
 
     # -- loop access from other threads -------------------------------------------------------
@@ -472,6 +508,7 @@ class Runtime:
 
     async def _wait_stopped(self) -> None:
         await self._stop_requested.wait()
+        self._send_writes()  # the batch still in its window goes out with the app's last records
 
     def close(self) -> None:
         """Stop if started, and release the event loop construction made (a runtime that never ran holds

@@ -52,6 +52,11 @@ class ProjectionQueries:
 
     def __init__(self, schema: str) -> None:
         self.schema = sql.Identifier(schema)
+        self._exec_usage = sql.SQL(
+            "SELECT (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs,"
+            " ARRAY(SELECT sandbox_id FROM {0}.sandboxes WHERE tenant_id = %s AND sandbox_id = ANY(%s)"
+            " UNION ALL SELECT command_id FROM {0}.execs WHERE tenant_id = %s AND command_id = ANY(%s)) AS projected"
+        ).format(self.schema)
 
     async def stream(self, conn: Executor, tenant_id: str, stream_id: str) -> dict | None:
         cur = await conn.execute(
@@ -222,6 +227,16 @@ class ProjectionQueries:
             (tenant_id, ids, tenant_id, ids),
         )
         return [row["id"] for row in await cur.fetchall()]
+
+    async def exec_usage(self, conn: Executor, tenant_id: str, held: list[str]) -> dict:
+        """Running commands of a tenant, and which of the ``held`` sandbox or command ids the projection
+        shows, in one statement (one snapshot: a row projected meanwhile is in both answers or neither).
+        What admitting an exec needs, without ``tenant_usage``'s sums over sandboxes and artifacts."""
+        cur = await conn.execute(
+            self._exec_usage,
+            (tenant_id, tenant_id, held, tenant_id, held),
+        )
+        return await cur.fetchone()
 
     async def tenant_usage(self, conn: Executor, tenant_id: str) -> dict:
         """What a tenant holds now: live sandboxes, their memory, running commands (for quotas)."""

@@ -190,7 +190,7 @@ class SandboxProcessor:
             if st is None:
                 self.runtime.delete(self.table, partition, sid)
             else:
-                self.runtime.put(self.table, partition, sid, st.to_json())
+                self.runtime.put(self.table, partition, sid, st.to_json)  # built once per batch, on the loop
         if mark is not None:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 
