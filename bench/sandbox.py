@@ -27,7 +27,7 @@ import docker
 import httpx
 
 from astraforge.keys import create_key
-from bench import exec_breakdown, live_sandboxes
+from bench import create_breakdown, exec_breakdown, live_sandboxes
 from bench.common import bench_settings, drop, pct, table
 from tests.support import auth, free_port, wait_until
 
@@ -92,11 +92,13 @@ def main() -> None:
             sandboxes.append(r.json()["id"])
         pool = {"label": f"astraforge.namespace={settings.topic_prefix}", "name": "af-warm"}
         wait_until(lambda: len(client.containers.list(sparse=True, filters=pool)) >= warm_size, 120, what="pool")
+        warm_calls = {}
         for _ in range(args.creates):
-            t = time.perf_counter()
+            t, sent = time.perf_counter(), time.time()
             r = http.post("/v1/sandboxes", json={})
             warm.append(time.perf_counter() - t)
             sandboxes.append(r.json()["id"])
+            warm_calls[r.json()["id"]] = (sent, time.time())
         rows.append(("raw hardened docker run -d (docker-py)", *ms(raw), "1.00"))
         rows.append(("cold create via API until sandbox.ready", *ms(ours), f"{pct(ours, 50) / pct(raw, 50):.2f}"))
         rows.append(("warm-pool create via API until ready", *ms(warm), f"{pct(warm, 50) / pct(raw, 50):.2f}"))
@@ -125,6 +127,7 @@ def main() -> None:
         rows.append(("exec true via API, a file leased by another", *ms(guarded),
                      f"{pct(guarded, 50) / pct(cli_exec, 50):.2f}"))  # fmt: skip
         stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
+        stage_rows += create_breakdown.rows(create_breakdown.stages(settings, warm_calls))
 
         if args.live:
             live_rows, made = live_sandboxes.measure(
@@ -142,7 +145,7 @@ def main() -> None:
         usage = [c.stats(stream=False)["memory_stats"]["usage"] for c in ours_now[:40]]  # a sample: ~1 s each
         print(f"sandbox bench: {args.creates} creates, {args.execs} execs, {len(sandboxes)} idle sandboxes (docker)")
         print(table(rows))
-        print(table([("where an API exec's time goes", "p50 ms", "mean ms"), *stage_rows]))
+        print(table([("where an API exec's (and a warm create's) time goes", "p50 ms", "mean ms"), *stage_rows]))
         print(
             f"idle sandboxes: {len(ours_now)}, memory per sandbox p50 {pct(usage, 50) / 2**20:.1f} MiB, "
             f"max {max(usage) / 2**20:.1f} MiB (cgroup usage incl. page cache)"
