@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test up down status lint format bench mutation web
 
-$(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml
+$(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml astraforge/_native.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]' -e './toolkit[deepagents]'
@@ -45,14 +45,18 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
+## Every benchmark, then every budget against what they measured (bench/budgets.py).
 bench: install up
-	$(BIN)/python bench/codec.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/sse_latency.py
-	$(BIN)/python bench/replay.py
-	$(BIN)/python bench/sandbox.py
-	$(BIN)/python bench/codex.py
+	rm -f .bench-results.jsonl
+	export ASTRAFORGE_BENCH_RESULTS=$(CURDIR)/.bench-results.jsonl && \
+	$(BIN)/python bench/codec.py && \
+	$(BIN)/python bench/ingest.py && \
+	$(BIN)/python bench/sse_latency.py && \
+	$(BIN)/python bench/replay.py && \
+	$(BIN)/python bench/sandbox.py && \
+	$(BIN)/python bench/codex.py && \
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/budgets.py .bench-results.jsonl
 
 ## Mutation testing of the security-critical modules (not part of `make test`); SCOPES="auth queries", or "all".
 mutation: install up

@@ -6,8 +6,9 @@ the same order, compact, non-ASCII as is), and the route sends many frames as on
 frames are built by PostgreSQL (``ProjectionQueries.event_frames``) in the same shape.
 """
 
-import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
+
+import orjson
 
 from astraforge.api.models import iso
 from astraforge.audit import record_json
@@ -15,11 +16,10 @@ from astraforge.ids import from_micros
 from astraforge.kafka import Positioned
 from astraforge.schemas import Codec
 
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # as model_dump_json writes it
-
 
 def _frame(event: dict) -> str:
-    return f"id: {event['offset']}\nevent: {event['type']}\ndata: {_JSON.encode(event)}\n\n"
+    # orjson writes what model_dump_json writes (compact, non-ASCII as is, 1e16 not 1e+16, NaN as null)
+    return f"id: {event['offset']}\nevent: {event['type']}\ndata: {orjson.dumps(event).decode()}\n\n"
 
 
 def _text(value: str | None) -> str:
@@ -30,7 +30,7 @@ def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -
     """``(tenant_id, frame)`` of a record straight from its bytes (``Codec.decode_json_fields``: no
     ``Envelope``, no dict per event), the same text ``from_record`` writes; ``None`` when that path
     is unsure (``from_record`` of the full decode then decides)."""
-    fields = codec.decode_json_fields(value, ensure_ascii=False)
+    fields = codec.decode_json_fields(value)
     if fields is None:
         return None
     event_id, type_, stream_id, tenant_id, actor, sandbox_id, causation_id, correlation_id, occurred_at, _, payload = (
@@ -44,7 +44,7 @@ def from_bytes(codec: Codec, partition: int, offset: int, value: bytes | None) -
         f'{{"offset":{offset},"partition":{partition},"event_id":{_text(event_id)},"type":{_text(type_)},'
         f'"stream_id":{_text(stream_id)},"sandbox_id":{_text(sandbox_id)},"occurred_at":"{when}",'
         f'"actor":{_text(actor)},"causation_id":{_text(causation_id)},"correlation_id":{_text(correlation_id)},'
-        f'"payload":{payload}}}'
+        f'"payload":{payload.decode()}}}'
     )
     return tenant_id, f"id: {offset}\nevent: {type_}\ndata: {data}\n\n"
 

@@ -4,6 +4,11 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
+try:
+    from astraforge import _native
+except ImportError:  # pragma: no cover - built by every install that has a C compiler
+    _native = None
+
 _last_ms = 0
 _seq = 0  # RFC 9562 §6.2 method 1: a 12-bit counter in rand_a orders ids within one millisecond
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -11,8 +16,9 @@ _LOW62 = (1 << 62) - 1
 _SEQ_MAX = 0xFFF
 
 
-def new_id() -> str:
-    """A new UUIDv7 as its canonical string.
+def python_new_id() -> str:
+    """A new UUIDv7 as its canonical string (``new_id`` is ``astraforge._native.new_id``, the same
+    in C, where that is built: this cost ~3 µs of a producer's ~20 per event).
 
     48 bits of Unix milliseconds, version 7, a 12-bit counter (``rand_a``), the RFC variant and 62
     random bits; built straight as text (a UUID object per event cost ~8 µs of the producer's CPU).
@@ -33,6 +39,9 @@ def new_id() -> str:
     value = (_last_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | _seq << 64 | 0b10 << 62 | rand & _LOW62
     h = value.to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+new_id = _native.new_id if _native is not None else python_new_id
 
 
 def now_micros() -> int:

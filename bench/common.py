@@ -1,8 +1,10 @@
 """Shared bench helpers: isolated settings (own topics + schema), percentiles, a results table."""
 
+import json
 import os
 import secrets
 import statistics
+from pathlib import Path
 
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -39,3 +41,29 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of_command(name: str) -> float:
+    """CPU seconds used so far by every process whose command is ``name`` (e.g. the PostgreSQL
+    server's processes, the Kafka broker's ``java``): where an end-to-end path's CPU went besides
+    our own processes (host-wide: anything else using them at the time counts too)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if comm == name:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def report(measure: str, value: float) -> None:
+    """Keep a measure for ``bench/budgets.py`` (``make bench`` prints every budget against the
+    measures at its end); a bench run on its own reports nowhere."""
+    results = os.environ.get("ASTRAFORGE_BENCH_RESULTS")
+    if results:
+        with open(results, "a") as f:
+            f.write(json.dumps({"measure": measure, "value": value}) + "\n")

@@ -20,7 +20,7 @@ from astraforge.kafka import partition_for, poll_batch, reader
 from astraforge.keys import create_key
 from astraforge.producers.kafka import EventProducer
 from astraforge.schemas import Envelope
-from bench.common import bench_settings, cpu_seconds, drop, table
+from bench.common import bench_settings, cpu_seconds, drop, report, table
 from bench.ingest import wait_for_rows
 from bench.sse_latency import services
 from tests.support import auth
@@ -101,6 +101,7 @@ def main() -> None:
         for name, seconds, api_cpu in measured:
             cpu = f"{api_cpu / n * 1e6:.1f}" if name != measured[0][0] else "-"
             rows.append((name, f"{n / seconds:,.0f}", f"{raw / seconds:.2f}", cpu))
+        report("replay.sse_per_s", n / measured[2][1])
         print(f"replay, {n:,} exec.output records in one stream; API and projector as their own processes")
         print(table(rows))
     finally:

@@ -21,7 +21,6 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from psycopg import sql
-from psycopg.types.json import set_json_dumps
 
 from astraforge.config import Settings
 from astraforge.db import connect
@@ -37,18 +36,21 @@ EVENT_COLUMNS = (
     "partition", "offset", "stream_id", "tenant_id", "event_id", "type", "occurred_at", "actor",
     "sandbox_id", "causation_id", "correlation_id", "schema_version", "payload",
 )  # fmt: skip
-# binary COPY: PostgreSQL reads ints and timestamps without parsing text; the payload arrives
-# already serialised (``payload_json_text``), so its dumper passes it on as it is
+# binary COPY: PostgreSQL reads ints and timestamps without parsing text, and each field's bytes go
+# as they are (the server reads them by the column's type), so:
 # occurred_at goes as int8: binary timestamptz *is* an int8 of µs since 2000-01-01 (PostgreSQL's
-# timestamptz_recv reads exactly that), so the row carries ``pg_micros(...)``, not a datetime
-EVENT_TYPES = ("int4", "int8", *["text"] * 4, "int8", *["text"] * 4, "int4", "jsonb")  # EVENT_COLUMNS' wire types
+# timestamptz_recv reads exactly that), so the row carries ``pg_micros(...)``, not a datetime;
+# the payload goes as bytea: binary jsonb *is* a version byte (1) and the JSON text (jsonb_recv), so
+# the row carries ``jsonb_wire(payload_json_text)`` and psycopg's JSON dumper is never called
+EVENT_TYPES = ("int4", "int8", *["text"] * 4, "int8", *["text"] * 4, "int4", "bytea")  # EVENT_COLUMNS' wire types
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in µs since the Unix epoch
 _FIRST_US, _LAST_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31T23:59:59.999999Z
 TIME_COLUMNS = {"created_at", "updated_at", "occurred_at", "started_at", "deleted_at"}
 
 
-def _serialised(text: str) -> str:
-    return text
+def jsonb_wire(text: bytes) -> bytes:
+    """UTF-8 JSON as binary COPY sends a jsonb field (jsonb_recv: format version 1, then the text)."""
+    return b"\x01" + text
 
 
 def pg_micros(micros: int) -> int:
@@ -96,7 +98,6 @@ class Projector:
         self.projected = 0
         self.dead_lettered = 0
         self.conn = connect(settings)
-        set_json_dumps(_serialised, self.conn)  # payloads reach COPY as JSON text already
         with self.conn.transaction():
             create_schema(self.conn, self.schema)
         self._dlq: EventProducer | None = None
@@ -295,7 +296,7 @@ class Projector:
                 causation_id,
                 correlation_id,
                 version,
-                payload,
+                jsonb_wire(payload),
                 occurred_at,
             ), []
         e = self.codec.decode(value)
@@ -317,7 +318,7 @@ class Projector:
             e.causation_id,
             e.correlation_id,
             e.schema_version,
-            e.payload_json_text(),
+            jsonb_wire(e.payload_json_text().encode()),
             e.occurred_at,
         )
 

@@ -10,12 +10,26 @@ error are fastavro's (``tests/unit/schemas/test_compiled.py`` compares them).
 
 Not handled here (always fastavro): schema resolution (older writer schemas), tuple notation in
 a nested union, unions other than ``[null, X]`` and the envelope's payload union, fixed and float.
+
+The same work is done ~5x faster by ``astraforge._native`` (C, built at install) from a *program* — the
+schema as nested tuples (``_Programs``) — when that extension is importable; the generated Python
+code is the fallback where it is not (no C compiler) and the reference the tests hold it to.
 """
 
 import base64
+import functools
+import logging
+import math
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+try:
+    from astraforge import _native
+except ImportError:  # pragma: no cover - built by every install that has a C compiler
+    _native = None
+    logging.getLogger(__name__).warning("astraforge._native not built: the codec and ids run in Python")
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -107,6 +121,7 @@ class _Source:
             "_read_double": _read_double,
             "_read_bool": _read_bool,
             "json_bytes": json_bytes,
+            "isfinite": math.isfinite,
             "_DOUBLE": _DOUBLE,
             "INT_MIN": INT_MIN,
             "INT_MAX": INT_MAX,
@@ -383,7 +398,8 @@ class _Readers(_Source):
 
 class _JsonReaders(_Readers):
     """Readers whose values are JSON-safe as ``codec.to_json`` makes them: bytes become text (or
-    ``{"base64": ...}``); text holding NUL raises ``Unhandled`` (``to_json`` takes that path)."""
+    ``{"base64": ...}``); text holding NUL raises ``Unhandled`` (``to_json`` takes that path), and
+    so does a NaN or infinite double (JSON has none: the full path decides what becomes of it)."""
 
     def value(self, schema: Any, v: str) -> list[str]:
         kind = _kind(self.resolve(schema))
@@ -392,6 +408,8 @@ class _JsonReaders(_Readers):
             return [*lines, f"{v} = json_bytes({v})"]
         if kind == "string":
             return [*lines, f"if '\\x00' in {v}:", "    raise Unhandled"]
+        if kind == "double":
+            return [*lines, f"if not isfinite({v}):", "    raise Unhandled"]
         return lines
 
     def fields(self, schema: dict, names: Sequence[str]) -> str:
@@ -422,20 +440,134 @@ def _named_types(schema: Any, named: dict[str, dict]) -> dict[str, dict]:
     return named
 
 
-def envelope_writer(schema: dict) -> Callable[[Any, int, str, bytearray], None]:
+# -- programs for _native ----------------------------------------------------------------------
+OP_NULL, OP_BOOLEAN, OP_INT, OP_LONG, OP_DOUBLE, OP_STRING, OP_BYTES = range(7)
+OP_ENUM, OP_ARRAY, OP_MAP, OP_OPTIONAL, OP_RECORD, OP_RECORDS, OP_UNHANDLED = range(7, 14)
+FROM_ATTRIBUTE, FROM_VERSION, FROM_PAYLOAD = range(3)
+_SIMPLE = {
+    "null": OP_NULL, "boolean": OP_BOOLEAN, "int": OP_INT, "long": OP_LONG, "double": OP_DOUBLE,
+    "string": OP_STRING, "bytes": OP_BYTES,
+}  # fmt: skip
+
+
+class _Programs:
+    """A schema as the nested tuples ``_native`` runs (its header comment gives the shapes), with
+    exactly the choices the generated code makes: what it takes for ``writing``, and otherwise what
+    it reads. A record that refers to itself becomes ``OP_UNHANDLED`` there (tuples hold no cycles):
+    such values go to fastavro."""
+
+    def __init__(self, named: dict[str, dict], writing: bool) -> None:
+        self.named = named
+        self.writing = writing
+        self.records: dict[str, tuple] = {}
+        self._building: set[str] = set()
+
+    def resolve(self, schema: Any) -> Any:
+        if isinstance(schema, str) and schema not in PRIMITIVES:
+            return self.named[schema]
+        return schema
+
+    def record(self, schema: dict) -> tuple | None:
+        name = schema["name"]
+        if name in self.records:
+            return self.records[name]
+        if name in self._building:
+            return None
+        self._building.add(name)
+        fields = tuple(
+            (sys.intern(f["name"]), "default" in f, f.get("default"), self.op(f["type"])) for f in schema["fields"]
+        )
+        self._building.discard(name)
+        record = self.records[name] = (name, fields)
+        return record
+
+    def op(self, schema: Any) -> tuple:
+        schema = self.resolve(schema)
+        kind = _kind(schema)
+        if kind == "record":
+            record = self.record(schema)
+            return (OP_RECORD, record) if record is not None else (OP_UNHANDLED,)
+        if self.writing and isinstance(schema, dict) and schema.get("logicalType") and kind != "long":
+            return (OP_UNHANDLED,)
+        if kind in _SIMPLE:
+            return (_SIMPLE[kind],)
+        if kind == "enum":
+            symbols = tuple(schema["symbols"])
+            return (OP_ENUM, {s: i for i, s in enumerate(symbols)}, symbols)
+        if kind == "array":
+            return (OP_ARRAY, self.op(schema["items"]))
+        if kind == "map":
+            return (OP_MAP, self.op(schema["values"]))
+        if kind != "union":
+            return (OP_UNHANDLED,)
+        if self.writing:
+            return (OP_OPTIONAL, self.op(schema[1])) if len(schema) == 2 and schema[0] == "null" else (OP_UNHANDLED,)
+        if len(schema) > 1 and all(_kind(self.resolve(b)) == "record" for b in schema):
+            branches = tuple((self.resolve(b)["name"], self.record(self.resolve(b))) for b in schema)
+            return (OP_RECORDS, branches) if all(r is not None for _, r in branches) else (OP_UNHANDLED,)
+        if len(schema) == 2 and schema[0] == "null" and _kind(self.resolve(schema[1])) != "null":
+            return (OP_OPTIONAL, self.op(schema[1]))
+        return (OP_UNHANDLED,)
+
+
+def _configured() -> Any:
+    _native.configure(Unhandled, json_bytes)
+    return _native
+
+
+def _accelerated(accelerated: bool | None) -> Any:
+    """The C extension when it is wanted and built; ``None`` for the generated Python code."""
+    if accelerated is False or (accelerated is None and _native is None):
+        return None
+    if _native is None:
+        raise RuntimeError("astraforge._native is not built (reinstall with a C compiler)")
+    return _configured()
+
+
+def _payload_records(resolve: Callable[[Any], Any], field: dict) -> list[dict]:
+    """The envelope's payload union, a record per branch in branch order (else ``ValueError``)."""
+    union = resolve(field["type"])
+    if _kind(union) != "union" or not all(_kind(resolve(b)) == "record" for b in union):
+        raise ValueError("the payload must be a union of records")
+    return [resolve(b) for b in union]
+
+
+def _read_program(schema: dict) -> tuple | None:
+    return _Programs(_named_types(schema, {}), writing=False).record(schema)
+
+
+def _envelope_program(schema: dict) -> tuple:
+    programs = _Programs(_named_types(schema, {}), writing=True)
+    fields, table = [], {}
+    for field in schema["fields"]:
+        name = field["name"]
+        if name == "payload":
+            for i, record in enumerate(_payload_records(programs.resolve, field)):
+                program = programs.record(record)
+                if program is not None:  # a branch left out raises Unhandled: fastavro writes it
+                    table[program[0]] = (zigzag(i), program)
+            fields.append((name, FROM_PAYLOAD, None))
+        else:
+            fields.append(
+                (name, FROM_VERSION if name == "schema_version" else FROM_ATTRIBUTE, programs.op(field["type"]))
+            )
+    return tuple(fields), table
+
+
+def envelope_writer(schema: dict, accelerated: bool | None = None) -> Callable[[Any, int, str, bytearray], None]:
     """``write(envelope, schema_version, payload_record_name, out)``: the envelope record, its
-    fields taken from the ``Envelope``'s attributes and the payload written as the named branch."""
+    fields taken from the ``Envelope``'s attributes and the payload written as the named branch.
+    ``accelerated``: the C extension (``True``), the generated Python (``False``), the C one when built (``None``)."""
+    fast = _accelerated(accelerated)
+    if fast is not None:
+        return functools.partial(fast.write_envelope, _envelope_program(schema))
     src = _Writers(_named_types(schema, {}))
     body = []
     for field in schema["fields"]:
         name = field["name"]
         if name == "payload":
-            union = src.resolve(field["type"])
-            if _kind(union) != "union" or not all(_kind(src.resolve(b)) == "record" for b in union):
-                raise ValueError("the payload must be a union of records")
             table = src.const({})
-            for i, branch in enumerate(union):
-                record = src.resolve(branch)
+            for i, record in enumerate(_payload_records(src.resolve, field)):
                 src.tail.append(f"{table}[{record['name']!r}] = ({zigzag(i)!r}, {src.record(record)})")
             body += [
                 f"branch = {table}.get(record)",
@@ -452,18 +584,31 @@ def envelope_writer(schema: dict) -> Callable[[Any, int, str, bytearray], None]:
     return src.compile()["write_envelope"]
 
 
-def envelope_reader(schema: dict) -> Callable[[bytes, int], tuple[dict, int]]:
+def envelope_reader(schema: dict, accelerated: bool | None = None) -> Callable[[bytes, int], tuple[dict, int]]:
     """``read(data, pos) -> (datum, pos)``: the envelope as fastavro reads it with
     ``return_record_name=True, return_record_name_override=True`` (the payload as ``(name, dict)``)."""
+    fast = _accelerated(accelerated)
+    if fast is not None:
+        record = _read_program(schema)
+        if record is not None:
+            return functools.partial(fast.read_record, record, False)
     src = _Readers(_named_types(schema, {}))
     fn = src.record(schema)
     return src.compile()[fn]
 
 
-def envelope_json_reader(schema: dict, names: Sequence[str]) -> Callable[[bytes, int], tuple[tuple, int]]:
+def envelope_json_reader(
+    schema: dict, names: Sequence[str], accelerated: bool | None = None
+) -> Callable[[bytes, int], tuple[tuple, int]]:
     """``read(data, pos) -> (values, pos)``: the envelope's fields ``names`` as a tuple (no dict,
     no ``Envelope``), each value JSON-safe (see ``_JsonReaders``), the payload as ``(name, dict)``.
     For consumers that turn a record straight into text or rows (the projector's COPY)."""
+    fast = _accelerated(accelerated)
+    if fast is not None:
+        record = _read_program(schema)
+        if record is not None:
+            order = tuple(next(i for i, f in enumerate(schema["fields"]) if f["name"] == n) for n in names)
+            return functools.partial(fast.read_fields, record, order)
     src = _JsonReaders(_named_types(schema, {}))
     fn = src.fields(schema, names)
     return src.compile()[fn]

@@ -179,8 +179,18 @@ def test_cancel_stops_codex_and_its_sandbox(runs_api, repos, tenant, sandbox_pro
             )
         finally:
             release.set()
-    finished = [e["payload"] for e in stream_types(runs_api, key, run_id) if e["type"] == "exec.finished"]
-    assert finished[-1]["command_id"].endswith("-codex") and finished[-1]["exit_code"] != 0
+
+    def codex_finished() -> list[dict]:
+        records = stream_types(runs_api, key, run_id)
+        return [
+            e["payload"]
+            for e in records
+            if e["type"] == "exec.finished" and e["payload"]["command_id"].endswith("-codex")
+        ]
+
+    # the sandbox's stop is the processor's state; its closing record reaches the projection a moment later
+    wait_until(lambda: codex_finished(), timeout=60, what="Codex's exec.finished in the run's records")
+    assert codex_finished()[-1]["exit_code"] != 0
     assert httpx.get(f"{runs_api}/v1/runs/{run_id}", headers=auth(key)).json()["state"] == "cancelled"
 
 

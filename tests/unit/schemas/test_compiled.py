@@ -2,8 +2,12 @@
 what it does not take, it refuses (the codec then asks fastavro)."""
 
 import io
+import json
+import math
 import random
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -12,17 +16,46 @@ from fastavro.utils import gen_data
 
 from astraforge.errors import ValidationError
 from astraforge.schemas import Envelope, default_codec
-from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER
-from astraforge.schemas.compiled import Unhandled, envelope_reader, envelope_writer
+from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER, Codec
+from astraforge.schemas.compiled import Unhandled, _native, envelope_reader, envelope_writer
 
 CODEC = default_codec()
 CURRENT = CODEC.registry.current
 WRITER_FORM = CODEC.registry.writers[CODEC.registry.fingerprint]
 NAMED: dict = {}
 parse_schema(CURRENT, NAMED, _force=True)
-WRITE = envelope_writer(CURRENT)
-READ = envelope_reader(WRITER_FORM)
 VERSION = CODEC.registry.version
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """One implementation of the fast path: the C extension or the generated Python."""
+
+    accelerated: bool
+    write: Callable
+    read: Callable
+    codec: Codec
+
+
+PATHS = {
+    flag: FastPath(
+        flag,
+        envelope_writer(CURRENT, flag),
+        envelope_reader(WRITER_FORM, flag),
+        Codec(CODEC.registry, accelerated=flag),
+    )
+    for flag in (True, False)
+}
+
+
+@pytest.fixture(params=[True, False], ids=["c", "python"])
+def fast(request: pytest.FixtureRequest) -> FastPath:
+    return PATHS[request.param]
+
+
+def test_the_c_extension_is_built_and_is_what_the_codec_uses() -> None:
+    assert _native is not None, "astraforge._native did not build: `make install` needs a C compiler"
+    assert CODEC._write.func is _native.write_envelope
 
 
 def record_name(record_type: str) -> str:
@@ -43,9 +76,9 @@ def fastavro_datum(body: bytes) -> dict:
     )
 
 
-def compiled_bytes(e: Envelope) -> bytes:
+def compiled_bytes(fast: FastPath, e: Envelope) -> bytes:
     out = bytearray()
-    WRITE(e, VERSION, record_name(e.type), out)
+    fast.write(e, VERSION, record_name(e.type), out)
     return bytes(out)
 
 
@@ -73,16 +106,16 @@ def samples(record_type: str, count: int = 20) -> list[Envelope]:
 
 
 @pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
-def test_compiled_code_writes_and_reads_what_fastavro_does(record_type: str) -> None:
+def test_compiled_code_writes_and_reads_what_fastavro_does(fast: FastPath, record_type: str) -> None:
     for envelope in samples(record_type):
         body = fastavro_bytes(envelope)
-        assert compiled_bytes(envelope) == body
-        datum, end = READ(body, 0)
+        assert compiled_bytes(fast, envelope) == body
+        datum, end = fast.read(body, 0)
         assert end == len(body)
         assert datum == fastavro_datum(body)
 
 
-def test_long_values_take_multi_byte_lengths() -> None:
+def test_long_values_take_multi_byte_lengths(fast: FastPath) -> None:
     payload = {
         "command_id": "é" * 300,
         "stream": "stderr",
@@ -99,8 +132,8 @@ def test_long_values_take_multi_byte_lengths() -> None:
     }
     envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload=payload)
     body = fastavro_bytes(envelope)
-    assert compiled_bytes(envelope) == body
-    assert READ(body, 0) == (fastavro_datum(body), len(body))
+    assert compiled_bytes(fast, envelope) == body
+    assert fast.read(body, 0) == (fastavro_datum(body), len(body))
 
 
 @pytest.mark.parametrize(
@@ -116,38 +149,38 @@ def test_long_values_take_multi_byte_lengths() -> None:
         ("command_id", None),
     ],
 )
-def test_values_the_fast_path_does_not_take_go_to_fastavro(change: str, value: object) -> None:
+def test_values_the_fast_path_does_not_take_go_to_fastavro(fast: FastPath, change: str, value: object) -> None:
     payload = {"command_id": "c", "stream": "stdout", "seq": 1, "data": b"x", "artifact": None, change: value}
     envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload=payload)
     with pytest.raises(Unhandled):
-        compiled_bytes(envelope)
+        compiled_bytes(fast, envelope)
     try:
         expected = MARKER + CODEC.registry.fingerprint + fastavro_bytes(envelope)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         with pytest.raises(ValidationError):
-            CODEC.encode(envelope)
+            fast.codec.encode(envelope)
     else:
-        assert CODEC.encode(envelope) == expected
+        assert fast.codec.encode(envelope) == expected
 
 
-def test_a_datetime_timestamp_is_written_by_fastavro() -> None:
+def test_a_datetime_timestamp_is_written_by_fastavro(fast: FastPath) -> None:
     when = datetime(2026, 11, 30, 1, 2, 3, 456789, tzinfo=UTC)
     envelope = samples("chat.message", 1)[0]
     dated = Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "occurred_at": when})
     micros = Envelope(**{**{n: getattr(envelope, n) for n in ENVELOPE_FIELDS}, "occurred_at": 1_796_000_000_000_000})
-    assert CODEC.decode(CODEC.encode(dated)).occurred_at == int(when.timestamp() * 1_000_000)
-    assert CODEC.encode(micros)[HEADER_LEN:] == fastavro_bytes(micros)
+    assert fast.codec.decode(fast.codec.encode(dated)).occurred_at == int(when.timestamp() * 1_000_000)
+    assert fast.codec.encode(micros)[HEADER_LEN:] == fastavro_bytes(micros)
 
 
 @pytest.mark.parametrize("record_type", ["exec.output", "sandbox.create", "chat.message", "run.create"])
-def test_a_truncated_or_damaged_body_is_refused_or_read_as_fastavro_reads_it(record_type: str) -> None:
+def test_a_truncated_or_damaged_body_is_refused_or_read_as_fastavro_reads_it(fast: FastPath, record_type: str) -> None:
     body = fastavro_bytes(samples(record_type, 3)[2])
     damaged = [body[:cut] for cut in range(len(body))]
     bad_bytes = (0x00, 0x01, 0x03, 0x7F, 0x80, 0xFF)  # zero, negative lengths, a varint that goes on
     damaged += [body[:i] + bytes([b]) + body[i + 1 :] for i in range(len(body)) for b in bad_bytes]
     for data in damaged:
         try:
-            datum, end = READ(data, 0)
+            datum, end = fast.read(data, 0)
         except (Unhandled, IndexError, ValueError, struct.error):
             continue
         if end > len(data):
@@ -155,7 +188,7 @@ def test_a_truncated_or_damaged_body_is_refused_or_read_as_fastavro_reads_it(rec
         assert datum == fastavro_datum(data)
 
 
-def test_a_missing_field_without_default_is_left_to_fastavro() -> None:
+def test_a_missing_field_without_default_is_left_to_fastavro(fast: FastPath) -> None:
     # inside a [null, record] union fastavro refuses a record missing a field that has no default,
     # even a nullable one; at the top it writes null. The fast path leaves both to fastavro.
     inner = {"type": "record", "name": "t.Inner", "fields": [{"name": "x", "type": ["null", "string"]}]}
@@ -163,7 +196,7 @@ def test_a_missing_field_without_default_is_left_to_fastavro() -> None:
     outer = {"type": "record", "name": "t.Outer", "fields": fields}
     envelope_fields = [{"name": "type", "type": "string"}, {"name": "payload", "type": [outer]}]
     schema = parse_schema({"type": "record", "name": "t.Envelope", "fields": envelope_fields})
-    write = envelope_writer(schema)
+    write = envelope_writer(schema, fast.accelerated)
     for payload in ({"inner": {}, "y": "a"}, {"inner": None}):
         envelope = Envelope(type="t", stream_id="s", tenant_id="t", actor="a", payload=payload)
         with pytest.raises((Unhandled, KeyError)):
@@ -176,27 +209,33 @@ def test_a_missing_field_without_default_is_left_to_fastavro() -> None:
     assert bytes(out) == buf.getvalue()
 
 
-def full_path_fields(data: bytes) -> tuple:
-    """What ``decode_json_fields`` must equal: the full decode, then ``payload_json_text``."""
-    e = CODEC.decode(data)
-    return tuple(e.payload_json_text() if n == "payload" else getattr(e, n) for n in JSON_FIELDS)
+def full_path_fields(fast: FastPath, data: bytes) -> tuple:
+    """What ``decode_json_fields`` must equal: the full decode, its payload as a JSON value (the
+    text is orjson's on one side and json's on the other: the projection stores the value)."""
+    e = fast.codec.decode(data)
+    return tuple(json.loads(e.payload_json_text()) if n == "payload" else getattr(e, n) for n in JSON_FIELDS)
+
+
+def parsed(fields: tuple) -> tuple:
+    """``decode_json_fields``' tuple with its payload parsed (UTF-8 JSON bytes)."""
+    return (*fields[:-1], json.loads(fields[-1]))
 
 
 @pytest.mark.parametrize("record_type", sorted(CODEC.registry.types))
-def test_json_fields_are_what_the_full_decode_gives(record_type: str) -> None:
+def test_json_fields_are_what_the_full_decode_gives(fast: FastPath, record_type: str) -> None:
     for envelope in samples(record_type):
-        data = CODEC.encode(envelope)
-        fields = CODEC.decode_json_fields(data)
+        data = fast.codec.encode(envelope)
+        fields = fast.codec.decode_json_fields(data)
         if fields is not None:  # generated text with NUL is left to the full path
-            assert fields == full_path_fields(data)
+            assert parsed(fields) == full_path_fields(fast, data)
 
 
-def test_json_fields_of_binary_and_text_output() -> None:
+def test_json_fields_of_binary_and_text_output(fast: FastPath) -> None:
     base = {"command_id": "c", "stream": "stdout", "seq": 1, "artifact": None}
     for data in (b'plain \xc3\xa9 text "quoted"\n', b"\xff\xfe binary", b"nul \x00 inside", b""):
         envelope = Envelope(type="exec.output", stream_id="s", tenant_id="t", actor="a", payload={**base, "data": data})
-        encoded = CODEC.encode(envelope)
-        assert CODEC.decode_json_fields(encoded) == full_path_fields(encoded)
+        encoded = fast.codec.encode(envelope)
+        assert parsed(fast.codec.decode_json_fields(encoded)) == full_path_fields(fast, encoded)
 
 
 @pytest.mark.parametrize(
@@ -206,17 +245,17 @@ def test_json_fields_of_binary_and_text_output() -> None:
         {"message_id": "m", "role": "agent\x00", "text": "x"},
     ],
 )
-def test_json_fields_leave_text_with_nul_to_the_full_path(body: dict) -> None:
-    data = CODEC.encode(Envelope(type="chat.message", stream_id="s", tenant_id="t", actor="a", payload=body))
-    assert CODEC.decode_json_fields(data) is None
-    assert CODEC.decode(data).payload_json()  # still readable in full
+def test_json_fields_leave_text_with_nul_to_the_full_path(fast: FastPath, body: dict) -> None:
+    data = fast.codec.encode(Envelope(type="chat.message", stream_id="s", tenant_id="t", actor="a", payload=body))
+    assert fast.codec.decode_json_fields(data) is None
+    assert fast.codec.decode(data).payload_json()  # still readable in full
 
 
-def test_json_fields_refuse_what_decode_would_refuse_or_resolve() -> None:
+def test_json_fields_refuse_what_decode_would_refuse_or_resolve(fast: FastPath) -> None:
     envelope = samples("exec.output", 1)[0]
-    data = CODEC.encode(envelope)
+    data = fast.codec.encode(envelope)
     old_writer = data[:2] + bytes(8) + data[HEADER_LEN:]  # another fingerprint: resolution is fastavro's
-    mismatched = CODEC.encode(
+    mismatched = fast.codec.encode(
         Envelope(
             **{
                 **{n: getattr(envelope, n) for n in ENVELOPE_FIELDS},
@@ -227,4 +266,24 @@ def test_json_fields_refuse_what_decode_would_refuse_or_resolve() -> None:
     )
     wrong_type = mismatched.replace(b"chat.message", b"exec.outputx"[:12])  # ExecOutput body under another type
     for bad in (None, b"", data[:-1], data + b"\x00", old_writer, wrong_type, b"\xc3\x02" + data[2:]):
-        assert CODEC.decode_json_fields(bad) is None
+        assert fast.codec.decode_json_fields(bad) is None
+
+
+def finished(duration_ms: float) -> Envelope:
+    payload = {"command_id": "c", "exit_code": 0, "duration_ms": duration_ms, "timed_out": False}
+    payload |= {"cancelled": False, "truncated": False, "error": None}
+    return Envelope(type="exec.finished", stream_id="s", tenant_id="t", actor="a", payload=payload)
+
+
+@pytest.mark.parametrize("duration_ms", [math.nan, math.inf, -math.inf])
+def test_json_fields_leave_a_double_json_cannot_hold_to_the_full_path(fast: FastPath, duration_ms: float) -> None:
+    data = fast.codec.encode(finished(duration_ms))
+    assert fast.codec.decode_json_fields(data) is None
+    decoded = fast.codec.decode(data).payload["duration_ms"]  # the full path still reads it
+    assert decoded == duration_ms or (math.isnan(decoded) and math.isnan(duration_ms))
+
+
+def test_json_fields_carry_doubles_as_their_values(fast: FastPath) -> None:
+    for duration_ms in (1e16, 1e-7, -0.0, 0.1 + 0.2, 2.5):
+        data = fast.codec.encode(finished(duration_ms))
+        assert json.loads(fast.codec.decode_json_fields(data)[-1])["duration_ms"] == duration_ms
