@@ -444,7 +444,10 @@ class Runtime:
             writes, self._writes = self._writes, {}
             self._batch_due = False
         for table, partition, key, value in writes.values():
-            self._put(table, partition, key, value() if callable(value) else value)
+            try:
+                self._put(table, partition, key, value() if callable(value) else value)
+            except Exception:  # one write's failure (as when each had a callback of its own) spares the rest
+                LOG.exception("%s: table write of %s failed", self.processor, key)
 
     def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
         if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth
