@@ -86,7 +86,6 @@ class DaemonWorkerThread(mode.threads.WorkerThread):
 mode.threads.ServiceThread.Worker = DaemonWorkerThread
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
 LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
-WRITE_BATCH_S = 0.05  # table writes applied within this window go to their changelogs together (``put``)
 WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
 
 
@@ -264,9 +263,18 @@ class Runtime:
     """One instance of one processor: a faust app on its own thread and event loop."""
 
     def __init__(
-        self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (), **conf: Any
+        self,
+        settings: Settings,
+        processor: str,
+        source_topic: str,
+        copartitioned: Iterable[str] = (),
+        write_batch_s: float = 0.0,
+        **conf: Any,
     ) -> None:
         self.settings = settings
+        # >0 only where every table is a cache of durable facts (``put``): a table that is itself the
+        # truth (a count, say) must send each write at once, before faust may commit past its input
+        self.write_batch_s = write_batch_s
         self.processor = processor
         self.source_topic = source_topic
         self.copartitioned = (source_topic, *copartitioned)  # topics whose partitions must line up with the source
@@ -414,14 +422,14 @@ class Runtime:
         """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once).
 
         The value is in the table on the loop's next turn, as a write made there; writes made
-        together (a burst from one thread) wake the loop once. Their changelog records go out in
-        batches, at most ``WRITE_BATCH_S`` later, and a key written again before its batch went
-        out is sent once, with its last value, in the order of the last writes (a mark still
-        follows the states it covers). ``value`` may be a function of no arguments, called on the
-        loop (a state's JSON is built there, once per burst, not on the writer's thread). A table
-        is a cache of durable facts (the events topic, the cursor's commands): what a crash loses
-        of it the next owner's catch-up redoes, so the batch window loses nothing a record sent at
-        once would keep."""
+        together (a burst from one thread) wake the loop once, and their changelog records are sent
+        then. With ``write_batch_s`` (a processor whose tables are caches of durable facts: the
+        events topic, the cursor's commands, so what a crash loses of them the next owner's catch-up
+        redoes) the records go out in batches, at most that much later, and a key written again
+        before its batch went out is sent once, with its last value, in the order of the last
+        writes (a mark still follows the states it covers). ``value`` may be a function of no
+        arguments, called on the loop (a state's JSON is built there, once per burst, not on the
+        writer's thread)."""
         self._queue_write(table, partition, key, value)
 
     def delete(self, table: faust.Table, partition: int, key: str) -> None:
@@ -446,8 +454,10 @@ class Runtime:
                 self._put(table, partition, key, value() if callable(value) else value)
             except Exception:  # one write's failure spares the others
                 LOG.exception("%s: table write of %s failed", self.processor, key)
-        if self._unsent and self._send_timer is None:
-            self._send_timer = self.loop.call_later(WRITE_BATCH_S, self._send_batch)
+        if not self.write_batch_s:
+            self._send_batch()
+        elif self._unsent and self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.write_batch_s, self._send_batch)
 
     def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
         if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth

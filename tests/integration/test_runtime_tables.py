@@ -1,4 +1,5 @@
-"""Table writes reach their changelog in batches: a key written again before its batch went out is
+"""With ``write_batch_s`` (the sandbox processor's tables cache durable facts), table writes reach
+their changelog in batches: a key written again before its batch went out is
 sent once, with its last value, in the order of the last writes (a mark still follows the states
 it covers), while the table itself shows each write at once (on the loop's next turn)."""
 
@@ -12,7 +13,7 @@ from tests.support import wait_until
 
 
 def test_a_burst_of_writes_sends_each_key_once_with_its_last_value(fresh_settings) -> None:
-    runtime = Runtime(fresh_settings, "tables", fresh_settings.commands_topic)
+    runtime = Runtime(fresh_settings, "tables", fresh_settings.commands_topic, write_batch_s=0.05)
     table = runtime.table("cache")
 
     async def consume(stream) -> None:  # a subscription to the source topic: what gets partitions assigned
