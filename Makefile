@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/astraforge: pyproject.toml toolkit/pyproject.toml astraforge/_native.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -f astraforge/_native.*.so  # the build is optional: one that fails must not leave the last one in use
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]' -e './toolkit[deepagents]'
 	touch $@

@@ -105,7 +105,12 @@ static int write_record(PyObject *record, PyObject *d, Buffer *b) {
                 return unhandled();  /* missing, no default: fastavro writes null or refuses */
             v = PyTuple_GET_ITEM(field, 2);
         }
-        if (write_value(PyTuple_GET_ITEM(field, 3), v, b) < 0)
+        /* held: writing a nested record looks keys up, and a key's __eq__ can drop d's last
+         * reference to v (the generated Python holds it in a local too) */
+        Py_INCREF(v);
+        int r = write_value(PyTuple_GET_ITEM(field, 3), v, b);
+        Py_DECREF(v);
+        if (r < 0)
             return -1;
     }
     return 0;

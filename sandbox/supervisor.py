@@ -100,7 +100,6 @@ _children: dict[int, subprocess.Popen] = {}  # commands started and not yet reap
 _logs: dict[str, "CommandLog"] = {}  # running commands' output, by request id
 _ended: collections.OrderedDict[str, "CommandLog"] = collections.OrderedDict()  # see _keep
 _cancelled: set[str] = set()
-_reported: set[tuple[int, str]] = set()  # (pid, start time) of detached processes already reported
 AGENT_UID = -1
 EGRESS_SOCKET = "/run/astraforge/egress.sock"
 PROC_DEV = os.stat("/proc").st_dev
@@ -147,6 +146,32 @@ def _is_uuid7(value: str) -> bool:
 
 
 _taken = RequestIds()
+
+
+class ReportedProcesses:
+    """The detached processes already reported, so that each is reported once (with the first
+    command to end after it left its session), in memory bounded for the sandbox's life.
+
+    A process is known by (pid, start time): a pid the kernel reuses starts at another time. Each
+    look forgets the processes no longer alive: a pair that died never comes back, so forgetting it
+    loses nothing, and what is kept is at most the sandbox's live processes (its ``pids`` limit,
+    at most 4096), however many came and went before. One still alive is never forgotten, so it is
+    never reported twice."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, str]] = set()
+
+    def new(self, live: list[dict], sessions: set[int]) -> list[dict]:
+        """The processes of ``live`` (every live process of the agent, as ``_process`` reads them) that
+        belong to none of ``sessions`` (the running commands') and were not reported before; noted
+        as reported. The caller holds ``_lock``."""
+        self.seen.intersection_update((p["pid"], p["start"]) for p in live)
+        found = [p for p in live if p["session"] not in sessions and (p["pid"], p["start"]) not in self.seen]
+        self.seen.update((p["pid"], p["start"]) for p in found)
+        return found
+
+
+_reported = ReportedProcesses()
 
 
 class RequestError(Exception):
@@ -283,11 +308,7 @@ def left_behind(pgid: int) -> list[dict]:
     me = os.getuid()
     candidates = [p for p in _processes() if p["uid"] != me and p["state"] not in "ZX" and p["pgrp"] != pgid]
     with _spawn_lock, _lock:  # a command is registered under _spawn_lock before it can fork: its session is known
-        sessions = set(_children) | {proc.pid for proc in _running.values()}
-        alive = {(p["pid"], p["start"]) for p in candidates}
-        _reported.intersection_update(alive)
-        found = [p for p in candidates if p["session"] not in sessions and (p["pid"], p["start"]) not in _reported]
-        _reported.update((p["pid"], p["start"]) for p in found)
+        found = _reported.new(candidates, set(_children) | {proc.pid for proc in _running.values()})
     return [{"pid": p["pid"], "argv": p["argv"]} for p in found]
 
 

@@ -6,7 +6,6 @@ against the current schema, so records written by older code stay readable forev
 
 import base64
 import io
-import json
 import struct
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -46,11 +45,14 @@ class Envelope:
         return to_json(self.payload)
 
     def payload_json_text(self) -> str:
-        """``payload_json()`` serialised; the fast path lets json's C encoder walk the payload."""
-        text = _PAYLOAD_JSON.encode(self.payload)
-        if "\\u0000" in text:  # NUL somewhere in text: take the slow path that base64s it
-            text = _PAYLOAD_JSON.encode(to_json(self.payload))
-        return text
+        """``payload_json()`` serialised as the live tail's SSE frames carry it (orjson: NaN and
+        infinity become null there, and jsonb refuses them: json's ``NaN`` got the record dead-lettered,
+        so an event shown live was gone on reconnect). orjson walks the payload itself; only text
+        with NUL takes the slower walk that base64s it."""
+        text = orjson.dumps(self.payload, default=_bytes_to_json)
+        if b"\\u0000" in text:
+            text = orjson.dumps(to_json(self.payload))
+        return text.decode()
 
 
 ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
@@ -65,10 +67,6 @@ def _bytes_to_json(value: Any) -> Any:
     if isinstance(value, bytes):
         return to_json(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# one encoder for every payload: json.dumps with a ``default`` builds a new one per call
-_PAYLOAD_JSON = json.JSONEncoder(separators=(",", ":"), default=_bytes_to_json)
 
 
 def to_json(value: Any) -> Any:

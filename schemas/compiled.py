@@ -60,6 +60,8 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         b = data[pos]
         pos += 1
+        if shift == 63 and b > 1:
+            raise Unhandled  # bits past the 64th: fastavro drops them, a Python int would keep them
         n |= (b & 0x7F) << shift
         if b < 0x80:
             break

@@ -34,13 +34,13 @@ from astraforge.integrations import Integration
 from astraforge.processors.alerts import remediation, store
 from astraforge.processors.alerts.issue_api import IssueApi, IssueApiFailed
 from astraforge.processors.alerts.state import AlertOutcome, decide, derived_event_id, window_full
+from astraforge.processors.base import CommandProcessor
 from astraforge.processors.runs.guardrails import repository_allowed
 from astraforge.processors.runs.state import ENDED
-from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
+from astraforge.processors.runtime import Source, append_durably
 from astraforge.producers.alert_payloads import rest_event
-from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.egress_addresses import AddressPolicy
-from astraforge.schemas import Envelope, default_codec
+from astraforge.schemas import Envelope
 from astraforge.secretbox import SecretBox, SecretUnreadable
 
 LOG = logging.getLogger(__name__)
@@ -53,22 +53,23 @@ def comment_marker(run_id: str) -> str:
     return f"[astraforge:{run_id}]"
 
 
-class AlertsProcessor:
+class AlertsProcessor(CommandProcessor):
+    name = NAME
+
     def __init__(self, settings: Settings, tick_s: float = 2.0) -> None:
-        self.settings = settings
-        self.tick_s = tick_s
-        self.codec = default_codec()
-        self.box = SecretBox.from_settings(settings)
+        self.box = SecretBox.from_settings(settings)  # refused (no key) before the base builds anything
         self.policy = AddressPolicy.from_settings(settings)  # what a tenant's API URL may not reach
-        self.producer = EventProducer(settings)
-        self.stop_event = threading.Event()
+        super().__init__(settings)
+        self.tick_s = tick_s
         self.db_lock = threading.Lock()  # one connection, used by the handler and the tick
-        self.db = self._connect()
-        with self.db.transaction():
-            store.ensure_schema(self.db)
-        self.runtime = Runtime(settings, NAME, settings.commands_topic)
+        try:
+            self.db = self._connect()
+            with self.db.transaction():
+                store.ensure_schema(self.db)
+        except BaseException:
+            self.close()  # what the base took (its loop, its producer) goes with a refused start
+            raise
         self.consumer = f"{settings.topic_prefix}-{NAME}"
-        self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
 
     def _connect(self) -> psycopg.Connection:
         db = connect(self.settings)
@@ -79,26 +80,23 @@ class AlertsProcessor:
         return db
 
     # -- the partition loop -----------------------------------------------------------------
-    async def _consume(self, stream) -> None:
-        async for record in stream.events():
-            message = record.message
-            await asyncio.to_thread(self._handle_surely, message)
+    async def deliver(self, source: Source, value: bytes) -> None:
+        await asyncio.to_thread(self._handle_surely, source, value)
 
-    def _handle_surely(self, message) -> None:
+    def _handle_surely(self, source: Source, value: bytes) -> None:
         """Handle a record; while PostgreSQL is away, retry it (never skip an accepted alert); a
         record this processor cannot handle for any other reason is dead-lettered, not retried forever."""
         while True:
             try:
-                return self.handle(message.partition, message.offset, message.value)
+                return self.handle(source.partition, source.offset, value)
             except psycopg.Error:
-                LOG.exception("alert at %s/%s: PostgreSQL failed; retrying", message.partition, message.offset)
+                LOG.exception("alert at %s/%s: PostgreSQL failed; retrying", source.partition, source.offset)
                 if self.stop_event.wait(1.0):
                     raise
                 self._reconnect()
             except Exception as e:
-                LOG.exception("alert at %s/%s cannot be handled", message.partition, message.offset)
-                source = Source(message.topic, message.partition, message.offset, message.key)
-                dead_letter(self.producer, source, message.value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
+                LOG.exception("alert at %s/%s cannot be handled", source.partition, source.offset)
+                self.dead_letter(source, value, f"{type(e).__name__}: {e}")
                 return None
 
     def _reconnect(self) -> None:
@@ -362,8 +360,6 @@ class AlertsProcessor:
         self.runtime.close()
         with contextlib.suppress(Exception):
             self.producer.close()
-        with contextlib.suppress(Exception):
-            self.db.close()
-
-    def stop(self) -> None:
-        self.stop_event.set()
+        if hasattr(self, "db"):
+            with contextlib.suppress(Exception):
+                self.db.close()

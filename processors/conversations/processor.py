@@ -13,7 +13,10 @@ idles. A new owner loads the table, folds the records after the mark and resumes
 way, rebuilding the histories it needs.
 
 Durable accept: ``conversation.created`` and the user's ``chat.message`` are acknowledged by Kafka
-before the command's offset commits. Replies run on threads of their own (one per conversation at a
+before the partition's cursor (``processors/cursor.py``) moves past the command: a redelivered command
+is skipped by offset, however many came after it (the ``RECENT_USER_MESSAGES`` ids a state remembers
+only catch a post appended twice). The wiring (table, cursor, catch-up, rebalance hooks) is
+``processors/base.py``'s. Replies run on threads of their own (one per conversation at a
 time, the oldest waiting message first), so a ``reply.cancel`` is never queued behind a reply: it
 writes ``reply.cancelled`` at once, and the reply's thread, whose every write checks that its reply
 is still current, stops at its next token or step.
@@ -28,21 +31,23 @@ goes on from there. Model tokens of the interrupted turn are streamed again (the
 Not provided: a sandbox command of a cancelled reply runs to its end (its result is dropped).
 """
 
-import asyncio
 import contextlib
 import logging
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from astraforge.artifacts import ArtifactStore, make_artifact_store
 from astraforge.config import Settings
 from astraforge.errors import AstraForgeError, DecodeError
 from astraforge.kafka import read_range
 from astraforge.processors.artifact_sweep import within_artifact_quota
+from astraforge.processors.base import PartitionedProcessor
 from astraforge.processors.conversations import checkpoints
 from astraforge.processors.conversations.agent import ReplyRun, ReplyStopped, chat_model
 from astraforge.processors.conversations.backend import RecordedSandbox, stored
 from astraforge.processors.conversations.state import (
+    ConversationDecision,
     ConversationState,
     History,
     decide,
@@ -52,10 +57,7 @@ from astraforge.processors.conversations.state import (
     next_reply,
     reply_record,
 )
-from astraforge.processors.ownership import Ownership
-from astraforge.processors.runtime import Runtime, Source, append_durably, dead_letter
-from astraforge.producers.kafka import EventProducer
-from astraforge.schemas import Envelope, default_codec
+from astraforge.schemas import Envelope
 
 LOG = logging.getLogger(__name__)
 NAME = "conversations"
@@ -65,36 +67,21 @@ UNPERSISTED = frozenset({"chat.delta"})  # change no state: the table is not rew
 CHECKPOINT_TRIES = 3  # a checkpoint that a user message overtook is written again (then left to the next step)
 
 
-class ConversationProcessor:
+class ConversationProcessor(PartitionedProcessor):
+    name = NAME
+
     def __init__(self, settings: Settings, artifacts: ArtifactStore | None = None) -> None:
-        self.settings = settings
-        self.codec = default_codec()
-        self.producer = EventProducer(settings)
+        super().__init__(settings)
         self.artifacts = artifacts or make_artifact_store(settings)
-        self.stop_event = threading.Event()
         self.states: dict[str, ConversationState] = {}
         # the histories in memory (rebuilt on demand from the newest checkpoint and the state's tail)
         self.histories: dict[str, History] = {}
         self.segments: dict[str, list[checkpoints.Segment]] = {}  # the newest checkpoint's, per conversation
-        self.ownership = Ownership()
         self.replies: dict[str, threading.Thread] = {}
         self._kicking = threading.Lock()
-        self.runtime = Runtime(settings, NAME, settings.commands_topic)
-        self.table = self.runtime.table(NAME)
-        self.runtime.on_revoked(self._suspend)
-        self.runtime.on_assigned(self._assigned)
-        self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
+        self.kicks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="conversation-kick")
 
     # -- state ------------------------------------------------------------------------------
-    def state(self, conversation_id: str) -> ConversationState | None:
-        return self.states.get(conversation_id)
-
-    def partition_of(self, stream_id: str) -> int:
-        return self.runtime.partition(stream_id)
-
-    def owns(self, stream_id: str) -> bool:
-        return self.ownership.owns(self.partition_of(stream_id))
-
     def _fold(self, e: Envelope, offset: int) -> str:
         cid = e.stream_id
         before = self.states.get(cid)
@@ -107,15 +94,8 @@ class ConversationProcessor:
                 self.histories[cid] = history
         return cid
 
-    def _persist(self, partition: int, ids: Iterable[str], mark: int | None) -> None:
-        for conversation_id in ids:
-            st = self.states.get(conversation_id)
-            if st is None:
-                self.runtime.delete(self.table, partition, conversation_id)
-            else:
-                self.runtime.put(self.table, partition, conversation_id, st.to_json())
-        if mark is not None:
-            self.runtime.put(self.table, partition, f"@{partition}", mark)
+    def _persisted(self, events: list[Envelope]) -> bool:
+        return any(e.type not in UNPERSISTED for e in events)
 
     # -- the history: in memory, or rebuilt from the newest checkpoint and the records after it ------
     def history(self, conversation_id: str) -> History | None:
@@ -211,54 +191,19 @@ class ConversationProcessor:
                         self.segments[conversation_id] = after
                     return
 
-    def append(self, events: list[Envelope]) -> None:
-        """Append records to other streams (sandbox commands, leases), acknowledged."""
-        append_durably(self.producer, events, self.stop_event.is_set)
-
-    def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
-        if not events:
-            return False
-        appended = append_durably(self.producer, events, self.stop_event.is_set)
-        touched = {self._fold(e, a.offset) for e, a in zip(events, appended, strict=True)}
-        if any(e.type not in UNPERSISTED for e in events):
-            self._persist(partition, touched, appended[-1].offset + 1)
-        return True
-
-    def settle(self, conversation_id: str, decide_events) -> bool:
-        """Records computed from the conversation's current state, written as its partition's owner."""
-        partition = self.partition_of(conversation_id)
-
-        def write() -> bool:
-            current = self.states.get(conversation_id)
-            return current is not None and self._emit_locked(partition, decide_events(current))
-
-        return bool(self.ownership.write(partition, write))
-
     # -- the partition loop -----------------------------------------------------------------
-    async def _consume(self, stream) -> None:
-        async for record in stream.events():
-            message = record.message
-            source = Source(message.topic, message.partition, message.offset, message.key)
-            await asyncio.to_thread(self.handle, source, message.value)
+    def _takes(self, command: Envelope) -> bool:
+        return command.type in COMMANDS
 
-    def handle(self, source: Source, value: bytes) -> None:
-        try:
-            command = self.codec.decode(value)
-        except DecodeError:
-            return  # the sandbox processor dead-letters what nobody can read
-        if command.type not in COMMANDS:
-            return
-        partition = self.partition_of(command.stream_id)
-        try:
-            with self.ownership.locks[partition]:
-                decision = decide(self.states.get(command.stream_id), command, ACTOR)
-                self._emit_locked(partition, decision.events)
-        except (ValueError, KeyError, TypeError) as e:
-            LOG.exception("command %s on %s failed", command.type, command.stream_id)
-            dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
-            return
-        if decision.start_reply:
-            self.kick(command.stream_id)
+    def _decide(self, command: Envelope) -> ConversationDecision:
+        return decide(self.states.get(command.stream_id), command, ACTOR)
+
+    def _act(self, command: Envelope, decision: ConversationDecision) -> None:
+        """A reply the command starts is kicked off this thread: ``kick`` takes ``_kicking`` before a
+        partition's lock, and this runs under one."""
+        if decision.start_reply and not self.stop_event.is_set():
+            with contextlib.suppress(RuntimeError):  # closing: the next owner starts it
+                self.kicks.submit(self.kick, command.stream_id)
 
     # -- replies ----------------------------------------------------------------------------
     def kick(self, conversation_id: str) -> None:
@@ -389,38 +334,21 @@ class ConversationProcessor:
         return f"http://{address}/v1", key
 
     # -- ownership --------------------------------------------------------------------------
-    async def _suspend(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self.ownership.suspend, partitions)
-        await self.runtime.flush()
-
-    async def _assigned(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._take_over, partitions)
-
-    def _take_over(self, assigned: frozenset[int]) -> None:
-        new, lost = self.ownership.changes(assigned)
-        for p in lost:
-            self.ownership.drop(p, lambda p=p: self._forget(p))
-        for p in sorted(new):
-            with self.ownership.locks[p]:
-                self._load(p)
-        self.ownership.own(assigned)
+    def _resume(self, partitions: set[int]) -> None:
         for st in list(self.states.values()):  # resume what the previous owner left under way
-            if self.partition_of(st.conversation_id) in new and (st.reply is not None or st.pending):
+            if self.partition_of(st.conversation_id) in partitions and (st.reply is not None or st.pending):
                 self.kick(st.conversation_id)
 
-    def _forget(self, partition: int) -> None:
-        for conversation_id in [c for c in self.states if self.partition_of(c) == partition]:
-            del self.states[conversation_id]
-            self.histories.pop(conversation_id, None)
-            self.segments.pop(conversation_id, None)
+    def _forgotten(self, conversation_id: str) -> None:
+        self.histories.pop(conversation_id, None)
+        self.segments.pop(conversation_id, None)
 
     def _load(self, partition: int) -> None:
-        """This partition's conversations from the table, then the records written after its mark.
-        Histories are not loaded: a reply rebuilds its conversation's (``history``)."""
+        """This partition's cursor and conversations from the table, then the records written after its
+        mark. Histories are not loaded: a reply rebuilds its conversation's (``history``)."""
+        self.cursor.load(partition)
         legacy = []
-        for key, value in list(self.table.data.data.items()):
-            if key.startswith("@") or not isinstance(value, dict):
-                continue
+        for key, value in self.stored():
             if self.partition_of(value["conversation_id"]) == partition:
                 if "messages" in value or "state_artifact" in value:  # a whole state, as kept before checkpoints
                     legacy.append(key)
@@ -430,19 +358,12 @@ class ConversationProcessor:
             st, history = self._refold(conversation_id)
             if st is not None:
                 self.states[conversation_id], self.histories[conversation_id] = st, history
-        mark = self.table.data.data.get(f"@{partition}") or 0
-        touched, end = set(legacy), mark
-        for msg in read_range(self.settings, self.settings.events_topic, partition, mark, None):
-            end = msg.offset() + 1
-            try:
-                e = self.codec.decode(msg.value())
-            except DecodeError:
-                continue
-            if e.stream_id in legacy:
-                continue  # folded whole already
-            if e.stream_id in self.states or e.type == "conversation.created":
-                touched.add(self._fold(e, msg.offset()))
-        self._persist(partition, touched, end)
+        # a legacy conversation is folded whole already
+        touched, end, _ = self.fold_after_mark(
+            partition,
+            lambda e: e.stream_id not in legacy and (e.stream_id in self.states or e.type == "conversation.created"),
+        )
+        self._persist(partition, touched | set(legacy), end)
 
     # -- lifecycle --------------------------------------------------------------------------
     def run(self) -> None:
@@ -452,11 +373,9 @@ class ConversationProcessor:
             self.stop_event.wait()
         finally:
             self.ownership.release_all()
-            self.runtime.close()
-            for thread in list(self.replies.values()):
-                thread.join(timeout=5)
-            with contextlib.suppress(Exception):
-                self.producer.close()
+            self.close()
 
-    def stop(self) -> None:
-        self.stop_event.set()
+    def _wait_work(self) -> None:
+        self.kicks.shutdown(wait=True, cancel_futures=True)
+        for thread in list(self.replies.values()):
+            thread.join(timeout=5)

@@ -61,11 +61,9 @@ from astraforge.errors import DecodeError, DeliveryFailed
 from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
-from astraforge.processors.catch_up import CatchUp
-from astraforge.processors.cursor import CommandCursor
+from astraforge.processors.base import PartitionedProcessor
 from astraforge.processors.lanes import CommandThreads, TenantLanes
-from astraforge.processors.ownership import Ownership
-from astraforge.processors.runtime import Fenced, Runtime, Source, append_durably, check_partitions, dead_letter
+from astraforge.processors.runtime import Fenced, Source, check_partitions
 from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
 from astraforge.processors.sandboxes.handoff import Detached
 from astraforge.processors.sandboxes.reconcile import orphans
@@ -82,7 +80,6 @@ from astraforge.processors.sandboxes.state import (
     started,
 )
 from astraforge.processors.sandboxes.warm_pool import WarmPools
-from astraforge.producers.kafka import EventProducer
 from astraforge.sandbox.client import SupervisorUnavailable
 from astraforge.sandbox.egress import EgressDecision, EgressProxy
 from astraforge.sandbox.providers.base import SandboxProvider
@@ -108,7 +105,10 @@ LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision"
          "write": "files", "snapshot": "files"}  # fmt: skip
 
 
-class SandboxProcessor:
+class SandboxProcessor(PartitionedProcessor):
+    name = NAME
+    write_batch_s = WRITE_BATCH_S
+
     def __init__(
         self,
         settings: Settings,
@@ -118,15 +118,14 @@ class SandboxProcessor:
         workers: int = 64,
         reconcile_interval_s: float = RECONCILE_INTERVAL_S,
     ) -> None:
-        self.settings = settings
+        super().__init__(
+            settings, copartitioned=[settings.events_topic], suspended_wait_s=SUSPENDED_WAIT_S, fenced=True
+        )
         self.provider = provider
         self.artifacts = artifacts or make_artifact_store(settings)
         self.ended_grace_s = ended_grace_s
         self.reconcile_interval_s = reconcile_interval_s
-        self.producer = EventProducer(settings)
-        self.codec = self.producer.codec
         self.egress = EgressProxy.from_settings(settings, self._report_egress)
-        self.stop_event = threading.Event()
         self._closed = False
         self.pools = WarmPools(settings, provider, self.stop_event.is_set)
         self.warm = self.pools.warm
@@ -146,24 +145,8 @@ class SandboxProcessor:
         self.commands = CommandThreads("sandbox-command")  # a thread per running command, reused
         # file and snapshot work, which no quota counts: past its share a tenant waits in its own queue
         self.tenant_lanes = TenantLanes(self.lanes["files"], share=workers // 8)
-        self.runtime = Runtime(
-            settings, NAME, settings.commands_topic, copartitioned=[settings.events_topic], write_batch_s=WRITE_BATCH_S
-        )
-        self.ownership = Ownership(SUSPENDED_WAIT_S, self.runtime.lease.valid)  # owned partitions, their locks
-        self.table = self.runtime.table(NAME)
-        self.cursor = CommandCursor(self.runtime, self.table)  # what was handled, per partition (not faust's commit)
-        self.catch_up = CatchUp(NAME, self.ownership, self.cursor, self._handle_one, self.stop_event)
-        self.runtime.on_revoked(self._suspend)
-        self.runtime.on_assigned(self._assigned)
-        self.runtime.app.agent(self.runtime.topic, name=f"{NAME}-commands")(self._consume)
 
     # -- state ------------------------------------------------------------------------------
-    def state(self, sandbox_id: str) -> SandboxState | None:
-        return self.states.get(sandbox_id)
-
-    def partition_of(self, stream_id: str) -> int:
-        return self.runtime.partition(stream_id)
-
     def owns(self, stream_id: str) -> bool:
         """Whether this instance owns the stream's partition now, provably (a moved one is the new
         owner's; one whose lease lapsed may be already): asked before every provider action."""
@@ -189,27 +172,13 @@ class SandboxProcessor:
             self.states[sid] = new
         return sid
 
-    def _persist(self, partition: int, sandbox_ids: Iterable[str], mark: int | None) -> None:
-        for sid in sandbox_ids:
-            st = self.states.get(sid)
-            if st is None:
-                self.runtime.delete(self.table, partition, sid)
-            else:
-                self.runtime.put(self.table, partition, sid, st.to_json)  # built once per batch, on the loop
-        if mark is not None:
-            self.runtime.put(self.table, partition, f"@{partition}", mark)
+    def _stamper(self, partition: int) -> Callable[[], int]:
+        """Writes raise ``Fenced`` unless the partition is owned within the lease; the records carry the
+        lease's stamp, so the broker refuses them if they arrive after it ended."""
+        return functools.partial(self._stamp, partition)
 
-    def _emit_locked(self, partition: int, events: list[Envelope]) -> bool:
-        """Append, fold and persist (the caller holds the partition's lock). Raises ``Fenced`` unless
-        the partition is owned within the lease; the records carry the lease's stamp, so the broker
-        refuses them if they arrive after it ended."""
-        if not events:
-            return False
-        stamp = functools.partial(self._stamp, partition)
-        appended = append_durably(self.producer, events, self.stop_event.is_set, stamp)
-        touched = {self._fold(e, a.offset) for e, a in zip(events, appended, strict=True)}
-        self._persist(partition, touched, appended[-1].offset + 1)
-        return True
+    def _stream_of(self, key: str, state: SandboxState) -> str:
+        return state.stream_id  # a run's sandbox lives in its run's stream
 
     def settle(self, sandbox_id: str, decide_events: Callable[[SandboxState], list[Envelope]]) -> bool:
         """Compute records from the sandbox's current state and write them, as its partition's owner.
@@ -289,19 +258,16 @@ class SandboxProcessor:
         return None
 
     # -- the partition loop -----------------------------------------------------------------
-    async def _consume(self, stream) -> None:
+    async def deliver(self, source: Source, value: bytes) -> None:
         """One command at a time, each partition's in offset order from its cursor (``processors/
         cursor.py``). Faust acknowledges each record after this body, handled or not: its commit only
         says where reading starts; the cursor says what was handled, and a record left here (its
         partition fenced while the group rebalances, or stopping) is read again from the cursor by
         the partition's next take-over, on this instance or another."""
-        async for record in stream.events():
-            message = record.message
-            source = Source(message.topic, message.partition, message.offset, message.key)
-            try:
-                await self._handle_until_done(source, message.value)
-            except Exception:  # the loop never dies
-                LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
+        try:
+            await self._handle_until_done(source, value)
+        except Exception:  # the loop never dies
+            LOG.exception("command at %s[%d]@%d not handled", source.topic, source.partition, source.offset)
 
     async def _handle_until_done(self, source: Source, value: bytes) -> bool:
         """Handle a command, retrying transient failures (Kafka, the network, a lapsed lease) with a
@@ -345,7 +311,7 @@ class SandboxProcessor:
         try:
             command = self.codec.decode(value)
         except DecodeError as e:
-            dead_letter(self.producer, source, value, str(e), f"processor-{NAME}")
+            self.dead_letter(source, value, str(e))
             return
         if not command.type.startswith("sandbox."):
             return
@@ -353,7 +319,7 @@ class SandboxProcessor:
         partition = self.partition_of(command.stream_id)
         if source.topic == self.settings.commands_topic and source.partition != partition:
             reason = f"misrouted: stream {command.stream_id} belongs to partition {partition}, not {source.partition}"
-            dead_letter(self.producer, source, value, reason, f"processor-{NAME}")
+            self.dead_letter(source, value, reason)
             return
         try:
             decision = decide(self.states.get(sid), command, source.offset, ACTOR)
@@ -362,7 +328,7 @@ class SandboxProcessor:
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
-            dead_letter(self.producer, source, value, f"{type(e).__name__}: {e}", f"processor-{NAME}")
+            self.dead_letter(source, value, f"{type(e).__name__}: {e}")
             return
         self.dispatch(sid, decision.effects)
 
@@ -400,10 +366,6 @@ class SandboxProcessor:
             self.lanes["provision"].submit(self.pools.refill)
 
     # -- ownership --------------------------------------------------------------------------
-    async def _suspend(self, partitions: frozenset[int]) -> None:
-        await asyncio.to_thread(self._suspend_now, partitions)
-        await self.runtime.flush()  # our last table writes reach the changelog before anyone recovers it
-
     def _suspend_now(self, partitions: frozenset[int]) -> None:
         # a write under way (or an output record being queued) ends first; a take-over begun before
         # this one is stale: it must not mark anything owned
@@ -468,35 +430,22 @@ class SandboxProcessor:
         partition comes back): its states, cursor and egress rules go with it."""
         self.ownership.drop(partition, lambda: self._forget(partition))
 
-    def _forget(self, partition: int) -> None:
-        self.cursor.forget(partition)
-        for sid, st in list(self.states.items()):
-            if self.partition_of(st.stream_id) == partition:
-                del self.states[sid]
-                self.egress.close(sid)
-                self.effects.forget(sid)
+    def _forgotten(self, sandbox_id: str) -> None:
+        self.egress.close(sandbox_id)
+        self.effects.forget(sandbox_id)
 
     def _load(self, partition: int) -> tuple[int, int]:
         """This partition's states and cursor from the table, then the events written after its mark."""
         self.cursor.load(partition)
         loaded = 0
-        for key, value in list(self.table.data.data.items()):
-            if key.startswith("@") or not isinstance(value, dict):
-                continue
+        for key, value in self.stored():
             st = SandboxState.from_json(value)
             if self.partition_of(st.stream_id) == partition:
                 self.states[key] = st
                 loaded += 1
-        mark = self.table.data.data.get(f"@{partition}") or 0
-        touched, end = set(), mark
-        for msg in read_range(self.settings, self.settings.events_topic, partition, mark, None):
-            end = msg.offset() + 1
-            try:
-                e = self.codec.decode(msg.value())
-            except DecodeError:
-                continue
-            if e.sandbox_id and e.type.startswith(RELEVANT):
-                touched.add(self._fold(e, msg.offset()))
+        touched, end, mark = self.fold_after_mark(
+            partition, lambda e: bool(e.sandbox_id) and e.type.startswith(RELEVANT)
+        )
         now = now_micros()
         for sid in list(touched):  # ended long ago (a first start reading old history): never enters the table
             st = self.states.get(sid)
@@ -644,7 +593,7 @@ class SandboxProcessor:
                     continue
                 tp = TopicPartition(self.settings.events_topic, partition)
                 _, end = self.watermarks.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s)
-                if end > (self.table.data.data.get(f"@{partition}") or 0):
+                if end > self.mark(partition):
                     self._persist(partition, [], end)
 
     def _sweep_artifacts(self) -> None:
@@ -720,6 +669,3 @@ class SandboxProcessor:
         self.watermarks.close()
         self.cursor.close()
         self.effects.guard.close()
-
-    def stop(self) -> None:
-        self.stop_event.set()

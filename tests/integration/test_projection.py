@@ -440,3 +440,32 @@ def test_event_times_are_stored_exactly_from_either_decode_path(fresh_settings) 
     Projector(fresh_settings).run_until_caught_up()
     stored = rows(fresh_settings, 'SELECT occurred_at FROM {s}.events WHERE stream_id = %s ORDER BY "offset"', "times")
     assert [r["occurred_at"] for r in stored] == [from_micros(t) for t in times] * 2
+
+
+def test_a_double_json_cannot_hold_is_projected_as_null_as_the_live_tail_shows_it(fresh_settings) -> None:
+    """NaN or infinity in a payload (a buggy producer): the live SSE frame shows null; the projection
+    wrote json's ``NaN``, which jsonb refuses, so the record was dead-lettered and gone on reconnect."""
+    producer = EventProducer(fresh_settings)
+    base = {"command_id": "c", "exit_code": 0, "timed_out": False, "cancelled": False, "truncated": False}
+    odd = [
+        Envelope(
+            type="exec.finished",
+            stream_id="odd-doubles",
+            tenant_id="acme",
+            actor="processor",
+            payload={**base, "duration_ms": value, "error": None},
+        )
+        for value in (float("nan"), float("inf"), float("-inf"), 2.5)
+    ]
+    try:
+        producer.append_many(odd)
+    finally:
+        producer.close()
+    projector = Projector(fresh_settings)
+    try:
+        projector.run_until_caught_up()
+    finally:
+        projector.close()
+    assert projector.dead_lettered == 0
+    query = 'SELECT payload FROM {s}.events WHERE stream_id = %s ORDER BY "offset"'
+    assert [r["payload"]["duration_ms"] for r in rows(fresh_settings, query, "odd-doubles")] == [None, None, None, 2.5]

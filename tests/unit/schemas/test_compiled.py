@@ -1,6 +1,7 @@
 """The compiled fast path writes the bytes fastavro writes and reads the values fastavro reads;
 what it does not take, it refuses (the codec then asks fastavro)."""
 
+import contextlib
 import io
 import json
 import math
@@ -9,12 +10,16 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
+import orjson
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import gen_data
 
+from astraforge.api import frames
 from astraforge.errors import ValidationError
+from astraforge.kafka import Positioned
 from astraforge.schemas import Envelope, default_codec
 from astraforge.schemas.codec import ENVELOPE_FIELDS, HEADER_LEN, JSON_FIELDS, MARKER, Codec
 from astraforge.schemas.compiled import Unhandled, _native, envelope_reader, envelope_writer
@@ -56,6 +61,13 @@ def fast(request: pytest.FixtureRequest) -> FastPath:
 def test_the_c_extension_is_built_and_is_what_the_codec_uses() -> None:
     assert _native is not None, "astraforge._native did not build: `make install` needs a C compiler"
     assert CODEC._write.func is _native.write_envelope
+
+
+def test_the_c_extension_is_not_older_than_its_source() -> None:
+    """The build is optional: one that failed (a new compiler warning, -Werror) kept the extension
+    built before, and the tests ran that one. ``make install`` removes it before building."""
+    source = Path(_native.__file__).with_name("_native.c")
+    assert Path(_native.__file__).stat().st_mtime >= source.stat().st_mtime, "stale build: run `make install`"
 
 
 def record_name(record_type: str) -> str:
@@ -134,6 +146,25 @@ def test_long_values_take_multi_byte_lengths(fast: FastPath) -> None:
     body = fastavro_bytes(envelope)
     assert compiled_bytes(fast, envelope) == body
     assert fast.read(body, 0) == (fastavro_datum(body), len(body))
+
+
+LONG_RECORD = {"type": "record", "name": "t.Long", "fields": [{"name": "n", "type": "long"}]}
+
+
+@pytest.mark.parametrize(
+    "varint",
+    [
+        bytes([0xFF] * 9 + [0x01]),  # -2**63: the last byte holds bit 63 only
+        bytes([0xFE] * 9 + [0x01]),
+        bytes([0xFF] * 9 + [0x7F]),  # bits past the 64th: fastavro drops them
+        bytes([0xFE] * 9 + [0x03]),
+    ],
+)
+def test_a_ten_byte_long_is_refused_or_read_as_fastavro_reads_it(fast: FastPath, varint: bytes) -> None:
+    read = envelope_reader(LONG_RECORD, fast.accelerated)
+    expected = schemaless_reader(io.BytesIO(varint), parse_schema(LONG_RECORD))
+    with contextlib.suppress(Unhandled):  # refusing is fine: the codec then asks fastavro
+        assert read(varint, 0) == (expected, len(varint))
 
 
 @pytest.mark.parametrize(
@@ -281,6 +312,16 @@ def test_json_fields_leave_a_double_json_cannot_hold_to_the_full_path(fast: Fast
     assert fast.codec.decode_json_fields(data) is None
     decoded = fast.codec.decode(data).payload["duration_ms"]  # the full path still reads it
     assert decoded == duration_ms or (math.isnan(decoded) and math.isnan(duration_ms))
+
+
+@pytest.mark.parametrize("duration_ms", [math.nan, math.inf, -math.inf])
+def test_the_full_path_writes_a_double_json_cannot_hold_as_the_live_frame_shows_it(duration_ms: float) -> None:
+    """null, as orjson writes the SSE frame: json wrote ``NaN``, which jsonb refuses (dead-lettered)."""
+    e = finished(duration_ms)
+    frame = frames.from_record(Positioned(0, 0, e))
+    shown = orjson.loads(frame.split("data: ", 1)[1])["payload"]
+    assert orjson.loads(e.payload_json_text()) == shown
+    assert shown["duration_ms"] is None
 
 
 def test_json_fields_carry_doubles_as_their_values(fast: FastPath) -> None:
