@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from psycopg_pool import AsyncConnectionPool
-from starlette.concurrency import run_in_threadpool
 
 from astraforge.api.errors import ApiError
 from astraforge.api.live import LiveTail, Subscriber
@@ -97,7 +96,7 @@ class CommandService:
 
     async def append(self, records: Sequence[Envelope], progress: Progress | None = None) -> None:
         """Append and wait for the broker's acknowledgement of these records."""
-        await run_in_threadpool(self.producer.append_many, list(records))
+        await self.producer.append_async(records)
         if progress is not None:
             await progress.mark_appended()
 

@@ -39,15 +39,22 @@ class Reservations:
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.held: defaultdict[str, dict[str, _Held]] = defaultdict(dict)  # tenant -> sandbox/command id
 
-    async def pending(self, conn: Executor, settings: Settings, tenant: str) -> dict[str, int]:
-        """What is held and not yet projected (call under the tenant's lock, before reading usage:
-        a row projected in between counts twice for a moment, never zero times)."""
+    def current(self, tenant: str) -> dict[str, "_Held"]:
+        """The tenant's holds, less the ones past ``HOLD_S``."""
         held, now = self.held[tenant], time.monotonic()
         for key in [k for k, h in held.items() if h.until < now]:
             del held[key]
-        if held:
-            for key in await ProjectionQueries(settings.projection_schema).projected(conn, tenant, list(held)):
-                held.pop(key, None)
+        return held
+
+    def projected(self, tenant: str, ids: list[str]) -> None:
+        """These held ids are projected now: the projection counts them from here on."""
+        held = self.held[tenant]
+        for key in ids:
+            held.pop(key, None)
+
+    def counts(self, tenant: str) -> dict[str, int]:
+        """What the tenant's holds add to the projection's usage."""
+        held = self.held[tenant]
         sandboxes = [h for h in held.values() if h.kind == "sandbox"]
         return {
             "sandboxes": len(sandboxes),
@@ -88,10 +95,16 @@ def _refuse(what: str, limit: int, used: int, asking: int = 1) -> ApiError:
     )
 
 
-async def _usage(conn: Executor, settings: Settings, tenant: str, held: Reservations) -> dict:
-    pending = await held.pending(conn, settings, tenant)
-    usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
-    return {**usage, **{k: usage[k] + v for k, v in pending.items()}}
+async def _usage(conn: Executor, settings: Settings, tenant: str, held: Reservations, kind: str) -> dict:
+    """The tenant's usage of ``kind`` ("sandbox" or "exec") as the projection shows it plus what this
+    process admitted and the projection does not show yet: one statement (call under the tenant's
+    lock; it reads the usage and which holds are projected in one snapshot)."""
+    queries = ProjectionQueries(settings.projection_schema)
+    read = queries.sandbox_usage if kind == "sandbox" else queries.exec_usage
+    found = await read(conn, tenant, list(held.current(tenant)))
+    held.projected(tenant, found.pop("projected"))
+    pending = held.counts(tenant)
+    return {k: v + pending[k] for k, v in found.items()}
 
 
 async def admit_sandboxes(
@@ -100,7 +113,7 @@ async def admit_sandboxes(
     """Room for these sandboxes of ``memory_mb`` each (held until projected), or a 429 naming the limit."""
     count = len(sandbox_ids)
     async with held.locks[tenant]:
-        usage = await _usage(conn, settings, tenant, held)
+        usage = await _usage(conn, settings, tenant, held, "sandbox")
         if usage["sandboxes"] + count > settings.quota_sandboxes:
             raise _refuse("sandboxes", settings.quota_sandboxes, usage["sandboxes"], count)
         if usage["memory_mb"] + count * memory_mb > settings.quota_memory_mb:
@@ -118,7 +131,7 @@ async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, 
 async def admit_exec(conn: Executor, settings: Settings, tenant: str, command_id: str, held: Reservations) -> None:
     """Room for one more running command (held until projected), or a 429 naming the limit."""
     async with held.locks[tenant]:
-        usage = await _usage(conn, settings, tenant, held)
-        if usage["execs"] + 1 > settings.quota_concurrent_execs:
-            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, usage["execs"])
+        execs = (await _usage(conn, settings, tenant, held, "exec"))["execs"]
+        if execs + 1 > settings.quota_concurrent_execs:
+            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, execs)
         held.hold(tenant, [command_id], "exec")

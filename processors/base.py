@@ -41,13 +41,16 @@ class CommandProcessor:
     """One instance of one processor of the commands topic (``name``: its consumer group)."""
 
     name: ClassVar[str]
+    write_batch_s: ClassVar[float] = 0.0  # >0: the table's changelog records go out in batches (``Runtime.put``)
 
     def __init__(self, settings: Settings, copartitioned: Iterable[str] = ()) -> None:
         self.settings = settings
         self.producer = EventProducer(settings)
         self.codec = self.producer.codec
         self.stop_event = threading.Event()
-        self.runtime = Runtime(settings, self.name, settings.commands_topic, copartitioned)
+        self.runtime = Runtime(
+            settings, self.name, settings.commands_topic, copartitioned, write_batch_s=self.write_batch_s
+        )
         self._wire()
         self.runtime.app.agent(self.runtime.topic, name=f"{self.name}-commands")(self._consume)
 

@@ -263,9 +263,18 @@ class Runtime:
     """One instance of one processor: a faust app on its own thread and event loop."""
 
     def __init__(
-        self, settings: Settings, processor: str, source_topic: str, copartitioned: Iterable[str] = (), **conf: Any
+        self,
+        settings: Settings,
+        processor: str,
+        source_topic: str,
+        copartitioned: Iterable[str] = (),
+        write_batch_s: float = 0.0,
+        **conf: Any,
     ) -> None:
         self.settings = settings
+        # >0 only where every table is a cache of durable facts (``put``): a table that is itself the
+        # truth (a count, say) must send each write at once, before faust may commit past its input
+        self.write_batch_s = write_batch_s
         self.processor = processor
         self.source_topic = source_topic
         self.copartitioned = (source_topic, *copartitioned)  # topics whose partitions must line up with the source
@@ -283,6 +292,11 @@ class Runtime:
         self._on_assigned: list[Hook] = []
         self._on_revoked: list[Hook] = []
         self._tables: list[faust.Table] = []
+        self._writes: list[tuple[faust.Table, int, str, Any]] = []  # table writes not applied yet (``put``)
+        self._writes_lock = threading.Lock()
+        self._apply_due = False  # an ``_apply_writes`` is scheduled on the loop
+        self._unsent: dict[tuple[int, int, str], tuple[faust.Table, int, str, Any]] = {}  # applied, not sent
+        self._send_timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopped = threading.Event()
@@ -405,12 +419,45 @@ class Runtime:
         return table
 
     def put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
-        """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once)."""
-        self.call_soon(self._put, table, partition, key, value)
+        """Set ``key`` and send its changelog record to ``partition`` (thread-safe; returns at once).
+
+        The value is in the table on the loop's next turn, as a write made there; writes made
+        together (a burst from one thread) wake the loop once, and their changelog records are sent
+        then. With ``write_batch_s`` (a processor whose tables are caches of durable facts: the
+        events topic, the cursor's commands, so what a crash loses of them the next owner's catch-up
+        redoes) the records go out in batches, at most that much later, and a key written again
+        before its batch went out is sent once, with its last value, in the order of the last
+        writes (a mark still follows the states it covers). ``value`` may be a function of no
+        arguments, called on the loop (a state's JSON is built there, once per burst, not on the
+        writer's thread)."""
+        self._queue_write(table, partition, key, value)
 
     def delete(self, table: faust.Table, partition: int, key: str) -> None:
-        """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once)."""
-        self.call_soon(self._put, table, partition, key, None)
+        """Remove ``key`` and send its tombstone to ``partition`` (thread-safe; returns at once; as ``put``)."""
+        self._queue_write(table, partition, key, None)
+
+    def _queue_write(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        with self._writes_lock:
+            self._writes.append((table, partition, key, value))
+            wake = not self._apply_due
+            self._apply_due = True
+        if wake:
+            self.call_soon(self._apply_writes)
+
+    def _apply_writes(self) -> None:
+        """Put the queued writes in their tables and their records in the batch to send (on the loop)."""
+        with self._writes_lock:
+            writes, self._writes = self._writes, []
+            self._apply_due = False
+        for table, partition, key, value in writes:
+            try:
+                self._put(table, partition, key, value() if callable(value) else value)
+            except Exception:  # one write's failure spares the others
+                LOG.exception("%s: table write of %s failed", self.processor, key)
+        if not self.write_batch_s:
+            self._send_batch()
+        elif self._unsent and self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.write_batch_s, self._send_batch)
 
     def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
         if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth
@@ -419,16 +466,38 @@ class Runtime:
         store = table.data
         if value is None:
             store.data.pop(key, None)
-            table.send_changelog(partition, key, None, value_serializer="raw")
         else:
             store.data[key] = value
-            table.send_changelog(partition, key, value)
         with contextlib.suppress(AttributeError):  # the memory store drops a revoked partition's keys by this map
             store._key_partition[key] = partition
+        slot = (id(table), partition, key)
+        self._unsent.pop(slot, None)  # moved to the end: sent in the order of the last writes
+        self._unsent[slot] = (table, partition, key, value)
+
+    def _send_batch(self) -> None:
+        """Send the changelog records of the writes applied so far (on the loop)."""
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        unsent, self._unsent = self._unsent, {}
+        if unsent and not self.lease.valid():  # lapsed since they were applied: not ours to send any more
+            LOG.info("%s: %d table writes not sent: the lease lapsed", self.processor, len(unsent))
+            return
+        for table, partition, key, value in unsent.values():
+            try:
+                if value is None:
+                    table.send_changelog(partition, key, None, value_serializer="raw")
+                else:
+                    table.send_changelog(partition, key, value)
+            except Exception:
+                LOG.exception("%s: changelog record of %s not sent", self.processor, key)
 
     async def flush(self) -> None:
-        """Wait until every table write so far is in its changelog (on the loop)."""
-        await asyncio.sleep(0)  # let writes scheduled from other threads reach the producer first
+        """Wait until every table write so far is in its changelog (on the loop): the batch waiting
+        for its window goes out now."""
+        await asyncio.sleep(0)  # let writes scheduled from other threads reach the queue first
+        self._apply_writes()
+        self._send_batch()
         await self.app.producer.flush()
 
     # -- loop access from other threads -------------------------------------------------------
@@ -472,6 +541,8 @@ class Runtime:
 
     async def _wait_stopped(self) -> None:
         await self._stop_requested.wait()
+        self._apply_writes()
+        self._send_batch()  # the batch still in its window goes out with the app's last records
 
     def close(self) -> None:
         """Stop if started, and release the event loop construction made (a runtime that never ran holds

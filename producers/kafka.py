@@ -2,9 +2,11 @@
 
 ``acks=all`` + ``enable.idempotence`` means a retried send never duplicates or reorders a record
 within a stream. ``append`` waits for the broker's acknowledgement and returns the record's
-partition and offset (the offset is the record's sequence number in its stream).
+partition and offset (the offset is the record's sequence number in its stream); ``append_async``
+does the same for a caller on an event loop, without taking a thread while it waits.
 """
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterable
@@ -77,6 +79,8 @@ class EventProducer:
         self._polling = threading.Lock()
         self._reported = threading.Condition()
         self._report_within_s = int(config["message.timeout.ms"]) / 1000 + settings.kafka_timeout_s
+        self._poller: threading.Thread | None = None  # serves delivery reports for ``append_async``
+        self._closing = threading.Event()
         try:
             self._producer.list_topics(settings.events_topic, timeout=settings.kafka_timeout_s)
         except KafkaException as e:
@@ -147,6 +151,67 @@ class EventProducer:
             self.send(envelope, _report_into(results, len(results) - 1, self._reported), timestamp)
         return self._wait(results)
 
+    async def append_async(self, envelopes: Iterable[Envelope]) -> list[Appended]:
+        """``append_many`` for a caller on an event loop: the records are queued from the loop (a
+        produce call does not block) and the loop is woken when *their* reports came, by the
+        producer's report thread; no thread waits for each call. Raises ``DeliveryFailed``."""
+        loop = asyncio.get_running_loop()
+        reported = loop.create_future()
+        results: list[Appended | KafkaError | None] = []
+
+        def resolve() -> None:
+            if not reported.done():
+                reported.set_result(None)
+
+        def report_into(index: int):
+            def report(err, msg) -> None:
+                results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
+                if all(r is not None for r in results):
+                    loop.call_soon_threadsafe(resolve)
+                with self._reported:
+                    self._reported.notify_all()
+
+            return report
+
+        for envelope in envelopes:
+            results.append(None)
+            self.send(envelope, report_into(len(results) - 1))
+        if not results:
+            return []
+        self._serve_reports()
+        try:
+            await asyncio.wait_for(reported, self._report_within_s)
+        except TimeoutError:
+            left = sum(r is None for r in results)
+            raise DeliveryFailed(f"{left} of {len(results)} records got no delivery report (is Kafka up?)") from None
+        failures = [r for r in results if not isinstance(r, Appended)]
+        if failures:
+            raise DeliveryFailed(f"{len(failures)} of {len(results)} records not acknowledged: {failures[0]}")
+        return results  # type: ignore[return-value]
+
+    def _serve_reports(self) -> None:
+        """Start the thread that serves delivery reports for ``append_async`` (once; it ends at ``close``)."""
+        if self._poller is None:
+            with self._reported:
+                if self._poller is None:
+                    self._poller = threading.Thread(target=self._poll_reports, name="producer-reports", daemon=True)
+                    self._poller.start()
+
+    def _poll_reports(self) -> None:
+        """Serve delivery reports until ``close``, sharing the polling with ``_wait`` callers (one
+        polls at a time; the others are told when a poll has served reports)."""
+        while not self._closing.is_set():
+            if self._polling.acquire(blocking=False):
+                try:
+                    self._producer.poll(POLL_S)
+                finally:
+                    self._polling.release()
+                with self._reported:
+                    self._reported.notify_all()
+            else:
+                with self._reported:
+                    self._reported.wait(POLL_S)
+
     def _wait(self, results: list[Appended | KafkaError | None]) -> list[Appended]:
         """Poll until every slot holds its report. Each record gets one within ``message.timeout.ms``
         (librdkafka's guarantee); the deadline past it only guards against a report that never comes."""
@@ -186,4 +251,7 @@ class EventProducer:
             raise DeliveryFailed(f"{remaining} records still unacknowledged (is Kafka up?)")
 
     def close(self) -> None:
+        self._closing.set()
+        if self._poller is not None:
+            self._poller.join()
         self._producer.flush(self.settings.kafka_timeout_s)

@@ -52,6 +52,17 @@ class ProjectionQueries:
 
     def __init__(self, schema: str) -> None:
         self.schema = sql.Identifier(schema)
+        projected = (
+            " ARRAY(SELECT sandbox_id FROM {0}.sandboxes WHERE tenant_id = %s AND sandbox_id = ANY(%s)"
+            " UNION ALL SELECT command_id FROM {0}.execs WHERE tenant_id = %s AND command_id = ANY(%s)) AS projected"
+        )
+        self._sandbox_usage = sql.SQL(
+            "SELECT count(*) AS sandboxes, coalesce(sum(memory_mb), 0) AS memory_mb," + projected + " FROM"
+            " {0}.sandboxes WHERE tenant_id = %s AND state NOT IN ('terminated', 'failed')"
+        ).format(self.schema)
+        self._exec_usage = sql.SQL(
+            "SELECT (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs," + projected
+        ).format(self.schema)
 
     async def stream(self, conn: Executor, tenant_id: str, stream_id: str) -> dict | None:
         cur = await conn.execute(
@@ -222,6 +233,23 @@ class ProjectionQueries:
             (tenant_id, ids, tenant_id, ids),
         )
         return [row["id"] for row in await cur.fetchall()]
+
+    async def sandbox_usage(self, conn: Executor, tenant_id: str, held: list[str]) -> dict:
+        """A tenant's live sandboxes and their memory, and which of the ``held`` sandbox or command ids
+        the projection shows, in one statement (one snapshot, as ``exec_usage``): what admitting a
+        create needs."""
+        cur = await conn.execute(self._sandbox_usage, (tenant_id, held, tenant_id, held, tenant_id))
+        return await cur.fetchone()
+
+    async def exec_usage(self, conn: Executor, tenant_id: str, held: list[str]) -> dict:
+        """Running commands of a tenant, and which of the ``held`` sandbox or command ids the projection
+        shows, in one statement (one snapshot: a row projected meanwhile is in both answers or neither).
+        What admitting an exec needs, without ``tenant_usage``'s sums over sandboxes and artifacts."""
+        cur = await conn.execute(
+            self._exec_usage,
+            (tenant_id, tenant_id, held, tenant_id, held),
+        )
+        return await cur.fetchone()
 
     async def tenant_usage(self, conn: Executor, tenant_id: str) -> dict:
         """What a tenant holds now: live sandboxes, their memory, running commands (for quotas)."""

@@ -93,6 +93,9 @@ SWEEP_INTERVAL_S = 3600  # the artifact retention sweep (processors/artifact_swe
 FIRST_SWEEP_S = 60
 RECONCILE_INTERVAL_S = 30.0  # owned partitions against the provider: orphans reaped, failed stops retried
 MARK_INTERVAL_S = 5.0  # how often the table marks move past records that change no sandbox
+# the table caches facts (states and marks over the events topic, the cursor over the commands): its
+# changelog records go out every 50 ms, each key once (``Runtime.put``), not 5-6 per exec
+WRITE_BATCH_S = 0.05
 SUSPENDED_WAIT_S = 60.0  # how long an outcome waits for a rebalance to settle its partition
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff of a command whose handling failed transiently
 TRANSIENT = (KafkaException, OSError, TimeoutError)  # Kafka or the network away: retry; anything else is poison
@@ -104,6 +107,7 @@ LANES = {"stop": "control", "cancel": "cancel", "egress": "control", "provision"
 
 class SandboxProcessor(PartitionedProcessor):
     name = NAME
+    write_batch_s = WRITE_BATCH_S
 
     def __init__(
         self,
