@@ -7,6 +7,8 @@ does the same for a caller on an event loop, without taking a thread while it wa
 """
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +21,7 @@ from astraforge.errors import DeliveryFailed
 from astraforge.kafka import client_config, unavailable
 from astraforge.schemas import Codec, Envelope, default_codec
 
+LOG = logging.getLogger(__name__)
 POLL_S = 0.05  # how long one poll of a waiting caller waits for the next delivery report
 
 
@@ -106,6 +109,11 @@ class EventProducer:
         self._produce(topic, key, value, None, headers)
 
     def _produce(self, topic, key, value, on_delivery, headers=None, timestamp: int | None = None) -> None:
+        while not self._try_produce(topic, key, value, on_delivery, headers, timestamp):
+            self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+
+    def _try_produce(self, topic, key, value, on_delivery, headers=None, timestamp: int | None = None) -> bool:
+        """Queue one record; ``False`` when librdkafka's local queue is full (nothing queued)."""
         # keyword arguments only when given: passing None for each cost a third of produce() itself
         extra = {}
         if on_delivery is not None:
@@ -114,12 +122,11 @@ class EventProducer:
             extra["headers"] = headers
         if timestamp is not None:
             extra["timestamp"] = timestamp
-        while True:
-            try:
-                self._producer.produce(topic, value, key, **extra)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+        try:
+            self._producer.produce(topic, value, key, **extra)
+        except BufferError:
+            return False
+        return True
 
     def append_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict | None = None) -> Appended:
         """Send bytes as they are and wait for *their* acknowledgement (not the whole queue's)."""
@@ -157,7 +164,10 @@ class EventProducer:
         producer's report thread; no thread waits for each call. Raises ``DeliveryFailed``."""
         loop = asyncio.get_running_loop()
         reported = loop.create_future()
-        results: list[Appended | KafkaError | None] = []
+        envelopes = list(envelopes)
+        # every slot exists before the first send: a report served meanwhile must not see the
+        # records sent so far as all of them and resolve the call early
+        results: list[Appended | KafkaError | None] = [None] * len(envelopes)
 
         def resolve() -> None:
             if not reported.done():
@@ -167,15 +177,18 @@ class EventProducer:
             def report(err, msg) -> None:
                 results[index] = err if err else Appended(msg.topic(), msg.partition(), msg.offset())
                 if all(r is not None for r in results):
-                    loop.call_soon_threadsafe(resolve)
+                    with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody waits
+                        loop.call_soon_threadsafe(resolve)
                 with self._reported:
                     self._reported.notify_all()
 
             return report
 
-        for envelope in envelopes:
-            results.append(None)
-            self.send(envelope, report_into(len(results) - 1))
+        for i, envelope in enumerate(envelopes):
+            value, topic = self.codec.encode(envelope), self.topic_for(envelope)
+            while not self._try_produce(topic, envelope.stream_id.encode(), value, report_into(i)):
+                self._serve_reports()  # local queue full: the report thread drains it; the loop goes on
+                await asyncio.sleep(POLL_S)
         if not results:
             return []
         self._serve_reports()
@@ -204,6 +217,8 @@ class EventProducer:
             if self._polling.acquire(blocking=False):
                 try:
                     self._producer.poll(POLL_S)
+                except Exception:  # a callback that raised: the thread must outlive it (others wait on it)
+                    LOG.exception("a delivery report callback failed")
                 finally:
                     self._polling.release()
                 with self._reported:
