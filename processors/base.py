@@ -155,7 +155,7 @@ class PartitionedProcessor(CommandProcessor):
             if st is None:
                 self.runtime.delete(self.table, partition, key)
             else:
-                self.runtime.put(self.table, partition, key, st.to_json())
+                self.runtime.put(self.table, partition, key, st.to_json)  # built on the loop, once per burst
         if mark is not None:
             self.runtime.put(self.table, partition, f"@{partition}", mark)
 

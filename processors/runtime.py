@@ -87,6 +87,7 @@ mode.threads.ServiceThread.Worker = DaemonWorkerThread
 SESSION_TIMEOUT_S = 10.0  # how long a killed instance holds its partitions before the group moves them
 LEASE_MARGIN_S = 2.0  # the lease ends this long before the coordinator could give the partitions away
 WATCH_INTERVAL_S = 0.05  # how often the runtime looks for a (new) group coordinator while it has no lease
+HELD_RETRY_S = 0.25  # how often changelog records held by a lapsed lease look for its renewal
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +366,8 @@ class Runtime:
         # partitions kept across this rebalance are still ours only if no generation passed without us
         self.continued = self.generation is not None and generation == self.generation + 1
         self.generation = generation
+        if not self.continued:
+            self._forget_unsent(None)  # a generation passed without us: held writes may be stale
         self._assigned = frozenset(tp.partition for tp in assigned if tp.topic == self.source_topic)
         if not self._tables or not self._assigned:  # nothing to recover: owned at once
             await self._announce()
@@ -384,7 +387,15 @@ class Runtime:
         self._owned -= gone
         self._assigned -= gone
         if gone:
-            await self._run_hooks(self._on_revoked, gone)
+            await self._run_hooks(self._on_revoked, gone)  # they flush what the lease still lets go out
+            self._forget_unsent(gone)
+
+    def _forget_unsent(self, partitions: frozenset[int] | None) -> None:
+        """Drop the held changelog records of ``partitions`` (every one: ``None``): their next owner has the truth."""
+        dropped = {slot for slot in self._unsent if partitions is None or slot[1] in partitions}
+        if dropped:
+            LOG.info("%s: %d held table writes dropped: their partitions moved", self.processor, len(dropped))
+            self._unsent = {slot: w for slot, w in self._unsent.items() if slot not in dropped}
 
     async def _run_hooks(self, hooks: list[Hook], partitions: frozenset[int]) -> None:
         for hook in hooks:
@@ -460,9 +471,6 @@ class Runtime:
             self._send_timer = self.loop.call_later(self.write_batch_s, self._send_batch)
 
     def _put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
-        if not self.lease.valid():  # a stalled instance's late write: the partition's next owner has the truth
-            LOG.info("%s: table write of %s dropped: the lease lapsed", self.processor, key)
-            return
         store = table.data
         if value is None:
             store.data.pop(key, None)
@@ -471,18 +479,31 @@ class Runtime:
         with contextlib.suppress(AttributeError):  # the memory store drops a revoked partition's keys by this map
             store._key_partition[key] = partition
         slot = (id(table), partition, key)
-        self._unsent.pop(slot, None)  # moved to the end: sent in the order of the last writes
+        again = self._unsent.pop(slot, None) is not None  # moved to the end: sent in the order of the last writes
         self._unsent[slot] = (table, partition, key, value)
+        if again and not key.startswith("@"):
+            # a mark ("@...") queued after the key's earlier write covered it: it must still follow
+            # the key, or a crash landing the batch up to the mark would leave the key's older value
+            # under a mark past the events that changed it
+            for mark in [s for s in self._unsent if s[:2] == slot[:2] and s[2].startswith("@")]:
+                self._unsent[mark] = self._unsent.pop(mark)
 
     def _send_batch(self) -> None:
         """Send the changelog records of the writes applied so far (on the loop)."""
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
-        unsent, self._unsent = self._unsent, {}
-        if unsent and not self.lease.valid():  # lapsed since they were applied: not ours to send any more
-            LOG.info("%s: %d table writes not sent: the lease lapsed", self.processor, len(unsent))
+        if not self._unsent:
             return
+        if not self.lease.valid():
+            # not ours to send while the lease is lapsed (a stalled instance's late writes): held until
+            # it is renewed, which proves the partitions never moved (the writes are then the truth:
+            # dropping them left the changelog behind the marks sent after them), or dropped by the
+            # revocation or missed generation that moved them (``_forget_unsent``)
+            LOG.info("%s: %d table writes held: the lease lapsed", self.processor, len(self._unsent))
+            self._send_timer = self.loop.call_later(HELD_RETRY_S, self._send_batch)
+            return
+        unsent, self._unsent = self._unsent, {}
         for table, partition, key, value in unsent.values():
             try:
                 if value is None:
@@ -494,7 +515,7 @@ class Runtime:
 
     async def flush(self) -> None:
         """Wait until every table write so far is in its changelog (on the loop): the batch waiting
-        for its window goes out now."""
+        for its window goes out now (unless the lease has lapsed: then they are held, see ``_send_batch``)."""
         await asyncio.sleep(0)  # let writes scheduled from other threads reach the queue first
         self._apply_writes()
         self._send_batch()
