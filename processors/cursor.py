@@ -24,8 +24,9 @@ import logging
 from collections.abc import Callable
 
 import faust
+from confluent_kafka import Consumer, TopicPartition
 
-from astraforge.kafka import ReaderPool, read_range
+from astraforge.kafka import ReaderPool, client_config, read_range
 from astraforge.processors.runtime import Runtime, Source
 
 LOG = logging.getLogger(__name__)
@@ -54,10 +55,38 @@ class CommandCursor:
     def key(partition: int) -> str:
         return f"@commands-{partition}"
 
-    def load(self, partition: int) -> int:
-        """Take the partition's position from the table (a take-over: the table is recovered)."""
-        self._next[partition] = self.table.data.data.get(self.key(partition)) or 0
+    def load(self, partition: int, cursor_added: bool = False) -> int:
+        """Take the partition's position from the table (a take-over: the table is recovered).
+
+        ``cursor_added``: the processor trusted faust's committed offset in an earlier release (the
+        conversation processor). A table of its that holds the partition's events mark (``@<partition>``)
+        but no position was kept by that release: faust's commit was its position then, and starting
+        at 0 would handle again every command the topic still holds (posting old messages and answering
+        them twice). Not for the others: their first position write lost in a crash would start them
+        at faust's commit, which can be past commands never handled (see the module's docstring)."""
+        data = self.table.data.data
+        position = data.get(self.key(partition))
+        if cursor_added and position is None and data.get(f"@{partition}") is not None:
+            position = self._committed(partition)
+            LOG.info(
+                "%s[%d]: no cursor in the table yet: starting from the group's commit, %d",
+                self.topic,
+                partition,
+                position,
+            )
+        self._next[partition] = position or 0
         return self._next[partition]
+
+    def _committed(self, partition: int) -> int:
+        """The processor's consumer group's committed offset of ``partition`` (0 if none)."""
+        settings = self.runtime.settings
+        group = client_config(settings, **{"group.id": self.runtime.app.conf.id, "enable.auto.commit": False})
+        consumer = Consumer(group)
+        try:
+            [committed] = consumer.committed([TopicPartition(self.topic, partition)], timeout=settings.kafka_timeout_s)
+            return max(committed.offset, 0)
+        finally:
+            consumer.close()
 
     def forget(self, partition: int) -> None:
         self._next.pop(partition, None)

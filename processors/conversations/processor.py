@@ -346,7 +346,7 @@ class ConversationProcessor(PartitionedProcessor):
     def _load(self, partition: int) -> None:
         """This partition's cursor and conversations from the table, then the records written after its
         mark. Histories are not loaded: a reply rebuilds its conversation's (``history``)."""
-        self.cursor.load(partition)
+        self.cursor.load(partition, cursor_added=True)
         legacy = []
         for key, value in self.stored():
             if self.partition_of(value["conversation_id"]) == partition:
