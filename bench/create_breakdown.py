@@ -10,7 +10,6 @@ milliseconds: the two stages around the hand-over are each off by up to 1 ms, th
 """
 
 import itertools
-import statistics
 from collections import defaultdict
 
 from astraforge.config import Settings
@@ -42,12 +41,3 @@ def stages(settings: Settings, calls: dict[str, tuple[float, float]]) -> dict[st
         for name, (a, b) in zip(STAGES, itertools.pairwise(points), strict=True):
             out[name].append(b - a)
     return out
-
-
-def rows(breakdown: dict[str, list[float]]) -> list[tuple[str, str, str]]:
-    """Table rows: stage, p50 ms, mean ms."""
-    return [
-        (f"warm create stage: {name}", f"{statistics.median(v):.2f}", f"{statistics.fmean(v):.2f}")
-        for name, v in breakdown.items()
-        if v
-    ]

@@ -59,10 +59,10 @@ def stages(settings: Settings, stream_id: str, calls: dict[str, tuple[float, flo
     return out
 
 
-def rows(breakdown: dict[str, list[float]]) -> list[tuple[str, str, str]]:
-    """Table rows: stage, p50 ms, mean ms."""
+def rows(breakdown: dict[str, list[float]], label: str = "exec stage") -> list[tuple[str, str, str]]:
+    """Table rows: stage, p50 ms, mean ms (also the warm create's, from ``create_breakdown``)."""
     return [
-        (f"exec stage: {name}", f"{statistics.median(v):.2f}", f"{statistics.fmean(v):.2f}")
+        (f"{label}: {name}", f"{statistics.median(v):.2f}", f"{statistics.fmean(v):.2f}")
         for name, v in breakdown.items()
         if v
     ]

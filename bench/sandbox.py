@@ -136,7 +136,7 @@ def main() -> None:
         rows.append(("exec true via API, a file leased by another", *ms(guarded),
                      f"{pct(guarded, 50) / pct(cli_exec, 50):.2f}"))  # fmt: skip
         stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
-        stage_rows += create_breakdown.rows(create_breakdown.stages(settings, warm_calls))
+        stage_rows += exec_breakdown.rows(create_breakdown.stages(settings, warm_calls), "warm create stage")
 
         if args.live:
             live_rows, made = live_sandboxes.measure(
