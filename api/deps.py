@@ -4,7 +4,8 @@ that takes ``OwnedSandbox`` never sees another tenant's sandbox (404), one that 
 
 import asyncio
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +18,8 @@ from astraforge.api.live import LiveTail
 from astraforge.api.params import ArtifactId, ConversationId, RunId, SandboxId
 from astraforge.config import Settings
 from astraforge.projections.queries import ProjectionQueries
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `astraforge keys create`.")
 
@@ -108,18 +111,28 @@ async def owned_sandbox(
 
     A create answers from the processor's records, a few milliseconds before the projection
     writes the row: a sandbox this API process admitted for the tenant and the projection does
-    not show yet is waited for (``UNPROJECTED_WAIT_S`` at most), so create-then-exec never 404s.
+    not show yet is waited for (``until_projected``), so create-then-exec never 404s.
     """
     queries = ProjectionQueries(settings.projection_schema)
-    row = await queries.sandbox(conn, tenant, sandbox_id)
-    if row is None and sandbox_id in request.app.state.reservations.held.get(tenant, {}):
-        deadline = time.monotonic() + UNPROJECTED_WAIT_S
-        while row is None and time.monotonic() < deadline:
-            await asyncio.sleep(UNPROJECTED_POLL_S)
-            row = await queries.sandbox(conn, tenant, sandbox_id)
+    admitted = sandbox_id in request.app.state.reservations.held.get(tenant, {})
+    row = await until_projected(
+        lambda: queries.sandbox(conn, tenant, sandbox_id), lambda row: row is None and admitted
+    )
     if row is None:
         raise ApiError(404, f"sandbox {sandbox_id} not found")
     return row
+
+
+async def until_projected(read: Callable[[], Awaitable[T]], missing: Callable[[T], bool]) -> T:
+    """``read()``, again while what it gives lacks something this API process admitted and the
+    projection does not show yet (``missing``), for ``UNPROJECTED_WAIT_S`` at most: read-your-writes
+    for a caller whose create was answered from the processor's records."""
+    found = await read()
+    deadline = time.monotonic() + UNPROJECTED_WAIT_S
+    while missing(found) and time.monotonic() < deadline:
+        await asyncio.sleep(UNPROJECTED_POLL_S)
+        found = await read()
+    return found
 
 
 UNPROJECTED_WAIT_S = 10.0

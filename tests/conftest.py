@@ -18,7 +18,7 @@ from astraforge.producers.kafka import EventProducer
 from astraforge.producers.topics import ensure_topics
 from astraforge.projections.postgres import drop_schema
 from tests.netns import NetnsUpstream, netns_upstream, upstream_addresses
-from tests.support import free_port, running_api, running_projector
+from tests.support import free_port, running_api, running_projector, wait_until
 
 # a credential only the platform knows: the egress proxy adds it for the test upstream's address
 # (tests/netns.py; tests/integration/test_egress.py proves it never enters the sandbox)
@@ -162,6 +162,28 @@ def sandbox_processor(settings: Settings, docker_provider):
     thread.join(timeout=10)
     for sandbox_id in docker_provider.list_ids():  # this session's namespace only
         docker_provider.stop(sandbox_id)
+
+
+@pytest.fixture
+def running_processor(fresh_settings: Settings):
+    """A sandbox processor over fresh topics and its own docker namespace, owning every partition."""
+    import threading
+
+    from astraforge.processors.sandboxes import SandboxProcessor
+    from astraforge.sandbox.providers import make_provider
+
+    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
+    provider = make_provider(s)  # this test's namespace: reconciling never touches another test's sandboxes
+    processor = SandboxProcessor(s, provider)
+    thread = threading.Thread(target=processor.run, daemon=True)
+    thread.start()
+    owns_all = {p: "owned" for p in range(s.topic_partitions)}
+    wait_until(lambda: processor.ownership.status == owns_all, timeout=60, what="the processor owns every partition")
+    yield processor
+    processor.stop()
+    thread.join(timeout=60)
+    for sid in provider.list_ids():
+        provider.stop(sid)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from astraforge.api.deps import (
     OwnedSandbox,
     ensure_open,
     require_snapshot,
+    until_projected,
 )
 from astraforge.api.errors import ApiError
 from astraforge.api.idempotency import Claim, resumed
@@ -163,13 +164,24 @@ async def snapshot(
 
 @router.get("", response_model=SandboxesPublic, operation_id="listSandboxes", responses=ERRORS)
 async def list_sandboxes(
+    request: Request,
     tenant: CurrentTenant,
     conn: Conn,
     settings: AppSettings,
     after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SandboxesPublic:
-    rows = await ProjectionQueries(settings.projection_schema).sandboxes(conn, tenant, after, limit)
+    """The tenant's sandboxes by id, from the projection; one this API process admitted that belongs
+    on the page and is not projected yet is waited for (create-then-list shows it)."""
+    queries = ProjectionQueries(settings.projection_schema)
+    admitted = [key for key, held in request.app.state.reservations.current(tenant).items() if held.kind == "sandbox"]
+
+    def missing(rows: list[dict]) -> bool:
+        shown = {row["sandbox_id"] for row in rows}
+        last = rows[-1]["sandbox_id"] if len(rows) == limit else None
+        return any(key > after and key not in shown and (last is None or key < last) for key in admitted)
+
+    rows = await until_projected(lambda: queries.sandboxes(conn, tenant, after, limit), missing)
     items = [_public(r) for r in rows]
     return SandboxesPublic(items=items, next_after=items[-1].id if len(items) == limit else None)
 

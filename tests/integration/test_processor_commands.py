@@ -5,7 +5,6 @@ goes on in both cases."""
 
 import secrets
 import threading
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -62,24 +61,6 @@ class FailingAppends:
                 self.left -= 1
             raise self.error
         return self.real(envelopes, **options)
-
-
-@pytest.fixture
-def running_processor(fresh_settings) -> Iterator[SandboxProcessor]:
-    from astraforge.sandbox.providers import make_provider
-
-    s = fresh_settings.model_copy(update={"sandbox_provider": "docker", "warm_pools": []})
-    provider = make_provider(s)  # this test's namespace: reconciling never touches another test's sandboxes
-    processor = SandboxProcessor(s, provider)
-    thread = threading.Thread(target=processor.run, daemon=True)
-    thread.start()
-    owns_all = {p: "owned" for p in range(s.topic_partitions)}
-    wait_until(lambda: processor.ownership.status == owns_all, timeout=60, what="the processor owns every partition")
-    yield processor
-    processor.stop()
-    thread.join(timeout=60)
-    for sid in provider.list_ids():
-        provider.stop(sid)
 
 
 def test_a_transient_failure_is_retried_and_the_command_is_not_skipped(running_processor) -> None:

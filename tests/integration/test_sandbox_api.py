@@ -307,3 +307,28 @@ def test_a_heartbeat_loop_records_one_heartbeat_per_second(api_url, sandbox_proc
     post(f"{api_url}/v1/sandboxes/{sid}/stop", key)
     wait_until(lambda: httpx.get(f"{api_url}/v1/sandboxes/{sid}", headers=auth(key)).json()["state"] == "terminated")
     assert 1 <= len(heartbeats()) <= int(elapsed) + 1
+
+
+def test_a_created_sandbox_is_listed_before_the_projection_has_it(running_processor) -> None:
+    """A create answers from the processor's records, ahead of the projection: the list waits for a
+    sandbox this API admitted, so create-then-list shows it. Here the projector starts only after
+    the create answered (without the wait the list came back empty)."""
+    from astraforge.db import connect
+    from astraforge.keys import create_key
+    from astraforge.projections.postgres import create_schema
+    from tests.support import running_api, running_projector
+
+    s = running_processor.settings
+    with connect(s) as conn:
+        create_schema(conn, s.projection_schema)
+    key = create_key(s, "lister")
+    with running_api(s) as url:
+        sandbox = create(url, key)
+        assert sandbox["state"] == "ready"
+        with running_projector(s):
+            listed = httpx.get(f"{url}/v1/sandboxes", headers=auth(key), timeout=30).json()["items"]
+            assert [item["id"] for item in listed] == [sandbox["id"]]
+            assert httpx.get(f"{url}/v1/sandboxes", headers=auth(key), params={"after": sandbox["id"]}).json() == {
+                "items": [],
+                "next_after": None,
+            }

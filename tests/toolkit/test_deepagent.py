@@ -65,12 +65,11 @@ def test_the_readme_quick_start_runs_as_written(api_url, sandbox_processor, sett
         model = ChatOpenAI(model="scripted", base_url=f"http://127.0.0.1:{model_server.port}/v1", api_key="k")
         scope = {"api_key": new_tenant(settings)[1], "model": model}
         exec(compile(code.replace("http://127.0.0.1:8000", api_url), "README.md", "exec"), scope)
-        client = scope["client"]
-        (sandbox,) = client.list_sandboxes().items
-        try:
-            result = scope["agent"].invoke({"messages": [{"role": "user", "content": "Write quick.txt."}]})
-            assert result["messages"][-1].content == "Wrote quick.txt."
-            assert client.download(sandbox.id, "/workspace/quick.txt") == b"started\n"
-        finally:
-            client.delete_sandbox(sandbox.id)
-            client.close()
+        with scope["client"] as client:  # closed whatever fails (an open socket fails a later test)
+            (sandbox,) = client.list_sandboxes().items  # listed as soon as its create answered
+            try:
+                result = scope["agent"].invoke({"messages": [{"role": "user", "content": "Write quick.txt."}]})
+                assert result["messages"][-1].content == "Wrote quick.txt."
+                assert client.download(sandbox.id, "/workspace/quick.txt") == b"started\n"
+            finally:
+                client.delete_sandbox(sandbox.id)
