@@ -240,9 +240,14 @@ def credentials(settings: Settings) -> faust.SASLCredentials | None:
 
 def make_app(settings: Settings, processor: str, loop: asyncio.AbstractEventLoop, **conf: Any) -> faust.App:
     """A faust app for one processor: our broker and credentials, in-memory tables restored from their
-    changelogs, one standby replica, no web server, offsets from the start of a new group."""
+    changelogs, one standby replica, no web server, offsets from the start of a new group. Faust's
+    data directory (empty with in-memory stores, but made anyway) goes under the state dir, not the
+    working directory."""
+    datadir = settings.state_dir / "faust" / app_id(settings, processor)
+    datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_bootstrap}",
+        "datadir": str(datadir),
         "broker_credentials": credentials(settings),
         "store": "memory://",
         "web_enabled": False,
