@@ -98,6 +98,7 @@ async def create_sandbox(
             await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
         wait_s = CREATE_WAIT_S if wait else None
         (created,) = await commands.create_sandboxes(tenant, spec, [sandbox_id], wait_s, claim)
+        request.app.state.reservations.appended(tenant, [sandbox_id])
         return 201, created
 
     return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, create)
@@ -171,10 +172,10 @@ async def list_sandboxes(
     after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SandboxesPublic:
-    """The tenant's sandboxes by id, from the projection; one this API process admitted that belongs
+    """The tenant's sandboxes by id, from the projection; one this API process created that belongs
     on the page and is not projected yet is waited for (create-then-list shows it)."""
     queries = ProjectionQueries(settings.projection_schema)
-    admitted = [key for key, held in request.app.state.reservations.current(tenant).items() if held.kind == "sandbox"]
+    admitted = request.app.state.reservations.awaited(tenant)
 
     def missing(rows: list[dict]) -> bool:
         shown = {row["sandbox_id"] for row in rows}
