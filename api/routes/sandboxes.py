@@ -12,8 +12,9 @@ create command).
 import hashlib
 import re
 from typing import Annotated, BinaryIO
+from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -282,7 +283,20 @@ async def exec_command(
     return await idempotency.run({"body": body}, {"command_id": new_id()}, run)
 
 
-FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+PathText = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+
+
+def file_path(request: Request, path: PathText) -> str:
+    """The file path of the URL, refused (422) when its %-escapes are not UTF-8: Starlette decodes
+    those to U+FFFD, and a write went to a file of another name, answered 200."""
+    try:
+        unquote_to_bytes(request.scope.get("raw_path") or b"").decode()
+    except UnicodeDecodeError:
+        raise ApiError(422, "the path's %-escapes are not UTF-8") from None
+    return path
+
+
+FilePath = Annotated[str, Depends(file_path)]
 
 
 async def _body_within(request: Request, limit: int) -> tuple[BinaryIO, str]:
