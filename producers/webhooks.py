@@ -7,15 +7,14 @@ Refusals that name no integration go to the platform's own stream (``REFUSED_STR
 """
 
 import hashlib
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from astraforge import jsontext
 from astraforge.integrations import Integration
 from astraforge.producers import alert_payloads
 from astraforge.producers.alert_payloads import MalformedAlert
@@ -137,38 +136,13 @@ class RefusalBudget:
 
 def parse_json(body: bytes) -> Any:
     try:
-        parsed = json.loads(body)
+        return jsontext.loads(body)
+    except jsontext.NotText as e:  # its alert's record could not be encoded (a 500 before)
+        raise MalformedAlert("the body is not Unicode text: it escapes a lone surrogate") from e
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedAlert("the body is not JSON") from e
     except RecursionError as e:  # ``[[[[...`` a few thousand deep: json's parser gives up
         raise MalformedAlert("the body nests too deeply") from e
-    if SURROGATE_ESCAPE.search(body) and _holds_lone_surrogate(parsed):
-        raise MalformedAlert("the body is not Unicode text: it escapes a lone surrogate")
-    return parsed
-
-
-# ``\uD800``..``\uDFFF``: a pair of them is a character, one alone is not text (no UTF-8 holds it, so
-# no record can: its append failed, a 500)
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-
-
-def _holds_lone_surrogate(value: Any) -> bool:
-    """Whether any string (key or value) of a parsed body holds a lone surrogate (iterative: the body
-    may nest as deep as json's parser goes)."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            try:
-                v.encode()
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v)
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
 
 
 def receive(integration: Integration, alerts: list[dict[str, Any]]) -> list[Envelope]:
