@@ -190,7 +190,7 @@ class CodexTranslator:
     def _line(self, line: bytes) -> list[AgentRecord]:
         if not line.strip():
             return []
-        try:  # a line that is not text (a lone surrogate escaped) is no Codex event either: no record holds it
+        try:  # as text: what the agent prints reaches here, and a lone surrogate escaped could be in no record
             event = jsontext.loads(line)
         except ValueError:
             self.skipped += 1

@@ -142,15 +142,18 @@ def test_lines_that_are_not_events_are_skipped_and_counted() -> None:
     assert translator.feed(data) == [] and translator.skipped == 2
 
 
-def test_a_line_escaping_a_lone_surrogate_is_skipped_not_fatal() -> None:
+def test_an_event_escaping_a_lone_surrogate_is_read_as_text() -> None:
     """What the agent prints reaches the translator (a command can write to Codex's stdout): an
-    event whose text escapes a lone surrogate could be no record (``_cut`` raised on it, and the run
-    failed with an internal error). It is no Codex event: skipped and counted."""
+    event whose text escapes a lone surrogate could be in no record (``_cut`` raised on it, and the
+    run failed with an internal error). It reads as text, the surrogate as U+FFFD; a pair stays the
+    character it is."""
     translator = CodexTranslator(CID)
     lone = {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": "a\ud800b"}}
     pair = {"type": "item.completed", "item": {"id": "i2", "type": "agent_message", "text": "\U0001f600"}}
     records = translator.feed(f"{json.dumps(lone)}\n{json.dumps(pair)}\n".encode())
-    assert [r.payload["text"] for r in records] == ["\U0001f600"] and translator.skipped == 1
+    assert [r.payload["text"] for r in records] == ["a\ufffdb", "\U0001f600"] and translator.skipped == 0
+    for r in records:
+        default_codec().encode(Envelope(type=r.type, stream_id="s", tenant_id="t", actor="a", payload=r.payload))
 
 
 def test_a_long_output_is_cut_and_marked() -> None:
