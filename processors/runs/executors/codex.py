@@ -290,9 +290,9 @@ def translate_output(command_id: str, outputs: Iterable[Envelope]) -> list[Agent
 def usage_payload(prefix: str, usage: dict[str, Any]) -> dict[str, Any]:
     """The ``agent.usage`` payload of a ``turn.completed`` event's usage."""
 
-    def count(name: str) -> int:
+    def count(name: str) -> int:  # what the agent printed: a count no Avro long holds is no count
         value = usage.get(name)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
 
     return {
         "session_id": prefix,

@@ -156,6 +156,16 @@ def test_an_event_escaping_a_lone_surrogate_is_read_as_text() -> None:
         default_codec().encode(Envelope(type=r.type, stream_id="s", tenant_id="t", actor="a", payload=r.payload))
 
 
+def test_usage_counts_past_a_long_are_no_counts() -> None:
+    """A count past 2**63 (the agent can print any event) made an agent.usage no record holds: the
+    run failed with an internal error. Such a count, like a negative one, is 0."""
+    usage = {"input_tokens": 2**63, "output_tokens": 10**30, "cached_input_tokens": 2**63 - 1}
+    (record,) = translate(f"{json.dumps({'type': 'turn.completed', 'usage': usage})}\n".encode())
+    assert (record.payload["input_tokens"], record.payload["output_tokens"]) == (0, 0)
+    assert record.payload["cached_input_tokens"] == 2**63 - 1
+    default_codec().encode(Envelope(type=record.type, stream_id="s", tenant_id="t", actor="a", payload=record.payload))
+
+
 def test_a_long_output_is_cut_and_marked() -> None:
     item = {
         "id": "item_0",
