@@ -192,7 +192,7 @@ class CodexTranslator:
             return []
         try:  # as text: what the agent prints reaches here, and a lone surrogate escaped could be in no record
             event = jsontext.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
             self.skipped += 1
             return []
         if not isinstance(event, dict):

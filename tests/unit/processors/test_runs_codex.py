@@ -166,6 +166,13 @@ def test_usage_counts_past_a_long_are_no_counts() -> None:
     default_codec().encode(Envelope(type=record.type, stream_id="s", tenant_id="t", actor="a", payload=record.payload))
 
 
+def test_a_line_nested_past_the_parser_is_skipped_not_fatal() -> None:
+    """``[[[[...`` a hundred thousand deep (the agent can print it): json's parser raised
+    RecursionError out of the translator, and the run failed with an internal error."""
+    translator = CodexTranslator(CID)
+    assert translator.feed(b"[" * 100_000 + b"]" * 100_000 + b"\n") == [] and translator.skipped == 1
+
+
 def test_a_long_output_is_cut_and_marked() -> None:
     item = {
         "id": "item_0",
