@@ -53,8 +53,19 @@ def exec_round_trips(http: httpx.Client, sandbox_id: str, n: int) -> list[float]
     return took
 
 
-def measure(client: Callable[[], httpx.Client], n: int, clients: int, execs: int, one_p50: float) -> tuple[list, list]:
-    """Rows for the results table (measure, p50 ms, p99 ms, ratio) and the sandboxes made."""
+def measure(
+    client: Callable[[], httpx.Client],
+    n: int,
+    clients: int,
+    execs: int,
+    one_p50: float,
+    raw: tuple[str, Callable[[int, int], tuple[list[float], float]]],
+) -> tuple[list, list]:
+    """Rows for the results table (measure, p50 ms, p99 ms, ratio) and the sandboxes made. ``raw``:
+    the name and runner of the raw concurrent baseline (``bench/raw_starts.py``), measured first
+    with the same ``n`` and ``clients``, the platform's creates per second next to it."""
+    raw_name, raw_run = raw
+    raw_took, raw_wall = raw_run(n, clients)
     before = mem_available()
     made, latencies, wall = create_all(client, n, clients)
     per_sandbox = (before - mem_available()) / n
@@ -62,10 +73,16 @@ def measure(client: Callable[[], httpx.Client], n: int, clients: int, execs: int
         live = exec_round_trips(http, made[0], execs)
     rows = [
         (
+            f"raw {raw_name}, {n} from {clients} threads",
+            f"{pct(raw_took, 50) * 1000:.1f}",
+            f"{pct(raw_took, 99) * 1000:.1f}",
+            f"{n / raw_wall:.1f}/s",
+        ),
+        (
             f"cold create, {n} from {clients} clients",
             f"{pct(latencies, 50) * 1000:.1f}",
             f"{pct(latencies, 99) * 1000:.1f}",
-            f"{n / wall:.1f}/s",
+            f"{n / wall:.1f}/s = {raw_wall / wall:.2f} of raw",
         ),
         (
             f"exec true via API, {n} live",
