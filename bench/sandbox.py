@@ -153,6 +153,7 @@ def main() -> None:
                 args.execs,
                 pct(api_exec, 50),
                 raw_concurrent,
+                [proc.pid for proc in procs],
             )
             rows += live_rows
             sandboxes += made
