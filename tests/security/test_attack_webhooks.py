@@ -52,8 +52,10 @@ SENTRY_BODIES = {
     "fingerprint not a list": with_event(lambda e: e.update(fingerprint=7)),
     "not UTF-8": b'{"data": {"event": {"issue_id": "\xff\xfe"}}}',
     "issue id an object": with_event(lambda e: e.update(issue_id={"id": 1})),
+    # JSON escapes a lone surrogate; no UTF-8 holds it, so no record could (the append was a 500)
+    "a lone surrogate": with_event(lambda e: e.update(title="\ud800")),
 }
-MUST_REFUSE = ("deeply nested", "not UTF-8", "issue id an object")
+MUST_REFUSE = ("deeply nested", "not UTF-8", "issue id an object", "a lone surrogate")
 
 
 @pytest.mark.parametrize("name", SENTRY_BODIES)
@@ -74,6 +76,8 @@ def glitchtip_with(change) -> bytes:
 GLITCHTIP_BODIES = {
     "deeply nested": DEEP,
     "fields not a list": glitchtip_with(lambda a: a.update(fields=3)),
+    "a lone surrogate": glitchtip_with(lambda a: a.update(title="\udfff")),
+    "a lone surrogate in a key": glitchtip_with(lambda a: a.update(fields=[{"title": "\ud800x", "value": 1}])),
 }
 
 
@@ -81,7 +85,7 @@ GLITCHTIP_BODIES = {
 def test_a_glitchtip_body_of_the_wrong_shape_is_400(hooks, name) -> None:
     r = httpx.post(hooks["glitchtip"], content=GLITCHTIP_BODIES[name], headers={"Content-Type": "application/json"})
     assert r.status_code in (202, 400), (name, r.status_code, r.text)
-    if name == "deeply nested":
+    if name == "deeply nested" or "surrogate" in name:
         assert r.status_code == 400
 
 

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from astraforge import jsontext
 from astraforge.sandbox.profile import HOME
 from astraforge.schemas import Envelope
 
@@ -189,8 +190,8 @@ class CodexTranslator:
     def _line(self, line: bytes) -> list[AgentRecord]:
         if not line.strip():
             return []
-        try:
-            event = json.loads(line)
+        try:  # a line that is not text (a lone surrogate escaped) is no Codex event either: no record holds it
+            event = jsontext.loads(line)
         except ValueError:
             self.skipped += 1
             return []

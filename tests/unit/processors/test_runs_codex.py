@@ -142,6 +142,17 @@ def test_lines_that_are_not_events_are_skipped_and_counted() -> None:
     assert translator.feed(data) == [] and translator.skipped == 2
 
 
+def test_a_line_escaping_a_lone_surrogate_is_skipped_not_fatal() -> None:
+    """What the agent prints reaches the translator (a command can write to Codex's stdout): an
+    event whose text escapes a lone surrogate could be no record (``_cut`` raised on it, and the run
+    failed with an internal error). It is no Codex event: skipped and counted."""
+    translator = CodexTranslator(CID)
+    lone = {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": "a\ud800b"}}
+    pair = {"type": "item.completed", "item": {"id": "i2", "type": "agent_message", "text": "\U0001f600"}}
+    records = translator.feed(f"{json.dumps(lone)}\n{json.dumps(pair)}\n".encode())
+    assert [r.payload["text"] for r in records] == ["\U0001f600"] and translator.skipped == 1
+
+
 def test_a_long_output_is_cut_and_marked() -> None:
     item = {
         "id": "item_0",
