@@ -43,6 +43,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_cpu_seconds() -> float:
+    """CPU seconds the whole host has used so far, every core and process (from /proc/stat; idle and
+    iowait left out): the cost of work spread over short-lived processes (runc, bwrap, unshare)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_of_command(name: str) -> float:
     """CPU seconds used so far by every process whose command is ``name`` (e.g. the PostgreSQL
     server's processes, the Kafka broker's ``java``): where an end-to-end path's CPU went besides

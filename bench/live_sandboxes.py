@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from bench.common import pct
+from bench.common import cpu_seconds, host_cpu_seconds, pct
 
 COLD = {"profile": {"memory_mb": 512}}  # a profile override never claims the warm pool
 
@@ -53,19 +53,50 @@ def exec_round_trips(http: httpx.Client, sandbox_id: str, n: int) -> list[float]
     return took
 
 
-def measure(client: Callable[[], httpx.Client], n: int, clients: int, execs: int, one_p50: float) -> tuple[list, list]:
-    """Rows for the results table (measure, p50 ms, p99 ms, ratio) and the sandboxes made."""
+def measure(
+    client: Callable[[], httpx.Client],
+    n: int,
+    clients: int,
+    execs: int,
+    one_p50: float,
+    raw: tuple[str, Callable[[int, int], tuple[list[float], float]]],
+    platform_pids: list[int],
+) -> tuple[list, list]:
+    """Rows for the results table (measure, p50 ms, p99 ms, ratio) and the sandboxes made. ``raw``:
+    the name and runner of the raw concurrent baseline (``bench/raw_starts.py``), measured first
+    with the same ``n`` and ``clients``, the platform's creates per second next to it. CPU per
+    create: the platform's processes (``platform_pids``: API, processor, projector) and the whole
+    host (everything else running then counts too: on a shared machine, a rough figure)."""
+    raw_name, raw_run = raw
+    host_before = host_cpu_seconds()
+    raw_took, raw_wall = raw_run(n, clients)
+    raw_host_cpu = host_cpu_seconds() - host_before
     before = mem_available()
+    ours_before, host_before = sum(cpu_seconds(pid) for pid in platform_pids), host_cpu_seconds()
     made, latencies, wall = create_all(client, n, clients)
+    ours_cpu = sum(cpu_seconds(pid) for pid in platform_pids) - ours_before
+    host_cpu = host_cpu_seconds() - host_before
     per_sandbox = (before - mem_available()) / n
     with client() as http:
         live = exec_round_trips(http, made[0], execs)
     rows = [
         (
+            f"raw {raw_name}, {n} from {clients} threads",
+            f"{pct(raw_took, 50) * 1000:.1f}",
+            f"{pct(raw_took, 99) * 1000:.1f}",
+            f"{n / raw_wall:.1f}/s",
+        ),
+        (
             f"cold create, {n} from {clients} clients",
             f"{pct(latencies, 50) * 1000:.1f}",
             f"{pct(latencies, 99) * 1000:.1f}",
-            f"{n / wall:.1f}/s",
+            f"{n / wall:.1f}/s = {raw_wall / wall:.2f} of raw",
+        ),
+        (
+            "CPU per create, ms: raw host; ours host (of it API+processor+projector)",
+            f"{raw_host_cpu / n * 1000:.0f}",
+            f"{host_cpu / n * 1000:.0f} ({ours_cpu / n * 1000:.0f})",
+            "",
         ),
         (
             f"exec true via API, {n} live",

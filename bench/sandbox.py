@@ -6,7 +6,8 @@ Kafka -> API), next to raw docker measured in the same run.
                 (also with a file another holder leased: the lease guard's fingerprints around it)
   idle:         N idle sandboxes, memory per sandbox (cgroup usage)
 
-  live:         with --live N: N cold creates from 8 clients (creates/s), then exec with N live vs 1
+  live:         with --live N: N cold creates from 8 clients (creates/s) next to N raw starts from 8
+                threads (bench/raw_starts.py), then exec with N live vs 1
                 (bench/live_sandboxes.py; off by default, so `make bench` stays short)
 
   --provider bwrap: the platform's sandboxes are bubblewrap ones (the raw baselines stay docker's;
@@ -31,7 +32,7 @@ import httpx
 
 from astraforge.keys import create_key
 from astraforge.sandbox.providers import make_provider
-from bench import create_breakdown, exec_breakdown, live_sandboxes
+from bench import create_breakdown, exec_breakdown, live_sandboxes, raw_starts
 from bench.common import bench_settings, drop, pct, report, table
 from tests.support import auth, free_port, wait_until
 
@@ -139,12 +140,20 @@ def main() -> None:
         stage_rows += exec_breakdown.rows(create_breakdown.stages(settings, warm_calls), "warm create stage")
 
         if args.live:
+            if args.provider == "docker":
+                runs = lambda n, c: raw_starts.docker_runs(client, IMAGE, HARDENED, n, c)  # noqa: E731
+                raw_concurrent = ("hardened docker run -d", runs)
+            else:
+                runs = lambda n, c: raw_starts.bwrap_runs(settings.cache_dir / "rootfs-bookworm", n, c)  # noqa: E731
+                raw_concurrent = ("bwrap start, same profile", runs)
             live_rows, made = live_sandboxes.measure(
                 lambda: httpx.Client(base_url=url, headers=auth(key), timeout=300),
                 args.live,
                 8,
                 args.execs,
                 pct(api_exec, 50),
+                raw_concurrent,
+                [proc.pid for proc in procs],
             )
             rows += live_rows
             sandboxes += made

@@ -9,19 +9,26 @@ supervisor's code is a read-only tmpfs too. The identity the control socket's pe
 """
 
 import hashlib
+import importlib.util
 import json
 import os
+import py_compile
 import shutil
 import stat
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from astraforge.sandbox.client import PeerIdentity, SupervisorClient
 from astraforge.sandbox.hostmounts import locked, mount_tmpfs, remount_read_only, unmount
-from astraforge.sandbox.profile import SecurityProfile
+from astraforge.sandbox.profile import SUPERVISOR_DIR, SecurityProfile
 
 SUPERVISOR_SOURCE = Path(__file__).resolve().parent.parent / "supervisor.py"
+SUPERVISOR_START = Path(__file__).resolve().parent.parent / "supervisor_start.py"
+SUPERVISOR_MODULE = "astraforge_supervisor"  # the supervisor's module name inside the sandbox
+MAGIC = importlib.util.MAGIC_NUMBER
 CONTROL_DIR_KB = 64  # a socket or two; nothing else belongs there
 
 
@@ -38,6 +45,30 @@ def runtime_dir(state_dir: Path) -> Path:
     if traversable_by_others(state_dir):
         return state_dir / "sandboxes"
     return Path("/var/tmp") / f"astraforge-{hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]}"
+
+
+def supervisor_files() -> tuple[dict[str, bytes], bytes]:
+    """The supervisor directory's files and what names them: the launcher as ``supervisor.py``, the
+    supervisor as a module beside it, and its checked-hash bytecode for this host's interpreter
+    (``sandbox/supervisor_start.py`` says why; a sandbox whose python differs compiles the source)."""
+    source = SUPERVISOR_SOURCE.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        pyc = Path(tmp) / "supervisor.pyc"
+        py_compile.compile(
+            str(SUPERVISOR_SOURCE),
+            cfile=str(pyc),
+            dfile=f"{SUPERVISOR_DIR}/{SUPERVISOR_MODULE}.py",
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+        )
+        bytecode = pyc.read_bytes()
+    files = {
+        "supervisor.py": SUPERVISOR_START.read_bytes(),
+        f"{SUPERVISOR_MODULE}.py": source,
+        f"__pycache__/{SUPERVISOR_MODULE}.{sys.implementation.cache_tag}.pyc": bytecode,
+    }
+    identity = json.dumps([files["supervisor.py"].hex(), source.hex(), sys.implementation.cache_tag, MAGIC.hex()])
+    return files, identity.encode()
 
 
 @dataclass(frozen=True)
@@ -76,12 +107,15 @@ class SandboxProvider(ABC):
         self._identities: dict[str, PeerIdentity] = {}
         # mounted read-only at /opt/astraforge; content-addressed, so deployments sharing this runtime
         # directory with another supervisor version each mount their own
-        self.supervisor_dir = self.shared_files({"supervisor.py": SUPERVISOR_SOURCE.read_bytes()})
+        self.supervisor_dir = self.shared_files(*supervisor_files())
 
-    def shared_files(self, files: dict[str, bytes]) -> Path:
-        """A read-only tmpfs holding exactly ``files`` (world-readable), mounted once per content."""
-        digest = hashlib.sha256(json.dumps({k: v.hex() for k, v in sorted(files.items())}).encode()).hexdigest()
-        target = self.runtime / "shared" / digest[:16]
+    def shared_files(self, files: dict[str, bytes], identity: bytes | None = None) -> Path:
+        """A read-only tmpfs holding exactly ``files`` (world-readable; a name may hold one directory
+        level), mounted once per content, or per ``identity`` if given (for content derived from it
+        whose bytes may differ between processes, as compiled bytecode does)."""
+        if identity is None:
+            identity = json.dumps({k: v.hex() for k, v in sorted(files.items())}).encode()
+        target = self.runtime / "shared" / hashlib.sha256(identity).hexdigest()[:16]
         with locked(self.runtime / ".mounts.lock"):
             target.mkdir(mode=0o755, parents=True, exist_ok=True)
             target.parent.chmod(0o755)
@@ -89,6 +123,7 @@ class SandboxProvider(ABC):
                 size_kb = sum(len(v) for v in files.values()) // 1024 + 64
                 mount_tmpfs(target, uid=0, gid=0, mode=0o755, size_kb=size_kb)
                 for name, data in files.items():
+                    (target / name).parent.mkdir(mode=0o755, exist_ok=True)
                     (target / name).write_bytes(data)
                     (target / name).chmod(0o644)
                 remount_read_only(target)

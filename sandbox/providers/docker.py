@@ -23,6 +23,7 @@ workdir) name the engine's layer directories on the host; only the engine can ch
 """
 
 import functools
+from pathlib import Path
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -70,61 +71,70 @@ class DockerProvider(SandboxProvider):
         return f"af-{sandbox_id}"
 
     def create(self, spec: SandboxSpec) -> SandboxHandle:
-        p = spec.profile
+        """Three engine calls for a new sandbox (create, start, inspect for the supervisor's pid): the
+        engine is what caps creates per second here, and docker-py's ``containers.run`` plus a lookup
+        by name first made five. A create retried after a crash meets the first one's name (409)
+        and starts and inspects that container instead."""
         control = self.control_dir(spec.sandbox_id, SUPERVISOR_UID)
+        api = self.client.api
+        name = self.container_name(spec.sandbox_id)
         try:
-            container = self.client.containers.get(self.container_name(spec.sandbox_id))
-            if container.status != "running":
-                container.start()
-                container.reload()
-        except NotFound:
-            tmpfs = {
-                path: f"size={mb}m,uid={p.uid},gid={p.uid},mode=0755,nosuid,nodev" for path, mb in p.tmpfs().items()
-            }
-            volumes = {
-                str(control): {"bind": CONTROL_MOUNT, "mode": "rw"},
-                str(self.supervisor_dir): {"bind": SUPERVISOR_DIR, "mode": "ro"},
-                **{str(self.etc_dir / name): {"bind": f"/etc/{name}", "mode": "ro"} for name in ETC_FILES},
-            }
             try:
-                container = self.client.containers.run(
-                    spec.image,
-                    command=["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
-                    name=self.container_name(spec.sandbox_id),
-                    hostname="sandbox",  # not the engine's container id
-                    labels={LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
-                    detach=True,
-                    user="0:0",
-                    read_only=True,
-                    tmpfs=tmpfs,
-                    cap_drop=["ALL"],
-                    cap_add=SUPERVISOR_CAPS,
-                    security_opt=["no-new-privileges"],
-                    cgroupns="private",
-                    network_mode="none",
-                    pids_limit=p.pids,
-                    mem_limit=f"{p.ram_mb}m",  # processes' memory_mb + the tmpfs they may fill
-                    memswap_limit=f"{p.ram_mb}m",
-                    nano_cpus=int(p.cpus * 1e9),
-                    environment={**BASE_ENV, **spec.env},
-                    working_dir="/workspace",
-                    volumes=volumes,
-                )
-                container.reload()
+                container_id = api.create_container(**self._container_config(spec, control))["Id"]
             except APIError as e:
-                if e.status_code != 409:  # 409: a concurrent create won the name; use that one
-                    self.release_control_dir(spec.sandbox_id)
-                    raise AstraForgeError(f"docker could not start sandbox {spec.sandbox_id}: {e.explanation}") from e
-                container = self.client.containers.get(self.container_name(spec.sandbox_id))
-        pid = container.attrs["State"]["Pid"]
+                if e.status_code != 409:  # 409: this name exists (a create retried, or a concurrent one)
+                    raise
+                container_id = name
+            api.start(container_id)  # a running container answers 304: nothing to do
+            attrs = api.inspect_container(container_id)
+        except APIError as e:  # e.g. the image is missing, or a concurrent stop removed the container
+            self.release_control_dir(spec.sandbox_id)
+            raise AstraForgeError(f"docker could not start sandbox {spec.sandbox_id}: {e.explanation}") from e
+        pid = attrs["State"]["Pid"]
         if not pid:
-            logs = container.logs(tail=20).decode(errors="replace").strip()
-            raise AstraForgeError(f"sandbox {spec.sandbox_id} is not running: {logs or container.attrs['State']}")
+            logs = api.logs(container_id, tail=20).decode(errors="replace").strip()
+            raise AstraForgeError(f"sandbox {spec.sandbox_id} is not running: {logs or attrs['State']}")
         peer = PeerIdentity.of(pid, SUPERVISOR_UID)
         self.remember_peer(spec.sandbox_id, peer)
         handle = SandboxHandle(spec.sandbox_id, self.name, control, peer)
         handle.client.wait_ready(timeout=20)
         return handle
+
+    def _container_config(self, spec: SandboxSpec, control: Path) -> dict:
+        """The engine's create request for the hardened container (the module docstring says why each part)."""
+        p = spec.profile
+        tmpfs = {path: f"size={mb}m,uid={p.uid},gid={p.uid},mode=0755,nosuid,nodev" for path, mb in p.tmpfs().items()}
+        binds = {
+            str(control): {"bind": CONTROL_MOUNT, "mode": "rw"},
+            str(self.supervisor_dir): {"bind": SUPERVISOR_DIR, "mode": "ro"},
+            **{str(self.etc_dir / name): {"bind": f"/etc/{name}", "mode": "ro"} for name in ETC_FILES},
+        }
+        host_config = self.client.api.create_host_config(
+            read_only=True,
+            tmpfs=tmpfs,
+            cap_drop=["ALL"],
+            cap_add=SUPERVISOR_CAPS,
+            security_opt=["no-new-privileges"],
+            cgroupns="private",
+            network_mode="none",
+            pids_limit=p.pids,
+            mem_limit=f"{p.ram_mb}m",  # processes' memory_mb + the tmpfs they may fill
+            memswap_limit=f"{p.ram_mb}m",
+            nano_cpus=int(p.cpus * 1e9),
+            binds=binds,
+        )
+        return {
+            "image": spec.image,
+            "command": ["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
+            "name": self.container_name(spec.sandbox_id),
+            "hostname": "sandbox",  # not the engine's container id
+            "labels": {LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
+            "detach": True,
+            "user": "0:0",
+            "environment": {**BASE_ENV, **spec.env},
+            "working_dir": "/workspace",
+            "host_config": host_config,
+        }
 
     def stop(self, sandbox_id: str) -> None:
         try:
