@@ -17,7 +17,7 @@ from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
 from astraforge.api.params import ArtifactId, ConversationId, RunId, SandboxId
 from astraforge.config import Settings
-from astraforge.projections.queries import ProjectionQueries
+from astraforge.projections.queries import ProjectionQueries, queries_for
 
 T = TypeVar("T")
 
@@ -117,11 +117,9 @@ async def owned_sandbox(
     writes the row: a sandbox this API process admitted for the tenant and the projection does
     not show yet is waited for (``until_projected``), so create-then-exec never 404s.
     """
-    queries = ProjectionQueries(settings.projection_schema)
+    queries = queries_for(settings.projection_schema)
     admitted = sandbox_id in request.app.state.reservations.held.get(tenant, {})
-    row = await until_projected(
-        lambda: queries.sandbox(conn, tenant, sandbox_id), lambda row: row is None and admitted
-    )
+    row = await until_projected(lambda: queries.sandbox(conn, tenant, sandbox_id), lambda row: row is None and admitted)
     if row is None:
         raise ApiError(404, f"sandbox {sandbox_id} not found")
     return row
