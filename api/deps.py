@@ -130,15 +130,17 @@ async def until_projected(read: Callable[[], Awaitable[T]], missing: Callable[[T
     projection does not show yet (``missing``), for ``UNPROJECTED_WAIT_S`` at most: read-your-writes
     for a caller whose create was answered from the processor's records."""
     found = await read()
-    deadline = time.monotonic() + UNPROJECTED_WAIT_S
+    deadline, pause = time.monotonic() + UNPROJECTED_WAIT_S, UNPROJECTED_POLL_S
     while missing(found) and time.monotonic() < deadline:
-        await asyncio.sleep(UNPROJECTED_POLL_S)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, UNPROJECTED_MAX_POLL_S)  # the usual lag is milliseconds; a long one is not polled hard
         found = await read()
     return found
 
 
 UNPROJECTED_WAIT_S = 10.0
-UNPROJECTED_POLL_S = 0.01
+UNPROJECTED_POLL_S = 0.005
+UNPROJECTED_MAX_POLL_S = 0.1
 
 
 OwnedSandbox = Annotated[dict, Depends(owned_sandbox)]

@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from astraforge.api.errors import ApiError
 from astraforge.config import Settings
@@ -30,6 +30,7 @@ class _Held:
     kind: str  # "sandbox" or "exec"
     memory_mb: int
     until: float
+    appended: bool = False  # its create was appended (a sandbox's row is on its way to the projection)
 
 
 class Reservations:
@@ -65,6 +66,20 @@ class Reservations:
     def hold(self, tenant: str, ids: list[str], kind: str, memory_mb: int = 0) -> None:
         until = time.monotonic() + HOLD_S
         self.held[tenant].update(dict.fromkeys(ids, _Held(kind, memory_mb, until)))
+
+    def appended(self, tenant: str, sandbox_ids: list[str]) -> None:
+        """These held sandboxes' creates were appended: the projection will show them (``awaited``)."""
+        held = self.held[tenant]
+        for key in sandbox_ids:
+            if key in held:
+                held[key] = replace(held[key], appended=True)
+
+    def awaited(self, tenant: str) -> list[str]:
+        """Sandboxes this process created for the tenant that the projection may not show yet: a
+        read may wait for them. Not every held sandbox: a run's is held from the run's request on
+        but created (if ever: the run may be cancelled first) by the orchestrator, and a create
+        whose append failed never shows; waiting for those made every list wait its limit."""
+        return [key for key, h in self.current(tenant).items() if h.kind == "sandbox" and h.appended]
 
 
 class UploadSlots:

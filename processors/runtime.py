@@ -303,6 +303,7 @@ class Runtime:
         self._apply_due = False  # an ``_apply_writes`` is scheduled on the loop
         self._unsent: dict[tuple[int, int, str], tuple[faust.Table, int, str, Any]] = {}  # applied, not sent
         self._send_timer: asyncio.TimerHandle | None = None
+        self._holding = False  # writes are held for a lapsed lease (logged once per lapse, not per retry)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopped = threading.Event()
@@ -401,6 +402,7 @@ class Runtime:
         if dropped:
             LOG.info("%s: %d held table writes dropped: their partitions moved", self.processor, len(dropped))
             self._unsent = {slot: w for slot, w in self._unsent.items() if slot not in dropped}
+            self._holding = self._holding and bool(self._unsent)
 
     async def _run_hooks(self, hooks: list[Hook], partitions: frozenset[int]) -> None:
         for hook in hooks:
@@ -505,9 +507,14 @@ class Runtime:
             # it is renewed, which proves the partitions never moved (the writes are then the truth:
             # dropping them left the changelog behind the marks sent after them), or dropped by the
             # revocation or missed generation that moved them (``_forget_unsent``)
-            LOG.info("%s: %d table writes held: the lease lapsed", self.processor, len(self._unsent))
+            if not self._holding:
+                LOG.warning("%s: table writes held: the lease lapsed (%d so far)", self.processor, len(self._unsent))
+                self._holding = True
             self._send_timer = self.loop.call_later(HELD_RETRY_S, self._send_batch)
             return
+        if self._holding:
+            LOG.info("%s: the lease is renewed: %d held table writes go out", self.processor, len(self._unsent))
+            self._holding = False
         unsent, self._unsent = self._unsent, {}
         for table, partition, key, value in unsent.values():
             try:

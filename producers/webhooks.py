@@ -7,7 +7,6 @@ Refusals that name no integration go to the platform's own stream (``REFUSED_STR
 """
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from astraforge import jsontext
 from astraforge.integrations import Integration
 from astraforge.producers import alert_payloads
 from astraforge.producers.alert_payloads import MalformedAlert
@@ -135,8 +135,8 @@ class RefusalBudget:
 
 
 def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
+    try:  # as text: a lone surrogate escaped (an error tracker's exception message) is U+FFFD
+        return jsontext.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedAlert("the body is not JSON") from e
     except RecursionError as e:  # ``[[[[...`` a few thousand deep: json's parser gives up

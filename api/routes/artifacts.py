@@ -85,7 +85,9 @@ async def fork(
         sandbox_ids = ids["sandbox_ids"]
         if not resumed(claim):
             await admit_sandboxes(conn, settings, tenant, sandbox_ids, profile.ram_mb, request.app.state.reservations)
-        return 201, await commands.create_sandboxes(tenant, spec, sandbox_ids, CREATE_WAIT_S, claim)
+        created = await commands.create_sandboxes(tenant, spec, sandbox_ids, CREATE_WAIT_S, claim)
+        request.app.state.reservations.appended(tenant, sandbox_ids)
+        return 201, created
 
     ids = {"sandbox_ids": [new_sandbox_id() for _ in range(body.count)]}
     return await idempotency.run({"body": body}, ids, start)

@@ -107,6 +107,7 @@ async def create_conversation(
             spec = requested_sandbox(new_sandbox, profile, new_sandbox.image or settings.sandbox_image)
             # not awaited to be ready: the agent's first command waits for it (a failed one fails the reply)
             await commands.create_sandboxes(tenant, spec, [sandbox_id], None, claim)
+            request.app.state.reservations.appended(tenant, [sandbox_id])
         payload = {
             "sandbox_id": sandbox_id,
             "model": body.model,

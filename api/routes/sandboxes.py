@@ -12,8 +12,9 @@ create command).
 import hashlib
 import re
 from typing import Annotated, BinaryIO
+from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -99,6 +100,7 @@ async def create_sandbox(
             await admit_sandboxes(conn, settings, tenant, [sandbox_id], profile.ram_mb, request.app.state.reservations)
         wait_s = CREATE_WAIT_S if wait else None
         (created,) = await commands.create_sandboxes(tenant, spec, [sandbox_id], wait_s, claim)
+        request.app.state.reservations.appended(tenant, [sandbox_id])
         return 201, created
 
     return await idempotency.run({"body": body, "wait": wait}, {"sandbox_id": new_sandbox_id()}, create)
@@ -172,10 +174,10 @@ async def list_sandboxes(
     after: After = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SandboxesPublic:
-    """The tenant's sandboxes by id, from the projection; one this API process admitted that belongs
+    """The tenant's sandboxes by id, from the projection; one this API process created that belongs
     on the page and is not projected yet is waited for (create-then-list shows it)."""
     queries = ProjectionQueries(settings.projection_schema)
-    admitted = [key for key, held in request.app.state.reservations.current(tenant).items() if held.kind == "sandbox"]
+    admitted = request.app.state.reservations.awaited(tenant)
 
     def missing(rows: list[dict]) -> bool:
         shown = {row["sandbox_id"] for row in rows}
@@ -303,7 +305,20 @@ async def _admit_exec(
     await admit_exec(conn, settings, tenant, command_id, held)
 
 
-FilePath = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+PathText = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+
+
+async def file_path(request: Request, path: PathText) -> str:
+    """The file path of the URL, refused (422) when its %-escapes are not UTF-8: Starlette decodes
+    those to U+FFFD, and a write went to a file of another name, answered 200."""
+    try:
+        unquote_to_bytes(request.scope.get("raw_path") or b"").decode()
+    except UnicodeDecodeError:
+        raise ApiError(422, "the path's %-escapes are not UTF-8") from None
+    return path
+
+
+FilePath = Annotated[str, Depends(file_path)]
 
 
 async def _body_within(request: Request, limit: int) -> tuple[BinaryIO, str]:

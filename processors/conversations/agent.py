@@ -34,6 +34,7 @@ from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
+from astraforge import jsontext
 from astraforge.artifacts import ArtifactStore
 from astraforge.errors import AstraForgeError
 from astraforge.processors.conversations.backend import RecordedSandbox, stored
@@ -76,9 +77,12 @@ def history(messages: Sequence[dict[str, Any]]) -> list[BaseMessage]:
 
 
 def _args(arguments_json: str) -> dict:
+    """A recorded tool call's arguments, as text (``jsontext``): the model may escape a lone surrogate,
+    which ``tool.called`` keeps as it came; given back raw in the history, the request to the model
+    could not be encoded and every later reply of the conversation failed."""
     try:
-        value = json.loads(arguments_json)
-    except ValueError:
+        value = jsontext.loads(arguments_json)
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -342,6 +342,32 @@ def test_a_tool_call_larger_than_a_record_fails_its_reply_and_the_next_is_answer
     assert exec_in(api_url, key, conv["sandbox_id"], "ls /workspace")["stdout"].count("huge") == 0
 
 
+def test_a_tool_call_with_a_lone_surrogate_fails_its_reply_and_the_next_is_answered(
+    conversations, api_url, tenant
+) -> None:
+    """A hostile model's tool arguments escape a lone surrogate (JSON can, UTF-8 cannot): its
+    ``tool.called`` holds the escape, the tool cannot run (its path is no text) and the reply fails.
+    Every later reply failed too: the history gave the model the surrogate back, and the request to
+    the model could not be encoded; the conversation was unusable for good."""
+    _, key = tenant
+    script = [
+        turns(tool_call("write_file", {"file_path": "/workspace/x\udcff.txt", "content": "a\ud800"})),
+        *[turns(message("Back to normal."))] * 2,  # the failed reply may have asked again first
+    ]
+    with ModelServer(script, listener=gateway_listener()):
+        cv = create(api_url, key)["id"]
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "write it"})
+        first = ended(api_url, key, cv)
+        post(f"{api_url}/v1/conversations/{cv}/messages", key, {"text": "and now?"})
+        stream = ended(api_url, key, cv, n=2)
+    ends = [e for e in stream if e["type"] in ("reply.completed", "reply.failed", "reply.cancelled")]
+    assert [e["type"] for e in ends] == ["reply.failed", "reply.completed"], (first, ends)
+    called = next(e["payload"] for e in stream if e["type"] == "tool.called")
+    assert (
+        json.loads(called["arguments_json"])["file_path"] == "/workspace/x\udcff.txt"
+    )  # recorded as the model sent it
+
+
 def test_many_messages_posted_at_once_are_each_answered_in_their_order(conversations, api_url, tenant) -> None:
     """Eight clients post to one conversation at the same moment: every message is on the record
     once, and the replies answer them one at a time in the order they were recorded."""

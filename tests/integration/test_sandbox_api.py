@@ -337,3 +337,25 @@ def test_a_created_sandbox_is_listed_before_the_projection_has_it(running_proces
                 "items": [],
                 "next_after": None,
             }
+
+
+def test_the_list_does_not_wait_for_a_sandbox_nobody_created(fresh_settings) -> None:
+    """A run's sandbox is held against the quota from the run's request on, but the orchestrator
+    creates it later, or never (a run cancelled first; here no orchestrator runs): the list waited
+    its whole limit (10 s) for it, on every call for the hold's two minutes. It waits only for
+    sandboxes whose create this API appended."""
+    from astraforge.db import connect
+    from astraforge.keys import create_key
+    from astraforge.projections.postgres import create_schema
+    from tests.support import running_api
+
+    s = fresh_settings.model_copy(update={"repo_allowlist": {"*": ["/nowhere/*.git"]}})
+    with connect(s) as conn:
+        create_schema(conn, s.projection_schema)
+    key = create_key(s, "runner")
+    with running_api(s) as url:
+        body = {"spec": "x", "repository": "/nowhere/repo.git", "steps": [{"run": "true"}]}
+        run = httpx.post(f"{url}/v1/requests", headers=auth(key), json=body, timeout=60)
+        assert run.status_code == 201, run.text  # answered "requested" once the orchestrator's wait ran out
+        listed = httpx.get(f"{url}/v1/sandboxes", headers=auth(key), timeout=5)  # the wait is 10 s
+        assert listed.json() == {"items": [], "next_after": None}

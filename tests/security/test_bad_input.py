@@ -58,6 +58,19 @@ def test_exec_input_that_execve_would_mangle_is_refused(api_url, sandbox, body) 
     assert r.json()["error"]["code"] == "invalid_request"
 
 
+def test_a_file_path_whose_escapes_are_not_utf8_is_refused(api_url, sandbox) -> None:
+    """Starlette turns %-escapes that are not UTF-8 into U+FFFD: the upload wrote a file of another
+    name and answered 200 with it. A path that is not text is refused before anything is written."""
+    key, sid = sandbox
+    for method in ("PUT", "GET"):
+        r = httpx.request(method, f"{api_url}/v1/sandboxes/{sid}/files/a%ED%A0%80b", headers=auth(key), content=b"x")
+        assert r.status_code == 422 and "UTF-8" in r.json()["error"]["message"], (method, r.text)
+    listed = post(f"{api_url}/v1/sandboxes/{sid}/exec", key, {"command": "ls /workspace"}).json()
+    assert "\ufffd" not in listed["stdout"], listed
+    done = httpx.put(f"{api_url}/v1/sandboxes/{sid}/files/%F0%9F%98%80%25.txt", headers=auth(key), content=b"x")
+    assert done.status_code == 200 and done.json()["path"] == "/workspace/\U0001f600%.txt", done.text
+
+
 def test_the_uid_cannot_be_overridden(api_url, sandbox) -> None:
     key, _ = sandbox
     for profile in ({"uid": 0}, {"uid": 1001}, {"nonsense": 1}):
