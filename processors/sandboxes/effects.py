@@ -22,8 +22,9 @@ from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
 from astraforge.errors import ValidationError
 from astraforge.processors.artifact_sweep import within_artifact_quota
+from astraforge.processors.lanes import Gate
 from astraforge.processors.sandboxes.handoff import Detached, RecordedOutput, recorded_output
-from astraforge.processors.sandboxes.lease_guard import CommandCheck, LeaseGuard, Violation
+from astraforge.processors.sandboxes.lease_guard import NOT_READ, CommandCheck, LeaseGuard, Violation
 from astraforge.processors.sandboxes.state import (
     ENDED,
     Effect,
@@ -94,11 +95,20 @@ class Effects:
         self._working: set[str] = set()  # ids of the accepted commands an effect of this instance runs now
         self._working_lock = threading.Lock()
 
-    def run(self, sandbox_id: str, effect: Effect) -> None:
+    def run(self, sandbox_id: str, effect: Effect, gate: Gate | None = None) -> None:
         """Run one effect. An accepted command runs in one effect at a time here: a take-over that reloads
         a partition this instance kept (``Runtime.continued`` false) resumes every pending command
         again, while the effect that had it may still be waiting for its sandbox or running it; the
-        second one would close it with the supervisor's ``duplicate`` refusal, or as not running."""
+        second one would close it with the supervisor's ``duplicate`` refusal, or as not running.
+
+        ``gate``: an exec handed over before its accept was appended reads the sandbox's leases while
+        the broker acknowledges it, then waits: it runs once the gate opens (nothing before: the state
+        it reads is the one the accept was folded into) and is dropped if the gate is cancelled."""
+        held = NOT_READ
+        if gate is not None:
+            held = self.guard.read(sandbox_id, effect.command.actor)
+            if not gate.wait():
+                return
         st = self.p.state(sandbox_id)
         if st is None:
             return
@@ -114,7 +124,8 @@ class Effects:
                 self._working.add(work)
         detached = False
         try:
-            detached = getattr(self, effect.kind)(st, effect) is DETACHED
+            work = getattr(self, effect.kind)
+            detached = (work(st, effect) if held is NOT_READ else work(st, effect, held)) is DETACHED
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
         finally:
@@ -320,7 +331,8 @@ class Effects:
             self.p.settle(st.sandbox_id, lambda now: outcome(now, kind, payload, ACTOR, None))
 
     # -- commands ---------------------------------------------------------------------------
-    def exec(self, st: SandboxState, effect: Effect) -> None:
+    def exec(self, st: SandboxState, effect: Effect, held: object = NOT_READ) -> None:
+        """Run an accepted command and record it; ``held``: the leases read when it was accepted."""
         cmd = effect.command
         p = cmd.payload
         cid = p["command_id"]
@@ -337,7 +349,7 @@ class Effects:
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
         handle = self.provider.handle(ready.runtime_id)
-        check = CommandCheck(self.guard, st.sandbox_id, cmd.actor)
+        check = CommandCheck(self.guard, st.sandbox_id, cmd.actor, held)
 
         def run(on_output: Callable[[str, bytes], None]) -> SupervisorResult:
             if handle is None:

@@ -16,15 +16,16 @@ file it wrote is fingerprinted again and that is what B's check compares with. A
 *command* cannot be told apart from B's by what it leaves, so a file whose holder ran a command
 while B's was watched is not put back nor blamed on B.
 
-Guaranteed (for a command that starts after the lease is in force, on a supervisor that speaks
-``fingerprint``): when it ends, each file leased by someone else holds the content and mode it had
+Guaranteed (for a command accepted after the lease is in force, on a supervisor that speaks
+``fingerprint``; the leases are read while the broker acknowledges the command's accept, never
+after it starts): when it ends, each file leased by someone else holds the content and mode it had
 before it started (or the holder's later file writes), whatever the command did to the path, unless
 the holder ran a command meanwhile; each change is reported to the command's caller and recorded
 against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
-while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
-guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
+while a holder's own command also ran is taken as the holder's; a lease taken after the command was accepted
+(or while it runs) guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
 in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
 inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
 commands keep at once), a path the command made unreachable (its directory's permission taken away),
@@ -54,6 +55,7 @@ CHECK_LOCKS = 64  # striped by sandbox id: a holder's file write and the checks 
 OTHERS = (
     "SELECT path, holder FROM file_leases WHERE sandbox_id = %s AND holder <> %s AND expires_at > now() ORDER BY path"
 )
+NOT_READ = object()  # ``before``: the leases were not read for the command yet
 
 
 @dataclass
@@ -174,14 +176,21 @@ class LeaseGuard:
                 del self._active[sandbox_id]
 
     # -- around a command ------------------------------------------------------------------------
-    def before(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Watch | None:
-        """Start watching the files other actors hold, for a command of ``actor`` about to start; None
-        when there are none (or they cannot be watched: logged, the command runs unwatched)."""
+    def read(self, sandbox_id: str, actor: str) -> list[tuple[str, str]] | None:
+        """The files someone other than ``actor`` holds in the sandbox, or None when PostgreSQL cannot
+        be read (logged: the command runs unwatched)."""
         try:
-            held = self._others(sandbox_id, actor)
+            return self._others(sandbox_id, actor)
         except (psycopg.Error, AstraForgeError) as e:
             LOG.warning("leases of %s unreadable (%s): %s's command runs unwatched", sandbox_id, e, actor)
             return None
+
+    def before(self, client: SupervisorClient, sandbox_id: str, actor: str, held: object = NOT_READ) -> Watch | None:
+        """Start watching the files other actors hold, for a command of ``actor`` about to start; None
+        when there are none (or they cannot be watched: logged, the command runs unwatched). ``held``:
+        what ``read`` answered for the command already (read while its accept was acknowledged)."""
+        if held is NOT_READ:
+            held = self.read(sandbox_id, actor)
         if not held:
             return None
         watch = Watch(sandbox_id, actor, {path: Guarded(path, holder, {}) for path, holder in held})
@@ -324,10 +333,11 @@ class LeaseGuard:
 class CommandCheck:
     """The guard around one command: ``start`` as it starts, ``finish`` (or ``drop``) once it ended."""
 
-    def __init__(self, guard: LeaseGuard, sandbox_id: str, actor: str) -> None:
+    def __init__(self, guard: LeaseGuard, sandbox_id: str, actor: str, held: object = NOT_READ) -> None:
         self.guard = guard
         self.sandbox_id = sandbox_id
         self.actor = actor
+        self.held = held  # the leases ``LeaseGuard.read`` found when the command was accepted, if read then
         self.client: SupervisorClient | None = None
         self.watch: Watch | None = None
         self.started = False
@@ -338,7 +348,7 @@ class CommandCheck:
         self.guard.began(self.sandbox_id, self.actor)
         self.started = True
         try:
-            self.watch = self.guard.before(client, self.sandbox_id, self.actor)
+            self.watch = self.guard.before(client, self.sandbox_id, self.actor, self.held)
         except Exception:
             LOG.exception("lease guard failed before %s's command on %s: unwatched", self.actor, self.sandbox_id)
 

@@ -62,7 +62,7 @@ from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.base import PartitionedProcessor
-from astraforge.processors.lanes import CommandThreads, TenantLanes
+from astraforge.processors.lanes import CommandThreads, Gate, TenantLanes
 from astraforge.processors.runtime import Fenced, Source, check_partitions
 from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
 from astraforge.processors.sandboxes.handoff import Detached
@@ -321,16 +321,37 @@ class SandboxProcessor(PartitionedProcessor):
             reason = f"misrouted: stream {command.stream_id} belongs to partition {partition}, not {source.partition}"
             self.dead_letter(source, value, reason)
             return
+        early: tuple[Effect, Gate] | None = None
+        acknowledged = False
         try:
             decision = decide(self.states.get(sid), command, source.offset, ACTOR)
-            self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
+            at_once = self._started_at_once(sid, decision)
+            early = self._hand_over_early(sid, decision) if at_once else None
+            self._emit_locked(partition, [*decision.events, *at_once])
+            acknowledged = True
         except (*TRANSIENT, Fenced):
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
             self.dead_letter(source, value, f"{type(e).__name__}: {e}")
             return
-        self.dispatch(sid, decision.effects)
+        finally:
+            if early is not None and acknowledged:
+                early[1].open()
+            elif early is not None:
+                early[1].cancel()
+        self.dispatch(sid, [e for e in decision.effects if early is None or e is not early[0]])
+
+    def _hand_over_early(self, sandbox_id: str, decision: Decision) -> tuple[Effect, Gate] | None:
+        """Hand the exec a ready sandbox starts at once to its thread before its records are appended:
+        it reads the sandbox's leases meanwhile and runs only once they are acknowledged (``Gate``:
+        the caller opens it after the append, or cancels it when the append failed)."""
+        run = next((e for e in decision.effects if e.kind == "exec"), None)
+        if run is None or self.stop_event.is_set():
+            return None
+        gate = Gate()
+        self.commands.submit(self.effects.run, sandbox_id, run, gate)
+        return run, gate
 
     def _started_at_once(self, sandbox_id: str, decision: Decision) -> list[Envelope]:
         """An exec accepted by a ready (or busy) sandbox also starts in the same append: its
