@@ -17,17 +17,17 @@ file it wrote is fingerprinted again and that is what B's check compares with. A
 while B's was watched is not put back nor blamed on B.
 
 Guaranteed (for a command accepted after the lease is in force, on a supervisor that speaks
-``fingerprint``; the leases are read while the broker acknowledges the command's accept, never
-after it starts): when it ends, each file leased by someone else holds the content and mode it had
-before it started (or the holder's later file writes), whatever the command did to the path, unless
-the holder ran a command meanwhile; each change is reported to the command's caller and recorded
-against its actor.
+``fingerprint``; a command that starts with its accept has its leases read and fingerprinted while
+the broker acknowledges the accept, the others as they start; never after it starts): when it
+ends, each file leased by someone else holds the content and mode it had before it started (or the
+holder's later file writes), whatever the command did to the path, unless the holder ran a command
+meanwhile; each change is reported to the command's caller and recorded against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
-while a holder's own command also ran is taken as the holder's; a lease taken after the command was accepted
-(or while it runs) guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
-in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
-inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
+while a holder's own command also ran is taken as the holder's; a lease taken after the command
+was accepted guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse
+terabyte is made in a moment, and hashing it held the check past its timeout, unchecked; their
+change is told by inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
 commands keep at once), a path the command made unreachable (its directory's permission taken away),
 a file turned into a directory with something in it, and one reached through a directory swapped for
 a symlink are reported, not put back; a command
@@ -55,7 +55,6 @@ CHECK_LOCKS = 64  # striped by sandbox id: a holder's file write and the checks 
 OTHERS = (
     "SELECT path, holder FROM file_leases WHERE sandbox_id = %s AND holder <> %s AND expires_at > now() ORDER BY path"
 )
-NOT_READ = object()  # ``before``: the leases were not read for the command yet
 
 
 @dataclass
@@ -185,12 +184,10 @@ class LeaseGuard:
             LOG.warning("leases of %s unreadable (%s): %s's command runs unwatched", sandbox_id, e, actor)
             return None
 
-    def before(self, client: SupervisorClient, sandbox_id: str, actor: str, held: object = NOT_READ) -> Watch | None:
+    def before(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Watch | None:
         """Start watching the files other actors hold, for a command of ``actor`` about to start; None
-        when there are none (or they cannot be watched: logged, the command runs unwatched). ``held``:
-        what ``read`` answered for the command already (read while its accept was acknowledged)."""
-        if held is NOT_READ:
-            held = self.read(sandbox_id, actor)
+        when there are none (or they cannot be watched: logged, the command runs unwatched)."""
+        held = self.read(sandbox_id, actor)
         if not held:
             return None
         watch = Watch(sandbox_id, actor, {path: Guarded(path, holder, {}) for path, holder in held})
@@ -333,11 +330,10 @@ class LeaseGuard:
 class CommandCheck:
     """The guard around one command: ``start`` as it starts, ``finish`` (or ``drop``) once it ended."""
 
-    def __init__(self, guard: LeaseGuard, sandbox_id: str, actor: str, held: object = NOT_READ) -> None:
+    def __init__(self, guard: LeaseGuard, sandbox_id: str, actor: str) -> None:
         self.guard = guard
         self.sandbox_id = sandbox_id
         self.actor = actor
-        self.held = held  # the leases ``LeaseGuard.read`` found when the command was accepted, if read then
         self.client: SupervisorClient | None = None
         self.watch: Watch | None = None
         self.started = False
@@ -348,7 +344,7 @@ class CommandCheck:
         self.guard.began(self.sandbox_id, self.actor)
         self.started = True
         try:
-            self.watch = self.guard.before(client, self.sandbox_id, self.actor, self.held)
+            self.watch = self.guard.before(client, self.sandbox_id, self.actor)
         except Exception:
             LOG.exception("lease guard failed before %s's command on %s: unwatched", self.actor, self.sandbox_id)
 
