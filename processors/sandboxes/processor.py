@@ -12,9 +12,12 @@ not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
 
 Order of a command: decide (pure) → append its records (``exec.accepted`` for work) and wait for the
 broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
-on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
-``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
-so 64 long commands hold no thread a stop or a cancel needs. Cancels (calls to a supervisor, which
+on lanes of their own (an exec a ready sandbox starts at once is handed to its thread before the
+append, and gets ready while the broker acknowledges it: its leases and the supervisor's connection;
+it starts only once the append was acknowledged): control (stop, cancel, egress), provisions,
+file operations (per tenant: ``processors/lanes.py``), and one thread per running command
+(bounded by each tenant's exec quota), so 64 long commands hold no thread a stop or a cancel
+needs. Cancels (calls to a supervisor, which
 the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
 control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
 their own. Every outcome is settled under the partition's lock against the current state, only
@@ -344,8 +347,9 @@ class SandboxProcessor(PartitionedProcessor):
 
     def _hand_over_early(self, sandbox_id: str, decision: Decision) -> tuple[Effect, Gate] | None:
         """Hand the exec a ready sandbox starts at once to its thread before its records are appended:
-        it reads the sandbox's leases meanwhile and runs only once they are acknowledged (``Gate``:
-        the caller opens it after the append, or cancels it when the append failed)."""
+        it gets ready meanwhile (``Effects._prepare``: nothing the command could see) and runs only
+        once they are acknowledged (``Gate``: the caller opens it after the append and the fold, or
+        cancels it when the append failed)."""
         run = next((e for e in decision.effects if e.kind == "exec"), None)
         if run is None or self.stop_event.is_set():
             return None
