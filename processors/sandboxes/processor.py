@@ -17,12 +17,11 @@ append, and gets ready while the broker acknowledges it: its leases and the supe
 it starts only once the append was acknowledged): control (stop, cancel, egress), provisions,
 file operations (per tenant: ``processors/lanes.py``), and one thread per running command
 (bounded by each tenant's exec quota), so 64 long commands hold no thread a stop or a cancel
-needs. Cancels (calls to a supervisor, which
-the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
-control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
-their own. Every outcome is settled under the partition's lock against the current state, only
-while this instance owns it within its lease (``runtime.Lease``: a stalled instance that woke up
-writes and starts nothing).
+needs. Cancels (calls to a supervisor, which the sandbox can hang) have a lane apart from stops
+and reaps (calls to the engine), and every control call is bounded in time; the periodic reconcile
+and the artifact sweep run on threads of their own. Every outcome is settled under the partition's
+lock against the current state, only while this instance owns it within its lease
+(``runtime.Lease``: a stalled instance that woke up writes and starts nothing).
 
 A command runs once however often it comes. *Redelivered* (the same record again: a crash before its
 offset committed, a reset of the group's offsets): the partition's cursor (``processors/cursor.py``,
