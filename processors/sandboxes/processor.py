@@ -353,7 +353,11 @@ class SandboxProcessor(PartitionedProcessor):
         if run is None or self.stop_event.is_set():
             return None
         gate = Gate()
-        self.commands.submit(self.effects.run, sandbox_id, run, gate)
+        try:
+            self.commands.submit(self.effects.run, sandbox_id, run, gate)
+        except Exception:  # not handed over: it goes the usual way after the append (never dead-lettered for this)
+            LOG.exception("exec on %s not handed over early", sandbox_id)
+            return None
         return run, gate
 
     def _started_at_once(self, sandbox_id: str, decision: Decision) -> list[Envelope]:
