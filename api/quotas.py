@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from astraforge.api.errors import ApiError
 from astraforge.config import Settings
-from astraforge.projections.queries import Executor, ProjectionQueries
+from astraforge.projections.queries import Executor, ProjectionQueries, queries_for
 
 HOLD_S = 120.0  # an admission whose record never shows (its append failed) stops counting then
 
@@ -114,9 +114,13 @@ async def _usage(conn: Executor, settings: Settings, tenant: str, held: Reservat
     """The tenant's usage of ``kind`` ("sandbox" or "exec") as the projection shows it plus what this
     process admitted and the projection does not show yet: one statement (call under the tenant's
     lock; it reads the usage and which holds are projected in one snapshot)."""
-    queries = ProjectionQueries(settings.projection_schema)
+    queries = queries_for(settings.projection_schema)
     read = queries.sandbox_usage if kind == "sandbox" else queries.exec_usage
-    found = await read(conn, tenant, list(held.current(tenant)))
+    return _with_holds(await read(conn, tenant, list(held.current(tenant))), tenant, held)
+
+
+def _with_holds(found: dict, tenant: str, held: Reservations) -> dict:
+    """A usage statement's answer (with its ``projected`` ids) plus the holds it does not show yet."""
     held.projected(tenant, found.pop("projected"))
     pending = held.counts(tenant)
     return {k: v + pending[k] for k, v in found.items()}
@@ -146,7 +150,35 @@ async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, 
 async def admit_exec(conn: Executor, settings: Settings, tenant: str, command_id: str, held: Reservations) -> None:
     """Room for one more running command (held until projected), or a 429 naming the limit."""
     async with held.locks[tenant]:
-        execs = (await _usage(conn, settings, tenant, held, "exec"))["execs"]
-        if execs + 1 > settings.quota_concurrent_execs:
-            raise _refuse("concurrent_execs", settings.quota_concurrent_execs, execs)
-        held.hold(tenant, [command_id], "exec")
+        _hold_exec(settings, tenant, command_id, held, (await _usage(conn, settings, tenant, held, "exec"))["execs"])
+
+
+async def admit_exec_in(
+    conn: Executor,
+    settings: Settings,
+    tenant: str,
+    sandbox_id: str,
+    command_id: str,
+    held: Reservations,
+    check: Callable[[dict], object],
+) -> bool:
+    """``admit_exec`` for a command in the tenant's sandbox, reading the sandbox's state in the same
+    statement (one round trip for ownership and quota): False, admitting nothing, if the projection
+    does not show the sandbox; else ``check({"sandbox_id", "state"})`` (e.g. 409 if it has ended),
+    then room for the command or a 429, in that order, as ``owned_sandbox`` + ``admit_exec``."""
+    queries = queries_for(settings.projection_schema)
+    async with held.locks[tenant]:
+        found = await queries.exec_usage_in(conn, tenant, sandbox_id, list(held.current(tenant)))
+        state = found.pop("sandbox_state")
+        usage = _with_holds(found, tenant, held)
+        if state is None:
+            return False
+        check({"sandbox_id": sandbox_id, "state": state})
+        _hold_exec(settings, tenant, command_id, held, usage["execs"])
+        return True
+
+
+def _hold_exec(settings: Settings, tenant: str, command_id: str, held: Reservations, execs: int) -> None:
+    if execs + 1 > settings.quota_concurrent_execs:
+        raise _refuse("concurrent_execs", settings.quota_concurrent_execs, execs)
+    held.hold(tenant, [command_id], "exec")

@@ -1,8 +1,12 @@
-"""JSON from outside the platform (a webhook's body, what an agent prints) read as text.
+"""JSON from outside the platform (a webhook's body, what an agent prints, a model's tool arguments)
+read as text.
 
 JSON may escape a lone surrogate (``"\\ud800"``): ``json`` takes it, but it is no character and no
-UTF-8 holds it, so no record could carry a string that has one (the append fails). ``loads`` refuses
-such a document where it is read, with a ``ValueError`` like any other that is not JSON.
+UTF-8 holds it, so no record could carry a string that has one (the append failed: a webhook answered
+500, a run or a conversation failed for good). Real senders do write them: Python's ``json.dumps``
+escapes the surrogates ``surrogateescape`` makes of a file name that is not UTF-8, in an exception
+message an error tracker forwards. ``loads`` reads such a string as a UTF-8 decoder reads bytes
+that are not text with ``errors="replace"``: each lone surrogate becomes U+FFFD.
 """
 
 import json
@@ -11,17 +15,14 @@ from typing import Any
 
 # an escaped surrogate, \uD800..\uDFFF (a pair of them is one character; one alone is not text)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str json made: a pair is one character there
 
 
-class NotText(ValueError):
-    """The JSON escapes a lone surrogate."""
-
-
-def loads(data: bytes) -> Any:
-    """``json.loads``, refusing (``NotText``) a document with a lone surrogate in a key or a string."""
+def loads(data: bytes | str) -> Any:
+    """``json.loads``, with every lone surrogate of a key or a string replaced by U+FFFD."""
     value = json.loads(data)
-    if _SURROGATE_ESCAPE.search(data) and _holds_lone_surrogate(value):
-        raise NotText("the JSON escapes a lone surrogate (not Unicode text)")
+    if _SURROGATE_ESCAPE.search(data if isinstance(data, bytes) else data.encode()) and _holds_lone_surrogate(value):
+        value = json.loads(_LONE_SURROGATE.sub("\ufffd", json.dumps(value, ensure_ascii=False)))
     return value
 
 
@@ -31,9 +32,7 @@ def _holds_lone_surrogate(value: Any) -> bool:
     while stack:
         v = stack.pop()
         if isinstance(v, str):
-            try:
-                v.encode()
-            except UnicodeEncodeError:
+            if _LONE_SURROGATE.search(v):
                 return True
         elif isinstance(v, dict):
             stack.extend(v)

@@ -104,3 +104,25 @@ class CommandThreads:
                 if len(self._idle) >= self.keep_idle:
                     return
                 self._idle.append(inbox)
+
+
+class Gate:
+    """Holds work back until the records that allow it are acknowledged (``open``), or drops it when
+    they were not (``cancel``). Work handed to its thread before the append waits here, so the hop to
+    that thread (and what the work reads before it acts) overlaps the broker's round trip."""
+
+    def __init__(self) -> None:
+        self._decided = threading.Event()
+        self._opened = False
+
+    def open(self) -> None:
+        self._opened = True
+        self._decided.set()
+
+    def cancel(self) -> None:
+        self._decided.set()
+
+    def wait(self) -> bool:
+        """Block until opened (True) or cancelled (False)."""
+        self._decided.wait()
+        return self._opened

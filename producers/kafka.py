@@ -152,11 +152,17 @@ class EventProducer:
         Waits on this call's own delivery reports, never on the producer's whole queue: another
         caller's backlog (a slow or failing topic) neither delays nor fails this call.
         """
-        results: list[Appended | KafkaError | None] = []
-        for envelope in envelopes:
-            results.append(None)
-            self.send(envelope, _report_into(results, len(results) - 1, self._reported), timestamp)
+        encoded = self._encode_all(envelopes)
+        results: list[Appended | KafkaError | None] = [None] * len(encoded)
+        for i, (topic, key, value) in enumerate(encoded):
+            self._produce(topic, key, value, _report_into(results, i, self._reported), timestamp=timestamp)
         return self._wait(results)
+
+    def _encode_all(self, envelopes: Iterable[Envelope]) -> list[tuple[str, bytes, bytes]]:
+        """``(topic, key, value)`` of every record, before any is sent: one that cannot be encoded
+        fails the whole call with nothing of it appended (sent as they were encoded, the records
+        before it went out while the caller was told the append failed)."""
+        return [(self.topic_for(e), e.stream_id.encode(), self.codec.encode(e)) for e in envelopes]
 
     async def append_async(self, envelopes: Iterable[Envelope]) -> list[Appended]:
         """``append_many`` for a caller on an event loop: the records are queued from the loop (a
@@ -164,10 +170,10 @@ class EventProducer:
         producer's report thread; no thread waits for each call. Raises ``DeliveryFailed``."""
         loop = asyncio.get_running_loop()
         reported = loop.create_future()
-        envelopes = list(envelopes)
+        encoded = self._encode_all(envelopes)
         # every slot exists before the first send: a report served meanwhile must not see the
         # records sent so far as all of them and resolve the call early
-        results: list[Appended | KafkaError | None] = [None] * len(envelopes)
+        results: list[Appended | KafkaError | None] = [None] * len(encoded)
 
         def resolve() -> None:
             if not reported.done():
@@ -184,9 +190,8 @@ class EventProducer:
 
             return report
 
-        for i, envelope in enumerate(envelopes):
-            value, topic = self.codec.encode(envelope), self.topic_for(envelope)
-            while not self._try_produce(topic, envelope.stream_id.encode(), value, report_into(i)):
+        for i, (topic, key, value) in enumerate(encoded):
+            while not self._try_produce(topic, key, value, report_into(i)):
                 self._serve_reports()  # local queue full: the report thread drains it; the loop goes on
                 await asyncio.sleep(POLL_S)
         if not results:

@@ -1,5 +1,6 @@
 """Read-side queries over the projection schema, shared by the API and the audit tools."""
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -47,6 +48,12 @@ class Executor(Protocol):
     async def execute(self, query: Any, params: Any = None) -> Any: ...
 
 
+@functools.cache
+def queries_for(schema: str) -> "ProjectionQueries":
+    """One ``ProjectionQueries`` per schema (it holds only composed statements): a request builds none."""
+    return ProjectionQueries(schema)
+
+
 class ProjectionQueries:
     """Tenant-scoped reads of one projection schema."""
 
@@ -62,6 +69,11 @@ class ProjectionQueries:
         ).format(self.schema)
         self._exec_usage = sql.SQL(
             "SELECT (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs," + projected
+        ).format(self.schema)
+
+        self._exec_usage_in = sql.SQL(
+            "SELECT (SELECT state FROM {0}.sandboxes WHERE sandbox_id = %s AND tenant_id = %s) AS sandbox_state,"
+            " (SELECT count(*) FROM {0}.execs WHERE tenant_id = %s AND state = 'running') AS execs," + projected
         ).format(self.schema)
 
     async def stream(self, conn: Executor, tenant_id: str, stream_id: str) -> dict | None:
@@ -248,6 +260,15 @@ class ProjectionQueries:
         cur = await conn.execute(
             self._exec_usage,
             (tenant_id, tenant_id, held, tenant_id, held),
+        )
+        return await cur.fetchone()
+
+    async def exec_usage_in(self, conn: Executor, tenant_id: str, sandbox_id: str, held: list[str]) -> dict:
+        """``exec_usage`` plus the state of the tenant's sandbox ``sandbox_id`` (``sandbox_state``,
+        None if the projection shows no such sandbox of this tenant): an exec's ownership check
+        and admission in one statement, one round trip instead of two."""
+        cur = await conn.execute(
+            self._exec_usage_in, (sandbox_id, tenant_id, tenant_id, tenant_id, held, tenant_id, held)
         )
         return await cur.fetchone()
 

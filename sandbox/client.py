@@ -176,12 +176,14 @@ class SupervisorClient:
         size: int = 0,
         concurrently: bool = False,
         timeout: float | None = None,
+        sock: socket.socket | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
         """Send the request (and ``size`` bytes of ``body``), then yield the answer's frames. A
         command's stdin is sent ``concurrently`` with reading its output: a command that writes
         before it reads would otherwise wait on us while we wait on it. ``timeout``: how long any one
-        send or read may wait (None: as long as the command runs)."""
-        sock = self._connect()
+        send or read may wait (None: as long as the command runs). ``sock``: a connection opened
+        (and its peer checked) before, which this call takes over and closes."""
+        sock = sock or self._connect()
         sock.settimeout(timeout)
         reader = sock.makefile("rb")
         sender = None
@@ -257,20 +259,24 @@ class SupervisorClient:
         processes left behind (by this or another command) are reported to this one
         (``SupervisorResult.detached``); a caller that does not record them passes False, or they are never
         recorded."""
-        request = {
-            "id": request_id or new_id(),
-            "op": "exec",
-            "argv": argv or [],
-            "shell": shell,
-            "cwd": cwd,
-            "env": env or {},
-            "timeout_s": timeout_s,
-            "egress": egress,
-            "report_detached": report_detached,
-            "stdin_size": stdin_size if stdin else 0,
-        }
+        request = _exec_request(argv, shell, cwd, env, timeout_s, request_id, egress, report_detached)
+        request["stdin_size"] = stdin_size if stdin else 0
         frames = self._frames(request, stdin, request["stdin_size"], concurrently=True)
         return _command_result(frames, on_output, on_start)
+
+    def prepare_exec(
+        self,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str] | None,
+        timeout_s: float,
+        request_id: str,
+        egress: bool = False,
+    ) -> "PreparedExec":
+        """Open (and check) the connection an exec will go over, sending nothing: the command runs
+        only once ``PreparedExec.run`` sends its request (as ``exec`` would, without stdin)."""
+        request = _exec_request(argv, None, cwd, env, timeout_s, request_id, egress, True)
+        return PreparedExec(self, request, self._connect())
 
     def attach(
         self,
@@ -341,6 +347,55 @@ class SupervisorClient:
             elif kind == b"r":
                 return json.loads(payload)
         raise SupervisorUnavailable("supervisor sent no result")
+
+
+class PreparedExec:
+    """An exec whose connection is open and its peer checked, its request not sent yet (see
+    ``SupervisorClient.prepare_exec``): ``run`` sends it and reads the command to its end, ``close``
+    lets it go unsent (the supervisor reads an empty request and drops the connection)."""
+
+    def __init__(self, client: SupervisorClient, request: dict, sock: socket.socket) -> None:
+        self.client = client
+        self.request = request
+        self._sock: socket.socket | None = sock
+
+    def run(
+        self, on_output: Callable[[str, bytes], None] | None = None, on_start: Callable[[int], None] | None = None
+    ) -> SupervisorResult:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise SupervisorUnavailable("the prepared exec was closed or run already")
+        return _command_result(self.client._frames(self.request, sock=sock), on_output, on_start)
+
+    def close(self) -> None:
+        """Let the connection go if it was not run (idempotent)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+def _exec_request(
+    argv: list[str] | None,
+    shell: str | None,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    timeout_s: float,
+    request_id: str | None,
+    egress: bool,
+    report_detached: bool,
+) -> dict:
+    return {
+        "id": request_id or new_id(),
+        "op": "exec",
+        "argv": argv or [],
+        "shell": shell,
+        "cwd": cwd,
+        "env": env or {},
+        "timeout_s": timeout_s,
+        "egress": egress,
+        "report_detached": report_detached,
+        "stdin_size": 0,
+    }
 
 
 def _batches(paths: list[str], max_chars: int, max_paths: int) -> Iterator[list[str]]:

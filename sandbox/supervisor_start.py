@@ -6,7 +6,16 @@ its start, paid by every sandbox create), but an imported module loads from ``__
 host writes a checked-hash ``.pyc`` there (``sandbox/providers/base.py``). The interpreter uses it
 only if its magic number and cache tag are its own and the source's hash matches; otherwise it
 compiles the source as before. The directory is a read-only tmpfs, so nothing is written back.
+
+This file's directory is put first on ``sys.path`` here rather than left to python: an image whose
+environment sets ``PYTHONSAFEPATH`` (a docker image's ``ENV`` reaches the supervisor) leaves it out,
+and the supervisor would not start, or would be whatever ``astraforge_supervisor`` the image ships.
 """
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from astraforge_supervisor import main
 

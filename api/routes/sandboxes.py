@@ -31,6 +31,7 @@ from astraforge.api.deps import (
     OpenSandbox,
     OwnedSandbox,
     ensure_open,
+    owned_sandbox,
     require_snapshot,
     until_projected,
 )
@@ -47,8 +48,8 @@ from astraforge.api.models import (
     SandboxPublic,
     SnapshotPublic,
 )
-from astraforge.api.params import After, CommandId
-from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_sandboxes
+from astraforge.api.params import After, CommandId, SandboxId
+from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_exec_in, admit_sandboxes
 from astraforge.api.streaming import artifact_response
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.ids import iso, new_id
@@ -233,7 +234,7 @@ async def delete(sandbox: OwnedSandbox, tenant: CurrentTenant, commands: Command
     "/{sandbox_id}/exec", response_model=ExecResult | ExecAccepted, operation_id="execInSandbox", responses=ERRORS
 )
 async def exec_command(
-    sandbox: OwnedSandbox,
+    sandbox_id: SandboxId,
     body: ExecRequest,
     request: Request,
     tenant: CurrentTenant,
@@ -247,7 +248,9 @@ async def exec_command(
     else has leased (`/leases`) that the command changes is put back when it ends, and the answer's
     `error` names it and its holder (`lease_violated: ...`); name yourself with `X-Lease-Holder` to
     change files you leased under that name."""
-    sandbox_id = sandbox["sandbox_id"]
+    # with a key, the sandbox is checked before the key is claimed; without one (the hot path), its
+    # ownership and the tenant's exec quota are read in one statement when the command is admitted
+    keyed = await owned_sandbox(sandbox_id, tenant, conn, settings, request) if idempotency.key else None
     actor = lease_caller(tenant, request)
     argv, shell = (body.command, None) if isinstance(body.command, list) else ([], body.command)
     if not argv and not shell:
@@ -272,8 +275,7 @@ async def exec_command(
             actor,
         )
         if not resumed(claim):
-            ensure_open(sandbox)
-            await admit_exec(conn, settings, tenant, command_id, request.app.state.reservations)
+            await _admit_exec(request, keyed, sandbox_id, tenant, conn, settings, command_id)
         if not body.run_async:
             return 200, await commands.exec(record, wait_s, claim)
         if not resumed(claim):
@@ -283,10 +285,30 @@ async def exec_command(
     return await idempotency.run({"body": body}, {"command_id": new_id()}, run)
 
 
+async def _admit_exec(
+    request: Request,
+    sandbox: dict | None,
+    sandbox_id: str,
+    tenant: str,
+    conn: Conn,
+    settings: AppSettings,
+    command_id: str,
+) -> None:
+    """404 / 409 / 429 in that order, else the command is admitted (held until projected). Unless
+    the caller already read the sandbox (``sandbox``), one statement checks ownership and quota; a
+    sandbox it does not show (unknown, or admitted here and not projected yet) goes the long way."""
+    held = request.app.state.reservations
+    if sandbox is None and await admit_exec_in(conn, settings, tenant, sandbox_id, command_id, held, ensure_open):
+        return
+    sandbox = sandbox or await owned_sandbox(sandbox_id, tenant, conn, settings, request)
+    ensure_open(sandbox)
+    await admit_exec(conn, settings, tenant, command_id, held)
+
+
 PathText = Annotated[str, Path(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
-def file_path(request: Request, path: PathText) -> str:
+async def file_path(request: Request, path: PathText) -> str:
     """The file path of the URL, refused (422) when its %-escapes are not UTF-8: Starlette decodes
     those to U+FFFD, and a write went to a file of another name, answered 200."""
     try:

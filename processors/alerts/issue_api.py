@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from astraforge import jsontext
 from astraforge.errors import AstraForgeError
 from astraforge.integrations import Integration
 from astraforge.sandbox.egress_addresses import Address, AddressPolicy, resolve_now
@@ -136,7 +137,9 @@ class IssueApi:
 
 
 def _json(r: httpx.Response, method: str, path: str) -> Any:
+    """The answer as text (``jsontext``: a source line or message of the monitored app may escape a
+    lone surrogate, which no record holds: the run it started was lost)."""
     try:
-        return r.json() if r.content else {}
+        return jsontext.loads(r.content) if r.content else {}
     except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
         raise IssueApiFailed(f"{method} {path}: the answer is not JSON") from None

@@ -23,7 +23,6 @@ reference, and the bytes count against its quota.
 
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ from langchain.agents.middleware import AgentMiddleware, TodoListMiddleware
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
+from astraforge import jsontext
 from astraforge.artifacts import ArtifactStore
 from astraforge.errors import AstraForgeError
 from astraforge.processors.conversations.backend import RecordedSandbox, stored
@@ -77,19 +77,14 @@ def history(messages: Sequence[dict[str, Any]]) -> list[BaseMessage]:
 
 
 def _args(arguments_json: str) -> dict:
-    """A recorded tool call's arguments, as text: a lone surrogate the model escaped (JSON can, UTF-8
-    cannot) becomes U+FFFD, or the request giving the history back to the model could not be encoded
-    and every later reply of the conversation failed (``tool.called`` keeps the escape as it came)."""
+    """A recorded tool call's arguments, as text (``jsontext``): the model may escape a lone surrogate,
+    which ``tool.called`` keeps as it came; given back raw in the history, the request to the model
+    could not be encoded and every later reply of the conversation failed."""
     try:
-        value = json.loads(arguments_json)
-        if "\\ud" in arguments_json.lower():  # an escaped surrogate, maybe one of a pair (a character)
-            value = json.loads(LONE_SURROGATE.sub("\ufffd", json.dumps(value, ensure_ascii=False)))
+        value = jsontext.loads(arguments_json)
     except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str json.loads made: a pair is one character there
 
 
 def chat_model(settings: dict[str, Any], base_url: str, api_key: str) -> ChatOpenAI:

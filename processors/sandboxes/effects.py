@@ -22,6 +22,7 @@ from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.db import connect
 from astraforge.errors import ValidationError
 from astraforge.processors.artifact_sweep import within_artifact_quota
+from astraforge.processors.lanes import Gate
 from astraforge.processors.sandboxes.handoff import Detached, RecordedOutput, recorded_output
 from astraforge.processors.sandboxes.lease_guard import CommandCheck, LeaseGuard, Violation
 from astraforge.processors.sandboxes.state import (
@@ -36,7 +37,7 @@ from astraforge.processors.sandboxes.state import (
     provisioned,
     started,
 )
-from astraforge.sandbox.client import SupervisorError, SupervisorResult, SupervisorUnavailable
+from astraforge.sandbox.client import PreparedExec, SupervisorError, SupervisorResult, SupervisorUnavailable
 from astraforge.sandbox.egress import parse_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.sandbox.providers.base import SandboxSpec
@@ -79,6 +80,28 @@ def public_reason(error: BaseException) -> str:
     return f"the sandbox engine could not create it ({type(error).__name__}; details in the processor log)"
 
 
+class Prepared:
+    """What an exec got ready before its accept was acknowledged (``Effects._prepare``)."""
+
+    def __init__(self, handle, check: CommandCheck) -> None:
+        self.handle = handle
+        self.check: CommandCheck | None = check
+        self.call: PreparedExec | None = None  # the supervisor's connection, its request not sent
+
+    def take_check(self) -> CommandCheck:
+        """The watch, now the running command's (``_record`` ends it)."""
+        check, self.check = self.check, None
+        return check
+
+    def release(self) -> None:
+        """Let go of what the command did not take: an unsent connection, a watch never handed over."""
+        if self.call is not None:
+            self.call.close()
+        if self.check is not None:
+            self.check.drop()
+            self.check = None
+
+
 class SnapshotTooLarge(ValueError):
     """The workspace archive passed ``max_snapshot_bytes`` while it streamed out."""
 
@@ -94,11 +117,26 @@ class Effects:
         self._working: set[str] = set()  # ids of the accepted commands an effect of this instance runs now
         self._working_lock = threading.Lock()
 
-    def run(self, sandbox_id: str, effect: Effect) -> None:
+    def run(self, sandbox_id: str, effect: Effect, gate: Gate | None = None) -> None:
         """Run one effect. An accepted command runs in one effect at a time here: a take-over that reloads
         a partition this instance kept (``Runtime.continued`` false) resumes every pending command
         again, while the effect that had it may still be waiting for its sandbox or running it; the
-        second one would close it with the supervisor's ``duplicate`` refusal, or as not running."""
+        second one would close it with the supervisor's ``duplicate`` refusal, or as not running.
+
+        ``gate``: an exec handed over before its accept was appended gets ready while the broker
+        acknowledges it (``_prepare``: the sandbox's leases read, the leased files fingerprinted, the
+        supervisor's connection open, nothing sent), then waits: it runs once the gate opens (its
+        state then is the one the accept was folded into) and is let go if the gate is cancelled."""
+        prepared = self._prepare(sandbox_id, effect) if gate is not None else None
+        try:
+            if gate is not None and not gate.wait():
+                return
+            self._run(sandbox_id, effect, prepared)
+        finally:
+            if prepared is not None:
+                prepared.release()
+
+    def _run(self, sandbox_id: str, effect: Effect, prepared: "Prepared | None") -> None:
         st = self.p.state(sandbox_id)
         if st is None:
             return
@@ -114,7 +152,8 @@ class Effects:
                 self._working.add(work)
         detached = False
         try:
-            detached = getattr(self, effect.kind)(st, effect) is DETACHED
+            act = getattr(self, effect.kind)
+            detached = (act(st, effect) if prepared is None else act(st, effect, prepared)) is DETACHED
         except Exception:  # an effect must never kill the processor; the failure is logged
             LOG.exception("effect %s on %s failed", effect.kind, sandbox_id)
         finally:
@@ -123,6 +162,30 @@ class Effects:
                     self._working.discard(work)
         if detached:
             self._reattach_if_ours(sandbox_id, work)
+
+    def _prepare(self, sandbox_id: str, effect: Effect) -> "Prepared | None":
+        """What an exec can get ready before its accept is acknowledged, none of it seen by the command
+        (it has not started): its sandbox's handle, the lease guard's watch (leases read, files
+        fingerprinted and kept) and the supervisor's connection. Never raises: None if any of it
+        failed (let go again; the command then gets it all ready as it runs)."""
+        cmd = effect.command
+        p = cmd.payload
+        prepared = Prepared(None, CommandCheck(self.guard, sandbox_id, cmd.actor))
+        try:
+            st = self.p.state(sandbox_id)  # ready or busy (it starts with its accept): the runtime id stays
+            prepared.handle = None if st is None else self.provider.handle(st.runtime_id)
+            if prepared.handle is None:  # looked up again as it runs
+                return None
+            client = prepared.handle.client
+            prepared.check.start(client)
+            prepared.call = client.prepare_exec(
+                exec_argv(p), p["cwd"], p["env"], p["timeout_s"], p["command_id"], egress=st.has_egress
+            )
+        except Exception as e:  # the command runs as if nothing was prepared: what failed fails again there
+            LOG.info("exec %s: not prepared before its accept was acknowledged (%s)", p["command_id"], e)
+            prepared.release()
+            return None
+        return prepared
 
     def _reattach_if_ours(self, sandbox_id: str, command_id: str) -> None:
         """A command let go here whose partition is this instance's again (it was dropped and taken
@@ -320,7 +383,9 @@ class Effects:
             self.p.settle(st.sandbox_id, lambda now: outcome(now, kind, payload, ACTOR, None))
 
     # -- commands ---------------------------------------------------------------------------
-    def exec(self, st: SandboxState, effect: Effect) -> None:
+    def exec(self, st: SandboxState, effect: Effect, prepared: "Prepared | None" = None) -> None:
+        """Run an accepted command and record it; ``prepared``: what was got ready while its accept
+        was acknowledged (``_prepare``)."""
         cmd = effect.command
         p = cmd.payload
         cid = p["command_id"]
@@ -336,13 +401,16 @@ class Effects:
             payload = finished_payload(cid, None, 0.0, error="sandbox is not running")
             self.p.settle(st.sandbox_id, lambda now: finished(now, payload, ACTOR, cmd))
             return
-        handle = self.provider.handle(ready.runtime_id)
-        check = CommandCheck(self.guard, st.sandbox_id, cmd.actor)
+        handle = prepared.handle if prepared else self.provider.handle(ready.runtime_id)
+        check = prepared.take_check() if prepared else CommandCheck(self.guard, st.sandbox_id, cmd.actor)
 
         def run(on_output: Callable[[str, bytes], None]) -> SupervisorResult:
             if handle is None:
                 raise SupervisorUnavailable("sandbox is gone")
-            check.start(handle.client)  # others' leased files, as their holders left them
+            if not check.started:
+                check.start(handle.client)  # others' leased files, as their holders left them
+            if prepared and prepared.call:
+                return prepared.call.run(on_output)
             # with egress the command gets a forwarder of its own: the proxy attributes by it
             return handle.client.exec(
                 argv=argv,

@@ -16,17 +16,18 @@ file it wrote is fingerprinted again and that is what B's check compares with. A
 *command* cannot be told apart from B's by what it leaves, so a file whose holder ran a command
 while B's was watched is not put back nor blamed on B.
 
-Guaranteed (for a command that starts after the lease is in force, on a supervisor that speaks
-``fingerprint``): when it ends, each file leased by someone else holds the content and mode it had
-before it started (or the holder's later file writes), whatever the command did to the path, unless
-the holder ran a command meanwhile; each change is reported to the command's caller and recorded
-against its actor.
+Guaranteed (for a command accepted after the lease is in force, on a supervisor that speaks
+``fingerprint``; a command that starts with its accept has its leases read and fingerprinted while
+the broker acknowledges the accept, the others as they start; never after it starts): when it
+ends, each file leased by someone else holds the content and mode it had before it started (or the
+holder's later file writes), whatever the command did to the path, unless the holder ran a command
+meanwhile; each change is reported to the command's caller and recorded against its actor.
 Not guaranteed: the file is changed *while* the command runs (readers in between see B's bytes); a
 process the command leaves running (``exec.detached``) may change it after the check; a change made
-while a holder's own command also ran is taken as the holder's; a lease taken while the command runs
-guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse terabyte is made
-in a moment, and hashing it held the check past its timeout, unchecked; their change is told by
-inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
+while a holder's own command also ran is taken as the holder's; a lease taken after the command
+was accepted guards from the next command on; files over ``max_file_bytes`` (not hashed: a sparse
+terabyte is made in a moment, and hashing it held the check past its timeout, unchecked; their
+change is told by inode, size and ctime), files past the processor's ``lease_guard_kept_bytes`` (the copies all watched
 commands keep at once), a path the command made unreachable (its directory's permission taken away),
 a file turned into a directory with something in it, and one reached through a directory swapped for
 a symlink are reported, not put back; a command
@@ -174,14 +175,19 @@ class LeaseGuard:
                 del self._active[sandbox_id]
 
     # -- around a command ------------------------------------------------------------------------
-    def before(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Watch | None:
-        """Start watching the files other actors hold, for a command of ``actor`` about to start; None
-        when there are none (or they cannot be watched: logged, the command runs unwatched)."""
+    def read(self, sandbox_id: str, actor: str) -> list[tuple[str, str]] | None:
+        """The files someone other than ``actor`` holds in the sandbox, or None when PostgreSQL cannot
+        be read (logged: the command runs unwatched)."""
         try:
-            held = self._others(sandbox_id, actor)
+            return self._others(sandbox_id, actor)
         except (psycopg.Error, AstraForgeError) as e:
             LOG.warning("leases of %s unreadable (%s): %s's command runs unwatched", sandbox_id, e, actor)
             return None
+
+    def before(self, client: SupervisorClient, sandbox_id: str, actor: str) -> Watch | None:
+        """Start watching the files other actors hold, for a command of ``actor`` about to start; None
+        when there are none (or they cannot be watched: logged, the command runs unwatched)."""
+        held = self.read(sandbox_id, actor)
         if not held:
             return None
         watch = Watch(sandbox_id, actor, {path: Guarded(path, holder, {}) for path, holder in held})

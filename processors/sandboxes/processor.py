@@ -12,14 +12,16 @@ not history; ended sandboxes leave the table ``ended_grace_s`` after their end.
 
 Order of a command: decide (pure) → append its records (``exec.accepted`` for work) and wait for the
 broker → fold them → return, and only then may faust commit the command's offset. Effects run after,
-on lanes of their own: control (stop, cancel, egress), provisions, file operations (per tenant:
-``processors/lanes.py``), and one thread per running command (bounded by each tenant's exec quota),
-so 64 long commands hold no thread a stop or a cancel needs. Cancels (calls to a supervisor, which
-the sandbox can hang) have a lane apart from stops and reaps (calls to the engine), and every
-control call is bounded in time; the periodic reconcile and the artifact sweep run on threads of
-their own. Every outcome is settled under the partition's lock against the current state, only
-while this instance owns it within its lease (``runtime.Lease``: a stalled instance that woke up
-writes and starts nothing).
+on lanes of their own (an exec a ready sandbox starts at once is handed to its thread before the
+append, and gets ready while the broker acknowledges it: its leases and the supervisor's connection;
+it starts only once the append was acknowledged): control (stop, cancel, egress), provisions,
+file operations (per tenant: ``processors/lanes.py``), and one thread per running command
+(bounded by each tenant's exec quota), so 64 long commands hold no thread a stop or a cancel
+needs. Cancels (calls to a supervisor, which the sandbox can hang) have a lane apart from stops
+and reaps (calls to the engine), and every control call is bounded in time; the periodic reconcile
+and the artifact sweep run on threads of their own. Every outcome is settled under the partition's
+lock against the current state, only while this instance owns it within its lease
+(``runtime.Lease``: a stalled instance that woke up writes and starts nothing).
 
 A command runs once however often it comes. *Redelivered* (the same record again: a crash before its
 offset committed, a reset of the group's offsets): the partition's cursor (``processors/cursor.py``,
@@ -62,7 +64,7 @@ from astraforge.ids import now_micros
 from astraforge.kafka import read_range, reader
 from astraforge.processors.artifact_sweep import sweep
 from astraforge.processors.base import PartitionedProcessor
-from astraforge.processors.lanes import CommandThreads, TenantLanes
+from astraforge.processors.lanes import CommandThreads, Gate, TenantLanes
 from astraforge.processors.runtime import Fenced, Source, check_partitions
 from astraforge.processors.sandboxes.effects import ACTOR, INTERRUPTED, Effects, exec_argv
 from astraforge.processors.sandboxes.handoff import Detached
@@ -321,16 +323,38 @@ class SandboxProcessor(PartitionedProcessor):
             reason = f"misrouted: stream {command.stream_id} belongs to partition {partition}, not {source.partition}"
             self.dead_letter(source, value, reason)
             return
+        early: tuple[Effect, Gate] | None = None
+        acknowledged = False
         try:
             decision = decide(self.states.get(sid), command, source.offset, ACTOR)
-            self._emit_locked(partition, [*decision.events, *self._started_at_once(sid, decision)])
+            at_once = self._started_at_once(sid, decision)
+            early = self._hand_over_early(sid, decision) if at_once else None
+            self._emit_locked(partition, [*decision.events, *at_once])
+            acknowledged = True
         except (*TRANSIENT, Fenced):
             raise
         except Exception as e:  # a command we cannot act on: set it aside, go on
             LOG.exception("command %s on %s failed", command.type, sid)
             self.dead_letter(source, value, f"{type(e).__name__}: {e}")
             return
-        self.dispatch(sid, decision.effects)
+        finally:
+            if early is not None and acknowledged:
+                early[1].open()
+            elif early is not None:
+                early[1].cancel()
+        self.dispatch(sid, [e for e in decision.effects if early is None or e is not early[0]])
+
+    def _hand_over_early(self, sandbox_id: str, decision: Decision) -> tuple[Effect, Gate] | None:
+        """Hand the exec a ready sandbox starts at once to its thread before its records are appended:
+        it gets ready meanwhile (``Effects._prepare``: nothing the command could see) and runs only
+        once they are acknowledged (``Gate``: the caller opens it after the append and the fold, or
+        cancels it when the append failed)."""
+        run = next((e for e in decision.effects if e.kind == "exec"), None)
+        if run is None or self.stop_event.is_set():
+            return None
+        gate = Gate()
+        self.commands.submit(self.effects.run, sandbox_id, run, gate)
+        return run, gate
 
     def _started_at_once(self, sandbox_id: str, decision: Decision) -> list[Envelope]:
         """An exec accepted by a ready (or busy) sandbox also starts in the same append: its

@@ -1,5 +1,6 @@
 """The producer and topics on the real broker."""
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
@@ -7,7 +8,7 @@ from collections import defaultdict
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from astraforge.errors import KafkaUnavailable
+from astraforge.errors import KafkaUnavailable, ValidationError
 from astraforge.kafka import partition_for, read_range
 from astraforge.producers import kafka as producer_module
 from astraforge.producers.kafka import EventProducer
@@ -48,6 +49,26 @@ def test_each_stream_is_totally_ordered_in_its_own_partition(settings, producer:
             if m.key() == stream.encode()
         ]
         assert texts == [str(n) for n in range(50)]
+
+
+def test_a_batch_with_a_record_that_cannot_be_encoded_appends_none_of_it(settings, producer: EventProducer) -> None:
+    """Records were encoded as they were sent: the ones before a record that cannot be encoded (here a
+    lone surrogate) went out, and the caller, told the append failed, had half of it appended (the
+    alerts processor: its decision recorded, the run it started lost). Every record is encoded first."""
+    stream = "whole-batch"
+    partition = partition_for(stream, settings.topic_partitions)
+    codec = default_codec()
+    for append in (producer.append_many, lambda records: asyncio.run(producer.append_async(records))):
+        before = producer.append(chat(stream, "acme", "before"))
+        with pytest.raises(ValidationError):
+            append([chat(stream, "acme", "good"), chat(stream, "acme", "bad \ud800")])
+        after = producer.append(chat(stream, "acme", "after"))  # acknowledged: whatever was sent before is in
+        texts = [
+            codec.decode(m.value()).payload["text"]
+            for m in read_range(settings, settings.events_topic, partition, before.offset, after.offset + 1)
+            if m.key() == stream.encode()
+        ]
+        assert texts == ["before", "after"]
 
 
 def test_a_caller_whose_report_another_thread_served_returns_without_waiting_for_more(

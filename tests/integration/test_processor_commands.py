@@ -13,7 +13,7 @@ from astraforge.kafka import read_range
 from astraforge.processors.runtime import Source
 from astraforge.processors.sandboxes import SandboxProcessor
 from astraforge.producers.kafka import EventProducer
-from tests.integration.test_processor_restart import command, records, seen
+from tests.integration.test_processor_restart import command, exec_command, records, seen
 from tests.integration.test_processor_startup import create
 from tests.support import wait_until
 
@@ -75,6 +75,37 @@ def test_a_transient_failure_is_retried_and_the_command_is_not_skipped(running_p
     assert failing.raised == 3
     assert [e.type for e in records(s, sid)].count("sandbox.requested") == 1
     assert not [m for m in dead_letters(s) if m.key() == sid.encode()], "a transient failure is not poison"
+
+
+def test_an_exec_got_ready_before_its_accept_failed_runs_once_when_it_is_accepted_and_lets_go_of_the_rest(
+    running_processor,
+) -> None:
+    """An exec a ready sandbox starts at once is handed to its thread before its accept is appended,
+    and gets ready meanwhile (the lease guard counts its actor, a connection to the supervisor is
+    opened). Here the accept's append fails twice: each of those attempts is let go (its actor no
+    longer counted, its connection closed) and the command runs once, from the attempt that was
+    acknowledged."""
+    processor = running_processor
+    s = processor.settings
+    sid, cid = f"sb-{secrets.token_hex(16)}", f"cmd-{secrets.token_hex(8)}"
+    producer = EventProducer(s)
+    try:
+        producer.append(create(sid))
+        wait_until(lambda: seen(s, sid, "sandbox.ready"), timeout=90, what=f"{sid} ready")
+        transport = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker connection lost"))
+        failing = FailingAppends(processor.producer, sid, transport, times=2)  # the exec's accept, twice
+        producer.append(exec_command(sid, cid, "echo ran >> /workspace/runs; cat /workspace/runs"))
+        wait_until(lambda: seen(s, sid, "exec.finished", command_id=cid), timeout=60, what="the exec finished")
+        assert failing.raised == 2
+        mine = [e for e in records(s, sid) if e.payload.get("command_id") == cid]
+        assert [e.type for e in mine] == ["exec.accepted", "exec.started", "exec.output", "exec.finished"]
+        (done,) = [e for e in mine if e.type == "exec.finished"]
+        assert done.payload["exit_code"] == 0 and done.payload["error"] is None, done.payload
+        (output,) = [e for e in mine if e.type == "exec.output"]
+        assert output.payload["data"] == b"ran\n", "run more than once"
+        wait_until(lambda: sid not in processor.effects.guard._active, timeout=10, what="every attempt let go")
+    finally:
+        producer.close()
 
 
 def test_a_poison_command_is_dead_lettered_with_its_reason_and_the_loop_goes_on(running_processor) -> None:

@@ -312,7 +312,10 @@ def test_a_heartbeat_loop_records_one_heartbeat_per_second(api_url, sandbox_proc
 def test_a_created_sandbox_is_listed_before_the_projection_has_it(running_processor) -> None:
     """A create answers from the processor's records, ahead of the projection: the list waits for a
     sandbox this API admitted, so create-then-list shows it. Here the projector starts only after
-    the create answered (without the wait the list came back empty)."""
+    the create answered (without the wait the list came back empty). An exec sent before the
+    projector starts waits the same way (its one-statement ownership + quota check sees no row)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from astraforge.db import connect
     from astraforge.keys import create_key
     from astraforge.projections.postgres import create_schema
@@ -322,10 +325,12 @@ def test_a_created_sandbox_is_listed_before_the_projection_has_it(running_proces
     with connect(s) as conn:
         create_schema(conn, s.projection_schema)
     key = create_key(s, "lister")
-    with running_api(s) as url:
+    with running_api(s) as url, ThreadPoolExecutor(1) as pool:
         sandbox = create(url, key)
         assert sandbox["state"] == "ready"
+        executed = pool.submit(post, f"{url}/v1/sandboxes/{sandbox['id']}/exec", key, {"command": ["true"]})
         with running_projector(s):
+            assert executed.result().status_code == 200 and executed.result().json()["exit_code"] == 0
             listed = httpx.get(f"{url}/v1/sandboxes", headers=auth(key), timeout=30).json()["items"]
             assert [item["id"] for item in listed] == [sandbox["id"]]
             assert httpx.get(f"{url}/v1/sandboxes", headers=auth(key), params={"after": sandbox["id"]}).json() == {

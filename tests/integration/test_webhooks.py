@@ -22,6 +22,7 @@ from tests.alert_payloads import (
     glitchtip_alert,
     installation,
     issue_created,
+    rest_latest_event,
     sentry_headers,
 )
 from tests.conftest import gateway_listener
@@ -314,6 +315,24 @@ def test_an_issue_alert_is_enriched_from_the_api(api, repos, tenant, sentry_api)
     post(f"{api}/v1/runs/{run_id}/cancel", key)
     wait_until(lambda: sentry_api.comments("9002"), timeout=90, what="the comment on the cancelled run")
     assert "cancelled" in sentry_api.comments("9002")[0]
+
+
+def test_an_enrichment_escaping_a_lone_surrogate_still_starts_the_run(api, repos, tenant, sentry_api) -> None:
+    """Python's json.dumps escapes the surrogates ``surrogateescape`` makes of a file name that is not
+    UTF-8, so a source line the tracker forwards can hold one: no record could (the run.create did
+    not encode and the alert was dead-lettered, never a run). Read as text, it is U+FFFD."""
+    _, key = tenant
+    event = rest_latest_event("9005")
+    frame = event["entries"][0]["data"]["values"][0]["stacktrace"]["frames"][-1]
+    frame["context"] = [[frame["lineNo"], "open('/srv/data-\udcff.csv')"]]
+    sentry_api.latest["9005"] = event
+    integration = create(api, key, integration_body(repos["calc"], sentry_api.url))
+    assert deliver(api, integration, issue_created("9005"), "issue").status_code == 202
+    (started,) = decisions(api, key, integration["id"], 1)
+    assert started["type"] == "alert.run_started", started
+    run_id = started["payload"]["run_id"]
+    assert "open('/srv/data-\ufffd.csv')" in run_spec(api, key, run_id)
+    post(f"{api}/v1/runs/{run_id}/cancel", key)
 
 
 def test_an_api_url_at_a_private_address_is_never_called(api, repos, tenant, alert_settings) -> None:

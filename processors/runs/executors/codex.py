@@ -190,9 +190,9 @@ class CodexTranslator:
     def _line(self, line: bytes) -> list[AgentRecord]:
         if not line.strip():
             return []
-        try:  # a line that is not text (a lone surrogate escaped) is no Codex event either: no record holds it
+        try:  # as text: what the agent prints reaches here, and a lone surrogate escaped could be in no record
             event = jsontext.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what json's parser takes
             self.skipped += 1
             return []
         if not isinstance(event, dict):
@@ -290,9 +290,9 @@ def translate_output(command_id: str, outputs: Iterable[Envelope]) -> list[Agent
 def usage_payload(prefix: str, usage: dict[str, Any]) -> dict[str, Any]:
     """The ``agent.usage`` payload of a ``turn.completed`` event's usage."""
 
-    def count(name: str) -> int:
+    def count(name: str) -> int:  # what the agent printed: a count no Avro long holds is no count
         value = usage.get(name)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
 
     return {
         "session_id": prefix,

@@ -142,15 +142,35 @@ def test_lines_that_are_not_events_are_skipped_and_counted() -> None:
     assert translator.feed(data) == [] and translator.skipped == 2
 
 
-def test_a_line_escaping_a_lone_surrogate_is_skipped_not_fatal() -> None:
+def test_an_event_escaping_a_lone_surrogate_is_read_as_text() -> None:
     """What the agent prints reaches the translator (a command can write to Codex's stdout): an
-    event whose text escapes a lone surrogate could be no record (``_cut`` raised on it, and the run
-    failed with an internal error). It is no Codex event: skipped and counted."""
+    event whose text escapes a lone surrogate could be in no record (``_cut`` raised on it, and the
+    run failed with an internal error). It reads as text, the surrogate as U+FFFD; a pair stays the
+    character it is."""
     translator = CodexTranslator(CID)
     lone = {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": "a\ud800b"}}
     pair = {"type": "item.completed", "item": {"id": "i2", "type": "agent_message", "text": "\U0001f600"}}
     records = translator.feed(f"{json.dumps(lone)}\n{json.dumps(pair)}\n".encode())
-    assert [r.payload["text"] for r in records] == ["\U0001f600"] and translator.skipped == 1
+    assert [r.payload["text"] for r in records] == ["a\ufffdb", "\U0001f600"] and translator.skipped == 0
+    for r in records:
+        default_codec().encode(Envelope(type=r.type, stream_id="s", tenant_id="t", actor="a", payload=r.payload))
+
+
+def test_usage_counts_past_a_long_are_no_counts() -> None:
+    """A count past 2**63 (the agent can print any event) made an agent.usage no record holds: the
+    run failed with an internal error. Such a count, like a negative one, is 0."""
+    usage = {"input_tokens": 2**63, "output_tokens": 10**30, "cached_input_tokens": 2**63 - 1}
+    (record,) = translate(f"{json.dumps({'type': 'turn.completed', 'usage': usage})}\n".encode())
+    assert (record.payload["input_tokens"], record.payload["output_tokens"]) == (0, 0)
+    assert record.payload["cached_input_tokens"] == 2**63 - 1
+    default_codec().encode(Envelope(type=record.type, stream_id="s", tenant_id="t", actor="a", payload=record.payload))
+
+
+def test_a_line_nested_past_the_parser_is_skipped_not_fatal() -> None:
+    """``[[[[...`` a hundred thousand deep (the agent can print it): json's parser raised
+    RecursionError out of the translator, and the run failed with an internal error."""
+    translator = CodexTranslator(CID)
+    assert translator.feed(b"[" * 100_000 + b"]" * 100_000 + b"\n") == [] and translator.skipped == 1
 
 
 def test_a_long_output_is_cut_and_marked() -> None:
