@@ -57,6 +57,7 @@ import collections
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import selectors
@@ -207,15 +208,6 @@ def _set_caps(effective: int, permitted: int, inheritable: int) -> None:
     data = (_CapData * 2)()
     data[0].effective, data[0].permitted, data[0].inheritable = effective, permitted, inheritable
     _ok(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
-
-
-def sha256(data: bytes = b""):
-    """A SHA-256 hash object. hashlib is imported at the first file operation, not at start: it loads
-    OpenSSL, ~4 ms of CPU on every sandbox start otherwise (sys.path is fixed by then and names
-    only the read-only root and this read-only directory)."""
-    import hashlib
-
-    return hashlib.sha256(data)
 
 
 def lock_down(agent_uid: int) -> None:
@@ -860,7 +852,7 @@ def do_write(sock: socket.socket, req: dict, rfile) -> None:
     size = req.get("size")
     if not isinstance(size, int) or size < 0:
         raise RequestError("bad_request", "write needs a non-negative integer size")
-    digest = sha256()
+    digest = hashlib.sha256()
     with as_agent():
         if req.get("exact"):  # replace the last component itself, even a symlink (the lease guard restoring a file)
             path = os.path.normpath(str(req.get("path") or ""))
@@ -924,10 +916,10 @@ def _fingerprint(path: str, max_bytes: int | None = None) -> dict:
         return {"kind": "missing", "sha256": "", "size": 0}
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path).encode(errors="surrogateescape")
-        return {"kind": "symlink", "sha256": sha256(target).hexdigest(), "size": len(target)}
+        return {"kind": "symlink", "sha256": hashlib.sha256(target).hexdigest(), "size": len(target)}
     if not stat.S_ISREG(st.st_mode):
         return {"kind": "other", "sha256": "", "size": 0}
-    digest, size = sha256(), 0
+    digest, size = hashlib.sha256(), 0
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as src:
         st = os.fstat(fd)
@@ -1002,7 +994,7 @@ def do_read(sock: socket.socket, req: dict) -> None:
     """A file's bytes; ``exact``: the file at the absolute path itself, no symlink followed anywhere on
     it (the lease guard keeping a holder's bytes: resolving the path first let a command swap a
     symlink in between its fingerprint and this read, and have its own bytes kept as the holder's)."""
-    digest, size = sha256(), 0
+    digest, size = hashlib.sha256(), 0
     with as_agent():
         exact = bool(req.get("exact"))
         if exact:
