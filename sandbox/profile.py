@@ -21,6 +21,13 @@ SUPERVISOR_PATH = f"{SUPERVISOR_DIR}/supervisor.py"
 SUPERVISOR_SOCKET = f"{CONTROL_MOUNT}/supervisor.sock"
 
 
+def supervisor_command(agent_uid: int) -> list[str]:
+    """The sandbox's first process: the supervisor, by python in isolated mode (``-I``: no ``PYTHON*``
+    variable of the image's environment, no user site), so what it imports as root, at start or
+    later, comes only from the read-only supervisor directory and the interpreter's own library."""
+    return ["python3", "-I", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(agent_uid)]
+
+
 OVERRIDABLE = ("memory_mb", "cpus", "pids", "workspace_mb", "tmp_mb", "home_mb")
 """What a tenant may change (within each field's bounds); the uid and everything else is fixed."""
 

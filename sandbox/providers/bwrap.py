@@ -42,7 +42,7 @@ from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import PeerIdentity
 from astraforge.sandbox.hostmounts import locked, mount_overlay_read_only
 from astraforge.sandbox.processes import ProcessRef
-from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
+from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, supervisor_command
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec, traversable_by_others
 from astraforge.sandbox.seccomp import NoSeccompFilter, filter_program
 
@@ -147,11 +147,7 @@ class BwrapProvider(SandboxProvider):
             str(seccomp_fd),
             "--json-status-fd",
             str(status_fd),
-            "python3",
-            SUPERVISOR_PATH,
-            SUPERVISOR_SOCKET,
-            "--agent-uid",
-            str(p.uid),
+            *supervisor_command(p.uid),
         ]
 
     def bwrap_options(self, spec: SandboxSpec, control: Path) -> list[str]:

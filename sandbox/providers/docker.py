@@ -30,7 +30,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from astraforge.errors import AstraForgeError
 from astraforge.sandbox.client import PeerIdentity
-from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, SUPERVISOR_PATH, SUPERVISOR_SOCKET
+from astraforge.sandbox.profile import BASE_ENV, CONTROL_MOUNT, SUPERVISOR_DIR, supervisor_command
 from astraforge.sandbox.providers.base import SandboxHandle, SandboxProvider, SandboxSpec
 
 LABEL = "astraforge.sandbox_id"
@@ -125,7 +125,7 @@ class DockerProvider(SandboxProvider):
         )
         return {
             "image": spec.image,
-            "command": ["python3", SUPERVISOR_PATH, SUPERVISOR_SOCKET, "--agent-uid", str(p.uid)],
+            "command": supervisor_command(p.uid),
             "name": self.container_name(spec.sandbox_id),
             "hostname": "sandbox",  # not the engine's container id
             "labels": {LABEL: spec.sandbox_id, NAMESPACE_LABEL: self.namespace},
