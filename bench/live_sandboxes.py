@@ -61,8 +61,9 @@ def measure(
     one_p50: float,
     raw: tuple[str, Callable[[int, int], tuple[list[float], float]]],
     platform_pids: list[int],
-) -> tuple[list, list]:
-    """Rows for the results table (measure, p50 ms, p99 ms, ratio) and the sandboxes made. ``raw``:
+) -> tuple[list, list, dict[str, float]]:
+    """Rows for the results table (measure, p50 ms, p99 ms, ratio), the sandboxes made and the
+    measures the budgets read (``live.*``, see bench/budgets.py). ``raw``:
     the name and runner of the raw concurrent baseline (``bench/raw_starts.py``), measured first
     with the same ``n`` and ``clients``, the platform's creates per second next to it. CPU per
     create: the platform's processes (``platform_pids``: API, processor, projector) and the whole
@@ -106,4 +107,4 @@ def measure(
         ),
         ("host memory per live sandbox (MemAvailable)", f"{per_sandbox / 2**20:.1f} MiB", "", ""),
     ]
-    return rows, made
+    return rows, made, {"exec_p50_ms": pct(live, 50) * 1000, "creates_per_s": n / wall}

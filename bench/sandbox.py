@@ -139,6 +139,7 @@ def main() -> None:
         stage_rows = exec_breakdown.rows(exec_breakdown.stages(settings, sandboxes[0], calls))
         stage_rows += exec_breakdown.rows(create_breakdown.stages(settings, warm_calls), "warm create stage")
 
+        live_measures: dict[str, float] = {}
         if args.live:
             if args.provider == "docker":
                 runs = lambda n, c: raw_starts.docker_runs(client, IMAGE, HARDENED, n, c)  # noqa: E731
@@ -146,7 +147,7 @@ def main() -> None:
             else:
                 runs = lambda n, c: raw_starts.bwrap_runs(settings.cache_dir / "rootfs-bookworm", n, c)  # noqa: E731
                 raw_concurrent = ("bwrap start, same profile", runs)
-            live_rows, made = live_sandboxes.measure(
+            live_rows, made, live_measures = live_sandboxes.measure(
                 lambda: httpx.Client(base_url=url, headers=auth(key), timeout=300),
                 args.live,
                 8,
@@ -177,6 +178,8 @@ def main() -> None:
                                    ("cold_p50_ms", pct(ours, 50) * 1000), ("raw_run_p50_ms", pct(raw, 50) * 1000),
                                    ("idle_mib", pct(usage, 50) / 2**20)):  # fmt: skip
                 report(f"sandbox.{measure}", value)
+            for measure, value in live_measures.items():
+                report(f"live.{measure}", value)
         for sid in sandboxes:
             http.delete(f"/v1/sandboxes/{sid}")
     finally:
