@@ -15,8 +15,9 @@ and the supervisor would not start, or would be whatever ``astraforge_supervisor
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # only as the first process: importing it (the wheel test imports all) does nothing
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from astraforge_supervisor import main
+    from astraforge_supervisor import main
 
-main()
+    main()
