@@ -123,7 +123,8 @@ class SandboxProvider(ABC):
                 size_kb = sum(len(v) for v in files.values()) // 1024 + 64
                 mount_tmpfs(target, uid=0, gid=0, mode=0o755, size_kb=size_kb)
                 for name, data in files.items():
-                    (target / name).parent.mkdir(mode=0o755, exist_ok=True)
+                    (target / name).parent.mkdir(exist_ok=True)
+                    (target / name).parent.chmod(0o755)  # whatever the umask: the sandbox's uid 0 must read it
                     (target / name).write_bytes(data)
                     (target / name).chmod(0o644)
                 remount_read_only(target)
