@@ -17,7 +17,7 @@ from astraforge.api.idempotency import HEADER, Idempotent, check_key
 from astraforge.api.live import LiveTail
 from astraforge.api.params import ArtifactId, ConversationId, RunId, SandboxId
 from astraforge.config import Settings
-from astraforge.projections.queries import ProjectionQueries, queries_for
+from astraforge.projections.queries import queries_for
 
 T = TypeVar("T")
 
@@ -181,7 +181,7 @@ async def require_snapshot(conn: Conn, settings: Settings, tenant: str, snapshot
 
 
 async def _artifact_row(conn: Conn, settings: Settings, tenant: str, artifact_id: str, noun: str) -> dict:
-    row = await ProjectionQueries(settings.projection_schema).artifact(conn, tenant, artifact_id)
+    row = await queries_for(settings.projection_schema).artifact(conn, tenant, artifact_id)
     if row is None:
         raise ApiError(404, f"{noun} {artifact_id} not found")
     return row
@@ -192,7 +192,7 @@ OwnedSnapshot = Annotated[dict, Depends(owned_snapshot)]
 
 async def owned_run(run_id: RunId, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> dict:
     """The tenant's run (its projection row), or 404: another tenant's id is unknown here."""
-    row = await ProjectionQueries(settings.projection_schema).run(conn, tenant, run_id)
+    row = await queries_for(settings.projection_schema).run(conn, tenant, run_id)
     if row is None:
         raise ApiError(404, f"run {run_id} not found")
     return row
@@ -205,7 +205,7 @@ async def owned_conversation(
     conversation_id: ConversationId, tenant: CurrentTenant, conn: Conn, settings: AppSettings
 ) -> dict:
     """The tenant's conversation (its projection row), or 404: another tenant's id is unknown here."""
-    row = await ProjectionQueries(settings.projection_schema).conversation(conn, tenant, conversation_id)
+    row = await queries_for(settings.projection_schema).conversation(conn, tenant, conversation_id)
     if row is None:
         raise ApiError(404, f"conversation {conversation_id} not found")
     return row

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from astraforge.api.errors import ApiError
 from astraforge.config import Settings
-from astraforge.projections.queries import Executor, ProjectionQueries, queries_for
+from astraforge.projections.queries import Executor, queries_for
 
 HOLD_S = 120.0  # an admission whose record never shows (its append failed) stops counting then
 
@@ -142,7 +142,7 @@ async def admit_sandboxes(
 
 async def admit_artifact_bytes(conn: Executor, settings: Settings, tenant: str, size: int) -> None:
     """Room for ``size`` more bytes of artifacts (uploads past the inline limit, snapshots, exports)."""
-    usage = await ProjectionQueries(settings.projection_schema).tenant_usage(conn, tenant)
+    usage = await queries_for(settings.projection_schema).tenant_usage(conn, tenant)
     if usage["artifact_bytes"] + size > settings.quota_artifact_bytes:
         raise _refuse("artifact_bytes", settings.quota_artifact_bytes, usage["artifact_bytes"], size)
 

@@ -43,7 +43,7 @@ from astraforge.api.params import After
 from astraforge.api.quotas import admit_sandboxes
 from astraforge.api.routes.sandboxes import check_spec, requested_sandbox
 from astraforge.ids import from_micros, iso, new_id
-from astraforge.projections.queries import ProjectionQueries
+from astraforge.projections.queries import queries_for
 from astraforge.schemas import Envelope
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -214,7 +214,7 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     sandbox_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")] = None,
 ) -> ConversationsPublic:
-    rows = await ProjectionQueries(settings.projection_schema).conversations(conn, tenant, after, limit, sandbox_id)
+    rows = await queries_for(settings.projection_schema).conversations(conn, tenant, after, limit, sandbox_id)
     items = [ConversationPublic.from_row(r) for r in rows]
     return ConversationsPublic(items=items, next_after=items[-1].id if len(items) == limit else None)
 
@@ -224,7 +224,7 @@ async def get_conversation(
     conversation: OwnedConversation, tenant: CurrentTenant, conn: Conn, settings: AppSettings
 ) -> ConversationDetail:
     """The conversation with its messages, tool calls, results and reply outcomes, in order."""
-    records = await ProjectionQueries(settings.projection_schema).answers(
+    records = await queries_for(settings.projection_schema).answers(
         conn, tenant, conversation["conversation_id"], DETAIL_TYPES, None, None
     )
     messages = [{"type": r["type"], "actor": r["actor"], **r["payload"]} for r in records]

@@ -31,7 +31,7 @@ from astraforge.api.quotas import admit_sandboxes
 from astraforge.ids import from_micros, iso, now_micros
 from astraforge.processors.runs.guardrails import repository_allowed
 from astraforge.processors.runs.state import attempt_sandbox_id
-from astraforge.projections.queries import ProjectionQueries
+from astraforge.projections.queries import queries_for
 from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
 
@@ -133,7 +133,7 @@ async def list_runs(
         str | None, Query(min_length=1, max_length=200, pattern=NO_NUL, description="In the title or request.")
     ] = None,
 ) -> RunsPublic:
-    rows = await ProjectionQueries(settings.projection_schema).runs(conn, tenant, after, limit, state, repository, text)
+    rows = await queries_for(settings.projection_schema).runs(conn, tenant, after, limit, state, repository, text)
     items = [RunPublic.from_row(r) for r in rows]
     return RunsPublic(items=items, next_after=items[-1].id if len(items) == limit else None)
 
@@ -141,7 +141,7 @@ async def list_runs(
 @router.get("/v1/runs/{run_id}", response_model=RunDetail, operation_id="getRun", responses=ERRORS)
 async def get_run(run: OwnedRun, tenant: CurrentTenant, conn: Conn, settings: AppSettings) -> RunDetail:
     """The run with its attempts (diffs, test results, patch, violations, review, merge request) and artifacts."""
-    records = await ProjectionQueries(settings.projection_schema).answers(
+    records = await queries_for(settings.projection_schema).answers(
         conn, tenant, run["run_id"], DETAIL_TYPES, None, None
     )
     attempts: dict[int, AttemptPublic] = {}

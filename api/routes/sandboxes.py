@@ -53,7 +53,7 @@ from astraforge.api.quotas import admit_artifact_bytes, admit_exec, admit_exec_i
 from astraforge.api.streaming import artifact_response
 from astraforge.artifacts import MAX_INLINE_BYTES, spool
 from astraforge.ids import iso, new_id
-from astraforge.projections.queries import ProjectionQueries
+from astraforge.projections.queries import queries_for
 from astraforge.sandbox.egress_rules import check_rules
 from astraforge.sandbox.profile import SecurityProfile
 from astraforge.schemas import Envelope
@@ -176,7 +176,7 @@ async def list_sandboxes(
 ) -> SandboxesPublic:
     """The tenant's sandboxes by id, from the projection; one this API process created that belongs
     on the page and is not projected yet is waited for (create-then-list shows it)."""
-    queries = ProjectionQueries(settings.projection_schema)
+    queries = queries_for(settings.projection_schema)
     admitted = request.app.state.reservations.awaited(tenant)
 
     def missing(rows: list[dict]) -> bool:

@@ -31,7 +31,7 @@ from astraforge.audit import stream_range, verify
 from astraforge.config import Settings
 from astraforge.ids import iso
 from astraforge.kafka import Positioned, partition_for
-from astraforge.projections.queries import ProjectionQueries
+from astraforge.projections.queries import ProjectionQueries, queries_for
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
@@ -40,7 +40,7 @@ LIVE_BATCH = 1000
 
 
 def queries(settings: Settings) -> ProjectionQueries:
-    return ProjectionQueries(settings.projection_schema)
+    return queries_for(settings.projection_schema)
 
 
 @router.get("", response_model=StreamsPublic, operation_id="listStreams", responses=ERRORS)
